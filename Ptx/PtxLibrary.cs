@@ -1,0 +1,39 @@
+using System.Reflection;
+
+namespace MoeNative.Ptx;
+
+/// <summary>
+/// Reads the hand-written PTX files embedded in this assembly. A file <c>Ptx/Kernels/Routing/router.ptx</c> is
+/// addressed by its path relative to <c>Ptx/Kernels</c>: <c>"Routing/router.ptx"</c> (either slash works).
+/// </summary>
+public static class PtxLibrary
+{
+    private const string ResourcePrefix = "MoeNative.Ptx.";
+    private static readonly Assembly Owner = typeof(PtxLibrary).Assembly;
+
+    /// <summary>Every embedded PTX file, as a relative path with '/' separators, sorted.</summary>
+    public static IReadOnlyList<string> EmbeddedPaths { get; } = Owner.GetManifestResourceNames()
+        .Where(n => n.StartsWith(ResourcePrefix, StringComparison.Ordinal) && n.EndsWith(".ptx", StringComparison.Ordinal))
+        .Select(n => n[ResourcePrefix.Length..].Replace('\\', '/'))
+        .Order(StringComparer.Ordinal)
+        .ToArray();
+
+    /// <summary>Returns the text of an embedded PTX file.</summary>
+    /// <exception cref="FileNotFoundException">No embedded resource matches; the message lists the ones that exist.</exception>
+    public static string ReadEmbedded(string relativePath)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(relativePath);
+        string wanted = relativePath.Replace('\\', '/').TrimStart('/');
+        // NOTE: MSBuild's %(RecursiveDir) keeps the OS separator in the logical name, older layouts use '.'; accept both.
+        string? resource = Owner.GetManifestResourceNames().FirstOrDefault(n =>
+            n.StartsWith(ResourcePrefix, StringComparison.Ordinal) &&
+            (string.Equals(n[ResourcePrefix.Length..].Replace('\\', '/'), wanted, StringComparison.Ordinal) ||
+             string.Equals(n[ResourcePrefix.Length..], wanted.Replace('/', '.'), StringComparison.Ordinal)));
+        if (resource is null)
+            throw new FileNotFoundException(
+                $"No embedded PTX file '{relativePath}' in {Owner.GetName().Name}. Embedded: {string.Join(", ", EmbeddedPaths)}.");
+        using Stream stream = Owner.GetManifestResourceStream(resource)!;
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+}

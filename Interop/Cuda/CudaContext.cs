@@ -1,0 +1,99 @@
+using MoeNative.Interop.Native;
+
+namespace MoeNative.Interop;
+
+/// <summary>
+/// The primary context of one device (the one the CUDA runtime and cuBLAS use), retained for the lifetime of this
+/// object; native objects created in it keep it alive until they are released too. Device properties are read
+/// once at creation. Thread-agnostic: every MoeNative wrapper calls <see cref="MakeCurrent"/> before its driver
+/// calls, so any thread may use any object.
+/// </summary>
+public sealed class CudaContext : IDisposable
+{
+    private readonly SafeCudaContextHandle _handle;
+
+    private CudaContext(SafeCudaContextHandle handle, GpuDeviceInfo info)
+    {
+        _handle = handle;
+        Info = info;
+    }
+
+    /// <summary>Initialises the driver and retains the primary context of device <paramref name="ordinal"/>.</summary>
+    /// <exception cref="DllNotFoundException">No driver library; the message lists every name and path tried.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="ordinal"/> is not a device.</exception>
+    /// <exception cref="CudaException">cuInit, a query or the retain failed.</exception>
+    public static unsafe CudaContext Create(int ordinal = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(ordinal);
+        GpuDeviceInfo info = GpuDeviceInfo.Query(ordinal);
+        int device;
+        CuDriver.cuDeviceGet(&device, ordinal).Check(nameof(CuDriver.cuDeviceGet));
+        IntPtr ctx;
+        CuDriver.cuDevicePrimaryCtxRetain(&ctx, device).Check(nameof(CuDriver.cuDevicePrimaryCtxRetain));
+        var context = new CudaContext(new SafeCudaContextHandle(ctx, device), info);
+        context.MakeCurrent();
+        return context;
+    }
+
+    public GpuDeviceInfo Info { get; }
+    public int Ordinal => Info.Ordinal;
+    public string Name => Info.Name;
+    public (int Major, int Minor) ComputeCapability => Info.ComputeCapability;
+    public int MultiprocessorCount => Info.MultiprocessorCount;
+    public long TotalMemoryBytes => Info.TotalMemoryBytes;
+    /// <summary>1000*major + 10*minor, e.g. 13000.</summary>
+    public int DriverVersion => Info.DriverVersion;
+    public int MaxSharedMemoryPerBlockOptin => Info.MaxSharedMemoryPerBlockOptin;
+    public int L2CacheBytes => Info.L2CacheBytes;
+
+    /// <summary>The CUcontext.</summary>
+    /// <exception cref="ObjectDisposedException">Disposed.</exception>
+    public IntPtr Handle
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
+            return _handle.DangerousGetHandle();
+        }
+    }
+
+    internal SafeCudaContextHandle SafeHandle
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
+            return _handle;
+        }
+    }
+
+    /// <summary>Makes this context current on the calling thread (cuCtxSetCurrent).</summary>
+    /// <exception cref="ObjectDisposedException">Disposed.</exception>
+    /// <exception cref="CudaException">The driver refused.</exception>
+    public void MakeCurrent()
+    {
+        ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
+        CuDriver.cuCtxSetCurrent(_handle.DangerousGetHandle()).Check(nameof(CuDriver.cuCtxSetCurrent));
+    }
+
+    /// <summary>Waits for all work in the context (cuCtxSynchronize); an asynchronous error of earlier work
+    /// (illegal address, launch failure) surfaces here as a <see cref="CudaException"/>.</summary>
+    public void Synchronize()
+    {
+        MakeCurrent();
+        CuDriver.cuCtxSynchronize().Check(nameof(CuDriver.cuCtxSynchronize));
+    }
+
+    /// <summary>Free and total device memory in bytes (cuMemGetInfo_v2).</summary>
+    public unsafe (long FreeBytes, long TotalBytes) GetMemoryInfo()
+    {
+        MakeCurrent();
+        nuint free, total;
+        CuDriver.cuMemGetInfo(&free, &total).Check(nameof(CuDriver.cuMemGetInfo));
+        return ((long)free, (long)total);
+    }
+
+    /// <summary>Releases this reference to the primary context; objects still alive in it keep it retained.</summary>
+    public void Dispose() => _handle.Dispose();
+
+    public override string ToString() => $"{Name} (device {Ordinal}, {Info.SmName}, {MultiprocessorCount} SMs)";
+}

@@ -1,0 +1,208 @@
+using System.Text.Json;
+
+namespace MoeNative.Reference.IO;
+
+/// <summary>
+/// A set of safetensors files seen as one name → tensor map: a single file, or a directory (a sharded checkpoint with
+/// <c>model.safetensors.index.json</c>, else every <c>*.safetensors</c> in it). Files are opened lazily.
+/// </summary>
+public sealed class SafetensorsCollection : IDisposable
+{
+    private readonly Dictionary<string, string> _fileOf;          // tensor name -> file path
+    private readonly Dictionary<string, SafetensorsFile> _open = new(StringComparer.Ordinal);
+
+    /// <summary>The file or directory given.</summary>
+    public string Source { get; }
+
+    private SafetensorsCollection(string source, Dictionary<string, string> fileOf)
+    {
+        Source = source;
+        _fileOf = fileOf;
+    }
+
+    /// <summary>Every tensor name (sorted).</summary>
+    public IEnumerable<string> Names => _fileOf.Keys.Order(StringComparer.Ordinal);
+
+    public bool Contains(string name) => _fileOf.ContainsKey(name);
+
+    /// <exception cref="FileNotFoundException">Neither a file nor a directory with safetensors files.</exception>
+    /// <exception cref="SafetensorsFormatException">A bad index or file.</exception>
+    public static SafetensorsCollection Open(string fileOrDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(fileOrDirectory);
+        var fileOf = new Dictionary<string, string>(StringComparer.Ordinal);
+        var collection = new SafetensorsCollection(fileOrDirectory, fileOf);
+        try
+        {
+            if (File.Exists(fileOrDirectory))
+            {
+                SafetensorsFile f = collection.OpenFile(Path.GetFullPath(fileOrDirectory));
+                foreach (string name in f.Tensors.Keys) fileOf[name] = f.Path;
+                return collection;
+            }
+            if (!Directory.Exists(fileOrDirectory))
+                throw new FileNotFoundException($"Weights not found: '{fileOrDirectory}' is neither a .safetensors file nor a directory.", fileOrDirectory);
+            string index = Path.Combine(fileOrDirectory, "model.safetensors.index.json");
+            if (File.Exists(index))
+            {
+                using JsonDocument doc = ParseIndex(index);
+                if (!doc.RootElement.TryGetProperty("weight_map", out JsonElement map) || map.ValueKind != JsonValueKind.Object)
+                    throw new SafetensorsFormatException($"{index}: missing object 'weight_map'.");
+                foreach (JsonProperty p in map.EnumerateObject())
+                {
+                    if (p.Value.ValueKind != JsonValueKind.String) throw new SafetensorsFormatException($"{index}: weight_map['{p.Name}'] must be a file name.");
+                    fileOf[p.Name] = Path.GetFullPath(Path.Combine(fileOrDirectory, p.Value.GetString()!));
+                }
+                return collection;
+            }
+            string[] files = Directory.GetFiles(fileOrDirectory, "*.safetensors").Order(StringComparer.Ordinal).ToArray();
+            if (files.Length == 0)
+                throw new FileNotFoundException($"'{fileOrDirectory}' has neither model.safetensors.index.json nor any *.safetensors file.", fileOrDirectory);
+            foreach (string path in files)
+            {
+                SafetensorsFile f = collection.OpenFile(Path.GetFullPath(path));
+                foreach (string name in f.Tensors.Keys)
+                    if (!fileOf.TryAdd(name, f.Path))
+                        throw new SafetensorsFormatException($"Tensor '{name}' appears in both {fileOf[name]} and {f.Path}.");
+            }
+            return collection;
+        }
+        catch
+        {
+            collection.Dispose();
+            throw;
+        }
+    }
+
+    private static JsonDocument ParseIndex(string index)
+    {
+        try { return JsonDocument.Parse(File.ReadAllText(index)); }
+        catch (JsonException e) { throw new SafetensorsFormatException($"{index}: not valid JSON ({e.Message}).", e); }
+    }
+
+    private SafetensorsFile OpenFile(string path)
+    {
+        if (!_open.TryGetValue(path, out SafetensorsFile? f))
+        {
+            if (!File.Exists(path)) throw new FileNotFoundException($"Shard '{path}' named by the index of '{Source}' does not exist.", path);
+            f = SafetensorsFile.Open(path);
+            _open[path] = f;
+        }
+        return f;
+    }
+
+    /// <summary>The file holding a tensor and its header entry.</summary>
+    /// <exception cref="KeyNotFoundException">No such tensor.</exception>
+    public (SafetensorsFile File, SafetensorsTensorInfo Info) Find(string name)
+    {
+        if (!_fileOf.TryGetValue(name, out string? path))
+            throw new KeyNotFoundException($"'{Source}': no tensor named '{name}'.");
+        SafetensorsFile f = OpenFile(path);
+        if (!f.Tensors.TryGetValue(name, out SafetensorsTensorInfo? info))
+            throw new SafetensorsFormatException($"The index of '{Source}' puts '{name}' in {path}, which does not hold it.");
+        return (f, info);
+    }
+
+    /// <summary>A floating tensor of the expected shape as float (message names tensor and expected shape on mismatch).</summary>
+    public float[] ReadFloat32(string name, long[] expectedShape)
+    {
+        (SafetensorsFile f, _) = Find(name);
+        return f.ReadFloat32(name, expectedShape);
+    }
+
+    public void Dispose()
+    {
+        foreach (SafetensorsFile f in _open.Values) f.Dispose();
+        _open.Clear();
+    }
+}
+
+/// <summary>Loads one expert layer's weights by Hugging Face names.</summary>
+public static class MoeCheckpoint
+{
+    /// <summary>The name prefix of layer L's MoE block, <c>model.layers.{L}.mlp.</c>; "" for null.</summary>
+    public static string Prefix(int? layer) => layer is null ? "" : $"model.layers.{layer}.mlp.";
+
+    /// <summary>
+    /// Reads <c>{prefix}gate.weight</c> [E,H] and either the fused layout (<c>experts.gate_up_proj</c> [E,2I,H],
+    /// <c>experts.down_proj</c> [E,H,I]) or the per-expert layout (<c>experts.{e}.gate_proj.weight</c> [I,H],
+    /// <c>experts.{e}.up_proj.weight</c> [I,H], <c>experts.{e}.down_proj.weight</c> [H,I]), converts F32/F16/BF16 to
+    /// float and rounds to <paramref name="roundTo"/>.
+    /// </summary>
+    /// <param name="config">The layer's shape.</param>
+    /// <param name="fileOrDirectory">A .safetensors file or a checkpoint directory (sharded with an index, or not).</param>
+    /// <param name="layer">Decoder layer index: names get the prefix <c>model.layers.{L}.mlp.</c>; null for bare names.</param>
+    /// <param name="roundTo">Storage dtype to round the weights to.</param>
+    /// <exception cref="SafetensorsFormatException">A missing tensor, wrong shape or non-floating dtype; the message names
+    /// the tensor and the expected shape.</exception>
+    public static MoeWeights LoadWeights(MoeConfig config, string fileOrDirectory, int? layer = null, ScalarType roundTo = ScalarType.Float32)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        using SafetensorsCollection files = SafetensorsCollection.Open(fileOrDirectory);
+        return LoadWeights(config, files, layer, roundTo);
+    }
+
+    /// <inheritdoc cref="LoadWeights(MoeConfig, string, int?, ScalarType)"/>
+    public static MoeWeights LoadWeights(MoeConfig config, SafetensorsCollection files, int? layer = null, ScalarType roundTo = ScalarType.Float32)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(files);
+        string prefix = Prefix(layer);
+        long e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
+        string routerName = prefix + "gate.weight";
+        string fusedGateUp = prefix + "experts.gate_up_proj", fusedDown = prefix + "experts.down_proj";
+        string perExpert0 = prefix + "experts.0.gate_proj.weight";
+
+        float[] router = Read(files, routerName, [e, h], "[E,H]");
+        MoeWeights weights;
+        if (files.Contains(fusedGateUp) || files.Contains(fusedDown))
+        {
+            float[] gateUp = Read(files, fusedGateUp, [e, 2 * i, h], "[E,2I,H]");
+            float[] down = Read(files, fusedDown, [e, h, i], "[E,H,I]");
+            weights = new MoeWeights(config, router, gateUp, down);
+        }
+        else if (files.Contains(perExpert0))
+        {
+            var gates = new float[e][];
+            var ups = new float[e][];
+            var downs = new float[e][];
+            for (int x = 0; x < e; x++)
+            {
+                gates[x] = Read(files, $"{prefix}experts.{x}.gate_proj.weight", [i, h], "[I,H]");
+                ups[x] = Read(files, $"{prefix}experts.{x}.up_proj.weight", [i, h], "[I,H]");
+                downs[x] = Read(files, $"{prefix}experts.{x}.down_proj.weight", [h, i], "[H,I]");
+            }
+            weights = MoeWeights.FromPerExpert(config, router, gates, ups, downs);
+        }
+        else
+        {
+            throw new SafetensorsFormatException(
+                $"'{files.Source}': expert weights not found: expected '{fusedGateUp}' [E,2I,H]=[{e},{2 * i},{h}] and '{fusedDown}' [E,H,I]=[{e},{h},{i}], "
+                + $"or per-expert '{perExpert0}' [I,H]=[{i},{h}] etc.{LayerHint(files, layer)}");
+        }
+        return weights.RoundedTo(roundTo);
+    }
+
+    private static float[] Read(SafetensorsCollection files, string name, long[] shape, string symbolic)
+    {
+        string expected = $"{symbolic}=[{string.Join(",", shape)}]";
+        if (!files.Contains(name))
+            throw new SafetensorsFormatException($"'{files.Source}': missing tensor '{name}' (expected shape {expected}).");
+        (SafetensorsFile file, SafetensorsTensorInfo info) = files.Find(name);
+        if (!info.Shape.AsSpan().SequenceEqual(shape))
+            throw new SafetensorsFormatException($"{file.Path}: tensor '{name}' has shape {info.ShapeText}, expected {expected} for this config.");
+        if (info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
+            throw new SafetensorsFormatException($"{file.Path}: tensor '{name}' has dtype {info.DTypeName}; weights must be F32, F16 or BF16.");
+        return file.ReadFloat32(name, shape);
+    }
+
+    private static string LayerHint(SafetensorsCollection files, int? layer)
+    {
+        string? sample = files.Names.FirstOrDefault(n => n.Contains("mlp.", StringComparison.Ordinal) && n.Contains("experts", StringComparison.Ordinal));
+        if (sample is null) return $" The file has tensors {SafetensorsWriter.Describe(files.Names)}.";
+        return layer is null
+            ? $" Names like '{sample}' are present: pass a layer index (--layer L) to select 'model.layers.L.mlp.'."
+            : $" Names like '{sample}' are present: check the layer index.";
+    }
+}

@@ -1,0 +1,99 @@
+namespace MoeNative.Reference.IO;
+
+/// <summary>What <see cref="MoeLayerRunner.Run"/> does (the CLI <c>run</c> command's arguments).</summary>
+public sealed record MoeRunOptions
+{
+    /// <summary>A preset name or a path to a Hugging Face config.json (or its directory).</summary>
+    public required string Config { get; init; }
+    /// <summary>A .safetensors file or a checkpoint directory.</summary>
+    public required string Weights { get; init; }
+    /// <summary>Decoder layer: names get the prefix <c>model.layers.{L}.mlp.</c>; null for bare names.</summary>
+    public int? Layer { get; init; }
+    /// <summary>A safetensors file with <c>hidden_states</c> [T,H] or [B,S,H].</summary>
+    public required string Input { get; init; }
+    /// <summary>Optional safetensors file with <c>grad_output</c> of the input's shape; enables the backward.</summary>
+    public string? GradOutput { get; init; }
+    /// <summary>Output safetensors file (F32 tensors).</summary>
+    public required string Output { get; init; }
+    /// <summary>"hf" or "grouped".</summary>
+    public string Implementation { get; init; } = "hf";
+    /// <summary>Storage dtype to compute in.</summary>
+    public ScalarType DType { get; init; } = ScalarType.BFloat16;
+}
+
+/// <summary>What a run wrote.</summary>
+/// <param name="Config">The layer config used.</param>
+/// <param name="Tokens">T.</param>
+/// <param name="InputShape">Shape of hidden_states as read ([T,H] or [B,S,H]).</param>
+/// <param name="Written">Tensor names written to the output file, with shapes.</param>
+public sealed record MoeRunSummary(MoeConfig Config, int Tokens, long[] InputShape, IReadOnlyList<(string Name, long[] Shape)> Written);
+
+/// <summary>Runs one real expert layer from files to a file: the library side of the CLI's <c>run</c>.</summary>
+public static class MoeLayerRunner
+{
+    public const string InputName = "hidden_states";
+    public const string GradOutputName = "grad_output";
+
+    /// <summary>
+    /// Loads the config, the layer's weights, <c>hidden_states</c> (and <c>grad_output</c>), runs the chosen reference
+    /// on <paramref name="gemm"/> (host when null) and writes <c>output</c> (input's shape), <c>router_logits</c> [T,E]
+    /// and, with a grad, <c>grad_hidden_states</c> (input's shape), <c>grad_gate</c> [E,H], <c>grad_gate_proj</c> [E,I,H],
+    /// <c>grad_up_proj</c> [E,I,H], <c>grad_down_proj</c> [E,H,I], all F32.
+    /// </summary>
+    /// <exception cref="SafetensorsFormatException">Missing tensors, wrong shapes or dtypes (the message names the tensor).</exception>
+    /// <exception cref="ArgumentException">Bad options (unknown implementation, bad config).</exception>
+    public static MoeRunSummary Run(MoeRunOptions options, IGemmBackend? gemm = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        MoeConfig config = MoeConfig.Resolve(options.Config);
+        MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
+        MoeReference block = MoeReference.Create(options.Implementation, weights, options.DType, gemm);
+
+        (float[] x, long[] shape) = ReadActivations(options.Input, InputName, config.HiddenSize, null);
+        float[]? dY = null;
+        if (options.GradOutput is not null) (dY, _) = ReadActivations(options.GradOutput, GradOutputName, config.HiddenSize, shape);
+
+        MoeIntermediates fwd = block.Forward(x);
+        long e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
+        var entries = new List<SafetensorsEntry>
+        {
+            SafetensorsEntry.FromFloats("output", shape, fwd.Output),
+            SafetensorsEntry.FromFloats("router_logits", [fwd.Tokens, e], fwd.RouterLogits),
+        };
+        if (dY is not null)
+        {
+            MoeGradients g = block.Backward(fwd, dY);
+            entries.Add(SafetensorsEntry.FromFloats("grad_hidden_states", shape, g.X));
+            entries.Add(SafetensorsEntry.FromFloats("grad_gate", [e, h], g.Router));
+            entries.Add(SafetensorsEntry.FromFloats("grad_gate_proj", [e, i, h], g.GateProj));
+            entries.Add(SafetensorsEntry.FromFloats("grad_up_proj", [e, i, h], g.UpProj));
+            entries.Add(SafetensorsEntry.FromFloats("grad_down_proj", [e, h, i], g.DownProj));
+        }
+        var metadata = new Dictionary<string, string>
+        {
+            ["producer"] = "MoeNative.Reference",
+            ["implementation"] = block.Name,
+            ["dtype"] = options.DType.ShortName(),
+            ["gemm"] = block.Gemm.Name,
+        };
+        SafetensorsWriter.Write(options.Output, entries, metadata);
+        return new MoeRunSummary(config, fwd.Tokens, shape, entries.Select(x => (x.Name, x.Shape)).ToList());
+    }
+
+    /// <summary>Reads a [T,H] or [B,S,H] floating tensor; returns the values and the shape.</summary>
+    public static (float[] Values, long[] Shape) ReadActivations(string path, string name, int hidden, long[]? mustMatchShape)
+    {
+        using SafetensorsFile file = SafetensorsFile.Open(path);
+        if (!file.Contains(name))
+            throw new SafetensorsFormatException($"{path}: missing tensor '{name}' (expected [T,H] or [B,S,H] with H={hidden}); "
+                + $"the file has {SafetensorsWriter.Describe(file.Tensors.Keys)}.");
+        SafetensorsTensorInfo info = file.Info(name);
+        if (info.Shape.Length is not (2 or 3) || info.Shape[^1] != hidden)
+            throw new SafetensorsFormatException($"{path}: tensor '{name}' has shape {info.ShapeText}, expected [T,H] or [B,S,H] with H={hidden}.");
+        if (mustMatchShape is not null && !info.Shape.AsSpan().SequenceEqual(mustMatchShape))
+            throw new SafetensorsFormatException($"{path}: tensor '{name}' has shape {info.ShapeText}, expected the input's shape [{string.Join(",", mustMatchShape)}].");
+        if (info.ElementCount / hidden > int.MaxValue)
+            throw new SafetensorsFormatException($"{path}: tensor '{name}' {info.ShapeText} has too many tokens.");
+        return (file.ReadFloat32(name, info.Shape), info.Shape);
+    }
+}

@@ -19,7 +19,7 @@ public interface IGemm<T> where T : unmanaged, IBinaryFloatingPointIeee754<T>
     void MatMulTN(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> c, int m, int n, int k, ScalarType roundTo);
 }
 
-/// <summary>A float GEMM backend for the reference: <see cref="HostGemm"/> (CPU) or <c>CublasGemm</c> (GPU).</summary>
+/// <summary>A float GEMM backend for the reference: <see cref="HostGemm"/> (CPU) or <see cref="CublasGemm"/> (GPU).</summary>
 public interface IGemmBackend : IGemm<float>
 {
     /// <summary>"host" or "cublas", for reports.</summary>

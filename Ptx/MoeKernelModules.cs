@@ -61,6 +61,13 @@ public static class MoeKernelModules
         }
     }
 
-    private static PtxModuleSpec Dtype(string file, ScalarType t, params PtxKernelSpec[] kernels) =>
-        new(ModuleName(file, t), PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(file), PtxDtype.Constants(t)), kernels);
+    // NOTE: a pure copy (gather_rows) uses no conversion snippet, so only the dtype constants a file uses are passed;
+    // a placeholder without a value still fails, and so does any non-dtype value.
+    private static PtxModuleSpec Dtype(string file, ScalarType t, params PtxKernelSpec[] kernels)
+    {
+        string text = PtxLibrary.ReadEmbedded(file);
+        IReadOnlyList<string> used = PtxTemplate.Placeholders(text);
+        var values = PtxDtype.Constants(t).Where(kv => used.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        return new(ModuleName(file, t), PtxTemplate.Specialise(text, values), kernels);
+    }
 }

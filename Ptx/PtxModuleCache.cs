@@ -31,7 +31,7 @@ public static class PtxModuleCache
         ArgumentException.ThrowIfNullOrWhiteSpace(moduleName);
         ArgumentException.ThrowIfNullOrWhiteSpace(specialisedPtx);
         ConcurrentDictionary<string, CudaModule> modules = PerContext.GetValue(ctx, _ => new ConcurrentDictionary<string, CudaModule>());
-        string key = CacheKey(specialisedPtx, ctx.ComputeCapability.Major, ctx.ComputeCapability.Minor, ctx.DriverVersion.ToString(), JitOptions);
+        string key = CacheKey(specialisedPtx, ctx.ComputeCapability.Major, ctx.ComputeCapability.Minor, ctx.DriverVersion.ToString(System.Globalization.CultureInfo.InvariantCulture), JitOptions);
         if (modules.TryGetValue(key, out CudaModule? hit)) return hit;
         // NOTE: JIT under a per-context lock: a failed load is not cached (the next call retries and throws again),
         // and two threads never JIT the same text twice.
@@ -91,7 +91,7 @@ public static class PtxModuleCache
 }
 
 /// <summary>A loaded kernel bound to its launch-args struct, so a launch can only pass the struct it was checked against.</summary>
-public readonly struct PtxKernel<TArgs> where TArgs : unmanaged
+public sealed class PtxKernel<TArgs> where TArgs : unmanaged
 {
     internal PtxKernel(CudaKernel kernel) => Kernel = kernel;
 

@@ -1,1 +1,2 @@
-return 0;
+// moenative: the MoeNative command line (info, run, verify, bench, ptx dump). See CliApp.
+return MoeNative.Cli.CliApp.Invoke(args);

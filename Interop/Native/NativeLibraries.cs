@@ -148,10 +148,18 @@ internal static class NativeLibraries
         }
         catch (Exception e) when (e is DllNotFoundException or BadImageFormatException or ArgumentException)
         {
-            attempts.Add(new NativeLibraryAttempt(candidate, source, e.Message));
+            attempts.Add(new NativeLibraryAttempt(candidate, source, LoaderError(e.Message)));
             handle = IntPtr.Zero;
             return false;
         }
+    }
+
+    /// <summary>The runtime's message ends with the OS loader's own line (dlerror: "libcuda.so.1: cannot open shared
+    /// object file: No such file or directory") after generic advice; keep that line when there is one.</summary>
+    private static string LoaderError(string message)
+    {
+        string last = message.TrimEnd().Split('\n')[^1].Trim();
+        return last.Length > 0 ? last : message;
     }
 
     /// <summary>The <see cref="DllNotFoundException"/> message: the library, every candidate tried in order with

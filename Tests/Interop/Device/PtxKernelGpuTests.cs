@@ -1,0 +1,113 @@
+using MoeNative.Interop;
+
+namespace MoeNative.Tests.Interop.Device;
+
+[TestClass]
+[TestCategory(GpuTest.Category)]
+public sealed class PtxKernelGpuTests
+{
+    [TestMethod]
+    [DataRow(1)]
+    [DataRow(127)]
+    [DataRow(128)]
+    [DataRow(1000)]     // not a multiple of the block
+    [DataRow(100_003)]
+    public void AffineKernel_WritesEveryElementAndNothingElse(int n)
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        using var stream = new CudaStream(ctx);
+        using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine");
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        Assert.AreEqual(TestKernels.AffineEntry, kernel.Name);
+
+        var random = new Random(n);
+        float[] x = Enumerable.Range(0, n).Select(_ => (float)(random.NextDouble() * 8 - 4)).ToArray();
+        const float a = 1.75f, b = -0.3125f;
+        using DeviceBuffer<float> xDev = DeviceBuffer<float>.FromHost(ctx, x);
+        using var yDev = new DeviceBuffer<float>(ctx, n + 1);  // one extra element that must stay poisoned
+        yDev.FillBytes(0xFF);
+
+        TestKernels.LaunchAffine(kernel, stream, xDev, yDev, a, b, n);
+        stream.Synchronize();
+        float[] y = yDev.ToArray();
+
+        for (int i = 0; i < n; i++)
+            Assert.AreEqual(BitConverter.SingleToInt32Bits(MathF.FusedMultiplyAdd(a, x[i], b)), BitConverter.SingleToInt32Bits(y[i]), $"element {i}");
+        Assert.IsTrue(float.IsNaN(y[n]), "the kernel wrote past n");
+    }
+
+    [TestMethod]
+    public void LaunchEx_GivesTheSameResultAsLaunch()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        using var stream = new CudaStream(ctx);
+        using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine-ex");
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        const int n = 4_099;
+        float[] x = Enumerable.Range(0, n).Select(i => i * 0.25f - 100).ToArray();
+        using DeviceBuffer<float> xDev = DeviceBuffer<float>.FromHost(ctx, x);
+        using var yDev = new DeviceBuffer<float>(ctx, n);
+        yDev.FillBytes(0xFF);
+        var args = new TestKernels.AffineArgs { X = xDev.DevicePointer, Y = yDev.DevicePointer, A = 3f, B = 1f, N = n };
+        kernel.LaunchEx(stream, TestKernels.GridFor(n), new Dim3(TestKernels.BlockSize), 0, in args, new LaunchAttributes());
+        stream.Synchronize();
+        float[] y = yDev.ToArray();
+        for (int i = 0; i < n; i++)
+            Assert.AreEqual(MathF.FusedMultiplyAdd(3f, x[i], 1f), y[i], $"element {i}");
+    }
+
+    [TestMethod]
+    public void KernelAttributes_AreReadable()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine-attr");
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        Assert.IsGreaterThan(0, kernel.NumRegisters);
+        Assert.AreEqual(0, kernel.LocalBytesPerThread, "no spills");
+        Assert.IsGreaterThanOrEqualTo(128, kernel.MaxThreadsPerBlock);
+        kernel.SetMaxDynamicSharedMemory(64 * 1024);
+        Assert.AreEqual(64 * 1024, kernel.GetAttribute(CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES));
+        Assert.Contains(TestKernels.AffineEntry, module.InfoLog, "verbose JIT log names the entry");
+    }
+
+    [TestMethod]
+    public void WrongArgsStruct_IsRefusedBeforeTheDriver()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        using var stream = new CudaStream(ctx);
+        using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine-wrong");
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        var wrong = new TestKernels.WrongArgs();
+        var e = Assert.ThrowsExactly<ArgumentException>(() => kernel.Launch(stream, new Dim3(1), new Dim3(32), 0, in wrong));
+        Assert.Contains(TestKernels.AffineEntry, e.Message);
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernel.Launch(stream, new Dim3(0), new Dim3(32), 0, new TestKernels.AffineArgs()));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernel.Launch(stream, new Dim3(1), new Dim3(2048), 0, new TestKernels.AffineArgs()));
+    }
+
+    [TestMethod]
+    public void BrokenPtx_RaisesJitExceptionWithLogAndModuleName()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        var e = Assert.ThrowsExactly<CudaJitException>(() => CudaModule.Load(ctx, TestKernels.BrokenPtx, "interop-test-broken"));
+        Assert.AreEqual("interop-test-broken", e.ModuleName);
+        Assert.AreEqual("cuModuleLoadDataEx", e.ApiName);
+        Assert.Contains("error", e.Log, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("line 10", e.Log);
+        Assert.Contains("f_undeclared_register", e.Log);
+        Assert.Contains(e.Log, e.Message);
+        Assert.Contains("interop-test-broken", e.Message);
+        Assert.StartsWith("CUDA_ERROR_", e.ErrorName);
+    }
+
+    [TestMethod]
+    public void MissingEntry_RaisesCudaExceptionNamingIt()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine-missing");
+        var e = Assert.ThrowsExactly<CudaException>(() => module.GetKernel("no_such_entry"));
+        Assert.AreEqual(CUresult.CUDA_ERROR_NOT_FOUND, e.Result);
+        Assert.AreEqual("CUDA_ERROR_NOT_FOUND", e.ErrorName);
+        Assert.AreEqual("cuModuleGetFunction", e.ApiName);
+        Assert.Contains("no_such_entry", e.Message);
+    }
+}

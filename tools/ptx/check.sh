@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# check.sh: assemble every specialised PTX module with `ptxas -v` for each target architecture and print one table
+# row per (module, entry, arch): registers, shared memory, stack frame, spill stores/loads.
+# Exit status: 0 when everything assembles with no spills; 1 on any ptxas error or spill; 2 on usage errors.
+#
+#   tools/ptx/check.sh DIR        DIR holds the specialised modules, one .ptx each (moenative ptx dump --out DIR)
+#   tools/ptx/check.sh            dumps them first into a temp folder through the CLI (see MOENATIVE_CLI below)
+#
+# Environment:
+#   PTXAS          ptxas to use (default: ptxas on PATH, then /usr/local/cuda/bin/ptxas, then /opt/cuda118/usr/bin/ptxas)
+#   ARCHS          architectures (default "sm_80 sm_90a"); an arch this ptxas does not know (CUDA 11.8 has no
+#                  sm_90a) falls back to the same number without the suffix (sm_90), with a note.
+#   MOENATIVE_CLI  command that runs the CLI (default: `moenative` on PATH, else
+#                  `dotnet run --project tools/MoeNative.Cli --`), used only when DIR is not given.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+die() { echo "check.sh: $*" >&2; exit 2; }
+
+find_ptxas() {
+  if [ -n "${PTXAS:-}" ]; then [ -x "$PTXAS" ] || die "PTXAS=$PTXAS is not executable"; echo "$PTXAS"; return; fi
+  for c in "$(command -v ptxas 2>/dev/null)" /usr/local/cuda/bin/ptxas /opt/cuda118/usr/bin/ptxas; do
+    [ -n "$c" ] && [ -x "$c" ] && { echo "$c"; return; }
+  done
+  die "no ptxas found: put it on PATH or set PTXAS"
+}
+ptxas=$(find_ptxas)
+
+dir=${1:-}
+if [ -z "$dir" ]; then
+  dir=$(mktemp -d /tmp/moenative-ptx-check.XXXX)
+  if [ -n "${MOENATIVE_CLI:-}" ]; then cli=($MOENATIVE_CLI)
+  elif command -v moenative >/dev/null; then cli=(moenative)
+  else cli=(dotnet run --project "$root/tools/MoeNative.Cli" --); fi
+  echo "dumping the PTX catalog with: ${cli[*]} ptx dump --out $dir"
+  "${cli[@]}" ptx dump --out "$dir" >/dev/null || die "ptx dump failed"
+fi
+[ -d "$dir" ] || die "no such folder: $dir"
+shopt -s nullglob
+files=("$dir"/*.ptx)
+[ ${#files[@]} -gt 0 ] || die "no .ptx files in $dir"
+
+# Resolve each requested arch against this ptxas.
+probe=$(mktemp /tmp/moenative-probe.XXXX.ptx)
+printf '.version 7.8\n.target sm_80\n.address_size 64\n.visible .entry probe() { ret; }\n' > "$probe"
+archs=()
+for a in ${ARCHS:-sm_80 sm_90a}; do
+  if "$ptxas" -arch="$a" "$probe" -o /dev/null 2>/dev/null; then archs+=("$a")
+  else
+    b=${a%a}
+    if [ "$b" != "$a" ] && "$ptxas" -arch="$b" "$probe" -o /dev/null 2>/dev/null; then
+      echo "note: $("$ptxas" --version | tail -n 1 | sed 's/^Cuda compilation tools, //') cannot target $a; using $b"
+      archs+=("$b")
+    else die "ptxas cannot target $a"; fi
+  fi
+done
+rm -f "$probe"
+
+echo "ptxas: $ptxas ($("$ptxas" --version | tail -n 1))"
+printf '%-44s %-48s %-7s %5s %7s %6s %8s %8s\n' module entry arch regs smem stack spill_st spill_ld
+printf '%.0s-' {1..140}; echo
+failures=0
+for f in "${files[@]}"; do
+  module=$(basename "$f" .ptx)
+  for a in "${archs[@]}"; do
+    log=$("$ptxas" -arch="$a" -v "$f" -o /dev/null 2>&1); rc=$?
+    if [ $rc -ne 0 ]; then
+      printf '%-44s %-48s %-7s ptxas FAILED (exit %d)\n' "$module" "-" "$a" "$rc"
+      echo "$log" | grep -iE "error|fatal" | head -n 20 | sed 's/^/    /'
+      failures=$((failures + 1)); continue
+    fi
+    rows=$(echo "$log" | awk -v module="$module" -v arch="$a" '
+      /Compiling entry function/ { match($0, /function .[^'"'"']+/); entry = substr($0, RSTART + 10, RLENGTH - 10) }
+      /Function properties for/ { if (entry == "") { n = split($0, w, " "); entry = w[n] } }
+      /bytes stack frame/ { stack = $1; spst = $5; spld = $9 }
+      /Used [0-9]+ registers/ {
+        match($0, /Used [0-9]+ registers/); regs = substr($0, RSTART + 5, RLENGTH - 15)
+        smem = 0; if (match($0, /[0-9]+ bytes smem/)) smem = substr($0, RSTART, RLENGTH - 11)
+        bad = (spst + 0 > 0 || spld + 0 > 0) ? "  <-- SPILLS" : ((stack + 0 > 0) ? "  (stack frame)" : "")
+        printf "%-44s %-48s %-7s %5s %7s %6s %8s %8s%s\n", module, entry, arch, regs, smem, stack, spst, spld, bad
+        entry = ""; stack = 0; spst = 0; spld = 0
+      }')
+    [ -n "$rows" ] || { printf '%-44s %-48s %-7s no entries reported\n' "$module" "-" "$a"; failures=$((failures + 1)); continue; }
+    echo "$rows"
+    echo "$rows" | grep -q "SPILLS" && failures=$((failures + 1))
+  done
+done
+echo
+if [ $failures -ne 0 ]; then echo "check.sh: $failures module/arch combinations failed (errors or spills)"; exit 1; fi
+echo "check.sh: ${#files[@]} modules x ${#archs[@]} archs assembled, no spills"

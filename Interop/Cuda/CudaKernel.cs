@@ -175,8 +175,6 @@ public sealed class CudaKernel
         long paramBytes = ParamBytes();
         if (paramBytes < 0)
             return (nuint)argsBytes;
-        if (paramBytes == 0 && argsBytes == 1)
-            return 0; // an empty args struct for a kernel without parameters
         // The struct may carry trailing padding up to its alignment (≤ 8) after the last parameter.
         if (argsBytes < paramBytes || argsBytes > ((paramBytes + 7) & ~7L))
             throw new ArgumentException(
@@ -201,7 +199,13 @@ public sealed class CudaKernel
                 nuint offset, size;
                 CUresult r = CuDriver.cuFuncGetParamInfo(_function, i, &offset, &size);
                 if (r != CUresult.CUDA_SUCCESS)
+                {
+                    // Past the last parameter. A failure on parameter 0 is ambiguous (no parameters, or the query
+                    // is unsupported for this function): then the size stays unchecked rather than wrongly 0.
+                    if (i == 0)
+                        end = -2;
                     break;
+                }
                 end = Math.Max(end, (long)(offset + size));
             }
         }

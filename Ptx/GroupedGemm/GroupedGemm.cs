@@ -1,0 +1,371 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using MoeNative.Interop;
+
+namespace MoeNative.Ptx;
+
+/// <summary>
+/// Grouped GEMMs of a Mixture-of-Experts layer, on hand-written PTX: forward NT, backward-data NN and backward-weight
+/// TN. bf16/fp16 run on tensor cores (mma.sync m16n8k16, ldmatrix, cp.async multi-stage pipeline, sm_80+), fp32 on a
+/// SIMT FFMA kernel. Every kernel is persistent and walks (expert, tile) from <c>m_sizes</c> in device memory, so a
+/// call never synchronises with the host and is CUDA-graph capturable.
+/// <para>Legend: E experts, R = T*k expert-ordered rows (expert e owns rows [off[e], off[e]+m_sizes[e]), off the
+/// exclusive prefix sum), N and K the weight's dims (W [E,N,K]); gather[r] = token slot p = t*k + j.</para>
+/// One instance per <see cref="CudaContext"/> (<see cref="For"/>). Each method validates every argument first
+/// (<see cref="ArgumentException"/> naming the parameter and the expected shape), returns early on empty input,
+/// then enqueues one launch on the given stream: no synchronisation, no allocation after the first call per
+/// specialisation (which JIT-compiles it). Outputs are overwritten, never accumulated.
+/// </summary>
+public sealed class GroupedGemm
+{
+    private static readonly ConditionalWeakTable<CudaContext, GroupedGemm> Instances = new();
+
+    private readonly ConcurrentDictionary<(GroupedGemmLayout, ScalarType, GemmConfig), LoadedGemm> _loaded = new();
+    private readonly Lock _gate = new();
+
+    /// <summary>Use <see cref="For"/>; a second instance for one context works but JITs its own copies.</summary>
+    public GroupedGemm(CudaContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        Context = context;
+    }
+
+    /// <summary>The shared instance of <paramref name="context"/>.</summary>
+    public static GroupedGemm For(CudaContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        return Instances.GetValue(context, c => new GroupedGemm(c));
+    }
+
+    public CudaContext Context { get; }
+
+    /// <summary>Test hook: caps the persistent grid (CTAs), so a test can make each CTA walk many tiles. Null = no cap.</summary>
+    internal int? GridLimitForTesting { get; init; }
+
+    // ============================================================================================== public API
+
+    /// <summary>
+    /// Forward: <c>C[c(r), n] = scale(r) · Σ_k A[a(r), k] · W[e(r), n, k]</c>, fp32 accumulation, one rounding to dtype.
+    /// <c>a(r)</c> = r | gather[r] | gather[r]/k (<paramref name="aRows"/>), <c>c(r)</c> = r | gather[r]
+    /// (<paramref name="cRows"/>), <c>scale(r)</c> = rowScale[gather[r]] when <paramref name="rowScale"/> is not null
+    /// (routing weights, fuse_mul_post), else 1. Dense GEMM = one expert.
+    /// </summary>
+    /// <param name="stream">Stream of this context.</param>
+    /// <param name="dtype">Storage dtype of A, W, C and rowScale.</param>
+    /// <param name="config">Tile configuration (one of <see cref="Candidates(GroupedGemmLayout, ScalarType, CudaContext)"/>), or null for a default.</param>
+    /// <param name="a">[R, K] (Identity, Gather) or [R/k, K] (GatherToken), dtype.</param>
+    /// <param name="w">[E, N, K] dtype.</param>
+    /// <param name="c">[R, N] dtype, out (every row written).</param>
+    /// <param name="rows">m_sizes [E] i32, gather [R] i32, R, E, k.</param>
+    /// <param name="n">N (output columns).</param>
+    /// <param name="k">K (reduction).</param>
+    /// <param name="aRows">Where A's rows come from.</param>
+    /// <param name="cRows">Where C's rows go.</param>
+    /// <param name="rowScale">[R] dtype indexed by token slot, or null.</param>
+    public void ForwardNT(CudaStream stream, ScalarType dtype, GemmConfig? config,
+        DeviceRange a, DeviceRange w, DeviceRange c, GroupedRows rows, int n, int k,
+        RowSource aRows, RowTarget cRows, DeviceRange rowScale)
+    {
+        CheckStream(stream);
+        GemmPlan? plan = Plan(GroupedGemmLayout.ForwardNT, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
+            a, w, c, rowScale, rows, n, k, (int)aRows, (int)cRows);
+        if (plan is not { } p) return;
+        var args = new GroupedGemmForwardArgs
+        {
+            A = a.Pointer, W = w.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = rowScale.Pointer,
+            Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
+        };
+        Launch(p, stream, in args);
+    }
+
+    /// <summary>
+    /// Backward data: <c>C[c(r), k] = Σ_n A[a(r), n] · W[e(r), n, k]</c> (dX = dY·W[e]); W is read N-major.
+    /// </summary>
+    /// <param name="stream">Stream of this context.</param>
+    /// <param name="dtype">Storage dtype of A, W, C.</param>
+    /// <param name="config">Tile configuration or null for a default.</param>
+    /// <param name="a">[R, N] (Identity, Gather) or [R/k, N] (GatherToken), dtype (dY).</param>
+    /// <param name="w">[E, N, K] dtype (the forward weight).</param>
+    /// <param name="c">[R, K] dtype, out (dX; every row written).</param>
+    /// <param name="rows">m_sizes, gather, R, E, k.</param>
+    /// <param name="n">N (reduction: the forward's output dim).</param>
+    /// <param name="k">K (output columns).</param>
+    /// <param name="aRows">Where A's rows come from (Gather when the forward used permute_y).</param>
+    /// <param name="cRows">Where C's rows go (Scatter when the forward used permute_x).</param>
+    public void BackwardDataNN(CudaStream stream, ScalarType dtype, GemmConfig? config,
+        DeviceRange a, DeviceRange w, DeviceRange c, GroupedRows rows, int n, int k,
+        RowSource aRows, RowTarget cRows)
+    {
+        CheckStream(stream);
+        GemmPlan? plan = Plan(GroupedGemmLayout.BackwardDataNN, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
+            a, w, c, DeviceRange.Null, rows, n, k, (int)aRows, (int)cRows);
+        if (plan is not { } p) return;
+        var args = new GroupedGemmBackwardDataArgs
+        {
+            A = a.Pointer, W = w.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,
+            Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
+        };
+        Launch(p, stream, in args);
+    }
+
+    /// <summary>
+    /// Backward weight: <c>dW[e, n, k] = Σ_{r∈e} A[a(r), n] · B[b(r), k]</c> (dW[e] = dYₑᵀ·Xₑ); experts without rows get
+    /// zeros; one CTA per output tile reduces in a fixed order (deterministic, no atomics).
+    /// </summary>
+    /// <param name="stream">Stream of this context.</param>
+    /// <param name="dtype">Storage dtype of A, B, dW.</param>
+    /// <param name="config">Tile configuration or null for a default (BlockM tiles N, BlockN tiles K).</param>
+    /// <param name="a">[R, N] or [R/k, N] dtype (dY).</param>
+    /// <param name="b">[R, K] or [R/k, K] dtype (X).</param>
+    /// <param name="dw">[E, N, K] dtype, out (overwritten).</param>
+    /// <param name="rows">m_sizes, gather, R, E, k.</param>
+    /// <param name="n">N.</param>
+    /// <param name="k">K.</param>
+    /// <param name="aRows">Where A's rows come from.</param>
+    /// <param name="bRows">Where B's rows come from.</param>
+    public void BackwardWeightTN(CudaStream stream, ScalarType dtype, GemmConfig? config,
+        DeviceRange a, DeviceRange b, DeviceRange dw, GroupedRows rows, int n, int k,
+        RowSource aRows, RowSource bRows)
+    {
+        CheckStream(stream);
+        GemmPlan? plan = Plan(GroupedGemmLayout.BackwardWeightTN, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
+            a, b, dw, DeviceRange.Null, rows, n, k, (int)aRows, (int)bRows);
+        if (plan is not { } p) return;
+        var args = new GroupedGemmBackwardWeightArgs
+        {
+            A = a.Pointer, B = b.Pointer, DW = dw.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,
+            Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, BMode = (int)bRows, TopK = rows.TopK,
+        };
+        Launch(p, stream, in args);
+    }
+
+    /// <summary>The configurations autotuning may time for (layout, dtype) on <paramref name="context"/>'s device.</summary>
+    public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype, CudaContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        return Candidates(layout, dtype, context.ComputeCapability);
+    }
+
+    /// <summary>The configurations autotuning may time for (layout, dtype) on a device of compute capability <paramref name="computeCapability"/>.</summary>
+    /// <exception cref="NotSupportedException">The device is older than sm_80.</exception>
+    public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype, (int Major, int Minor) computeCapability)
+    {
+        GroupedGemmSpecs.Tag(layout); // validates the layout
+        CheckArchitecture(computeCapability);
+        // NOTE: an sm_90a (wgmma/TMA) family slots in here, chosen by compute capability, with its own GemmMath value.
+        return GroupedGemmSpecs.CandidateConfigs(dtype);
+    }
+
+    /// <summary>
+    /// The configuration used when a call passes null: the largest tile whose (estimated) tile count still fills every
+    /// SM once; decode-sized problems fall through to the smallest tile.
+    /// </summary>
+    public static GemmConfig DefaultConfig(GroupedGemmLayout layout, ScalarType dtype, (int Major, int Minor) computeCapability,
+        int multiprocessors, GroupedRows rows, int n, int k)
+    {
+        IReadOnlyList<GemmConfig> candidates = Candidates(layout, dtype, computeCapability);
+        foreach (GemmConfig cfg in candidates)
+            if (EstimatedTiles(layout, cfg, rows, n, k) >= multiprocessors) return cfg;
+        return candidates[^1];
+    }
+
+    /// <summary>JIT-compiles (once) the specialisation, e.g. before a graph capture or an autotuning sweep.</summary>
+    public void Preload(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
+    {
+        CheckArchitecture(Context.ComputeCapability);
+        Load(GroupedGemmSpecs.Create(layout, dtype, config));
+    }
+
+    // ============================================================================================== planning
+
+    /// <summary>What one validated call launches.</summary>
+    internal readonly record struct GemmPlan(GroupedGemmSpec Spec, long Tiles);
+
+    /// <summary>
+    /// Validates a call (no device needed) and returns what to launch, or null when there is nothing to do.
+    /// <paramref name="second"/> is W (NT, NN) or B (TN); <paramref name="mode2"/> is c_mode (NT, NN) or b_mode (TN).
+    /// </summary>
+    internal static GemmPlan? Plan(GroupedGemmLayout layout, ScalarType dtype, GemmConfig? config,
+        (int Major, int Minor) computeCapability, int multiprocessors,
+        DeviceRange a, DeviceRange second, DeviceRange output, DeviceRange rowScale, GroupedRows rows, int n, int k, int aMode, int mode2)
+    {
+        GroupedGemmSpecs.Tag(layout); // validates the layout
+        GemmMath math = GroupedGemmSpecs.MathFor(dtype);
+        CheckArchitecture(computeCapability);
+        int es = dtype.SizeOf();
+        if (n < 0) throw new ArgumentOutOfRangeException(nameof(n), n, "N must be >= 0.");
+        if (k < 0) throw new ArgumentOutOfRangeException(nameof(k), k, "K must be >= 0.");
+        if (rows.Experts < 0) throw new ArgumentOutOfRangeException(nameof(rows), rows.Experts, "rows.Experts (E) must be >= 0.");
+        if (rows.TotalRows < 0) throw new ArgumentOutOfRangeException(nameof(rows), rows.TotalRows, "rows.TotalRows (T*k) must be >= 0.");
+        if (rows.TopK < 1) throw new ArgumentOutOfRangeException(nameof(rows), rows.TopK, "rows.TopK (k) must be >= 1.");
+        if (!Enum.IsDefined((RowSource)aMode)) throw new ArgumentOutOfRangeException("aRows", aMode, "Unknown RowSource.");
+        bool weightGrad = layout == GroupedGemmLayout.BackwardWeightTN;
+        string mode2Name = weightGrad ? "bRows" : "cRows";
+        if (weightGrad ? !Enum.IsDefined((RowSource)mode2) : !Enum.IsDefined((RowTarget)mode2))
+            throw new ArgumentOutOfRangeException(mode2Name, mode2, weightGrad ? "Unknown RowSource." : "Unknown RowTarget.");
+        if (!rowScale.IsNull && layout != GroupedGemmLayout.ForwardNT)
+            throw new ArgumentException("rowScale is only supported by ForwardNT.", nameof(rowScale));
+        bool tokenRows = aMode == (int)RowSource.GatherToken || (weightGrad && mode2 == (int)RowSource.GatherToken);
+        if (tokenRows && rows.TotalRows % rows.TopK != 0)
+            throw new ArgumentException($"rows.TotalRows = {rows.TotalRows} must be a multiple of rows.TopK = {rows.TopK} for RowSource.GatherToken.", nameof(rows));
+
+        // the empty cases: nothing to write (dW of shape [E,N,K] with no rows is still written: zeros)
+        if (n == 0 || k == 0 || rows.Experts == 0) return null;
+        if (rows.TotalRows == 0 && !weightGrad) return null;
+
+        GemmConfig cfg = config ?? DefaultConfig(layout, dtype, computeCapability, multiprocessors, rows, n, k);
+        if (cfg.Problem(math) is { } problem)
+            throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {cfg.Name}: {problem}", nameof(config));
+        int multiple = math == GemmMath.Ffma ? 4 : 8;
+        string why = math == GemmMath.Ffma ? "the fp32 FFMA kernel loads 16-byte (4-element) vectors"
+            : "the tensor-core kernels move 16-byte (8-element) chunks";
+        if (n % multiple != 0) throw new ArgumentException($"N = {n} must be a multiple of {multiple} for {dtype.ShortName()} ({why}).", nameof(n));
+        if (k % multiple != 0) throw new ArgumentException($"K = {k} must be a multiple of {multiple} for {dtype.ShortName()} ({why}).", nameof(k));
+
+        // pointers and sizes
+        long r = rows.TotalRows, e = rows.Experts, tokens = r / rows.TopK;
+        bool usesGather = aMode != 0 || mode2 != 0 || !rowScale.IsNull;
+        Need(rows.MSizes, e * 4, "rows", $"rows.MSizes [E={e}] i32");
+        if (usesGather) Need(rows.Gather, r * 4, "rows", $"rows.Gather [T*k={r}] i32 (needed by a gathered/scattered side or rowScale)");
+        long aRowsCount = aMode == (int)RowSource.GatherToken ? tokens : r;
+        switch (layout)
+        {
+            case GroupedGemmLayout.ForwardNT:
+                Need(a, aRowsCount * k * es, nameof(a), $"[{aRowsCount},K={k}] {dtype}");
+                Need(second, e * n * k * es, "w", $"[E={e},N={n},K={k}] {dtype}");
+                Need(output, r * n * es, "c", $"[T*k={r},N={n}] {dtype}");
+                if (!rowScale.IsNull) Need(rowScale, r * es, nameof(rowScale), $"[T*k={r}] {dtype}");
+                break;
+            case GroupedGemmLayout.BackwardDataNN:
+                Need(a, aRowsCount * n * es, nameof(a), $"[{aRowsCount},N={n}] {dtype}");
+                Need(second, e * n * k * es, "w", $"[E={e},N={n},K={k}] {dtype}");
+                Need(output, r * k * es, "c", $"[T*k={r},K={k}] {dtype}");
+                break;
+            default:
+                long bRowsCount = mode2 == (int)RowSource.GatherToken ? tokens : r;
+                if (r > 0) Need(a, aRowsCount * n * es, nameof(a), $"[{aRowsCount},N={n}] {dtype}");
+                if (r > 0) Need(second, bRowsCount * k * es, "b", $"[{bRowsCount},K={k}] {dtype}");
+                Need(output, e * n * k * es, "dw", $"[E={e},N={n},K={k}] {dtype}");
+                break;
+        }
+        const ulong align = 16; // 16-byte vector / cp.async accesses
+        CheckAligned(a, align, nameof(a));
+        CheckAligned(second, align, weightGrad ? "b" : "w");
+        CheckAligned(output, align, weightGrad ? "dw" : "c");
+
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, dtype, cfg);
+        return new GemmPlan(spec, EstimatedTiles(layout, cfg, rows, n, k));
+    }
+
+    /// <summary>
+    /// Tile count (upper bound for the row-tiled layouts, where the device's m_sizes decide): the persistent grid is
+    /// min(this, SMs × resident CTAs per SM).
+    /// </summary>
+    internal static long EstimatedTiles(GroupedGemmLayout layout, GemmConfig cfg, GroupedRows rows, int n, int k)
+    {
+        long e = Math.Max(rows.Experts, 0), r = Math.Max(rows.TotalRows, 0);
+        if (layout == GroupedGemmLayout.BackwardWeightTN)
+            return e * CeilDiv(n, cfg.BlockM) * CeilDiv(k, cfg.BlockN);
+        long cols = layout == GroupedGemmLayout.ForwardNT ? n : k;
+        // Σ_e ceil(m_e / BM) <= floor(R / BM) + (number of experts with rows) <= R / BM + min(E, R)
+        long mTiles = r / cfg.BlockM + Math.Min(e, r);
+        return mTiles * CeilDiv(cols, cfg.BlockN);
+    }
+
+    // ============================================================================================== launching
+
+    private sealed class LoadedGemm(object kernel, int ctasPerSm)
+    {
+        public object Kernel { get; } = kernel;
+        public int CtasPerSm { get; } = ctasPerSm;
+    }
+
+    private void Launch<TArgs>(GemmPlan plan, CudaStream stream, in TArgs args) where TArgs : unmanaged
+    {
+        GroupedGemmSpec spec = plan.Spec;
+        LoadedGemm loaded = Load(spec);
+        long resident = (long)Context.MultiprocessorCount * loaded.CtasPerSm;
+        long cap = GridLimitForTesting is { } limit ? Math.Max(limit, 1) : long.MaxValue;
+        uint grid = (uint)Math.Clamp(Math.Min(Math.Min(plan.Tiles, resident), cap), 1, int.MaxValue);
+        ((PtxKernel<TArgs>)loaded.Kernel).Launch(stream, new Dim3(grid), new Dim3((uint)spec.Config.Threads), spec.DynamicSharedBytes, in args);
+    }
+
+    private LoadedGemm Load(GroupedGemmSpec spec)
+    {
+        var key = (spec.Layout, spec.DType, spec.Config);
+        if (_loaded.TryGetValue(key, out LoadedGemm? hit)) return hit;
+        lock (_gate)
+        {
+            if (_loaded.TryGetValue(key, out hit)) return hit;
+            PtxModuleSpec module = spec.ToModuleSpec();
+            (object kernel, CudaKernel raw) = spec.Layout switch
+            {
+                GroupedGemmLayout.ForwardNT => Typed<GroupedGemmForwardArgs>(module, spec.EntryName),
+                GroupedGemmLayout.BackwardDataNN => Typed<GroupedGemmBackwardDataArgs>(module, spec.EntryName),
+                _ => Typed<GroupedGemmBackwardWeightArgs>(module, spec.EntryName),
+            };
+            if (spec.DynamicSharedBytes > 48 * 1024)
+            {
+                if (spec.DynamicSharedBytes > Context.MaxSharedMemoryPerBlockOptin)
+                    throw new NotSupportedException(
+                        $"{spec.ModuleName} needs {spec.DynamicSharedBytes} bytes of shared memory; {Context.Name} allows {Context.MaxSharedMemoryPerBlockOptin} per block.");
+                raw.SetMaxDynamicSharedMemory(spec.DynamicSharedBytes);
+            }
+            var loaded = new LoadedGemm(kernel, CtasPerSm(spec, raw.NumRegisters));
+            _loaded[key] = loaded;
+            return loaded;
+        }
+    }
+
+    private (object, CudaKernel) Typed<TArgs>(PtxModuleSpec module, string entry) where TArgs : unmanaged
+    {
+        PtxKernel<TArgs> kernel = PtxModuleCache.GetKernel<TArgs>(Context, module, entry);
+        return (kernel, kernel.Kernel);
+    }
+
+    /// <summary>Resident CTAs per SM from registers (64K per SM, allocated per warp in 256-register units),
+    /// shared memory (opt-in limit + 1 KiB per SM, 1 KiB reserved per CTA) and threads (2048 per SM).</summary>
+    private int CtasPerSm(GroupedGemmSpec spec, int registersPerThread)
+    {
+        int threads = spec.Config.Threads;
+        int warpRegs = (Math.Max(registersPerThread, 1) * 32 + 255) / 256 * 256;
+        int byRegs = 65536 / (warpRegs * spec.Config.Warps);
+        int smemPerCta = spec.DynamicSharedBytes + StaticSharedBytes(spec) + 1024;
+        int bySmem = (Context.MaxSharedMemoryPerBlockOptin + 1024) / smemPerCta;
+        int byThreads = 2048 / threads;
+        return Math.Max(1, Math.Min(Math.Min(byRegs, bySmem), Math.Min(byThreads, 32)));
+    }
+
+    private static int StaticSharedBytes(GroupedGemmSpec spec) => spec.Math == GemmMath.Ffma ? 2 * 16 * 68 * 4 : 0;
+
+    // ============================================================================================== checks
+
+    private void CheckStream(CudaStream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        if (!ReferenceEquals(stream.Context, Context))
+            throw new ArgumentException($"The stream belongs to another context than this GroupedGemm ({Context}).", nameof(stream));
+    }
+
+    private static void CheckArchitecture((int Major, int Minor) cc)
+    {
+        if (cc.Major < 8)
+            throw new NotSupportedException($"The grouped-GEMM kernels need compute capability 8.0 or newer (sm_80: cp.async, ldmatrix, bf16 mma); the device is {cc.Major}.{cc.Minor}.");
+    }
+
+    private static void Need(DeviceRange range, long bytes, string name, string shape)
+    {
+        if (bytes == 0) return;
+        if (range.IsNull) throw new ArgumentException($"{shape} is a null device pointer.", name);
+        if (range.Bytes != DeviceRange.UnknownSize && range.Bytes < bytes)
+            throw new ArgumentException($"{name} must hold {shape} = {bytes} bytes; it has {range.Bytes}.", name);
+    }
+
+    private static void CheckAligned(DeviceRange range, ulong alignment, string name)
+    {
+        if (range.Pointer % alignment != 0)
+            throw new ArgumentException($"{name} (0x{range.Pointer:x}) must be {alignment}-byte aligned.", name);
+    }
+
+    private static long CeilDiv(long a, long b) => (a + b - 1) / b;
+}

@@ -1,0 +1,162 @@
+using System.Globalization;
+
+namespace MoeNative.Ptx;
+
+/// <summary>One grouped-GEMM specialisation: which PTX file, which template values, which entry and args struct.</summary>
+/// <param name="Layout">NT forward, NN backward data or TN backward weight.</param>
+/// <param name="DType">Storage dtype.</param>
+/// <param name="Math">FFMA (fp32) or sm_80 tensor cores (bf16/fp16).</param>
+/// <param name="Config">Tile configuration.</param>
+/// <param name="File">Embedded PTX path relative to Ptx/Kernels.</param>
+/// <param name="EntryName">The .entry name after substitution.</param>
+/// <param name="DynamicSharedBytes">Dynamic shared memory per CTA the launch passes (0 for the FFMA kernels).</param>
+/// <param name="Values">Template values (exactly the placeholders of <paramref name="File"/>).</param>
+public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType, GemmMath Math, GemmConfig Config,
+    string File, string EntryName, int DynamicSharedBytes, IReadOnlyDictionary<string, string> Values)
+{
+    /// <summary>Unique module name: file without extension + dtype + tile, e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.bf16.128x128x32_s4_w8.</summary>
+    public string ModuleName => $"{Path.ChangeExtension(File, null)}.{DType.ShortName()}.{Config.Name}";
+
+    /// <summary>The launch-args struct of this layout.</summary>
+    public Type ArgsType => GroupedGemmSpecs.ArgsTypeOf(Layout);
+
+    /// <summary>The specialised PTX text.</summary>
+    public string SpecialisedPtx() => PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(File), Values);
+
+    /// <summary>Catalog entry (module name, specialised text, entry + args struct).</summary>
+    public PtxModuleSpec ToModuleSpec() => new(ModuleName, SpecialisedPtx(), [new PtxKernelSpec(EntryName, ArgsType)]);
+
+    public override string ToString() => ModuleName;
+}
+
+/// <summary>
+/// Builds <see cref="GroupedGemmSpec"/>s: file names, entry names and the template values each PTX file expects
+/// (every derived size is computed here once; the PTX headers list the same formulas).
+/// </summary>
+public static class GroupedGemmSpecs
+{
+    /// <summary>Bytes of one K-major 32-element stage row: 64 B of data + 16 B pad (80/16 = 5, odd).</summary>
+    private const int KMajorPitch = 80;
+
+    /// <summary>Short layout tag used in file and entry names.</summary>
+    public static string Tag(GroupedGemmLayout layout) => layout switch
+    {
+        GroupedGemmLayout.ForwardNT => "nt",
+        GroupedGemmLayout.BackwardDataNN => "nn",
+        GroupedGemmLayout.BackwardWeightTN => "tn",
+        _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Expected ForwardNT, BackwardDataNN or BackwardWeightTN."),
+    };
+
+    internal static Type ArgsTypeOf(GroupedGemmLayout layout) => layout switch
+    {
+        GroupedGemmLayout.ForwardNT => typeof(GroupedGemmForwardArgs),
+        GroupedGemmLayout.BackwardDataNN => typeof(GroupedGemmBackwardDataArgs),
+        GroupedGemmLayout.BackwardWeightTN => typeof(GroupedGemmBackwardWeightArgs),
+        _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Expected ForwardNT, BackwardDataNN or BackwardWeightTN."),
+    };
+
+    /// <summary>The instruction family for a storage dtype.</summary>
+    public static GemmMath MathFor(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float32 => GemmMath.Ffma,
+        ScalarType.BFloat16 or ScalarType.Float16 => GemmMath.MmaSm80,
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Expected Float32, Float16 or BFloat16."),
+    };
+
+    /// <summary>Every specialisation the library can load: each layout x dtype x candidate configuration.</summary>
+    public static IEnumerable<GroupedGemmSpec> All()
+    {
+        foreach (GroupedGemmLayout layout in Enum.GetValues<GroupedGemmLayout>())
+            foreach (ScalarType dtype in new[] { ScalarType.Float32, ScalarType.Float16, ScalarType.BFloat16 })
+                foreach (GemmConfig config in CandidateConfigs(dtype))
+                    yield return Create(layout, dtype, config);
+    }
+
+    /// <summary>The configurations autotuning may time for <paramref name="dtype"/> (at least 3 for the tensor-core path).</summary>
+    public static IReadOnlyList<GemmConfig> CandidateConfigs(ScalarType dtype) => MathFor(dtype) switch
+    {
+        GemmMath.Ffma => FfmaCandidates,
+        _ => MmaCandidates,
+    };
+
+    private static readonly GemmConfig[] FfmaCandidates = [GemmConfig.Ffma64x64];
+
+    // Largest tile first: 128x128 for many rows per expert, down to 64x32 (1 warp, 8 stages) for decode, where
+    // the GEMM streams W and the CTA count (and bytes in flight) matters more than reuse.
+    private static readonly GemmConfig[] MmaCandidates =
+    [
+        GemmConfig.Mma(128, 128, 4),
+        GemmConfig.Mma(128, 64, 4),
+        GemmConfig.Mma(64, 128, 4),
+        GemmConfig.Mma(64, 64, 6),
+        GemmConfig.Mma(64, 32, 8),
+    ];
+
+    /// <summary>Builds the specialisation; the configuration must suit the dtype's math.</summary>
+    /// <exception cref="ArgumentException">The configuration is invalid for this dtype (message says why).</exception>
+    public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        GemmMath math = MathFor(dtype);
+        string tag = Tag(layout);
+        if (config.Problem(math) is { } problem)
+            throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));
+        if (math == GemmMath.Ffma)
+            return new GroupedGemmSpec(layout, dtype, math, config, $"GroupedGemm/grouped_gemm_{tag}_ffma_f32.ptx",
+                $"grouped_gemm_{tag}_sm80_fp32_ffma_64x64x16", 0, new Dictionary<string, string>());
+
+        string ptxType = dtype == ScalarType.BFloat16 ? "bf16" : "f16";
+        int bm = config.BlockM, bn = config.BlockN, s = config.Stages, threads = config.Threads;
+        int cPitch = bn * 4 + 32;                     // fp32 C tile row: +32 B keeps v2 fragment stores conflict-free
+        var v = new Dictionary<string, int>
+        {
+            ["BM"] = bm, ["BN"] = bn, ["STAGES"] = s, ["THREADS"] = threads, ["WARPS_N"] = bn / GemmConfig.MmaWarpTileN,
+            ["WAIT_PENDING"] = s - 2, ["PIPE_ITERS_EXTRA"] = s - 1,
+            ["C_PITCH"] = cPitch, ["EPI_CPR"] = bn / 8, ["EPI_RPP"] = threads / (bn / 8),
+        };
+        int smem;
+        switch (layout)
+        {
+            case GroupedGemmLayout.ForwardNT:
+            {
+                int ldRpi = threads / 4;
+                v["TAB_C_OFF"] = 8 * bm; v["TAB_S_OFF"] = 12 * bm; v["PIPE_OFF"] = 16 * bm;
+                v["A_STAGE_BYTES"] = bm * KMajorPitch; v["STAGE_BYTES"] = (bm + bn) * KMajorPitch;
+                v["A_ITERS"] = bm * 4 / threads; v["B_ITERS"] = bn * 4 / threads;
+                v["LD_RPI"] = ldRpi; v["LD_RPI_SMEM"] = ldRpi * KMajorPitch; v["LD_RPI_TAB"] = ldRpi * 8;
+                smem = 16 * bm + Math.Max(s * (bm + bn) * KMajorPitch, bm * cPitch);
+                break;
+            }
+            case GroupedGemmLayout.BackwardDataNN:
+            {
+                int ldRpi = threads / 4, bPitch = bn * 2 + 16, bRpi = threads / (bn / 8);
+                v["TAB_C_OFF"] = 8 * bm; v["PIPE_OFF"] = 12 * bm;
+                v["A_STAGE_BYTES"] = bm * KMajorPitch; v["B_PITCH"] = bPitch; v["STAGE_BYTES"] = bm * KMajorPitch + 32 * bPitch;
+                v["A_ITERS"] = bm * 4 / threads; v["LD_RPI_SMEM"] = ldRpi * KMajorPitch; v["LD_RPI_TAB"] = ldRpi * 8;
+                v["B_ITERS"] = 4 * bn / threads; v["B_CPR"] = bn / 8; v["B_RPI"] = bRpi; v["B_RPI_SMEM"] = bRpi * bPitch;
+                v["B_K16"] = 16 * bPitch; v["B_K16_32"] = 16 * bPitch + 32;
+                smem = 12 * bm + Math.Max(s * (bm * KMajorPitch + 32 * bPitch), bm * cPitch);
+                break;
+            }
+            default:
+            {
+                int aPitch = bm * 2 + 16, bPitch = bn * 2 + 16, aRpi = threads / (bm / 8), bRpi = threads / (bn / 8);
+                v["A_PITCH"] = aPitch; v["B_PITCH"] = bPitch; v["A_STAGE_BYTES"] = 32 * aPitch; v["STAGE_BYTES"] = 32 * (aPitch + bPitch);
+                v["A_ITERS"] = 4 * bm / threads; v["A_CPR"] = bm / 8; v["A_RPI"] = aRpi; v["A_RPI_SMEM"] = aRpi * aPitch;
+                v["B_ITERS"] = 4 * bn / threads; v["B_CPR"] = bn / 8; v["B_RPI"] = bRpi; v["B_RPI_SMEM"] = bRpi * bPitch;
+                v["A_K16"] = 16 * aPitch; v["A_K16_32"] = 16 * aPitch + 32; v["A_K16_64"] = 16 * aPitch + 64; v["A_K16_96"] = 16 * aPitch + 96;
+                v["B_K16"] = 16 * bPitch; v["B_K16_32"] = 16 * bPitch + 32;
+                smem = Math.Max(s * 32 * (aPitch + bPitch), bm * cPitch);
+                break;
+            }
+        }
+        var values = v.ToDictionary(kv => kv.Key, kv => kv.Value.ToString(CultureInfo.InvariantCulture));
+        values["DTYPE"] = ptxType;
+        values["DTYPE_NAME"] = dtype.ShortName();
+        if (layout == GroupedGemmLayout.ForwardNT)
+            // NOTE: cvt.f32.bf16 needs sm_90; on sm_80 a bf16 widens by moving its bits to the high half of a b32.
+            values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "mov.b32 t_scale, {t_zero, t_h};" : "cvt.f32.f16 t_scale, t_h;";
+        string entry = $"grouped_gemm_{tag}_sm80_{dtype.ShortName()}_mma_{bm}x{bn}x{config.BlockK}_s{s}";
+        return new GroupedGemmSpec(layout, dtype, math, config, $"GroupedGemm/grouped_gemm_{tag}_mma_sm80.ptx", entry, smem, values);
+    }
+}

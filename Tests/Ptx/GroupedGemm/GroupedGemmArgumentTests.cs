@@ -1,0 +1,170 @@
+using MoeNative.Ptx;
+
+namespace MoeNative.Tests.Ptx.GroupedGemmTests;
+
+/// <summary>Argument validation of the grouped GEMMs, checked on the CPU through the planning step every call runs
+/// before any launch (no device needed: pointers are fake, sizes known through <see cref="DeviceRange"/>).</summary>
+[TestClass]
+public sealed class GroupedGemmArgumentTests
+{
+    private const int Experts = 3, TopK = 2, Rows = 66, N = 136, K = 200;
+    private static readonly (int, int) Sm90 = (9, 0);
+
+    private static DeviceRange Buf(long bytes, ulong at = 0x10000) => new(at, bytes);
+
+    private static GroupedRows RowsOf(int totalRows = Rows, int experts = Experts, int topK = TopK, ulong gather = 0x90000) =>
+        new(0x80000, gather, totalRows, experts, topK);
+
+    /// <summary>A forward call with every size exact; each test breaks one thing.</summary>
+    private static GroupedGemm.GemmPlan? Forward(ScalarType dtype = ScalarType.BFloat16, GemmConfig? config = null,
+        DeviceRange? a = null, DeviceRange? w = null, DeviceRange? c = null, DeviceRange? rowScale = null,
+        GroupedRows? rows = null, int n = N, int k = K, RowSource aRows = RowSource.Identity, RowTarget cRows = RowTarget.Identity,
+        (int, int)? cc = null)
+    {
+        int es = dtype.SizeOf();
+        GroupedRows r = rows ?? RowsOf();
+        return GroupedGemm.Plan(GroupedGemmLayout.ForwardNT, dtype, config, cc ?? Sm90, 132,
+            a ?? Buf((long)r.TotalRows * k * es), w ?? Buf((long)r.Experts * n * k * es), c ?? Buf((long)r.TotalRows * n * es),
+            rowScale ?? DeviceRange.Null, r, n, k, (int)aRows, (int)cRows);
+    }
+
+    [TestMethod]
+    public void ValidForward_PlansTheRequestedSpecialisation()
+    {
+        GemmConfig cfg = GemmConfig.Mma(64, 128, 4);
+        GroupedGemm.GemmPlan? plan = Forward(config: cfg);
+        Assert.IsNotNull(plan);
+        Assert.AreEqual(cfg, plan.Value.Spec.Config);
+        Assert.AreEqual(GemmMath.MmaSm80, plan.Value.Spec.Math);
+        Assert.IsGreaterThanOrEqualTo(1L, plan.Value.Tiles);
+    }
+
+    [TestMethod]
+    [DataRow(ScalarType.BFloat16, 132, "N = 132 must be a multiple of 8")]
+    [DataRow(ScalarType.Float16, 4, "N = 4 must be a multiple of 8")]
+    [DataRow(ScalarType.Float32, 6, "N = 6 must be a multiple of 4")]
+    public void NotAMultipleOfTheVectorWidth_IsRejected(ScalarType dtype, int n, string message)
+    {
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(dtype, n: n));
+        Assert.AreEqual("n", ex.ParamName);
+        StringAssert.Contains(ex.Message, message);
+        var exK = Assert.ThrowsExactly<ArgumentException>(() => Forward(dtype, k: n));
+        Assert.AreEqual("k", exK.ParamName);
+    }
+
+    [TestMethod]
+    public void Fp32_AcceptsMultiplesOfFour()
+    {
+        Assert.IsNotNull(Forward(ScalarType.Float32, n: 12, k: 20));
+    }
+
+    [TestMethod]
+    public void NegativeDims_AreRejected()
+    {
+        Assert.AreEqual("n", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Forward(n: -8)).ParamName);
+        Assert.AreEqual("k", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Forward(k: -8)).ParamName);
+        Assert.AreEqual("rows", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Forward(rows: RowsOf(experts: -1))).ParamName);
+        Assert.AreEqual("rows", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Forward(rows: RowsOf(totalRows: -2))).ParamName);
+        Assert.AreEqual("rows", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Forward(rows: RowsOf(topK: 0))).ParamName);
+    }
+
+    [TestMethod]
+    public void EmptyProblems_ReturnWithoutAPlan()
+    {
+        Assert.IsNull(Forward(n: 0));
+        Assert.IsNull(Forward(k: 0));
+        Assert.IsNull(Forward(rows: RowsOf(totalRows: 0)));
+        Assert.IsNull(Forward(rows: RowsOf(experts: 0)));
+    }
+
+    [TestMethod]
+    public void WeightGradient_WithNoRows_StillWritesZeros()
+    {
+        var rows = RowsOf(totalRows: 0);
+        GroupedGemm.GemmPlan? plan = GroupedGemm.Plan(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, null, Sm90, 132,
+            DeviceRange.Null, DeviceRange.Null, Buf((long)Experts * N * K * 2), DeviceRange.Null, rows, N, K, 0, 0);
+        Assert.IsNotNull(plan, "dW of experts without rows must still be written (zeros)");
+        Assert.IsGreaterThanOrEqualTo(1L, plan.Value.Tiles);
+    }
+
+    [TestMethod]
+    public void NullOrUndersizedTensors_AreRejectedByName()
+    {
+        Assert.AreEqual("a", Assert.ThrowsExactly<ArgumentException>(() => Forward(a: DeviceRange.Null)).ParamName);
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(w: Buf((long)Experts * N * K * 2 - 2)));
+        Assert.AreEqual("w", ex.ParamName);
+        StringAssert.Contains(ex.Message, $"[E={Experts},N={N},K={K}]");
+        Assert.AreEqual("c", Assert.ThrowsExactly<ArgumentException>(() => Forward(c: Buf(16))).ParamName);
+        Assert.AreEqual("rows", Assert.ThrowsExactly<ArgumentException>(() => Forward(rows: new GroupedRows(0, 0, Rows, Experts, TopK))).ParamName);
+    }
+
+    [TestMethod]
+    public void GatheredSides_NeedTheGatherIndex()
+    {
+        GroupedRows noGather = RowsOf(gather: 0);
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(rows: noGather, aRows: RowSource.Gather));
+        StringAssert.Contains(ex.Message, "rows.Gather");
+        Assert.ThrowsExactly<ArgumentException>(() => Forward(rows: noGather, cRows: RowTarget.Scatter));
+        Assert.ThrowsExactly<ArgumentException>(() => Forward(rows: noGather, rowScale: Buf(Rows * 2)));
+        Assert.IsNotNull(Forward(rows: noGather), "no gather needed when nothing is gathered");
+    }
+
+    [TestMethod]
+    public void GatherToken_ReadsTokenRows_AndNeedsDivisibleRows()
+    {
+        // A holds T = R/k token rows: R*K elements would be too many to demand
+        Assert.IsNotNull(Forward(aRows: RowSource.GatherToken, a: Buf((long)Rows / TopK * K * 2)));
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(aRows: RowSource.GatherToken, rows: RowsOf(totalRows: 65)));
+        StringAssert.Contains(ex.Message, "multiple of rows.TopK");
+    }
+
+    [TestMethod]
+    public void RowScale_IsForwardOnly_AndSized()
+    {
+        Assert.AreEqual("rowScale", Assert.ThrowsExactly<ArgumentException>(() => Forward(rowScale: Buf(10))).ParamName);
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => GroupedGemm.Plan(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16,
+            null, Sm90, 132, Buf(Rows * N * 2), Buf((long)Experts * N * K * 2), Buf(Rows * K * 2), Buf(Rows * 2), RowsOf(), N, K, 0, 0));
+        Assert.AreEqual("rowScale", ex.ParamName);
+    }
+
+    [TestMethod]
+    public void MisalignedPointers_AreRejected()
+    {
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(a: new DeviceRange(0x10008, DeviceRange.UnknownSize)));
+        Assert.AreEqual("a", ex.ParamName);
+        StringAssert.Contains(ex.Message, "16-byte aligned");
+    }
+
+    [TestMethod]
+    public void UnknownRowModes_AreRejected()
+    {
+        Assert.AreEqual("aRows", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Forward(aRows: (RowSource)7)).ParamName);
+        Assert.AreEqual("cRows", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Forward(cRows: (RowTarget)2)).ParamName);
+    }
+
+    [TestMethod]
+    public void InvalidConfig_AndOldDevices_AreRejected()
+    {
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(config: new GemmConfig(128, 128, 64, 3, 8)));
+        Assert.AreEqual("config", ex.ParamName);
+        StringAssert.Contains(ex.Message, "BlockK must be 32");
+        Assert.ThrowsExactly<ArgumentException>(() => Forward(ScalarType.Float32, config: GemmConfig.Mma(64, 64, 6)));
+        Assert.ThrowsExactly<NotSupportedException>(() => Forward(cc: (7, 5)));
+    }
+
+    [TestMethod]
+    [DataRow(1, 1, 0)]
+    [DataRow(16384, 128, 8)]
+    [DataRow(128, 8, 2)]
+    public void DefaultConfig_IsACandidate(int tokens, int experts, int topKMinus1)
+    {
+        int topK = topKMinus1 + 1;
+        var rows = new GroupedRows(0x1000, 0x2000, tokens * topK, experts, topK);
+        foreach (GroupedGemmLayout layout in Enum.GetValues<GroupedGemmLayout>())
+            foreach (ScalarType dtype in new[] { ScalarType.BFloat16, ScalarType.Float16, ScalarType.Float32 })
+            {
+                GemmConfig cfg = GroupedGemm.DefaultConfig(layout, dtype, Sm90, 132, rows, 1536, 2048);
+                Assert.Contains(cfg, GroupedGemm.Candidates(layout, dtype, Sm90));
+            }
+    }
+}

@@ -171,7 +171,9 @@ public sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
     }
 
     /// <summary>Sets every byte to <paramref name="value"/> (cuMemsetD8), on <paramref name="stream"/> when given.
-    /// 0xFF makes every bf16/fp16/fp32 element a NaN and every int32 -1: the poison before a kernel writes.</summary>
+    /// 0xFF makes every bf16/fp16/fp32 element a NaN and every int32 -1: the poison before a kernel writes.
+    /// Without a stream it runs on the legacy default stream: ordered before later work on every blocking
+    /// <see cref="CudaStream"/> and before later synchronous copies, but it may return before it is done.</summary>
     public void FillBytes(byte value, CudaStream? stream = null)
     {
         ulong dst = DevicePointer;

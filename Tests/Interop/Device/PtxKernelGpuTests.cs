@@ -67,7 +67,10 @@ public sealed class PtxKernelGpuTests
         Assert.IsGreaterThanOrEqualTo(128, kernel.MaxThreadsPerBlock);
         kernel.SetMaxDynamicSharedMemory(64 * 1024);
         Assert.AreEqual(64 * 1024, kernel.GetAttribute(CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES));
-        Assert.Contains(TestKernels.AffineEntry, module.InfoLog, "verbose JIT log names the entry");
+        // The driver's JIT cache may serve the module without compiling (empty info log); a fresh compile with
+        // CU_JIT_LOG_VERBOSE names the entry.
+        if (module.InfoLog.Length > 0)
+            Assert.Contains(TestKernels.AffineEntry, module.InfoLog, "verbose JIT log names the entry");
     }
 
     [TestMethod]

@@ -1,0 +1,387 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using MoeNative.Interop;
+using MoeNative.Reference;
+
+namespace MoeNative.Blocks.Benchmarking;
+
+/// <summary>What to time: a config, a dtype, token counts, passes, implementations, and the replay policy.</summary>
+public sealed record BlockBenchmarkOptions
+{
+    /// <summary>Layer shapes (H, I, E, k).</summary>
+    public required MoeConfig Config { get; init; }
+
+    /// <summary>Storage dtype. Default bf16.</summary>
+    public ScalarType DType { get; init; } = ScalarType.BFloat16;
+
+    /// <summary>Token counts T, one row set each (each T positive).</summary>
+    public required IReadOnlyList<int> Tokens { get; init; }
+
+    /// <summary>Also time forward+backward (rows with pass "fwd+bwd").</summary>
+    public bool Backward { get; init; }
+
+    /// <summary>Fused block options (default: autotune on).</summary>
+    public FusedBlockOptions Fused { get; init; } = new() { Autotune = true };
+
+    /// <summary>Replay the fused block from a captured CUDA graph (true) or with direct launches (false).</summary>
+    public bool UseGraph { get; init; } = true;
+
+    /// <summary>Also time the grouped reference on cuBLAS (host-orchestrated; wall clock) for context.</summary>
+    public bool IncludeReference { get; init; } = true;
+
+    /// <summary>Skip the reference above this T (it is host-orchestrated and slow). Default 4096.</summary>
+    public int ReferenceMaxTokens { get; init; } = 4096;
+
+    /// <summary>Untimed calls before timing (the first also autotunes). Default 3.</summary>
+    public int WarmupReplays { get; init; } = 3;
+
+    /// <summary>Timed replays are chosen so that they take about this long in total, within
+    /// [<see cref="MinReplays"/>, <see cref="MaxReplays"/>]. Default 300 ms.</summary>
+    public double TargetMillisecondsPerRow { get; init; } = 300;
+
+    /// <summary>Default 10.</summary>
+    public int MinReplays { get; init; } = 10;
+
+    /// <summary>Default 2000.</summary>
+    public int MaxReplays { get; init; } = 2000;
+
+    /// <summary>Seed of the weights; inputs use seed + T (fresh per T).</summary>
+    public int Seed { get; init; } = 1234;
+
+    /// <summary>Throws <see cref="ArgumentException"/> for an empty or non-positive token list or bad replay bounds.</summary>
+    public void Validate()
+    {
+        ArgumentNullException.ThrowIfNull(Config);
+        Config.Validate();
+        _ = DType.SizeOf();
+        ArgumentNullException.ThrowIfNull(Tokens);
+        if (Tokens.Count == 0) throw new ArgumentException("At least one token count is needed.", nameof(Tokens));
+        foreach (int t in Tokens)
+            if (t <= 0) throw new ArgumentException($"Token counts must be positive, got {t}.", nameof(Tokens));
+        if (MinReplays < 1 || MaxReplays < MinReplays)
+            throw new ArgumentException($"Need 1 ≤ MinReplays ≤ MaxReplays, got {MinReplays} and {MaxReplays}.", nameof(MinReplays));
+        if (WarmupReplays < 1) throw new ArgumentException($"WarmupReplays must be at least 1, got {WarmupReplays}.", nameof(WarmupReplays));
+        ArgumentNullException.ThrowIfNull(Fused);
+        Fused.Validate(nameof(Fused));
+        if (Backward && Fused.FuseMulPost)
+            throw new ArgumentException("FuseMulPost is inference only: it cannot be timed with the backward.", nameof(Fused));
+    }
+}
+
+/// <summary>One timed (implementation, T, pass).</summary>
+/// <param name="Impl">"fused" or "grouped-cublas".</param>
+/// <param name="Tokens">T.</param>
+/// <param name="Pass">"fwd" or "fwd+bwd".</param>
+/// <param name="MedianMs">Median time of one call, ms (CUDA events for the fused block, wall clock for the reference).</param>
+/// <param name="Tflops">FLOPs / median time, 10^12/s.</param>
+/// <param name="GBps">Bytes / median time, 10^9/s.</param>
+/// <param name="FloorMs">max(FLOPs / tensor rate, bytes / bandwidth), ms.</param>
+/// <param name="PercentOfFloor">100 · floor / median: 100 means at the floor.</param>
+/// <param name="Replays">Timed calls.</param>
+/// <param name="ExpertsHit">Distinct experts that received a token.</param>
+/// <param name="Flops">FLOPs of one call.</param>
+/// <param name="Bytes">Minimal bytes of one call.</param>
+/// <param name="Mode">"graph", "direct" or "host" (how calls were issued).</param>
+public sealed record BenchmarkRow(
+    string Impl, int Tokens, string Pass, double MedianMs, double Tflops, double GBps, double FloorMs, double PercentOfFloor,
+    int Replays, int ExpertsHit, double Flops, double Bytes, string Mode);
+
+/// <summary>The whole run: card, rates, config and rows; serialisable to JSON.</summary>
+public sealed record BenchmarkReport(
+    string Device, DeviceRates Rates, string Config, int HiddenSize, int IntermediateSize, int NumExperts, int TopK,
+    string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows)
+{
+    /// <summary>Indented JSON with snake_case names.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, BenchmarkJsonContext.Default.BenchmarkReport);
+}
+
+/// <summary>Progress of a run: what is being done now.</summary>
+public sealed record BenchmarkProgress(string Impl, int Tokens, string Stage, BenchmarkRow? Row = null);
+
+/// <summary>
+/// Times the fused block (and, for context, the grouped reference on cuBLAS) over a list of token counts: whole
+/// block from X on the device to Y on the device (and forward+backward), CUDA events around every replay after a
+/// warm-up, the median, fresh random inputs per T; FLOPs, bytes and the floor from <see cref="MoeCost"/>.
+/// </summary>
+public sealed class BlockBenchmark
+{
+    private readonly CudaContext _context;
+    private readonly BlockBenchmarkOptions _options;
+
+    /// <param name="context">The GPU.</param>
+    /// <param name="options">What to time (validated here).</param>
+    /// <param name="rates">Card rates for the floor; null = <see cref="ResolveRates"/>.</param>
+    public BlockBenchmark(CudaContext context, BlockBenchmarkOptions options, DeviceRates? rates = null)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _context = context;
+        _options = options;
+        Rates = rates ?? ResolveRates(context);
+    }
+
+    /// <summary>Rates used for the floor.</summary>
+    public DeviceRates Rates { get; }
+
+    /// <summary>The table rates for the card's name, or rates measured on it (copy bandwidth, cuBLAS bf16 GEMM).</summary>
+    public static DeviceRates ResolveRates(CudaContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        return DeviceRates.FromTable(context.Name) ?? RateMeasurement.Measure(context);
+    }
+
+    /// <summary>Runs every (T, pass, impl); <paramref name="progress"/> is called before each and with each row.</summary>
+    public BenchmarkReport Run(Action<BenchmarkProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        DateTimeOffset started = DateTimeOffset.UtcNow;
+        MoeConfig c = _options.Config;
+        ScalarType dt = _options.DType;
+        var rows = new List<BenchmarkRow>();
+        progress?.Invoke(new BenchmarkProgress("fused", 0, "generating and uploading weights"));
+        MoeWeights weights = MoeWeights.Random(c, _options.Seed, dt);
+        using (var deviceWeights = Qwen3MoeDeviceWeights.Upload(_context, weights, dt))
+        using (var block = new Qwen3MoeFusedBlock(deviceWeights, _options.Fused))
+        {
+            foreach (int tokens in _options.Tokens)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                rows.AddRange(dt switch
+                {
+                    ScalarType.BFloat16 => TimeFused<BFloat16>(block, tokens, progress, cancellationToken),
+                    ScalarType.Float16 => TimeFused<Half>(block, tokens, progress, cancellationToken),
+                    _ => TimeFused<float>(block, tokens, progress, cancellationToken),
+                });
+            }
+        }
+        if (_options.IncludeReference)
+        {
+            using var reference = new CublasGroupedBlock(_context, weights, dt);
+            foreach (int tokens in _options.Tokens)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                if (tokens > _options.ReferenceMaxTokens)
+                {
+                    progress?.Invoke(new BenchmarkProgress("grouped-cublas", tokens, $"skipped (T > {_options.ReferenceMaxTokens})"));
+                    continue;
+                }
+                rows.AddRange(TimeReference(reference, tokens, progress, cancellationToken));
+            }
+        }
+        return new BenchmarkReport(_context.Name, Rates, c.Name ?? "config", c.HiddenSize, c.IntermediateSize, c.NumExperts, c.TopK,
+            dt.ShortName(), _options.Fused.Describe(), started, rows);
+    }
+
+    // ---- fused ----------------------------------------------------------------------------------------------------
+
+    private List<BenchmarkRow> TimeFused<TElem>(Qwen3MoeFusedBlock block, int tokens, Action<BenchmarkProgress>? progress,
+        CancellationToken ct) where TElem : unmanaged
+    {
+        MoeConfig c = _options.Config;
+        ScalarType dt = _options.DType;
+        long th = (long)tokens * c.HiddenSize;
+        var rows = new List<BenchmarkRow>();
+        using var stream = new CudaStream(_context);
+        using var x = new DeviceBuffer<TElem>(_context, th);
+        using var y = new DeviceBuffer<TElem>(_context, th);
+        using var dY = new DeviceBuffer<TElem>(_context, th);
+        using var dX = new DeviceBuffer<TElem>(_context, th);
+        UploadRandom(x, TensorRandom.Normal(th, unchecked(_options.Seed + tokens), 1f, dt), dt);
+        UploadRandom(dY, TensorRandom.Normal(th, unchecked(_options.Seed + 7 * tokens + 1), 1f, dt), dt);
+        DeviceGradients<TElem>? grads = null;
+        try
+        {
+            progress?.Invoke(new BenchmarkProgress("fused", tokens, "warm-up (autotune on first use)"));
+            block.Reserve(tokens, backward: _options.Backward);
+            for (int i = 0; i < _options.WarmupReplays; i++) block.Forward(stream, x, y, tokens);
+            stream.Synchronize();
+            int hit = MoeCost.ExpertsHit(block.ReadSelected(tokens), c.NumExperts);
+
+            rows.Add(TimeFusedPass(stream, tokens, hit, BenchmarkPass.Forward, s => block.Forward(s, x, y, tokens), progress, ct));
+            if (_options.Backward)
+            {
+                grads = new DeviceGradients<TElem>(
+                    new DeviceBuffer<TElem>(_context, th),
+                    new DeviceBuffer<TElem>(_context, c.RouterElements),
+                    new DeviceBuffer<TElem>(_context, c.GateUpElements),
+                    new DeviceBuffer<TElem>(_context, c.DownElements));
+                DeviceGradients<TElem> g = grads;
+                for (int i = 0; i < _options.WarmupReplays; i++)
+                {
+                    block.Forward(stream, x, y, tokens);
+                    block.Backward(stream, dY, g);
+                }
+                stream.Synchronize();
+                rows.Add(TimeFusedPass(stream, tokens, hit, BenchmarkPass.ForwardBackward, s =>
+                {
+                    block.Forward(s, x, y, tokens);
+                    block.Backward(s, dY, g);
+                }, progress, ct));
+            }
+        }
+        finally
+        {
+            if (grads is not null)
+            {
+                grads.X.Dispose();
+                grads.Router.Dispose();
+                grads.GateUp.Dispose();
+                grads.Down.Dispose();
+            }
+        }
+        return rows;
+    }
+
+    private BenchmarkRow TimeFusedPass(CudaStream stream, int tokens, int hit, BenchmarkPass pass, Action<CudaStream> call,
+        Action<BenchmarkProgress>? progress, CancellationToken ct)
+    {
+        string passName = PassName(pass);
+        progress?.Invoke(new BenchmarkProgress("fused", tokens, $"timing {passName}"));
+        CudaGraph? graph = null;
+        string mode = "direct";
+        if (_options.UseGraph)
+        {
+            try
+            {
+                graph = CudaGraph.Capture(stream, call);
+                mode = "graph";
+            }
+            catch (CudaException)
+            {
+                // NOTE: a failed capture leaves the stream usable (the capture is ended by CudaGraph.Capture);
+                // fall back to direct launches rather than losing the row.
+                graph = null;
+            }
+        }
+        try
+        {
+            Action<CudaStream> replay = graph is null ? call : s => graph.Launch(s);
+            using var start = new CudaEvent(_context);
+            using var end = new CudaEvent(_context);
+            // Estimate one call's time to choose the replay count.
+            replay(stream);
+            start.Record(stream);
+            for (int i = 0; i < 3; i++) replay(stream);
+            end.Record(stream);
+            end.Synchronize();
+            double estimate = Math.Max(1e-3, CudaEvent.ElapsedMilliseconds(start, end) / 3);
+            int replays = ReplayCount(estimate);
+            var times = new double[replays];
+            // NOTE: one event pair per replay, all recorded before one synchronisation: events are reused only
+            // after the host reads them, so use a pool of pairs.
+            var starts = new CudaEvent[replays];
+            var ends = new CudaEvent[replays];
+            try
+            {
+                for (int i = 0; i < replays; i++)
+                {
+                    starts[i] = new CudaEvent(_context);
+                    ends[i] = new CudaEvent(_context);
+                }
+                for (int i = 0; i < replays; i++)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    starts[i].Record(stream);
+                    replay(stream);
+                    ends[i].Record(stream);
+                }
+                stream.Synchronize();
+                for (int i = 0; i < replays; i++) times[i] = CudaEvent.ElapsedMilliseconds(starts[i], ends[i]);
+            }
+            finally
+            {
+                foreach (CudaEvent? e in starts) e?.Dispose();
+                foreach (CudaEvent? e in ends) e?.Dispose();
+            }
+            BenchmarkRow row = MakeRow("fused", tokens, pass, Median(times), replays, hit, mode);
+            progress?.Invoke(new BenchmarkProgress("fused", tokens, $"{passName} done", row));
+            return row;
+        }
+        finally
+        {
+            graph?.Dispose();
+        }
+    }
+
+    // ---- reference --------------------------------------------------------------------------------------------------
+
+    private List<BenchmarkRow> TimeReference(CublasGroupedBlock reference, int tokens, Action<BenchmarkProgress>? progress,
+        CancellationToken ct)
+    {
+        MoeConfig c = _options.Config;
+        ScalarType dt = _options.DType;
+        long th = (long)tokens * c.HiddenSize;
+        float[] x = TensorRandom.Normal(th, unchecked(_options.Seed + tokens), 1f, dt);
+        float[] dY = TensorRandom.Normal(th, unchecked(_options.Seed + 7 * tokens + 1), 1f, dt);
+        var rows = new List<BenchmarkRow>();
+        progress?.Invoke(new BenchmarkProgress("grouped-cublas", tokens, "warm-up"));
+        MoeIntermediates first = reference.Forward(x);
+        int hit = MoeCost.ExpertsHit(first.Routing.Selected, c.NumExperts);
+        foreach (BenchmarkPass pass in _options.Backward ? new[] { BenchmarkPass.Forward, BenchmarkPass.ForwardBackward } : [BenchmarkPass.Forward])
+        {
+            ct.ThrowIfCancellationRequested();
+            progress?.Invoke(new BenchmarkProgress("grouped-cublas", tokens, $"timing {PassName(pass)}"));
+            Action call = pass == BenchmarkPass.Forward
+                ? () => reference.Forward(x)
+                : () => { reference.Forward(x); reference.Backward(dY); };
+            var sw = Stopwatch.StartNew();
+            call();
+            double estimate = Math.Max(1e-3, sw.Elapsed.TotalMilliseconds);
+            // NOTE: host-orchestrated and slow: far fewer replays than the fused block.
+            int replays = Math.Clamp((int)(_options.TargetMillisecondsPerRow / estimate), 1, 20);
+            var times = new double[replays];
+            for (int i = 0; i < replays; i++)
+            {
+                ct.ThrowIfCancellationRequested();
+                sw.Restart();
+                call();
+                times[i] = sw.Elapsed.TotalMilliseconds;
+            }
+            BenchmarkRow row = MakeRow("grouped-cublas", tokens, pass, Median(times), replays, hit, "host");
+            progress?.Invoke(new BenchmarkProgress("grouped-cublas", tokens, $"{PassName(pass)} done", row));
+            rows.Add(row);
+        }
+        return rows;
+    }
+
+    // ---- helpers ----------------------------------------------------------------------------------------------------
+
+    private BenchmarkRow MakeRow(string impl, int tokens, BenchmarkPass pass, double medianMs, int replays, int hit, string mode)
+    {
+        MoeCost cost = MoeCost.Of(_options.Config, _options.DType, tokens, hit, pass);
+        double floor = cost.FloorMilliseconds(Rates);
+        double seconds = medianMs * 1e-3;
+        return new BenchmarkRow(impl, tokens, PassName(pass), medianMs, cost.Flops / seconds / 1e12, cost.Bytes / seconds / 1e9,
+            floor, 100 * floor / medianMs, replays, hit, cost.Flops, cost.Bytes, mode);
+    }
+
+    internal int ReplayCount(double estimateMs) =>
+        (int)Math.Clamp(Math.Ceiling(_options.TargetMillisecondsPerRow / estimateMs), _options.MinReplays, _options.MaxReplays);
+
+    /// <summary>Median of <paramref name="values"/> (mean of the two middle values for an even count).</summary>
+    public static double Median(IReadOnlyList<double> values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        if (values.Count == 0) throw new ArgumentException("Median of no values.", nameof(values));
+        double[] sorted = values.Order().ToArray();
+        int mid = sorted.Length / 2;
+        return sorted.Length % 2 == 1 ? sorted[mid] : 0.5 * (sorted[mid - 1] + sorted[mid]);
+    }
+
+    /// <summary>"fwd" or "fwd+bwd".</summary>
+    public static string PassName(BenchmarkPass pass) => pass == BenchmarkPass.Forward ? "fwd" : "fwd+bwd";
+
+    private void UploadRandom<TElem>(DeviceBuffer<TElem> buffer, float[] values, ScalarType dt) where TElem : unmanaged
+    {
+        var bytes = new byte[values.LongLength * dt.SizeOf()];
+        StorageConvert.ToStorageParallel(values, dt, bytes);
+        buffer.CopyFromHost(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, TElem>(bytes.AsSpan()));
+    }
+}
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
+    NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)]
+[JsonSerializable(typeof(BenchmarkReport))]
+[JsonSerializable(typeof(BenchmarkRow))]
+internal sealed partial class BenchmarkJsonContext : JsonSerializerContext;

@@ -1,0 +1,54 @@
+using MoeNative.Reference;
+
+namespace MoeNative.Blocks;
+
+/// <summary>
+/// Shape and dtype checks of the fused block's entry points, run before any launch. Separate from the block so
+/// that they are testable without a GPU. Every failure is an <see cref="ArgumentException"/> naming the parameter,
+/// the expected shape and what was passed.
+/// </summary>
+internal static class FusedBlockChecks
+{
+    /// <summary>The element type of a device buffer must be the one that stores <paramref name="dtype"/>.</summary>
+    public static void ElementType(ScalarType dtype, Type elementType, string paramName)
+    {
+        Type expected = StorageConvert.ElementType(dtype);
+        if (elementType != expected)
+            throw new ArgumentException(
+                $"The block stores {dtype.ShortName()}: pass DeviceBuffer<{expected.Name}>, got DeviceBuffer<{elementType.Name}>.", paramName);
+    }
+
+    /// <summary>A buffer must hold at least the elements of its shape.</summary>
+    public static void Length(long actual, long required, string paramName, string shape)
+    {
+        if (actual < required)
+            throw new ArgumentException($"{paramName} must hold {shape} = {required} elements, has {actual}.", paramName);
+    }
+
+    /// <summary>Forward: x and y [T,H]; routing (when given) Selected [T,k] and Weights [T,k].</summary>
+    public static void ForwardShapes(MoeConfig c, ScalarType dtype, int tokens, long xLength, long yLength,
+        long? selectedLength, long? weightsLength)
+    {
+        if (tokens < 0)
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "The token count T must be zero or positive.");
+        long th = (long)tokens * c.HiddenSize, tk = (long)tokens * c.TopK;
+        Length(xLength, th, "x", $"[T={tokens},H={c.HiddenSize}]");
+        Length(yLength, th, "y", $"[T={tokens},H={c.HiddenSize}]");
+        if (selectedLength is { } sel)
+            Length(sel, tk, "routing", $"Selected [T={tokens},k={c.TopK}] i32");
+        if (weightsLength is { } w)
+            Length(w, tk, "routing", $"Weights [T={tokens},k={c.TopK}] {dtype.ShortName()}");
+    }
+
+    /// <summary>Backward: dY and dX [T,H] (T of the last forward); dRouter [E,H]; dGateUp [E,2I,H]; dDown [E,H,I].</summary>
+    public static void BackwardShapes(MoeConfig c, int tokens, long dYLength, long dXLength, long routerLength,
+        long gateUpLength, long downLength)
+    {
+        long th = (long)tokens * c.HiddenSize;
+        Length(dYLength, th, "dY", $"[T={tokens},H={c.HiddenSize}] (T of the last forward)");
+        Length(dXLength, th, "gradients.X", $"[T={tokens},H={c.HiddenSize}]");
+        Length(routerLength, c.RouterElements, "gradients.Router", $"[E={c.NumExperts},H={c.HiddenSize}]");
+        Length(gateUpLength, c.GateUpElements, "gradients.GateUp", $"[E={c.NumExperts},2I={2 * c.IntermediateSize},H={c.HiddenSize}]");
+        Length(downLength, c.DownElements, "gradients.Down", $"[E={c.NumExperts},H={c.HiddenSize},I={c.IntermediateSize}]");
+    }
+}

@@ -1,0 +1,99 @@
+using MoeNative.Ptx;
+
+namespace MoeNative.Blocks;
+
+/// <summary>
+/// Options of <see cref="Qwen3MoeFusedBlock"/>; fixed for the lifetime of a block.
+/// </summary>
+/// <remarks>
+/// <para><b>Permutations</b> (at most one of the two):
+/// <see cref="PermuteX"/> fuses the token→expert-row gather into the first GEMM's loads (no <c>Xp [T*k,H]</c> copy),
+/// and the first GEMM's backward dX then stores its rows straight into token-slot order;
+/// <see cref="PermuteY"/> fuses the expert-row→token-slot scatter into the second GEMM's stores,
+/// and the second GEMM's backward dX/dW then load <c>dU</c> through the same permutation.</para>
+/// <para><b>FuseMulPost</b> multiplies each row of the second GEMM by its routing weight in the epilogue.
+/// The routing-weight gradient then cannot be formed, so it is inference only:
+/// <see cref="Qwen3MoeFusedBlock.Backward{TElem}"/> throws <see cref="InvalidOperationException"/>.</para>
+/// <para><b>Kernel configs</b>: either <see cref="Autotune"/> (time at least
+/// <see cref="MinimumAutotuneCandidates"/> candidates per GEMM on the first call of each shape class and keep the
+/// fastest; the first call of a shape class synchronises the stream for timing) or explicit configs per GEMM layout
+/// (<see cref="ForwardConfig"/>, <see cref="BackwardDataConfig"/>, <see cref="BackwardWeightConfig"/>; null = the
+/// kernel family's default). Setting both is rejected.</para>
+/// </remarks>
+public sealed record FusedBlockOptions
+{
+    /// <summary>At least this many configs are timed per GEMM when <see cref="Autotune"/> is on.</summary>
+    public const int MinimumAutotuneCandidates = 3;
+
+    /// <summary>Gather X rows inside GEMM1's loads (no permuted copy of X).</summary>
+    public bool PermuteX { get; init; }
+
+    /// <summary>Scatter GEMM2's rows to token-slot order inside its stores (no separate unpermute).</summary>
+    public bool PermuteY { get; init; }
+
+    /// <summary>Scale GEMM2's rows by the routing weights in its epilogue. Inference only.</summary>
+    public bool FuseMulPost { get; init; }
+
+    /// <summary>Time the candidate configs of every GEMM on the first call of each shape class; keep the fastest.</summary>
+    public bool Autotune { get; init; }
+
+    /// <summary>Launches per candidate when autotuning (the fastest launch counts). Default 3.</summary>
+    public int AutotuneRepetitions { get; init; } = 3;
+
+    /// <summary>Config of the forward NT GEMMs (router logits, GEMM1, GEMM2); null = default. Excludes <see cref="Autotune"/>.</summary>
+    public GemmConfig? ForwardConfig { get; init; }
+
+    /// <summary>Config of the backward-data NN GEMMs (GEMM2 dX, GEMM1 dX, router dX); null = default.</summary>
+    public GemmConfig? BackwardDataConfig { get; init; }
+
+    /// <summary>Config of the backward-weight TN GEMMs (GEMM2 dW, GEMM1 dW, router dW); null = default.</summary>
+    public GemmConfig? BackwardWeightConfig { get; init; }
+
+    /// <summary>Every option off, default kernel configs.</summary>
+    public static FusedBlockOptions Default { get; } = new();
+
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> (parameter <paramref name="paramName"/>) when the options contradict
+    /// each other: both permutes, autotune together with an explicit config, fewer than one autotune repetition.
+    /// </summary>
+    public void Validate(string paramName = "options")
+    {
+        if (PermuteX && PermuteY)
+            throw new ArgumentException(
+                "PermuteX and PermuteY cannot both be set: the first GEMM would gather its loads and the second scatter " +
+                "its stores, leaving no expert-ordered layout for the backward. Choose one (or neither).", paramName);
+        if (Autotune && (ForwardConfig is not null || BackwardDataConfig is not null || BackwardWeightConfig is not null))
+            throw new ArgumentException(
+                "Autotune and an explicit GemmConfig (ForwardConfig/BackwardDataConfig/BackwardWeightConfig) exclude each " +
+                "other: either let the block time the candidates or name the configs.", paramName);
+        if (AutotuneRepetitions < 1)
+            throw new ArgumentException(
+                $"AutotuneRepetitions must be at least 1, got {AutotuneRepetitions}.", paramName);
+    }
+
+    /// <summary>
+    /// Throws <see cref="InvalidOperationException"/> when these options cannot run a backward (FuseMulPost: the
+    /// routing weights were multiplied into GEMM2's output, so their gradient cannot be formed).
+    /// </summary>
+    public void EnsureTrainable()
+    {
+        if (FuseMulPost)
+            throw new InvalidOperationException(
+                "This block was built with FuseMulPost (routing weights multiplied in GEMM2's epilogue), which is inference only: " +
+                "the routing-weight gradient needs the unscaled GEMM2 output. Build the block without FuseMulPost to train.");
+    }
+
+    /// <summary>Short description for logs and test names, e.g. <c>permute_x autotune</c>.</summary>
+    public string Describe()
+    {
+        var parts = new List<string>();
+        if (PermuteX) parts.Add("permute_x");
+        if (PermuteY) parts.Add("permute_y");
+        if (FuseMulPost) parts.Add("fuse_mul_post");
+        if (Autotune) parts.Add("autotune");
+        if (ForwardConfig is not null) parts.Add($"fwd={ForwardConfig}");
+        if (BackwardDataConfig is not null) parts.Add($"dx={BackwardDataConfig}");
+        if (BackwardWeightConfig is not null) parts.Add($"dw={BackwardWeightConfig}");
+        return parts.Count == 0 ? "plain" : string.Join(' ', parts);
+    }
+}

@@ -1,0 +1,104 @@
+using MoeNative.Interop;
+using MoeNative.Reference;
+
+namespace MoeNative.Blocks;
+
+/// <summary>
+/// The parameters of one Qwen3-MoE expert layer on the device, in one storage dtype, uploaded once. Several blocks
+/// (e.g. one per option set) may share one instance; the owner disposes it after them.
+/// </summary>
+public sealed class Qwen3MoeDeviceWeights : IDisposable
+{
+    private readonly DeviceBuffer<byte> _router;   // [E,H]    dtype
+    private readonly DeviceBuffer<byte> _gateUp;   // [E,2I,H] dtype
+    private readonly DeviceBuffer<byte> _down;     // [E,H,I]  dtype
+    private bool _disposed;
+
+    private Qwen3MoeDeviceWeights(CudaContext context, MoeConfig config, ScalarType dtype,
+        DeviceBuffer<byte> router, DeviceBuffer<byte> gateUp, DeviceBuffer<byte> down)
+    {
+        Context = context;
+        Config = config;
+        DType = dtype;
+        _router = router;
+        _gateUp = gateUp;
+        _down = down;
+    }
+
+    /// <summary>The context the weights live in.</summary>
+    public CudaContext Context { get; }
+
+    /// <summary>Shapes: H, I, E, k.</summary>
+    public MoeConfig Config { get; }
+
+    /// <summary>Storage dtype of every weight (and of the activations of blocks built on these weights).</summary>
+    public ScalarType DType { get; }
+
+    /// <summary>Device bytes held: (E·H + 3·E·I·H) · sizeof(dtype).</summary>
+    public long SizeInBytes => _router.SizeInBytes + _gateUp.SizeInBytes + _down.SizeInBytes;
+
+    /// <summary>Router weight <c>gate.weight</c>. // [E,H] dtype</summary>
+    internal ulong Router => Alive()._router.DevicePointer;
+
+    /// <summary>Stacked gate/up projections. // [E,2I,H] dtype</summary>
+    internal ulong GateUp => Alive()._gateUp.DevicePointer;
+
+    /// <summary>Down projections. // [E,H,I] dtype</summary>
+    internal ulong Down => Alive()._down.DevicePointer;
+
+    /// <summary>
+    /// Uploads <paramref name="weights"/> rounded to <paramref name="dtype"/> (round to nearest even; values already
+    /// representable are stored exactly). Synchronous.
+    /// </summary>
+    /// <exception cref="ArgumentNullException">A null argument.</exception>
+    public static Qwen3MoeDeviceWeights Upload(CudaContext context, MoeWeights weights, ScalarType dtype)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(weights);
+        _ = dtype.SizeOf(); // validates the enum value
+        MoeConfig config = weights.Config.Validate();
+        DeviceBuffer<byte>? router = null, gateUp = null, down = null;
+        try
+        {
+            router = DeviceTransfer.UploadNew(context, weights.Router, dtype);
+            gateUp = DeviceTransfer.UploadNew(context, weights.GateUp, dtype);
+            down = DeviceTransfer.UploadNew(context, weights.Down, dtype);
+            return new Qwen3MoeDeviceWeights(context, config, dtype, router, gateUp, down);
+        }
+        catch
+        {
+            router?.Dispose();
+            gateUp?.Dispose();
+            down?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Downloads the weights back to the host (values widened exactly to float).</summary>
+    public MoeWeights Download()
+    {
+        Alive();
+        var router = new float[Config.RouterElements];
+        var gateUp = new float[Config.GateUpElements];
+        var down = new float[Config.DownElements];
+        DeviceTransfer.Download(_router, 0, router, DType);
+        DeviceTransfer.Download(_gateUp, 0, gateUp, DType);
+        DeviceTransfer.Download(_down, 0, down, DType);
+        return new MoeWeights(Config, router, gateUp, down);
+    }
+
+    private Qwen3MoeDeviceWeights Alive()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return this;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _router.Dispose();
+        _gateUp.Dispose();
+        _down.Dispose();
+    }
+}

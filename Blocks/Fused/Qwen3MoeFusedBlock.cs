@@ -1,0 +1,610 @@
+using System.Runtime.InteropServices;
+using MoeNative.Interop;
+using MoeNative.Ptx;
+using MoeNative.Reference;
+
+namespace MoeNative.Blocks;
+
+/// <summary>
+/// The Qwen3-MoE expert layer (router, top-k, experts' SwiGLU MLPs, weighted combine) on the GPU through the
+/// hand-written PTX kernels, forward and manual backward, stream-ordered with no host synchronisation inside.
+/// </summary>
+/// <remarks>
+/// <para>Dimension legend: T tokens, H hidden, I intermediate, E experts, k experts per token, TK = T*k;
+/// r = expert-ordered row, p = t*k + j = token slot; gather[r] = p, inverse[p] = r.</para>
+/// <para><b>Forward</b> (one stream, in order):
+/// router GEMM <c>L [T,E] = X·Wrᵀ</c> (grouped NT, one group) → RouterForward (<c>probs [T,E] f32</c>, <c>sel [T,k]</c>,
+/// <c>w [T,k]</c>) → RoutingIndices (<c>m_sizes [E]</c>, <c>gather</c>, <c>inverse [TK]</c>) → GatherRows
+/// (<c>Xp [TK,H]</c>; skipped with PermuteX, whose GEMM1 gathers X rows while loading) → GEMM1
+/// <c>G1 [TK,2I] = Xp·Wgu[e]ᵀ</c> → SiluMul (<c>A [TK,I]</c>) → GEMM2 <c>G2 [TK,H] = A·Wd[e]ᵀ</c> (stored in
+/// token-slot order as <c>U</c> with PermuteY; rows scaled by w with FuseMulPost) → Combine
+/// (<c>Y [T,H] = Σ_j w·U</c>; through <c>inverse</c> unless PermuteY; weights 1 with FuseMulPost).</para>
+/// <para><b>Backward</b>: CombineBackward (<c>dU</c> in G2's layout, <c>dw [T,k] f32</c>) → GEMM2 dX
+/// (<c>dA = dG2·Wd[e]</c>, loading dU through gather with PermuteY) and dW (<c>dWd[e] = Σ dG2ᵀ A</c>) →
+/// SiluMulBackward (<c>dG1 [TK,2I]</c>) → GEMM1 dX (<c>dXp = dG1·Wgu[e]</c>, stored straight to token-slot order
+/// with PermuteX, else in expert order then reordered through <c>inverse</c>) and dW (<c>dWgu[e] = Σ dG1ᵀ Xp</c>,
+/// gathering X rows with PermuteX) → RouterBackward (<c>dL [T,E]</c>) → router dW (<c>dWr = dLᵀ·X</c>, TN one
+/// group) and router dX (<c>dXr = dL·Wr</c>, NN one group) → SumOverTopK (<c>dX[t] = dXr[t] + Σ_j dXp[t*k+j]</c>).</para>
+/// <para><b>Saved state</b>: the backward reads the forward's workspace and the caller's X (and routing, when passed
+/// in) buffers: keep them unchanged between a forward and its backward.</para>
+/// <para><b>Workspace</b>: allocated on the first call of a shape class (T rounded up to a power of two), grown, never
+/// shrunk; calls with a smaller T reuse it. Growing reallocates: re-capture graphs after a larger T.</para>
+/// <para><b>Graphs</b>: <see cref="Forward{TElem}"/> can be captured in a <see cref="CudaGraph"/> once the block
+/// has run that shape class directly (workspace allocated, autotune done): see <see cref="Reserve"/>.</para>
+/// <para>Not thread-safe: one caller at a time.</para>
+/// </remarks>
+public sealed class Qwen3MoeFusedBlock : IDisposable
+{
+    private readonly Qwen3MoeDeviceWeights _weights;
+    private readonly bool _ownsWeights;
+    private readonly GemmTuner _tuner;
+    private readonly MoeKernels _kernels;
+    private readonly GroupedGemm _gemm;
+
+    private FusedWorkspace? _forwardWorkspace;     // per shape class, grow-only
+    private FusedWorkspace? _backwardWorkspace;    // per shape class, grow-only, allocated on the first backward
+    private DeviceBuffer<int>? _iota;              // [Tcap+1] i32: iota[t] = t; &iota[T] is m_sizes [1] of a one-group GEMM
+    private DeviceBuffer<byte>? _ones;             // [Tcap*k] dtype, all 1 (FuseMulPost combine weights)
+    private HostIo? _hostIo;                       // staging buffers of the host API
+    private CudaStream? _hostStream;
+    private SavedForward _saved;
+    private bool _disposed;
+
+    /// <summary>Uploads <paramref name="weights"/> in <paramref name="dtype"/> (owned by the block).</summary>
+    /// <exception cref="ArgumentException">Options that contradict each other (see <see cref="FusedBlockOptions.Validate"/>).</exception>
+    public Qwen3MoeFusedBlock(CudaContext context, MoeWeights weights, ScalarType dtype, FusedBlockOptions? options = null)
+        : this(UploadValidated(context, weights, dtype, options), options, ownsWeights: true)
+    {
+    }
+
+    /// <summary>A block over already uploaded weights (not owned: dispose them after the block).</summary>
+    /// <exception cref="ArgumentException">Options that contradict each other.</exception>
+    public Qwen3MoeFusedBlock(Qwen3MoeDeviceWeights weights, FusedBlockOptions? options = null)
+        : this(weights, options, ownsWeights: false)
+    {
+    }
+
+    private Qwen3MoeFusedBlock(Qwen3MoeDeviceWeights weights, FusedBlockOptions? options, bool ownsWeights)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        options ??= FusedBlockOptions.Default;
+        try
+        {
+            options.Validate(nameof(options));
+            _weights = weights;
+            _ownsWeights = ownsWeights;
+            Options = options;
+            _tuner = new GemmTuner(options);
+            _kernels = MoeKernels.For(weights.Context);
+            _gemm = GroupedGemm.For(weights.Context);
+        }
+        catch
+        {
+            if (ownsWeights) weights.Dispose();
+            throw;
+        }
+    }
+
+    private static Qwen3MoeDeviceWeights UploadValidated(CudaContext context, MoeWeights weights, ScalarType dtype, FusedBlockOptions? options)
+    {
+        (options ?? FusedBlockOptions.Default).Validate(nameof(options)); // before the (slow) upload
+        return Qwen3MoeDeviceWeights.Upload(context, weights, dtype);
+    }
+
+    /// <summary>The context every buffer passed in must belong to.</summary>
+    public CudaContext Context => _weights.Context;
+
+    /// <summary>H, I, E, k, norm_topk_prob.</summary>
+    public MoeConfig Config => _weights.Config;
+
+    /// <summary>Storage dtype of weights, activations and gradients.</summary>
+    public ScalarType DType => _weights.DType;
+
+    /// <summary>The options this block was built with.</summary>
+    public FusedBlockOptions Options { get; }
+
+    /// <summary>The device weights (shared or owned).</summary>
+    public Qwen3MoeDeviceWeights Weights => _weights;
+
+    /// <summary>Every autotune measurement so far (empty unless <see cref="FusedBlockOptions.Autotune"/>).</summary>
+    public IReadOnlyList<GemmTiming> AutotuneTimings => _tuner.Timings;
+
+    /// <summary>The config chosen per (GEMM, shape class) by autotune so far.</summary>
+    public IReadOnlyDictionary<(FusedGemm Gemm, int ShapeClassTokens), GemmConfig?> ChosenConfigs => _tuner.Chosen;
+
+    /// <summary>Token capacity of the current forward workspace (0 before the first call).</summary>
+    public int WorkspaceCapacityTokens => _forwardWorkspace?.Layout.CapacityTokens ?? 0;
+
+    /// <summary>Device bytes of the current workspaces (forward + backward).</summary>
+    public long WorkspaceBytes => (_forwardWorkspace?.Layout.TotalBytes ?? 0) + (_backwardWorkspace?.Layout.TotalBytes ?? 0);
+
+    // ==== device API ================================================================================================
+
+    /// <summary>
+    /// Allocates the workspace for up to <paramref name="tokens"/> tokens (forward, and backward when asked) ahead of
+    /// time. Synchronous. Call before capturing a graph of a shape class the block has not run yet (autotune, when on,
+    /// still happens on the first forward/backward of the shape class, which must therefore not be captured).
+    /// </summary>
+    public void Reserve(int tokens, bool backward = false)
+    {
+        ThrowIfDisposed();
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        EnsureForwardWorkspace(tokens);
+        if (backward) EnsureBackwardWorkspace(tokens);
+    }
+
+    /// <summary>
+    /// Forward: <c>Y [T,H] = MoE(X [T,H])</c> on <paramref name="stream"/>, X and Y on the device in the block's
+    /// dtype (<typeparamref name="TElem"/> = <see cref="BFloat16"/>, <see cref="Half"/> or <see cref="float"/>).
+    /// Buffers may be longer than T rows. With <paramref name="routing"/>, its selected experts and weights replace
+    /// the router's top-k (the router logits and softmax are still computed: the backward needs them).
+    /// Asynchronous; no host synchronisation (except on the first call of a shape class with autotune on).
+    /// </summary>
+    /// <exception cref="ArgumentException">Wrong element type for the dtype, a buffer too short, X and Y aliased,
+    /// a buffer or stream of another context.</exception>
+    /// <exception cref="ObjectDisposedException">The block was disposed.</exception>
+    public void Forward<TElem>(CudaStream stream, DeviceBuffer<TElem> x /*[T,H]*/, DeviceBuffer<TElem> y /*[T,H]*/,
+        int tokens, DeviceRouting<TElem>? routing = null) where TElem : unmanaged
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(x);
+        ArgumentNullException.ThrowIfNull(y);
+        if (routing is not null)
+        {
+            ArgumentNullException.ThrowIfNull(routing.Selected, nameof(routing));
+            ArgumentNullException.ThrowIfNull(routing.Weights, nameof(routing));
+        }
+        FusedBlockChecks.ElementType(DType, typeof(TElem), nameof(x));
+        FusedBlockChecks.ForwardShapes(Config, DType, tokens, x.Length, y.Length, routing?.Selected.Length, routing?.Weights.Length);
+        CheckContext(stream.Context, nameof(stream));
+        CheckContext(x.Context, nameof(x));
+        CheckContext(y.Context, nameof(y));
+        if (routing is not null)
+        {
+            CheckContext(routing.Selected.Context, nameof(routing));
+            CheckContext(routing.Weights.Context, nameof(routing));
+        }
+        if (ReferenceEquals(x, y) || (tokens > 0 && x.DevicePointer == y.DevicePointer))
+            throw new ArgumentException("x and y must be different buffers.", nameof(y));
+        if (tokens == 0)
+        {
+            _saved = new SavedForward(0, 0, 0, 0, true);
+            return;
+        }
+        ForwardCore(stream, x.DevicePointer, y.DevicePointer, tokens,
+            routing?.Selected.DevicePointer ?? 0, routing?.Weights.DevicePointer ?? 0);
+    }
+
+    /// <summary>
+    /// Backward of the last forward: given <c>dY [T,H]</c>, writes the five gradients (overwritten, not accumulated)
+    /// on <paramref name="stream"/>. Reads the last forward's workspace, X and routing buffers. Asynchronous.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">FuseMulPost (inference only), or no forward ran before.</exception>
+    /// <exception cref="ArgumentException">Wrong element type, a buffer too short, or another context.</exception>
+    /// <exception cref="ObjectDisposedException">The block was disposed.</exception>
+    public void Backward<TElem>(CudaStream stream, DeviceBuffer<TElem> dY /*[T,H]*/, DeviceGradients<TElem> gradients)
+        where TElem : unmanaged
+    {
+        ThrowIfDisposed();
+        ThrowIfInferenceOnly();
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(dY);
+        ArgumentNullException.ThrowIfNull(gradients);
+        ArgumentNullException.ThrowIfNull(gradients.X, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.Router, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.GateUp, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.Down, nameof(gradients));
+        FusedBlockChecks.ElementType(DType, typeof(TElem), nameof(dY));
+        if (!_saved.Valid)
+            throw new InvalidOperationException("Backward needs a preceding Forward on this block (its workspace holds the saved activations).");
+        int tokens = _saved.Tokens;
+        FusedBlockChecks.BackwardShapes(Config, tokens, dY.Length, gradients.X.Length, gradients.Router.Length,
+            gradients.GateUp.Length, gradients.Down.Length);
+        CheckContext(stream.Context, nameof(stream));
+        CheckContext(dY.Context, nameof(dY));
+        CheckContext(gradients.X.Context, "gradients.X");
+        CheckContext(gradients.Router.Context, "gradients.Router");
+        CheckContext(gradients.GateUp.Context, "gradients.GateUp");
+        CheckContext(gradients.Down.Context, "gradients.Down");
+        if (tokens == 0)
+        {
+            // T = 0: no token reaches any expert; every weight gradient is zero and dX is empty.
+            gradients.Router.FillBytes(0, stream);
+            gradients.GateUp.FillBytes(0, stream);
+            gradients.Down.FillBytes(0, stream);
+            return;
+        }
+        BackwardCore(stream, dY.DevicePointer, gradients.X.DevicePointer, gradients.Router.DevicePointer,
+            gradients.GateUp.DevicePointer, gradients.Down.DevicePointer);
+    }
+
+    // ==== host API ==================================================================================================
+
+    /// <summary>
+    /// Host convenience forward: uploads <paramref name="x"/> (rounded to the dtype), runs <see cref="Forward{TElem}"/>
+    /// on the block's own stream, waits, and returns the output and router logits — and every intermediate when
+    /// <paramref name="intermediates"/> is true (otherwise those arrays are empty). With <paramref name="routing"/>,
+    /// its experts/weights (weights rounded to the dtype) replace the router's top-k.
+    /// </summary>
+    /// <exception cref="ArgumentException">x not [T,H], routing invalid for the config or T.</exception>
+    public MoeIntermediates Forward(float[] x /*[T,H]*/, int tokens, MoeRouting? routing = null, bool intermediates = false)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(x);
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        MoeConfig c = Config;
+        if (x.LongLength != (long)tokens * c.HiddenSize)
+            throw new ArgumentException($"x must be [T={tokens},H={c.HiddenSize}] = {(long)tokens * c.HiddenSize} elements, got {x.LongLength}.", nameof(x));
+        routing?.Validate(c, tokens, nameof(routing));
+        CudaStream stream = HostStream();
+        int tk = tokens * c.TopK;
+        if (tokens == 0)
+        {
+            _saved = new SavedForward(0, 0, 0, 0, true);
+            return HostResults.Empty(c, DType);
+        }
+
+        HostIo io = EnsureHostIo(tokens);
+        DeviceTransfer.Upload(io.X, 0, x, DType);
+        ulong selIn = 0, wIn = 0;
+        if (routing is not null)
+        {
+            DeviceTransfer.UploadInt32(io.Selected, 0, routing.Selected);
+            DeviceTransfer.Upload(io.RoutingWeights, 0, routing.Weights, DType);
+            selIn = io.Selected.DevicePointer;
+            wIn = io.RoutingWeights.DevicePointer;
+        }
+        io.Y.FillBytes(0xFF, stream); // poison: an unwritten element reads back as NaN
+        if (intermediates) _forwardWorkspace?.Poison(stream);
+        ForwardCore(stream, io.X.DevicePointer, io.Y.DevicePointer, tokens, selIn, wIn);
+        stream.Synchronize();
+        return HostResults.ReadForward(this, io, _forwardWorkspace!, tokens, tk, routing, intermediates);
+    }
+
+    /// <summary>
+    /// Host convenience backward of the last host <see cref="Forward(float[], int, MoeRouting?, bool)"/>: uploads
+    /// <paramref name="dY"/>, runs <see cref="Backward{TElem}"/>, waits, returns the five gradients.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">FuseMulPost, or no host forward before.</exception>
+    /// <exception cref="ArgumentException">dY not [T,H] for the T of the last forward.</exception>
+    public MoeGradients Backward(float[] dY /*[T,H]*/)
+    {
+        ThrowIfDisposed();
+        ThrowIfInferenceOnly();
+        ArgumentNullException.ThrowIfNull(dY);
+        if (!_saved.Valid || (_saved.Tokens > 0 && (_hostIo is null || _saved.X != _hostIo.X.DevicePointer)))
+            throw new InvalidOperationException("The host Backward needs a preceding host Forward on this block.");
+        int tokens = _saved.Tokens;
+        MoeConfig c = Config;
+        if (dY.LongLength != (long)tokens * c.HiddenSize)
+            throw new ArgumentException($"dY must be [T={tokens},H={c.HiddenSize}] = {(long)tokens * c.HiddenSize} elements (T of the last forward), got {dY.LongLength}.", nameof(dY));
+        if (tokens == 0)
+            return new MoeGradients(c, [], new float[c.RouterElements], new float[c.GateUpElements], new float[c.DownElements]);
+        CudaStream stream = HostStream();
+        HostIo io = _hostIo!;
+        HostGradients g = io.EnsureGradients(Context, c, DType);
+        DeviceTransfer.Upload(io.DY, 0, dY, DType);
+        io.DX.FillBytes(0xFF, stream);
+        g.Poison(stream);
+        BackwardCore(stream, io.DY.DevicePointer, io.DX.DevicePointer, g.Router.DevicePointer, g.GateUp.DevicePointer, g.Down.DevicePointer);
+        stream.Synchronize();
+        return new MoeGradients(c,
+            DeviceTransfer.Download(io.DX, 0, (long)tokens * c.HiddenSize, DType),
+            DeviceTransfer.Download(g.Router, 0, c.RouterElements, DType),
+            DeviceTransfer.Download(g.GateUp, 0, c.GateUpElements, DType),
+            DeviceTransfer.Download(g.Down, 0, c.DownElements, DType));
+    }
+
+    // ==== launch sequences ==========================================================================================
+
+    private void ForwardCore(CudaStream s, ulong x /*[T,H]*/, ulong y /*[T,H]*/, int tokens, ulong selectedIn /*[T,k] or 0*/, ulong weightsIn /*[T,k] or 0*/)
+    {
+        MoeConfig c = Config;
+        ScalarType dt = DType;
+        int h = c.HiddenSize, i = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
+        int shapeClass = FusedWorkspaceLayout.ShapeClassTokens(tokens);
+        FusedWorkspace ws = EnsureForwardWorkspace(tokens);
+        ulong logits = ws.Ptr(FusedBuffer.Logits);            // [T,E]  dtype
+        ulong probs = ws.Ptr(FusedBuffer.Probs);              // [T,E]  f32
+        ulong selOwn = ws.Ptr(FusedBuffer.Selected);          // [T,k]  i32
+        ulong wOwn = ws.Ptr(FusedBuffer.RoutingWeights);      // [T,k]  dtype
+        ulong mSizes = ws.Ptr(FusedBuffer.MSizes);            // [E]    i32
+        ulong gather = ws.Ptr(FusedBuffer.Gather);            // [TK]   i32
+        ulong inverse = ws.Ptr(FusedBuffer.Inverse);          // [TK]   i32
+        ulong g1 = ws.Ptr(FusedBuffer.FirstGemm);             // [TK,2I] dtype, expert order
+        ulong act = ws.Ptr(FusedBuffer.Intermediate);         // [TK,I]  dtype, expert order
+        ulong g2 = ws.Ptr(FusedBuffer.SecondGemm);            // [TK,H]  dtype, expert order (token-slot order with PermuteY)
+        var routerRows = new GroupedRows(_iota!.PointerAt(tokens), 0, tokens, 1, 1); // one group of T rows
+        var expertRows = new GroupedRows(mSizes, gather, tk, e, k);
+
+        // 1. router logits L = X·Wrᵀ
+        ulong wr = _weights.Router;
+        _tuner.Run(FusedGemm.RouterForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tokens, e, h),
+            cfg => _gemm.ForwardNT(s, dt, cfg, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, 0));
+        // 2. softmax (fp32), top-k, renorm, cast
+        _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
+        ulong sel = selectedIn != 0 ? selectedIn : selOwn;
+        ulong w = weightsIn != 0 ? weightsIn : wOwn;
+        // 3. m_sizes, stable gather, inverse
+        _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e);
+        // 4. Xp = X[gather/k] (fused into GEMM1's loads with PermuteX)
+        ulong a1 = x;
+        RowSource a1Rows = RowSource.GatherToken;
+        if (!Options.PermuteX)
+        {
+            a1 = ws.Ptr(FusedBuffer.XPermuted);
+            _kernels.GatherRows(s, dt, x, gather, a1, tk, k, h);
+            a1Rows = RowSource.Identity;
+        }
+        // 5. G1 = Xp·Wgu[e]ᵀ
+        ulong wgu = _weights.GateUp;
+        _tuner.Run(FusedGemm.FirstForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, 2 * i, h),
+            cfg => _gemm.ForwardNT(s, dt, cfg, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, 0));
+        // 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]
+        _kernels.SiluMulForward(s, dt, g1, act, tk, i);
+        // 7. G2 = A·Wd[e]ᵀ (scatter to token-slot order with PermuteY; × w with FuseMulPost)
+        ulong wd = _weights.Down;
+        RowTarget g2Rows = Options.PermuteY ? RowTarget.Scatter : RowTarget.Identity;
+        ulong rowScale = Options.FuseMulPost ? w : 0;
+        _tuner.Run(FusedGemm.SecondForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, h, i),
+            cfg => _gemm.ForwardNT(s, dt, cfg, act, wd, g2, expertRows, h, i, RowSource.Identity, g2Rows, rowScale));
+        // 8. Y[t] = Σ_j w[t,j]·U[t*k+j]
+        ulong rowOfSlot = Options.PermuteY ? 0 : inverse;
+        ulong combineWeights = Options.FuseMulPost ? _ones!.DevicePointer : w;
+        _kernels.CombineForward(s, dt, g2, rowOfSlot, combineWeights, y, tokens, k, h);
+
+        _saved = new SavedForward(tokens, x, sel, w, true);
+    }
+
+    private void BackwardCore(CudaStream s, ulong dY /*[T,H]*/, ulong dX /*[T,H]*/, ulong dRouter /*[E,H]*/,
+        ulong dGateUp /*[E,2I,H]*/, ulong dDown /*[E,H,I]*/)
+    {
+        MoeConfig c = Config;
+        ScalarType dt = DType;
+        int tokens = _saved.Tokens;
+        int h = c.HiddenSize, i = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
+        int shapeClass = FusedWorkspaceLayout.ShapeClassTokens(tokens);
+        FusedWorkspace fw = _forwardWorkspace!;
+        FusedWorkspace bw = EnsureBackwardWorkspace(tokens);
+        ulong x = _saved.X, sel = _saved.Selected, w = _saved.Weights;
+        ulong probs = fw.Ptr(FusedBuffer.Probs);
+        ulong mSizes = fw.Ptr(FusedBuffer.MSizes), gather = fw.Ptr(FusedBuffer.Gather), inverse = fw.Ptr(FusedBuffer.Inverse);
+        ulong g1 = fw.Ptr(FusedBuffer.FirstGemm);             // [TK,2I]
+        ulong act = fw.Ptr(FusedBuffer.Intermediate);         // [TK,I]
+        ulong u = fw.Ptr(FusedBuffer.SecondGemm);             // [TK,H] layout of the forward's GEMM2 output
+        ulong dU = bw.Ptr(FusedBuffer.DSecondGemm);           // [TK,H] same layout as u
+        ulong dWeights = bw.Ptr(FusedBuffer.DRoutingWeights); // [T,k] f32
+        ulong dAct = bw.Ptr(FusedBuffer.DIntermediate);       // [TK,I]
+        ulong dG1 = bw.Ptr(FusedBuffer.DFirstGemm);           // [TK,2I]
+        ulong dXpSlots = bw.Ptr(FusedBuffer.DXPermutedSlotOrder); // [TK,H] token-slot order
+        ulong dLogits = bw.Ptr(FusedBuffer.DLogits);          // [T,E]
+        ulong dXRouter = bw.Ptr(FusedBuffer.DXRouter);        // [T,H]
+        var routerRows = new GroupedRows(_iota!.PointerAt(tokens), 0, tokens, 1, 1);
+        var expertRows = new GroupedRows(mSizes, gather, tk, e, k);
+        ulong wr = _weights.Router, wgu = _weights.GateUp, wd = _weights.Down;
+
+        // 1. dU[row(p)] = w[p]·dY[t], dw[p] = <dY[t], U[row(p)]>
+        ulong rowOfSlot = Options.PermuteY ? 0 : inverse;
+        _kernels.CombineBackward(s, dt, dY, u, rowOfSlot, w, dU, dWeights, tokens, k, h);
+        // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY)
+        RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
+        _tuner.Run(FusedGemm.SecondBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, h, i),
+            cfg => _gemm.BackwardDataNN(s, dt, cfg, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity));
+        // 3. GEMM2 dW: dWd[e] = Σ_{r∈e} dG2[r]ᵀ A[r]
+        _tuner.Run(FusedGemm.SecondBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tk, h, i),
+            cfg => _gemm.BackwardWeightTN(s, dt, cfg, dU, act, dDown, expertRows, h, i, dG2Rows, RowSource.Identity));
+        // 4. dG1 = [dg, du] from G1 and dA
+        _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, tk, i);
+        // 5. GEMM1 dX: dXp[r] = dG1[r]·Wgu[e], to token-slot order (stored permuted with PermuteX)
+        if (Options.PermuteX)
+        {
+            _tuner.Run(FusedGemm.FirstBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, 2 * i, h),
+                cfg => _gemm.BackwardDataNN(s, dt, cfg, dG1, wgu, dXpSlots, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Scatter));
+        }
+        else
+        {
+            ulong dXpExpert = bw.Ptr(FusedBuffer.DXPermutedExpertOrder); // [TK,H] expert order
+            _tuner.Run(FusedGemm.FirstBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, 2 * i, h),
+                cfg => _gemm.BackwardDataNN(s, dt, cfg, dG1, wgu, dXpExpert, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Identity));
+            // NOTE: GatherRows with k = 1 and inverse as the index is the unpermute dXpSlots[p] = dXpExpert[inverse[p]].
+            _kernels.GatherRows(s, dt, dXpExpert, inverse, dXpSlots, tk, 1, h);
+        }
+        // 6. GEMM1 dW: dWgu[e] = Σ_{r∈e} dG1[r]ᵀ Xp[r]   (Xp[r] = X[gather[r]/k] with PermuteX)
+        ulong xpSource = Options.PermuteX ? x : fw.Ptr(FusedBuffer.XPermuted);
+        RowSource xpRows = Options.PermuteX ? RowSource.GatherToken : RowSource.Identity;
+        _tuner.Run(FusedGemm.FirstBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tk, 2 * i, h),
+            cfg => _gemm.BackwardWeightTN(s, dt, cfg, dG1, xpSource, dGateUp, expertRows, 2 * i, h, RowSource.Identity, xpRows));
+        // 7. router: dL = P ⊙ (dP − Σ_e P_e dP_e) from dw
+        _kernels.RouterBackward(s, dt, probs, sel, dWeights, dLogits, tokens, e, k, c.NormTopKProb);
+        // 8. router dW: dWr = dLᵀ·X
+        _tuner.Run(FusedGemm.RouterBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tokens, e, h),
+            cfg => _gemm.BackwardWeightTN(s, dt, cfg, dLogits, x, dRouter, routerRows, e, h, RowSource.Identity, RowSource.Identity));
+        // 9. router dX: dXr = dL·Wr
+        _tuner.Run(FusedGemm.RouterBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tokens, e, h),
+            cfg => _gemm.BackwardDataNN(s, dt, cfg, dLogits, wr, dXRouter, routerRows, e, h, RowSource.Identity, RowTarget.Identity));
+        // 10. dX[t] = dXr[t] + Σ_j dXp[t*k+j]
+        _kernels.SumOverTopK(s, dt, dXpSlots, dXRouter, dX, tokens, k, h);
+    }
+
+    // NOTE: rows/n/k are the GEMM's shape; the candidate list depends only on layout, dtype and card today, but a
+    // shape-aware filter (e.g. dropping 128-row tiles for decode) would slot in here.
+    private IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, int rows, int n, int k)
+    {
+        _ = (rows, n, k);
+        return GroupedGemm.Candidates(layout, DType, Context);
+    }
+
+    // ==== workspace =================================================================================================
+
+    private FusedWorkspace EnsureForwardWorkspace(int tokens)
+    {
+        if (_forwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
+        int capacity = FusedWorkspaceLayout.ShapeClassTokens(tokens);
+        var layout = FusedWorkspaceLayout.Forward(Config, DType, Options, capacity);
+        // NOTE: the old arena may still be read by queued work on some stream; the driver's cuMemFree waits for
+        // the device to finish using it, so disposing here is safe (and not inside a graph capture: see Reserve).
+        _forwardWorkspace?.Dispose();
+        _forwardWorkspace = null;
+        _forwardWorkspace = new FusedWorkspace(Context, layout);
+        _saved = default;
+
+        _iota?.Dispose();
+        _iota = null;
+        var iota = new int[capacity + 1];
+        for (int t = 0; t <= capacity; t++) iota[t] = t;
+        _iota = new DeviceBuffer<int>(Context, iota.Length);
+        _iota.CopyFromHost(iota);
+        if (Options.FuseMulPost)
+        {
+            _ones?.Dispose();
+            _ones = null;
+            var ones = new float[(long)capacity * Config.TopK];
+            Array.Fill(ones, 1f);
+            _ones = DeviceTransfer.UploadNew(Context, ones, DType);
+        }
+        return _forwardWorkspace;
+    }
+
+    private FusedWorkspace EnsureBackwardWorkspace(int tokens)
+    {
+        if (_backwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
+        int capacity = FusedWorkspaceLayout.ShapeClassTokens(tokens);
+        var layout = FusedWorkspaceLayout.Backward(Config, DType, Options, capacity);
+        _backwardWorkspace?.Dispose();
+        _backwardWorkspace = null;
+        _backwardWorkspace = new FusedWorkspace(Context, layout);
+        return _backwardWorkspace;
+    }
+
+    private HostIo EnsureHostIo(int tokens)
+    {
+        if (_hostIo is { } io && io.CapacityTokens >= tokens) return io;
+        _hostIo?.Dispose();
+        _hostIo = null;
+        _hostIo = new HostIo(Context, Config, DType, FusedWorkspaceLayout.ShapeClassTokens(tokens));
+        return _hostIo;
+    }
+
+    private CudaStream HostStream() => _hostStream ??= new CudaStream(Context);
+
+    // ==== checks ====================================================================================================
+
+    private void CheckContext(CudaContext context, string paramName)
+    {
+        if (!ReferenceEquals(context, Context) && context.Ordinal != Context.Ordinal)
+            throw new ArgumentException($"{paramName} belongs to device {context.Ordinal}, the block to device {Context.Ordinal}.", paramName);
+    }
+
+    private void ThrowIfInferenceOnly() => Options.EnsureTrainable();
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _hostStream?.Synchronize();
+        _hostIo?.Dispose();
+        _forwardWorkspace?.Dispose();
+        _backwardWorkspace?.Dispose();
+        _iota?.Dispose();
+        _ones?.Dispose();
+        _hostStream?.Dispose();
+        if (_ownsWeights) _weights.Dispose();
+    }
+
+    /// <summary>What the backward needs from the last forward: T and the caller's X / routing addresses.</summary>
+    private readonly record struct SavedForward(int Tokens, ulong X, ulong Selected, ulong Weights, bool Valid);
+
+    // ==== host API staging ==========================================================================================
+
+    /// <summary>Device staging buffers of the host API (capacity in tokens, grow-only).</summary>
+    internal sealed class HostIo : IDisposable
+    {
+        public HostIo(CudaContext context, MoeConfig c, ScalarType dt, int capacity)
+        {
+            CapacityTokens = capacity;
+            int s = dt.SizeOf();
+            long th = (long)capacity * c.HiddenSize, tk = (long)capacity * c.TopK;
+            X = new DeviceBuffer<byte>(context, th * s);
+            Y = new DeviceBuffer<byte>(context, th * s);
+            DY = new DeviceBuffer<byte>(context, th * s);
+            DX = new DeviceBuffer<byte>(context, th * s);
+            Selected = new DeviceBuffer<byte>(context, tk * 4);
+            RoutingWeights = new DeviceBuffer<byte>(context, tk * s);
+        }
+
+        public int CapacityTokens { get; }
+        public DeviceBuffer<byte> X { get; }              // [T,H] dtype
+        public DeviceBuffer<byte> Y { get; }              // [T,H] dtype
+        public DeviceBuffer<byte> DY { get; }             // [T,H] dtype
+        public DeviceBuffer<byte> DX { get; }             // [T,H] dtype
+        public DeviceBuffer<byte> Selected { get; }       // [T,k] i32
+        public DeviceBuffer<byte> RoutingWeights { get; } // [T,k] dtype
+        public HostGradients? Gradients { get; private set; }
+
+        public HostGradients EnsureGradients(CudaContext context, MoeConfig c, ScalarType dt)
+            => Gradients ??= new HostGradients(context, c, dt);
+
+        public void Dispose()
+        {
+            X.Dispose();
+            Y.Dispose();
+            DY.Dispose();
+            DX.Dispose();
+            Selected.Dispose();
+            RoutingWeights.Dispose();
+            Gradients?.Dispose();
+        }
+    }
+
+    /// <summary>Device weight-gradient buffers of the host API.</summary>
+    internal sealed class HostGradients : IDisposable
+    {
+        public HostGradients(CudaContext context, MoeConfig c, ScalarType dt)
+        {
+            int s = dt.SizeOf();
+            Router = new DeviceBuffer<byte>(context, c.RouterElements * s);
+            GateUp = new DeviceBuffer<byte>(context, c.GateUpElements * s);
+            Down = new DeviceBuffer<byte>(context, c.DownElements * s);
+        }
+
+        public DeviceBuffer<byte> Router { get; }  // [E,H] dtype
+        public DeviceBuffer<byte> GateUp { get; }  // [E,2I,H] dtype
+        public DeviceBuffer<byte> Down { get; }    // [E,H,I] dtype
+
+        public void Poison(CudaStream s)
+        {
+            Router.FillBytes(0xFF, s);
+            GateUp.FillBytes(0xFF, s);
+            Down.FillBytes(0xFF, s);
+        }
+
+        public void Dispose()
+        {
+            Router.Dispose();
+            GateUp.Dispose();
+            Down.Dispose();
+        }
+    }
+
+    internal FusedWorkspace? ForwardWorkspaceForTests => _forwardWorkspace;
+
+    /// <summary>
+    /// Synchronously reads the selected experts [T,k] the last forward used (its own top-k or the routing passed in),
+    /// e.g. to count the experts hit. Synchronises the context.
+    /// </summary>
+    internal int[] ReadSelected(int tokens)
+    {
+        ThrowIfDisposed();
+        if (!_saved.Valid || _saved.Tokens != tokens)
+            throw new InvalidOperationException($"No forward of T={tokens} to read the routing of.");
+        var selected = new int[tokens * Config.TopK];
+        if (selected.Length == 0) return selected;
+        if (_saved.Selected != _forwardWorkspace!.Ptr(FusedBuffer.Selected))
+            throw new InvalidOperationException("The last forward used caller-provided routing; read it from the caller's buffer.");
+        Context.Synchronize();
+        return DeviceTransfer.DownloadInt32(_forwardWorkspace.Arena, _forwardWorkspace.Offset(FusedBuffer.Selected), selected.Length);
+    }
+}

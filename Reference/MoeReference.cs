@@ -86,7 +86,7 @@ public abstract class MoeReference
             throw new ArgumentException($"dY must be [T={saved.Tokens},H={Config.HiddenSize}] = {(long)saved.Tokens * Config.HiddenSize} elements, got {dY.Length}.", nameof(dY));
         float[] dYr = (float[])dY.Clone();
         StoragePrecision.RoundInPlace(dYr, DType);
-        MoeGrads<float> g = MoeCore<float>.Backward(Gemm, _params, ToState(saved), dYr);
+        MoeGrads<float> g = MoeCore<float>.Backward(Kind, Gemm, _params, ToState(saved), dYr);
         return new MoeGradients(Config, g.X, g.Router, g.GateUp, g.Down);
     }
 

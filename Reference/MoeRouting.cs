@@ -125,7 +125,7 @@ public sealed class RoutingIndices
                     throw new ArgumentException($"Expert id {e} at token {t}, slot {j} is out of range [0, {numExperts}).", paramName);
                 for (int i = 0; i < j; i++)
                     if (selected[t * topK + i] == e)
-                        throw new ArgumentException($"Token {t} selects expert {e} twice (slots {i} and {j}); top-k ids must be distinct.", paramName);
+                        throw new ArgumentException($"Expert {e} is selected twice at token {t} (slots {i} and {j}); top-k ids must be distinct.", paramName);
             }
     }
 }

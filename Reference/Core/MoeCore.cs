@@ -291,8 +291,10 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
     /// Manual backward of either forward (same math; the saved activations carry each forward's rounding), given
     /// dY [T,H]. Math in the compute type on the saved storage-dtype activations; each gradient tensor is rounded
     /// to dt where it is materialised (dU, dA, dG1, dXp, dL, the weight gradients), dX rounded once after all sums.
+    /// The one difference between the kinds: HF's dw (the gradient of the storage-dtype routing-weight tensor) is a
+    /// storage-dtype tensor, the grouped form keeps dw in fp32 (as the fused top-k combine backward does).
     /// </summary>
-    public static MoeGrads<T> Backward(IGemm<T> gemm, MoeParams<T> prm, MoeState<T> s, ReadOnlySpan<T> dY /*[T,H]*/)
+    public static MoeGrads<T> Backward(MoeForwardKind kind, IGemm<T> gemm, MoeParams<T> prm, MoeState<T> s, ReadOnlySpan<T> dY /*[T,H]*/)
     {
         MoeConfig c = prm.Config;
         int tokens = s.Tokens, h = c.HiddenSize, inter = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
@@ -310,7 +312,7 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
             Span<T> d = dG2.AsSpan(r * h, h);
             T wv = s.Weights[p], dot = T.Zero;
             for (int col = 0; col < h; col++) { d[col] = Round(wv * dyt[col], dt); dot += dyt[col] * up[col]; }
-            dw[p] = Round(dot, dt);
+            dw[p] = kind == MoeForwardKind.HfLoop ? Round(dot, dt) : dot;
         }
 
         // Second GEMM: dWd[e] = Σ_{r∈e} dG2[r]ᵀ A[r]  ([H,I]);  dA[r] = dG2[r]·Wd[e]  ([I]).

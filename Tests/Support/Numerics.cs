@@ -24,6 +24,9 @@ public static class Tolerance
 /// <param name="Mismatches">Elements failing |a − e| ≤ atol + rtol·|e| (NaN always fails).</param>
 /// <param name="FirstMismatch">Index of the first failing element, −1 if none.</param>
 /// <param name="NaNCount">Elements of actual that are NaN.</param>
+/// <param name="Atol">Absolute tolerance used.</param>
+/// <param name="Rtol">Relative tolerance used.</param>
+/// <param name="FirstMismatchText">"; first mismatch [i] actual=… expected=…" or empty.</param>
 public sealed record Comparison(string Name, long Count, double MaxAbsError, double RelativeNormError, long Mismatches,
     long FirstMismatch, long NaNCount, double Atol, double Rtol, string FirstMismatchText)
 {
@@ -85,6 +88,30 @@ public static class Numerics
         double rel = refSq == 0 ? (diffSq == 0 ? 0 : double.PositiveInfinity) : Math.Sqrt(diffSq / refSq);
         string text = first < 0 ? "" : string.Create(CultureInfo.InvariantCulture, $"; first mismatch [{first}] actual={actual[(int)first]:G17} expected={expected[(int)first]:G17}");
         return new Comparison(name, actual.Length, maxAbs, rel, mismatches, first, nan, atol, rtol, text);
+    }
+
+    /// <summary>
+    /// Like <see cref="Compare(string, ReadOnlySpan{float}, ReadOnlySpan{float}, double)"/> with the absolute part scaled
+    /// by the tensor's magnitude: |a − e| ≤ tol·max(1, max|e|) + tol·|e|, plus ‖a − e‖/‖e‖ ≤ tol. For comparing two
+    /// implementations with different (legitimate) rounding points: an element that is a sum of O(1) terms carries an
+    /// absolute error of the terms' scale even when it cancels to a small value. With unit-scale tensors this is the
+    /// plain atol = rtol test.
+    /// </summary>
+    public static Comparison CompareScaled(string name, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, double tolerance)
+    {
+        float max = 0;
+        foreach (float v in expected) max = MathF.Max(max, MathF.Abs(v));
+        Comparison c = Compare(name, actual, expected, tolerance * Math.Max(1.0, max), tolerance);
+        if (c.Mismatches == 0 && c.RelativeNormError > tolerance)
+            c = c with { Mismatches = 1, FirstMismatchText = $"; relative-norm error above {tolerance:G2}" };
+        return c;
+    }
+
+    /// <summary>Fails with the comparison text unless <see cref="CompareScaled"/> passes.</summary>
+    public static void AssertAllCloseScaled(string name, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, ScalarType dtype)
+    {
+        Comparison c = CompareScaled(name, actual, expected, Tolerance.For(dtype));
+        if (!c.AllClose) Assert.Fail(c.ToString());
     }
 
     /// <summary>max |a − e|.</summary>

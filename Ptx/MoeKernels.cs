@@ -316,7 +316,8 @@ public sealed class MoeKernels
     private void CheckStream(CudaStream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        if (!ReferenceEquals(stream.Context, Context))
+        // NOTE: compare driver handles, not objects: two CudaContext objects may wrap the same primary context.
+        if (!ReferenceEquals(stream.Context, Context) && stream.Context.Handle != Context.Handle)
             throw new ArgumentException($"The stream belongs to another context than these kernels ({Context}).", nameof(stream));
     }
 

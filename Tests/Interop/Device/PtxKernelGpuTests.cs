@@ -57,6 +57,33 @@ public sealed class PtxKernelGpuTests
     }
 
     [TestMethod]
+    [DataRow(1u)]
+    [DataRow(2u)]
+    [DataRow(4u)]
+    public void LaunchEx_ClusterAttribute_ReachesTheKernel(uint clusterSize)
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        if (ctx.ComputeCapability.Major < 9)
+            Assert.Inconclusive($"Thread-block clusters need sm_90+; this is {ctx.Info.SmName}.");
+        using var stream = new CudaStream(ctx);
+        using CudaModule module = CudaModule.Load(ctx, TestKernels.ClusterShapePtx, "interop-test-cluster");
+        CudaKernel kernel = module.GetKernel(TestKernels.ClusterShapeEntry);
+        const int ctas = 16;
+        using var outDev = new DeviceBuffer<uint>(ctx, ctas);
+        var args = new TestKernels.ClusterShapeArgs { Out = outDev.DevicePointer };
+
+        outDev.FillBytes(0xFF);
+        kernel.Launch(stream, new Dim3(ctas), new Dim3(32), 0, in args);
+        stream.Synchronize();
+        CollectionAssert.AreEqual(Enumerable.Repeat(1u, ctas).ToArray(), outDev.ToArray(), "plain launch: one CTA per cluster");
+
+        outDev.FillBytes(0xFF);
+        kernel.LaunchEx(stream, new Dim3(ctas), new Dim3(32), 0, in args, new LaunchAttributes(ClusterDim: new Dim3(clusterSize)));
+        stream.Synchronize();
+        CollectionAssert.AreEqual(Enumerable.Repeat(clusterSize, ctas).ToArray(), outDev.ToArray(), $"cluster of {clusterSize}");
+    }
+
+    [TestMethod]
     public void KernelAttributes_AreReadable()
     {
         CudaContext ctx = GpuTest.RequireContext();

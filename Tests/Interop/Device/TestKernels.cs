@@ -74,6 +74,49 @@ internal static class TestKernels
         }
         """;
 
+    public const string ClusterShapeEntry = "moenative_test_sm90_cluster_size";
+
+    /// <summary>sm_90: thread 0 of every CTA writes %cluster_nctarank (CTAs in its cluster) to out[ctaid.x];
+    /// 1 without a cluster launch. Proves that the cluster attribute of cuLaunchKernelEx arrives.</summary>
+    public const string ClusterShapePtx = """
+        //
+        // moenative_test_sm90_cluster_size: out [gridDim.x] u32 = CTAs per cluster, written by thread 0 of each CTA.
+        // Check: ptxas -arch=sm_90 -v cluster.ptx
+        //
+        .version 7.8
+        .target sm_90
+        .address_size 64
+
+        .visible .entry moenative_test_sm90_cluster_size(
+            .param .u64 param_out)    // [gridDim.x] u32 out
+        {
+            .reg .pred  p_not_leader;                        // threadIdx.x != 0
+            .reg .b32   r_tid, r_ctaid, r_cluster_ctas;
+            .reg .b64   rd_out, rd_offset;
+
+            mov.u32         r_tid, %tid.x;
+            setp.ne.u32     p_not_leader, r_tid, 0;
+            @p_not_leader bra DONE;
+
+            ld.param.u64    rd_out, [param_out];
+            cvta.to.global.u64 rd_out, rd_out;
+            mov.u32         r_ctaid, %ctaid.x;
+            mov.u32         r_cluster_ctas, %cluster_nctarank;
+            mul.wide.u32    rd_offset, r_ctaid, 4;           // 4 bytes per u32
+            add.s64         rd_out, rd_out, rd_offset;
+            st.global.u32   [rd_out], r_cluster_ctas;
+        DONE:
+            ret;
+        }
+        """;
+
+    /// <summary>Arguments of <see cref="ClusterShapeEntry"/>.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct ClusterShapeArgs
+    {
+        public ulong Out; // .u64 param_out
+    }
+
     /// <summary>Arguments of <see cref="AffineEntry"/>, in .param order.</summary>
     [StructLayout(LayoutKind.Sequential)]
     public struct AffineArgs

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # check.sh: assemble every specialised PTX module with `ptxas -v` for each target architecture and print one table
-# row per (module, entry, arch): registers, shared memory, stack frame, spill stores/loads.
+# row per (module, entry, arch): registers, static shared memory (dynamic shared memory is chosen at launch and
+# is not in the table), stack frame, spill stores/loads.
 # Exit status: 0 when everything assembles with no spills; 1 on any ptxas error or spill; 2 on usage errors.
 #
 #   tools/ptx/check.sh DIR        DIR holds the specialised modules, one .ptx each (moenative ptx dump --out DIR)
@@ -57,15 +58,15 @@ done
 rm -f "$probe"
 
 echo "ptxas: $ptxas ($("$ptxas" --version | tail -n 1))"
-printf '%-44s %-48s %-7s %5s %7s %6s %8s %8s\n' module entry arch regs smem stack spill_st spill_ld
-printf '%.0s-' {1..140}; echo
+printf '%-60s %-48s %-6s %5s %7s %6s %8s %8s\n' module entry arch regs smem stack spill_st spill_ld
+printf '%.0s-' {1..156}; echo
 failures=0
 for f in "${files[@]}"; do
   module=$(basename "$f" .ptx)
   for a in "${archs[@]}"; do
     log=$("$ptxas" -arch="$a" -v "$f" -o /dev/null 2>&1); rc=$?
     if [ $rc -ne 0 ]; then
-      printf '%-44s %-48s %-7s ptxas FAILED (exit %d)\n' "$module" "-" "$a" "$rc"
+      printf '%-60s %-48s %-6s ptxas FAILED (exit %d)\n' "$module" "-" "$a" "$rc"
       echo "$log" | grep -iE "error|fatal" | head -n 20 | sed 's/^/    /'
       failures=$((failures + 1)); continue
     fi
@@ -77,10 +78,10 @@ for f in "${files[@]}"; do
         match($0, /Used [0-9]+ registers/); regs = substr($0, RSTART + 5, RLENGTH - 15)
         smem = 0; if (match($0, /[0-9]+ bytes smem/)) smem = substr($0, RSTART, RLENGTH - 11)
         bad = (spst + 0 > 0 || spld + 0 > 0) ? "  <-- SPILLS" : ((stack + 0 > 0) ? "  (stack frame)" : "")
-        printf "%-44s %-48s %-7s %5s %7s %6s %8s %8s%s\n", module, entry, arch, regs, smem, stack, spst, spld, bad
+        printf "%-60s %-48s %-6s %5s %7s %6s %8s %8s%s\n", module, entry, arch, regs, smem, stack, spst, spld, bad
         entry = ""; stack = 0; spst = 0; spld = 0
       }')
-    [ -n "$rows" ] || { printf '%-44s %-48s %-7s no entries reported\n' "$module" "-" "$a"; failures=$((failures + 1)); continue; }
+    [ -n "$rows" ] || { printf '%-60s %-48s %-6s no entries reported\n' "$module" "-" "$a"; failures=$((failures + 1)); continue; }
     echo "$rows"
     echo "$rows" | grep -q "SPILLS" && failures=$((failures + 1))
   done

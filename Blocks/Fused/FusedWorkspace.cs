@@ -20,6 +20,13 @@ internal sealed class FusedWorkspace : IDisposable
     /// <summary>Device address of <paramref name="buffer"/>'s slice.</summary>
     public ulong Ptr(FusedBuffer buffer) => Arena.DevicePointer + (ulong)Layout[buffer].Offset;
 
+    /// <summary><paramref name="buffer"/>'s slice with its byte size, so the kernel wrappers check it against the shape.</summary>
+    public Ptx.DeviceRange Range(FusedBuffer buffer)
+    {
+        WorkspaceSlice slice = Layout[buffer];
+        return new Ptx.DeviceRange(Arena.DevicePointer + (ulong)slice.Offset, slice.Bytes);
+    }
+
     /// <summary>Byte offset of <paramref name="buffer"/>'s slice in <see cref="Arena"/>.</summary>
     public long Offset(FusedBuffer buffer) => Layout[buffer].Offset;
 

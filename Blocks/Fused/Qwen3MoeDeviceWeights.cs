@@ -1,4 +1,5 @@
 using MoeNative.Interop;
+using MoeNative.Ptx;
 using MoeNative.Reference;
 
 namespace MoeNative.Blocks;
@@ -74,6 +75,22 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
         }
     }
 
+    /// <summary>
+    /// Loads one layer from a safetensors file or checkpoint directory through the reference's loader
+    /// (<see cref="Reference.IO.MoeCheckpoint.LoadWeights(MoeConfig, string, int?, ScalarType)"/>: fused or per-expert
+    /// Hugging Face names, optional <c>model.layers.{L}.mlp.</c> prefix) and uploads it in <paramref name="dtype"/>.
+    /// </summary>
+    /// <exception cref="Reference.IO.SafetensorsFormatException">A missing tensor, wrong shape or dtype (named in the message).</exception>
+    public static Qwen3MoeDeviceWeights FromSafetensors(CudaContext context, MoeConfig config, string fileOrDirectory,
+        ScalarType dtype, int? layer = null)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(fileOrDirectory);
+        MoeWeights weights = Reference.IO.MoeCheckpoint.LoadWeights(config, fileOrDirectory, layer, dtype);
+        return Upload(context, weights, dtype);
+    }
+
     /// <summary>Downloads the weights back to the host (values widened exactly to float).</summary>
     public MoeWeights Download()
     {
@@ -86,6 +103,15 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
         DeviceTransfer.Download(_down, 0, down, DType);
         return new MoeWeights(Config, router, gateUp, down);
     }
+
+    /// <summary>Router weight with its byte size. // [E,H] dtype</summary>
+    internal Ptx.DeviceRange RouterRange => Alive()._router.AsRange();
+
+    /// <summary>Stacked gate/up projections with their byte size. // [E,2I,H] dtype</summary>
+    internal Ptx.DeviceRange GateUpRange => Alive()._gateUp.AsRange();
+
+    /// <summary>Down projections with their byte size. // [E,H,I] dtype</summary>
+    internal Ptx.DeviceRange DownRange => Alive()._down.AsRange();
 
     private Qwen3MoeDeviceWeights Alive()
     {

@@ -85,6 +85,18 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         }
     }
 
+    /// <summary>
+    /// A block over one layer loaded from safetensors (see <see cref="Qwen3MoeDeviceWeights.FromSafetensors"/>);
+    /// the block owns the uploaded weights.
+    /// </summary>
+    public static Qwen3MoeFusedBlock FromSafetensors(CudaContext context, MoeConfig config, string fileOrDirectory, ScalarType dtype,
+        int? layer = null, FusedBlockOptions? options = null)
+    {
+        (options ?? FusedBlockOptions.Default).Validate(nameof(options)); // before the (slow) load
+        return new Qwen3MoeFusedBlock(Qwen3MoeDeviceWeights.FromSafetensors(context, config, fileOrDirectory, dtype, layer), options,
+            ownsWeights: true);
+    }
+
     private static Qwen3MoeDeviceWeights UploadValidated(CudaContext context, MoeWeights weights, ScalarType dtype, FusedBlockOptions? options)
     {
         (options ?? FusedBlockOptions.Default).Validate(nameof(options)); // before the (slow) upload
@@ -169,11 +181,11 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
             throw new ArgumentException("x and y must be different buffers.", nameof(y));
         if (tokens == 0)
         {
-            _saved = new SavedForward(0, 0, 0, 0, true);
+            _saved = new SavedForward(0, DeviceRange.Null, DeviceRange.Null, DeviceRange.Null, true);
             return;
         }
-        ForwardCore(stream, x.DevicePointer, y.DevicePointer, tokens,
-            routing?.Selected.DevicePointer ?? 0, routing?.Weights.DevicePointer ?? 0);
+        ForwardCore(stream, x.AsRange(), y.AsRange(), tokens,
+            routing?.Selected.AsRange() ?? DeviceRange.Null, routing?.Weights.AsRange() ?? DeviceRange.Null);
     }
 
     /// <summary>
@@ -215,8 +227,8 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
             gradients.Down.FillBytes(0, stream);
             return;
         }
-        BackwardCore(stream, dY.DevicePointer, gradients.X.DevicePointer, gradients.Router.DevicePointer,
-            gradients.GateUp.DevicePointer, gradients.Down.DevicePointer);
+        BackwardCore(stream, dY.AsRange(), gradients.X.AsRange(), gradients.Router.AsRange(),
+            gradients.GateUp.AsRange(), gradients.Down.AsRange());
     }
 
     // ==== host API ==================================================================================================
@@ -241,23 +253,23 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         int tk = tokens * c.TopK;
         if (tokens == 0)
         {
-            _saved = new SavedForward(0, 0, 0, 0, true);
+            _saved = new SavedForward(0, DeviceRange.Null, DeviceRange.Null, DeviceRange.Null, true);
             return HostResults.Empty(c, DType);
         }
 
         HostIo io = EnsureHostIo(tokens);
         DeviceTransfer.Upload(io.X, 0, x, DType);
-        ulong selIn = 0, wIn = 0;
+        DeviceRange selIn = DeviceRange.Null, wIn = DeviceRange.Null;
         if (routing is not null)
         {
             DeviceTransfer.UploadInt32(io.Selected, 0, routing.Selected);
             DeviceTransfer.Upload(io.RoutingWeights, 0, routing.Weights, DType);
-            selIn = io.Selected.DevicePointer;
-            wIn = io.RoutingWeights.DevicePointer;
+            selIn = io.Selected.AsRange();
+            wIn = io.RoutingWeights.AsRange();
         }
         io.Y.FillBytes(0xFF, stream); // poison: an unwritten element reads back as NaN
-        if (intermediates) _forwardWorkspace?.Poison(stream);
-        ForwardCore(stream, io.X.DevicePointer, io.Y.DevicePointer, tokens, selIn, wIn);
+        if (intermediates) EnsureForwardWorkspace(tokens).Poison(stream); // unwritten intermediates read back as NaN / -1
+        ForwardCore(stream, io.X.AsRange(), io.Y.AsRange(), tokens, selIn, wIn);
         stream.Synchronize();
         return HostResults.ReadForward(this, io, _forwardWorkspace!, tokens, tk, routing, intermediates);
     }
@@ -273,7 +285,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         ThrowIfDisposed();
         ThrowIfInferenceOnly();
         ArgumentNullException.ThrowIfNull(dY);
-        if (!_saved.Valid || (_saved.Tokens > 0 && (_hostIo is null || _saved.X != _hostIo.X.DevicePointer)))
+        if (!_saved.Valid || (_saved.Tokens > 0 && (_hostIo is null || _saved.X.Pointer != _hostIo.X.DevicePointer)))
             throw new InvalidOperationException("The host Backward needs a preceding host Forward on this block.");
         int tokens = _saved.Tokens;
         MoeConfig c = Config;
@@ -287,7 +299,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         DeviceTransfer.Upload(io.DY, 0, dY, DType);
         io.DX.FillBytes(0xFF, stream);
         g.Poison(stream);
-        BackwardCore(stream, io.DY.DevicePointer, io.DX.DevicePointer, g.Router.DevicePointer, g.GateUp.DevicePointer, g.Down.DevicePointer);
+        BackwardCore(stream, io.DY.AsRange(), io.DX.AsRange(), g.Router.AsRange(), g.GateUp.AsRange(), g.Down.AsRange());
         stream.Synchronize();
         return new MoeGradients(c,
             DeviceTransfer.Download(io.DX, 0, (long)tokens * c.HiddenSize, DType),
@@ -298,38 +310,38 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
 
     // ==== launch sequences ==========================================================================================
 
-    private void ForwardCore(CudaStream s, ulong x /*[T,H]*/, ulong y /*[T,H]*/, int tokens, ulong selectedIn /*[T,k] or 0*/, ulong weightsIn /*[T,k] or 0*/)
+    private void ForwardCore(CudaStream s, DeviceRange x /*[T,H]*/, DeviceRange y /*[T,H]*/, int tokens, DeviceRange selectedIn /*[T,k] or null*/, DeviceRange weightsIn /*[T,k] or null*/)
     {
         MoeConfig c = Config;
         ScalarType dt = DType;
         int h = c.HiddenSize, i = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
         int shapeClass = FusedWorkspaceLayout.ShapeClassTokens(tokens);
         FusedWorkspace ws = EnsureForwardWorkspace(tokens);
-        ulong logits = ws.Ptr(FusedBuffer.Logits);            // [T,E]  dtype
-        ulong probs = ws.Ptr(FusedBuffer.Probs);              // [T,E]  f32
-        ulong selOwn = ws.Ptr(FusedBuffer.Selected);          // [T,k]  i32
-        ulong wOwn = ws.Ptr(FusedBuffer.RoutingWeights);      // [T,k]  dtype
-        ulong mSizes = ws.Ptr(FusedBuffer.MSizes);            // [E]    i32
-        ulong gather = ws.Ptr(FusedBuffer.Gather);            // [TK]   i32
-        ulong inverse = ws.Ptr(FusedBuffer.Inverse);          // [TK]   i32
-        ulong g1 = ws.Ptr(FusedBuffer.FirstGemm);             // [TK,2I] dtype, expert order
-        ulong act = ws.Ptr(FusedBuffer.Intermediate);         // [TK,I]  dtype, expert order
-        ulong g2 = ws.Ptr(FusedBuffer.SecondGemm);            // [TK,H]  dtype, expert order (token-slot order with PermuteY)
+        DeviceRange logits = ws.Range(FusedBuffer.Logits);            // [T,E]  dtype
+        DeviceRange probs = ws.Range(FusedBuffer.Probs);              // [T,E]  f32
+        DeviceRange selOwn = ws.Range(FusedBuffer.Selected);          // [T,k]  i32
+        DeviceRange wOwn = ws.Range(FusedBuffer.RoutingWeights);      // [T,k]  dtype
+        DeviceRange mSizes = ws.Range(FusedBuffer.MSizes);            // [E]    i32
+        DeviceRange gather = ws.Range(FusedBuffer.Gather);            // [TK]   i32
+        DeviceRange inverse = ws.Range(FusedBuffer.Inverse);          // [TK]   i32
+        DeviceRange g1 = ws.Range(FusedBuffer.FirstGemm);             // [TK,2I] dtype, expert order
+        DeviceRange act = ws.Range(FusedBuffer.Intermediate);         // [TK,I]  dtype, expert order
+        DeviceRange g2 = ws.Range(FusedBuffer.SecondGemm);            // [TK,H]  dtype, expert order (token-slot order with PermuteY)
         var routerRows = new GroupedRows(_iota!.PointerAt(tokens), 0, tokens, 1, 1); // one group of T rows
-        var expertRows = new GroupedRows(mSizes, gather, tk, e, k);
+        var expertRows = new GroupedRows(mSizes.Pointer, gather.Pointer, tk, e, k);
 
         // 1. router logits L = X·Wrᵀ
-        ulong wr = _weights.Router;
+        DeviceRange wr = _weights.RouterRange;
         _tuner.Run(FusedGemm.RouterForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tokens, e, h),
-            cfg => _gemm.ForwardNT(s, dt, cfg, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, 0));
+            cfg => _gemm.ForwardNT(s, dt, cfg, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
         // 2. softmax (fp32), top-k, renorm, cast
         _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
-        ulong sel = selectedIn != 0 ? selectedIn : selOwn;
-        ulong w = weightsIn != 0 ? weightsIn : wOwn;
+        DeviceRange sel = selectedIn.IsNull ? selOwn : selectedIn;
+        DeviceRange w = weightsIn.IsNull ? wOwn : weightsIn;
         // 3. m_sizes, stable gather, inverse
         _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e);
         // 4. Xp = X[gather/k] (fused into GEMM1's loads with PermuteX)
-        ulong a1 = x;
+        DeviceRange a1 = x;
         RowSource a1Rows = RowSource.GatherToken;
         if (!Options.PermuteX)
         {
@@ -338,27 +350,27 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
             a1Rows = RowSource.Identity;
         }
         // 5. G1 = Xp·Wgu[e]ᵀ
-        ulong wgu = _weights.GateUp;
+        DeviceRange wgu = _weights.GateUpRange;
         _tuner.Run(FusedGemm.FirstForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, 2 * i, h),
             cfg => _gemm.ForwardNT(s, dt, cfg, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, 0));
         // 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]
         _kernels.SiluMulForward(s, dt, g1, act, tk, i);
         // 7. G2 = A·Wd[e]ᵀ (scatter to token-slot order with PermuteY; × w with FuseMulPost)
-        ulong wd = _weights.Down;
+        DeviceRange wd = _weights.DownRange;
         RowTarget g2Rows = Options.PermuteY ? RowTarget.Scatter : RowTarget.Identity;
-        ulong rowScale = Options.FuseMulPost ? w : 0;
+        DeviceRange rowScale = Options.FuseMulPost ? w : DeviceRange.Null;
         _tuner.Run(FusedGemm.SecondForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, h, i),
             cfg => _gemm.ForwardNT(s, dt, cfg, act, wd, g2, expertRows, h, i, RowSource.Identity, g2Rows, rowScale));
         // 8. Y[t] = Σ_j w[t,j]·U[t*k+j]
-        ulong rowOfSlot = Options.PermuteY ? 0 : inverse;
-        ulong combineWeights = Options.FuseMulPost ? _ones!.DevicePointer : w;
+        DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
+        DeviceRange combineWeights = Options.FuseMulPost ? _ones!.AsRange() : w;
         _kernels.CombineForward(s, dt, g2, rowOfSlot, combineWeights, y, tokens, k, h);
 
         _saved = new SavedForward(tokens, x, sel, w, true);
     }
 
-    private void BackwardCore(CudaStream s, ulong dY /*[T,H]*/, ulong dX /*[T,H]*/, ulong dRouter /*[E,H]*/,
-        ulong dGateUp /*[E,2I,H]*/, ulong dDown /*[E,H,I]*/)
+    private void BackwardCore(CudaStream s, DeviceRange dY /*[T,H]*/, DeviceRange dX /*[T,H]*/, DeviceRange dRouter /*[E,H]*/,
+        DeviceRange dGateUp /*[E,2I,H]*/, DeviceRange dDown /*[E,H,I]*/)
     {
         MoeConfig c = Config;
         ScalarType dt = DType;
@@ -367,25 +379,25 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         int shapeClass = FusedWorkspaceLayout.ShapeClassTokens(tokens);
         FusedWorkspace fw = _forwardWorkspace!;
         FusedWorkspace bw = EnsureBackwardWorkspace(tokens);
-        ulong x = _saved.X, sel = _saved.Selected, w = _saved.Weights;
-        ulong probs = fw.Ptr(FusedBuffer.Probs);
-        ulong mSizes = fw.Ptr(FusedBuffer.MSizes), gather = fw.Ptr(FusedBuffer.Gather), inverse = fw.Ptr(FusedBuffer.Inverse);
-        ulong g1 = fw.Ptr(FusedBuffer.FirstGemm);             // [TK,2I]
-        ulong act = fw.Ptr(FusedBuffer.Intermediate);         // [TK,I]
-        ulong u = fw.Ptr(FusedBuffer.SecondGemm);             // [TK,H] layout of the forward's GEMM2 output
-        ulong dU = bw.Ptr(FusedBuffer.DSecondGemm);           // [TK,H] same layout as u
-        ulong dWeights = bw.Ptr(FusedBuffer.DRoutingWeights); // [T,k] f32
-        ulong dAct = bw.Ptr(FusedBuffer.DIntermediate);       // [TK,I]
-        ulong dG1 = bw.Ptr(FusedBuffer.DFirstGemm);           // [TK,2I]
-        ulong dXpSlots = bw.Ptr(FusedBuffer.DXPermutedSlotOrder); // [TK,H] token-slot order
-        ulong dLogits = bw.Ptr(FusedBuffer.DLogits);          // [T,E]
-        ulong dXRouter = bw.Ptr(FusedBuffer.DXRouter);        // [T,H]
+        DeviceRange x = _saved.X, sel = _saved.Selected, w = _saved.Weights;
+        DeviceRange probs = fw.Range(FusedBuffer.Probs);
+        DeviceRange mSizes = fw.Range(FusedBuffer.MSizes), gather = fw.Range(FusedBuffer.Gather), inverse = fw.Range(FusedBuffer.Inverse);
+        DeviceRange g1 = fw.Range(FusedBuffer.FirstGemm);             // [TK,2I]
+        DeviceRange act = fw.Range(FusedBuffer.Intermediate);         // [TK,I]
+        DeviceRange u = fw.Range(FusedBuffer.SecondGemm);             // [TK,H] layout of the forward's GEMM2 output
+        DeviceRange dU = bw.Range(FusedBuffer.DSecondGemm);           // [TK,H] same layout as u
+        DeviceRange dWeights = bw.Range(FusedBuffer.DRoutingWeights); // [T,k] f32
+        DeviceRange dAct = bw.Range(FusedBuffer.DIntermediate);       // [TK,I]
+        DeviceRange dG1 = bw.Range(FusedBuffer.DFirstGemm);           // [TK,2I]
+        DeviceRange dXpSlots = bw.Range(FusedBuffer.DXPermutedSlotOrder); // [TK,H] token-slot order
+        DeviceRange dLogits = bw.Range(FusedBuffer.DLogits);          // [T,E]
+        DeviceRange dXRouter = bw.Range(FusedBuffer.DXRouter);        // [T,H]
         var routerRows = new GroupedRows(_iota!.PointerAt(tokens), 0, tokens, 1, 1);
-        var expertRows = new GroupedRows(mSizes, gather, tk, e, k);
-        ulong wr = _weights.Router, wgu = _weights.GateUp, wd = _weights.Down;
+        var expertRows = new GroupedRows(mSizes.Pointer, gather.Pointer, tk, e, k);
+        DeviceRange wr = _weights.RouterRange, wgu = _weights.GateUpRange, wd = _weights.DownRange;
 
         // 1. dU[row(p)] = w[p]·dY[t], dw[p] = <dY[t], U[row(p)]>
-        ulong rowOfSlot = Options.PermuteY ? 0 : inverse;
+        DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
         _kernels.CombineBackward(s, dt, dY, u, rowOfSlot, w, dU, dWeights, tokens, k, h);
         // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY)
         RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
@@ -404,14 +416,14 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         }
         else
         {
-            ulong dXpExpert = bw.Ptr(FusedBuffer.DXPermutedExpertOrder); // [TK,H] expert order
+            DeviceRange dXpExpert = bw.Range(FusedBuffer.DXPermutedExpertOrder); // [TK,H] expert order
             _tuner.Run(FusedGemm.FirstBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, 2 * i, h),
                 cfg => _gemm.BackwardDataNN(s, dt, cfg, dG1, wgu, dXpExpert, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Identity));
             // NOTE: GatherRows with k = 1 and inverse as the index is the unpermute dXpSlots[p] = dXpExpert[inverse[p]].
             _kernels.GatherRows(s, dt, dXpExpert, inverse, dXpSlots, tk, 1, h);
         }
         // 6. GEMM1 dW: dWgu[e] = Σ_{r∈e} dG1[r]ᵀ Xp[r]   (Xp[r] = X[gather[r]/k] with PermuteX)
-        ulong xpSource = Options.PermuteX ? x : fw.Ptr(FusedBuffer.XPermuted);
+        DeviceRange xpSource = Options.PermuteX ? x : fw.Range(FusedBuffer.XPermuted);
         RowSource xpRows = Options.PermuteX ? RowSource.GatherToken : RowSource.Identity;
         _tuner.Run(FusedGemm.FirstBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tk, 2 * i, h),
             cfg => _gemm.BackwardWeightTN(s, dt, cfg, dG1, xpSource, dGateUp, expertRows, 2 * i, h, RowSource.Identity, xpRows));
@@ -515,7 +527,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     }
 
     /// <summary>What the backward needs from the last forward: T and the caller's X / routing addresses.</summary>
-    private readonly record struct SavedForward(int Tokens, ulong X, ulong Selected, ulong Weights, bool Valid);
+    private readonly record struct SavedForward(int Tokens, DeviceRange X, DeviceRange Selected, DeviceRange Weights, bool Valid);
 
     // ==== host API staging ==========================================================================================
 
@@ -602,7 +614,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
             throw new InvalidOperationException($"No forward of T={tokens} to read the routing of.");
         var selected = new int[tokens * Config.TopK];
         if (selected.Length == 0) return selected;
-        if (_saved.Selected != _forwardWorkspace!.Ptr(FusedBuffer.Selected))
+        if (_saved.Selected.Pointer != _forwardWorkspace!.Ptr(FusedBuffer.Selected))
             throw new InvalidOperationException("The last forward used caller-provided routing; read it from the caller's buffer.");
         Context.Synchronize();
         return DeviceTransfer.DownloadInt32(_forwardWorkspace.Arena, _forwardWorkspace.Offset(FusedBuffer.Selected), selected.Length);

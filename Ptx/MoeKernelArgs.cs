@@ -67,7 +67,7 @@ public struct GatherRowsArgs
     public int TokenSlots;  // TK
     public int TopK;        // k
     public int Hidden;      // H
-    public int Vectorised;  // 1: H % 4 == 0 and every row 4-element aligned -> 4-element vector loads/stores
+    public int Vectorised;  // 1: H % 8 == 0 and 16-byte aligned bases -> 16-byte loads/stores, 8 elements per thread
 }
 
 /// <summary><c>moe_silu_mul_{dtype}</c>: one CTA per row.</summary>
@@ -78,7 +78,7 @@ public struct SiluMulArgs
     public ulong Act;       // [R,I] dtype out: silu(g) * u
     public int Rows;        // R
     public int Inter;       // I
-    public int Vectorised;  // 1: I % 4 == 0 and pointers aligned
+    public int Vectorised;  // 1: I % 8 == 0 and 16-byte aligned bases
 }
 
 /// <summary><c>moe_silu_mul_backward_{dtype}</c>: one CTA per row.</summary>
@@ -90,7 +90,7 @@ public struct SiluMulBackwardArgs
     public ulong DGateUp;   // [R,2I] dtype out: [dg | du]
     public int Rows;        // R
     public int Inter;       // I
-    public int Vectorised;  // 1: I % 4 == 0 and pointers aligned
+    public int Vectorised;  // 1: I % 8 == 0 and 16-byte aligned bases
 }
 
 /// <summary><c>moe_topk_combine_{dtype}</c>: one CTA per token.</summary>
@@ -104,7 +104,7 @@ public struct TopKCombineArgs
     public int Tokens;      // T
     public int TopK;        // k
     public int Hidden;      // H
-    public int Vectorised;  // 1: H % 4 == 0 and pointers aligned
+    public int Vectorised;  // 1: H % 8 == 0 and 16-byte aligned bases
 }
 
 /// <summary><c>moe_topk_combine_backward_{dtype}</c>: one CTA per token.</summary>
@@ -120,7 +120,7 @@ public struct TopKCombineBackwardArgs
     public int Tokens;      // T
     public int TopK;        // k
     public int Hidden;      // H
-    public int Vectorised;  // 1: H % 4 == 0 and pointers aligned
+    public int Vectorised;  // 1: H % 8 == 0 and 16-byte aligned bases
 }
 
 /// <summary><c>moe_sum_over_topk_{dtype}</c>: one CTA per token.</summary>
@@ -133,5 +133,5 @@ public struct SumOverTopKArgs
     public int Tokens;      // T
     public int TopK;        // k
     public int Hidden;      // H
-    public int Vectorised;  // 1: H % 4 == 0 and pointers aligned
+    public int Vectorised;  // 1: H % 8 == 0 and 16-byte aligned bases
 }

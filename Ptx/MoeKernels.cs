@@ -23,7 +23,7 @@ public sealed class MoeKernels
     /// <summary>Largest E the routing-indices histogram handles (E*4 bytes of shared memory, within 48 KiB).</summary>
     public const int RoutingMaxExperts = 12288;
 
-    private const int RowBlock = 128;     // threads of every row kernel (4 elements each per step)
+    private const int RowBlock = 128;     // threads of every row kernel (8 elements each per step)
     private const int RouterBlock = 256;  // 8 warps = 8 tokens per CTA
     private const int RoutingBlock = 1024;
 
@@ -168,7 +168,7 @@ public sealed class MoeKernels
         var args = new GatherRowsArgs
         {
             Source = source.Pointer, Gather = gather.Pointer, Dest = dest.Pointer, TokenSlots = tokenSlots, TopK = topK,
-            Hidden = hidden, Vectorised = Vectorisable(hidden, es, source, dest) ? 1 : 0,
+            Hidden = hidden, Vectorised = Vectorisable(hidden, source, dest) ? 1 : 0,
         };
         Kernel(_gatherRows, dtype, MoeKernelModules.GatherRows, MoeKernelModules.GatherRowsEntry)
             .Launch(stream, new Dim3((uint)tokenSlots), new Dim3(RowBlock), 0, in args);
@@ -192,7 +192,7 @@ public sealed class MoeKernels
         var args = new SiluMulArgs
         {
             GateUp = gateUp.Pointer, Act = act.Pointer, Rows = rows, Inter = inter,
-            Vectorised = Vectorisable(inter, es, gateUp, act) ? 1 : 0,
+            Vectorised = Vectorisable(inter, gateUp, act) ? 1 : 0,
         };
         Kernel(_siluMul, dtype, MoeKernelModules.SiluMul, MoeKernelModules.SiluMulEntry)
             .Launch(stream, new Dim3((uint)rows), new Dim3(RowBlock), 0, in args);
@@ -219,7 +219,7 @@ public sealed class MoeKernels
         var args = new SiluMulBackwardArgs
         {
             GateUp = gateUp.Pointer, DAct = dAct.Pointer, DGateUp = dGateUp.Pointer, Rows = rows, Inter = inter,
-            Vectorised = Vectorisable(inter, es, gateUp, dAct, dGateUp) ? 1 : 0,
+            Vectorised = Vectorisable(inter, gateUp, dAct, dGateUp) ? 1 : 0,
         };
         Kernel(_siluMulBackward, dtype, MoeKernelModules.SiluMul, MoeKernelModules.SiluMulBackwardEntry)
             .Launch(stream, new Dim3((uint)rows), new Dim3(RowBlock), 0, in args);
@@ -246,7 +246,7 @@ public sealed class MoeKernels
         var args = new TopKCombineArgs
         {
             Expert = expertOut.Pointer, RowOfSlot = rowOfSlot.Pointer, Weights = weights.Pointer, Output = output.Pointer,
-            Tokens = tokens, TopK = topK, Hidden = hidden, Vectorised = Vectorisable(hidden, es, expertOut, output) ? 1 : 0,
+            Tokens = tokens, TopK = topK, Hidden = hidden, Vectorised = Vectorisable(hidden, expertOut, output) ? 1 : 0,
         };
         Kernel(_combine, dtype, MoeKernelModules.TopKCombine, MoeKernelModules.TopKCombineEntry)
             .Launch(stream, new Dim3((uint)tokens), new Dim3(RowBlock), 0, in args);
@@ -281,7 +281,7 @@ public sealed class MoeKernels
         {
             DOutput = dOutput.Pointer, Expert = expertOut.Pointer, RowOfSlot = rowOfSlot.Pointer, Weights = weights.Pointer,
             DExpert = dExpertOut.Pointer, DWeights = dWeights.Pointer, Tokens = tokens, TopK = topK, Hidden = hidden,
-            Vectorised = Vectorisable(hidden, es, dOutput, expertOut, dExpertOut) ? 1 : 0,
+            Vectorised = Vectorisable(hidden, dOutput, expertOut, dExpertOut) ? 1 : 0,
         };
         Kernel(_combineBackward, dtype, MoeKernelModules.TopKCombine, MoeKernelModules.TopKCombineBackwardEntry)
             .Launch(stream, new Dim3((uint)tokens), new Dim3(RowBlock), 0, in args);
@@ -306,7 +306,7 @@ public sealed class MoeKernels
         var args = new SumOverTopKArgs
         {
             Slots = slotRows.Pointer, Addend = addend.Pointer, Output = output.Pointer, Tokens = tokens, TopK = topK,
-            Hidden = hidden, Vectorised = Vectorisable(hidden, es, slotRows, addend, output) ? 1 : 0,
+            Hidden = hidden, Vectorised = Vectorisable(hidden, slotRows, addend, output) ? 1 : 0,
         };
         Kernel(_sumOverTopK, dtype, MoeKernelModules.SumOverTopK, MoeKernelModules.SumOverTopKEntry)
             .Launch(stream, new Dim3((uint)tokens), new Dim3(RowBlock), 0, in args);
@@ -364,11 +364,12 @@ public sealed class MoeKernels
         if (!range.IsNull) Need(range, bytes, name, shape);
     }
 
-    /// <summary>4-element vectors are legal when every row length is a multiple of 4 and every base is 4-element aligned.</summary>
-    private static bool Vectorisable(int count, int elementSize, DeviceRange a, DeviceRange b, DeviceRange c = default)
+    /// <summary>The row kernels move 8 elements per thread with 16-byte accesses when every row length is a multiple of 8
+    /// (so every row start stays 16-byte aligned) and every base pointer is 16-byte aligned; otherwise element by element.</summary>
+    private static bool Vectorisable(int count, DeviceRange a, DeviceRange b, DeviceRange c = default)
     {
-        ulong align = (ulong)(4 * elementSize);
-        return count % 4 == 0 && a.Pointer % align == 0 && b.Pointer % align == 0 && c.Pointer % align == 0;
+        // NOTE: 8 elements = 16 bytes (16-bit dtypes) or 2 x 16 bytes (fp32): both need only 16-byte alignment.
+        return count % 8 == 0 && a.Pointer % 16 == 0 && b.Pointer % 16 == 0 && c.Pointer % 16 == 0;
     }
 
     private static uint CeilDiv(int n, int d) => (uint)((n + d - 1) / d);

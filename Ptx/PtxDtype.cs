@@ -9,6 +9,9 @@ namespace MoeNative.Ptx;
 /// <item><term>SREG</term><description>b16 | b32: register / ld / st type of one stored element</description></item>
 /// <item><term>ELEM_BYTES</term><description>2 | 4</description></item>
 /// <item><term>ELEM_SHIFT</term><description>log2(ELEM_BYTES): 1 | 2</description></item>
+/// <item><term>VLD16_NC / VLD16 / VST16</term><description>move 8 elements %vs0..%vs7 (.SREG) from/to the 16-byte aligned
+/// address %vaddr with 16-byte ld/st.v4.b32 (scratch %vw0..%vw3 .b32): one instruction for 16-bit dtypes (2 elements
+/// per word, low half = lower address), two for fp32. VLD16_NC reads through the read-only (.nc) path.</description></item>
 /// </list>
 /// </summary>
 public static class PtxDtype
@@ -32,6 +35,14 @@ public static class PtxDtype
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Storage dtype must be BFloat16, Float16 or Float32."),
     };
 
+    private const string Load16Bit = "ld.global{0}.v4.b32 {{%vw0, %vw1, %vw2, %vw3}}, [%vaddr]; mov.b32 {{%vs0, %vs1}}, %vw0; " +
+        "mov.b32 {{%vs2, %vs3}}, %vw1; mov.b32 {{%vs4, %vs5}}, %vw2; mov.b32 {{%vs6, %vs7}}, %vw3;";
+    private const string Store16Bit = "mov.b32 %vw0, {%vs0, %vs1}; mov.b32 %vw1, {%vs2, %vs3}; mov.b32 %vw2, {%vs4, %vs5}; " +
+        "mov.b32 %vw3, {%vs6, %vs7}; st.global.v4.b32 [%vaddr], {%vw0, %vw1, %vw2, %vw3};";
+    private const string Load32Bit = "ld.global{0}.v4.b32 {{%vs0, %vs1, %vs2, %vs3}}, [%vaddr]; " +
+        "ld.global{0}.v4.b32 {{%vs4, %vs5, %vs6, %vs7}}, [%vaddr+16];";
+    private const string Store32Bit = "st.global.v4.b32 [%vaddr], {%vs0, %vs1, %vs2, %vs3}; st.global.v4.b32 [%vaddr+16], {%vs4, %vs5, %vs6, %vs7};";
+
     private static Dictionary<string, string> Make(string name, string sreg, int bytes, int shift, string s2f, string f2s) => new()
     {
         ["DTYPE"] = name,
@@ -40,5 +51,8 @@ public static class PtxDtype
         ["ELEM_SHIFT"] = shift.ToString(System.Globalization.CultureInfo.InvariantCulture),
         ["CVT_S2F"] = s2f,
         ["CVT_F2S"] = f2s,
+        ["VLD16_NC"] = string.Format(System.Globalization.CultureInfo.InvariantCulture, bytes == 2 ? Load16Bit : Load32Bit, ".nc"),
+        ["VLD16"] = string.Format(System.Globalization.CultureInfo.InvariantCulture, bytes == 2 ? Load16Bit : Load32Bit, ""),
+        ["VST16"] = bytes == 2 ? Store16Bit : Store32Bit,
     };
 }

@@ -4,7 +4,7 @@ using MoeNative.Ptx;
 namespace MoeNative.Tests.Ptx.SmallKernels;
 
 /// <summary>Gather rows and SwiGLU forward/backward against host formulas. <c>offset</c> = 1 places every tensor one
-/// element into its buffer, so the 4-element vector path is illegal and the scalar path runs.</summary>
+/// element into its buffer, so the 16-byte vector path is illegal and the scalar path runs.</summary>
 [TestClass]
 [TestCategory(GpuTest.Category)]
 public sealed class ElementwiseKernelTests
@@ -14,7 +14,7 @@ public sealed class ElementwiseKernelTests
     // ---------------------------------------------------------------- gather rows
     [TestMethod]
     [DataRow(ScalarType.BFloat16, 1, 1, 64, 0)]
-    [DataRow(ScalarType.Float16, 7, 8, 6, 0)]       // H not a multiple of 4
+    [DataRow(ScalarType.Float16, 7, 8, 6, 0)]       // H not a multiple of 8 -> scalar path
     [DataRow(ScalarType.Float32, 33, 2, 2048, 0)]
     [DataRow(ScalarType.BFloat16, 128, 8, 2048, 1)] // unaligned rows -> scalar path
     [DataRow(ScalarType.Float32, 5, 3, 1, 0)]
@@ -45,7 +45,7 @@ public sealed class ElementwiseKernelTests
     // ---------------------------------------------------------------- SwiGLU
     [TestMethod]
     [DataRow(ScalarType.BFloat16, 1, 8, 0)]
-    [DataRow(ScalarType.Float16, 7, 13, 0)]         // I not a multiple of 4
+    [DataRow(ScalarType.Float16, 7, 13, 0)]         // I not a multiple of 8 -> scalar path
     [DataRow(ScalarType.Float32, 64, 768, 0)]       // Qwen3-30B-A3B I
     [DataRow(ScalarType.BFloat16, 5, 768, 1)]       // unaligned -> scalar path
     [DataRow(ScalarType.Float32, 3, 1, 0)]

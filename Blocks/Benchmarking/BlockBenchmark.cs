@@ -27,11 +27,15 @@ public sealed record BlockBenchmarkOptions
     /// <summary>Replay the fused block from a captured CUDA graph (true) or with direct launches (false).</summary>
     public bool UseGraph { get; init; } = true;
 
-    /// <summary>Also time the grouped reference on cuBLAS (host-orchestrated; wall clock) for context.</summary>
-    public bool IncludeReference { get; init; } = true;
+    /// <summary>Also time the device-resident grouped block on cuBLAS (<see cref="CublasDeviceGroupedBlock"/>) for context.</summary>
+    public bool IncludeCublasGrouped { get; init; } = true;
 
-    /// <summary>Skip the reference above this T (it is host-orchestrated and slow). Default 4096.</summary>
-    public int ReferenceMaxTokens { get; init; } = 4096;
+    /// <summary>Also time the host-orchestrated grouped reference on cuBLAS (<see cref="CublasGroupedBlock"/>; wall
+    /// clock, weights travel over PCIe every call: seconds at Qwen3 dims). Off by default.</summary>
+    public bool IncludeReference { get; init; }
+
+    /// <summary>Skip the host reference above this T (it is host-orchestrated and slow). Default 1024.</summary>
+    public int ReferenceMaxTokens { get; init; } = 1024;
 
     /// <summary>Untimed calls before timing (the first also autotunes). Default 3.</summary>
     public int WarmupReplays { get; init; } = 3;
@@ -70,7 +74,7 @@ public sealed record BlockBenchmarkOptions
 }
 
 /// <summary>One timed (implementation, T, pass).</summary>
-/// <param name="Impl">"fused" or "grouped-cublas".</param>
+/// <param name="Impl">"fused" or "reference-cublas".</param>
 /// <param name="Tokens">T.</param>
 /// <param name="Pass">"fwd" or "fwd+bwd".</param>
 /// <param name="MedianMs">Median time of one call, ms (CUDA events for the fused block, wall clock for the reference).</param>
@@ -100,9 +104,11 @@ public sealed record BenchmarkReport(
 public sealed record BenchmarkProgress(string Impl, int Tokens, string Stage, BenchmarkRow? Row = null);
 
 /// <summary>
-/// Times the fused block (and, for context, the grouped reference on cuBLAS) over a list of token counts: whole
-/// block from X on the device to Y on the device (and forward+backward), CUDA events around every replay after a
-/// warm-up, the median, fresh random inputs per T; FLOPs, bytes and the floor from <see cref="MoeCost"/>.
+/// Times the fused block and, for context, the same block with its GEMMs on cuBLAS grouped GEMMs
+/// (<see cref="CublasDeviceGroupedBlock"/>; optionally also the host-orchestrated reference on cuBLAS) over a list of
+/// token counts: whole block from X on the device to Y on the device (and forward+backward), CUDA events around every
+/// replay after a warm-up (the fused block replayed from a CUDA graph by default), the median, fresh random inputs per
+/// T; FLOPs, bytes and the floor from <see cref="MoeCost"/>.
 /// </summary>
 public sealed class BlockBenchmark
 {
@@ -142,17 +148,25 @@ public sealed class BlockBenchmark
         progress?.Invoke(new BenchmarkProgress("fused", 0, "generating and uploading weights"));
         MoeWeights weights = MoeWeights.Random(c, _options.Seed, dt);
         using (var deviceWeights = Qwen3MoeDeviceWeights.Upload(_context, weights, dt))
-        using (var block = new Qwen3MoeFusedBlock(deviceWeights, _options.Fused))
         {
-            foreach (int tokens in _options.Tokens)
+            using (var block = new Qwen3MoeFusedBlock(deviceWeights, _options.Fused))
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                rows.AddRange(dt switch
+                var fused = new FusedImpl(block, _options.UseGraph, _options.Backward);
+                foreach (int tokens in _options.Tokens)
                 {
-                    ScalarType.BFloat16 => TimeFused<BFloat16>(block, tokens, progress, cancellationToken),
-                    ScalarType.Float16 => TimeFused<Half>(block, tokens, progress, cancellationToken),
-                    _ => TimeFused<float>(block, tokens, progress, cancellationToken),
-                });
+                    cancellationToken.ThrowIfCancellationRequested();
+                    rows.AddRange(TimeDevice(fused, tokens, progress, cancellationToken));
+                }
+            }
+            if (_options.IncludeCublasGrouped)
+            {
+                using var baseline = new CublasDeviceGroupedBlock(deviceWeights);
+                var cublas = new CublasImpl(baseline);
+                foreach (int tokens in _options.Tokens)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    rows.AddRange(TimeDevice(cublas, tokens, progress, cancellationToken));
+                }
             }
         }
         if (_options.IncludeReference)
@@ -163,7 +177,7 @@ public sealed class BlockBenchmark
                 cancellationToken.ThrowIfCancellationRequested();
                 if (tokens > _options.ReferenceMaxTokens)
                 {
-                    progress?.Invoke(new BenchmarkProgress("grouped-cublas", tokens, $"skipped (T > {_options.ReferenceMaxTokens})"));
+                    progress?.Invoke(new BenchmarkProgress("reference-cublas", tokens, $"skipped (T > {_options.ReferenceMaxTokens})"));
                     continue;
                 }
                 rows.AddRange(TimeReference(reference, tokens, progress, cancellationToken));
@@ -175,7 +189,50 @@ public sealed class BlockBenchmark
 
     // ---- fused ----------------------------------------------------------------------------------------------------
 
-    private List<BenchmarkRow> TimeFused<TElem>(Qwen3MoeFusedBlock block, int tokens, Action<BenchmarkProgress>? progress,
+    /// <summary>A device implementation under test (generic over the element type of its buffers).</summary>
+    private interface IDeviceImpl
+    {
+        string Name { get; }
+        bool UseGraph { get; }
+        void Reserve(int tokens);
+        int ExpertsHit(int tokens, int experts);
+        void Forward<TElem>(CudaStream s, DeviceBuffer<TElem> x, DeviceBuffer<TElem> y, int tokens) where TElem : unmanaged;
+        void Backward<TElem>(CudaStream s, DeviceBuffer<TElem> dY, DeviceGradients<TElem> g) where TElem : unmanaged;
+    }
+
+    private sealed class FusedImpl(Qwen3MoeFusedBlock block, bool useGraph, bool backward) : IDeviceImpl
+    {
+        public string Name => "fused";
+        public bool UseGraph => useGraph;
+        public void Reserve(int tokens) => block.Reserve(tokens, backward);
+        public int ExpertsHit(int tokens, int experts) => MoeCost.ExpertsHit(block.ReadSelected(tokens), experts);
+        public void Forward<TElem>(CudaStream s, DeviceBuffer<TElem> x, DeviceBuffer<TElem> y, int tokens) where TElem : unmanaged
+            => block.Forward(s, x, y, tokens);
+        public void Backward<TElem>(CudaStream s, DeviceBuffer<TElem> dY, DeviceGradients<TElem> g) where TElem : unmanaged
+            => block.Backward(s, dY, g);
+    }
+
+    private sealed class CublasImpl(CublasDeviceGroupedBlock block) : IDeviceImpl
+    {
+        public string Name => "cublas-grouped";
+        public bool UseGraph => false; // it synchronises (m_sizes to the host)
+        public void Reserve(int tokens) { }
+        public int ExpertsHit(int tokens, int experts) => block.ExpertsHitLastForward;
+        public void Forward<TElem>(CudaStream s, DeviceBuffer<TElem> x, DeviceBuffer<TElem> y, int tokens) where TElem : unmanaged
+            => block.Forward(s, x, y, tokens);
+        public void Backward<TElem>(CudaStream s, DeviceBuffer<TElem> dY, DeviceGradients<TElem> g) where TElem : unmanaged
+            => block.Backward(s, dY, g);
+    }
+
+    private List<BenchmarkRow> TimeDevice(IDeviceImpl impl, int tokens, Action<BenchmarkProgress>? progress, CancellationToken ct) =>
+        _options.DType switch
+        {
+            ScalarType.BFloat16 => TimeDevice<BFloat16>(impl, tokens, progress, ct),
+            ScalarType.Float16 => TimeDevice<Half>(impl, tokens, progress, ct),
+            _ => TimeDevice<float>(impl, tokens, progress, ct),
+        };
+
+    private List<BenchmarkRow> TimeDevice<TElem>(IDeviceImpl impl, int tokens, Action<BenchmarkProgress>? progress,
         CancellationToken ct) where TElem : unmanaged
     {
         MoeConfig c = _options.Config;
@@ -192,31 +249,31 @@ public sealed class BlockBenchmark
         DeviceGradients<TElem>? grads = null;
         try
         {
-            progress?.Invoke(new BenchmarkProgress("fused", tokens, "warm-up (autotune on first use)"));
-            block.Reserve(tokens, backward: _options.Backward);
-            for (int i = 0; i < _options.WarmupReplays; i++) block.Forward(stream, x, y, tokens);
+            progress?.Invoke(new BenchmarkProgress(impl.Name, tokens, "warm-up (autotune on first use)"));
+            impl.Reserve(tokens);
+            for (int i = 0; i < _options.WarmupReplays; i++) impl.Forward(stream, x, y, tokens);
             stream.Synchronize();
-            int hit = MoeCost.ExpertsHit(block.ReadSelected(tokens), c.NumExperts);
+            int hit = impl.ExpertsHit(tokens, c.NumExperts);
 
-            rows.Add(TimeFusedPass(stream, tokens, hit, BenchmarkPass.Forward, s => block.Forward(s, x, y, tokens), progress, ct));
+            rows.Add(TimePass(impl, stream, tokens, hit, BenchmarkPass.Forward, s => impl.Forward(s, x, y, tokens), progress, ct));
             if (_options.Backward)
             {
                 grads = new DeviceGradients<TElem>(
-                    new DeviceBuffer<TElem>(_context, th),
+                    dX,
                     new DeviceBuffer<TElem>(_context, c.RouterElements),
                     new DeviceBuffer<TElem>(_context, c.GateUpElements),
                     new DeviceBuffer<TElem>(_context, c.DownElements));
                 DeviceGradients<TElem> g = grads;
                 for (int i = 0; i < _options.WarmupReplays; i++)
                 {
-                    block.Forward(stream, x, y, tokens);
-                    block.Backward(stream, dY, g);
+                    impl.Forward(stream, x, y, tokens);
+                    impl.Backward(stream, dY, g);
                 }
                 stream.Synchronize();
-                rows.Add(TimeFusedPass(stream, tokens, hit, BenchmarkPass.ForwardBackward, s =>
+                rows.Add(TimePass(impl, stream, tokens, hit, BenchmarkPass.ForwardBackward, s =>
                 {
-                    block.Forward(s, x, y, tokens);
-                    block.Backward(s, dY, g);
+                    impl.Forward(s, x, y, tokens);
+                    impl.Backward(s, dY, g);
                 }, progress, ct));
             }
         }
@@ -224,7 +281,6 @@ public sealed class BlockBenchmark
         {
             if (grads is not null)
             {
-                grads.X.Dispose();
                 grads.Router.Dispose();
                 grads.GateUp.Dispose();
                 grads.Down.Dispose();
@@ -233,14 +289,14 @@ public sealed class BlockBenchmark
         return rows;
     }
 
-    private BenchmarkRow TimeFusedPass(CudaStream stream, int tokens, int hit, BenchmarkPass pass, Action<CudaStream> call,
+    private BenchmarkRow TimePass(IDeviceImpl impl, CudaStream stream, int tokens, int hit, BenchmarkPass pass, Action<CudaStream> call,
         Action<BenchmarkProgress>? progress, CancellationToken ct)
     {
         string passName = PassName(pass);
-        progress?.Invoke(new BenchmarkProgress("fused", tokens, $"timing {passName}"));
+        progress?.Invoke(new BenchmarkProgress(impl.Name, tokens, $"timing {passName}"));
         CudaGraph? graph = null;
         string mode = "direct";
-        if (_options.UseGraph)
+        if (impl.UseGraph)
         {
             try
             {
@@ -294,8 +350,8 @@ public sealed class BlockBenchmark
                 foreach (CudaEvent? e in starts) e?.Dispose();
                 foreach (CudaEvent? e in ends) e?.Dispose();
             }
-            BenchmarkRow row = MakeRow("fused", tokens, pass, Median(times), replays, hit, mode);
-            progress?.Invoke(new BenchmarkProgress("fused", tokens, $"{passName} done", row));
+            BenchmarkRow row = MakeRow(impl.Name, tokens, pass, Median(times), replays, hit, mode);
+            progress?.Invoke(new BenchmarkProgress(impl.Name, tokens, $"{passName} done", row));
             return row;
         }
         finally
@@ -315,13 +371,13 @@ public sealed class BlockBenchmark
         float[] x = TensorRandom.Normal(th, unchecked(_options.Seed + tokens), 1f, dt);
         float[] dY = TensorRandom.Normal(th, unchecked(_options.Seed + 7 * tokens + 1), 1f, dt);
         var rows = new List<BenchmarkRow>();
-        progress?.Invoke(new BenchmarkProgress("grouped-cublas", tokens, "warm-up"));
+        progress?.Invoke(new BenchmarkProgress("reference-cublas", tokens, "warm-up"));
         MoeIntermediates first = reference.Forward(x);
         int hit = MoeCost.ExpertsHit(first.Routing.Selected, c.NumExperts);
         foreach (BenchmarkPass pass in _options.Backward ? new[] { BenchmarkPass.Forward, BenchmarkPass.ForwardBackward } : [BenchmarkPass.Forward])
         {
             ct.ThrowIfCancellationRequested();
-            progress?.Invoke(new BenchmarkProgress("grouped-cublas", tokens, $"timing {PassName(pass)}"));
+            progress?.Invoke(new BenchmarkProgress("reference-cublas", tokens, $"timing {PassName(pass)}"));
             Action call = pass == BenchmarkPass.Forward
                 ? () => reference.Forward(x)
                 : () => { reference.Forward(x); reference.Backward(dY); };
@@ -338,8 +394,8 @@ public sealed class BlockBenchmark
                 call();
                 times[i] = sw.Elapsed.TotalMilliseconds;
             }
-            BenchmarkRow row = MakeRow("grouped-cublas", tokens, pass, Median(times), replays, hit, "host");
-            progress?.Invoke(new BenchmarkProgress("grouped-cublas", tokens, $"{PassName(pass)} done", row));
+            BenchmarkRow row = MakeRow("reference-cublas", tokens, pass, Median(times), replays, hit, "host");
+            progress?.Invoke(new BenchmarkProgress("reference-cublas", tokens, $"{PassName(pass)} done", row));
             rows.Add(row);
         }
         return rows;

@@ -57,7 +57,7 @@ public sealed class ThreeWayTests
         var log = new ComparisonLog(dtype);
         log.Close("router_logits", grouped.Forward.RouterLogits, hf.Forward.RouterLogits);
         log.Close("output", grouped.Forward.Output, hf.Forward.Output);
-        CompareGradients(log, c, grouped.Gradients, hf.Gradients, perExpert: false);
+        CompareGradients(log, c, grouped.Gradients, hf.Gradients);
         log.AssertAll($"hf vs grouped-cublas {config} {dtype.ShortName()} T={tokens}");
     }
 
@@ -88,7 +88,7 @@ public sealed class ThreeWayTests
         if (permuteY) log.Close("unpermuted (permute_y store)", fused.Unpermuted, r.Unpermuted);
         else log.Close("second_gemm", fused.SecondGemm, r.SecondGemm);
         log.Close("output", fused.Output, r.Output);
-        CompareGradients(log, c, fusedGrads, grouped.Gradients, perExpert: false);
+        CompareGradients(log, c, fusedGrads, grouped.Gradients);
         log.AssertAll($"grouped-cublas vs fused {config} {dtype.ShortName()} T={tokens} {options.Describe()}");
     }
 
@@ -110,21 +110,20 @@ public sealed class ThreeWayTests
         var log = new ComparisonLog(dtype);
         log.Close("router_logits", fused.RouterLogits, hf.Forward.RouterLogits);
         log.Close("output", fused.Output, hf.Forward.Output);
-        CompareGradients(log, c, fusedGrads, hf.Gradients, perExpert: true);
+        CompareGradients(log, c, fusedGrads, hf.Gradients);
         log.AssertAll($"hf vs fused {config} {dtype.ShortName()} T={tokens} {options.Describe()}");
     }
 
-    /// <summary>The five gradients; with <paramref name="perExpert"/>, gate/up/down also expert by expert.</summary>
-    internal static void CompareGradients(ComparisonLog log, MoeConfig c, MoeGradients actual, MoeGradients expected, bool perExpert)
+    /// <summary>The five gradients: dX and d router whole; gate_proj, up_proj and down_proj expert by expert (in parallel)
+    /// plus a whole-tensor summary line.</summary>
+    internal static void CompareGradients(ComparisonLog log, MoeConfig c, MoeGradients actual, MoeGradients expected)
     {
         log.Close("grad_hidden_states", actual.X, expected.X);
         log.Close("grad_gate (router)", actual.Router, expected.Router);
         long ih = (long)c.IntermediateSize * c.HiddenSize;
         // gate_proj = rows 0..I-1 and up_proj = rows I..2I-1 of each expert's [2I,H] block of gate_up.
-        // NOTE: without perExpert the slices are still compared in parallel; only the per-expert lines are capped.
         log.ClosePerExpert("grad_gate_proj", actual.GateUp, expected.GateUp, c.NumExperts, ih, 0, 2 * ih);
         log.ClosePerExpert("grad_up_proj", actual.GateUp, expected.GateUp, c.NumExperts, ih, ih, 2 * ih);
         log.ClosePerExpert("grad_down_proj", actual.DownProj, expected.DownProj, c.NumExperts, ih);
-        _ = perExpert;
     }
 }

@@ -69,17 +69,17 @@ internal static class BlockTestModels
     /// <paramref name="implementation"/> ("hf" on the host/cuBLAS, "grouped" on cuBLAS), cached for the last key.
     /// </summary>
     public static ReferenceRun Reference(CudaContext context, string implementation, string config, ScalarType dtype, int tokens,
-        MoeRouting? routing = null, string routingTag = "own")
+        MoeRouting? routing = null, string routingTag = "own", bool backward = true)
     {
         var key = new RefKey(config, dtype, tokens, routingTag);
-        if (s_runs.TryGetValue(implementation, out var hit) && hit.Key == key) return hit.Run;
+        if (s_runs.TryGetValue(implementation, out var hit) && hit.Key == key && (hit.Run.Gradients is not null || !backward)) return hit.Run;
         s_runs.Remove(implementation);
         (float[] x, float[] dY) = Inputs(config, dtype, tokens);
         // The grouped leg is always on cuBLAS ("grouped reference on cuBLAS"); the HF leg on the host at small dims.
         IGemmBackend gemm = implementation == "grouped" ? (s_cublas ??= new CublasGemm(context)) : ReferenceGemm(context, config);
         MoeReference reference = MoeReference.Create(implementation, Weights(config, dtype), dtype, gemm);
         MoeIntermediates forward = reference.Forward(x, routing);
-        MoeGradients gradients = reference.Backward(dY);
+        MoeGradients? gradients = backward ? reference.Backward(dY) : null;
         var run = new ReferenceRun(x, dY, forward, gradients);
         s_runs[implementation] = (key, run);
         return run;
@@ -89,7 +89,11 @@ internal static class BlockTestModels
 }
 
 /// <summary>One reference forward + backward.</summary>
-internal sealed record ReferenceRun(float[] X, float[] DY, MoeIntermediates Forward, MoeGradients Gradients);
+internal sealed record ReferenceRun(float[] X, float[] DY, MoeIntermediates Forward, MoeGradients? Gradients)
+{
+    /// <summary>The gradients (the run must have been made with backward).</summary>
+    public MoeGradients Grads => Gradients ?? throw new InvalidOperationException("This reference run has no backward.");
+}
 
 /// <summary>
 /// Collects every comparison of one test row and fails once at the end with all failing ones, so that one bad

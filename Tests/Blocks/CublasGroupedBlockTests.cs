@@ -28,7 +28,7 @@ public sealed class CublasGroupedBlockTests
         var log = new ComparisonLog(dtype);
         log.Close("router_logits", forward.RouterLogits, hf.Forward.RouterLogits);
         log.Close("output", forward.Output, hf.Forward.Output);
-        ThreeWayTests.CompareGradients(log, block.Config, grads, hf.Gradients);
+        ThreeWayTests.CompareGradients(log, block.Config, grads, hf.Grads);
         log.AssertAll($"CublasGroupedBlock vs hf {config} {dtype.ShortName()} T={tokens}");
     }
 
@@ -52,7 +52,7 @@ public sealed class CublasGroupedBlockTests
         };
         var log = new ComparisonLog(dtype);
         log.Close("output", output, grouped.Forward.Output);
-        ThreeWayTests.CompareGradients(log, c, grads, grouped.Gradients);
+        ThreeWayTests.CompareGradients(log, c, grads, grouped.Grads);
         log.AssertAll($"CublasDeviceGroupedBlock vs grouped {config} {dtype.ShortName()} T={tokens}");
     }
 

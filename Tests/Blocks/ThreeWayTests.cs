@@ -57,7 +57,7 @@ public sealed class ThreeWayTests
         var log = new ComparisonLog(dtype);
         log.Close("router_logits", grouped.Forward.RouterLogits, hf.Forward.RouterLogits);
         log.Close("output", grouped.Forward.Output, hf.Forward.Output);
-        CompareGradients(log, c, grouped.Gradients, hf.Gradients);
+        CompareGradients(log, c, grouped.Grads, hf.Grads);
         log.AssertAll($"hf vs grouped-cublas {config} {dtype.ShortName()} T={tokens}");
     }
 
@@ -69,12 +69,15 @@ public sealed class ThreeWayTests
     {
         CudaContext context = GpuTest.RequireContext();
         MoeConfig c = BlockTestModels.Config(config);
-        ReferenceRun grouped = BlockTestModels.Reference(context, "grouped", config, dtype, tokens);
+        // NOTE: at Qwen3 dims this leg checks the forward intermediates only (the backward is isolated on the
+        // small configs and checked at Qwen3 dims against HF in (c)): keeps the GPU suite within minutes.
+        bool backward = !BlockTestModels.IsLarge(config);
+        ReferenceRun grouped = BlockTestModels.Reference(context, "grouped", config, dtype, tokens, backward: backward);
         var options = new FusedBlockOptions { PermuteX = permuteX, PermuteY = permuteY, Autotune = autotune };
         using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, dtype), options);
 
         MoeIntermediates fused = block.Forward(grouped.X, tokens, grouped.Forward.Routing, intermediates: true);
-        MoeGradients fusedGrads = block.Backward(grouped.DY);
+        MoeGradients? fusedGrads = backward ? block.Backward(grouped.DY) : null;
 
         MoeIntermediates r = grouped.Forward;
         var log = new ComparisonLog(dtype);
@@ -88,7 +91,7 @@ public sealed class ThreeWayTests
         if (permuteY) log.Close("unpermuted (permute_y store)", fused.Unpermuted, r.Unpermuted);
         else log.Close("second_gemm", fused.SecondGemm, r.SecondGemm);
         log.Close("output", fused.Output, r.Output);
-        CompareGradients(log, c, fusedGrads, grouped.Gradients);
+        if (fusedGrads is not null) CompareGradients(log, c, fusedGrads, grouped.Grads);
         log.AssertAll($"grouped-cublas vs fused {config} {dtype.ShortName()} T={tokens} {options.Describe()}");
     }
 
@@ -110,7 +113,7 @@ public sealed class ThreeWayTests
         var log = new ComparisonLog(dtype);
         log.Close("router_logits", fused.RouterLogits, hf.Forward.RouterLogits);
         log.Close("output", fused.Output, hf.Forward.Output);
-        CompareGradients(log, c, fusedGrads, hf.Gradients);
+        CompareGradients(log, c, fusedGrads, hf.Grads);
         log.AssertAll($"hf vs fused {config} {dtype.ShortName()} T={tokens} {options.Describe()}");
     }
 

@@ -4,14 +4,15 @@ namespace MoeNative.Ptx;
 /// Tile configuration of one grouped-GEMM specialisation; substituted into the PTX template at load time.
 /// Tensor-core kernels (bf16/fp16): warp tile 64x32 (4 m16 x 4 n8 mma tiles, named accumulators), so
 /// <c>Warps = (BlockM/64) * (BlockN/32)</c>; <c>BlockK = 32</c> (two k16 steps per shared-memory stage);
-/// <c>Stages</c> = depth of the cp.async pipeline. The fp32 FFMA kernel has one fixed shape: 64x64x16, 2 stages
-/// (register prefetch), 8 warps.
+/// <c>Stages</c> = depth of the cp.async pipeline. The SIMT FFMA kernel (fp32, and the bf16/fp16 fallback for
+/// shapes the tensor-core kernels cannot take) has one fixed shape, <see cref="Ffma64x64"/>: 64x64x16, 2 stages
+/// (register prefetch), 8 warps; passing it with bf16/fp16 forces the SIMT kernel.
 /// For <see cref="GroupedGemmLayout.BackwardWeightTN"/>, BlockM tiles N and BlockN tiles K of dW[e] and BlockK is the
 /// chunk of the expert's rows reduced per stage.
 /// </summary>
 public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, int Warps)
 {
-    /// <summary>The only fp32 (FFMA) configuration.</summary>
+    /// <summary>The only SIMT FFMA configuration.</summary>
     public static GemmConfig Ffma64x64 { get; } = new(64, 64, 16, 2, 8);
 
     /// <summary>Rows of the tensor-core warp tile.</summary>

@@ -6,8 +6,10 @@ namespace MoeNative.Ptx;
 
 /// <summary>
 /// Grouped GEMMs of a Mixture-of-Experts layer, on hand-written PTX: forward NT, backward-data NN and backward-weight
-/// TN. bf16/fp16 run on tensor cores (mma.sync m16n8k16, ldmatrix, cp.async multi-stage pipeline, sm_80+), fp32 on a
-/// SIMT FFMA kernel. Every kernel is persistent and walks (expert, tile) from <c>m_sizes</c> in device memory, so a
+/// TN. bf16/fp16 run on tensor cores (mma.sync m16n8k16, ldmatrix, cp.async multi-stage pipeline, sm_80+) when N and K
+/// are multiples of 8 and every operand is 16-byte aligned; fp32, and bf16/fp16 shapes that are not (e.g. a router
+/// GEMM with E = 12), run the SIMT FFMA kernel, which takes any N, K (the tensor-core configuration is then ignored;
+/// <see cref="GemmConfig.Ffma64x64"/> forces the SIMT kernel). Every kernel is persistent and walks (expert, tile) from <c>m_sizes</c> in device memory, so a
 /// call never synchronises with the host and is CUDA-graph capturable.
 /// <para>Legend: E experts, R = T*k expert-ordered rows (expert e owns rows [off[e], off[e]+m_sizes[e]), off the
 /// exclusive prefix sum), N and K the weight's dims (W [E,N,K]); gather[r] = token slot p = t*k + j.</para>
@@ -52,7 +54,8 @@ public sealed class GroupedGemm
     /// </summary>
     /// <param name="stream">Stream of this context.</param>
     /// <param name="dtype">Storage dtype of A, W, C and rowScale.</param>
-    /// <param name="config">Tile configuration (one of <see cref="Candidates(GroupedGemmLayout, ScalarType, CudaContext)"/>), or null for a default.</param>
+    /// <param name="config">Tile configuration (one of <see cref="Candidates(GroupedGemmLayout, ScalarType, CudaContext)"/>), or null for a
+    /// default; ignored (SIMT kernel) when the shape or alignment does not suit the tensor cores.</param>
     /// <param name="a">[R, K] (Identity, Gather) or [R/k, K] (GatherToken), dtype.</param>
     /// <param name="w">[E, N, K] dtype.</param>
     /// <param name="c">[R, N] dtype, out (every row written).</param>
@@ -210,17 +213,10 @@ public sealed class GroupedGemm
             throw new ArgumentException($"rows.TotalRows = {rows.TotalRows} must be a multiple of rows.TopK = {rows.TopK} for RowSource.GatherToken.", nameof(rows));
 
         // the empty cases: nothing to write (dW of shape [E,N,K] with no rows is still written: zeros)
+        if (config is not null && GroupedGemmSpecs.Problem(dtype, config) is { } problem)
+            throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));
         if (n == 0 || k == 0 || rows.Experts == 0) return null;
         if (rows.TotalRows == 0 && !weightGrad) return null;
-
-        GemmConfig cfg = config ?? DefaultConfig(layout, dtype, computeCapability, multiprocessors, rows, n, k);
-        if (cfg.Problem(math) is { } problem)
-            throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {cfg.Name}: {problem}", nameof(config));
-        int multiple = math == GemmMath.Ffma ? 4 : 8;
-        string why = math == GemmMath.Ffma ? "the fp32 FFMA kernel loads 16-byte (4-element) vectors"
-            : "the tensor-core kernels move 16-byte (8-element) chunks";
-        if (n % multiple != 0) throw new ArgumentException($"N = {n} must be a multiple of {multiple} for {dtype.ShortName()} ({why}).", nameof(n));
-        if (k % multiple != 0) throw new ArgumentException($"K = {k} must be a multiple of {multiple} for {dtype.ShortName()} ({why}).", nameof(k));
 
         // pointers and sizes
         long r = rows.TotalRows, e = rows.Experts, tokens = r / rows.TopK;
@@ -248,11 +244,17 @@ public sealed class GroupedGemm
                 Need(output, e * n * k * es, "dw", $"[E={e},N={n},K={k}] {dtype}");
                 break;
         }
-        const ulong align = 16; // 16-byte vector / cp.async accesses
-        CheckAligned(a, align, nameof(a));
-        CheckAligned(second, align, weightGrad ? "b" : "w");
-        CheckAligned(output, align, weightGrad ? "dw" : "c");
+        ulong elem = (ulong)es;
+        CheckAligned(a, elem, nameof(a));
+        CheckAligned(second, elem, weightGrad ? "b" : "w");
+        CheckAligned(output, elem, weightGrad ? "dw" : "c");
+        CheckAligned(rowScale, elem, nameof(rowScale));
 
+        // tensor cores move 16-byte chunks (8 elements): every row start and base must be 16-byte aligned
+        bool tensorCoreShape = math == GemmMath.MmaSm80 && n % 8 == 0 && k % 8 == 0
+            && a.Pointer % 16 == 0 && second.Pointer % 16 == 0 && output.Pointer % 16 == 0;
+        GemmConfig cfg = !tensorCoreShape || config == GemmConfig.Ffma64x64 ? GemmConfig.Ffma64x64
+            : config ?? DefaultConfig(layout, dtype, computeCapability, multiprocessors, rows, n, k);
         GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, dtype, cfg);
         return new GemmPlan(spec, EstimatedTiles(layout, cfg, rows, n, k));
     }
@@ -336,7 +338,7 @@ public sealed class GroupedGemm
         return Math.Max(1, Math.Min(Math.Min(byRegs, bySmem), Math.Min(byThreads, 32)));
     }
 
-    private static int StaticSharedBytes(GroupedGemmSpec spec) => spec.Math == GemmMath.Ffma ? 2 * 16 * 68 * 4 : 0;
+    private static int StaticSharedBytes(GroupedGemmSpec spec) => spec.Math == GemmMath.Ffma ? 2 * 16 * 68 * 4 : 0; // smem_a + smem_b
 
     // ============================================================================================== checks
 

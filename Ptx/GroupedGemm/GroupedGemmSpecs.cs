@@ -55,7 +55,7 @@ public static class GroupedGemmSpecs
         _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Expected ForwardNT, BackwardDataNN or BackwardWeightTN."),
     };
 
-    /// <summary>The instruction family for a storage dtype.</summary>
+    /// <summary>The primary instruction family of a storage dtype (bf16/fp16 fall back to FFMA for unaligned shapes).</summary>
     public static GemmMath MathFor(ScalarType dtype) => dtype switch
     {
         ScalarType.Float32 => GemmMath.Ffma,
@@ -63,13 +63,19 @@ public static class GroupedGemmSpecs
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Expected Float32, Float16 or BFloat16."),
     };
 
-    /// <summary>Every specialisation the library can load: each layout x dtype x candidate configuration.</summary>
+    /// <summary>
+    /// Every specialisation the library can load: each layout x dtype x candidate configuration, plus the SIMT
+    /// kernel for bf16/fp16 (the fallback for N or K not a multiple of 8 or operands not 16-byte aligned).
+    /// </summary>
     public static IEnumerable<GroupedGemmSpec> All()
     {
         foreach (GroupedGemmLayout layout in Enum.GetValues<GroupedGemmLayout>())
             foreach (ScalarType dtype in new[] { ScalarType.Float32, ScalarType.Float16, ScalarType.BFloat16 })
+            {
+                if (dtype != ScalarType.Float32) yield return Create(layout, dtype, GemmConfig.Ffma64x64);
                 foreach (GemmConfig config in CandidateConfigs(dtype))
                     yield return Create(layout, dtype, config);
+            }
     }
 
     /// <summary>The configurations autotuning may time for <paramref name="dtype"/> (at least 3 for the tensor-core path).</summary>
@@ -92,18 +98,44 @@ public static class GroupedGemmSpecs
         GemmConfig.Mma(64, 32, 8),
     ];
 
-    /// <summary>Builds the specialisation; the configuration must suit the dtype's math.</summary>
+    /// <summary>The instruction family a configuration runs with: <see cref="GemmConfig.Ffma64x64"/> selects the SIMT
+    /// kernel for any dtype; every other configuration is a tensor-core tile (bf16/fp16 only).</summary>
+    public static GemmMath MathOf(GemmConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return config == GemmConfig.Ffma64x64 ? GemmMath.Ffma : GemmMath.MmaSm80;
+    }
+
+    /// <summary>Why <paramref name="config"/> cannot run <paramref name="dtype"/>, or null when it can.</summary>
+    public static string? Problem(ScalarType dtype, GemmConfig config)
+    {
+        GemmMath math = MathOf(config);
+        if (math == GemmMath.MmaSm80 && MathFor(dtype) == GemmMath.Ffma)
+            return $"fp32 runs only the SIMT FFMA kernel, whose single configuration is {GemmConfig.Ffma64x64.Name}; got {config.Name}.";
+        return config.Problem(math);
+    }
+
+    // The SIMT files use exactly these PtxDtype constants (Specialise is strict both ways).
+    private static readonly string[] FfmaKeys = ["DTYPE", "SREG", "ELEM_BYTES", "ELEM_SHIFT", "CVT_S2F", "CVT_F2S"];
+
+    private static Dictionary<string, string> FfmaValues(ScalarType dtype)
+    {
+        IReadOnlyDictionary<string, string> all = PtxDtype.Constants(dtype);
+        return FfmaKeys.ToDictionary(key => key, key => all[key]);
+    }
+
+    /// <summary>Builds the specialisation of (layout, dtype, config).</summary>
     /// <exception cref="ArgumentException">The configuration is invalid for this dtype (message says why).</exception>
     public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
-        GemmMath math = MathFor(dtype);
         string tag = Tag(layout);
-        if (config.Problem(math) is { } problem)
+        if (Problem(dtype, config) is { } problem)
             throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));
+        GemmMath math = MathOf(config);
         if (math == GemmMath.Ffma)
-            return new GroupedGemmSpec(layout, dtype, math, config, $"GroupedGemm/grouped_gemm_{tag}_ffma_f32.ptx",
-                $"grouped_gemm_{tag}_sm80_fp32_ffma_64x64x16", 0, new Dictionary<string, string>());
+            return new GroupedGemmSpec(layout, dtype, math, config, $"GroupedGemm/grouped_gemm_{tag}_ffma.ptx",
+                $"grouped_gemm_{tag}_sm80_{dtype.ShortName()}_ffma_64x64x16", 0, FfmaValues(dtype));
 
         string ptxType = dtype == ScalarType.BFloat16 ? "bf16" : "f16";
         int bm = config.BlockM, bn = config.BlockN, s = config.Stages, threads = config.Threads;

@@ -49,7 +49,8 @@ public enum GroupedGemmLayout
 /// <summary>Which instruction family a specialisation computes with.</summary>
 public enum GemmMath
 {
-    /// <summary>fp32 storage: SIMT FFMA kernel (64x64x16 tile, 256 threads).</summary>
+    /// <summary>SIMT FFMA kernel (64x64x16 tile, 256 threads, element-wise global access): fp32 storage, and the
+    /// bf16/fp16 fallback when N or K is not a multiple of 8 or an operand is not 16-byte aligned.</summary>
     Ffma,
     /// <summary>bf16/fp16 storage: <c>mma.sync.m16n8k16</c> tensor cores, <c>ldmatrix</c>, <c>cp.async</c> pipeline (sm_80+).</summary>
     MmaSm80,

@@ -40,22 +40,26 @@ public sealed class GroupedGemmArgumentTests
     }
 
     [TestMethod]
-    [DataRow(ScalarType.BFloat16, 132, "N = 132 must be a multiple of 8")]
-    [DataRow(ScalarType.Float16, 4, "N = 4 must be a multiple of 8")]
-    [DataRow(ScalarType.Float32, 6, "N = 6 must be a multiple of 4")]
-    public void NotAMultipleOfTheVectorWidth_IsRejected(ScalarType dtype, int n, string message)
+    [DataRow(ScalarType.BFloat16, 132, 200)]
+    [DataRow(ScalarType.Float16, 136, 4)]
+    [DataRow(ScalarType.BFloat16, 12, 72)]
+    [DataRow(ScalarType.Float32, 6, 10)]
+    [DataRow(ScalarType.Float32, 136, 200)]
+    public void ShapesTheTensorCoresCannotTake_RunTheSimtKernel(ScalarType dtype, int n, int k)
     {
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(dtype, n: n));
-        Assert.AreEqual("n", ex.ParamName);
-        StringAssert.Contains(ex.Message, message);
-        var exK = Assert.ThrowsExactly<ArgumentException>(() => Forward(dtype, k: n));
-        Assert.AreEqual("k", exK.ParamName);
+        GroupedGemm.GemmPlan? plan = Forward(dtype, config: dtype == ScalarType.Float32 ? null : GemmConfig.Mma(128, 128, 4), n: n, k: k);
+        Assert.IsNotNull(plan);
+        Assert.AreEqual(GemmMath.Ffma, plan.Value.Spec.Math, $"{dtype} N={n} K={k}");
+        Assert.AreEqual(GemmConfig.Ffma64x64, plan.Value.Spec.Config);
     }
 
     [TestMethod]
-    public void Fp32_AcceptsMultiplesOfFour()
+    [DataRow(ScalarType.BFloat16)]
+    [DataRow(ScalarType.Float16)]
+    public void AlignedShapes_RunTheTensorCores_UnlessFfmaIsForced(ScalarType dtype)
     {
-        Assert.IsNotNull(Forward(ScalarType.Float32, n: 12, k: 20));
+        Assert.AreEqual(GemmMath.MmaSm80, Forward(dtype)!.Value.Spec.Math);
+        Assert.AreEqual(GemmMath.Ffma, Forward(dtype, config: GemmConfig.Ffma64x64)!.Value.Spec.Math);
     }
 
     [TestMethod]
@@ -128,11 +132,14 @@ public sealed class GroupedGemmArgumentTests
     }
 
     [TestMethod]
-    public void MisalignedPointers_AreRejected()
+    public void PointersNotOnAnElement_AreRejected_And8ByteAlignedOnesFallBack()
     {
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(a: new DeviceRange(0x10008, DeviceRange.UnknownSize)));
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(a: new DeviceRange(0x10001, DeviceRange.UnknownSize)));
         Assert.AreEqual("a", ex.ParamName);
-        StringAssert.Contains(ex.Message, "16-byte aligned");
+        StringAssert.Contains(ex.Message, "2-byte aligned");
+        Assert.ThrowsExactly<ArgumentException>(() => Forward(ScalarType.Float32, c: new DeviceRange(0x10002, DeviceRange.UnknownSize)));
+        GroupedGemm.GemmPlan? plan = Forward(a: new DeviceRange(0x10008, DeviceRange.UnknownSize));
+        Assert.AreEqual(GemmMath.Ffma, plan!.Value.Spec.Math, "cp.async needs 16-byte alignment: the SIMT kernel takes over");
     }
 
     [TestMethod]

@@ -21,6 +21,13 @@ public sealed record GemmCase(string Name, int[] MSizes, int TopK, int N, int K)
         new("E8_m130-0-1-0-17-64-0-4_k8_N200_K72", [130, 0, 1, 0, 17, 64, 0, 4], 8, 200, 72),
         new("E3_m300-129-0_k3_N264_K136", [300, 129, 0], 3, 264, 136),
     ];
+
+    /// <summary>Shapes only the SIMT kernel takes (N or K not a multiple of 8, e.g. a router GEMM with E = 12).</summary>
+    public static readonly GemmCase[] Unaligned =
+    [
+        new("E1_m70_k1_N12_K72", [70], 1, 12, 72),
+        new("E4_m9-0-1-62_k3_N36_K21", [9, 0, 1, 62], 3, 36, 21),
+    ];
 }
 
 /// <summary>
@@ -56,28 +63,36 @@ public sealed class GroupedGemmGpuTests
         (RowSource.Gather, RowSource.GatherToken),
     ];
 
+    private static readonly ScalarType[] Dtypes = [ScalarType.BFloat16, ScalarType.Float16, ScalarType.Float32];
+
+    /// <summary>Every candidate of every dtype, plus the SIMT kernel forced for bf16/fp16.</summary>
     private static IEnumerable<(ScalarType, GemmConfig)> DtypeConfigs() =>
-        new[] { ScalarType.BFloat16, ScalarType.Float16, ScalarType.Float32 }
-            .SelectMany(t => GroupedGemmSpecs.CandidateConfigs(t).Select(c => (t, c)));
+        Dtypes.SelectMany(t => GroupedGemmSpecs.CandidateConfigs(t).Append(GemmConfig.Ffma64x64).Distinct().Select(c => (t, c)));
+
+    /// <summary>(dtype, config name, case name) rows: aligned cases x every config; unaligned cases x {default, FFMA}.</summary>
+    private static IEnumerable<(ScalarType, string, string)> Grid() =>
+        (from dc in DtypeConfigs() from gc in GemmCase.All select (dc.Item1, dc.Item2.Name, gc.Name))
+        .Concat(from t in Dtypes from cfg in new[] { DefaultName, GemmConfig.Ffma64x64.Name } from gc in GemmCase.Unaligned
+                select (t, cfg, gc.Name));
+
+    private const string DefaultName = "default";
 
     public static IEnumerable<object[]> ForwardRows() =>
-        from dc in DtypeConfigs() from gc in GemmCase.All from m in Enumerable.Range(0, ForwardModes.Length)
-        select new object[] { dc.Item1, dc.Item2.Name, gc.Name, m };
+        from g in Grid() from m in Enumerable.Range(0, ForwardModes.Length) select new object[] { g.Item1, g.Item2, g.Item3, m };
 
     public static IEnumerable<object[]> DataRows() =>
-        from dc in DtypeConfigs() from gc in GemmCase.All from m in Enumerable.Range(0, DataModes.Length)
-        select new object[] { dc.Item1, dc.Item2.Name, gc.Name, m };
+        from g in Grid() from m in Enumerable.Range(0, DataModes.Length) select new object[] { g.Item1, g.Item2, g.Item3, m };
 
     public static IEnumerable<object[]> WeightRows() =>
-        from dc in DtypeConfigs() from gc in GemmCase.All from m in Enumerable.Range(0, WeightModes.Length)
-        select new object[] { dc.Item1, dc.Item2.Name, gc.Name, m };
+        from g in Grid() from m in Enumerable.Range(0, WeightModes.Length) select new object[] { g.Item1, g.Item2, g.Item3, m };
 
     public static string RowName(System.Reflection.MethodInfo method, object[] row) =>
         $"{method.Name}({((ScalarType)row[0]).ShortName()}, {row[1]}, {row[2]}, mode {row[3]})";
 
-    private static GemmConfig Config(ScalarType dtype, string name) => GroupedGemmSpecs.CandidateConfigs(dtype).Single(c => c.Name == name);
+    private static GemmConfig? Config(ScalarType dtype, string name) => name == DefaultName ? null
+        : GroupedGemmSpecs.CandidateConfigs(dtype).Append(GemmConfig.Ffma64x64).First(c => c.Name == name);
 
-    private static GemmCase Case(string name) => GemmCase.All.Single(c => c.Name == name);
+    private static GemmCase Case(string name) => GemmCase.All.Concat(GemmCase.Unaligned).Single(c => c.Name == name);
 
     // ============================================================================================== tests
 

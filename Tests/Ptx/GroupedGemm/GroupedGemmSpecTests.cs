@@ -63,9 +63,15 @@ public sealed class GroupedGemmSpecTests
     }
 
     [TestMethod]
-    public void FfmaConfig_IsRejectedForTensorCores_AndMmaConfigForFp32()
+    public void FfmaConfig_SelectsTheSimtKernelForEveryDtype_AndMmaConfigsAreRejectedForFp32()
     {
-        Assert.ThrowsExactly<ArgumentException>(() => GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.Float16, GemmConfig.Ffma64x64));
+        foreach (ScalarType dtype in new[] { ScalarType.BFloat16, ScalarType.Float16, ScalarType.Float32 })
+        {
+            GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, dtype, GemmConfig.Ffma64x64);
+            Assert.AreEqual(GemmMath.Ffma, spec.Math);
+            Assert.AreEqual(0, spec.DynamicSharedBytes);
+            StringAssert.Contains(spec.EntryName, $"_{dtype.ShortName()}_ffma_64x64x16");
+        }
         var ex = Assert.ThrowsExactly<ArgumentException>(() =>
             GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.Float32, GemmConfig.Mma(128, 128, 4)));
         StringAssert.Contains(ex.Message, "single configuration");
@@ -123,7 +129,8 @@ public sealed class GroupedGemmSpecTests
         Assert.AreEqual(names.Length, names.Distinct().Count());
         HashSet<string> catalog = PtxCatalog.All().Select(m => m.ModuleName).ToHashSet();
         foreach (string name in names) Assert.Contains(name, catalog);
-        Assert.AreEqual(3 * (1 + 2 * GroupedGemmSpecs.CandidateConfigs(ScalarType.BFloat16).Count), names.Length);
+        // per layout: fp32 FFMA + for bf16 and fp16 the FFMA fallback and every tensor-core candidate
+        Assert.AreEqual(3 * (1 + 2 * (1 + GroupedGemmSpecs.CandidateConfigs(ScalarType.BFloat16).Count)), names.Length);
     }
 
     [TestMethod]

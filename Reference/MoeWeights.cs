@@ -54,16 +54,24 @@ public sealed class MoeWeights
         return new MoeWeights(config,
             TensorRandom.Normal(config.RouterElements, unchecked(seed * 3 + 0), hs, roundTo),
             TensorRandom.Normal(config.GateUpElements, unchecked(seed * 3 + 1), hs, roundTo),
-            TensorRandom.Normal(config.DownElements, unchecked(seed * 3 + 2), isd, roundTo));
+            TensorRandom.Normal(config.DownElements, unchecked(seed * 3 + 2), isd, roundTo))
+        { KnownDType = roundTo };
     }
+
+    /// <summary>A storage dtype every value is known to be representable in (set by <see cref="Random"/>,
+    /// <see cref="RoundedTo"/> and the checkpoint loader), or null when unknown.</summary>
+    public ScalarType? KnownDType { get; init; }
 
     /// <summary>This object if every value is representable in <paramref name="dtype"/>, else a rounded copy.</summary>
     public MoeWeights RoundedTo(ScalarType dtype)
     {
+        if (dtype == ScalarType.Float32 || KnownDType == dtype) return this;
         float[] r = StoragePrecision.RoundedCopy(Router, dtype);
         float[] gu = StoragePrecision.RoundedCopy(GateUp, dtype);
         float[] d = StoragePrecision.RoundedCopy(Down, dtype);
-        return ReferenceEquals(r, Router) && ReferenceEquals(gu, GateUp) && ReferenceEquals(d, Down) ? this : new MoeWeights(Config, r, gu, d);
+        return ReferenceEquals(r, Router) && ReferenceEquals(gu, GateUp) && ReferenceEquals(d, Down)
+            ? this
+            : new MoeWeights(Config, r, gu, d) { KnownDType = dtype };
     }
 
     // ---- per-expert views -----------------------------------------------------------------------------------------

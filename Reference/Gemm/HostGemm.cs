@@ -50,7 +50,8 @@ public sealed class HostGemm : IGemmBackend, IGemm<double>
         }
     }
 
-    // C[m,n] = Σ_k A[m,k]·B[k,n]: per output tile, axpy over the rows of B.
+    // C[m,n] = Σ_k A[m,k]·B[k,n]: per output tile of NnRows rows × AxpyTileN columns, axpy over the rows of B
+    // (each block of B is read once per row block, while the C tile stays in L1).
     private static unsafe void NN<T>(ReadOnlySpan<T> a /*[M,K]*/, ReadOnlySpan<T> b /*[K,N]*/, Span<T> c /*[M,N]*/, int m, int n, int k, ScalarType roundTo)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
@@ -59,21 +60,29 @@ public sealed class HostGemm : IGemmBackend, IGemm<double>
         fixed (T* pa = a) fixed (T* pb = b) fixed (T* pc = c)
         {
             nint ia = (nint)pa, ib = (nint)pb, ic = (nint)pc;
-            int nBlocks = (n + AxpyTileN - 1) / AxpyTileN;
+            int nBlocks = (n + AxpyTileN - 1) / AxpyTileN, mBlocks = (m + NnRows - 1) / NnRows;
             void Tile(int tile)
             {
-                int nb = tile / m, row = tile % m;
+                int nb = tile / mBlocks, mb = tile % mBlocks;
                 int n0 = nb * AxpyTileN, width = Math.Min(n, n0 + AxpyTileN) - n0;
-                var crow = new Span<T>((T*)ic + (long)row * n + n0, width);
-                crow.Clear();
-                T* arow = (T*)ia + (long)row * k;
+                int r0 = mb * NnRows, r1 = Math.Min(m, r0 + NnRows);
+                for (int row = r0; row < r1; row++) new Span<T>((T*)ic + (long)row * n + n0, width).Clear();
                 for (int kk = 0; kk < k; kk++)
-                    TensorPrimitives.MultiplyAdd(new ReadOnlySpan<T>((T*)ib + (long)kk * n + n0, width), arow[kk], crow, crow);
-                Precision<T>.RoundInPlace(crow, roundTo);
+                {
+                    var brow = new ReadOnlySpan<T>((T*)ib + (long)kk * n + n0, width);
+                    for (int row = r0; row < r1; row++)
+                    {
+                        var crow = new Span<T>((T*)ic + (long)row * n + n0, width);
+                        TensorPrimitives.MultiplyAdd(brow, ((T*)ia)[(long)row * k + kk], crow, crow);
+                    }
+                }
+                for (int row = r0; row < r1; row++) Precision<T>.RoundInPlace(new Span<T>((T*)ic + (long)row * n + n0, width), roundTo);
             }
-            Run(m * nBlocks, (long)m * n * k, Tile);
+            Run(mBlocks * nBlocks, (long)m * n * k, Tile);
         }
     }
+
+    private const int NnRows = 16;
 
     // C[m,n] = Σ_k A[k,m]·B[k,n]: per output tile, axpy over the rows of B with the column of A as scalars.
     private static unsafe void TN<T>(ReadOnlySpan<T> a /*[K,M]*/, ReadOnlySpan<T> b /*[K,N]*/, Span<T> c /*[M,N]*/, int m, int n, int k, ScalarType roundTo)
@@ -102,7 +111,7 @@ public sealed class HostGemm : IGemmBackend, IGemm<double>
         }
     }
 
-    private const int AxpyTileN = 512;
+    private const int AxpyTileN = 256;
 
     private static void Run(int tiles, long work, Action<int> tile)
     {

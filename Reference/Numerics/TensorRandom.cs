@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace MoeNative.Reference;
 
 /// <summary>
@@ -7,18 +9,36 @@ namespace MoeNative.Reference;
 public static class TensorRandom
 {
     /// <summary>Fills <paramref name="destination"/> with N(0, std²) samples of stream (<paramref name="seed"/>,
-    /// <paramref name="stream"/>), rounded to <paramref name="roundTo"/>.</summary>
+    /// <paramref name="stream"/>), rounded to <paramref name="roundTo"/>. Box–Muller on blocks of uniforms, vectorised
+    /// with TensorPrimitives (float32 transcendental accuracy is ample for test data).</summary>
     public static void FillNormal(Span<float> destination, int seed, int stream, float std, ScalarType roundTo = ScalarType.Float32)
     {
         ulong state = Mix((ulong)(uint)seed * 0x9E3779B97F4A7C15UL ^ Mix((ulong)(uint)stream + 0x632BE59BD9B4E019UL));
-        for (int i = 0; i < destination.Length; i += 2)
+        const int Block = 1024; // pairs per block
+        Span<float> u1 = stackalloc float[Block], u2 = stackalloc float[Block], r = stackalloc float[Block], c = stackalloc float[Block];
+        for (int start = 0; start < destination.Length; start += 2 * Block)
         {
-            // Box–Muller: two uniforms in (0,1] and [0,1) -> two normals.
-            double u1 = ((Next(ref state) >> 11) + 1) * (1.0 / (1UL << 53));
-            double u2 = (Next(ref state) >> 11) * (1.0 / (1UL << 53));
-            double r = Math.Sqrt(-2.0 * Math.Log(u1)) * std;
-            destination[i] = StoragePrecision.Round((float)(r * Math.Cos(2 * Math.PI * u2)), roundTo);
-            if (i + 1 < destination.Length) destination[i + 1] = StoragePrecision.Round((float)(r * Math.Sin(2 * Math.PI * u2)), roundTo);
+            int pairs = Math.Min(Block, (destination.Length - start + 1) / 2);
+            for (int i = 0; i < pairs; i++)
+            {
+                ulong bits = Next(ref state);
+                u1[i] = ((uint)(bits >> 40) + 1) * (1f / (1 << 24));        // (0, 1]
+                u2[i] = (uint)((bits >> 16) & 0xFF_FFFF) * (1f / (1 << 23)); // [0, 2): angle / π
+            }
+            Span<float> a = u1[..pairs], b = u2[..pairs], rr = r[..pairs], cc = c[..pairs];
+            TensorPrimitives.Log(a, rr);
+            TensorPrimitives.Multiply(rr, -2f * std * std, rr);
+            TensorPrimitives.Sqrt(rr, rr);
+            TensorPrimitives.CosPi(b, cc);
+            TensorPrimitives.SinPi(b, b);
+            Span<float> dst = destination[start..];
+            int n = Math.Min(2 * pairs, dst.Length);
+            for (int i = 0; i < pairs; i++)
+            {
+                dst[2 * i] = rr[i] * cc[i];
+                if (2 * i + 1 < n) dst[2 * i + 1] = rr[i] * b[i];
+            }
+            Precision<float>.RoundInPlace(dst[..n], roundTo);
         }
     }
 

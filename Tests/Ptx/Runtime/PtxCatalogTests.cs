@@ -76,6 +76,11 @@ public sealed partial class PtxCatalogTests
         StringAssert.Matches(text, VersionDirective(), $"{path}: .version");
         StringAssert.Matches(text, TargetDirective(), $"{path}: .target sm_XX");
         StringAssert.Contains(text, ".address_size 64", $"{path}: .address_size 64");
+        // NOTE: CUDA 13's JIT rejects any non-ASCII byte, comments included ("Unexpected non-ASCII character"),
+        // while ptxas 11.8 accepts them: this check is the only one that runs everywhere.
+        int bad = text.IndexOf(text.FirstOrDefault(c => c > 0x7F));
+        Assert.IsTrue(text.All(c => c <= 0x7F),
+            $"{path}: PTX must be ASCII only; first non-ASCII character at line {text[..Math.Max(bad, 0)].Count(c => c == '\n') + 1}");
     }
 
     [TestMethod]

@@ -121,10 +121,18 @@ public sealed class CublasDeviceGroupedBlock : IDisposable
         int tokens = _tokens;
         MoeConfig c = Config;
         FusedBlockChecks.BackwardShapes(c, tokens, dY.Length, gradients.X.Length, gradients.Router.Length, gradients.GateUp.Length, gradients.Down.Length);
-        gradients.Router.FillBytes(0, stream);
-        gradients.GateUp.FillBytes(0, stream); // experts without rows are not visited by the grouped calls
-        gradients.Down.FillBytes(0, stream);
-        if (tokens == 0) return;
+        if (tokens == 0 || _counts.Any(n => n == 0))
+        {
+            // Experts without rows are not visited by the grouped calls: their gradient slices must be zero.
+            // (Skipped when every expert has rows, so large-T timings do not pay a needless memset.)
+            gradients.GateUp.FillBytes(0, stream);
+            gradients.Down.FillBytes(0, stream);
+        }
+        if (tokens == 0)
+        {
+            gradients.Router.FillBytes(0, stream);
+            return;
+        }
         ScalarType dt = DType;
         int h = c.HiddenSize, i = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
         FusedWorkspace fw = _forward!;

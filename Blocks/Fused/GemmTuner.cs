@@ -111,10 +111,11 @@ internal sealed class GemmTuner
                 }
                 _timings.Add(new GemmTiming(gemm, shapeClass, candidate, ms, null));
             }
-            catch (Exception ex) when (ex is CudaJitException or ArgumentException or NotSupportedException)
+            catch (Exception ex) when (ex is CudaException or ArgumentException or NotSupportedException)
             {
-                // NOTE: a candidate that does not fit this shape/dtype/card is skipped, not fatal; a launch
-                // failure (CudaException) poisons the context and is rethrown.
+                // NOTE: a candidate that does not fit this shape/dtype/card (JIT failure, launch rejected, shape
+                // rejected) is skipped, not fatal. A sticky device error makes every later candidate fail too and
+                // ends in the "every candidate failed" exception below, which lists each error.
                 _timings.Add(new GemmTiming(gemm, shapeClass, candidate, double.NaN, ex.Message));
                 errors.Add($"{candidate}: {ex.Message}");
                 continue;

@@ -345,14 +345,14 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         RowSource a1Rows = RowSource.GatherToken;
         if (!Options.PermuteX)
         {
-            a1 = ws.Ptr(FusedBuffer.XPermuted);
+            a1 = ws.Range(FusedBuffer.XPermuted);
             _kernels.GatherRows(s, dt, x, gather, a1, tk, k, h);
             a1Rows = RowSource.Identity;
         }
         // 5. G1 = Xp·Wgu[e]ᵀ
         DeviceRange wgu = _weights.GateUpRange;
         _tuner.Run(FusedGemm.FirstForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, 2 * i, h),
-            cfg => _gemm.ForwardNT(s, dt, cfg, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, 0));
+            cfg => _gemm.ForwardNT(s, dt, cfg, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null));
         // 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]
         _kernels.SiluMulForward(s, dt, g1, act, tk, i);
         // 7. G2 = A·Wd[e]ᵀ (scatter to token-slot order with PermuteY; × w with FuseMulPost)
@@ -516,7 +516,15 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _hostStream?.Synchronize();
+        try
+        {
+            _hostStream?.Synchronize();
+        }
+        catch (CudaException)
+        {
+            // NOTE: Dispose must not throw: an error of earlier asynchronous work is reported by the host calls
+            // that synchronised it, not here.
+        }
         _hostIo?.Dispose();
         _forwardWorkspace?.Dispose();
         _backwardWorkspace?.Dispose();

@@ -93,7 +93,7 @@ public static class CliApp
         {
             e = e.InnerException;
         }
-        console.WriteError(e is CliUsageException ? e.Message : Describe(e));
+        console.WriteError(e is CliUsageException or CliRuntimeException ? e.Message : Describe(e));
         if (Environment.GetEnvironmentVariable("MOENATIVE_CLI_STACKTRACE") == "1")
         {
             console.Error.WriteLine(e.ToString());
@@ -127,3 +127,6 @@ public static class CliApp
 
 /// <summary>A bad option value or input the user can fix; reported as one line, exit code 2.</summary>
 public sealed class CliUsageException(string message) : Exception(message);
+
+/// <summary>The machine cannot do what was asked (e.g. no usable GPU); reported as one line, exit code 3.</summary>
+public sealed class CliRuntimeException(string message) : Exception(message);

@@ -30,17 +30,17 @@ internal static class CliOptions
         CustomParser = r => ParseDtype(r),
     };
 
-    public static Option<DeviceChoice> Device() => new("--device")
+    /// <summary><c>--device cpu|gpu</c>; absent = <see cref="DeviceChoice.Auto"/> (read it with <c>?? DeviceChoice.Auto</c>).</summary>
+    public static Option<DeviceChoice?> Device() => new("--device")
     {
         Description = "cpu or gpu. Default: the GPU when one is usable, else the CPU (with a note saying why).",
         HelpName = "cpu|gpu",
-        DefaultValueFactory = _ => DeviceChoice.Auto,
         CustomParser = r => Single(r).ToLowerInvariant() switch
         {
-            "cpu" => DeviceChoice.Cpu,
+            "cpu" => (DeviceChoice?)DeviceChoice.Cpu,
             "gpu" or "cuda" => DeviceChoice.Gpu,
             "auto" => DeviceChoice.Auto,
-            var other => Fail<DeviceChoice>(r, $"Unknown device '{other}'; expected cpu or gpu."),
+            var other => Fail<DeviceChoice?>(r, $"Unknown device '{other}'; expected cpu or gpu."),
         },
     };
 

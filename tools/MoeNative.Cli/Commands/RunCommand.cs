@@ -1,13 +1,218 @@
 using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using MoeNative.Blocks;
+using MoeNative.Interop;
+using MoeNative.Reference;
+using MoeNative.Reference.IO;
 
 namespace MoeNative.Cli.Commands;
 
+/// <summary>What <c>run</c> computes.</summary>
+/// <param name="Config">Preset name or config.json path (or its folder).</param>
+/// <param name="Weights">A .safetensors file or a checkpoint folder (sharded with model.safetensors.index.json, or not).</param>
+/// <param name="Layer">Decoder layer L: tensor names get the prefix <c>model.layers.L.mlp.</c>; null = bare names.</param>
+/// <param name="Input">Safetensors file holding <c>hidden_states</c> [T,H] or [B,S,H].</param>
+/// <param name="GradOutput">Optional safetensors file holding <c>grad_output</c> of the input's shape (runs the backward).</param>
+/// <param name="Output">Safetensors file to write (F32 tensors).</param>
+/// <param name="Implementation">hf, grouped or fused.</param>
+/// <param name="Device">Where to run (fused: GPU only).</param>
+/// <param name="DType">Compute/storage dtype; null = the dtype of the checkpoint's <c>gate.weight</c>.</param>
+public sealed record RunOptions(
+    string Config, string Weights, int? Layer, string Input, string? GradOutput, string Output,
+    string Implementation, DeviceChoice Device, ScalarType? DType);
+
+/// <summary>
+/// <c>run</c>: one real expert layer of a checkpoint on safetensors tensors. Reads <c>hidden_states</c> (and
+/// <c>grad_output</c>), writes <c>output</c>, <c>router_logits</c> and, with a grad, <c>grad_hidden_states</c>,
+/// <c>grad_gate</c>, <c>grad_gate_proj</c>, <c>grad_up_proj</c>, <c>grad_down_proj</c>, all F32.
+/// hf/grouped run the reference (host GEMMs on the CPU, cuBLAS on the GPU); fused runs the PTX block.
+/// </summary>
 public static class RunCommand
 {
     public static Command Create(CliConsole console)
     {
-        var command = new Command("run", "(not yet available)");
-        command.SetAction(_ => CliApp.Guard(console, () => throw new CliUsageException("'run' is not available yet")));
+        var config = new Option<string>("--config", "-c")
+        {
+            Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json (or its folder).",
+            Required = true,
+        };
+        var weights = new Option<string>("--weights", "-w")
+        {
+            Description = "Weights: a .safetensors file or a checkpoint folder (shards with model.safetensors.index.json).",
+            Required = true,
+        };
+        var layer = new Option<int?>("--layer", "-l")
+        {
+            Description = "Decoder layer L: reads model.layers.L.mlp.* (default: bare names gate.weight, experts.*).",
+        };
+        var input = new Option<string>("--input", "-i")
+        {
+            Description = "Safetensors file with hidden_states [T,H] or [B,S,H].",
+            Required = true,
+        };
+        var gradOutput = new Option<string?>("--grad-output", "-g")
+        {
+            Description = "Safetensors file with grad_output (the input's shape): also writes the five gradients.",
+        };
+        var output = new Option<string>("--output", "-o")
+        {
+            Description = "Safetensors file to write: output, router_logits (+ grad_hidden_states, grad_gate, grad_gate_proj, grad_up_proj, grad_down_proj), all F32.",
+            Required = true,
+        };
+        var impl = new Option<string>("--impl")
+        {
+            Description = "hf (the Hugging Face per-expert loop), grouped (the grouped reference) or fused (the PTX block, GPU only).",
+            HelpName = "hf|grouped|fused",
+            DefaultValueFactory = _ => "hf",
+        };
+        impl.AcceptOnlyFromAmong("hf", "grouped", "fused");
+        var device = CliOptions.Device();
+        var dtype = CliOptions.OptionalDtype("Compute dtype. Default: the dtype of the checkpoint's gate.weight.");
+
+        var command = new Command("run", "Run one expert layer of a checkpoint on safetensors inputs; write the output (and gradients) as safetensors.")
+        {
+            config, weights, layer, input, gradOutput, output, impl, device, dtype,
+        };
+        command.SetAction(parse => CliApp.Guard(console, () => Run(console, new RunOptions(
+            parse.GetRequiredValue(config),
+            parse.GetRequiredValue(weights),
+            parse.GetValue(layer),
+            parse.GetRequiredValue(input),
+            parse.GetValue(gradOutput),
+            parse.GetRequiredValue(output),
+            parse.GetValue(impl)!,
+            parse.GetValue(device) ?? DeviceChoice.Auto,
+            parse.GetValue(dtype)))));
         return command;
     }
+
+    public static int Run(CliConsole console, RunOptions o)
+    {
+        // ---- validate everything the user typed before any heavy work ---------------------------------------------
+        RequireExisting("--weights", o.Weights, folderAllowed: true);
+        RequireExisting("--input", o.Input, folderAllowed: false);
+        if (o.GradOutput is not null) RequireExisting("--grad-output", o.GradOutput, folderAllowed: false);
+        if (o.Layer is < 0) throw new CliUsageException($"--layer must be non-negative, got {o.Layer}");
+        if (Directory.Exists(o.Output)) throw new CliUsageException($"--output {o.Output} is a folder; give a file name");
+        string impl = o.Implementation.Trim().ToLowerInvariant();
+        MoeConfig config = MoeConfig.Resolve(o.Config);
+        ScalarType dtype = o.DType ?? DetectDType(o.Weights, o.Layer);
+        bool useGpu = DeviceSelection.UseGpu(console, o.Device, impl == "fused" ? "--impl fused" : null);
+        string? outputFolder = Path.GetDirectoryName(Path.GetFullPath(o.Output));
+        if (outputFolder is not null) Directory.CreateDirectory(outputFolder);
+
+        var options = new MoeRunOptions
+        {
+            Config = o.Config,
+            Weights = o.Weights,
+            Layer = o.Layer,
+            Input = o.Input,
+            GradOutput = o.GradOutput,
+            Output = o.Output,
+            Implementation = impl,
+            DType = dtype,
+        };
+        string where = useGpu ? "gpu" : "cpu";
+        console.Out.WriteLine($"run: {config}; --impl {impl}, {dtype.ShortName()}, {where}{(o.Layer is null ? "" : $", layer {o.Layer}")}{(o.GradOutput is null ? "" : ", forward + backward")}");
+
+        var clock = Stopwatch.StartNew();
+        MoeRunSummary summary;
+        if (impl == "fused")
+        {
+            summary = console.Status("running the fused PTX block ...", () => RunFused(options, config));
+        }
+        else if (useGpu)
+        {
+            using CudaContext context = CudaContext.Create(0);
+            using var cublas = new CublasGemm(context);
+            summary = console.Status($"running the {impl} reference on cuBLAS ...", () => MoeLayerRunner.Run(options, cublas));
+        }
+        else
+        {
+            summary = console.Status($"running the {impl} reference on the host ...", () => MoeLayerRunner.Run(options));
+        }
+
+        console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"T={summary.Tokens} (hidden_states {Shape(summary.InputShape)}) in {clock.Elapsed.TotalSeconds:0.00} s; wrote {o.Output}:"));
+        foreach ((string name, long[] shape) in summary.Written)
+        {
+            console.Out.WriteLine($"  {name,-20} {Shape(shape)} F32");
+        }
+        return CliApp.ExitOk;
+    }
+
+    /// <summary>The fused PTX block on the same files and names as <see cref="MoeLayerRunner.Run"/>.</summary>
+    internal static MoeRunSummary RunFused(MoeRunOptions options, MoeConfig config)
+    {
+        MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
+        (float[] x, long[] shape) = MoeLayerRunner.ReadActivations(options.Input, MoeLayerRunner.InputName, config.HiddenSize, null);
+        float[]? dY = options.GradOutput is null
+            ? null
+            : MoeLayerRunner.ReadActivations(options.GradOutput, MoeLayerRunner.GradOutputName, config.HiddenSize, shape).Values;
+        int tokens = checked((int)(x.LongLength / config.HiddenSize));
+
+        using CudaContext context = CudaContext.Create(0);
+        using var block = new Qwen3MoeFusedBlock(context, weights, options.DType);
+        MoeIntermediates fwd = block.Forward(x, tokens);
+        long e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
+        var entries = new List<SafetensorsEntry>
+        {
+            SafetensorsEntry.FromFloats("output", shape, fwd.Output),
+            SafetensorsEntry.FromFloats("router_logits", [tokens, e], fwd.RouterLogits),
+        };
+        if (dY is not null)
+        {
+            MoeGradients g = block.Backward(dY);
+            entries.Add(SafetensorsEntry.FromFloats("grad_hidden_states", shape, g.X));
+            entries.Add(SafetensorsEntry.FromFloats("grad_gate", [e, h], g.Router));
+            entries.Add(SafetensorsEntry.FromFloats("grad_gate_proj", [e, i, h], g.GateProj));
+            entries.Add(SafetensorsEntry.FromFloats("grad_up_proj", [e, i, h], g.UpProj));
+            entries.Add(SafetensorsEntry.FromFloats("grad_down_proj", [e, h, i], g.DownProj));
+        }
+        var metadata = new Dictionary<string, string>
+        {
+            ["producer"] = "MoeNative.Blocks",
+            ["implementation"] = "fused",
+            ["dtype"] = options.DType.ShortName(),
+            ["device"] = context.Name,
+        };
+        SafetensorsWriter.Write(options.Output, entries, metadata);
+        return new MoeRunSummary(config, tokens, shape, entries.Select(t => (t.Name, t.Shape)).ToList());
+    }
+
+    /// <summary>The dtype of the checkpoint's router weight (F32/F16/BF16); bf16 when it cannot be read (the run
+    /// itself then reports the missing or mistyped tensor).</summary>
+    internal static ScalarType DetectDType(string weights, int? layer)
+    {
+        try
+        {
+            using SafetensorsCollection files = SafetensorsCollection.Open(weights);
+            string name = MoeCheckpoint.Prefix(layer) + "gate.weight";
+            if (!files.Contains(name)) return ScalarType.BFloat16;
+            return files.Find(name).Info.DType switch
+            {
+                SafetensorsDType.F32 => ScalarType.Float32,
+                SafetensorsDType.F16 => ScalarType.Float16,
+                _ => ScalarType.BFloat16,
+            };
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
+        {
+            return ScalarType.BFloat16;
+        }
+    }
+
+    private static void RequireExisting(string option, string path, bool folderAllowed)
+    {
+        if (File.Exists(path)) return;
+        if (Directory.Exists(path))
+        {
+            if (folderAllowed) return;
+            throw new CliUsageException($"{option} {path} is a folder; expected a .safetensors file");
+        }
+        throw new CliUsageException($"{option}: file not found: {path}");
+    }
+
+    private static string Shape(long[] shape) => "[" + string.Join(",", shape) + "]";
 }

@@ -160,16 +160,25 @@ public sealed class GroupedGemm
     }
 
     /// <summary>
-    /// The configuration used when a call passes null: the largest tile whose (estimated) tile count still fills every
-    /// SM once; decode-sized problems fall through to the smallest tile.
+    /// The configuration used when a call passes null: among the candidates (largest tile first) the first whose
+    /// (estimated) tile count still fills every SM once; decode-sized problems fall through to the smallest tile.
+    /// For the row-tiled layouts, 128-row tiles are skipped when experts average fewer than 128 rows (half the
+    /// tile would multiply zeros).
     /// </summary>
     public static GemmConfig DefaultConfig(GroupedGemmLayout layout, ScalarType dtype, (int Major, int Minor) computeCapability,
         int multiprocessors, GroupedRows rows, int n, int k)
     {
         IReadOnlyList<GemmConfig> candidates = Candidates(layout, dtype, computeCapability);
+        long activeExperts = Math.Max(1, Math.Min(rows.Experts, rows.TotalRows));
+        bool fewRows = layout != GroupedGemmLayout.BackwardWeightTN && rows.TotalRows / activeExperts < 128;
+        GemmConfig? fallback = null;
         foreach (GemmConfig cfg in candidates)
+        {
+            if (fewRows && cfg.BlockM > 64) continue;
+            fallback = cfg;
             if (EstimatedTiles(layout, cfg, rows, n, k) >= multiprocessors) return cfg;
-        return candidates[^1];
+        }
+        return fallback ?? candidates[^1];
     }
 
     /// <summary>JIT-compiles (once) the specialisation, e.g. before a graph capture or an autotuning sweep.</summary>

@@ -160,6 +160,17 @@ public sealed class GroupedGemmArgumentTests
     }
 
     [TestMethod]
+    public void DefaultConfig_UsesSmallRowTilesForDecode_AndTheLargestTileForBigBatches()
+    {
+        var decode = new GroupedRows(0x1000, 0x2000, 1 * 8, 128, 8);    // T = 1, k = 8, E = 128
+        var prefill = new GroupedRows(0x1000, 0x2000, 16384 * 8, 128, 8);
+        GemmConfig small = GroupedGemm.DefaultConfig(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, Sm90, 132, decode, 1536, 2048);
+        GemmConfig large = GroupedGemm.DefaultConfig(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, Sm90, 132, prefill, 1536, 2048);
+        Assert.AreEqual(64, small.BlockM, small.Name);
+        Assert.AreEqual(GemmConfig.Mma(128, 128, 4), large);
+    }
+
+    [TestMethod]
     [DataRow(1, 1, 0)]
     [DataRow(16384, 128, 8)]
     [DataRow(128, 8, 2)]

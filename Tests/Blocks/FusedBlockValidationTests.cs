@@ -130,4 +130,35 @@ public sealed class FusedBlockValidationTests
         Assert.AreEqual(param, ex.ParamName);
         Assert.Contains("elements, has", ex.Message);
     }
+
+    [TestMethod]
+    [DataRow(FusedGemm.RouterForward, MoeNative.Ptx.GroupedGemmLayout.ForwardNT)]
+    [DataRow(FusedGemm.FirstForward, MoeNative.Ptx.GroupedGemmLayout.ForwardNT)]
+    [DataRow(FusedGemm.SecondForward, MoeNative.Ptx.GroupedGemmLayout.ForwardNT)]
+    [DataRow(FusedGemm.SecondBackwardData, MoeNative.Ptx.GroupedGemmLayout.BackwardDataNN)]
+    [DataRow(FusedGemm.FirstBackwardData, MoeNative.Ptx.GroupedGemmLayout.BackwardDataNN)]
+    [DataRow(FusedGemm.RouterBackwardData, MoeNative.Ptx.GroupedGemmLayout.BackwardDataNN)]
+    [DataRow(FusedGemm.SecondBackwardWeight, MoeNative.Ptx.GroupedGemmLayout.BackwardWeightTN)]
+    [DataRow(FusedGemm.FirstBackwardWeight, MoeNative.Ptx.GroupedGemmLayout.BackwardWeightTN)]
+    [DataRow(FusedGemm.RouterBackwardWeight, MoeNative.Ptx.GroupedGemmLayout.BackwardWeightTN)]
+    public void EveryGemm_HasItsLayout(FusedGemm gemm, MoeNative.Ptx.GroupedGemmLayout layout) =>
+        Assert.AreEqual(layout, GemmTuner.LayoutOf(gemm));
+
+    [TestMethod]
+    public void ExplicitConfigs_UsedPerLayout_WithoutTiming()
+    {
+        var forward = MoeNative.Ptx.GemmConfig.Mma(128, 64, 4);
+        var data = MoeNative.Ptx.GemmConfig.Mma(64, 128, 4);
+        var weight = MoeNative.Ptx.GemmConfig.Mma(64, 64, 6);
+        var tuner = new GemmTuner(new FusedBlockOptions { ForwardConfig = forward, BackwardDataConfig = data, BackwardWeightConfig = weight });
+        var seen = new List<MoeNative.Ptx.GemmConfig?>();
+        foreach (FusedGemm gemm in new[] { FusedGemm.FirstForward, FusedGemm.SecondBackwardData, FusedGemm.RouterBackwardWeight })
+        {
+            Assert.IsFalse(tuner.NeedsTuning(gemm, 128));
+            // The stream is never touched without autotune, so null is fine here.
+            tuner.Run(gemm, 128, null!, () => throw new AssertFailedException("candidates must not be listed"), cfg => seen.Add(cfg));
+        }
+        CollectionAssert.AreEqual(new[] { forward, data, weight }, seen);
+        Assert.IsEmpty(tuner.Timings);
+    }
 }

@@ -49,6 +49,24 @@ public sealed record FusedBlockOptions
     /// <summary>Config of the backward-weight TN GEMMs (GEMM2 dW, GEMM1 dW, router dW); null = default.</summary>
     public GemmConfig? BackwardWeightConfig { get; init; }
 
+    /// <summary>
+    /// Config of individual GEMMs (e.g. only <see cref="FusedGemm.FirstForward"/>); wins over the per-layout configs
+    /// above. Null or missing entries fall back to them. Excludes <see cref="Autotune"/>.
+    /// </summary>
+    public IReadOnlyDictionary<FusedGemm, GemmConfig>? GemmConfigs { get; init; }
+
+    /// <summary>The explicit config of <paramref name="gemm"/>: its own entry, else its layout's, else null (default).</summary>
+    public GemmConfig? ExplicitConfig(FusedGemm gemm)
+    {
+        if (GemmConfigs is not null && GemmConfigs.TryGetValue(gemm, out GemmConfig? own)) return own;
+        return GemmTuner.LayoutOf(gemm) switch
+        {
+            GroupedGemmLayout.ForwardNT => ForwardConfig,
+            GroupedGemmLayout.BackwardDataNN => BackwardDataConfig,
+            _ => BackwardWeightConfig,
+        };
+    }
+
     /// <summary>Every option off, default kernel configs.</summary>
     public static FusedBlockOptions Default { get; } = new();
 
@@ -62,9 +80,10 @@ public sealed record FusedBlockOptions
             throw new ArgumentException(
                 "PermuteX and PermuteY cannot both be set: the first GEMM would gather its loads and the second scatter " +
                 "its stores, leaving no expert-ordered layout for the backward. Choose one (or neither).", paramName);
-        if (Autotune && (ForwardConfig is not null || BackwardDataConfig is not null || BackwardWeightConfig is not null))
+        if (Autotune && (ForwardConfig is not null || BackwardDataConfig is not null || BackwardWeightConfig is not null
+            || GemmConfigs is { Count: > 0 }))
             throw new ArgumentException(
-                "Autotune and an explicit GemmConfig (ForwardConfig/BackwardDataConfig/BackwardWeightConfig) exclude each " +
+                "Autotune and an explicit GemmConfig (ForwardConfig/BackwardDataConfig/BackwardWeightConfig/GemmConfigs) exclude each " +
                 "other: either let the block time the candidates or name the configs.", paramName);
         if (AutotuneRepetitions < 1)
             throw new ArgumentException(
@@ -94,6 +113,8 @@ public sealed record FusedBlockOptions
         if (ForwardConfig is not null) parts.Add($"fwd={ForwardConfig}");
         if (BackwardDataConfig is not null) parts.Add($"dx={BackwardDataConfig}");
         if (BackwardWeightConfig is not null) parts.Add($"dw={BackwardWeightConfig}");
+        if (GemmConfigs is not null)
+            foreach (var (gemm, config) in GemmConfigs.OrderBy(p => p.Key)) parts.Add($"{gemm}={config}");
         return parts.Count == 0 ? "plain" : string.Join(' ', parts);
     }
 }

@@ -78,12 +78,7 @@ internal sealed class GemmTuner
         launch(config);
     }
 
-    private GemmConfig? Explicit(FusedGemm gemm) => LayoutOf(gemm) switch
-    {
-        GroupedGemmLayout.ForwardNT => _options.ForwardConfig,
-        GroupedGemmLayout.BackwardDataNN => _options.BackwardDataConfig,
-        _ => _options.BackwardWeightConfig,
-    };
+    private GemmConfig? Explicit(FusedGemm gemm) => _options.ExplicitConfig(gemm);
 
     private GemmConfig Tune(FusedGemm gemm, int shapeClass, CudaStream stream, IReadOnlyList<GemmConfig> candidates,
         Action<GemmConfig?> launch)

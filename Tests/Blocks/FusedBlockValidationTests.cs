@@ -161,4 +161,20 @@ public sealed class FusedBlockValidationTests
         CollectionAssert.AreEqual(new[] { forward, data, weight }, seen);
         Assert.IsEmpty(tuner.Timings);
     }
+
+    [TestMethod]
+    public void PerGemmConfig_WinsOverLayoutConfig()
+    {
+        var layoutConfig = MoeNative.Ptx.GemmConfig.Mma(128, 128, 4);
+        var own = MoeNative.Ptx.GemmConfig.Mma(64, 32, 8);
+        var options = new FusedBlockOptions
+        {
+            ForwardConfig = layoutConfig,
+            GemmConfigs = new Dictionary<FusedGemm, MoeNative.Ptx.GemmConfig> { [FusedGemm.SecondForward] = own },
+        };
+        Assert.AreEqual(own, options.ExplicitConfig(FusedGemm.SecondForward));
+        Assert.AreEqual(layoutConfig, options.ExplicitConfig(FusedGemm.FirstForward));
+        Assert.IsNull(options.ExplicitConfig(FusedGemm.FirstBackwardData));
+        Assert.ThrowsExactly<ArgumentException>(() => (options with { ForwardConfig = null, Autotune = true }).Validate());
+    }
 }

@@ -11,7 +11,8 @@
 # Logs, TRX and JSON go to $OUT when it is set (the device tool brings that folder back), else ./artifacts/device.
 # At most 8 files are written there: summary.txt, ptx.log, tests.log, tests.trx, verify.log, bench.log, bench.json,
 # cli.log.
-# Environment for `all`: MOENATIVE_VERIFY_ARGS (default "--device gpu"),
+# Environment for `all`: MOENATIVE_STEPS (default "ptx tests verify bench": the steps to run, in that order),
+#   MOENATIVE_VERIFY_ARGS (default "--device gpu"),
 #   MOENATIVE_BENCH_ARGS (default "--config qwen3-30b-a3b --seqlen 1,128,1024,4096,16384 --backward").
 set -uo pipefail
 
@@ -20,6 +21,10 @@ pack="$root/.device"
 out=${OUT:-$root/artifacts/device}
 
 die() { echo "run.sh: $*" >&2; exit 2; }
+
+case ${1:-} in
+  -h|--help|help) sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+esac
 
 [ -f "$pack/dotnet.tar.xz" ] || die "no .device/dotnet.tar.xz here: run tools/device/pack.sh on the build machine and carry .device"
 mkdir -p "$out"
@@ -101,25 +106,36 @@ case $mode in
     run_ptx; exit $? ;;
   all)
     declare -A rc
-    echo "== ptx check";  run_ptx;                                   rc[ptx]=$?
-    echo "== GPU tests";  run_tests "$@";                            rc[tests]=$?
-    # shellcheck disable=SC2086 # the *_ARGS variables are word lists on purpose
-    echo "== verify";     cli verify ${MOENATIVE_VERIFY_ARGS:---device gpu} 2>&1 | tee "$out/verify.log"; rc[verify]=${PIPESTATUS[0]}
-    # shellcheck disable=SC2086
-    echo "== bench";      cli bench ${MOENATIVE_BENCH_ARGS:---config qwen3-30b-a3b --seqlen 1,128,1024,4096,16384 --backward} \
-                            --json "$out/bench.json" 2>&1 | tee "$out/bench.log"; rc[bench]=${PIPESTATUS[0]}
+    steps=" ${MOENATIVE_STEPS:-ptx tests verify bench} "
+    if [[ $steps == *" ptx "* ]]; then
+      echo "== ptx check"; run_ptx; rc[ptx]=$?
+    fi
+    if [[ $steps == *" tests "* ]]; then
+      echo "== GPU tests"; run_tests "$@"; rc[tests]=$?
+    fi
+    if [[ $steps == *" verify "* ]]; then
+      echo "== verify"
+      # shellcheck disable=SC2086 # the *_ARGS variables are word lists on purpose
+      cli verify ${MOENATIVE_VERIFY_ARGS:---device gpu} 2>&1 | tee "$out/verify.log"; rc[verify]=${PIPESTATUS[0]}
+    fi
+    if [[ $steps == *" bench "* ]]; then
+      echo "== bench"
+      # shellcheck disable=SC2086
+      cli bench ${MOENATIVE_BENCH_ARGS:---config qwen3-30b-a3b --seqlen 1,128,1024,4096,16384 --backward} \
+        --json "$out/bench.json" 2>&1 | tee "$out/bench.log"; rc[bench]=${PIPESTATUS[0]}
+    fi
+    verdict() { [ "$1" = 0 ] && echo "$2" || echo "FAILED (exit $1)"; }
     {
       echo "== summary"
       echo "card:   $card"
-      echo "ptx:    $([ "${rc[ptx]}" = 0 ] && echo ok || echo "FAILED (exit ${rc[ptx]})")"
-      echo "tests:  $(test_counts "$out/tests.log") (exit ${rc[tests]})"
-      echo "verify: $([ "${rc[verify]}" = 0 ] && echo pass || echo "FAILED (exit ${rc[verify]})")"
-      echo "bench:  $([ "${rc[bench]}" = 0 ] && echo ok || echo "FAILED (exit ${rc[bench]})")"
+      [ -n "${rc[ptx]:-}" ] && echo "ptx:    $(verdict "${rc[ptx]}" ok)"
+      [ -n "${rc[tests]:-}" ] && echo "tests:  $(test_counts "$out/tests.log") (exit ${rc[tests]})"
+      [ -n "${rc[verify]:-}" ] && echo "verify: $(verdict "${rc[verify]}" pass)"
+      [ -n "${rc[bench]:-}" ] && echo "bench:  $(verdict "${rc[bench]}" ok)"
+      [ -f "$out/bench.log" ] && [ -n "${rc[bench]:-}" ] && grep -E '^  (fused|grouped|reference|cublas)' "$out/bench.log" | head -n 24
     } | tee "$out/summary.txt"
-    for k in ptx tests verify bench; do [ "${rc[$k]}" = 0 ] || exit 1; done
+    for k in "${!rc[@]}"; do [ "${rc[$k]}" = 0 ] || exit 1; done
     exit 0 ;;
-  -h|--help|help)
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *)
     die "unknown mode '$mode' (all | test | cli | ptx)" ;;
 esac

@@ -97,7 +97,7 @@ internal sealed record ReferenceRun(float[] X, float[] DY, MoeIntermediates Forw
 
 /// <summary>
 /// Collects every comparison of one test row and fails once at the end with all failing ones, so that one bad
-/// intermediate never hides another. Tolerances: <see cref="Tolerance.For"/> (atol = rtol) element-wise, the same
+/// intermediate never hides another. Tolerances: <see cref="Numerics.CompareScaled"/> at <see cref="Tolerance.For"/> (atol scaled by the tensor's magnitude, rtol), the same
 /// bound on the relative norm, and no NaN.
 /// </summary>
 internal sealed class ComparisonLog
@@ -118,7 +118,7 @@ internal sealed class ComparisonLog
             _failures.Add($"{name}: length {actual.Length}, expected {expected.Length}");
             return;
         }
-        Comparison c = Numerics.Compare(name, actual, expected, _tolerance);
+        Comparison c = Numerics.CompareScaled(name, actual, expected, _tolerance);
         Record(c);
     }
 
@@ -139,7 +139,7 @@ internal sealed class ComparisonLog
         Parallel.For(0, experts, e =>
         {
             int start = checked((int)(e * stride + sliceOffset));
-            results[e] = Numerics.Compare($"{name}[expert {e}]", actual.AsSpan(start, (int)sliceElements),
+            results[e] = Numerics.CompareScaled($"{name}[expert {e}]", actual.AsSpan(start, (int)sliceElements),
                 expected.AsSpan(start, (int)sliceElements), _tolerance);
         });
         int failing = 0;

@@ -1,6 +1,7 @@
 using MoeNative.Cli;
 using MoeNative.Reference;
 using MoeNative.Reference.IO;
+using MoeNative.Tests.Support;
 
 namespace MoeNative.Tests.Cli;
 
@@ -159,14 +160,7 @@ public sealed class RunCommandTests
     {
         Assert.IsTrue(written.TryGetValue(name, out var t), $"'{name}' missing");
         Assert.HasCount(expected.Length, t.Values, name);
-        double diff = 0, norm = 0;
-        for (int k = 0; k < expected.Length; k++)
-        {
-            Assert.IsFalse(float.IsNaN(t.Values[k]), $"{name}[{k}] is NaN");
-            diff += Math.Pow(t.Values[k] - expected[k], 2);
-            norm += Math.Pow(expected[k], 2);
-        }
-        Assert.IsLessThanOrEqualTo(tol, Math.Sqrt(diff / norm), $"{name}: relative-norm error");
+        Numerics.AssertRelativeNorm(name, t.Values, expected, tol);
     }
 }
 

@@ -69,12 +69,12 @@ public sealed class VerifyCommandTests
 
     /// <summary>A failing check shows FAIL, names the tensor and gives exit code 1.</summary>
     [TestMethod]
-    [DataRow(new[] { 1f, 2f, 3f }, new[] { 1f, 2f, 3.5f }, true, DisplayName = "one element far off")]
-    [DataRow(new[] { 1f, float.NaN, 3f }, new[] { 1f, 2f, 3f }, false, DisplayName = "NaN in a gradient")]
-    [DataRow(new[] { 1.05f, 2.1f, 3.15f }, new[] { 1f, 2f, 3f }, false, DisplayName = "5% off in norm")]
-    public void Report_FailingCheck_ExitOne(float[] actual, float[] expected, bool elementwise)
+    [DataRow(new[] { 1f, 2f, 3f }, new[] { 1f, 2f, 3.5f }, DisplayName = "one element far off")]
+    [DataRow(new[] { 1f, float.NaN, 3f }, new[] { 1f, 2f, 3f }, DisplayName = "NaN")]
+    [DataRow(new[] { 1.05f, 2.1f, 3.15f }, new[] { 1f, 2f, 3f }, DisplayName = "5% off")]
+    public void Report_FailingCheck_ExitOne(float[] actual, float[] expected)
     {
-        var check = TensorCheck.Compare("x vs y", "t", "[3]", actual, expected, 1e-2, elementwise);
+        var check = TensorCheck.Compare("x vs y", "t", "[3]", actual, expected, 1e-2);
         Assert.IsFalse(check.Passed, check.ToString());
         using var output = new StringWriter();
 
@@ -84,26 +84,41 @@ public sealed class VerifyCommandTests
         Assert.Contains("FAIL: 1 of 1 checks out of tolerance: x vs y t", output.ToString());
     }
 
+    /// <summary>Forward tensors and gradients share the library's scaled rule (tol = 1e-2 here).</summary>
     [TestMethod]
-    [DataRow(new[] { 10f, 20f, 30f, 0.001f }, new[] { 10f, 20f, 30f, 0.1f }, false, true, DisplayName = "gradient: one element off, norm fine")]
-    [DataRow(new[] { 10f, 20f, 30f, 0.001f }, new[] { 10f, 20f, 30f, 0.1f }, true, false, DisplayName = "forward: one element off")]
-    [DataRow(new[] { 1.004f, 2f, 3f }, new[] { 1f, 2f, 3f }, true, true, DisplayName = "forward: within atol + rtol|e|")]
-    public void TensorCheck_PassRules(float[] actual, float[] expected, bool elementwise, bool passes)
+    [DataRow(new[] { 1.004f, 2f, 3f }, new[] { 1f, 2f, 3f }, true, DisplayName = "within atol + rtol|e|")]
+    [DataRow(new[] { 10f, 20f, 30f, 0.35f }, new[] { 10f, 20f, 30f, 0.1f }, true, DisplayName = "small element off within the magnitude-scaled atol")]
+    [DataRow(new[] { 10f, 20f, 30f, 0.5f }, new[] { 10f, 20f, 30f, 0.1f }, false, DisplayName = "small element off beyond the magnitude-scaled atol")]
+    [DataRow(new[] { 10.15f, 10.15f, 10.15f, 10.15f }, new[] { 10f, 10f, 10f, 10f }, false, DisplayName = "every element within, relative norm above tol")]
+    [DataRow(new[] { 0.005f, -0.005f, 0f }, new[] { 0f, 0f, 0f }, true, DisplayName = "all-zero reference, small absolute error")]
+    [DataRow(new[] { 0.05f, 0f, 0f }, new[] { 0f, 0f, 0f }, false, DisplayName = "all-zero reference, large absolute error")]
+    public void TensorCheck_PassRules(float[] actual, float[] expected, bool passes)
     {
-        var check = TensorCheck.Compare("a vs b", "t", "", actual, expected, 1e-2, elementwise);
+        var check = TensorCheck.Compare("a vs b", "t", "", actual, expected, 1e-2);
 
         Assert.AreEqual(passes, check.Passed, check.ToString());
     }
 
     [TestMethod]
+    public void TensorCheck_LengthMismatch_FailsWithNote()
+    {
+        var check = TensorCheck.Compare("a vs b", "t", "", [1f, 2f], [1f, 2f, 3f], 1e-2);
+
+        Assert.IsFalse(check.Passed);
+        Assert.AreEqual("2 elements, the reference has 3", check.Note);
+    }
+
+    [TestMethod]
     public void TensorCheck_Metrics_MatchHandComputation()
     {
-        // diff = (0, 0.3, -0.4): max abs 0.4, ‖diff‖ = 0.5, ‖ref‖ = √(1+4+... ) = √(1 + 4 + 16 + 4)= 5 -> 0.1
-        var check = TensorCheck.Compare("a vs b", "t", "", [1f, 2.3f, 3.6f, 2f], [1f, 2f, 4f, 2f], 1e-2, elementwise: true);
+        // diff = (0, 0.3, -0.4, 0): max abs 0.4, ‖diff‖ = 0.5, ‖ref‖ = √(1 + 4 + 16 + 4) = 5 ≥ √4 -> 0.1;
+        // atol = 1e-2·max(1, 4) = 0.04: 0.3 > 0.04 + 0.02 and 0.4 > 0.04 + 0.04 -> 2 mismatches.
+        var check = TensorCheck.Compare("a vs b", "t", "", [1f, 2.3f, 3.6f, 2f], [1f, 2f, 4f, 2f], 1e-2);
 
-        Assert.AreEqual(0.4, check.MaxAbsError, 1e-6);
-        Assert.AreEqual(0.5 / 5.0, check.RelativeNormError, 1e-6);
-        Assert.AreEqual(2, check.Mismatches);
-        Assert.AreEqual(4, check.Count);
+        Assert.IsNotNull(check.Result);
+        Assert.AreEqual(0.4, check.Result.MaxAbsError, 1e-6);
+        Assert.AreEqual(0.5 / 5.0, check.Result.RelativeNormError, 1e-6);
+        Assert.AreEqual(2, check.Result.Mismatches);
+        Assert.AreEqual(4, check.Result.Count);
     }
 }

@@ -36,8 +36,8 @@ public sealed class FiniteDifferenceTests
         int seed = preset.Length * 100 + tokens;
         MoeWeights w32 = MoeWeights.Random(c, seed);
         var prm = new MoeParams<double>(c, ReferenceTestData.ToDouble(w32.Router), ReferenceTestData.ToDouble(w32.GateUp), ReferenceTestData.ToDouble(w32.Down));
-        double[] x = Numerics.RandomNormalDouble(tokens * c.HiddenSize, seed + 1);
-        double[] dY = Numerics.RandomNormalDouble(tokens * c.HiddenSize, seed + 2);
+        double[] x = ReferenceTestData.RandomNormalDouble(tokens * c.HiddenSize, seed + 1);
+        double[] dY = ReferenceTestData.RandomNormalDouble(tokens * c.HiddenSize, seed + 2);
 
         MoeState<double> s = MoeCore<double>.Forward(kind, HostGemm.Instance, prm, x, tokens, ScalarType.Float32,
             ReferenceTestData.Selection(routing, tokens, c));

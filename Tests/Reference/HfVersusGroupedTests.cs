@@ -34,7 +34,7 @@ public sealed class HfVersusGroupedTests
         int seed = 1000 + tokens * 7 + (int)dtype;
         MoeWeights weights = MoeWeights.Random(c, seed, dtype);
         float[] x = ReferenceTestData.Input(tokens, c, seed + 1, dtype);
-        float[] dY = Numerics.RandomNormal((long)tokens * c.HiddenSize, seed + 2, 1f, dtype);
+        float[] dY = TensorRandom.Normal((long)tokens * c.HiddenSize, seed + 2, 1f, dtype);
 
         var hf = new HfMoeReference(weights, dtype);
         var grouped = new GroupedMoeReference(weights, dtype);

@@ -18,7 +18,7 @@ public sealed class HostGemmTests
     [DataRow(4, 4, 0, DisplayName = "K = 0 gives zeros")]
     public void AllThreeLayoutsMatchNaiveLoops(int m, int n, int k)
     {
-        float[] a = Numerics.RandomNormal((long)m * k, m + 1), b = Numerics.RandomNormal((long)n * k, n + 2);
+        float[] a = TensorRandom.Normal((long)m * k, m + 1), b = TensorRandom.Normal((long)n * k, n + 2);
         var c = new float[m * n];
         double tol = 1e-4; // fp32 accumulation over K ≤ 257 against float64
         // NT: A [M,K], B [N,K]
@@ -53,7 +53,7 @@ public sealed class HostGemmTests
     [DataRow(ScalarType.Float16)]
     public void OutputIsRoundedToTheRequestedDtype(ScalarType dtype)
     {
-        float[] a = Numerics.RandomNormal(8 * 16, 3), b = Numerics.RandomNormal(8 * 16, 4);
+        float[] a = TensorRandom.Normal(8 * 16, 3), b = TensorRandom.Normal(8 * 16, 4);
         var c = new float[64];
         var c32 = new float[64];
         HostGemm.Instance.MatMulNT(a, b, c, 8, 8, 16, dtype);
@@ -78,8 +78,8 @@ public sealed class HostGemmTests
         // test's time); the router is random, so the tokens still spread over the experts.
         MoeConfig c = MoeConfig.Preset("qwen3-30b-a3b");
         int e = c.NumExperts;
-        float[] gateUp0 = Numerics.RandomNormal(c.GateUpElements / e, 1, 1f / MathF.Sqrt(c.HiddenSize), ScalarType.BFloat16);
-        float[] down0 = Numerics.RandomNormal(c.DownElements / e, 2, 1f / MathF.Sqrt(c.IntermediateSize), ScalarType.BFloat16);
+        float[] gateUp0 = TensorRandom.Normal(c.GateUpElements / e, 1, 1f / MathF.Sqrt(c.HiddenSize), ScalarType.BFloat16);
+        float[] down0 = TensorRandom.Normal(c.DownElements / e, 2, 1f / MathF.Sqrt(c.IntermediateSize), ScalarType.BFloat16);
         var gateUp = new float[c.GateUpElements];
         var down = new float[c.DownElements];
         for (int x = 0; x < e; x++)
@@ -87,11 +87,11 @@ public sealed class HostGemmTests
             gateUp0.CopyTo(gateUp, (long)x * gateUp0.Length);
             down0.CopyTo(down, (long)x * down0.Length);
         }
-        var w = new MoeWeights(c, Numerics.RandomNormal(c.RouterElements, 3, 1f / MathF.Sqrt(c.HiddenSize), ScalarType.BFloat16), gateUp, down)
+        var w = new MoeWeights(c, TensorRandom.Normal(c.RouterElements, 3, 1f / MathF.Sqrt(c.HiddenSize), ScalarType.BFloat16), gateUp, down)
         { KnownDType = ScalarType.BFloat16 };
         var block = new GroupedMoeReference(w, ScalarType.BFloat16);
-        float[] input = Numerics.RandomNormal(64L * c.HiddenSize, 4, 1f, ScalarType.BFloat16);
-        float[] dY = Numerics.RandomNormal(64L * c.HiddenSize, 5, 1f, ScalarType.BFloat16);
+        float[] input = TensorRandom.Normal(64L * c.HiddenSize, 4, 1f, ScalarType.BFloat16);
+        float[] dY = TensorRandom.Normal(64L * c.HiddenSize, 5, 1f, ScalarType.BFloat16);
 
         var timer = System.Diagnostics.Stopwatch.StartNew();
         MoeIntermediates f = block.Forward(input);

@@ -21,8 +21,8 @@ public sealed class RoundingPointTests
         var c = new MoeConfig(HiddenSize: 4, IntermediateSize: 3, NumExperts: 3, TopK: 2);
         const int T = 5;
         MoeWeights w = MoeWeights.Random(c, 21, ScalarType.BFloat16);
-        float[] x = Numerics.RandomNormal(T * 4, 22, 1f, ScalarType.BFloat16);
-        MoeRouting routing = Numerics.RandomRouting(T, c, 23, ScalarType.BFloat16);
+        float[] x = TensorRandom.Normal(T * 4, 22, 1f, ScalarType.BFloat16);
+        MoeRouting routing = ReferenceTestData.RandomRouting(T, c, 23, ScalarType.BFloat16);
         MoeIntermediates f = MoeReference.Create(impl, w, ScalarType.BFloat16).Forward(x, routing);
 
         bool hf = impl == "hf";

@@ -47,7 +47,7 @@ public sealed class RoutingTests
     public void WeightsAreCastToTheStorageDtype(ScalarType dtype)
     {
         MoeConfig c = MoeConfig.Preset("small");
-        float[] logits = Numerics.RandomNormal(40L * c.NumExperts, 17);
+        float[] logits = TensorRandom.Normal(40L * c.NumExperts, 17);
         MoeRouting r = MoeRouter.Route(logits, c, dtype, out _);
         foreach (float w in r.Weights) Assert.AreEqual(StoragePrecision.Round(w, dtype), w, "representable in the dtype");
         MoeRouting r32 = MoeRouter.Route(logits, c, ScalarType.Float32, out _);
@@ -64,7 +64,7 @@ public sealed class RoutingTests
     public void IndicesAreAStableInvertiblePermutation(int tokens, int experts, int k, int seed)
     {
         var c = new MoeConfig(8, 8, experts, k);
-        MoeRouting routing = Numerics.RandomRouting(tokens, c, seed);
+        MoeRouting routing = ReferenceTestData.RandomRouting(tokens, c, seed);
         RoutingIndices idx = routing.Indices(experts);
         int tk = tokens * k;
         Assert.AreEqual(tk, idx.TokenCounts.Sum(), "m_sizes sums to T*k");

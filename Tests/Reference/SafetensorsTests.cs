@@ -256,8 +256,8 @@ public sealed class SafetensorsTests
         MoeWeights w = MoeWeights.Random(c, 16, dtype);
         string weights = PathOf("w.safetensors"), input = PathOf("in.safetensors"), grad = PathOf("g.safetensors"), output = PathOf("out.safetensors");
         SafetensorsWriter.Write(weights, FusedEntries(w, MoeCheckpoint.Prefix(0), SafetensorsDTypes.From(dtype)));
-        float[] x = Numerics.RandomNormal(2 * 3 * c.HiddenSize, 17, 1f, dtype);
-        float[] dY = Numerics.RandomNormal(2 * 3 * c.HiddenSize, 18, 1f, dtype);
+        float[] x = TensorRandom.Normal(2 * 3 * c.HiddenSize, 17, 1f, dtype);
+        float[] dY = TensorRandom.Normal(2 * 3 * c.HiddenSize, 18, 1f, dtype);
         SafetensorsWriter.Write(input, [SafetensorsEntry.FromFloats("hidden_states", [2, 3, c.HiddenSize], x)]);
         SafetensorsWriter.Write(grad, [SafetensorsEntry.FromFloats("grad_output", [2, 3, c.HiddenSize], dY)]);
 

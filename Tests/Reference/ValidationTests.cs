@@ -103,7 +103,7 @@ public sealed class ValidationTests
     public void InputsAreRoundedToTheStorageDtypeBeforeUse()
     {
         MoeWeights w = MoeWeights.Random(Tiny, 9, ScalarType.BFloat16);
-        float[] x = Numerics.RandomNormal(3 * 32, 10); // not bf16-representable
+        float[] x = TensorRandom.Normal(3 * 32, 10); // not bf16-representable
         MoeIntermediates f = new HfMoeReference(w, ScalarType.BFloat16).Forward(x);
         Assert.IsTrue(StoragePrecision.IsRepresentable(f.Input, ScalarType.BFloat16));
         Assert.IsTrue(StoragePrecision.IsRepresentable(f.Output, ScalarType.BFloat16));

@@ -23,7 +23,7 @@ public sealed class CublasGemmTests
     {
         CudaContext ctx = GpuTest.RequireContext();
         using var gemm = new CublasGemm(ctx);
-        float[] a = Numerics.RandomNormal((long)m * k, m + 11), b = Numerics.RandomNormal((long)n * k, n + 12);
+        float[] a = TensorRandom.Normal((long)m * k, m + 11), b = TensorRandom.Normal((long)n * k, n + 12);
         var expected = new float[m * n];
         var actual = new float[m * n];
         double tol = 1e-4; // fp32 accumulation in different orders over K ≤ 2048
@@ -54,8 +54,8 @@ public sealed class CublasGemmTests
         using var gemm = new CublasGemm(ctx);
         MoeConfig c = MoeConfig.Preset("qwen3-30b-a3b");
         MoeWeights weights = MoeWeights.Random(c, 42 + tokens, dtype);
-        float[] x = Numerics.RandomNormal((long)tokens * c.HiddenSize, tokens + 1, 1f, dtype);
-        float[] dY = Numerics.RandomNormal((long)tokens * c.HiddenSize, tokens + 2, 1f, dtype);
+        float[] x = TensorRandom.Normal((long)tokens * c.HiddenSize, tokens + 1, 1f, dtype);
+        float[] dY = TensorRandom.Normal((long)tokens * c.HiddenSize, tokens + 2, 1f, dtype);
 
         var host = new GroupedMoeReference(weights, dtype, HostGemm.Instance);
         var gpu = new GroupedMoeReference(weights, dtype, gemm);

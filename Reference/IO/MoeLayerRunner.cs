@@ -54,21 +54,7 @@ public static class MoeLayerRunner
         if (options.GradOutput is not null) (dY, _) = ReadActivations(options.GradOutput, GradOutputName, config.HiddenSize, shape);
 
         MoeIntermediates fwd = block.Forward(x);
-        long e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
-        var entries = new List<SafetensorsEntry>
-        {
-            SafetensorsEntry.FromFloats("output", shape, fwd.Output),
-            SafetensorsEntry.FromFloats("router_logits", [fwd.Tokens, e], fwd.RouterLogits),
-        };
-        if (dY is not null)
-        {
-            MoeGradients g = block.Backward(fwd, dY);
-            entries.Add(SafetensorsEntry.FromFloats("grad_hidden_states", shape, g.X));
-            entries.Add(SafetensorsEntry.FromFloats("grad_gate", [e, h], g.Router));
-            entries.Add(SafetensorsEntry.FromFloats("grad_gate_proj", [e, i, h], g.GateProj));
-            entries.Add(SafetensorsEntry.FromFloats("grad_up_proj", [e, i, h], g.UpProj));
-            entries.Add(SafetensorsEntry.FromFloats("grad_down_proj", [e, h, i], g.DownProj));
-        }
+        MoeGradients? g = dY is null ? null : block.Backward(fwd, dY);
         var metadata = new Dictionary<string, string>
         {
             ["producer"] = "MoeNative.Reference",
@@ -76,8 +62,38 @@ public static class MoeLayerRunner
             ["dtype"] = options.DType.ShortName(),
             ["gemm"] = block.Gemm.Name,
         };
-        SafetensorsWriter.Write(options.Output, entries, metadata);
-        return new MoeRunSummary(config, fwd.Tokens, shape, entries.Select(x => (x.Name, x.Shape)).ToList());
+        return WriteOutputs(options.Output, config, shape, fwd, g, metadata);
+    }
+
+    /// <summary>
+    /// Writes the tensors <see cref="Run"/> documents, all F32, and says what was written; shared by every
+    /// implementation that runs a layer from files (the CLI's fused path too).
+    /// </summary>
+    /// <param name="path">Output .safetensors file.</param>
+    /// <param name="config">The layer config (E, H, I of the gradient shapes).</param>
+    /// <param name="inputShape">hidden_states' shape as read: [T,H] or [B,S,H]; output and grad_hidden_states get it.</param>
+    /// <param name="forward">Output [T,H] and router logits [T,E].</param>
+    /// <param name="gradients">The five gradients, or null for a forward-only run.</param>
+    /// <param name="metadata">Safetensors metadata (producer, implementation, dtype, ...).</param>
+    public static MoeRunSummary WriteOutputs(string path, MoeConfig config, long[] inputShape, MoeIntermediates forward,
+        MoeGradients? gradients, IReadOnlyDictionary<string, string> metadata)
+    {
+        long e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
+        var entries = new List<SafetensorsEntry>
+        {
+            SafetensorsEntry.FromFloats("output", inputShape, forward.Output),
+            SafetensorsEntry.FromFloats("router_logits", [forward.Tokens, e], forward.RouterLogits),
+        };
+        if (gradients is not null)
+        {
+            entries.Add(SafetensorsEntry.FromFloats("grad_hidden_states", inputShape, gradients.X));
+            entries.Add(SafetensorsEntry.FromFloats("grad_gate", [e, h], gradients.Router));
+            entries.Add(SafetensorsEntry.FromFloats("grad_gate_proj", [e, i, h], gradients.GateProj));
+            entries.Add(SafetensorsEntry.FromFloats("grad_up_proj", [e, i, h], gradients.UpProj));
+            entries.Add(SafetensorsEntry.FromFloats("grad_down_proj", [e, h, i], gradients.DownProj));
+        }
+        SafetensorsWriter.Write(path, entries, metadata);
+        return new MoeRunSummary(config, forward.Tokens, inputShape, entries.Select(t => (t.Name, t.Shape)).ToList());
     }
 
     /// <summary>Reads a [T,H] or [B,S,H] floating tensor; returns the values and the shape.</summary>

@@ -36,6 +36,15 @@ public static class SafetensorsDTypes
         _ => throw new ArgumentOutOfRangeException(nameof(t), t, null),
     };
 
+    /// <summary>The storage dtype a floating safetensors dtype holds; null for the integer dtypes.</summary>
+    public static ScalarType? ToScalarType(this SafetensorsDType t) => t switch
+    {
+        SafetensorsDType.F32 => ScalarType.Float32,
+        SafetensorsDType.F16 => ScalarType.Float16,
+        SafetensorsDType.BF16 => ScalarType.BFloat16,
+        _ => null,
+    };
+
     internal static bool TryParse(string text, out SafetensorsDType dtype)
     {
         (bool ok, dtype) = text switch

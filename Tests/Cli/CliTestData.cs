@@ -48,7 +48,4 @@ internal static class CliTestData
         }
         return result;
     }
-
-    /// <summary>Values in <paramref name="dtype"/>'s grid, rounded as the storage would be.</summary>
-    public static SafetensorsDType FileDType(ScalarType dtype) => SafetensorsDTypes.From(dtype);
 }

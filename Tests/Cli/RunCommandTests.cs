@@ -41,7 +41,7 @@ public sealed class RunCommandTests
                   "num_experts_per_tok": 2, "norm_topk_prob": true, "hidden_act": "silu", "vocab_size": 151936 }
                 """);
         }
-        CliTestData.WriteWeights(files.Path("weights.safetensors"), weights, CliTestData.FileDType(dtype), perExpert, layer);
+        CliTestData.WriteWeights(files.Path("weights.safetensors"), weights, SafetensorsDTypes.From(dtype), perExpert, layer);
         CliTestData.WriteTensor(files.Path("input.safetensors"), "hidden_states", shape, x);
         CliTestData.WriteTensor(files.Path("grad.safetensors"), "grad_output", shape, dY);
 
@@ -114,7 +114,7 @@ public sealed class RunCommandTests
         const int tokens = 37;
         float[] x = TensorRandom.Normal((long)tokens * c.HiddenSize, 22, 1f, dtype);
         float[] dY = TensorRandom.Normal((long)tokens * c.HiddenSize, 23, 1f, dtype);
-        CliTestData.WriteWeights(files.Path("w.safetensors"), weights, CliTestData.FileDType(dtype), perExpert: false, layer: null);
+        CliTestData.WriteWeights(files.Path("w.safetensors"), weights, SafetensorsDTypes.From(dtype), perExpert: false, layer: null);
         CliTestData.WriteTensor(files.Path("x.safetensors"), "hidden_states", [tokens, c.HiddenSize], x);
         CliTestData.WriteTensor(files.Path("g.safetensors"), "grad_output", [tokens, c.HiddenSize], dY);
 

@@ -163,7 +163,7 @@ public sealed class SafetensorsTests
     public void FusedLayoutLoads(int? layer, SafetensorsDType dtype)
     {
         MoeConfig c = MoeConfig.Preset("tiny");
-        ScalarType st = dtype switch { SafetensorsDType.BF16 => ScalarType.BFloat16, SafetensorsDType.F16 => ScalarType.Float16, _ => ScalarType.Float32 };
+        ScalarType st = dtype.ToScalarType()!.Value;
         MoeWeights w = MoeWeights.Random(c, 11, st);
         string path = PathOf("fused.safetensors");
         SafetensorsWriter.Write(path, FusedEntries(w, MoeCheckpoint.Prefix(layer), dtype));

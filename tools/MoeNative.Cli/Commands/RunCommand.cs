@@ -155,21 +155,7 @@ public static class RunCommand
         using CudaContext context = CudaContext.Create(0);
         using var block = new Qwen3MoeFusedBlock(context, weights, options.DType);
         MoeIntermediates fwd = block.Forward(x, tokens);
-        long e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
-        var entries = new List<SafetensorsEntry>
-        {
-            SafetensorsEntry.FromFloats("output", shape, fwd.Output),
-            SafetensorsEntry.FromFloats("router_logits", [tokens, e], fwd.RouterLogits),
-        };
-        if (dY is not null)
-        {
-            MoeGradients g = block.Backward(dY);
-            entries.Add(SafetensorsEntry.FromFloats("grad_hidden_states", shape, g.X));
-            entries.Add(SafetensorsEntry.FromFloats("grad_gate", [e, h], g.Router));
-            entries.Add(SafetensorsEntry.FromFloats("grad_gate_proj", [e, i, h], g.GateProj));
-            entries.Add(SafetensorsEntry.FromFloats("grad_up_proj", [e, i, h], g.UpProj));
-            entries.Add(SafetensorsEntry.FromFloats("grad_down_proj", [e, h, i], g.DownProj));
-        }
+        MoeGradients? g = dY is null ? null : block.Backward(dY);
         var metadata = new Dictionary<string, string>
         {
             ["producer"] = "MoeNative.Blocks",
@@ -177,8 +163,7 @@ public static class RunCommand
             ["dtype"] = options.DType.ShortName(),
             ["device"] = context.Name,
         };
-        SafetensorsWriter.Write(options.Output, entries, metadata);
-        return new MoeRunSummary(config, tokens, shape, entries.Select(t => (t.Name, t.Shape)).ToList());
+        return MoeLayerRunner.WriteOutputs(options.Output, config, shape, fwd, g, metadata);
     }
 
     /// <summary>The dtype of the checkpoint's router weight (F32/F16/BF16); bf16 when it cannot be read (the run
@@ -190,12 +175,7 @@ public static class RunCommand
             using SafetensorsCollection files = SafetensorsCollection.Open(weights);
             string name = MoeCheckpoint.Prefix(layer) + "gate.weight";
             if (!files.Contains(name)) return ScalarType.BFloat16;
-            return files.Find(name).Info.DType switch
-            {
-                SafetensorsDType.F32 => ScalarType.Float32,
-                SafetensorsDType.F16 => ScalarType.Float16,
-                _ => ScalarType.BFloat16,
-            };
+            return files.Find(name).Info.DType?.ToScalarType() ?? ScalarType.BFloat16;
         }
         catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
         {

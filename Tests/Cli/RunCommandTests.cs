@@ -163,25 +163,3 @@ public sealed class RunCommandTests
         Numerics.AssertRelativeNorm(name, t.Values, expected, tol);
     }
 }
-
-/// <summary>A temporary folder deleted on dispose.</summary>
-internal sealed class TempFolder : IDisposable
-{
-    private readonly DirectoryInfo _dir;
-
-    public TempFolder(string prefix) => _dir = CliHarness.NewTempDirectory(prefix);
-
-    public string Path(string relative) => System.IO.Path.Combine(_dir.FullName, relative);
-
-    public void Dispose()
-    {
-        try
-        {
-            _dir.Delete(recursive: true);
-        }
-        catch (IOException)
-        {
-            // a memory-mapped file may still be closing; the OS temp cleaner gets it
-        }
-    }
-}

@@ -16,7 +16,10 @@ public interface IVerifiedImplementation : IDisposable
     /// <param name="routing">Selected experts + weights to use instead of the router's own top-k; null = route.</param>
     MoeIntermediates Forward(float[] x, int tokens, MoeRouting? routing);
 
-    /// <summary>Gradients of the last <see cref="Forward"/>. dY // [T,H]</summary>
+    /// <summary>The five gradients of the forward <paramref name="saved"/> (which must be this implementation's last
+    /// <see cref="Forward"/>: the fused block keeps its own saved state and ignores the argument).</summary>
+    /// <param name="saved">What <see cref="Forward"/> returned.</param>
+    /// <param name="dY">grad_output. // [T,H]</param>
     MoeGradients Backward(MoeIntermediates saved, float[] dY);
 }
 

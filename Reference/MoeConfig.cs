@@ -53,6 +53,29 @@ public sealed record MoeConfig(
     /// <summary>Elements of down_proj [E,H,I].</summary>
     public long DownElements => (long)NumExperts * HiddenSize * IntermediateSize;
 
+    /// <summary>Checks the lengths of three weight-shaped arrays (weights or their gradients) against this config.</summary>
+    /// <param name="router">Router weight. // [E,H]</param>
+    /// <param name="gateUp">Stacked gate/up projections. // [E,2I,H]</param>
+    /// <param name="down">Down projections. // [E,H,I]</param>
+    /// <param name="routerName">Parameter name reported for <paramref name="router"/>.</param>
+    /// <param name="gateUpName">Parameter name reported for <paramref name="gateUp"/>.</param>
+    /// <param name="downName">Parameter name reported for <paramref name="down"/>.</param>
+    /// <exception cref="ArgumentException">A length differs from its shape's; the message names the array and the shape.</exception>
+    internal void CheckWeightShapes(float[] router, float[] gateUp, float[] down, string routerName, string gateUpName, string downName)
+    {
+        int e = NumExperts, h = HiddenSize, i = IntermediateSize;
+        CheckLength(router, RouterElements, routerName, $"[E={e},H={h}]");
+        CheckLength(gateUp, GateUpElements, gateUpName, $"[E={e},2I={2 * i},H={h}]");
+        CheckLength(down, DownElements, downName, $"[E={e},H={h},I={i}]");
+    }
+
+    private static void CheckLength(float[] a, long expected, string name, string shape)
+    {
+        ArgumentNullException.ThrowIfNull(a, name);
+        if (a.LongLength != expected)
+            throw new ArgumentException($"{name} must have shape {shape} = {expected} elements, got {a.LongLength}.", name);
+    }
+
     public override string ToString() =>
         $"{Name ?? "config"}: H={HiddenSize} I={IntermediateSize} E={NumExperts} k={TopK} norm_topk_prob={(NormTopKProb ? "true" : "false")}";
 

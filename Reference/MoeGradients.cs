@@ -22,13 +22,8 @@ public sealed class MoeGradients
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(x);
-        ArgumentNullException.ThrowIfNull(router);
-        ArgumentNullException.ThrowIfNull(gateUp);
-        ArgumentNullException.ThrowIfNull(downProj);
         if (x.Length % config.HiddenSize != 0) throw new ArgumentException($"x must be [T,H={config.HiddenSize}], got {x.Length} elements.", nameof(x));
-        if (router.LongLength != config.RouterElements) throw new ArgumentException($"router must be [E,H] = {config.RouterElements} elements, got {router.Length}.", nameof(router));
-        if (gateUp.LongLength != config.GateUpElements) throw new ArgumentException($"gateUp must be [E,2I,H] = {config.GateUpElements} elements, got {gateUp.Length}.", nameof(gateUp));
-        if (downProj.LongLength != config.DownElements) throw new ArgumentException($"downProj must be [E,H,I] = {config.DownElements} elements, got {downProj.Length}.", nameof(downProj));
+        config.CheckWeightShapes(router, gateUp, downProj, nameof(router), nameof(gateUp), nameof(downProj));
         Config = config;
         X = x;
         Router = router;

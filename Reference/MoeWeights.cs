@@ -21,23 +21,11 @@ public sealed class MoeWeights
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        ArgumentNullException.ThrowIfNull(router);
-        ArgumentNullException.ThrowIfNull(gateUp);
-        ArgumentNullException.ThrowIfNull(down);
-        int e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
-        Check(router, config.RouterElements, nameof(router), $"[E={e},H={h}]");
-        Check(gateUp, config.GateUpElements, nameof(gateUp), $"[E={e},2I={2 * i},H={h}]");
-        Check(down, config.DownElements, nameof(down), $"[E={e},H={h},I={i}]");
+        config.CheckWeightShapes(router, gateUp, down, nameof(router), nameof(gateUp), nameof(down));
         Config = config;
         Router = router;
         GateUp = gateUp;
         Down = down;
-    }
-
-    private static void Check(float[] a, long expected, string name, string shape)
-    {
-        if (a.LongLength != expected)
-            throw new ArgumentException($"{name} must have shape {shape} = {expected} elements, got {a.LongLength}.", name);
     }
 
     /// <summary>

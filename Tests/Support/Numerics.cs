@@ -50,6 +50,14 @@ public static class Numerics
         if (!c.AllClose) Assert.Fail(c.ToString());
     }
 
+    /// <summary>Fails once, listing every comparison that is not <see cref="TensorComparison.AllClose"/>, so that one
+    /// bad tensor never hides another.</summary>
+    public static void AssertAllClose(IEnumerable<Comparison> results)
+    {
+        string[] bad = results.Where(r => !r.AllClose).Select(r => r.ToString()).ToArray();
+        if (bad.Length > 0) Assert.Fail($"{bad.Length} comparison(s) out of tolerance:\n" + string.Join("\n", bad));
+    }
+
     /// <summary>Fails unless ‖a − e‖/‖e‖ ≤ <paramref name="maxRelative"/> and no NaN.</summary>
     public static void AssertRelativeNorm(string name, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, double maxRelative)
     {

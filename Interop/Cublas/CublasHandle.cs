@@ -78,7 +78,8 @@ public sealed class CublasHandle : IDisposable
     }
 
     /// <summary>C[m,n] = alpha·op(A)·op(B) + beta·C (column-major, cublasGemmEx). Device pointers; enqueued on the
-    /// handle's stream.</summary>
+    /// handle's stream. Shapes (column-major, as stored): a // [lda, k] (N) or [lda, m] (T), op(A) [m,k];
+    /// b // [ldb, n] (N) or [ldb, k] (T), op(B) [k,n]; c // [ldc, n], C [m,n].</summary>
     /// <exception cref="ArgumentOutOfRangeException">Negative m/n/k or a leading dimension below 1.</exception>
     /// <exception cref="CublasException">cuBLAS rejected the call (unsupported type combination, bad ld, ...).</exception>
     public unsafe void GemmEx(CublasOperation transa, CublasOperation transb, int m, int n, int k,
@@ -97,7 +98,8 @@ public sealed class CublasHandle : IDisposable
         GC.KeepAlive(this);
     }
 
-    /// <summary>batchCount independent GEMMs, matrix i at base + i·stride (elements), cublasGemmStridedBatchedEx.</summary>
+    /// <summary>batchCount independent GEMMs, matrix i at base + i·stride (elements), cublasGemmStridedBatchedEx;
+    /// each one shaped as in <see cref="GemmEx"/>.</summary>
     public unsafe void GemmStridedBatchedEx(CublasOperation transa, CublasOperation transb, int m, int n, int k,
         double alpha, ulong a, CudaDataType aType, int lda, long strideA,
         ulong b, CudaDataType bType, int ldb, long strideB,

@@ -49,9 +49,7 @@ public static class MoeLayerRunner
         MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
         MoeReference block = MoeReference.Create(options.Implementation, weights, options.DType, gemm);
 
-        (float[] x, long[] shape) = ReadActivations(options.Input, InputName, config.HiddenSize, null);
-        float[]? dY = null;
-        if (options.GradOutput is not null) (dY, _) = ReadActivations(options.GradOutput, GradOutputName, config.HiddenSize, shape);
+        (float[] x, long[] shape, float[]? dY) = ReadInputs(options, config.HiddenSize);
 
         MoeIntermediates fwd = block.Forward(x);
         MoeGradients? g = dY is null ? null : block.Backward(fwd, dY);
@@ -94,6 +92,20 @@ public static class MoeLayerRunner
         }
         SafetensorsWriter.Write(path, entries, metadata);
         return new MoeRunSummary(config, forward.Tokens, inputShape, entries.Select(t => (t.Name, t.Shape)).ToList());
+    }
+
+    /// <summary>
+    /// Reads <c>hidden_states</c> from <see cref="MoeRunOptions.Input"/> and, when <see cref="MoeRunOptions.GradOutput"/>
+    /// is set, <c>grad_output</c> of the same shape.
+    /// </summary>
+    /// <returns>X // [T,H] (flattened [B,S,H]), its shape as stored, and dY // [T,H] or null.</returns>
+    /// <exception cref="SafetensorsFormatException">A tensor is missing or has the wrong shape.</exception>
+    public static (float[] X, long[] Shape, float[]? DY) ReadInputs(MoeRunOptions options, int hidden)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        (float[] x, long[] shape) = ReadActivations(options.Input, InputName, hidden, null);
+        float[]? dY = options.GradOutput is null ? null : ReadActivations(options.GradOutput, GradOutputName, hidden, shape).Values;
+        return (x, shape, dY);
     }
 
     /// <summary>Reads a [T,H] or [B,S,H] floating tensor; returns the values and the shape.</summary>

@@ -146,10 +146,7 @@ public static class RunCommand
     internal static MoeRunSummary RunFused(MoeRunOptions options, MoeConfig config)
     {
         MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
-        (float[] x, long[] shape) = MoeLayerRunner.ReadActivations(options.Input, MoeLayerRunner.InputName, config.HiddenSize, null);
-        float[]? dY = options.GradOutput is null
-            ? null
-            : MoeLayerRunner.ReadActivations(options.GradOutput, MoeLayerRunner.GradOutputName, config.HiddenSize, shape).Values;
+        (float[] x, long[] shape, float[]? dY) = MoeLayerRunner.ReadInputs(options, config.HiddenSize);
         int tokens = checked((int)(x.LongLength / config.HiddenSize));
 
         using CudaContext context = CudaContext.Create(0);

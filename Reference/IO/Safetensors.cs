@@ -247,17 +247,11 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 break;
             case SafetensorsDType.BF16:
                 StoragePrecision.ParallelChunks((int)n, (s0, len) =>
-                {
-                    ushort* p = (ushort*)src + s0;
-                    for (int i = 0; i < len; i++) result[s0 + i] = BitConverter.Int32BitsToSingle(p[i] << 16);
-                });
+                    PrecisionConvert.ToSingle(new ReadOnlySpan<BFloat16>((BFloat16*)src + s0, len), result.AsSpan(s0, len)));
                 break;
             case SafetensorsDType.F16:
                 StoragePrecision.ParallelChunks((int)n, (s0, len) =>
-                {
-                    Half* p = (Half*)src + s0;
-                    for (int i = 0; i < len; i++) result[s0 + i] = (float)p[i];
-                });
+                    PrecisionConvert.ToSingle(new ReadOnlySpan<Half>((Half*)src + s0, len), result.AsSpan(s0, len)));
                 break;
             default:
                 throw new SafetensorsFormatException($"{Path}: tensor '{name}' has dtype {info.DTypeName}; expected a floating dtype (F32, F16 or BF16).");
@@ -330,19 +324,13 @@ public sealed record SafetensorsEntry(string Name, SafetensorsDType DType, long[
                 data = MemoryMarshal.AsBytes(values).ToArray();
                 break;
             case SafetensorsDType.BF16:
-                {
-                    var bits = new ushort[values.Length];
-                    for (int i = 0; i < values.Length; i++) bits[i] = BFloat16.RoundToBits(values[i]);
-                    data = MemoryMarshal.AsBytes(bits.AsSpan()).ToArray();
-                    break;
-                }
+                data = new byte[values.Length * sizeof(ushort)];
+                PrecisionConvert.ToBFloat16(values, MemoryMarshal.Cast<byte, BFloat16>(data.AsSpan()));
+                break;
             case SafetensorsDType.F16:
-                {
-                    var halves = new Half[values.Length];
-                    for (int i = 0; i < values.Length; i++) halves[i] = (Half)values[i];
-                    data = MemoryMarshal.AsBytes(halves.AsSpan()).ToArray();
-                    break;
-                }
+                data = new byte[values.Length * sizeof(ushort)];
+                PrecisionConvert.ToHalf(values, MemoryMarshal.Cast<byte, Half>(data.AsSpan()));
+                break;
             default:
                 throw new ArgumentException($"Tensor '{name}': float values cannot be stored as {dtype}.", nameof(dtype));
         }

@@ -24,25 +24,13 @@ internal static class Precision<T> where T : unmanaged, IBinaryFloatingPointIeee
     public static void RoundInPlace(Span<T> values, ScalarType dtype)
     {
         if (dtype == ScalarType.Float32) return;
-        int i = 0;
-        if (typeof(T) == typeof(float) && dtype == ScalarType.BFloat16 && Vector.IsHardwareAccelerated)
+        if (typeof(T) == typeof(float))
         {
-            // Vectorised round-to-nearest-even to bf16, same arithmetic as BFloat16.RoundToBits: add 0x7FFF plus the
-            // lowest kept bit, clear the low half; NaN lanes keep their bits with the quiet bit forced.
-            Span<uint> bits = MemoryMarshal.Cast<T, uint>(values);
-            var absMask = new Vector<uint>(0x7FFF_FFFF);
-            var inf = new Vector<uint>(0x7F80_0000);
-            var keep = new Vector<uint>(0xFFFF_0000);
-            var quiet = new Vector<uint>(0x0040_0000);
-            for (; i <= bits.Length - Vector<uint>.Count; i += Vector<uint>.Count)
-            {
-                var b = new Vector<uint>(bits[i..]);
-                Vector<uint> rounded = (b + new Vector<uint>(0x7FFF) + ((b >> 16) & Vector<uint>.One)) & keep;
-                Vector<uint> nan = Vector.GreaterThan(b & absMask, inf);
-                Vector.ConditionalSelect(nan, (b | quiet) & keep, rounded).CopyTo(bits[i..]);
-            }
+            // Interop's vectorised conversions, bit for bit the scalar Round above.
+            PrecisionConvert.RoundInPlace(dtype, MemoryMarshal.Cast<T, float>(values));
+            return;
         }
-        for (; i < values.Length; i++) values[i] = Round(values[i], dtype);
+        for (int i = 0; i < values.Length; i++) values[i] = Round(values[i], dtype);
     }
 
     /// <summary>True when every value is already representable in <paramref name="dtype"/>.</summary>

@@ -22,14 +22,16 @@ public static class InfoCommand
 
     public static int Run(CliConsole console, int ordinal)
     {
-        // Plain aligned lines (no table padding): easy to read in a log and to grep.
+        // Plain aligned lines (no table padding): easy to read in a log and to grep. Continuation lines of a value
+        // start in the value column.
+        const int KeyWidth = 13;
         void Row(string key, string value)
         {
             string[] lines = value.Split('\n');
-            console.Out.WriteLine($"{key,-13}{lines[0]}");
+            console.Out.WriteLine(key.PadRight(KeyWidth) + lines[0]);
             foreach (string line in lines.Skip(1))
             {
-                console.Out.WriteLine(new string(' ', 15) + line);
+                console.Out.WriteLine(new string(' ', KeyWidth) + line);
             }
         }
 

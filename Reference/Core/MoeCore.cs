@@ -137,7 +137,7 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
     }
 
     /// <summary>Logits → probabilities → (selection unless forced) → weights (unless forced).</summary>
-    public static (T[] Logits, T[] Probs, int[] Selected, T[] Weights) Route(IGemm<T> gemm, MoeParams<T> prm, ReadOnlySpan<T> x, int tokens,
+    public static (T[] Logits, T[] Probs, int[] Selected, T[] Weights) Route(IGemm<T> gemm, MoeParams<T> prm, ReadOnlySpan<T> x /*[T,H]*/, int tokens,
         ScalarType dt, int[]? forcedSelected, T[]? forcedWeights)
     {
         MoeConfig c = prm.Config;

@@ -191,7 +191,7 @@ public sealed class GroupedGemm
     // ============================================================================================== planning
 
     /// <summary>What one validated call launches.</summary>
-    internal readonly record struct GemmPlan(GroupedGemmSpec Spec, long Tiles);
+    internal readonly record struct GemmPlan(GroupedGemmSpec Spec, long Tiles, int Experts);
 
     /// <summary>
     /// Validates a call (no device needed) and returns what to launch, or null when there is nothing to do.
@@ -265,7 +265,7 @@ public sealed class GroupedGemm
         GemmConfig cfg = !tensorCoreShape || config == GemmConfig.Ffma64x64 ? GemmConfig.Ffma64x64
             : config ?? DefaultConfig(layout, dtype, computeCapability, multiprocessors, rows, n, k);
         GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, dtype, cfg);
-        return new GemmPlan(spec, EstimatedTiles(layout, cfg, rows, n, k));
+        return new GemmPlan(spec, EstimatedTiles(layout, cfg, rows, n, k), rows.Experts);
     }
 
     /// <summary>
@@ -285,20 +285,24 @@ public sealed class GroupedGemm
 
     // ============================================================================================== launching
 
-    private sealed class LoadedGemm(object kernel, int ctasPerSm)
+    private sealed class LoadedGemm(object kernel, int registersPerThread)
     {
         public object Kernel { get; } = kernel;
-        public int CtasPerSm { get; } = ctasPerSm;
+        public int RegistersPerThread { get; } = registersPerThread;
     }
 
     private void Launch<TArgs>(GemmPlan plan, CudaStream stream, in TArgs args) where TArgs : unmanaged
     {
         GroupedGemmSpec spec = plan.Spec;
         LoadedGemm loaded = Load(spec);
-        long resident = (long)Context.MultiprocessorCount * loaded.CtasPerSm;
+        int smem = spec.LaunchSharedBytes(plan.Experts);
+        if (smem > Math.Max(48 * 1024, Context.MaxSharedMemoryPerBlockOptin))
+            throw new NotSupportedException(
+                $"{spec.ModuleName} with E = {plan.Experts} needs {smem} bytes of shared memory; {Context.Name} allows {Context.MaxSharedMemoryPerBlockOptin} per block.");
+        long resident = (long)Context.MultiprocessorCount * CtasPerSm(spec, loaded.RegistersPerThread, smem);
         long cap = GridLimitForTesting is { } limit ? Math.Max(limit, 1) : long.MaxValue;
         uint grid = (uint)Math.Clamp(Math.Min(Math.Min(plan.Tiles, resident), cap), 1, int.MaxValue);
-        ((PtxKernel<TArgs>)loaded.Kernel).Launch(stream, new Dim3(grid), new Dim3((uint)spec.Config.Threads), spec.DynamicSharedBytes, in args);
+        ((PtxKernel<TArgs>)loaded.Kernel).Launch(stream, new Dim3(grid), new Dim3((uint)spec.Config.Threads), smem, in args);
     }
 
     private LoadedGemm Load(GroupedGemmSpec spec)
@@ -315,14 +319,14 @@ public sealed class GroupedGemm
                 GroupedGemmLayout.BackwardDataNN => Typed<GroupedGemmBackwardDataArgs>(module, spec.EntryName),
                 _ => Typed<GroupedGemmBackwardWeightArgs>(module, spec.EntryName),
             };
-            if (spec.DynamicSharedBytes > 48 * 1024)
-            {
-                if (spec.DynamicSharedBytes > Context.MaxSharedMemoryPerBlockOptin)
-                    throw new NotSupportedException(
-                        $"{spec.ModuleName} needs {spec.DynamicSharedBytes} bytes of shared memory; {Context.Name} allows {Context.MaxSharedMemoryPerBlockOptin} per block.");
-                raw.SetMaxDynamicSharedMemory(spec.DynamicSharedBytes);
-            }
-            var loaded = new LoadedGemm(kernel, CtasPerSm(spec, raw.NumRegisters));
+            if (spec.DynamicSharedBytes > Context.MaxSharedMemoryPerBlockOptin)
+                throw new NotSupportedException(
+                    $"{spec.ModuleName} needs {spec.DynamicSharedBytes} bytes of shared memory; {Context.Name} allows {Context.MaxSharedMemoryPerBlockOptin} per block.");
+            // NOTE: kernels with a per-expert table (SharedBytesPerExpert) launch with more than DynamicSharedBytes:
+            // allow up to the opt-in limit (the launch checks its own total).
+            if (spec.DynamicSharedBytes > 48 * 1024 || (spec.SharedBytesPerExpert > 0 && Context.MaxSharedMemoryPerBlockOptin > 48 * 1024))
+                raw.SetMaxDynamicSharedMemory(spec.SharedBytesPerExpert > 0 ? Context.MaxSharedMemoryPerBlockOptin : spec.DynamicSharedBytes);
+            var loaded = new LoadedGemm(kernel, raw.NumRegisters);
             _loaded[key] = loaded;
             return loaded;
         }
@@ -336,12 +340,12 @@ public sealed class GroupedGemm
 
     /// <summary>Resident CTAs per SM from registers (64K per SM, allocated per warp in 256-register units),
     /// shared memory (opt-in limit + 1 KiB per SM, 1 KiB reserved per CTA) and threads (2048 per SM).</summary>
-    private int CtasPerSm(GroupedGemmSpec spec, int registersPerThread)
+    private int CtasPerSm(GroupedGemmSpec spec, int registersPerThread, int dynamicSharedBytes)
     {
         int threads = spec.Config.Threads;
         int warpRegs = (Math.Max(registersPerThread, 1) * 32 + 255) / 256 * 256;
         int byRegs = 65536 / (warpRegs * spec.Config.Warps);
-        int smemPerCta = spec.DynamicSharedBytes + StaticSharedBytes(spec) + 1024;
+        int smemPerCta = dynamicSharedBytes + StaticSharedBytes(spec) + 1024;
         int bySmem = (Context.MaxSharedMemoryPerBlockOptin + 1024) / smemPerCta;
         int byThreads = 2048 / threads;
         return Math.Max(1, Math.Min(Math.Min(byRegs, bySmem), Math.Min(byThreads, 32)));

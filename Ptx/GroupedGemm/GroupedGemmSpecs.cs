@@ -20,6 +20,13 @@ public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType,
     /// <summary>The launch-args struct of this layout.</summary>
     public Type ArgsType => GroupedGemmSpecs.ArgsTypeOf(Layout);
 
+    /// <summary>Dynamic shared memory the launch adds per expert (the NT tensor-core kernel keeps m_sizes [E] in
+    /// shared at offset <see cref="DynamicSharedBytes"/>); the launch passes DynamicSharedBytes + this·E rounded up to 16.</summary>
+    public int SharedBytesPerExpert { get; init; }
+
+    /// <summary>Dynamic shared memory of a launch over <paramref name="experts"/> experts.</summary>
+    public int LaunchSharedBytes(int experts) => DynamicSharedBytes + (SharedBytesPerExpert * System.Math.Max(experts, 0) + 15) / 16 * 16;
+
     /// <summary>The specialised PTX text.</summary>
     public string SpecialisedPtx() => PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(File), Values);
 
@@ -88,13 +95,17 @@ public static class GroupedGemmSpecs
     private static readonly GemmConfig[] FfmaCandidates = [GemmConfig.Ffma64x64];
 
     // Largest tile first: 128x128 for many rows per expert, down to 64x32 (1 warp, 8 stages) for decode, where
-    // the GEMM streams W and the CTA count (and bytes in flight) matters more than reuse.
+    // the GEMM streams W and the CTA count (and bytes in flight) matters more than reuse. The shallower 64-row
+    // variants (s3, s4) trade a stage for resident CTAs: memory-bound prefill ran at ~6 warps per SM (ncu on an
+    // H100, 64x64 s6 at T=128: 3 CTAs of 2 warps, 64% of DRAM bandwidth), too few to hide the loader's latency.
     private static readonly GemmConfig[] MmaCandidates =
     [
         GemmConfig.Mma(128, 128, 4),
         GemmConfig.Mma(128, 64, 4),
         GemmConfig.Mma(64, 128, 4),
+        GemmConfig.Mma(64, 128, 3),
         GemmConfig.Mma(64, 64, 6),
+        GemmConfig.Mma(64, 64, 4),
         GemmConfig.Mma(64, 32, 8),
     ];
 
@@ -157,6 +168,7 @@ public static class GroupedGemmSpecs
                 v["A_ITERS"] = bm * 4 / threads; v["B_ITERS"] = bn * 4 / threads;
                 v["LD_RPI"] = ldRpi; v["LD_RPI_SMEM"] = ldRpi * KMajorPitch; v["LD_RPI_TAB"] = ldRpi * 8;
                 smem = 16 * bm + Math.Max(s * (bm + bn) * KMajorPitch, bm * cPitch);
+                v["SCHED_OFF"] = smem;
                 break;
             }
             case GroupedGemmLayout.BackwardDataNN:
@@ -189,6 +201,9 @@ public static class GroupedGemmSpecs
             // NOTE: cvt.f32.bf16 needs sm_90; on sm_80 a bf16 widens by moving its bits to the high half of a b32.
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "mov.b32 t_scale, {t_zero, t_h};" : "cvt.f32.f16 t_scale, t_h;";
         string entry = $"grouped_gemm_{tag}_sm80_{dtype.ShortName()}_mma_{bm}x{bn}x{config.BlockK}_s{s}";
-        return new GroupedGemmSpec(layout, dtype, math, config, $"GroupedGemm/grouped_gemm_{tag}_mma_sm80.ptx", entry, smem, values);
+        return new GroupedGemmSpec(layout, dtype, math, config, $"GroupedGemm/grouped_gemm_{tag}_mma_sm80.ptx", entry, smem, values)
+        {
+            SharedBytesPerExpert = layout == GroupedGemmLayout.ForwardNT ? 4 : 0, // sched [E] i32
+        };
     }
 }

@@ -135,3 +135,15 @@ public struct SumOverTopKArgs
     public int Hidden;      // H
     public int Vectorised;  // 1: H % 8 == 0 and 16-byte aligned bases
 }
+
+/// <summary><c>moe_router_logits_gemv_{bf16|fp16}</c>: L [T,E] = X·Wrᵀ for small T, two experts x eight tokens per CTA.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct RouterLogitsGemvArgs
+{
+    public ulong X;         // [T,H] dtype in
+    public ulong Wr;        // [E,H] dtype in
+    public ulong Logits;    // [T,E] dtype out
+    public int Tokens;      // T
+    public int Experts;     // E
+    public int Hidden;      // H (multiple of 8)
+}

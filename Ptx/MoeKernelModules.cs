@@ -5,6 +5,7 @@ public static class MoeKernelModules
 {
     public const string RouterFile = "Routing/router_softmax_topk.ptx";
     public const string RoutingIndicesFile = "Routing/routing_indices.ptx";
+    public const string RouterLogitsGemvFile = "Routing/router_logits_gemv.ptx";
     public const string GatherRowsFile = "Elementwise/gather_rows.ptx";
     public const string SiluMulFile = "Elementwise/silu_mul.ptx";
     public const string TopKCombineFile = "Elementwise/topk_combine.ptx";
@@ -12,6 +13,7 @@ public static class MoeKernelModules
 
     public static string RouterForwardEntry(ScalarType t) => $"moe_router_softmax_topk_{t.ShortName()}";
     public static string RouterBackwardEntry(ScalarType t) => $"moe_router_softmax_topk_backward_{t.ShortName()}";
+    public static string RouterLogitsGemvEntry(ScalarType t) => $"moe_router_logits_gemv_{t.ShortName()}";
     public const string RoutingCountEntry = "moe_routing_count_experts_i32";
     public const string RoutingScatterEntry = "moe_routing_scatter_stable_i32";
     public static string GatherRowsEntry(ScalarType t) => $"moe_gather_rows_{t.ShortName()}";
@@ -33,6 +35,12 @@ public static class MoeKernelModules
         PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(RoutingIndicesFile), new Dictionary<string, string>()),
         [new PtxKernelSpec(RoutingCountEntry, typeof(RoutingCountArgs)), new PtxKernelSpec(RoutingScatterEntry, typeof(RoutingScatterArgs))]);
 
+    /// <summary>One module, both 16-bit entries (the file has no placeholders: the two entries are written out).</summary>
+    public static PtxModuleSpec RouterLogitsGemv() => new(ModuleName(RouterLogitsGemvFile, null),
+        PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(RouterLogitsGemvFile), new Dictionary<string, string>()),
+        [new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.BFloat16), typeof(RouterLogitsGemvArgs)),
+         new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.Float16), typeof(RouterLogitsGemvArgs))]);
+
     public static PtxModuleSpec GatherRows(ScalarType t) => Dtype(GatherRowsFile, t,
         new PtxKernelSpec(GatherRowsEntry(t), typeof(GatherRowsArgs)));
 
@@ -47,10 +55,11 @@ public static class MoeKernelModules
     public static PtxModuleSpec SumOverTopK(ScalarType t) => Dtype(SumOverTopKFile, t,
         new PtxKernelSpec(SumOverTopKEntry(t), typeof(SumOverTopKArgs)));
 
-    /// <summary>Every small-kernel specialisation (5 files x 3 dtypes + routing indices).</summary>
+    /// <summary>Every small-kernel specialisation (5 files x 3 dtypes + routing indices + the router GEMV).</summary>
     public static IEnumerable<PtxModuleSpec> All()
     {
         yield return RoutingIndices();
+        yield return RouterLogitsGemv();
         foreach (ScalarType t in PtxDtype.All)
         {
             yield return Router(t);

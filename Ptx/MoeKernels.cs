@@ -38,6 +38,7 @@ public sealed class MoeKernels
     private readonly PtxKernel<TopKCombineArgs>?[] _combine = new PtxKernel<TopKCombineArgs>?[3];
     private readonly PtxKernel<TopKCombineBackwardArgs>?[] _combineBackward = new PtxKernel<TopKCombineBackwardArgs>?[3];
     private readonly PtxKernel<SumOverTopKArgs>?[] _sumOverTopK = new PtxKernel<SumOverTopKArgs>?[3];
+    private readonly PtxKernel<RouterLogitsGemvArgs>?[] _routerLogitsGemv = new PtxKernel<RouterLogitsGemvArgs>?[3];
     private PtxKernel<RoutingCountArgs>? _routingCount;
     private PtxKernel<RoutingScatterArgs>? _routingScatter;
 
@@ -109,6 +110,48 @@ public sealed class MoeKernels
         };
         Kernel(_routerBackward, dtype, MoeKernelModules.Router, MoeKernelModules.RouterBackwardEntry)
             .Launch(stream, new Dim3(CeilDiv(tokens, RouterBlock / 32)), new Dim3(RouterBlock), 0, in args);
+    }
+
+    /// <summary>Largest T for which <see cref="CanRouterLogitsGemv"/> says yes: each warp re-reads X (T x H) once per expert
+    /// pair, which stays cheaper than the tiled GEMM's serial k-walk up to a few hundred tokens.</summary>
+    public const int RouterLogitsGemvMaxTokens = 256;
+
+    /// <summary>True when <see cref="RouterLogitsGemv"/> takes this call: 16-bit dtype, T in [1, <see cref="RouterLogitsGemvMaxTokens"/>],
+    /// H a multiple of 8, every pointer 16-byte aligned.</summary>
+    public static bool CanRouterLogitsGemv(ScalarType dtype, int tokens, int hidden, DeviceRange x, DeviceRange wr, DeviceRange logits) =>
+        dtype is ScalarType.BFloat16 or ScalarType.Float16 && tokens is > 0 and <= RouterLogitsGemvMaxTokens && hidden > 0
+        && hidden % 8 == 0 && x.Pointer % 16 == 0 && wr.Pointer % 16 == 0 && logits.Pointer % 16 == 0;
+
+    /// <summary>
+    /// Router logits for small T: <c>L[t, e] = Σ_h X[t, h]·Wr[e, h]</c>, fp32 accumulation (per lane in chunk order, then
+    /// a fixed butterfly and the four warps in order: deterministic), one rounding to <paramref name="dtype"/>.
+    /// Grid (⌈E/2⌉, ⌈T/8⌉) x 128 threads: two experts x eight tokens per CTA.
+    /// Only where <see cref="CanRouterLogitsGemv"/> holds (the tiled grouped GEMM does the rest).
+    /// </summary>
+    public void RouterLogitsGemv(CudaStream stream, ScalarType dtype,
+        DeviceRange x,       // [T,H] dtype
+        DeviceRange wr,      // [E,H] dtype
+        DeviceRange logits,  // [T,E] dtype out
+        int tokens, int experts, int hidden)
+    {
+        CheckStream(stream);
+        if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
+            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "The router GEMV takes BFloat16 or Float16.");
+        NonNegative(tokens, nameof(tokens));
+        if (experts < 1) throw new ArgumentOutOfRangeException(nameof(experts), experts, "E must be >= 1.");
+        if (hidden < 8 || hidden % 8 != 0) throw new ArgumentOutOfRangeException(nameof(hidden), hidden, "H must be a positive multiple of 8.");
+        Need(x, (long)tokens * hidden * 2, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
+        Need(wr, (long)experts * hidden * 2, nameof(wr), $"[E={experts},H={hidden}] {dtype}");
+        Need(logits, (long)tokens * experts * 2, nameof(logits), $"[T={tokens},E={experts}] {dtype}");
+        foreach ((DeviceRange r, string name) in new[] { (x, nameof(x)), (wr, nameof(wr)), (logits, nameof(logits)) })
+            if (r.Pointer % 16 != 0) throw new ArgumentException($"{name} (0x{r.Pointer:x}) must be 16-byte aligned.", name);
+        if (tokens == 0) return;
+        var args = new RouterLogitsGemvArgs
+        {
+            X = x.Pointer, Wr = wr.Pointer, Logits = logits.Pointer, Tokens = tokens, Experts = experts, Hidden = hidden,
+        };
+        Kernel(_routerLogitsGemv, dtype, _ => MoeKernelModules.RouterLogitsGemv(), MoeKernelModules.RouterLogitsGemvEntry)
+            .Launch(stream, new Dim3(CeilDiv(experts, 2), CeilDiv(tokens, 8)), new Dim3(128), 0, in args);
     }
 
     // ============================================================================================== routing indices

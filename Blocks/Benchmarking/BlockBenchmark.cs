@@ -53,6 +53,13 @@ public sealed record BlockBenchmarkOptions
     /// <summary>Seed of the weights; inputs use seed + T (fresh per T).</summary>
     public int Seed { get; init; } = 1234;
 
+    /// <summary>
+    /// When set, a file that receives the fused block's per-step breakdown (median ms of each launch step of the
+    /// forward, and of the backward with <see cref="Backward"/>, timed with CUDA events between direct launches:
+    /// each step then also pays its launch gap). Default: the environment variable MOENATIVE_BENCH_BREAKDOWN.
+    /// </summary>
+    public string? BreakdownFile { get; init; } = Environment.GetEnvironmentVariable("MOENATIVE_BENCH_BREAKDOWN");
+
     /// <summary>Throws <see cref="ArgumentException"/> for an empty or non-positive token list or bad replay bounds.</summary>
     public void Validate()
     {
@@ -202,6 +209,7 @@ public sealed class BlockBenchmark
 
     private sealed class FusedImpl(Qwen3MoeFusedBlock block, bool useGraph, bool backward) : IDeviceImpl
     {
+        public Qwen3MoeFusedBlock Block => block;
         public string Name => "fused";
         public bool UseGraph => useGraph;
         public void Reserve(int tokens) => block.Reserve(tokens, backward);
@@ -256,6 +264,8 @@ public sealed class BlockBenchmark
             int hit = impl.ExpertsHit(tokens, c.NumExperts);
 
             rows.Add(TimePass(impl, stream, tokens, hit, BenchmarkPass.Forward, s => impl.Forward(s, x, y, tokens), progress, ct));
+            if (impl is FusedImpl breakdownImpl && !string.IsNullOrEmpty(_options.BreakdownFile))
+                WriteBreakdown(breakdownImpl.Block, stream, tokens, "fwd", s => impl.Forward(s, x, y, tokens));
             if (_options.Backward)
             {
                 grads = new DeviceGradients<TElem>(
@@ -275,6 +285,12 @@ public sealed class BlockBenchmark
                     impl.Forward(s, x, y, tokens);
                     impl.Backward(s, dY, g);
                 }, progress, ct));
+                if (impl is FusedImpl breakdownImpl2 && !string.IsNullOrEmpty(_options.BreakdownFile))
+                    WriteBreakdown(breakdownImpl2.Block, stream, tokens, "fwd+bwd", s =>
+                    {
+                        impl.Forward(s, x, y, tokens);
+                        impl.Backward(s, dY, g);
+                    });
             }
         }
         finally
@@ -358,6 +374,74 @@ public sealed class BlockBenchmark
         {
             graph?.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Appends to <see cref="BlockBenchmarkOptions.BreakdownFile"/> the median time of each launch step of
+    /// <paramref name="call"/> (direct launches, an event after every step).
+    /// </summary>
+    private void WriteBreakdown(Qwen3MoeFusedBlock block, CudaStream stream, int tokens, string pass, Action<CudaStream> call)
+    {
+        const int Repetitions = 21;
+        var names = new List<string>();
+        var times = new List<List<double>>();
+        var events = new List<CudaEvent>();
+        try
+        {
+            for (int rep = 0; rep < Repetitions; rep++)
+            {
+                var stepNames = new List<string>();
+                var stepEvents = new List<CudaEvent>();
+                var first = new CudaEvent(_context);
+                events.Add(first);
+                first.Record(stream);
+                block.StepProbe = (s, step) =>
+                {
+                    var ev = new CudaEvent(_context);
+                    events.Add(ev);
+                    ev.Record(s);
+                    stepNames.Add(step);
+                    stepEvents.Add(ev);
+                };
+                try
+                {
+                    call(stream);
+                }
+                finally
+                {
+                    block.StepProbe = null;
+                }
+                stream.Synchronize();
+                if (rep == 0)
+                {
+                    names.AddRange(stepNames);
+                    foreach (string _ in stepNames) times.Add([]);
+                }
+                CudaEvent previous = first;
+                for (int i = 0; i < stepEvents.Count && i < names.Count; i++)
+                {
+                    times[i].Add(CudaEvent.ElapsedMilliseconds(previous, stepEvents[i]));
+                    previous = stepEvents[i];
+                }
+            }
+        }
+        finally
+        {
+            foreach (CudaEvent ev in events) ev.Dispose();
+        }
+        var text = new System.Text.StringBuilder();
+        text.Append(System.Globalization.CultureInfo.InvariantCulture, $"{_context.Name} T={tokens} {pass} (direct launches, median of {Repetitions}):");
+        double total = 0;
+        for (int i = 0; i < names.Count; i++)
+        {
+            double ms = Median(times[i]);
+            total += ms;
+            text.Append(System.Globalization.CultureInfo.InvariantCulture, $" {names[i]}={ms * 1000:0.0}us");
+        }
+        text.Append(System.Globalization.CultureInfo.InvariantCulture, $" | sum={total * 1000:0.0}us");
+        foreach (var chosen in block.ChosenConfigs.Where(kv => kv.Key.ShapeClassTokens == FusedWorkspaceLayout.ShapeClassTokens(tokens)))
+            text.Append(System.Globalization.CultureInfo.InvariantCulture, $" {chosen.Key.Gemm}:{chosen.Value}");
+        File.AppendAllText(_options.BreakdownFile!, text.ToString() + Environment.NewLine);
     }
 
     // ---- reference --------------------------------------------------------------------------------------------------

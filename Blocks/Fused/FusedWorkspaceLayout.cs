@@ -21,7 +21,7 @@ public enum FusedBuffer
     Gather,
     /// <summary>i32 [TK] inverse[p] = expert-ordered row r of token slot p.</summary>
     Inverse,
-    /// <summary>dtype [TK,H] X rows in expert order (absent with PermuteX).</summary>
+    /// <summary>dtype [TK,H] X rows in expert order (absent with PermuteX; the fused forward gathers X inside GEMM1, its backward fills this for the GEMM1 dW).</summary>
     XPermuted,
     /// <summary>dtype [TK,2I] GEMM1 output, expert order.</summary>
     FirstGemm,

@@ -13,9 +13,9 @@ namespace MoeNative.Blocks;
 /// <para>Dimension legend: T tokens, H hidden, I intermediate, E experts, k experts per token, TK = T*k;
 /// r = expert-ordered row, p = t*k + j = token slot; gather[r] = p, inverse[p] = r.</para>
 /// <para><b>Forward</b> (one stream, in order):
-/// router GEMM <c>L [T,E] = X·Wrᵀ</c> (grouped NT, one group) → RouterForward (<c>probs [T,E] f32</c>, <c>sel [T,k]</c>,
-/// <c>w [T,k]</c>) → RoutingIndices (<c>m_sizes [E]</c>, <c>gather</c>, <c>inverse [TK]</c>) → GatherRows
-/// (<c>Xp [TK,H]</c>; skipped with PermuteX, whose GEMM1 gathers X rows while loading) → GEMM1
+/// router logits <c>L [T,E] = X·Wrᵀ</c> (GEMV kernel for T ≤ 256, else grouped NT with one group) → RouterForward (<c>probs [T,E] f32</c>, <c>sel [T,k]</c>,
+/// <c>w [T,k]</c>) → RoutingIndices (<c>m_sizes [E]</c>, <c>gather</c>, <c>inverse [TK]</c>) → GEMM1 (gathering
+/// the X rows <c>Xp[r] = X[gather[r]/k]</c> while loading, with or without PermuteX) →
 /// <c>G1 [TK,2I] = Xp·Wgu[e]ᵀ</c> → SiluMul (<c>A [TK,I]</c>) → GEMM2 <c>G2 [TK,H] = A·Wd[e]ᵀ</c> (stored in
 /// token-slot order as <c>U</c> with PermuteY; rows scaled by w with FuseMulPost) → Combine
 /// (<c>Y [T,H] = Σ_j w·U</c>; through <c>inverse</c> unless PermuteY; weights 1 with FuseMulPost).</para>
@@ -23,8 +23,8 @@ namespace MoeNative.Blocks;
 /// (<c>dA = dG2·Wd[e]</c>, loading dU through gather with PermuteY) and dW (<c>dWd[e] = Σ dG2ᵀ A</c>) →
 /// SiluMulBackward (<c>dG1 [TK,2I]</c>) → GEMM1 dX (<c>dXp = dG1·Wgu[e]</c>, stored straight to token-slot order
 /// with PermuteX, else in expert order then reordered through <c>inverse</c>) and dW (<c>dWgu[e] = Σ dG1ᵀ Xp</c>,
-/// gathering X rows with PermuteX) → RouterBackward (<c>dL [T,E]</c>) → router dW (<c>dWr = dLᵀ·X</c>, TN one
-/// group) and router dX (<c>dXr = dL·Wr</c>, NN one group) → SumOverTopK (<c>dX[t] = dXr[t] + Σ_j dXp[t*k+j]</c>).</para>
+/// gathering X rows with PermuteX, else from an Xp copy made here) → RouterBackward (<c>dL [T,E]</c>) → router dW
+/// (<c>dWr = dLᵀ·X</c>, TN one group) and router dX (<c>dXr = dL·Wr</c>, NN one group) → SumOverTopK (<c>dX[t] = dXr[t] + Σ_j dXp[t*k+j]</c>).</para>
 /// <para><b>Saved state</b>: the backward reads the forward's workspace and the caller's X (and routing, when passed
 /// in) buffers: keep them unchanged between a forward and its backward.</para>
 /// <para><b>Workspace</b>: allocated on the first call of a shape class (T rounded up to a power of two), grown, never
@@ -330,41 +330,47 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         var routerRows = new GroupedRows(_iota!.PointerAt(tokens), 0, tokens, 1, 1); // one group of T rows
         var expertRows = new GroupedRows(mSizes.Pointer, gather.Pointer, tk, e, k);
 
-        // 1. router logits L = X·Wrᵀ
+        // 1. router logits L = X·Wrᵀ: a GEMV kernel for small T (a tiled GEMM would walk H in series on one or two
+        //    CTAs), else the grouped NT GEMM with one group
         DeviceRange wr = _weights.RouterRange;
-        _tuner.Run(FusedGemm.RouterForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tokens, e, h),
-            cfg => _gemm.ForwardNT(s, dt, cfg, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
+        if (MoeKernels.CanRouterLogitsGemv(dt, tokens, h, x, wr, logits))
+            _kernels.RouterLogitsGemv(s, dt, x, wr, logits, tokens, e, h);
+        else
+            _tuner.Run(FusedGemm.RouterForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tokens, e, h),
+                cfg => _gemm.ForwardNT(s, dt, cfg, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
+        Probe(s, "router_logits");
         // 2. softmax (fp32), top-k, renorm, cast
         _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
+        Probe(s, "router_softmax_topk");
         DeviceRange sel = selectedIn.IsNull ? selOwn : selectedIn;
         DeviceRange w = weightsIn.IsNull ? wOwn : weightsIn;
         // 3. m_sizes, stable gather, inverse
         _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e);
-        // 4. Xp = X[gather/k] (fused into GEMM1's loads with PermuteX)
+        Probe(s, "routing_indices");
+        // 4. Xp = X[gather/k]: always fused into GEMM1's loads (a(r) = gather[r]/k), with or without PermuteX: the
+        //    same A values as a gathered copy (bit-identical G1), without the copy's TK·H writes and reads.
         DeviceRange a1 = x;
         RowSource a1Rows = RowSource.GatherToken;
-        if (!Options.PermuteX)
-        {
-            a1 = ws.Range(FusedBuffer.XPermuted);
-            _kernels.GatherRows(s, dt, x, gather, a1, tk, k, h);
-            a1Rows = RowSource.Identity;
-        }
         // 5. G1 = Xp·Wgu[e]ᵀ
         DeviceRange wgu = _weights.GateUpRange;
         _tuner.Run(FusedGemm.FirstForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, 2 * i, h),
             cfg => _gemm.ForwardNT(s, dt, cfg, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null));
+        Probe(s, "gemm1");
         // 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]
         _kernels.SiluMulForward(s, dt, g1, act, tk, i);
+        Probe(s, "silu_mul");
         // 7. G2 = A·Wd[e]ᵀ (scatter to token-slot order with PermuteY; × w with FuseMulPost)
         DeviceRange wd = _weights.DownRange;
         RowTarget g2Rows = Options.PermuteY ? RowTarget.Scatter : RowTarget.Identity;
         DeviceRange rowScale = Options.FuseMulPost ? w : DeviceRange.Null;
         _tuner.Run(FusedGemm.SecondForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, h, i),
             cfg => _gemm.ForwardNT(s, dt, cfg, act, wd, g2, expertRows, h, i, RowSource.Identity, g2Rows, rowScale));
+        Probe(s, "gemm2");
         // 8. Y[t] = Σ_j w[t,j]·U[t*k+j]
         DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
         DeviceRange combineWeights = Options.FuseMulPost ? _ones!.AsRange() : w;
         _kernels.CombineForward(s, dt, g2, rowOfSlot, combineWeights, y, tokens, k, h);
+        Probe(s, "combine");
 
         _saved = new SavedForward(tokens, x, sel, w, true);
     }
@@ -399,20 +405,25 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         // 1. dU[row(p)] = w[p]·dY[t], dw[p] = <dY[t], U[row(p)]>
         DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
         _kernels.CombineBackward(s, dt, dY, u, rowOfSlot, w, dU, dWeights, tokens, k, h);
+        Probe(s, "bwd_combine");
         // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY)
         RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
         _tuner.Run(FusedGemm.SecondBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, h, i),
             cfg => _gemm.BackwardDataNN(s, dt, cfg, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity));
+        Probe(s, "bwd_gemm2_dx");
         // 3. GEMM2 dW: dWd[e] = Σ_{r∈e} dG2[r]ᵀ A[r]
         _tuner.Run(FusedGemm.SecondBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tk, h, i),
             cfg => _gemm.BackwardWeightTN(s, dt, cfg, dU, act, dDown, expertRows, h, i, dG2Rows, RowSource.Identity));
+        Probe(s, "bwd_gemm2_dw");
         // 4. dG1 = [dg, du] from G1 and dA
         _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, tk, i);
+        Probe(s, "bwd_silu_mul");
         // 5. GEMM1 dX: dXp[r] = dG1[r]·Wgu[e], to token-slot order (stored permuted with PermuteX)
         if (Options.PermuteX)
         {
             _tuner.Run(FusedGemm.FirstBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, 2 * i, h),
                 cfg => _gemm.BackwardDataNN(s, dt, cfg, dG1, wgu, dXpSlots, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Scatter));
+            Probe(s, "bwd_gemm1_dx");
         }
         else
         {
@@ -421,22 +432,37 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
                 cfg => _gemm.BackwardDataNN(s, dt, cfg, dG1, wgu, dXpExpert, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Identity));
             // NOTE: GatherRows with k = 1 and inverse as the index is the unpermute dXpSlots[p] = dXpExpert[inverse[p]].
             _kernels.GatherRows(s, dt, dXpExpert, inverse, dXpSlots, tk, 1, h);
+            Probe(s, "bwd_gemm1_dx");
         }
-        // 6. GEMM1 dW: dWgu[e] = Σ_{r∈e} dG1[r]ᵀ Xp[r]   (Xp[r] = X[gather[r]/k] with PermuteX)
-        DeviceRange xpSource = Options.PermuteX ? x : fw.Range(FusedBuffer.XPermuted);
-        RowSource xpRows = Options.PermuteX ? RowSource.GatherToken : RowSource.Identity;
+        // 6. GEMM1 dW: dWgu[e] = Σ_{r∈e} dG1[r]ᵀ Xp[r]   (Xp[r] = X[gather[r]/k]: gathered while loading with PermuteX,
+        //    else copied first)
+        DeviceRange xpSource = x;
+        RowSource xpRows = RowSource.GatherToken;
+        if (!Options.PermuteX)
+        {
+            // NOTE: the forward gathered X inside GEMM1 and kept no copy; the dW GEMM reads a contiguous Xp faster than
+            // gathered rows (H100, T=4096: 1.14 ms vs 1.24 ms), more than the copy costs (65 us), so make it here.
+            xpSource = fw.Range(FusedBuffer.XPermuted);
+            _kernels.GatherRows(s, dt, x, gather, xpSource, tk, k, h);
+            xpRows = RowSource.Identity;
+        }
         _tuner.Run(FusedGemm.FirstBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tk, 2 * i, h),
             cfg => _gemm.BackwardWeightTN(s, dt, cfg, dG1, xpSource, dGateUp, expertRows, 2 * i, h, RowSource.Identity, xpRows));
+        Probe(s, "bwd_gemm1_dw");
         // 7. router: dL = P ⊙ (dP − Σ_e P_e dP_e) from dw
         _kernels.RouterBackward(s, dt, probs, sel, dWeights, dLogits, tokens, e, k, c.NormTopKProb);
+        Probe(s, "bwd_router");
         // 8. router dW: dWr = dLᵀ·X
         _tuner.Run(FusedGemm.RouterBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tokens, e, h),
             cfg => _gemm.BackwardWeightTN(s, dt, cfg, dLogits, x, dRouter, routerRows, e, h, RowSource.Identity, RowSource.Identity));
+        Probe(s, "bwd_router_dw");
         // 9. router dX: dXr = dL·Wr
         _tuner.Run(FusedGemm.RouterBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tokens, e, h),
             cfg => _gemm.BackwardDataNN(s, dt, cfg, dLogits, wr, dXRouter, routerRows, e, h, RowSource.Identity, RowTarget.Identity));
+        Probe(s, "bwd_router_dx");
         // 10. dX[t] = dXr[t] + Σ_j dXp[t*k+j]
         _kernels.SumOverTopK(s, dt, dXpSlots, dXRouter, dX, tokens, k, h);
+        Probe(s, "bwd_sum_over_topk");
     }
 
     // NOTE: rows/n/k are the GEMM's shape; the candidate list depends only on layout, dtype and card today, but a
@@ -610,6 +636,14 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     }
 
     internal FusedWorkspace? ForwardWorkspaceForTests => _forwardWorkspace;
+
+    /// <summary>
+    /// Diagnostics hook (benchmark kernel breakdown): when set, called on the stream after each step of the forward and
+    /// backward launch sequences with the step's name, e.g. to record a CUDA event there. Null (the default) costs nothing.
+    /// </summary>
+    internal Action<CudaStream, string>? StepProbe { get; set; }
+
+    private void Probe(CudaStream s, string step) => StepProbe?.Invoke(s, step);
 
     /// <summary>
     /// Synchronously reads the selected experts [T,k] the last forward used (its own top-k or the routing passed in),

@@ -187,14 +187,16 @@ public sealed class FusedBlockGpuTests
     public void Autotune_TimesAtLeastThreeCandidatesPerTensorCoreGemm()
     {
         using var block = NewBlock(ScalarType.BFloat16, new FusedBlockOptions { Autotune = true });
-        (float[] x, float[] dY) = BlockTestModels.Inputs(Config, ScalarType.BFloat16, 128);
-        block.Forward(x, 128);
+        // NOTE: above the router GEMV's token range, so that every GEMM (the router's too) runs tiled and is tuned.
+        const int Tokens = 2 * MoeNative.Ptx.MoeKernels.RouterLogitsGemvMaxTokens;
+        (float[] x, float[] dY) = BlockTestModels.Inputs(Config, ScalarType.BFloat16, Tokens);
+        block.Forward(x, Tokens);
         block.Backward(dY);
         foreach (FusedGemm gemm in Enum.GetValues<FusedGemm>())
         {
             int timed = block.AutotuneTimings.Count(t => t.Gemm == gemm && !double.IsNaN(t.Milliseconds));
             Assert.IsGreaterThanOrEqualTo(FusedBlockOptions.MinimumAutotuneCandidates, timed, $"{gemm}: {timed} candidates timed");
-            Assert.IsTrue(block.ChosenConfigs.ContainsKey((gemm, 128)), $"{gemm}: no config chosen");
+            Assert.IsTrue(block.ChosenConfigs.ContainsKey((gemm, Tokens)), $"{gemm}: no config chosen");
         }
     }
 }

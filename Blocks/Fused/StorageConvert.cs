@@ -3,8 +3,8 @@ using System.Runtime.InteropServices;
 namespace MoeNative.Blocks;
 
 /// <summary>
-/// Host conversions between fp32 values and the raw bytes of a storage dtype (bf16 round-to-nearest-even,
-/// fp16 IEEE round-to-nearest-even, fp32 copied). Large spans are converted in parallel chunks.
+/// Host conversions between fp32 values and the raw bytes of a storage dtype, through Interop's vectorised
+/// <see cref="PrecisionConvert"/> (round-to-nearest-even; fp32 copied). Large spans are converted in parallel chunks.
 /// </summary>
 internal static class StorageConvert
 {
@@ -22,17 +22,11 @@ internal static class StorageConvert
                 MemoryMarshal.AsBytes(src).CopyTo(dst);
                 break;
             case ScalarType.BFloat16:
-            {
-                Span<ushort> bits = MemoryMarshal.Cast<byte, ushort>(dst);
-                for (int i = 0; i < src.Length; i++) bits[i] = BFloat16.RoundToBits(src[i]);
+                PrecisionConvert.ToBFloat16(src, MemoryMarshal.Cast<byte, BFloat16>(dst));
                 break;
-            }
             case ScalarType.Float16:
-            {
-                Span<ushort> bits = MemoryMarshal.Cast<byte, ushort>(dst);
-                for (int i = 0; i < src.Length; i++) bits[i] = BitConverter.HalfToUInt16Bits((Half)src[i]);
+                PrecisionConvert.ToHalf(src, MemoryMarshal.Cast<byte, Half>(dst));
                 break;
-            }
             default:
                 throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Expected Float32, Float16 or BFloat16.");
         }
@@ -49,17 +43,11 @@ internal static class StorageConvert
                 src.CopyTo(MemoryMarshal.AsBytes(dst));
                 break;
             case ScalarType.BFloat16:
-            {
-                ReadOnlySpan<ushort> bits = MemoryMarshal.Cast<byte, ushort>(src);
-                for (int i = 0; i < dst.Length; i++) dst[i] = BitConverter.Int32BitsToSingle(bits[i] << 16);
+                PrecisionConvert.ToSingle(MemoryMarshal.Cast<byte, BFloat16>(src), dst);
                 break;
-            }
             case ScalarType.Float16:
-            {
-                ReadOnlySpan<ushort> bits = MemoryMarshal.Cast<byte, ushort>(src);
-                for (int i = 0; i < dst.Length; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(bits[i]);
+                PrecisionConvert.ToSingle(MemoryMarshal.Cast<byte, Half>(src), dst);
                 break;
-            }
             default:
                 throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Expected Float32, Float16 or BFloat16.");
         }

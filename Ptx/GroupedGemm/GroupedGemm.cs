@@ -156,7 +156,7 @@ public sealed class GroupedGemm
         GroupedGemmSpecs.Tag(layout); // validates the layout
         CheckArchitecture(computeCapability);
         // NOTE: an sm_90a (wgmma/TMA) family slots in here, chosen by compute capability, with its own GemmMath value.
-        return GroupedGemmSpecs.CandidateConfigs(dtype);
+        return GroupedGemmSpecs.CandidateConfigs(layout, dtype);
     }
 
     /// <summary>
@@ -168,7 +168,10 @@ public sealed class GroupedGemm
     public static GemmConfig DefaultConfig(GroupedGemmLayout layout, ScalarType dtype, (int Major, int Minor) computeCapability,
         int multiprocessors, GroupedRows rows, int n, int k)
     {
-        IReadOnlyList<GemmConfig> candidates = Candidates(layout, dtype, computeCapability);
+        GroupedGemmSpecs.Tag(layout); // validates the layout
+        CheckArchitecture(computeCapability);
+        // the common list only (largest tile first): the BlockK = 64 NT tiles are offered to autotune, not defaulted
+        IReadOnlyList<GemmConfig> candidates = GroupedGemmSpecs.CandidateConfigs(dtype);
         long activeExperts = Math.Max(1, Math.Min(rows.Experts, rows.TotalRows));
         bool fewRows = layout != GroupedGemmLayout.BackwardWeightTN && rows.TotalRows / activeExperts < 128;
         GemmConfig? fallback = null;
@@ -222,7 +225,7 @@ public sealed class GroupedGemm
             throw new ArgumentException($"rows.TotalRows = {rows.TotalRows} must be a multiple of rows.TopK = {rows.TopK} for RowSource.GatherToken.", nameof(rows));
 
         // the empty cases: nothing to write (dW of shape [E,N,K] with no rows is still written: zeros)
-        if (config is not null && GroupedGemmSpecs.Problem(dtype, config) is { } problem)
+        if (config is not null && GroupedGemmSpecs.Problem(layout, dtype, config) is { } problem)
             throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));
         if (n == 0 || k == 0 || rows.Experts == 0) return null;
         if (rows.TotalRows == 0 && !weightGrad) return null;

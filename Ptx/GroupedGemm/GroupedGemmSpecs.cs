@@ -45,6 +45,9 @@ public static class GroupedGemmSpecs
     /// <summary>Bytes of one K-major 32-element stage row: 64 B of data + 16 B pad (80/16 = 5, odd).</summary>
     private const int KMajorPitch = 80;
 
+    /// <summary>Bytes of one K-major stage row of BK elements: 2*BK B of data + 16 B pad (80 or 144; /16 odd).</summary>
+    public static int KMajorPitchOf(int blockK) => 2 * blockK + 16;
+
     /// <summary>Short layout tag used in file and entry names.</summary>
     public static string Tag(GroupedGemmLayout layout) => layout switch
     {
@@ -80,7 +83,7 @@ public static class GroupedGemmSpecs
             foreach (ScalarType dtype in new[] { ScalarType.Float32, ScalarType.Float16, ScalarType.BFloat16 })
             {
                 if (dtype != ScalarType.Float32) yield return Create(layout, dtype, GemmConfig.Ffma64x64);
-                foreach (GemmConfig config in CandidateConfigs(dtype))
+                foreach (GemmConfig config in CandidateConfigs(layout, dtype))
                     yield return Create(layout, dtype, config);
             }
     }
@@ -91,6 +94,27 @@ public static class GroupedGemmSpecs
         GemmMath.Ffma => FfmaCandidates,
         _ => MmaCandidates,
     };
+
+    /// <summary>The configurations autotuning may time for (<paramref name="layout"/>, <paramref name="dtype"/>): those of
+    /// <see cref="CandidateConfigs(ScalarType)"/> (every layout), then for the forward NT tensor-core kernel the
+    /// BlockK = 64 tiles (<see cref="NtWideCandidates"/>).</summary>
+    public static IReadOnlyList<GemmConfig> CandidateConfigs(GroupedGemmLayout layout, ScalarType dtype)
+    {
+        Tag(layout); // validates the layout
+        IReadOnlyList<GemmConfig> common = CandidateConfigs(dtype);
+        return layout == GroupedGemmLayout.ForwardNT && MathFor(dtype) == GemmMath.MmaSm80 ? [.. common, .. NtWideCandidates] : common;
+    }
+
+    // BlockK = 64 (ForwardNT only): each pipeline step moves 128 B per A/W row and runs four k16 steps behind one
+    // barrier, half the steps of BlockK = 32. The expert GEMMs at T = 128..1024 are latency bound at ~0.7 us per
+    // step per CTA (ncu, H100: 64% of DRAM bandwidth, 6 warps per SM), so half the steps should move more bytes per
+    // unit of time; autotune keeps the BlockK = 32 tile where this loses.
+    private static readonly GemmConfig[] NtWideCandidates =
+    [
+        GemmConfig.Mma(64, 128, 3, GemmConfig.MmaBlockKWide),
+        GemmConfig.Mma(64, 64, 4, GemmConfig.MmaBlockKWide),
+        GemmConfig.Mma(64, 32, 6, GemmConfig.MmaBlockKWide),
+    ];
 
     private static readonly GemmConfig[] FfmaCandidates = [GemmConfig.Ffma64x64];
 
@@ -117,6 +141,10 @@ public static class GroupedGemmSpecs
         return config == GemmConfig.Ffma64x64 ? GemmMath.Ffma : GemmMath.MmaSm80;
     }
 
+    /// <summary>Why <paramref name="config"/> cannot run <paramref name="dtype"/> in <paramref name="layout"/>, or null when it can.</summary>
+    public static string? Problem(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config) =>
+        Problem(dtype, config) ?? config.Problem(MathOf(config), layout);
+
     /// <summary>Why <paramref name="config"/> cannot run <paramref name="dtype"/>, or null when it can.</summary>
     public static string? Problem(ScalarType dtype, GemmConfig config)
     {
@@ -141,7 +169,7 @@ public static class GroupedGemmSpecs
     {
         ArgumentNullException.ThrowIfNull(config);
         string tag = Tag(layout);
-        if (Problem(dtype, config) is { } problem)
+        if (Problem(layout, dtype, config) is { } problem)
             throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));
         GemmMath math = MathOf(config);
         if (math == GemmMath.Ffma)
@@ -162,12 +190,15 @@ public static class GroupedGemmSpecs
         {
             case GroupedGemmLayout.ForwardNT:
             {
-                int ldRpi = threads / 4;
+                int bk = config.BlockK, kPitch = KMajorPitchOf(bk), cpr = bk / 8, ldRpi = threads / cpr;
+                v["BK"] = bk; v["BK_SHIFT"] = System.Numerics.BitOperations.Log2((uint)bk); v["K32_HALVES"] = bk / 32;
+                v["KPITCH"] = kPitch; v["ROW16"] = 16 * kPitch; v["ROW32"] = 32 * kPitch; v["ROW48"] = 48 * kPitch;
+                v["LD_CPR_MASK"] = cpr - 1; v["LD_CPR_SHIFT"] = System.Numerics.BitOperations.Log2((uint)cpr);
                 v["TAB_C_OFF"] = 8 * bm; v["TAB_S_OFF"] = 12 * bm; v["PIPE_OFF"] = 16 * bm;
-                v["A_STAGE_BYTES"] = bm * KMajorPitch; v["STAGE_BYTES"] = (bm + bn) * KMajorPitch;
-                v["A_ITERS"] = bm * 4 / threads; v["B_ITERS"] = bn * 4 / threads;
-                v["LD_RPI"] = ldRpi; v["LD_RPI_SMEM"] = ldRpi * KMajorPitch; v["LD_RPI_TAB"] = ldRpi * 8;
-                smem = 16 * bm + Math.Max(s * (bm + bn) * KMajorPitch, bm * cPitch);
+                v["A_STAGE_BYTES"] = bm * kPitch; v["STAGE_BYTES"] = (bm + bn) * kPitch;
+                v["A_ITERS"] = bm * cpr / threads; v["B_ITERS"] = bn * cpr / threads;
+                v["LD_RPI"] = ldRpi; v["LD_RPI_SMEM"] = ldRpi * kPitch; v["LD_RPI_TAB"] = ldRpi * 8;
+                smem = 16 * bm + Math.Max(s * (bm + bn) * kPitch, bm * cPitch);
                 v["SCHED_OFF"] = smem;
                 break;
             }

@@ -152,7 +152,7 @@ public sealed class GroupedGemmArgumentTests
     [TestMethod]
     public void InvalidConfig_AndOldDevices_AreRejected()
     {
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(config: new GemmConfig(128, 128, 64, 3, 8)));
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(config: new GemmConfig(128, 128, 16, 3, 8)));
         Assert.AreEqual("config", ex.ParamName);
         StringAssert.Contains(ex.Message, "BlockK must be 32");
         Assert.ThrowsExactly<ArgumentException>(() => Forward(ScalarType.Float32, config: GemmConfig.Mma(64, 64, 6)));

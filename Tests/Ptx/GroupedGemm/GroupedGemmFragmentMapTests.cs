@@ -15,25 +15,28 @@ public sealed class GroupedGemmFragmentMapTests
 {
     public static IEnumerable<object[]> Configs() =>
         from layout in Enum.GetValues<GroupedGemmLayout>()
-        from cfg in GroupedGemmSpecs.CandidateConfigs(ScalarType.BFloat16)
+        from cfg in GroupedGemmSpecs.CandidateConfigs(layout, ScalarType.BFloat16)
         select new object[] { layout, cfg.Name };
 
     [TestMethod]
     [DynamicData(nameof(Configs))]
     public void OneStage_ThroughLoaderLdmatrixMmaAndEpilogue_GivesTheProduct(GroupedGemmLayout layout, string configName)
     {
-        GemmConfig cfg = GroupedGemmSpecs.CandidateConfigs(ScalarType.BFloat16).Single(c => c.Name == configName);
+        GemmConfig cfg = GroupedGemmSpecs.CandidateConfigs(layout, ScalarType.BFloat16).Single(c => c.Name == configName);
         GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, ScalarType.BFloat16, cfg);
         int V(string key) => int.Parse(spec.Values[key], CultureInfo.InvariantCulture);
         int bm = cfg.BlockM, bn = cfg.BlockN, threads = cfg.Threads, warpsN = V("WARPS_N");
         Assert.AreEqual(threads, V("THREADS"));
 
-        // GEMM operands of one stage: A[m][red] (BM x 32), B[red][n] (32 x BN), small integers (exact in fp32)
+        // GEMM operands of one stage: A[m][red] (BM x BK), B[red][n] (BK x BN), small integers (exact in fp32)
+        bool nt = layout == GroupedGemmLayout.ForwardNT, tn = layout == GroupedGemmLayout.BackwardWeightTN;
+        int bk = cfg.BlockK;
+        Assert.AreEqual(nt ? bk : 32, nt ? V("BK") : 32, "BK template value");
         var rng = new Random(7);
-        var a = new int[bm, 32];
-        var b = new int[32, bn];
-        for (int m = 0; m < bm; m++) for (int r = 0; r < 32; r++) a[m, r] = rng.Next(-3, 4);
-        for (int r = 0; r < 32; r++) for (int n = 0; n < bn; n++) b[r, n] = rng.Next(-3, 4);
+        var a = new int[bm, bk];
+        var b = new int[bk, bn];
+        for (int m = 0; m < bm; m++) for (int r = 0; r < bk; r++) a[m, r] = rng.Next(-3, 4);
+        for (int r = 0; r < bk; r++) for (int n = 0; n < bn; n++) b[r, n] = rng.Next(-3, 4);
 
         // ---- loader: 16-byte chunks (8 elements) into the stage, exactly once each
         var smem = new Dictionary<int, int>();
@@ -42,18 +45,32 @@ public sealed class GroupedGemmFragmentMapTests
             Assert.IsTrue(smem.TryAdd(addr, value), $"shared byte {addr} written twice");
         }
         int aStage = V("A_STAGE_BYTES");
-        bool nt = layout == GroupedGemmLayout.ForwardNT, tn = layout == GroupedGemmLayout.BackwardWeightTN;
-        int aPitch = tn ? V("A_PITCH") : 80, bPitch = nt ? 80 : V("B_PITCH");
+        // K-major rows: KPITCH = 2*BK + 16 bytes (NT: the template value; NN: BK = 32, 80 B); chunks per row BK/8
+        int kPitch = nt ? V("KPITCH") : 80, ldCpr = bk / 8;
+        if (nt)
+        {
+            Assert.AreEqual(2 * bk + 16, kPitch);
+            Assert.AreEqual(ldCpr - 1, V("LD_CPR_MASK"));
+            Assert.AreEqual(ldCpr, 1 << V("LD_CPR_SHIFT"));
+            Assert.AreEqual(bk, 1 << V("BK_SHIFT"));
+            Assert.AreEqual(bk / 32, V("K32_HALVES"));
+            Assert.AreEqual(16 * kPitch, V("ROW16"));
+            Assert.AreEqual(32 * kPitch, V("ROW32"));
+            Assert.AreEqual(48 * kPitch, V("ROW48"));
+        }
+        int row16 = 16 * kPitch;
+        int aPitch = tn ? V("A_PITCH") : kPitch, bPitch = nt ? kPitch : V("B_PITCH");
         for (int tid = 0; tid < threads; tid++)
         {
             if (!tn)
             {
-                // A K-major: row tid/4 + j*LD_RPI (LD_RPI_SMEM = LD_RPI*80), chunk column tid%4
-                int ldRpi = V("LD_RPI_SMEM") / 80;
+                // A K-major: row tid/ldCpr + j*LD_RPI (LD_RPI_SMEM = LD_RPI*KPITCH), chunk column tid%ldCpr
+                int ldRpi = V("LD_RPI_SMEM") / kPitch;
+                Assert.AreEqual(threads / ldCpr, ldRpi);
                 for (int j = 0; j < V("A_ITERS"); j++)
                 {
-                    int row = (tid >> 2) + j * ldRpi, col = tid & 3;
-                    for (int e = 0; e < 8; e++) Put(row * 80 + col * 16 + 2 * e, a[row, col * 8 + e]);
+                    int row = tid / ldCpr + j * ldRpi, col = tid % ldCpr;
+                    for (int e = 0; e < 8; e++) Put(row * kPitch + col * 16 + 2 * e, a[row, col * 8 + e]);
                 }
             }
             else
@@ -68,11 +85,11 @@ public sealed class GroupedGemmFragmentMapTests
             }
             if (nt)
             {
-                // W stored [n][k]: row tid/4 + j*LD_RPI, chunk column tid%4
+                // W stored [n][k]: row tid/ldCpr + j*LD_RPI, chunk column tid%ldCpr
                 for (int j = 0; j < V("B_ITERS"); j++)
                 {
-                    int row = (tid >> 2) + j * V("LD_RPI"), col = tid & 3;
-                    for (int e = 0; e < 8; e++) Put(aStage + row * 80 + col * 16 + 2 * e, b[col * 8 + e, row]);
+                    int row = tid / ldCpr + j * V("LD_RPI"), col = tid % ldCpr;
+                    for (int e = 0; e < 8; e++) Put(aStage + row * kPitch + col * 16 + 2 * e, b[col * 8 + e, row]);
                 }
             }
             else
@@ -86,17 +103,17 @@ public sealed class GroupedGemmFragmentMapTests
                 }
             }
         }
-        Assert.AreEqual(bm * 32 + bn * 32, smem.Count, "every element of the stage is loaded");
+        Assert.AreEqual(bm * bk + bn * bk, smem.Count, "every element of the stage is loaded");
         Assert.IsLessThanOrEqualTo(V("STAGE_BYTES"), smem.Keys.Max() + 2, "the stage fits its STAGE_BYTES");
 
-        // ---- warps: ldmatrix + mma, both k16 steps
+        // ---- warps: ldmatrix + mma, every k16 step of the stage (BK/16)
         int cPitch = V("C_PITCH");
         var cTile = new Dictionary<int, long>();
         for (int warp = 0; warp < threads / 32; warp++)
         {
             int warpM = warp / warpsN, warpN = warp % warpsN;
             var acc = new long[32, 4, 4, 4];
-            for (int kk = 0; kk < 2; kk++)
+            for (int kk = 0; kk < bk / 16; kk++)
             {
                 var fa = new (int, int)[32, 4, 4];
                 var fb = new (int, int)[32, 4, 2];
@@ -106,7 +123,7 @@ public sealed class GroupedGemmFragmentMapTests
                     for (int lane = 0; lane < 32; lane++)
                         addrs[lane] = tn
                             ? ((lane & 7) + (lane >> 4) * 8) * aPitch + (warpM * 64 + ((lane >> 3) & 1) * 8) * 2 + mt * 32 + kk * V("A_K16")
-                            : (warpM * 64 + (lane & 7) + ((lane >> 3) & 1) * 8) * 80 + (lane >> 4) * 16 + mt * 1280 + kk * 32;
+                            : (warpM * 64 + (lane & 7) + ((lane >> 3) & 1) * 8) * kPitch + (lane >> 4) * 16 + mt * row16 + kk * 32;
                     (int, int)[,] regs = LdMatrixX4(smem, addrs, transpose: tn);
                     for (int t = 0; t < 32; t++) for (int i = 0; i < 4; i++) fa[t, mt, i] = regs[t, i];
                 }
@@ -115,7 +132,7 @@ public sealed class GroupedGemmFragmentMapTests
                     var addrs = new int[32];
                     for (int lane = 0; lane < 32; lane++)
                         addrs[lane] = nt
-                            ? aStage + (warpN * 32 + (lane & 7) + (lane >> 4) * 8) * 80 + ((lane >> 3) & 1) * 16 + pair * 1280 + kk * 32
+                            ? aStage + (warpN * 32 + (lane & 7) + (lane >> 4) * 8) * kPitch + ((lane >> 3) & 1) * 16 + pair * row16 + kk * 32
                             : aStage + ((lane & 7) + ((lane >> 3) & 1) * 8) * bPitch + (warpN * 32 + (lane >> 4) * 8) * 2 + pair * 32 + kk * V("B_K16");
                     (int, int)[,] regs = LdMatrixX4(smem, addrs, transpose: !nt);
                     for (int t = 0; t < 32; t++)
@@ -157,7 +174,7 @@ public sealed class GroupedGemmFragmentMapTests
                 {
                     int col = chunk * 8 + e;
                     long expected = 0;
-                    for (int r = 0; r < 32; r++) expected += a[row, r] * b[r, col];
+                    for (int r = 0; r < bk; r++) expected += a[row, r] * b[r, col];
                     Assert.AreEqual(expected, cTile[row * cPitch + chunk * 32 + 4 * e], $"{spec.ModuleName}: C[{row},{col}]");
                     seen[row, col] = true;
                 }

@@ -66,31 +66,32 @@ public sealed class GroupedGemmGpuTests
     private static readonly ScalarType[] Dtypes = [ScalarType.BFloat16, ScalarType.Float16, ScalarType.Float32];
 
     /// <summary>Every candidate of every dtype, plus the SIMT kernel forced for bf16/fp16.</summary>
-    private static IEnumerable<(ScalarType, GemmConfig)> DtypeConfigs() =>
-        Dtypes.SelectMany(t => GroupedGemmSpecs.CandidateConfigs(t).Append(GemmConfig.Ffma64x64).Distinct().Select(c => (t, c)));
+    private static IEnumerable<(ScalarType, GemmConfig)> DtypeConfigs(GroupedGemmLayout layout) =>
+        Dtypes.SelectMany(t => GroupedGemmSpecs.CandidateConfigs(layout, t).Append(GemmConfig.Ffma64x64).Distinct().Select(c => (t, c)));
 
-    /// <summary>(dtype, config name, case name) rows: aligned cases x every config; unaligned cases x {default, FFMA}.</summary>
-    private static IEnumerable<(ScalarType, string, string)> Grid() =>
-        (from dc in DtypeConfigs() from gc in GemmCase.All select (dc.Item1, dc.Item2.Name, gc.Name))
+    /// <summary>(dtype, config name, case name) rows of a layout: aligned cases x every config of the layout;
+    /// unaligned cases x {default, FFMA}.</summary>
+    private static IEnumerable<(ScalarType, string, string)> Grid(GroupedGemmLayout layout) =>
+        (from dc in DtypeConfigs(layout) from gc in GemmCase.All select (dc.Item1, dc.Item2.Name, gc.Name))
         .Concat(from t in Dtypes from cfg in new[] { DefaultName, GemmConfig.Ffma64x64.Name } from gc in GemmCase.Unaligned
                 select (t, cfg, gc.Name));
 
     private const string DefaultName = "default";
 
     public static IEnumerable<object[]> ForwardRows() =>
-        from g in Grid() from m in Enumerable.Range(0, ForwardModes.Length) select new object[] { g.Item1, g.Item2, g.Item3, m };
+        from g in Grid(GroupedGemmLayout.ForwardNT) from m in Enumerable.Range(0, ForwardModes.Length) select new object[] { g.Item1, g.Item2, g.Item3, m };
 
     public static IEnumerable<object[]> DataRows() =>
-        from g in Grid() from m in Enumerable.Range(0, DataModes.Length) select new object[] { g.Item1, g.Item2, g.Item3, m };
+        from g in Grid(GroupedGemmLayout.BackwardDataNN) from m in Enumerable.Range(0, DataModes.Length) select new object[] { g.Item1, g.Item2, g.Item3, m };
 
     public static IEnumerable<object[]> WeightRows() =>
-        from g in Grid() from m in Enumerable.Range(0, WeightModes.Length) select new object[] { g.Item1, g.Item2, g.Item3, m };
+        from g in Grid(GroupedGemmLayout.BackwardWeightTN) from m in Enumerable.Range(0, WeightModes.Length) select new object[] { g.Item1, g.Item2, g.Item3, m };
 
     public static string RowName(System.Reflection.MethodInfo method, object[] row) =>
         $"{method.Name}({((ScalarType)row[0]).ShortName()}, {row[1]}, {row[2]}, mode {row[3]})";
 
     private static GemmConfig? Config(ScalarType dtype, string name) => name == DefaultName ? null
-        : GroupedGemmSpecs.CandidateConfigs(dtype).Append(GemmConfig.Ffma64x64).First(c => c.Name == name);
+        : GroupedGemmSpecs.CandidateConfigs(GroupedGemmLayout.ForwardNT, dtype).Append(GemmConfig.Ffma64x64).First(c => c.Name == name);
 
     private static GemmCase Case(string name) => GemmCase.All.Concat(GemmCase.Unaligned).Single(c => c.Name == name);
 

@@ -63,6 +63,21 @@ public sealed class GroupedGemmSpecTests
     }
 
     [TestMethod]
+    [DataRow(GroupedGemmLayout.BackwardDataNN)]
+    [DataRow(GroupedGemmLayout.BackwardWeightTN)]
+    public void WideBlockK_IsForwardNTOnly(GroupedGemmLayout layout)
+    {
+        GemmConfig wide = GemmConfig.Mma(64, 64, 4, GemmConfig.MmaBlockKWide);
+        Assert.IsNull(GroupedGemmSpecs.Problem(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, wide));
+        Assert.AreEqual(64, GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, wide).Config.BlockK);
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => GroupedGemmSpecs.Create(layout, ScalarType.BFloat16, wide));
+        Assert.AreEqual("config", ex.ParamName);
+        StringAssert.Contains(ex.Message, "only implemented by the ForwardNT kernel");
+        Assert.DoesNotContain(wide, GroupedGemm.Candidates(layout, ScalarType.BFloat16, (9, 0)));
+        Assert.Contains(wide, GroupedGemm.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, (9, 0)));
+    }
+
+    [TestMethod]
     public void FfmaConfig_SelectsTheSimtKernelForEveryDtype_AndMmaConfigsAreRejectedForFp32()
     {
         foreach (ScalarType dtype in new[] { ScalarType.BFloat16, ScalarType.Float16, ScalarType.Float32 })
@@ -115,7 +130,7 @@ public sealed class GroupedGemmSpecTests
         long cTile = (long)c.BlockM * (c.BlockN * 4 + 32);
         long stage = layout switch
         {
-            GroupedGemmLayout.ForwardNT => (c.BlockM + c.BlockN) * 80L,
+            GroupedGemmLayout.ForwardNT => (c.BlockM + c.BlockN) * (2L * c.BlockK + 16),
             GroupedGemmLayout.BackwardDataNN => c.BlockM * 80L + 32L * (c.BlockN * 2 + 16),
             _ => 32L * (c.BlockM * 2 + 16 + c.BlockN * 2 + 16),
         };
@@ -130,7 +145,8 @@ public sealed class GroupedGemmSpecTests
         HashSet<string> catalog = PtxCatalog.All().Select(m => m.ModuleName).ToHashSet();
         foreach (string name in names) Assert.Contains(name, catalog);
         // per layout: fp32 FFMA + for bf16 and fp16 the FFMA fallback and every tensor-core candidate
-        Assert.AreEqual(3 * (1 + 2 * (1 + GroupedGemmSpecs.CandidateConfigs(ScalarType.BFloat16).Count)), names.Length);
+        Assert.AreEqual(Enum.GetValues<GroupedGemmLayout>().Sum(l => 1 + 2 * (1 + GroupedGemmSpecs.CandidateConfigs(l, ScalarType.BFloat16).Count)),
+            names.Length);
     }
 
     [TestMethod]
@@ -142,7 +158,7 @@ public sealed class GroupedGemmSpecTests
     {
         var rows = new GroupedRows(0x1000, 0x2000, mSizes.Sum(), mSizes.Length, topK);
         foreach (ScalarType dtype in new[] { ScalarType.BFloat16, ScalarType.Float32 })
-            foreach (GemmConfig cfg in GroupedGemmSpecs.CandidateConfigs(dtype))
+            foreach (GemmConfig cfg in GroupedGemmSpecs.CandidateConfigs(GroupedGemmLayout.ForwardNT, dtype))
             {
                 long exactNt = mSizes.Sum(m => (long)((m + cfg.BlockM - 1) / cfg.BlockM)) * ((n + cfg.BlockN - 1) / cfg.BlockN);
                 long exactNn = mSizes.Sum(m => (long)((m + cfg.BlockM - 1) / cfg.BlockM)) * ((k + cfg.BlockN - 1) / cfg.BlockN);

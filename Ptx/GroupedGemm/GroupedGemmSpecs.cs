@@ -109,10 +109,16 @@ public static class GroupedGemmSpecs
     // barrier, half the steps of BlockK = 32. The expert GEMMs at T = 128..1024 are latency bound at ~0.7 us per
     // step per CTA (ncu, H100: 64% of DRAM bandwidth, 6 warps per SM), so half the steps should move more bytes per
     // unit of time; autotune keeps the BlockK = 32 tile where this loses.
+    // The 128-row tiles stream each W tile once for experts of 65..128 rows (T = 1024: 64 rows on average, many
+    // above); 64x64 s3 fits 4 CTAs (8 warps) per SM.
     private static readonly GemmConfig[] NtWideCandidates =
     [
+        GemmConfig.Mma(128, 128, 3, GemmConfig.MmaBlockKWide),
+        GemmConfig.Mma(128, 64, 4, GemmConfig.MmaBlockKWide),
+        GemmConfig.Mma(64, 128, 4, GemmConfig.MmaBlockKWide),
         GemmConfig.Mma(64, 128, 3, GemmConfig.MmaBlockKWide),
         GemmConfig.Mma(64, 64, 4, GemmConfig.MmaBlockKWide),
+        GemmConfig.Mma(64, 64, 3, GemmConfig.MmaBlockKWide),
         GemmConfig.Mma(64, 32, 6, GemmConfig.MmaBlockKWide),
     ];
 

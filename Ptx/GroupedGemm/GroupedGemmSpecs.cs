@@ -96,14 +96,33 @@ public static class GroupedGemmSpecs
     };
 
     /// <summary>The configurations autotuning may time for (<paramref name="layout"/>, <paramref name="dtype"/>): those of
-    /// <see cref="CandidateConfigs(ScalarType)"/> (every layout), then for the forward NT tensor-core kernel the
-    /// BlockK = 64 tiles (<see cref="NtWideCandidates"/>).</summary>
+    /// <see cref="CandidateConfigs(ScalarType)"/> (every layout), then for the tensor-core kernels the layout's
+    /// BlockK = 64 tiles (<see cref="NtWideCandidates"/>, <see cref="BackwardWideCandidates"/>).</summary>
     public static IReadOnlyList<GemmConfig> CandidateConfigs(GroupedGemmLayout layout, ScalarType dtype)
     {
         Tag(layout); // validates the layout
         IReadOnlyList<GemmConfig> common = CandidateConfigs(dtype);
-        return layout == GroupedGemmLayout.ForwardNT && MathFor(dtype) == GemmMath.MmaSm80 ? [.. common, .. NtWideCandidates] : common;
+        if (MathFor(dtype) != GemmMath.MmaSm80) return common;
+        return layout switch
+        {
+            GroupedGemmLayout.ForwardNT => [.. common, .. NtWideCandidates],
+            GroupedGemmLayout.BackwardDataNN => [.. common, .. BackwardWideCandidates],
+            _ => [.. common, .. BackwardWideCandidates.Where(c => c.BlockM * c.BlockN < 128 * 128)],
+        };
     }
+
+    // BlockK = 64 for the backward kernels, NN (dX = dY . W[e], reduction over N; W's stage [64 n][BN], .trans
+    // ldmatrix, A's [BM][64], pitch 144) and TN (dW[e] = dY^T . X, reduction over the expert's 64-row chunks; both
+    // stages [64 rows][BM|BN], .trans): the same half-the-steps argument as NtWideCandidates. The backward GEMMs at
+    // T >= 1024 have many tiles per expert, so the 128-row tiles come first; autotune keeps BlockK = 32 where it wins.
+    // TN leaves out 128x128x64: ptxas 11.8 spills it for sm_80 (128 registers, 28 B stored / 32 B loaded).
+    private static readonly GemmConfig[] BackwardWideCandidates =
+    [
+        GemmConfig.Mma(128, 128, 3, GemmConfig.MmaBlockKWide),
+        GemmConfig.Mma(128, 64, 4, GemmConfig.MmaBlockKWide),
+        GemmConfig.Mma(64, 128, 3, GemmConfig.MmaBlockKWide),
+        GemmConfig.Mma(64, 64, 4, GemmConfig.MmaBlockKWide),
+    ];
 
     // BlockK = 64 (ForwardNT only): each pipeline step moves 128 B per A/W row and runs four k16 steps behind one
     // barrier, half the steps of BlockK = 32. The expert GEMMs at T = 128..1024 are latency bound at ~0.7 us per
@@ -210,24 +229,36 @@ public static class GroupedGemmSpecs
             }
             case GroupedGemmLayout.BackwardDataNN:
             {
-                int ldRpi = threads / 4, bPitch = bn * 2 + 16, bRpi = threads / (bn / 8);
+                int bk = config.BlockK, kPitch = KMajorPitchOf(bk), cpr = bk / 8, ldRpi = threads / cpr;
+                int bPitch = bn * 2 + 16, bRpi = threads / (bn / 8);
+                v["BK"] = bk; v["BK_SHIFT"] = System.Numerics.BitOperations.Log2((uint)bk); v["K32_HALVES"] = bk / 32;
+                v["KPITCH"] = kPitch; v["ROW16"] = 16 * kPitch; v["ROW32"] = 32 * kPitch; v["ROW48"] = 48 * kPitch;
+                v["LD_CPR_MASK"] = cpr - 1; v["LD_CPR_SHIFT"] = System.Numerics.BitOperations.Log2((uint)cpr);
                 v["TAB_C_OFF"] = 8 * bm; v["PIPE_OFF"] = 12 * bm;
-                v["A_STAGE_BYTES"] = bm * KMajorPitch; v["B_PITCH"] = bPitch; v["STAGE_BYTES"] = bm * KMajorPitch + 32 * bPitch;
-                v["A_ITERS"] = bm * 4 / threads; v["LD_RPI_SMEM"] = ldRpi * KMajorPitch; v["LD_RPI_TAB"] = ldRpi * 8;
-                v["B_ITERS"] = 4 * bn / threads; v["B_CPR"] = bn / 8; v["B_RPI"] = bRpi; v["B_RPI_SMEM"] = bRpi * bPitch;
+                v["A_STAGE_BYTES"] = bm * kPitch; v["B_PITCH"] = bPitch; v["STAGE_BYTES"] = bm * kPitch + bk * bPitch;
+                v["A_ITERS"] = bm * cpr / threads; v["LD_RPI_SMEM"] = ldRpi * kPitch; v["LD_RPI_TAB"] = ldRpi * 8;
+                v["B_ITERS"] = cpr * bn / threads; v["B_CPR"] = bn / 8; v["B_RPI"] = bRpi; v["B_RPI_SMEM"] = bRpi * bPitch;
                 v["B_K16"] = 16 * bPitch; v["B_K16_32"] = 16 * bPitch + 32;
-                smem = 12 * bm + Math.Max(s * (bm * KMajorPitch + 32 * bPitch), bm * cPitch);
+                v["B_K32"] = 32 * bPitch; v["B_K32_32"] = 32 * bPitch + 32;
+                v["B_K48"] = 48 * bPitch; v["B_K48_32"] = 48 * bPitch + 32;
+                smem = 12 * bm + Math.Max(s * (bm * kPitch + bk * bPitch), bm * cPitch);
                 break;
             }
             default:
             {
+                int bk = config.BlockK, cpr = bk / 8;
                 int aPitch = bm * 2 + 16, bPitch = bn * 2 + 16, aRpi = threads / (bm / 8), bRpi = threads / (bn / 8);
-                v["A_PITCH"] = aPitch; v["B_PITCH"] = bPitch; v["A_STAGE_BYTES"] = 32 * aPitch; v["STAGE_BYTES"] = 32 * (aPitch + bPitch);
-                v["A_ITERS"] = 4 * bm / threads; v["A_CPR"] = bm / 8; v["A_RPI"] = aRpi; v["A_RPI_SMEM"] = aRpi * aPitch;
-                v["B_ITERS"] = 4 * bn / threads; v["B_CPR"] = bn / 8; v["B_RPI"] = bRpi; v["B_RPI_SMEM"] = bRpi * bPitch;
-                v["A_K16"] = 16 * aPitch; v["A_K16_32"] = 16 * aPitch + 32; v["A_K16_64"] = 16 * aPitch + 64; v["A_K16_96"] = 16 * aPitch + 96;
-                v["B_K16"] = 16 * bPitch; v["B_K16_32"] = 16 * bPitch + 32;
-                smem = Math.Max(s * 32 * (aPitch + bPitch), bm * cPitch);
+                v["BK"] = bk; v["BK_SHIFT"] = System.Numerics.BitOperations.Log2((uint)bk); v["K32_HALVES"] = bk / 32;
+                v["A_PITCH"] = aPitch; v["B_PITCH"] = bPitch; v["A_STAGE_BYTES"] = bk * aPitch; v["STAGE_BYTES"] = bk * (aPitch + bPitch);
+                v["A_ITERS"] = cpr * bm / threads; v["A_CPR"] = bm / 8; v["A_RPI"] = aRpi; v["A_RPI_SMEM"] = aRpi * aPitch;
+                v["B_ITERS"] = cpr * bn / threads; v["B_CPR"] = bn / 8; v["B_RPI"] = bRpi; v["B_RPI_SMEM"] = bRpi * bPitch;
+                foreach (int rows in new[] { 16, 32, 48 })
+                {
+                    v[$"A_K{rows}"] = rows * aPitch; v[$"A_K{rows}_32"] = rows * aPitch + 32;
+                    v[$"A_K{rows}_64"] = rows * aPitch + 64; v[$"A_K{rows}_96"] = rows * aPitch + 96;
+                    v[$"B_K{rows}"] = rows * bPitch; v[$"B_K{rows}_32"] = rows * bPitch + 32;
+                }
+                smem = Math.Max(s * bk * (aPitch + bPitch), bm * cPitch);
                 break;
             }
         }

@@ -31,7 +31,9 @@ public sealed class GroupedGemmFragmentMapTests
         // GEMM operands of one stage: A[m][red] (BM x BK), B[red][n] (BK x BN), small integers (exact in fp32)
         bool nt = layout == GroupedGemmLayout.ForwardNT, tn = layout == GroupedGemmLayout.BackwardWeightTN;
         int bk = cfg.BlockK;
-        Assert.AreEqual(nt ? bk : 32, nt ? V("BK") : 32, "BK template value");
+        Assert.AreEqual(bk, V("BK"), "BK template value");
+        Assert.AreEqual(bk, 1 << V("BK_SHIFT"));
+        Assert.AreEqual(bk / 32, V("K32_HALVES"));
         var rng = new Random(7);
         var a = new int[bm, bk];
         var b = new int[bk, bn];
@@ -45,15 +47,13 @@ public sealed class GroupedGemmFragmentMapTests
             Assert.IsTrue(smem.TryAdd(addr, value), $"shared byte {addr} written twice");
         }
         int aStage = V("A_STAGE_BYTES");
-        // K-major rows: KPITCH = 2*BK + 16 bytes (NT: the template value; NN: BK = 32, 80 B); chunks per row BK/8
-        int kPitch = nt ? V("KPITCH") : 80, ldCpr = bk / 8;
-        if (nt)
+        // K-major rows (NT: A and W, NN: A): KPITCH = 2*BK + 16 bytes; chunks per row BK/8
+        int kPitch = tn ? 80 : V("KPITCH"), ldCpr = bk / 8;
+        if (!tn)
         {
             Assert.AreEqual(2 * bk + 16, kPitch);
             Assert.AreEqual(ldCpr - 1, V("LD_CPR_MASK"));
             Assert.AreEqual(ldCpr, 1 << V("LD_CPR_SHIFT"));
-            Assert.AreEqual(bk, 1 << V("BK_SHIFT"));
-            Assert.AreEqual(bk / 32, V("K32_HALVES"));
             Assert.AreEqual(16 * kPitch, V("ROW16"));
             Assert.AreEqual(32 * kPitch, V("ROW32"));
             Assert.AreEqual(48 * kPitch, V("ROW48"));
@@ -107,6 +107,24 @@ public sealed class GroupedGemmFragmentMapTests
         Assert.IsLessThanOrEqualTo(V("STAGE_BYTES"), smem.Keys.Max() + 2, "the stage fits its STAGE_BYTES");
 
         // ---- warps: ldmatrix + mma, every k16 step of the stage (BK/16)
+        // B (MN-major, NN and TN) at k16 step kk: + kk*16 reduction rows, the PTX's immediates B_K16 / B_K32 / B_K48
+        // (and their "+ 32 bytes" twins for the second n16 pair)
+        // TN's A (MN-major) at k16 step kk, m16 tile mt: + kk*16 stored rows + mt*32 bytes, the PTX's A_K{16kk}[_{32mt}]
+        int AK16(int kk, int mt)
+        {
+            if (kk == 0) return mt * 32;
+            int off = V(mt == 0 ? $"A_K{16 * kk}" : $"A_K{16 * kk}_{32 * mt}");
+            Assert.AreEqual(16 * kk * aPitch + 32 * mt, off, $"A_K{16 * kk} + {32 * mt}");
+            return off;
+        }
+        int BK16(int kk)
+        {
+            if (kk == 0) return 0;
+            int off = V($"B_K{16 * kk}");
+            Assert.AreEqual(16 * kk * bPitch, off, $"B_K{16 * kk}");
+            Assert.AreEqual(off + 32, V($"B_K{16 * kk}_32"), $"B_K{16 * kk}_32");
+            return off;
+        }
         int cPitch = V("C_PITCH");
         var cTile = new Dictionary<int, long>();
         for (int warp = 0; warp < threads / 32; warp++)
@@ -122,7 +140,7 @@ public sealed class GroupedGemmFragmentMapTests
                     var addrs = new int[32];
                     for (int lane = 0; lane < 32; lane++)
                         addrs[lane] = tn
-                            ? ((lane & 7) + (lane >> 4) * 8) * aPitch + (warpM * 64 + ((lane >> 3) & 1) * 8) * 2 + mt * 32 + kk * V("A_K16")
+                            ? ((lane & 7) + (lane >> 4) * 8) * aPitch + (warpM * 64 + ((lane >> 3) & 1) * 8) * 2 + AK16(kk, mt)
                             : (warpM * 64 + (lane & 7) + ((lane >> 3) & 1) * 8) * kPitch + (lane >> 4) * 16 + mt * row16 + kk * 32;
                     (int, int)[,] regs = LdMatrixX4(smem, addrs, transpose: tn);
                     for (int t = 0; t < 32; t++) for (int i = 0; i < 4; i++) fa[t, mt, i] = regs[t, i];
@@ -133,7 +151,7 @@ public sealed class GroupedGemmFragmentMapTests
                     for (int lane = 0; lane < 32; lane++)
                         addrs[lane] = nt
                             ? aStage + (warpN * 32 + (lane & 7) + (lane >> 4) * 8) * kPitch + ((lane >> 3) & 1) * 16 + pair * row16 + kk * 32
-                            : aStage + ((lane & 7) + ((lane >> 3) & 1) * 8) * bPitch + (warpN * 32 + (lane >> 4) * 8) * 2 + pair * 32 + kk * V("B_K16");
+                            : aStage + ((lane & 7) + ((lane >> 3) & 1) * 8) * bPitch + (warpN * 32 + (lane >> 4) * 8) * 2 + pair * 32 + BK16(kk);
                     (int, int)[,] regs = LdMatrixX4(smem, addrs, transpose: !nt);
                     for (int t = 0; t < 32; t++)
                     {

@@ -91,7 +91,8 @@ public sealed class GroupedGemmGpuTests
         $"{method.Name}({((ScalarType)row[0]).ShortName()}, {row[1]}, {row[2]}, mode {row[3]})";
 
     private static GemmConfig? Config(ScalarType dtype, string name) => name == DefaultName ? null
-        : GroupedGemmSpecs.CandidateConfigs(GroupedGemmLayout.ForwardNT, dtype).Append(GemmConfig.Ffma64x64).First(c => c.Name == name);
+        : Enum.GetValues<GroupedGemmLayout>().SelectMany(l => GroupedGemmSpecs.CandidateConfigs(l, dtype))
+            .Append(GemmConfig.Ffma64x64).First(c => c.Name == name);
 
     private static GemmCase Case(string name) => GemmCase.All.Concat(GemmCase.Unaligned).Single(c => c.Name == name);
 

@@ -63,18 +63,22 @@ public sealed class GroupedGemmSpecTests
     }
 
     [TestMethod]
+    [DataRow(GroupedGemmLayout.ForwardNT)]
     [DataRow(GroupedGemmLayout.BackwardDataNN)]
     [DataRow(GroupedGemmLayout.BackwardWeightTN)]
-    public void WideBlockK_IsForwardNTOnly(GroupedGemmLayout layout)
+    public void WideBlockK_IsAcceptedAndOfferedByEveryLayout(GroupedGemmLayout layout)
     {
         GemmConfig wide = GemmConfig.Mma(64, 64, 4, GemmConfig.MmaBlockKWide);
-        Assert.IsNull(GroupedGemmSpecs.Problem(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, wide));
-        Assert.AreEqual(64, GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, wide).Config.BlockK);
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => GroupedGemmSpecs.Create(layout, ScalarType.BFloat16, wide));
-        Assert.AreEqual("config", ex.ParamName);
-        StringAssert.Contains(ex.Message, "only implemented by the ForwardNT kernel");
-        Assert.DoesNotContain(wide, GroupedGemm.Candidates(layout, ScalarType.BFloat16, (9, 0)));
-        Assert.Contains(wide, GroupedGemm.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, (9, 0)));
+        Assert.IsNull(GroupedGemmSpecs.Problem(layout, ScalarType.BFloat16, wide));
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, ScalarType.BFloat16, wide);
+        Assert.AreEqual(64, spec.Config.BlockK);
+        Assert.AreEqual("64", spec.Values["BK"]);
+        if (layout != GroupedGemmLayout.BackwardWeightTN) Assert.AreEqual("144", spec.Values["KPITCH"]);
+        else Assert.AreEqual((64 * (2 * 64 + 16)).ToString(System.Globalization.CultureInfo.InvariantCulture), spec.Values["A_STAGE_BYTES"]);
+        StringAssert.EndsWith(spec.EntryName, "_mma_64x64x64_s4");
+        Assert.Contains(wide, GroupedGemm.Candidates(layout, ScalarType.BFloat16, (9, 0)));
+        Assert.Contains(wide, GroupedGemm.Candidates(layout, ScalarType.Float16, (8, 0)));
+        Assert.DoesNotContain(wide, GroupedGemm.Candidates(layout, ScalarType.Float32, (9, 0)));
     }
 
     [TestMethod]
@@ -131,8 +135,8 @@ public sealed class GroupedGemmSpecTests
         long stage = layout switch
         {
             GroupedGemmLayout.ForwardNT => (c.BlockM + c.BlockN) * (2L * c.BlockK + 16),
-            GroupedGemmLayout.BackwardDataNN => c.BlockM * 80L + 32L * (c.BlockN * 2 + 16),
-            _ => 32L * (c.BlockM * 2 + 16 + c.BlockN * 2 + 16),
+            GroupedGemmLayout.BackwardDataNN => c.BlockM * (2L * c.BlockK + 16) + c.BlockK * (c.BlockN * 2L + 16),
+            _ => c.BlockK * (c.BlockM * 2L + 16 + c.BlockN * 2 + 16),
         };
         Assert.IsGreaterThanOrEqualTo(Math.Max(cTile, c.Stages * stage), (long)spec.DynamicSharedBytes, spec.ModuleName);
     }

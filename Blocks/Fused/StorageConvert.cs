@@ -54,50 +54,40 @@ internal static class StorageConvert
     }
 
     /// <summary><see cref="ToStorage"/> in parallel slices (for spans of millions of elements).</summary>
-    public static void ToStorageParallel(ReadOnlySpan<float> src, ScalarType dtype, Span<byte> dst)
+    public static unsafe void ToStorageParallel(ReadOnlySpan<float> src, ScalarType dtype, Span<byte> dst)
     {
         if (src.Length < 2 * ParallelChunk) { ToStorage(src, dtype, dst); return; }
         int s = dtype.SizeOf();
-        unsafe
+        fixed (float* pSrc = src)
+        fixed (byte* pDst = dst)
         {
-            fixed (float* pSrc = src)
-            fixed (byte* pDst = dst)
-            {
-                nint srcAddr = (nint)pSrc, dstAddr = (nint)pDst;
-                int length = src.Length;
-                int chunks = (length + ParallelChunk - 1) / ParallelChunk;
-                Parallel.For(0, chunks, c =>
-                {
-                    int start = c * ParallelChunk, count = Math.Min(ParallelChunk, length - start);
-                    ToStorage(new ReadOnlySpan<float>((float*)srcAddr + start, count), dtype,
-                        new Span<byte>((byte*)dstAddr + (long)start * s, count * s));
-                });
-            }
+            nint srcAddr = (nint)pSrc, dstAddr = (nint)pDst;
+            ForEachChunk(src.Length, (start, count) => ToStorage(new ReadOnlySpan<float>((float*)srcAddr + start, count), dtype,
+                new Span<byte>((byte*)dstAddr + (long)start * s, count * s)));
         }
     }
 
     /// <summary><see cref="FromStorage"/> in parallel slices (for spans of millions of elements).</summary>
-    public static void FromStorageParallel(ReadOnlySpan<byte> src, ScalarType dtype, Span<float> dst)
+    public static unsafe void FromStorageParallel(ReadOnlySpan<byte> src, ScalarType dtype, Span<float> dst)
     {
         if (dst.Length < 2 * ParallelChunk) { FromStorage(src, dtype, dst); return; }
         int s = dtype.SizeOf();
-        unsafe
+        fixed (byte* pSrc = src)
+        fixed (float* pDst = dst)
         {
-            fixed (byte* pSrc = src)
-            fixed (float* pDst = dst)
-            {
-                nint srcAddr = (nint)pSrc, dstAddr = (nint)pDst;
-                int length = dst.Length;
-                int chunks = (length + ParallelChunk - 1) / ParallelChunk;
-                Parallel.For(0, chunks, c =>
-                {
-                    int start = c * ParallelChunk, count = Math.Min(ParallelChunk, length - start);
-                    FromStorage(new ReadOnlySpan<byte>((byte*)srcAddr + (long)start * s, count * s), dtype,
-                        new Span<float>((float*)dstAddr + start, count));
-                });
-            }
+            nint srcAddr = (nint)pSrc, dstAddr = (nint)pDst;
+            ForEachChunk(dst.Length, (start, count) => FromStorage(new ReadOnlySpan<byte>((byte*)srcAddr + (long)start * s, count * s),
+                dtype, new Span<float>((float*)dstAddr + start, count)));
         }
     }
+
+    /// <summary>Runs <paramref name="convert"/>(start, count) over [0, length) in <see cref="ParallelChunk"/>-element slices, in parallel.</summary>
+    private static void ForEachChunk(int length, Action<int, int> convert) =>
+        Parallel.For(0, (length + ParallelChunk - 1) / ParallelChunk, c =>
+        {
+            int start = c * ParallelChunk;
+            convert(start, Math.Min(ParallelChunk, length - start));
+        });
 
     /// <summary>The .NET element type that holds one <paramref name="dtype"/> value in a typed device buffer.</summary>
     public static Type ElementType(ScalarType dtype) => dtype switch

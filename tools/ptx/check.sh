@@ -8,7 +8,7 @@
 #   tools/ptx/check.sh            dumps them first into a temp folder through the CLI (see MOENATIVE_CLI below)
 #
 # Environment:
-#   PTXAS          ptxas to use (default: ptxas on PATH, then /usr/local/cuda/bin/ptxas, then /opt/cuda118/usr/bin/ptxas)
+#   PTXAS          ptxas to use (default: ptxas on PATH, then /usr/local/cuda/bin/ptxas, then /opt/cuda124/usr/bin/ptxas)
 #   ARCHS          architectures (default "sm_80 sm_90a"); an arch this ptxas does not know (CUDA 11.8 has no
 #                  sm_90a) falls back to the same number without the suffix (sm_90), with a note.
 #   MOENATIVE_CLI  command that runs the CLI (default: `moenative` on PATH, else
@@ -20,7 +20,7 @@ die() { echo "check.sh: $*" >&2; exit 2; }
 
 find_ptxas() {
   if [ -n "${PTXAS:-}" ]; then [ -x "$PTXAS" ] || die "PTXAS=$PTXAS is not executable"; echo "$PTXAS"; return; fi
-  for c in "$(command -v ptxas 2>/dev/null)" /usr/local/cuda/bin/ptxas /opt/cuda118/usr/bin/ptxas; do
+  for c in "$(command -v ptxas 2>/dev/null)" /usr/local/cuda/bin/ptxas /opt/cuda124/usr/bin/ptxas; do
     [ -n "$c" ] && [ -x "$c" ] && { echo "$c"; return; }
   done
   die "no ptxas found: put it on PATH or set PTXAS"

@@ -22,7 +22,7 @@ dir=${2:-}
 if [ -n "${PTXAS:-}" ]; then ptxas=$PTXAS
 else
   ptxas=""
-  for c in "$(command -v ptxas 2>/dev/null)" /usr/local/cuda/bin/ptxas /opt/cuda118/usr/bin/ptxas; do
+  for c in "$(command -v ptxas 2>/dev/null)" /usr/local/cuda/bin/ptxas /opt/cuda124/usr/bin/ptxas; do
     [ -n "$c" ] && [ -x "$c" ] && { ptxas=$c; break; }
   done
 fi

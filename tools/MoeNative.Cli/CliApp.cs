@@ -64,6 +64,8 @@ public static class CliApp
             "checked against a C# reference of the Hugging Face block.");
         root.Subcommands.Add(InfoCommand.Create(console));
         root.Subcommands.Add(RunCommand.Create(console));
+        root.Subcommands.Add(LoadCommand.Create(console));
+        root.Subcommands.Add(SynthCommand.Create(console));
         root.Subcommands.Add(VerifyCommand.Create(console));
         root.Subcommands.Add(BenchCommand.Create(console));
         root.Subcommands.Add(PtxCommand.Create(console));

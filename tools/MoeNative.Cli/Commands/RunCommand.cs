@@ -142,15 +142,17 @@ public static class RunCommand
         return CliApp.ExitOk;
     }
 
-    /// <summary>The fused PTX block on the same files and names as <see cref="MoeLayerRunner.Run"/>.</summary>
+    /// <summary>The fused PTX block on the same files and names as <see cref="MoeLayerRunner.Run"/>, the layer loaded
+    /// straight to the device (<see cref="Qwen3MoeDeviceWeights.FromSafetensors"/>).</summary>
     internal static MoeRunSummary RunFused(MoeRunOptions options, MoeConfig config)
     {
-        MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
         (float[] x, long[] shape, float[]? dY) = MoeLayerRunner.ReadInputs(options, config.HiddenSize);
         int tokens = checked((int)(x.LongLength / config.HiddenSize));
+        MoeLimits.CheckDeviceTokens(config, tokens, "hidden_states");
 
         using CudaContext context = CudaContext.Create(0);
-        using var block = new Qwen3MoeFusedBlock(context, weights, options.DType);
+        // The checkpoint goes to the device in its storage dtype through pinned staging (converted on the GPU): no host float copy.
+        using Qwen3MoeFusedBlock block = Qwen3MoeFusedBlock.FromSafetensors(context, config, options.Weights, options.DType, options.Layer);
         MoeIntermediates fwd = block.Forward(x, tokens);
         MoeGradients? g = dY is null ? null : block.Backward(dY);
         var metadata = new Dictionary<string, string>

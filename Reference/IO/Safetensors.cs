@@ -110,8 +110,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public static SafetensorsFile Open(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file not found: {path}", path);
-        long length = new FileInfo(path).Length;
+        long length = InputFiles.RequireRegularFile(path, "safetensors file");
         if (length < 8) throw new SafetensorsFormatException($"{path}: truncated ({length} bytes); a safetensors file starts with an 8-byte header length.");
         MemoryMappedFile map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         MemoryMappedViewAccessor? view = null;
@@ -141,6 +140,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         var tensors = new Dictionary<string, SafetensorsTensorInfo>(StringComparer.Ordinal);
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (!System.Text.Unicode.Utf8.IsValid(header)) throw new SafetensorsFormatException($"{path}: header is not valid UTF-8.");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header.TrimEnd((byte)' ').ToArray()); }
         catch (JsonException e) { throw new SafetensorsFormatException($"{path}: header is not valid JSON ({e.Message}).", e); }
@@ -149,6 +149,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException($"{path}: header must be a JSON object.");
             foreach (JsonProperty prop in doc.RootElement.EnumerateObject())
             {
+                if (tensors.ContainsKey(prop.Name) || (prop.Name == "__metadata__" && metadata.Count > 0))
+                    throw new SafetensorsFormatException($"{path}: duplicate header entry '{prop.Name}' (each tensor name may appear once).");
                 if (prop.Name == "__metadata__")
                 {
                     if (prop.Value.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException($"{path}: __metadata__ must be an object of strings.");
@@ -191,10 +193,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
             throw new SafetensorsFormatException(Bad("missing 'data_offsets' [begin, end]."));
         var shape = new long[s.GetArrayLength()];
         int i = 0;
+        long elements = 1;
         foreach (JsonElement dim in s.EnumerateArray())
         {
             if (dim.ValueKind != JsonValueKind.Number || !dim.TryGetInt64(out long v) || v < 0) throw new SafetensorsFormatException(Bad($"bad shape {s.GetRawText()}."));
             shape[i++] = v;
+            // NOTE: the product is checked here once, so ElementCount never wraps (a wrapped [2^32,2^32] would be 0 elements).
+            try { elements = checked(elements * v); }
+            catch (OverflowException) { throw new SafetensorsFormatException(Bad($"shape {s.GetRawText()}: the element count overflows 64 bits.")); }
         }
         long[] off = o.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.Number && x.TryGetInt64(out long v) ? v : -1).ToArray();
         if (off[0] < 0 || off[1] < off[0]) throw new SafetensorsFormatException(Bad($"bad data_offsets {o.GetRawText()}."));
@@ -352,16 +358,28 @@ public sealed record SafetensorsEntry(string Name, SafetensorsDType DType, long[
     private static void CheckCount(string name, long[] shape, int count)
     {
         ArgumentNullException.ThrowIfNull(shape);
-        long n = shape.Aggregate(1L, (a, b) => a * b);
-        if (shape.Any(d => d < 0) || n != count)
+        long n = shape.Any(d => d < 0) ? -1 : shape.Aggregate(1L, (a, b) => checked(a * b));
+        if (n != count)
             throw new ArgumentException($"Tensor '{name}': shape [{string.Join(",", shape)}] holds {n} elements but {count} values were given.", nameof(shape));
     }
+}
+
+/// <summary>A safetensors file could not be written (folder missing and not creatable, no permission, disk full, ...);
+/// nothing was left behind and an existing file of that name is unchanged.</summary>
+public sealed class SafetensorsWriteException(string path, Exception inner)
+    : IOException($"cannot write {path}: {inner.Message}", inner)
+{
+    /// <summary>The file that was to be written.</summary>
+    public string Target { get; } = path;
 }
 
 /// <summary>Writes safetensors files (header padded with spaces to a multiple of 8 bytes; tensors in the given order).</summary>
 public static class SafetensorsWriter
 {
+    /// <summary>Writes atomically: a temp file beside <paramref name="path"/>, renamed over it when complete (the folder
+    /// is created then if missing).</summary>
     /// <exception cref="ArgumentException">Duplicate names, or data lengths that disagree with dtype and shape.</exception>
+    /// <exception cref="SafetensorsWriteException">The file could not be written; no temp file is left.</exception>
     public static void Write(string path, IEnumerable<SafetensorsEntry> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -405,19 +423,42 @@ public static class SafetensorsWriter
         }
         byte[] header = headerStream.ToArray();
         int padded = (header.Length + 7) / 8 * 8;
-        string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
-        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
-        string temp = path + ".tmp-" + Environment.ProcessId;
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write))
+        string full = System.IO.Path.GetFullPath(path);
+        string dir = System.IO.Path.GetDirectoryName(full) ?? ".";
+        // NOTE: a short temp name beside the target (same file system, so the rename is atomic); the target's own name
+        // may already use the 255 bytes a name can have. Removed on any failure, the target untouched then.
+        string temp = System.IO.Path.Combine(dir, $".moenative-{Guid.NewGuid():N}.tmp");
+        try
         {
-            Span<byte> len = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
-            file.Write(len);
-            file.Write(header);
-            for (int i = header.Length; i < padded; i++) file.WriteByte((byte)' ');
-            foreach (SafetensorsEntry t in list) file.Write(t.Data);
+            Directory.CreateDirectory(dir);
+            using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            {
+                Span<byte> len = stackalloc byte[8];
+                BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
+                file.Write(len);
+                file.Write(header);
+                for (int i = header.Length; i < padded; i++) file.WriteByte((byte)' ');
+                foreach (SafetensorsEntry t in list) file.Write(t.Data);
+                file.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite: true);
         }
-        File.Move(temp, path, overwrite: true);
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            TryDelete(temp);
+            throw new SafetensorsWriteException(full, e);
+        }
+        catch
+        {
+            TryDelete(temp);
+            throw;
+        }
+    }
+
+    private static void TryDelete(string temp)
+    {
+        try { File.Delete(temp); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* nothing was created, or it is gone */ }
     }
 
     internal static string Describe(IEnumerable<string> names, int max = 8)

@@ -105,14 +105,14 @@ public static class CliApp
 
     private static bool IsUsageError(Exception e) => e is CliUsageException or ArgumentException or FileNotFoundException
         or DirectoryNotFoundException or InvalidDataException or FormatException or JsonException or KeyNotFoundException
-        or NotSupportedException or UnauthorizedAccessException;
+        or NotSupportedException or UnauthorizedAccessException or InsufficientMemoryException;
 
     private static string Describe(Exception e) => e switch
     {
         FileNotFoundException f when f.FileName is not null && !e.Message.Contains(f.FileName, StringComparison.Ordinal)
             => $"{e.Message} ({f.FileName})",
         ArgumentException or IOException or InvalidDataException or FormatException or JsonException
-            or KeyNotFoundException or NotSupportedException => e.Message,
+            or KeyNotFoundException or NotSupportedException or InsufficientMemoryException => e.Message,
         _ => $"{e.GetType().Name}: {e.Message}",
     };
 

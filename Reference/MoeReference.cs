@@ -50,6 +50,7 @@ public abstract class MoeReference
         if (x.Length % h != 0)
             throw new ArgumentException($"x must be [T,H={h}] (length a multiple of {h}), got {x.Length} elements.", nameof(x));
         int tokens = x.Length / h;
+        MoeLimits.CheckReferenceTokens(Config, tokens, nameof(x));
         routing?.Validate(Config, tokens, nameof(routing));
         float[] xr = (float[])x.Clone();
         StoragePrecision.RoundInPlace(xr, DType);

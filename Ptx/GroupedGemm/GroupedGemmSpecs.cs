@@ -7,7 +7,7 @@ namespace MoeNative.Ptx;
 /// <param name="DType">Storage dtype.</param>
 /// <param name="Math">FFMA (fp32) or sm_80 tensor cores (bf16/fp16).</param>
 /// <param name="Config">Tile configuration.</param>
-/// <param name="File">Embedded PTX path relative to Ptx/Kernels.</param>
+/// <param name="File">Embedded PTX path relative to Ptx/ (e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.ptx).</param>
 /// <param name="EntryName">The .entry name after substitution.</param>
 /// <param name="DynamicSharedBytes">Dynamic shared memory per CTA the launch passes (0 for the FFMA kernels).</param>
 /// <param name="Values">Template values (exactly the placeholders of <paramref name="File"/>).</param>

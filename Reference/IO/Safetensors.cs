@@ -222,12 +222,25 @@ public sealed unsafe class SafetensorsFile : IDisposable
             : throw new KeyNotFoundException($"{Path}: no tensor named '{name}' ({Tensors.Count} tensors in the file).");
     }
 
-    /// <summary>The raw bytes of a tensor (valid until disposal).</summary>
+    /// <summary>The raw bytes of a tensor under 2 GiB as one span (valid until disposal); any size through <see cref="View"/>.</summary>
+    /// <exception cref="SafetensorsFormatException">The tensor is 2 GiB or more (one span cannot hold it).</exception>
     public ReadOnlySpan<byte> RawBytes(string name)
     {
-        SafetensorsTensorInfo info = Info(name);
-        return new ReadOnlySpan<byte>(_base + _dataStart + info.Begin, checked((int)(info.End - info.Begin)));
+        SafetensorsTensorView view = View(name);
+        if (view.ByteLength > int.MaxValue)
+            throw new SafetensorsFormatException($"{Path}: tensor '{name}' has {view.ByteLength} bytes, more than one span holds; read it through View(name) in slices.");
+        return view.Slice(0, (int)view.ByteLength);
     }
+
+    /// <summary>A tensor of any size as memory-mapped bytes, read in slices of up to 2 GiB (no copy).</summary>
+    public SafetensorsTensorView View(string name)
+    {
+        SafetensorsTensorInfo info = Info(name);
+        return new SafetensorsTensorView(this, info, (nint)(_base + _dataStart + info.Begin));
+    }
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> once the mapping is gone.</summary>
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     /// <summary>A floating tensor (F32, F16 or BF16) widened to float.</summary>
     /// <param name="name">Tensor name.</param>
@@ -310,126 +323,37 @@ public sealed unsafe class SafetensorsFile : IDisposable
     }
 }
 
-/// <summary>One tensor to write: dtype, shape and its raw little-endian bytes.</summary>
-public sealed record SafetensorsEntry(string Name, SafetensorsDType DType, long[] Shape, byte[] Data)
+/// <summary>
+/// The memory-mapped bytes of one tensor of a <see cref="SafetensorsFile"/>, of any size: 64-bit offsets, read as
+/// spans of up to 2 GiB each. Valid while the file is open (a slice of a disposed file throws
+/// <see cref="ObjectDisposedException"/>; a span taken before disposal must not be used after it).
+/// </summary>
+public readonly unsafe struct SafetensorsTensorView
 {
-    /// <summary>Float values stored as <paramref name="dtype"/> (F32, F16 or BF16; rounded to nearest even).</summary>
-    public static SafetensorsEntry FromFloats(string name, long[] shape, ReadOnlySpan<float> values, SafetensorsDType dtype = SafetensorsDType.F32)
+    private readonly SafetensorsFile _file;
+    private readonly nint _address;
+
+    internal SafetensorsTensorView(SafetensorsFile file, SafetensorsTensorInfo info, nint address)
     {
-        CheckCount(name, shape, values.Length);
-        byte[] data;
-        switch (dtype)
-        {
-            case SafetensorsDType.F32:
-                data = MemoryMarshal.AsBytes(values).ToArray();
-                break;
-            case SafetensorsDType.BF16:
-                data = new byte[values.Length * sizeof(ushort)];
-                PrecisionConvert.ToBFloat16(values, MemoryMarshal.Cast<byte, BFloat16>(data.AsSpan()));
-                break;
-            case SafetensorsDType.F16:
-                data = new byte[values.Length * sizeof(ushort)];
-                PrecisionConvert.ToHalf(values, MemoryMarshal.Cast<byte, Half>(data.AsSpan()));
-                break;
-            default:
-                throw new ArgumentException($"Tensor '{name}': float values cannot be stored as {dtype}.", nameof(dtype));
-        }
-        return new SafetensorsEntry(name, dtype, shape, data);
+        _file = file;
+        Info = info;
+        _address = address;
     }
 
-    public static SafetensorsEntry FromInt32(string name, long[] shape, ReadOnlySpan<int> values)
-    {
-        CheckCount(name, shape, values.Length);
-        return new SafetensorsEntry(name, SafetensorsDType.I32, shape, MemoryMarshal.AsBytes(values).ToArray());
-    }
+    public SafetensorsTensorInfo Info { get; }
 
-    public static SafetensorsEntry FromInt64(string name, long[] shape, ReadOnlySpan<long> values)
-    {
-        CheckCount(name, shape, values.Length);
-        return new SafetensorsEntry(name, SafetensorsDType.I64, shape, MemoryMarshal.AsBytes(values).ToArray());
-    }
+    /// <summary>End − Begin: the tensor's size in bytes.</summary>
+    public long ByteLength => Info.End - Info.Begin;
 
-    private static void CheckCount(string name, long[] shape, int count)
+    /// <summary>Bytes [<paramref name="byteOffset"/>, <paramref name="byteOffset"/> + <paramref name="byteCount"/>) of the tensor.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the tensor.</exception>
+    /// <exception cref="ObjectDisposedException">The file was disposed.</exception>
+    public ReadOnlySpan<byte> Slice(long byteOffset, int byteCount)
     {
-        ArgumentNullException.ThrowIfNull(shape);
-        long n = shape.Aggregate(1L, (a, b) => a * b);
-        if (shape.Any(d => d < 0) || n != count)
-            throw new ArgumentException($"Tensor '{name}': shape [{string.Join(",", shape)}] holds {n} elements but {count} values were given.", nameof(shape));
-    }
-}
-
-/// <summary>Writes safetensors files (header padded with spaces to a multiple of 8 bytes; tensors in the given order).</summary>
-public static class SafetensorsWriter
-{
-    /// <exception cref="ArgumentException">Duplicate names, or data lengths that disagree with dtype and shape.</exception>
-    public static void Write(string path, IEnumerable<SafetensorsEntry> tensors, IReadOnlyDictionary<string, string>? metadata = null)
-    {
-        ArgumentNullException.ThrowIfNull(path);
-        ArgumentNullException.ThrowIfNull(tensors);
-        List<SafetensorsEntry> list = tensors.ToList();
-        var names = new HashSet<string>(StringComparer.Ordinal);
-        foreach (SafetensorsEntry t in list)
-        {
-            if (!names.Add(t.Name)) throw new ArgumentException($"Duplicate tensor name '{t.Name}'.", nameof(tensors));
-            if (t.Name == "__metadata__") throw new ArgumentException("'__metadata__' is reserved.", nameof(tensors));
-            long need = t.Shape.Aggregate(1L, (a, b) => a * b) * t.DType.SizeOf();
-            if (t.Data.LongLength != need)
-                throw new ArgumentException($"Tensor '{t.Name}': {t.DType} [{string.Join(",", t.Shape)}] needs {need} bytes, got {t.Data.LongLength}.", nameof(tensors));
-        }
-        using var headerStream = new MemoryStream();
-        using (var json = new Utf8JsonWriter(headerStream))
-        {
-            json.WriteStartObject();
-            if (metadata is { Count: > 0 })
-            {
-                json.WriteStartObject("__metadata__");
-                foreach (var (k, v) in metadata) json.WriteString(k, v);
-                json.WriteEndObject();
-            }
-            long offset = 0;
-            foreach (SafetensorsEntry t in list)
-            {
-                json.WriteStartObject(t.Name);
-                json.WriteString("dtype", t.DType.ToString());
-                json.WriteStartArray("shape");
-                foreach (long d in t.Shape) json.WriteNumberValue(d);
-                json.WriteEndArray();
-                json.WriteStartArray("data_offsets");
-                json.WriteNumberValue(offset);
-                json.WriteNumberValue(offset + t.Data.LongLength);
-                json.WriteEndArray();
-                json.WriteEndObject();
-                offset += t.Data.LongLength;
-            }
-            json.WriteEndObject();
-        }
-        byte[] header = headerStream.ToArray();
-        int padded = (header.Length + 7) / 8 * 8;
-        string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
-        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
-        string temp = path + ".tmp-" + Environment.ProcessId;
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write))
-        {
-            Span<byte> len = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
-            file.Write(len);
-            file.Write(header);
-            for (int i = header.Length; i < padded; i++) file.WriteByte((byte)' ');
-            foreach (SafetensorsEntry t in list) file.Write(t.Data);
-        }
-        File.Move(temp, path, overwrite: true);
-    }
-
-    internal static string Describe(IEnumerable<string> names, int max = 8)
-    {
-        var sb = new StringBuilder();
-        int i = 0;
-        foreach (string n in names)
-        {
-            if (i++ == max) { sb.Append(", ..."); break; }
-            if (sb.Length > 0) sb.Append(", ");
-            sb.Append('\'').Append(n).Append('\'');
-        }
-        return sb.ToString();
+        _file.ThrowIfDisposed();
+        if (byteOffset < 0 || byteCount < 0 || byteOffset > ByteLength - byteCount)
+            throw new ArgumentOutOfRangeException(nameof(byteOffset), byteOffset,
+                $"Bytes [{byteOffset}, {byteOffset}+{byteCount}) are not inside tensor '{Info.Name}' ({ByteLength} bytes).");
+        return new ReadOnlySpan<byte>((byte*)_address + byteOffset, byteCount);
     }
 }

@@ -1,7 +1,7 @@
 using MoeNative.Interop;
 using MoeNative.Ptx;
 
-namespace MoeNative.Tests.Ptx.SmallKernels;
+namespace MoeNative.Tests.Ptx.Elementwise;
 
 /// <summary>Top-k combine forward/backward and the dX sum over k against host formulas.</summary>
 [TestClass]

@@ -1,7 +1,7 @@
 using MoeNative.Interop;
 using MoeNative.Ptx;
 
-namespace MoeNative.Tests.Ptx.SmallKernels;
+namespace MoeNative.Tests.Ptx.Routing;
 
 /// <summary>Histogram + stable scatter against a host counting sort; exact integer equality.</summary>
 [TestClass]

@@ -3,8 +3,9 @@ using System.Reflection;
 namespace MoeNative.Ptx;
 
 /// <summary>
-/// Reads the hand-written PTX files embedded in this assembly. A file <c>Ptx/Kernels/Routing/router.ptx</c> is
-/// addressed by its path relative to <c>Ptx/Kernels</c>: <c>"Routing/router.ptx"</c> (either slash works).
+/// Reads the hand-written PTX files embedded in this assembly (every <c>.ptx</c> under <c>Ptx/</c>, beside its
+/// family's launcher). A file <c>Ptx/Routing/router_softmax_topk.ptx</c> is addressed by its path relative to
+/// <c>Ptx/</c>: <c>"Routing/router_softmax_topk.ptx"</c> (either slash works).
 /// </summary>
 public static class PtxLibrary
 {

@@ -1,7 +1,7 @@
 using MoeNative.Interop;
 using MoeNative.Ptx;
 
-namespace MoeNative.Tests.Ptx.SmallKernels;
+namespace MoeNative.Tests.Ptx.Routing;
 
 /// <summary>Router softmax/top-k/renorm forward and backward against plain host formulas (double precision).</summary>
 [TestClass]

@@ -1,6 +1,4 @@
-using MoeNative.Interop;
-
-namespace MoeNative.Ptx;
+namespace MoeNative.Interop;
 
 /// <summary>
 /// A device pointer plus, when known, the number of bytes behind it: what the kernel wrappers take for every tensor

@@ -1,7 +1,7 @@
 using MoeNative.Interop;
 using MoeNative.Ptx;
 
-namespace MoeNative.Tests.Ptx.SmallKernels;
+namespace MoeNative.Tests.Ptx.Elementwise;
 
 /// <summary>Gather rows and SwiGLU forward/backward against host formulas. <c>offset</c> = 1 places every tensor one
 /// element into its buffer, so the 16-byte vector path is illegal and the scalar path runs.</summary>

@@ -1,7 +1,7 @@
 using MoeNative.Interop;
 using MoeNative.Ptx;
 
-namespace MoeNative.Tests.Ptx.SmallKernels;
+namespace MoeNative.Tests.Ptx.Routing;
 
 /// <summary>Router logits GEMV (small T) against a float64 host product, and its preconditions.</summary>
 [TestClass]

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using MoeNative.Interop;
 using MoeNative.Ptx;
 
-namespace MoeNative.Tests.Ptx.SmallKernels;
+namespace MoeNative.Tests.Ptx;
 
 /// <summary>Host-side storage-dtype helpers for the small-kernel GPU tests (independent of the code under test).</summary>
 internal static class HostDtype

@@ -10,7 +10,8 @@
 #   tools/ptx/check.sh            dumps them first into a temp folder through the CLI (see MOENATIVE_CLI below)
 #
 # Environment:
-#   PTXAS          ptxas to use (default: ptxas on PATH, then /usr/local/cuda/bin/ptxas, then /opt/cuda118/usr/bin/ptxas)
+#   PTXAS          ptxas to use (default: ptxas on PATH, then the first executable of PTXAS_SEARCH)
+#   PTXAS_SEARCH   where else to look (default "/usr/local/cuda/bin/ptxas /opt/cuda124/usr/bin/ptxas"; empty: nowhere)
 #   ARCHS          architectures (default "sm_80 sm_90a"); an arch this ptxas does not know (CUDA 11.8 has no
 #                  sm_90a) falls back to the same number without the suffix (sm_90), with a note.
 #   MOENATIVE_CLI  command that runs the CLI (default: `moenative` on PATH, else
@@ -29,10 +30,11 @@ if [ -n "${PTXAS:-}" ]; then
   [ -x "$PTXAS" ] || die "PTXAS=$PTXAS is not executable"
   ptxas=$PTXAS
 else
-  for c in "$(command -v ptxas 2>/dev/null)" /usr/local/cuda/bin/ptxas /opt/cuda118/usr/bin/ptxas; do
+  search=${PTXAS_SEARCH-/usr/local/cuda/bin/ptxas /opt/cuda124/usr/bin/ptxas}
+  for c in "$(command -v ptxas 2>/dev/null)" $search; do
     [ -n "$c" ] && [ -x "$c" ] && { ptxas=$c; break; }
   done
-  [ -n "$ptxas" ] || die "no ptxas found (looked on PATH, /usr/local/cuda/bin, /opt/cuda118/usr/bin): install the CUDA toolkit's ptxas or set PTXAS=/path/to/ptxas"
+  [ -n "$ptxas" ] || die "no ptxas found (looked on PATH${search:+ and at $search}): install the CUDA toolkit's ptxas or set PTXAS=/path/to/ptxas"
 fi
 
 dir=${1:-}

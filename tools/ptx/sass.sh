@@ -8,7 +8,7 @@
 #     KERNEL  an .entry name, e.g. moe_router_softmax_topk_bf16 (the module defining it is found by grep)
 #     DIR     folder of specialised modules (moenative ptx dump --output DIR); default: dump through the CLI
 #
-# Environment: PTXAS (as in check.sh), CUOBJDUMP (default: next to ptxas, then on PATH),
+# Environment: PTXAS and PTXAS_SEARCH (as in check.sh), CUOBJDUMP (default: next to ptxas, then on PATH),
 #              ARCH (default sm_90a; falls back to sm_90 when this ptxas cannot target sm_90a),
 #              OUT (default /tmp/moenative-sass/KERNEL.ARCH.sass), MOENATIVE_CLI (as in check.sh).
 set -uo pipefail
@@ -24,7 +24,7 @@ dir=${2:-}
 if [ -n "${PTXAS:-}" ]; then ptxas=$PTXAS
 else
   ptxas=""
-  for c in "$(command -v ptxas 2>/dev/null)" /usr/local/cuda/bin/ptxas /opt/cuda118/usr/bin/ptxas; do
+  for c in "$(command -v ptxas 2>/dev/null)" ${PTXAS_SEARCH-/usr/local/cuda/bin/ptxas /opt/cuda124/usr/bin/ptxas}; do
     [ -n "$c" ] && [ -x "$c" ] && { ptxas=$c; break; }
   done
 fi

@@ -221,7 +221,7 @@ public static class VerifyCommand
         checks.Add(TensorCheck.Compare(pair, "grad_down_proj", s.Of("grad_down_proj"), actual.DownProj, expected.DownProj, tol));
     }
 
-    /// <summary>Every forward intermediate (DESIGN.md steps 1–10); an array the implementation did not produce
+    /// <summary>Every forward intermediate (docs/DESIGN.md steps 1–10); an array the implementation did not produce
     /// (empty, e.g. G2 when its store is fused into the unpermute) is left out.</summary>
     private static void AddIntermediateChecks(List<TensorCheck> checks, string pair, Shapes s, MoeIntermediates actual, MoeIntermediates expected, double tol)
     {

@@ -111,10 +111,16 @@ public static class CliApp
     {
         FileNotFoundException f when f.FileName is not null && !e.Message.Contains(f.FileName, StringComparison.Ordinal)
             => $"{e.Message} ({f.FileName})",
-        ArgumentException or IOException or InvalidDataException or FormatException or JsonException
+        ArgumentException a => WithoutParameterSuffix(a),
+        IOException or InvalidDataException or FormatException or JsonException
             or KeyNotFoundException or NotSupportedException or InsufficientMemoryException => e.Message,
         _ => $"{e.GetType().Name}: {e.Message}",
     };
+
+    /// <summary>The message without the " (Parameter 'name')" that .NET appends to an <see cref="ArgumentException"/>
+    /// (the message itself names what was wrong); an out-of-range value's "Actual value was X." stays.</summary>
+    internal static string WithoutParameterSuffix(ArgumentException e) =>
+        e.ParamName is null ? e.Message : e.Message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
 
     private static IEnumerable<string> CommandPath(ParseResult parse)
     {

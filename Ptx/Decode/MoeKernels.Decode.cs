@@ -68,7 +68,7 @@ public sealed partial class MoeKernels
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
         };
-        Kernel(_decodeGateUp, dtype, MoeKernelModules.DecodeExperts, MoeKernelModules.DecodeGateUpSiluEntry)
+        Kernel(_decodeGateUp, dtype, _ => MoeKernelModules.DecodeExperts(), MoeKernelModules.DecodeGateUpSiluEntry)
             .Launch(stream, new Dim3(CeilDiv(inter, DecodeGateColumnsPerCta), (uint)Math.Min(experts, tk)), new Dim3(DecodeBlock), 0, in args);
     }
 
@@ -117,7 +117,7 @@ public sealed partial class MoeKernels
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
             SlotOrder = slotOrder ? 1 : 0,
         };
-        Kernel(_decodeDown, dtype, MoeKernelModules.DecodeExperts, MoeKernelModules.DecodeDownCombineEntry)
+        Kernel(_decodeDown, dtype, _ => MoeKernelModules.DecodeExperts(), MoeKernelModules.DecodeDownCombineEntry)
             .Launch(stream, new Dim3((uint)DecodeCounterCount(hidden), (uint)Math.Min(experts, tk)), new Dim3(DecodeBlock), 0, in args);
     }
 

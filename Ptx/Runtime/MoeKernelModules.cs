@@ -16,7 +16,7 @@ public static partial class MoeKernelModules
     {
         yield return RoutingIndices();
         yield return RouterLogitsGemv();
-        foreach (ScalarType t in DecodeDtypes) yield return DecodeExperts(t);
+        yield return DecodeExperts();
         foreach (ScalarType t in PtxDtype.All)
         {
             yield return Router(t);

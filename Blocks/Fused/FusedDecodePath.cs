@@ -14,8 +14,13 @@ namespace MoeNative.Blocks;
 /// </summary>
 internal sealed class FusedDecodePath : IDisposable
 {
-    /// <summary>Largest T that <see cref="DecodeMode.Auto"/> sends through the decode kernels.</summary>
-    public const int AutoMaxTokens = 64;
+    /// <summary>
+    /// Largest T that <see cref="DecodeMode.Auto"/> sends through the decode kernels: measured, NVIDIA H200, bf16, graph
+    /// replay (docs/PERF.md, v9): faster than the grouped path up to T = 8 at Qwen3-30B-A3B (0.172 vs 0.196 ms) and
+    /// Qwen3-235B-A22B (0.574 vs 0.618 ms), slower from T = 16 (0.300 vs 0.284 ms) where the FFMA dot products of up to
+    /// 8 rows per weight pass stop keeping up with the weight stream.
+    /// </summary>
+    public const int AutoMaxTokens = 8;
 
     private readonly CudaContext _context;
     private readonly MoeConfig _config;

@@ -70,8 +70,9 @@ public sealed class DecodePathTests
     }
 
     /// <summary>
-    /// A token's output alone (T = 1) is bitwise its row of a T = 64 batch, and of a T = 33 batch; two runs of the same
-    /// batch are bitwise equal. Own routing (router GEMV and softmax are per token too), default options (Auto).
+    /// With the decode kernels at every T (Always), a token's output alone (T = 1) is bitwise its row of a T = 64
+    /// batch and of a T = 33 batch; two runs of the same batch are bitwise equal. Own routing (router GEMV and softmax
+    /// are per token too).
     /// </summary>
     [TestMethod]
     [DataRow("qwen3-30b-a3b", ScalarType.BFloat16)]
@@ -81,7 +82,8 @@ public sealed class DecodePathTests
         CudaContext context = GpuTest.RequireContext();
         MoeConfig c = BlockTestModels.Config(config);
         int h = c.HiddenSize;
-        using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, dtype));
+        using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, dtype),
+            new FusedBlockOptions { Decode = DecodeMode.Always });
         (float[] x64, _) = BlockTestModels.Inputs(config, dtype, 64);
 
         float[] y64 = block.Forward(x64, 64).Output;
@@ -101,6 +103,23 @@ public sealed class DecodePathTests
             }
         }
         Assert.IsEmpty(failures, string.Join("; ", failures));
+    }
+
+    /// <summary>Auto: T = 1 and T = 8 both take the decode kernels, so a token alone is bitwise its row of the T = 8 batch.</summary>
+    [TestMethod]
+    public void DecodeAuto_IsBatchInvariant_UpToItsThreshold()
+    {
+        CudaContext context = GpuTest.RequireContext();
+        const string config = "qwen3-30b-a3b";
+        int h = BlockTestModels.Config(config).HiddenSize, t8 = FusedDecodePath.AutoMaxTokens;
+        using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, ScalarType.BFloat16));
+        (float[] x, _) = BlockTestModels.Inputs(config, ScalarType.BFloat16, t8);
+        float[] batch = block.Forward(x, t8).Output;
+        for (int t = 0; t < t8; t++)
+        {
+            float[] alone = block.Forward(x.AsSpan(t * h, h).ToArray(), 1).Output;
+            Assert.AreEqual(0, CountDifferent(alone, batch.AsSpan(t * h, h)), $"token {t}: T=1 and T={t8} differ");
+        }
     }
 
     private static int CountDifferent(ReadOnlySpan<float> a, ReadOnlySpan<float> b)

@@ -43,6 +43,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     private readonly GemmTuner _tuner;
     private readonly MoeKernels _kernels;
     private readonly GroupedGemm _gemm;
+    private readonly FusedDecodePath _decode;
 
     private FusedWorkspace? _forwardWorkspace;     // per shape class, grow-only
     private FusedWorkspace? _backwardWorkspace;    // per shape class, grow-only, allocated on the first backward
@@ -80,6 +81,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
             _tuner = new GemmTuner(options);
             _kernels = MoeKernels.For(weights.Context);
             _gemm = GroupedGemm.For(weights.Context);
+            _decode = new FusedDecodePath(weights.Context, weights.Config, weights.DType, options);
         }
         catch
         {
@@ -352,6 +354,15 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         // 3. m_sizes, stable gather, inverse
         _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e);
         Probe(s, "routing_indices");
+        // 4-8 for few tokens: the decode kernels (two launches stream the hit experts' weights once) write the same
+        //    G1, A, G2 and Y as the grouped path below
+        if (_decode.Applies(tokens, x))
+        {
+            _decode.Forward(_kernels, s, x, _weights.GateUpRange, _weights.DownRange, mSizes, gather, inverse, w, g1, act, g2, y, tokens);
+            Probe(s, "decode_experts");
+            _saved = new SavedForward(tokens, x, sel, w, true);
+            return;
+        }
         // 4. Xp = X[gather/k]: always fused into GEMM1's loads (a(r) = gather[r]/k), with or without PermuteX: the
         //    same A values as a gathered copy (bit-identical G1), without the copy's TK·H writes and reads.
         DeviceRange a1 = x;
@@ -491,6 +502,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         _forwardWorkspace = null;
         _forwardWorkspace = new FusedWorkspace(Context, layout);
         _saved = default;
+        if (_decode.Supported && Options.Decode != DecodeMode.Off) _decode.Reserve();
 
         _iota?.Dispose();
         _iota = null;
@@ -561,6 +573,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         _backwardWorkspace?.Dispose();
         _iota?.Dispose();
         _ones?.Dispose();
+        _decode.Dispose();
         _hostStream?.Dispose();
         if (_ownsWeights) _weights.Dispose();
     }

@@ -7,7 +7,7 @@ namespace MoeNative.Blocks;
 /// that they are testable without a GPU. Every failure is an <see cref="ArgumentException"/> naming the parameter,
 /// the expected shape and what was passed.
 /// </summary>
-internal static class FusedBlockChecks
+internal static class BlockChecks
 {
     /// <summary>The element type of a device buffer must be the one that stores <paramref name="dtype"/>.</summary>
     public static void ElementType(ScalarType dtype, Type elementType, string paramName)

@@ -88,6 +88,7 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         ArgumentNullException.ThrowIfNull(y);
         BlockChecks.ElementType(DType, typeof(TElem), nameof(x));
         BlockChecks.ForwardShapes(Config, DType, tokens, x.Length, y.Length, routing?.Selected.Length, routing?.Weights.Length);
+        BlockChecks.ForwardContexts(Context, stream, x, y, routing);
         _tokens = tokens;
         _x = x.AsRange();
         if (tokens == 0) return;
@@ -138,6 +139,7 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         int tokens = _tokens;
         MoeConfig c = Config;
         BlockChecks.BackwardShapes(c, tokens, dY.Length, gradients.X.Length, gradients.Router.Length, gradients.GateUp.Length, gradients.Down.Length);
+        BlockChecks.BackwardContexts(Context, stream, dY, gradients);
         if (tokens == 0 || _counts.Any(n => n == 0))
         {
             // Experts without rows are not visited by the grouped calls: their gradient slices must be zero.

@@ -183,14 +183,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         }
         BlockChecks.ElementType(DType, typeof(TElem), nameof(x));
         BlockChecks.ForwardShapes(Config, DType, tokens, x.Length, y.Length, routing?.Selected.Length, routing?.Weights.Length);
-        CheckContext(stream.Context, nameof(stream));
-        CheckContext(x.Context, nameof(x));
-        CheckContext(y.Context, nameof(y));
-        if (routing is not null)
-        {
-            CheckContext(routing.Selected.Context, nameof(routing));
-            CheckContext(routing.Weights.Context, nameof(routing));
-        }
+        BlockChecks.ForwardContexts(Context, stream, x, y, routing);
         if (ReferenceEquals(x, y) || (tokens > 0 && x.DevicePointer == y.DevicePointer))
             throw new ArgumentException("x and y must be different buffers.", nameof(y));
         if (tokens == 0)
@@ -227,12 +220,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         int tokens = _saved.Tokens;
         BlockChecks.BackwardShapes(Config, tokens, dY.Length, gradients.X.Length, gradients.Router.Length,
             gradients.GateUp.Length, gradients.Down.Length);
-        CheckContext(stream.Context, nameof(stream));
-        CheckContext(dY.Context, nameof(dY));
-        CheckContext(gradients.X.Context, "gradients.X");
-        CheckContext(gradients.Router.Context, "gradients.Router");
-        CheckContext(gradients.GateUp.Context, "gradients.GateUp");
-        CheckContext(gradients.Down.Context, "gradients.Down");
+        BlockChecks.BackwardContexts(Context, stream, dY, gradients);
         if (tokens == 0)
         {
             // T = 0: no token reaches any expert; every weight gradient is zero and dX is empty.
@@ -246,12 +234,6 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     }
 
     // ==== checks ====================================================================================================
-
-    private void CheckContext(CudaContext context, string paramName)
-    {
-        if (!ReferenceEquals(context, Context) && context.Ordinal != Context.Ordinal)
-            throw new ArgumentException($"{paramName} belongs to device {context.Ordinal}, the block to device {Context.Ordinal}.", paramName);
-    }
 
     private void ThrowIfInferenceOnly() => Options.EnsureTrainable();
 

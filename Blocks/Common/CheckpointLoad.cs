@@ -51,6 +51,9 @@ public static class ProcessMemory
     /// <summary>RssAnon: resident anonymous memory (heap, stacks, pinned buffers), in bytes.</summary>
     public static long AnonymousResidentBytes() => Field("RssAnon:");
 
+    /// <summary>VmRSS: resident set now (anonymous and file-backed, including mapped files), in bytes.</summary>
+    public static long ResidentBytes() => Field("VmRSS:");
+
     /// <summary>VmHWM: peak resident set (anonymous and file-backed, including mapped files), in bytes.</summary>
     public static long PeakResidentBytes() => Field("VmHWM:");
 

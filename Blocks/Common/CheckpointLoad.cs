@@ -64,7 +64,7 @@ public static class ProcessMemory
             foreach (string line in File.ReadLines("/proc/self/status"))
             {
                 if (!line.StartsWith(name, StringComparison.Ordinal)) continue;
-                string[] parts = line[name.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                string[] parts = line[name.Length..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries); // "VmRSS:\t  2124 kB"
                 return long.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture) * 1024; // "kB"
             }
         }

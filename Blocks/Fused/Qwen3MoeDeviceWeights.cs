@@ -134,13 +134,13 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
     }
 
     /// <summary>Router weight with its byte size. // [E,H] dtype</summary>
-    internal Ptx.DeviceRange RouterRange => Alive()._router.AsRange();
+    internal DeviceRange RouterRange => Alive()._router.AsRange();
 
     /// <summary>Stacked gate/up projections with their byte size. // [E,2I,H] dtype</summary>
-    internal Ptx.DeviceRange GateUpRange => Alive()._gateUp.AsRange();
+    internal DeviceRange GateUpRange => Alive()._gateUp.AsRange();
 
     /// <summary>Down projections with their byte size. // [E,H,I] dtype</summary>
-    internal Ptx.DeviceRange DownRange => Alive()._down.AsRange();
+    internal DeviceRange DownRange => Alive()._down.AsRange();
 
     private Qwen3MoeDeviceWeights Alive()
     {

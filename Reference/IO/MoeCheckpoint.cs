@@ -74,17 +74,42 @@ public sealed class SafetensorsCollection : IDisposable
         }
     }
 
+    /// <summary>
+    /// Every file a weights source reads or may read: the file itself; for a folder, every file in it plus the shards
+    /// its index names (they may sit elsewhere). Used to keep an output from overwriting an input.
+    /// </summary>
+    public static IReadOnlyList<string> SourceFiles(string fileOrDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(fileOrDirectory);
+        if (!Directory.Exists(fileOrDirectory)) return [fileOrDirectory];
+        var files = new List<string>(Directory.EnumerateFiles(fileOrDirectory));
+        string index = Path.Combine(fileOrDirectory, "model.safetensors.index.json");
+        if (!File.Exists(index)) return files;
+        using JsonDocument doc = ParseIndex(index);
+        if (doc.RootElement.TryGetProperty("weight_map", out JsonElement map) && map.ValueKind == JsonValueKind.Object)
+            foreach (JsonProperty p in map.EnumerateObject())
+                if (p.Value.ValueKind == JsonValueKind.String) files.Add(Path.GetFullPath(Path.Combine(fileOrDirectory, p.Value.GetString()!)));
+        return files;
+    }
+
     private static JsonDocument ParseIndex(string index)
     {
-        try { return JsonDocument.Parse(File.ReadAllText(index)); }
+        string text = InputFiles.ReadText(index, "checkpoint index", InputFiles.MaxIndexBytes);
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(text); }
         catch (JsonException e) { throw new SafetensorsFormatException($"{index}: not valid JSON ({e.Message}).", e); }
+        JsonValueKind kind = doc.RootElement.ValueKind;
+        if (kind == JsonValueKind.Object) return doc;
+        doc.Dispose();
+        throw new SafetensorsFormatException($"{index}: expected a JSON object with 'weight_map', got a JSON {kind.ToString().ToLowerInvariant()}.");
     }
 
     private SafetensorsFile OpenFile(string path)
     {
         if (!_open.TryGetValue(path, out SafetensorsFile? f))
         {
-            if (!File.Exists(path)) throw new FileNotFoundException($"Shard '{path}' named by the index of '{Source}' does not exist.", path);
+            if (!File.Exists(path) && !Directory.Exists(path))
+                throw new FileNotFoundException($"Shard '{path}' named by the index of '{Source}' does not exist.", path);
             f = SafetensorsFile.Open(path);
             _open[path] = f;
         }

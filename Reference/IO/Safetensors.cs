@@ -110,8 +110,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public static SafetensorsFile Open(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file not found: {path}", path);
-        long length = new FileInfo(path).Length;
+        long length = InputFiles.RequireRegularFile(path, "safetensors file");
         if (length < 8) throw new SafetensorsFormatException($"{path}: truncated ({length} bytes); a safetensors file starts with an 8-byte header length.");
         MemoryMappedFile map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         MemoryMappedViewAccessor? view = null;
@@ -141,6 +140,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         var tensors = new Dictionary<string, SafetensorsTensorInfo>(StringComparer.Ordinal);
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (!System.Text.Unicode.Utf8.IsValid(header)) throw new SafetensorsFormatException($"{path}: header is not valid UTF-8.");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header.TrimEnd((byte)' ').ToArray()); }
         catch (JsonException e) { throw new SafetensorsFormatException($"{path}: header is not valid JSON ({e.Message}).", e); }
@@ -149,6 +149,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException($"{path}: header must be a JSON object.");
             foreach (JsonProperty prop in doc.RootElement.EnumerateObject())
             {
+                if (tensors.ContainsKey(prop.Name) || (prop.Name == "__metadata__" && metadata.Count > 0))
+                    throw new SafetensorsFormatException($"{path}: duplicate header entry '{prop.Name}' (each tensor name may appear once).");
                 if (prop.Name == "__metadata__")
                 {
                     if (prop.Value.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException($"{path}: __metadata__ must be an object of strings.");
@@ -191,10 +193,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
             throw new SafetensorsFormatException(Bad("missing 'data_offsets' [begin, end]."));
         var shape = new long[s.GetArrayLength()];
         int i = 0;
+        long elements = 1;
         foreach (JsonElement dim in s.EnumerateArray())
         {
             if (dim.ValueKind != JsonValueKind.Number || !dim.TryGetInt64(out long v) || v < 0) throw new SafetensorsFormatException(Bad($"bad shape {s.GetRawText()}."));
             shape[i++] = v;
+            // NOTE: the product is checked here once, so ElementCount never wraps (a wrapped [2^32,2^32] would be 0 elements).
+            try { elements = checked(elements * v); }
+            catch (OverflowException) { throw new SafetensorsFormatException(Bad($"shape {s.GetRawText()}: the element count overflows 64 bits.")); }
         }
         long[] off = o.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.Number && x.TryGetInt64(out long v) ? v : -1).ToArray();
         if (off[0] < 0 || off[1] < off[0]) throw new SafetensorsFormatException(Bad($"bad data_offsets {o.GetRawText()}."));

@@ -39,7 +39,7 @@ public static class LoadCommand
             config, weights, dtype, layers, chunk, seqlen, backward, seed,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config), parse.GetRequiredValue(weights),
-            parse.GetValue(dtype), parse.GetValue(layers) is { Length: > 0 } l ? l : null, parse.GetValue(chunk), parse.GetValue(seqlen), parse.GetValue(backward), parse.GetValue(seed))));
+            parse.GetValue(dtype)?.Type, parse.GetValue(layers) is { Length: > 0 } l ? l : null, parse.GetValue(chunk), parse.GetValue(seqlen), parse.GetValue(backward), parse.GetValue(seed))));
         return command;
     }
 

@@ -36,7 +36,7 @@ public static class SynthCommand
             config, output, layers, layout, dtype, seed,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config), parse.GetRequiredValue(output),
-            parse.GetValue(layers), parse.GetValue(layout)!, parse.GetValue(dtype), parse.GetValue(seed))));
+            parse.GetValue(layers), parse.GetValue(layout)!, parse.GetValue(dtype)!.Type, parse.GetValue(seed))));
         return command;
     }
 

@@ -162,6 +162,17 @@ public sealed class CheckpointStreamerTests
         CollectionAssert.AreEqual(downMarks.Select(m => (2, m, MarkValue(m))).ToArray(), target.Found.Where(f => f.Destination == 2).ToArray());
     }
 
+    [TestMethod]
+    public void ModelLoad_MoreThanFreeDeviceMemory_IsRefusedWithBothSizes()
+    {
+        MoeConfig c = MoeConfig.Preset("qwen3-30b-a3b");
+        var e = Assert.ThrowsExactly<InvalidOperationException>(() =>
+            Qwen3MoeModelWeights.CheckFits(150_000_000_000, 140_000_000_000, 48, c, ScalarType.BFloat16, "GPU X"));
+        StringAssert.Contains(e.Message, "needs 150.00 GB");
+        StringAssert.Contains(e.Message, "140.00 GB are free on GPU X");
+        Qwen3MoeModelWeights.CheckFits(140_000_000_000, 140_000_000_000, 48, c, ScalarType.BFloat16, "GPU X"); // exactly fits
+    }
+
     private static float MarkValue(long element) => 1 + element % 1000;
 
     private static Action<Stream> Marked(long elements, long[] marks) => s =>

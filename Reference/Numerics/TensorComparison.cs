@@ -82,6 +82,30 @@ public sealed record TensorComparison(
     }
 
     /// <summary>
+    /// <see cref="Scaled"/> with a per-element floor under the magnitude the absolute part is scaled by:
+    /// |a − e| ≤ tol·max(1, max|e|, floor_i) + tol·|e|; the relative norm as in <see cref="Scaled"/>, over
+    /// max(‖e‖₂, √n, ‖floor‖₂). For a tensor whose elements are differences of larger terms with a known first-order
+    /// error scale (the router gradient: <see cref="RouterGradientScale"/>).
+    /// </summary>
+    /// <exception cref="ArgumentException">The lengths differ.</exception>
+    public static TensorComparison ScaledWithFloor(string name, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, double tolerance,
+        ReadOnlySpan<float> floor)
+    {
+        CheckLengths(name, actual.Length, expected.Length);
+        CheckLengths(name + " (floor)", floor.Length, expected.Length);
+        double maxExpected = 0, floorSq = 0;
+        foreach (float e in expected) maxExpected = Math.Max(maxExpected, Math.Abs(e));
+        foreach (float f in floor) floorSq += (double)f * f;
+        double atol = tolerance * Math.Max(1.0, maxExpected);
+        TensorComparison c = ElementwiseCore(name, actual, expected, atol, tolerance, floor, tolerance);
+        double normFloor = Math.Max(Math.Sqrt(expected.Length), Math.Sqrt(floorSq));
+        double rel = c.Count == 0 || double.IsNaN(c.RelativeNormError)
+            ? c.RelativeNormError
+            : Math.Sqrt(c.DiffSquares) / Math.Max(Math.Sqrt(c.ExpectedSquares), normFloor);
+        return c with { RelativeNormError = rel, RelativeNormBound = tolerance };
+    }
+
+    /// <summary>
     /// Element-wise |a − e| ≤ atol + rtol·|e| and no NaN; the relative norm ‖a − e‖₂ / ‖e‖₂ is reported, not bounded.
     /// For a result against an exact or naive computation (float64 checks, GEMM against a loop).
     /// </summary>
@@ -92,6 +116,11 @@ public sealed record TensorComparison(
     /// <param name="rtol">Relative tolerance.</param>
     /// <exception cref="ArgumentException">The lengths differ.</exception>
     public static TensorComparison Elementwise<T>(string name, ReadOnlySpan<T> actual, ReadOnlySpan<T> expected, double atol, double rtol)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T> => ElementwiseCore(name, actual, expected, atol, rtol, [], 0);
+
+    // atol_i = max(atol, floorTol·floor_i) when a floor is given.
+    private static TensorComparison ElementwiseCore<T>(string name, ReadOnlySpan<T> actual, ReadOnlySpan<T> expected, double atol, double rtol,
+        ReadOnlySpan<float> floor, double floorTol)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         CheckLengths(name, actual.Length, expected.Length);
@@ -104,7 +133,8 @@ public sealed record TensorComparison(
             maxAbs = double.IsNaN(d) || double.IsNaN(maxAbs) ? double.NaN : Math.Max(maxAbs, d);
             diffSq += d * d;
             refSq += e * e;
-            if (!(d <= atol + rtol * Math.Abs(e)))
+            double bound = floor.IsEmpty ? atol : Math.Max(atol, floorTol * floor[i]);
+            if (!(d <= bound + rtol * Math.Abs(e)))
             {
                 if (first < 0) (first, firstActual, firstExpected) = (i, a, e);
                 mismatches++;

@@ -129,7 +129,7 @@ public sealed class HfMoeReference(MoeWeights weights, ScalarType dtype, IGemmBa
 }
 
 /// <summary>
-/// The grouped formulation (DESIGN.md forward steps 1–10): permute, a grouped GEMM written as a loop over experts,
+/// The grouped formulation (docs/DESIGN.md forward steps 1–10): permute, a grouped GEMM written as a loop over experts,
 /// silu-and-mul (rounded once), grouped GEMM, unpermute, top-k weighted sum (accumulated in fp32, rounded once).
 /// </summary>
 public sealed class GroupedMoeReference(MoeWeights weights, ScalarType dtype, IGemmBackend? gemm = null) : MoeReference(weights, dtype, gemm)

@@ -51,7 +51,7 @@ public sealed partial class MoeKernels
     }
 
     /// <summary>
-    /// Router backward, one warp per token (DESIGN.md): S = sum_j v_j, v_j = P[t,sel_j];
+    /// Router backward, one warp per token (docs/DESIGN.md): S = sum_j v_j, v_j = P[t,sel_j];
     /// dv_j = normTopK ? (dw_j - sum_i dw_i v_i / S) / S : dw_j; dP[sel_j] = dv_j; dL = P * (dP - sum_e P_e dP_e).
     /// </summary>
     public void RouterBackward(CudaStream stream, ScalarType dtype,

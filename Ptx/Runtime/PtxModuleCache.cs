@@ -75,14 +75,23 @@ public static class PtxModuleCache
         WriteAtomically(Path.Combine(dir, $"{SafeFileName(moduleName)}.{key[..12]}.ptx"), ptx);
     }
 
-    /// <summary>Writes <paramref name="text"/> to a temp file next to <paramref name="path"/> and renames it over the target.</summary>
+    /// <summary>Writes <paramref name="text"/> to a temp file next to <paramref name="path"/> and renames it over the
+    /// target; on any failure the temp file is deleted and the target is untouched.</summary>
     public static void WriteAtomically(string path, string text)
     {
         string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(dir);
         string temp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        File.WriteAllText(temp, text, new UTF8Encoding(false));
-        File.Move(temp, path, overwrite: true);
+        try
+        {
+            File.WriteAllText(temp, text, new UTF8Encoding(false));
+            File.Move(temp, path, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(temp);
+            throw;
+        }
     }
 
     /// <summary>Module names may contain '/', ':' etc.; keep [A-Za-z0-9._-].</summary>

@@ -5,7 +5,7 @@ namespace MoeNative.Reference;
 // Dimension legend: T tokens, H hidden, I intermediate (per expert), E experts, k experts per token.
 // Slot p = t*k + j (token order); row r = expert-ordered position (RoutingIndices). All tensors row-major.
 // T is the compute type: float (fp32 accumulation, the reference proper) or double (float64 finite-difference checks).
-// Every formula of DESIGN.md's forward and backward is implemented exactly once, in this file.
+// Every formula of docs/DESIGN.md's forward and backward is implemented exactly once, in this file.
 // NOTE: sizes are allocated from 64-bit products. Span offsets stay int: the entry points check T against
 // MoeLimits.MaxReferenceTokens and MoeConfig.Validate bounds [E,2I,H], so every array here has at most
 // Array.MaxLength elements and every offset into it (a prefix of its length) fits an int.

@@ -258,24 +258,40 @@ public sealed unsafe class SafetensorsFile : IDisposable
         long n = info.ElementCount;
         if (n > Array.MaxLength) throw new SafetensorsFormatException($"{Path}: tensor '{name}' {info.ShapeText} is too large for one array.");
         var result = new float[n];
-        byte* src = _base + _dataStart + info.Begin;
-        switch (info.DType)
-        {
-            case SafetensorsDType.F32:
-                new ReadOnlySpan<float>(src, (int)n).CopyTo(result);
-                break;
-            case SafetensorsDType.BF16:
-                StoragePrecision.ParallelChunks((int)n, (s0, len) =>
-                    PrecisionConvert.ToSingle(new ReadOnlySpan<BFloat16>((BFloat16*)src + s0, len), result.AsSpan(s0, len)));
-                break;
-            case SafetensorsDType.F16:
-                StoragePrecision.ParallelChunks((int)n, (s0, len) =>
-                    PrecisionConvert.ToSingle(new ReadOnlySpan<Half>((Half*)src + s0, len), result.AsSpan(s0, len)));
-                break;
-            default:
-                throw new SafetensorsFormatException($"{Path}: tensor '{name}' has dtype {info.DTypeName}; expected a floating dtype (F32, F16 or BF16).");
-        }
+        ReadFloat32(name, result);
         return result;
+    }
+
+    /// <summary>A floating tensor (F32, F16 or BF16) widened into <paramref name="destination"/>, which must hold exactly its elements.</summary>
+    /// <exception cref="SafetensorsFormatException">A non-floating dtype (message names the tensor).</exception>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> has another length.</exception>
+    public void ReadFloat32(string name, Span<float> destination)
+    {
+        SafetensorsTensorInfo info = Info(name);
+        if (destination.Length != info.ElementCount)
+            throw new ArgumentException($"Tensor '{name}' {info.ShapeText} has {info.ElementCount} elements; the destination holds {destination.Length}.", nameof(destination));
+        int n = destination.Length;
+        byte* src = _base + _dataStart + info.Begin;
+        fixed (float* dst = destination)
+        {
+            nint d = (nint)dst;
+            switch (info.DType)
+            {
+                case SafetensorsDType.F32:
+                    new ReadOnlySpan<float>(src, n).CopyTo(destination);
+                    break;
+                case SafetensorsDType.BF16:
+                    StoragePrecision.ParallelChunks(n, (s0, len) =>
+                        PrecisionConvert.ToSingle(new ReadOnlySpan<BFloat16>((BFloat16*)src + s0, len), new Span<float>((float*)d + s0, len)));
+                    break;
+                case SafetensorsDType.F16:
+                    StoragePrecision.ParallelChunks(n, (s0, len) =>
+                        PrecisionConvert.ToSingle(new ReadOnlySpan<Half>((Half*)src + s0, len), new Span<float>((float*)d + s0, len)));
+                    break;
+                default:
+                    throw new SafetensorsFormatException($"{Path}: tensor '{name}' has dtype {info.DTypeName}; expected a floating dtype (F32, F16 or BF16).");
+            }
+        }
     }
 
     /// <summary>An I32 tensor (I64 accepted when every value fits).</summary>

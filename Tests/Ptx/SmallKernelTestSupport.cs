@@ -162,7 +162,7 @@ internal static class Check
     public static void Close(string name, float[] actual, double[] expected, ScalarType dtype) =>
         Close(name, actual, expected, Tol(dtype), Tol(dtype));
 
-    /// <summary>atol = rtol per DESIGN.md: bf16 1e-2, fp16 1e-3, fp32 1e-5.</summary>
+    /// <summary>atol = rtol per docs/DESIGN.md: bf16 1e-2, fp16 1e-3, fp32 1e-5.</summary>
     public static double Tol(ScalarType dtype) => dtype switch
     {
         ScalarType.BFloat16 => 1e-2,

@@ -33,34 +33,33 @@ public static class RunCommand
 {
     public static Command Create(CliConsole console)
     {
-        var config = new Option<string>("--config", "-c")
-        {
-            Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json (or its folder).",
-            Required = true,
-        };
-        var weights = new Option<string>("--weights", "-w")
+        Option<string?> config = CliOptions.Config();
+        config.Required = true;
+        var weights = new Option<string>("--weights", CliOptions.Names.Weights)
         {
             Description = "Weights: a .safetensors file or a checkpoint folder (shards with model.safetensors.index.json).",
+            HelpName = "FILE|DIR",
             Required = true,
         };
-        var layer = new Option<int?>("--layer", "-l")
+        var layer = new Option<int?>("--layer", CliOptions.Names.Layer)
         {
             Description = "Decoder layer L: reads model.layers.L.mlp.* (default: bare names gate.weight, experts.*).",
+            HelpName = "L",
         };
-        var input = new Option<string>("--input", "-i")
+        var input = new Option<string>("--input", CliOptions.Names.Input)
         {
             Description = "Safetensors file with hidden_states [T,H] or [B,S,H].",
+            HelpName = "FILE",
             Required = true,
         };
-        var gradOutput = new Option<string?>("--grad-output", "-g")
+        var gradOutput = new Option<string?>("--grad-output", CliOptions.Names.GradOutput)
         {
             Description = "Safetensors file with grad_output (the input's shape): also writes the five gradients.",
+            HelpName = "FILE",
         };
-        var output = new Option<string>("--output", "-o")
-        {
-            Description = "Safetensors file to write: output, router_logits (+ grad_hidden_states, grad_gate, grad_gate_proj, grad_up_proj, grad_down_proj), all F32.",
-            Required = true,
-        };
+        var output = CliOptions.Output<string>(
+            "Safetensors file to write: output, router_logits (+ grad_hidden_states, grad_gate, grad_gate_proj, grad_up_proj, grad_down_proj), all F32.",
+            "FILE", required: true);
         var impl = new Option<string>("--impl")
         {
             Description = "hf (the Hugging Face per-expert loop), grouped (the grouped reference) or fused (the PTX block, GPU only).",
@@ -80,7 +79,7 @@ public static class RunCommand
             config, weights, layer, input, gradOutput, output, impl, device, dtype, allowNonFinite,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new RunOptions(
-            parse.GetRequiredValue(config),
+            parse.GetRequiredValue(config)!,
             parse.GetRequiredValue(weights),
             parse.GetValue(layer),
             parse.GetRequiredValue(input),
@@ -88,7 +87,7 @@ public static class RunCommand
             parse.GetRequiredValue(output),
             parse.GetValue(impl)!,
             parse.GetValue(device) ?? DeviceChoice.Auto,
-            parse.GetValue(dtype),
+            parse.GetValue(dtype)?.Type,
             parse.GetValue(allowNonFinite)))));
         return command;
     }

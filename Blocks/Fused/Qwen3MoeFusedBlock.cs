@@ -34,7 +34,8 @@ namespace MoeNative.Blocks;
 /// <see cref="MoeLimits.MaxReferenceTokens"/> (its [T·k,2I] results are .NET arrays).</para>
 /// <para><b>Graphs</b>: <see cref="Forward{TElem}"/> can be captured in a <see cref="CudaGraph"/> once the block
 /// has run that shape class directly (workspace allocated, autotune done): see <see cref="Reserve"/>.</para>
-/// <para>Not thread-safe: one caller at a time.</para>
+/// <para>Not thread-safe: one caller at a time. A call while another thread is inside one of the block's entry
+/// points throws <see cref="InvalidOperationException"/> (see <see cref="BlockEntryGuard"/>); use one block per thread.</para>
 /// </remarks>
 public sealed class Qwen3MoeFusedBlock : IDisposable
 {
@@ -52,6 +53,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     private CudaStream? _hostStream;
     private SavedForward _saved;
     private bool _disposed;
+    private readonly BlockEntryGuard _entry = new(); // one thread at a time (BlockEntryGuard says why)
 
     /// <summary>Uploads <paramref name="weights"/> in <paramref name="dtype"/> (owned by the block).</summary>
     /// <exception cref="ArgumentException">Options that contradict each other (see <see cref="FusedBlockOptions.Validate"/>).</exception>
@@ -143,6 +145,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     public void Reserve(int tokens, bool backward = false)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
         MoeLimits.CheckDeviceTokens(Config, tokens, nameof(tokens));
         EnsureForwardWorkspace(tokens);
@@ -163,6 +166,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         int tokens, DeviceRouting<TElem>? routing = null) where TElem : unmanaged
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(y);
@@ -203,6 +207,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
         where TElem : unmanaged
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ThrowIfInferenceOnly();
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(dY);
@@ -247,6 +252,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     public MoeIntermediates Forward(float[] x /*[T,H]*/, int tokens, MoeRouting? routing = null, bool intermediates = false)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentNullException.ThrowIfNull(x);
         MoeConfig c = Config;
         MoeLimits.CheckDeviceTokens(c, tokens, nameof(tokens));
@@ -288,6 +294,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     public MoeGradients Backward(float[] dY /*[T,H]*/)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ThrowIfInferenceOnly();
         ArgumentNullException.ThrowIfNull(dY);
         if (!_saved.Valid || (_saved.Tokens > 0 && (_hostIo is null || _saved.X.Pointer != _hostIo.X.DevicePointer)))

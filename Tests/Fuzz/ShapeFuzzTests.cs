@@ -19,13 +19,13 @@ namespace MoeNative.Tests.Fuzz;
 /// magnitude-scaled tolerance (seen: fuzz seed 12000179, E=124 k=10 H=I=1 T=3505 bf16: dWd of expert 25 is -1.055 vs
 /// -1.031 while its 231 terms sum to 26.9 in absolute value; both exact in float64 for each side's own A).
 /// Every failing case is listed with its seed; <c>MOENATIVE_FUZZ_SEED=N</c> reruns one case. Sized for CI (2 cores):
-/// four shards of 60 cases, well under a minute in all.
+/// four shards of 150 cases, about a minute in all.
 /// </summary>
 [TestClass]
 public sealed class ShapeFuzzTests
 {
     public const int FirstSeed = 12_000_000;
-    public const int CasesPerShard = 60;
+    public const int CasesPerShard = 150;
 
     /// <summary>CPU budget: weights [E,I,H] and activations [T·k, max(H,2I)] of at most 150K elements each.</summary>
     public static readonly FuzzBudget CpuBudget = new(WeightElements: 150_000, ActivationElements: 150_000, MaxTokens: 5000, MaxHidden: 384);

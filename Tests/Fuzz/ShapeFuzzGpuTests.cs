@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 using MoeNative.Blocks;
 using MoeNative.Interop;
 using MoeNative.Reference;
@@ -39,31 +37,8 @@ public sealed class ShapeFuzzGpuTests
     public void Fused_Vs_GroupedReference_RandomShapes(int shard)
     {
         CudaContext context = GpuTest.RequireContext();
-        IEnumerable<int> seeds = ShapeFuzzCase.Seeds(FirstSeed + shard * CasesPerShard, CasesPerShard);
-        if (shard > 0 && seeds.Count() == 1) Assert.Inconclusive($"{ShapeFuzzCase.SeedVariable} is set: the single case runs in shard 0.");
         using var cublas = new CublasGemm(context);
-        var failures = new StringBuilder();
-        int cases = 0, failed = 0;
-        var clock = Stopwatch.StartNew();
-        foreach (int seed in seeds)
-        {
-            ShapeFuzzCase fc = ShapeFuzzCase.FromSeed(seed, GpuBudget);
-            cases++;
-            string? failure;
-            try
-            {
-                failure = RunCase(context, cublas, fc);
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                failure = $"{e.GetType().Name}: {e.Message}";
-            }
-            if (failure is null) continue;
-            failed++;
-            failures.Append('\n').Append(fc).Append("\n  ").Append(failure.Replace("\n", "\n  ", StringComparison.Ordinal));
-        }
-        TestContext.WriteLine($"{cases} cases, {failed} failed, {clock.Elapsed.TotalSeconds:0.0} s");
-        if (failed > 0) Assert.Fail($"{failed} of {cases} fuzz cases failed:{failures}");
+        ShapeFuzzCase.RunShard(shard, FirstSeed, CasesPerShard, GpuBudget, fc => RunCase(context, cublas, fc), TestContext);
     }
 
     /// <summary>One case; null when it passes, else every failing comparison.</summary>
@@ -91,14 +66,6 @@ public sealed class ShapeFuzzGpuTests
         log.Close("grad_gate (router)", fusedGrads.Router, referenceGrads.Router);
         log.Close("grad_gate_up", fusedGrads.GateUp, referenceGrads.GateUp);
         log.Close("grad_down_proj", fusedGrads.DownProj, referenceGrads.DownProj);
-        try
-        {
-            log.AssertAll($"grouped-cublas vs fused {options.Describe()}");
-            return null;
-        }
-        catch (AssertFailedException e)
-        {
-            return e.Message;
-        }
+        return ShapeFuzzCase.Verdict(log, $"grouped-cublas vs fused {options.Describe()}");
     }
 }

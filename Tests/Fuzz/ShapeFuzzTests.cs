@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 using MoeNative.Reference;
 using MoeNative.Tests.Blocks;
 
@@ -37,25 +35,8 @@ public sealed class ShapeFuzzTests
     [DataRow(1)]
     [DataRow(2)]
     [DataRow(3)]
-    public void HfLoop_Vs_Grouped_RandomShapes(int shard)
-    {
-        IEnumerable<int> seeds = ShapeFuzzCase.Seeds(FirstSeed + shard * CasesPerShard, CasesPerShard);
-        if (shard > 0 && seeds.Count() == 1) Assert.Inconclusive($"{ShapeFuzzCase.SeedVariable} is set: the single case runs in shard 0.");
-        var failures = new StringBuilder();
-        int cases = 0, failed = 0;
-        var clock = Stopwatch.StartNew();
-        foreach (int seed in seeds)
-        {
-            ShapeFuzzCase fc = ShapeFuzzCase.FromSeed(seed, CpuBudget);
-            cases++;
-            string? failure = RunCase(fc);
-            if (failure is null) continue;
-            failed++;
-            failures.Append("\n").Append(fc).Append("\n  ").Append(failure.Replace("\n", "\n  ", StringComparison.Ordinal));
-        }
-        TestContext.WriteLine($"{cases} cases, {failed} failed, {clock.Elapsed.TotalSeconds:0.0} s");
-        if (failed > 0) Assert.Fail($"{failed} of {cases} fuzz cases failed:{failures}");
-    }
+    public void HfLoop_Vs_Grouped_RandomShapes(int shard) =>
+        ShapeFuzzCase.RunShard(shard, FirstSeed, CasesPerShard, CpuBudget, RunCase, TestContext);
 
     /// <summary>One case; null when it passes, else every failing comparison.</summary>
     private static string? RunCase(ShapeFuzzCase fc)
@@ -77,14 +58,6 @@ public sealed class ShapeFuzzTests
         log.Close("intermediate", groupedForward.Intermediate, hfForward.Intermediate);
         log.CloseHfAccumulated("output", groupedForward.Output, hfForward.Output, c.TopK);
         ThreeWayTests.CompareGradients(log, c, groupedGrads, hfGrads, RouterGradientScale.Compute(hfForward, dY));
-        try
-        {
-            log.AssertAll("hf vs grouped");
-            return null;
-        }
-        catch (AssertFailedException e)
-        {
-            return e.Message;
-        }
+        return ShapeFuzzCase.Verdict(log, "hf vs grouped");
     }
 }

@@ -50,6 +50,10 @@ public sealed record BlockBenchmarkOptions
     /// <summary>Default 2000.</summary>
     public int MaxReplays { get; init; } = 2000;
 
+    /// <summary>With autotune on, first measure the time from a cold start to the first forward at the first T, with
+    /// and without stored kernel choices (<see cref="ColdStartTiming"/>; two extra blocks, seconds). Default true.</summary>
+    public bool MeasureColdStart { get; init; } = true;
+
     /// <summary>Seed of the weights; inputs use seed + T (fresh per T).</summary>
     public int Seed { get; init; } = 1234;
 
@@ -103,6 +107,10 @@ public sealed record BenchmarkReport(
     string Device, DeviceRates Rates, string Config, int HiddenSize, int IntermediateSize, int NumExperts, int TopK,
     string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows)
 {
+    /// <summary>Time from a cold start to the first forward, with and without stored kernel choices (null when not
+    /// measured: autotune off or <see cref="BlockBenchmarkOptions.MeasureColdStart"/> false).</summary>
+    public ColdStartTiming? ColdStart { get; init; }
+
     /// <summary>Indented JSON with snake_case names.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, BenchmarkJsonContext.Default.BenchmarkReport);
 }
@@ -154,6 +162,12 @@ public sealed class BlockBenchmark
         var rows = new List<BenchmarkRow>();
         progress?.Invoke(new BenchmarkProgress("fused", 0, "generating and uploading weights"));
         MoeWeights weights = MoeWeights.Random(c, _options.Seed, dt);
+        ColdStartTiming? coldStart = null;
+        if (_options.MeasureColdStart && _options.Fused.Autotune)
+        {
+            progress?.Invoke(new BenchmarkProgress("fused", _options.Tokens[0], "cold start to first forward, without and with stored choices"));
+            coldStart = ColdStartTiming.Measure(_context, weights, dt, _options.Fused, _options.Tokens[0], _options.Seed);
+        }
         using (var deviceWeights = Qwen3MoeDeviceWeights.Upload(_context, weights, dt))
         {
             using (var block = new Qwen3MoeFusedBlock(deviceWeights, _options.Fused))
@@ -191,7 +205,7 @@ public sealed class BlockBenchmark
             }
         }
         return new BenchmarkReport(_context.Name, Rates, c.Name ?? "config", c.HiddenSize, c.IntermediateSize, c.NumExperts, c.TopK,
-            dt.ShortName(), _options.Fused.Describe(), started, rows);
+            dt.ShortName(), _options.Fused.Describe(), started, rows) { ColdStart = coldStart };
     }
 
     // ---- fused ----------------------------------------------------------------------------------------------------
@@ -524,4 +538,5 @@ public sealed class BlockBenchmark
     NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)]
 [JsonSerializable(typeof(BenchmarkReport))]
 [JsonSerializable(typeof(BenchmarkRow))]
+[JsonSerializable(typeof(ColdStartTiming))]
 internal sealed partial class BenchmarkJsonContext : JsonSerializerContext;

@@ -32,15 +32,23 @@ public sealed record GemmTiming(FusedGemm Gemm, int ShapeClassTokens, GemmConfig
 /// <summary>
 /// Kernel config per (GEMM, shape class): explicit from the options, or the fastest of the candidates, timed once
 /// on the first call of the shape class with CUDA events (this synchronises the stream: the only host sync of the
-/// block, and only on that first call; warm the block up before capturing it in a graph).
+/// block, and only on that first call; warm the block up before capturing it in a graph). With a
+/// <see cref="FusedBlockOptions.TuningStore"/>, a choice stored for <paramref name="context"/> that is still among the
+/// candidates is used without timing, and every new choice is stored.
 /// </summary>
-internal sealed class GemmTuner
+internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? context = null)
 {
-    private readonly FusedBlockOptions _options;
+    private readonly FusedBlockOptions _options = options;
     private readonly Dictionary<(FusedGemm, int), GemmConfig?> _chosen = new();
+    private readonly HashSet<(FusedGemm, int)> _fromStore = [];
     private readonly List<GemmTiming> _timings = [];
+    private readonly Dictionary<(FusedGemm, int), GemmConfig> _stored =
+        options.Autotune && options.TuningStore is { } store && context is not null
+            ? store.Load(context).ToDictionary(c => (c.Gemm, c.ShapeClassTokens), c => c.Config)
+            : [];
 
-    public GemmTuner(FusedBlockOptions options) => _options = options;
+    /// <summary>The (GEMM, shape class) pairs whose config came from the tuning store, not from timing.</summary>
+    public IReadOnlySet<(FusedGemm Gemm, int ShapeClassTokens)> FromStore => _fromStore;
 
     /// <summary>Every autotune measurement so far, in order.</summary>
     public IReadOnlyList<GemmTiming> Timings => _timings;
@@ -72,7 +80,17 @@ internal sealed class GemmTuner
         }
         if (!_chosen.TryGetValue((gemm, shapeClass), out GemmConfig? config))
         {
-            config = Tune(gemm, shapeClass, stream, candidates(), launch);
+            IReadOnlyList<GemmConfig> offered = candidates();
+            if (_stored.TryGetValue((gemm, shapeClass), out GemmConfig? stored) && offered.Contains(stored))
+            {
+                config = stored;
+                _fromStore.Add((gemm, shapeClass));
+            }
+            else
+            {
+                (config, double ms) = Tune(gemm, shapeClass, stream, offered, launch);
+                _options.TuningStore?.TrySave(context!, new TunedChoice(gemm, shapeClass, config, ms));
+            }
             _chosen[(gemm, shapeClass)] = config;
         }
         launch(config);
@@ -80,7 +98,7 @@ internal sealed class GemmTuner
 
     private GemmConfig? Explicit(FusedGemm gemm) => _options.ExplicitConfig(gemm);
 
-    private GemmConfig Tune(FusedGemm gemm, int shapeClass, CudaStream stream, IReadOnlyList<GemmConfig> candidates,
+    private (GemmConfig Config, double Milliseconds) Tune(FusedGemm gemm, int shapeClass, CudaStream stream, IReadOnlyList<GemmConfig> candidates,
         Action<GemmConfig?> launch)
     {
         if (candidates.Count == 0)
@@ -121,7 +139,7 @@ internal sealed class GemmTuner
                 best = candidate;
             }
         }
-        return best ?? throw new InvalidOperationException(
+        return best is not null ? (best, bestMs) : throw new InvalidOperationException(
             $"Autotune of {gemm} (shape class T≤{shapeClass}): every candidate failed: {string.Join("; ", errors)}");
     }
 }

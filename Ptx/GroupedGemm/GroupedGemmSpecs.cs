@@ -28,7 +28,7 @@ public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType,
     public int LaunchSharedBytes(int experts) => DynamicSharedBytes + (SharedBytesPerExpert * System.Math.Max(experts, 0) + 15) / 16 * 16;
 
     /// <summary>The specialised PTX text.</summary>
-    public string SpecialisedPtx() => PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(File), Values);
+    public string SpecialisedPtx() => PtxTemplate.Specialise(PtxLibrary.ReadComposed(File), Values);
 
     /// <summary>Catalog entry (module name, specialised text, entry + args struct).</summary>
     public PtxModuleSpec ToModuleSpec() => new(ModuleName, SpecialisedPtx(), [new PtxKernelSpec(EntryName, ArgsType)]);

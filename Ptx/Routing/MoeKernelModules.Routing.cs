@@ -18,12 +18,12 @@ public static partial class MoeKernelModules
         new PtxKernelSpec(RouterBackwardEntry(t), typeof(RouterSoftmaxTopKBackwardArgs)));
 
     public static PtxModuleSpec RoutingIndices() => new(ModuleName(RoutingIndicesFile, null),
-        PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(RoutingIndicesFile), new Dictionary<string, string>()),
+        PtxTemplate.Specialise(PtxLibrary.ReadComposed(RoutingIndicesFile), new Dictionary<string, string>()),
         [new PtxKernelSpec(RoutingCountEntry, typeof(RoutingCountArgs)), new PtxKernelSpec(RoutingScatterEntry, typeof(RoutingScatterArgs))]);
 
     /// <summary>One module, both 16-bit entries (the file has no placeholders: the two entries are written out).</summary>
     public static PtxModuleSpec RouterLogitsGemv() => new(ModuleName(RouterLogitsGemvFile, null),
-        PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(RouterLogitsGemvFile), new Dictionary<string, string>()),
+        PtxTemplate.Specialise(PtxLibrary.ReadComposed(RouterLogitsGemvFile), new Dictionary<string, string>()),
         [new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.BFloat16), typeof(RouterLogitsGemvArgs)),
          new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.Float16), typeof(RouterLogitsGemvArgs))]);
 }

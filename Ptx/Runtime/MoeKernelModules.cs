@@ -30,7 +30,7 @@ public static partial class MoeKernelModules
     // a placeholder without a value still fails, and so does any non-dtype value.
     private static PtxModuleSpec Dtype(string file, ScalarType t, params PtxKernelSpec[] kernels)
     {
-        string text = PtxLibrary.ReadEmbedded(file);
+        string text = PtxLibrary.ReadComposed(file);
         IReadOnlyList<string> used = PtxTemplate.Placeholders(text);
         var values = PtxDtype.Constants(t).Where(kv => used.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
         return new(ModuleName(file, t), PtxTemplate.Specialise(text, values), kernels);

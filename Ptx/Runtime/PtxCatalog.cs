@@ -26,6 +26,7 @@ public static partial class PtxCatalog
     {
         var modules = new List<PtxModuleSpec>();
         modules.AddRange(MoeKernelModules.All());
+        modules.AddRange(DtypeConvertModules.All());
         AddGroupedGemm(modules);
         var duplicate = modules.GroupBy(m => m.ModuleName).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null) throw new InvalidOperationException($"Duplicate PTX module name {duplicate.Key} in the catalog.");

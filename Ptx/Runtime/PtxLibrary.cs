@@ -19,7 +19,20 @@ public static class PtxLibrary
         .Order(StringComparer.Ordinal)
         .ToArray();
 
-    /// <summary>Returns the text of an embedded PTX file.</summary>
+    /// <summary>True for a fragment (a file under a <c>fragments/</c> folder): included by modules, never loaded itself.</summary>
+    public static bool IsFragment(string relativePath)
+    {
+        ArgumentNullException.ThrowIfNull(relativePath);
+        return relativePath.Replace('\\', '/').Contains("/fragments/", StringComparison.Ordinal);
+    }
+
+    /// <summary>The text of an embedded PTX file with its <c>#include</c> lines composed (<see cref="PtxTemplate.Compose"/>),
+    /// ready for <see cref="PtxTemplate.Specialise"/>.</summary>
+    /// <exception cref="FileNotFoundException">No embedded resource matches <paramref name="relativePath"/>.</exception>
+    /// <exception cref="PtxTemplateException">An include cannot be composed (names the file and line).</exception>
+    public static string ReadComposed(string relativePath) => PtxTemplate.Compose(ReadEmbedded(relativePath), relativePath, ReadEmbedded);
+
+    /// <summary>Returns the text of an embedded PTX file (as written: <c>#include</c> lines not composed).</summary>
     /// <exception cref="FileNotFoundException">No embedded resource matches; the message lists the ones that exist.</exception>
     public static string ReadEmbedded(string relativePath)
     {

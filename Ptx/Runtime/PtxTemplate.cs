@@ -4,9 +4,24 @@ using System.Text.RegularExpressions;
 namespace MoeNative.Ptx;
 
 /// <summary>
-/// Load-time specialisation of PTX text: every <c>{{NAME}}</c> (NAME = [A-Z0-9_]+) is replaced by its value.
-/// Strict both ways: a placeholder with no value, or a value no placeholder uses, is an error, so a renamed
-/// constant can never be silently ignored.
+/// Load-time composition and specialisation of PTX text, in two steps.
+/// <para><b>1. Includes</b> (<see cref="Compose"/>, or <see cref="PtxLibrary.ReadComposed"/> for an embedded file): a line
+/// <code>    #include "GroupedGemm/fragments/sched_persistent.ptx"  A_ROW=16 WIDEN="cvt.f32.f16 x, h;"  // comment</code>
+/// is replaced by the text of that fragment (a path relative to <c>Ptx/</c>, as <see cref="PtxLibrary.ReadEmbedded"/>
+/// addresses it). The optional <c>NAME=value</c> pairs (value bare, or double-quoted with <c>\"</c> and <c>\\</c>
+/// escapes) are substituted into that fragment's own text, strictly (a pair the fragment's text does not use is an
+/// error); then the fragment's own includes are composed the same way, recursively. So a fragment passes a value on
+/// explicitly (<c>#include "F/fragments/inner.ptx" ROWS={{ROWS}}</c>) or picks a nested fragment by it
+/// (<c>#include "Routing/fragments/unpack_x4_{{DTYPE_NAME}}.ptx"</c>); a value never leaks past the fragment it was
+/// given to. Placeholders left unbound stay for step 2. A cycle, a missing file, a malformed line or a path with an
+/// unbound placeholder throws <see cref="PtxTemplateException"/> naming the file, the line and the include chain.
+/// Fragments live in a <c>fragments/</c> folder of their family: plain PTX lines (no <c>.version</c>), a header
+/// comment saying what they expect (registers, labels, placeholders) and what they leave; the catalog never
+/// loads them as modules.</para>
+/// <para><b>2. Placeholders</b> (<see cref="Specialise"/>): every <c>{{NAME}}</c> (NAME = [A-Z0-9_]+) is replaced by its
+/// value. Strict both ways: a placeholder with no value, or a value no placeholder uses, is an error, so a renamed
+/// constant can never be silently ignored; an <c>#include</c> line left uncomposed is an error too.</para>
+/// The result is plain PTX: what <c>moenative ptx dump</c> writes, ptxas checks and <see cref="PtxSignature"/> parses.
 /// </summary>
 public static partial class PtxTemplate
 {
@@ -35,6 +50,9 @@ public static partial class PtxTemplate
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(values);
+        if (FirstIncludeLine(text) is int includeLine)
+            throw new PtxTemplateException(
+                $"PTX template specialisation failed: an #include at line {includeLine} was not composed (read the file with PtxLibrary.ReadComposed or call PtxTemplate.Compose first).", [], []);
         IReadOnlyList<string> used = Placeholders(text);
         string[] missing = used.Where(n => !values.ContainsKey(n)).ToArray();
         string[] unknown = values.Keys.Where(k => !used.Contains(k)).Order(StringComparer.Ordinal).ToArray();

@@ -110,8 +110,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public static SafetensorsFile Open(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file not found: {path}", path);
-        long length = new FileInfo(path).Length;
+        long length = InputFiles.RequireRegularFile(path, "safetensors file");
         if (length < 8) throw new SafetensorsFormatException($"{path}: truncated ({length} bytes); a safetensors file starts with an 8-byte header length.");
         MemoryMappedFile map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         MemoryMappedViewAccessor? view = null;
@@ -141,6 +140,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         var tensors = new Dictionary<string, SafetensorsTensorInfo>(StringComparer.Ordinal);
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (!System.Text.Unicode.Utf8.IsValid(header)) throw new SafetensorsFormatException($"{path}: header is not valid UTF-8.");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header.TrimEnd((byte)' ').ToArray()); }
         catch (JsonException e) { throw new SafetensorsFormatException($"{path}: header is not valid JSON ({e.Message}).", e); }
@@ -149,6 +149,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException($"{path}: header must be a JSON object.");
             foreach (JsonProperty prop in doc.RootElement.EnumerateObject())
             {
+                if (tensors.ContainsKey(prop.Name) || (prop.Name == "__metadata__" && metadata.Count > 0))
+                    throw new SafetensorsFormatException($"{path}: duplicate header entry '{prop.Name}' (each tensor name may appear once).");
                 if (prop.Name == "__metadata__")
                 {
                     if (prop.Value.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException($"{path}: __metadata__ must be an object of strings.");
@@ -191,10 +193,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
             throw new SafetensorsFormatException(Bad("missing 'data_offsets' [begin, end]."));
         var shape = new long[s.GetArrayLength()];
         int i = 0;
+        long elements = 1;
         foreach (JsonElement dim in s.EnumerateArray())
         {
             if (dim.ValueKind != JsonValueKind.Number || !dim.TryGetInt64(out long v) || v < 0) throw new SafetensorsFormatException(Bad($"bad shape {s.GetRawText()}."));
             shape[i++] = v;
+            // NOTE: the product is checked here once, so ElementCount never wraps (a wrapped [2^32,2^32] would be 0 elements).
+            try { elements = checked(elements * v); }
+            catch (OverflowException) { throw new SafetensorsFormatException(Bad($"shape {s.GetRawText()}: the element count overflows 64 bits.")); }
         }
         long[] off = o.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.Number && x.TryGetInt64(out long v) ? v : -1).ToArray();
         if (off[0] < 0 || off[1] < off[0]) throw new SafetensorsFormatException(Bad($"bad data_offsets {o.GetRawText()}."));
@@ -252,24 +258,40 @@ public sealed unsafe class SafetensorsFile : IDisposable
         long n = info.ElementCount;
         if (n > Array.MaxLength) throw new SafetensorsFormatException($"{Path}: tensor '{name}' {info.ShapeText} is too large for one array.");
         var result = new float[n];
-        byte* src = _base + _dataStart + info.Begin;
-        switch (info.DType)
-        {
-            case SafetensorsDType.F32:
-                new ReadOnlySpan<float>(src, (int)n).CopyTo(result);
-                break;
-            case SafetensorsDType.BF16:
-                StoragePrecision.ParallelChunks((int)n, (s0, len) =>
-                    PrecisionConvert.ToSingle(new ReadOnlySpan<BFloat16>((BFloat16*)src + s0, len), result.AsSpan(s0, len)));
-                break;
-            case SafetensorsDType.F16:
-                StoragePrecision.ParallelChunks((int)n, (s0, len) =>
-                    PrecisionConvert.ToSingle(new ReadOnlySpan<Half>((Half*)src + s0, len), result.AsSpan(s0, len)));
-                break;
-            default:
-                throw new SafetensorsFormatException($"{Path}: tensor '{name}' has dtype {info.DTypeName}; expected a floating dtype (F32, F16 or BF16).");
-        }
+        ReadFloat32(name, result);
         return result;
+    }
+
+    /// <summary>A floating tensor (F32, F16 or BF16) widened into <paramref name="destination"/>, which must hold exactly its elements.</summary>
+    /// <exception cref="SafetensorsFormatException">A non-floating dtype (message names the tensor).</exception>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> has another length.</exception>
+    public void ReadFloat32(string name, Span<float> destination)
+    {
+        SafetensorsTensorInfo info = Info(name);
+        if (destination.Length != info.ElementCount)
+            throw new ArgumentException($"Tensor '{name}' {info.ShapeText} has {info.ElementCount} elements; the destination holds {destination.Length}.", nameof(destination));
+        int n = destination.Length;
+        byte* src = _base + _dataStart + info.Begin;
+        fixed (float* dst = destination)
+        {
+            nint d = (nint)dst;
+            switch (info.DType)
+            {
+                case SafetensorsDType.F32:
+                    new ReadOnlySpan<float>(src, n).CopyTo(destination);
+                    break;
+                case SafetensorsDType.BF16:
+                    StoragePrecision.ParallelChunks(n, (s0, len) =>
+                        PrecisionConvert.ToSingle(new ReadOnlySpan<BFloat16>((BFloat16*)src + s0, len), new Span<float>((float*)d + s0, len)));
+                    break;
+                case SafetensorsDType.F16:
+                    StoragePrecision.ParallelChunks(n, (s0, len) =>
+                        PrecisionConvert.ToSingle(new ReadOnlySpan<Half>((Half*)src + s0, len), new Span<float>((float*)d + s0, len)));
+                    break;
+                default:
+                    throw new SafetensorsFormatException($"{Path}: tensor '{name}' has dtype {info.DTypeName}; expected a floating dtype (F32, F16 or BF16).");
+            }
+        }
     }
 
     /// <summary>An I32 tensor (I64 accepted when every value fits).</summary>

@@ -137,6 +137,14 @@ public sealed class SafetensorsEntry
     }
 }
 
+/// <summary>A safetensors file could not be written (folder not creatable, no permission, disk full, ...); no temp
+/// file was left and an existing file of that name is unchanged.</summary>
+public sealed class SafetensorsWriteException(string path, Exception inner) : IOException($"cannot write {path}: {inner.Message}", inner)
+{
+    /// <summary>The file that was to be written.</summary>
+    public string Target { get; } = path;
+}
+
 /// <summary>
 /// Writes safetensors files (header padded with spaces to a multiple of 8 bytes; tensors in the given order),
 /// streamed tensor by tensor and atomically: into a temp file beside the target, renamed over it when complete; on
@@ -146,6 +154,7 @@ public sealed class SafetensorsEntry
 public static class SafetensorsWriter
 {
     /// <exception cref="ArgumentException">Duplicate or reserved names.</exception>
+    /// <exception cref="SafetensorsWriteException">The file could not be written (folder, permission, space); no temp file is left.</exception>
     /// <exception cref="InvalidOperationException">A tensor's writer wrote a number of bytes other than its size.</exception>
     public static void Write(string path, IEnumerable<SafetensorsEntry> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -163,12 +172,12 @@ public static class SafetensorsWriter
         int padded = (header.Length + 7) / 8 * 8;
         string full = System.IO.Path.GetFullPath(path);
         string dir = System.IO.Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
         // NOTE: a short temp name in the target's folder (same file system: the rename is atomic), independent of the
         // target name's length.
         string temp = System.IO.Path.Combine(dir, $".st-{Guid.NewGuid():N}.tmp");
         try
         {
+            Directory.CreateDirectory(dir);
             using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
             using (var sparse = new ZeroSkippingStream(file))
             {
@@ -187,11 +196,22 @@ public static class SafetensorsWriter
             }
             File.Move(temp, full, overwrite: true);
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            TryDelete(temp);
+            throw new SafetensorsWriteException(full, e);
+        }
         catch
         {
-            File.Delete(temp);
+            TryDelete(temp);
             throw;
         }
+    }
+
+    private static void TryDelete(string temp)
+    {
+        try { File.Delete(temp); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* never created, or already gone */ }
     }
 
     private static byte[] Header(List<SafetensorsEntry> list, IReadOnlyDictionary<string, string>? metadata)

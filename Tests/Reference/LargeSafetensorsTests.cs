@@ -150,8 +150,9 @@ public sealed class LargeSafetensorsTests
         SafetensorsWriter.Write(path, [SafetensorsEntry.FromFloats("old", [2], [1f, 2f])]);
         byte[] before = File.ReadAllBytes(path);
 
-        Assert.ThrowsExactly<IOException>(() => SafetensorsWriter.Write(path,
+        var failed = Assert.ThrowsExactly<SafetensorsWriteException>(() => SafetensorsWriter.Write(path,
             [SafetensorsEntry.FromWriter("t", SafetensorsDType.F32, [1 << 20], s => { s.Write(new byte[4096]); throw new IOException("disk full (simulated)"); })]));
+        StringAssert.Contains(failed.Message, "disk full (simulated)");
         var short_ = Assert.ThrowsExactly<InvalidOperationException>(() => SafetensorsWriter.Write(path,
             [SafetensorsEntry.FromWriter("t", SafetensorsDType.F32, [4], s => s.Write(new byte[12]))]));
         StringAssert.Contains(short_.Message, "wrote 12 bytes, 16 expected");

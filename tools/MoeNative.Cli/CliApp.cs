@@ -64,6 +64,8 @@ public static class CliApp
             "checked against a C# reference of the Hugging Face block.");
         root.Subcommands.Add(InfoCommand.Create(console));
         root.Subcommands.Add(RunCommand.Create(console));
+        root.Subcommands.Add(LoadCommand.Create(console));
+        root.Subcommands.Add(SynthCommand.Create(console));
         root.Subcommands.Add(VerifyCommand.Create(console));
         root.Subcommands.Add(BenchCommand.Create(console));
         root.Subcommands.Add(TuneCommand.Create(console));
@@ -104,7 +106,7 @@ public static class CliApp
 
     private static bool IsUsageError(Exception e) => e is CliUsageException or ArgumentException or FileNotFoundException
         or DirectoryNotFoundException or InvalidDataException or FormatException or JsonException or KeyNotFoundException
-        or NotSupportedException or UnauthorizedAccessException;
+        or NotSupportedException or UnauthorizedAccessException or InsufficientMemoryException;
 
     private static string Describe(Exception e) => e switch
     {
@@ -112,7 +114,7 @@ public static class CliApp
             => $"{e.Message} ({f.FileName})",
         ArgumentException a => WithoutParameterSuffix(a),
         IOException or InvalidDataException or FormatException or JsonException
-            or KeyNotFoundException or NotSupportedException => e.Message,
+            or KeyNotFoundException or NotSupportedException or InsufficientMemoryException => e.Message,
         _ => $"{e.GetType().Name}: {e.Message}",
     };
 

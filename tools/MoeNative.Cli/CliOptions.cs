@@ -86,6 +86,27 @@ internal static class CliOptions
         },
     };
 
+    /// <summary>A comma-separated list of non-negative integers, e.g. <c>0,1,5</c> (help: <c>N[,N...]</c>).</summary>
+    public static Option<int[]> IntList(string name, int[] defaultValue, string description) => new(name)
+    {
+        Description = description,
+        HelpName = "N[,N...]",
+        DefaultValueFactory = _ => defaultValue,
+        CustomParser = r =>
+        {
+            var values = new List<int>();
+            foreach (string part in Single(r).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out int value))
+                {
+                    return Fail<int[]>(r, $"{name}: '{part}' is not a non-negative integer.");
+                }
+                values.Add(value);
+            }
+            return values.Count > 0 ? values.ToArray() : Fail<int[]>(r, $"{name}: expected at least one value.");
+        },
+    };
+
     /// <summary><c>--dtype bf16|fp16|fp32</c> with a default (help: <c>[default: bf16]</c>).</summary>
     public static Option<DtypeValue> Dtype(ScalarType defaultValue, string description) => new("--dtype")
     {

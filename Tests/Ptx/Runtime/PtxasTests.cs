@@ -5,7 +5,8 @@ using MoeNative.Ptx;
 namespace MoeNative.Tests.Ptx.Runtime;
 
 /// <summary>
-/// Assembles every catalogued specialisation with ptxas (PTXAS env var, ptxas on PATH, or /opt/cuda118/usr/bin/ptxas)
+/// Assembles every catalogued specialisation with ptxas (the PTXAS env var, else ptxas on PATH, /usr/local/cuda/bin,
+/// /opt/cuda124/usr/bin: <see cref="PtxasLocations"/>)
 /// for sm_80 and sm_90: no errors, no spills, no local memory. Inconclusive when no ptxas is found.
 /// </summary>
 [TestClass]
@@ -58,9 +59,11 @@ public sealed partial class PtxasTests
             string candidate = Path.Combine(dir, "ptxas");
             if (File.Exists(candidate)) return candidate;
         }
-        const string local = "/opt/cuda118/usr/bin/ptxas";
-        return File.Exists(local) ? local : null;
+        return PtxasLocations.FirstOrDefault(File.Exists);
     }
+
+    /// <summary>Where ptxas is looked for after PTXAS and PATH (the same order as tools/ptx/check.sh).</summary>
+    internal static readonly string[] PtxasLocations = ["/usr/local/cuda/bin/ptxas", "/opt/cuda124/usr/bin/ptxas"];
 
     [GeneratedRegex(@"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")]
     private static partial Regex SpillLine();

@@ -84,6 +84,7 @@ public static class VerifyCommand
         var impls = new HashSet<string>(options.Implementations ?? (useGpu ? AllImplementations : ["hf", "grouped"]));
         if (impls.Contains("fused")) impls.Add("grouped"); // fused intermediates are judged against the grouped form
         int tokens = options.SeqLen ?? (useGpu ? DefaultGpuSeqLen : DefaultCpuSeqLen);
+        MoeMemoryEstimate.RequireHostMemory(config, tokens, options.Backward, $"--seqlen {tokens}", runs: impls.Union(["hf"]).Count());
         ScalarType dt = options.DType;
         double tol = TensorTolerance.For(dt);
         double hfOutputTol = TensorTolerance.ForHfAccumulatedOutput(dt, config.TopK);

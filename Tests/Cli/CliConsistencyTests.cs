@@ -9,7 +9,7 @@ namespace MoeNative.Tests.Cli;
 [TestClass]
 public sealed partial class CliConsistencyTests
 {
-    private static readonly string[][] s_commands = [["info"], ["verify"], ["run"], ["bench"], ["tune"], ["ptx", "dump"]];
+    private static readonly string[][] s_commands = [["info"], ["verify"], ["run"], ["bench"], ["tune"], ["load"], ["synth"], ["ptx", "dump"]];
 
     /// <summary>The alias scheme: long name -> its one short alias, wherever the option appears.</summary>
     private static readonly Dictionary<string, string> s_aliases = new()

@@ -168,8 +168,7 @@ public sealed class CudaKernel
         if (block.X == 0 || block.Y == 0 || block.Z == 0 || block.Volume > 1024)
             throw new ArgumentOutOfRangeException(nameof(block), block, $"Block of '{Name}' must have 1..1024 threads.");
         ArgumentOutOfRangeException.ThrowIfNegative(dynamicSharedBytes);
-        if (!ReferenceEquals(stream.Context, Context) && stream.Context.Handle != Context.Handle)
-            throw new ArgumentException($"The stream belongs to another context than kernel '{Name}'.", nameof(stream));
+        Context.EnsureSameContext(stream.Context, nameof(stream), $"kernel '{Name}'");
 
         int argsBytes = Unsafe.SizeOf<TArgs>();
         long paramBytes = ParamBytes();

@@ -65,7 +65,7 @@ public sealed class DecodePathTests
         if (variant == "permute_y") log.Close("unpermuted (slot-order store)", fused.Unpermuted, r.Unpermuted);
         else if (variant != "fuse_mul_post") log.Close("second_gemm", fused.SecondGemm, r.SecondGemm);
         log.Close("output", fused.Output, r.Output);
-        if (fusedGrads is not null) ThreeWayTests.CompareGradients(log, c, fusedGrads, grouped.Grads);
+        if (fusedGrads is not null) ThreeWayTests.CompareGradients(log, c, fusedGrads, grouped.Grads, routerScale: null);
         log.AssertAll($"grouped-cublas vs decode {config} {dtype.ShortName()} T={tokens} {options.Describe()}");
     }
 

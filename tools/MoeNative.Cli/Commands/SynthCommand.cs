@@ -43,7 +43,7 @@ public static class SynthCommand
     public static int Run(CliConsole console, string configText, string output, int layers, string layout, ScalarType dtype, int seed)
     {
         if (layers < 1) throw new CliUsageException($"--layers must be at least 1, got {layers}");
-        if (File.Exists(output)) throw new CliUsageException($"--out {output} is a file; give a folder");
+        if (File.Exists(output)) throw new CliUsageException($"--output {output} is a file; give a folder");
         MoeConfig config = MoeConfig.Resolve(configText);
         CheckpointLayout kind = layout == "fused" ? CheckpointLayout.Fused : CheckpointLayout.PerExpert;
         var clock = Stopwatch.StartNew();

@@ -26,6 +26,10 @@ public sealed record BenchmarkReport(
     string Device, DeviceRates Rates, string Config, int HiddenSize, int IntermediateSize, int NumExperts, int TopK,
     string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows)
 {
+    /// <summary>Time from a cold start to the first forward, with and without stored kernel choices (null when not
+    /// measured: autotune off or <see cref="BlockBenchmarkOptions.MeasureColdStart"/> false).</summary>
+    public ColdStartTiming? ColdStart { get; init; }
+
     /// <summary>Indented JSON with snake_case names.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, BenchmarkJsonContext.Default.BenchmarkReport);
 }
@@ -37,4 +41,5 @@ public sealed record BenchmarkProgress(string Impl, int Tokens, string Stage, Be
     NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)]
 [JsonSerializable(typeof(BenchmarkReport))]
 [JsonSerializable(typeof(BenchmarkRow))]
+[JsonSerializable(typeof(ColdStartTiming))]
 internal sealed partial class BenchmarkJsonContext : JsonSerializerContext;

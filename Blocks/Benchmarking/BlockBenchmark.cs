@@ -50,6 +50,12 @@ public sealed class BlockBenchmark
         var rows = new List<BenchmarkRow>();
         progress?.Invoke(new BenchmarkProgress("fused", 0, "generating and uploading weights"));
         MoeWeights weights = MoeWeights.Random(c, _options.Seed, dt);
+        ColdStartTiming? coldStart = null;
+        if (_options.MeasureColdStart && _options.Fused.Autotune)
+        {
+            progress?.Invoke(new BenchmarkProgress("fused", _options.Tokens[0], "cold start to first forward, without and with stored choices"));
+            coldStart = ColdStartTiming.Measure(_context, weights, dt, _options.Fused, _options.Tokens[0], _options.Seed);
+        }
         using (var deviceWeights = Qwen3MoeDeviceWeights.Upload(_context, weights, dt))
         {
             using (var block = new Qwen3MoeFusedBlock(deviceWeights, _options.Fused))
@@ -85,7 +91,7 @@ public sealed class BlockBenchmark
             }
         }
         return new BenchmarkReport(_context.Name, Rates, c.Name ?? "config", c.HiddenSize, c.IntermediateSize, c.NumExperts, c.TopK,
-            dt.ShortName(), _options.Fused.Describe(), started, rows);
+            dt.ShortName(), _options.Fused.Describe(), started, rows) { ColdStart = coldStart };
     }
 
     private List<BenchmarkRow> TimeDevice(IMoeDeviceBlock impl, int tokens, Action<BenchmarkProgress>? progress, CancellationToken ct) =>

@@ -80,6 +80,11 @@ public static class BenchCommand
         BenchmarkReport report = RunWithProgress(console, benchmark);
 
         console.Ansi.Write(BuildTable(report));
+        if (report.ColdStart is { } cold)
+        {
+            console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"cold start to the first forward (T={cold.Tokens}): {cold.WithoutStoredMs:0} ms autotuning {cold.TunedGemms} GEMMs, {cold.WithStoredMs:0} ms with their stored choices ({cold.StoredGemmsUsed} used)"));
+        }
         if (o.Json is not null)
         {
             string? folder = Path.GetDirectoryName(Path.GetFullPath(o.Json));

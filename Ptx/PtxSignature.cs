@@ -2,10 +2,12 @@ using System.Diagnostics.CodeAnalysis;
 using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
+using MoeNative.Interop;
 
 namespace MoeNative.Ptx;
 
-/// <summary>One kernel parameter: PTX type (<c>.u64</c>, <c>.s64</c>, <c>.s32</c>, <c>.u32</c>, <c>.f32</c>) and name.</summary>
+/// <summary>One kernel parameter: PTX type (<c>.u64</c>, <c>.s64</c>, <c>.s32</c>, <c>.u32</c>, <c>.f32</c>, or a byte
+/// array written with its alignment, <c>.align 64 .b8[128]</c> for a <see cref="CudaTensorMap"/>) and name.</summary>
 public readonly record struct PtxParam(string Type, string Name)
 {
     public override string ToString() => $".param {Type} {Name}";
@@ -27,7 +29,8 @@ public sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxPara
     [GeneratedRegex(@"\.entry\s+([A-Za-z_$%][A-Za-z0-9_$%]*)\s*\(([^)]*)\)", RegexOptions.Singleline)]
     private static partial Regex EntryRegex();
 
-    [GeneratedRegex(@"^\.param\s+(?:\.align\s+\d+\s+)?(\.[a-z0-9]+)\s+([A-Za-z_$%][A-Za-z0-9_$%]*)$")]
+    // .param [.align N] .type name[count]?  (scalars keep the bare type; arrays become ".align N .b8[count]")
+    [GeneratedRegex(@"^\.param\s+(?:\.align\s+(\d+)\s+)?(\.[a-z0-9]+)\s+([A-Za-z_$%][A-Za-z0-9_$%]*)\s*(?:\[\s*(\d+)\s*\])?$")]
     private static partial Regex ParamRegex();
 
     [GeneratedRegex(@"//[^\n]*|/\*.*?\*/", RegexOptions.Singleline)]
@@ -49,7 +52,10 @@ public sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxPara
                 string decl = Regex.Replace(raw, @"\s+", " ");
                 Match pm = ParamRegex().Match(decl);
                 if (!pm.Success) throw new FormatException($"Entry '{name}': cannot parse parameter '{decl}'.");
-                ps.Add(new PtxParam(pm.Groups[1].Value, pm.Groups[2].Value));
+                string type = pm.Groups[4].Success
+                    ? $".align {(pm.Groups[1].Success ? pm.Groups[1].Value : "1")} {pm.Groups[2].Value}[{pm.Groups[4].Value}]"
+                    : pm.Groups[2].Value;
+                ps.Add(new PtxParam(type, pm.Groups[3].Value));
             }
             result.Add(new PtxSignature(name, ps));
         }
@@ -89,10 +95,24 @@ public sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxPara
                 : t == typeof(int) ? ".s32"
                 : t == typeof(uint) ? ".u32"
                 : t == typeof(float) ? ".f32"
+                : t == typeof(CudaTensorMap) ? TensorMapParam(argsType, fields[i])
                 : throw new ArgumentException($"{argsType.Name}.{fields[i].Name}: type {t.Name} has no PTX parameter mapping.", nameof(argsType));
             ps[i] = new PtxParam(ptx, fields[i].Name);
         }
         return new PtxSignature(argsType.Name, ps);
+    }
+
+    /// <summary>The PTX type of a <see cref="CudaTensorMap"/> field: <c>.align 64 .b8[128]</c>; its offset in the args
+    /// struct must be a multiple of 64 (the kernel parameter's alignment).</summary>
+    public static string TensorMapType => $".align {CudaTensorMap.Alignment} .b8[{CudaTensorMap.SizeInBytes}]";
+
+    private static string TensorMapParam(Type argsType, FieldInfo field)
+    {
+        long offset = Marshal.OffsetOf(argsType, field.Name).ToInt64();
+        if (offset % CudaTensorMap.Alignment != 0)
+            throw new ArgumentException(
+                $"{argsType.Name}.{field.Name}: a CudaTensorMap must sit at an offset that is a multiple of {CudaTensorMap.Alignment} bytes; it is at {offset}.", nameof(argsType));
+        return TensorMapType;
     }
 
     /// <summary>True when both lists have the same PTX types in the same order (names are not compared).</summary>

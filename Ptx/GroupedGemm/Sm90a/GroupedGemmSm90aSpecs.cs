@@ -1,0 +1,106 @@
+using System.Globalization;
+
+namespace MoeNative.Ptx;
+
+/// <summary>
+/// The Hopper (sm_90a) grouped-GEMM specialisations: file, entry and template values of each (layout, dtype, tile),
+/// every derived offset computed here once (the PTX headers list the same formulas), and the layout probe.
+/// </summary>
+internal static class GroupedGemmSm90aSpecs
+{
+    public const string ForwardFile = "GroupedGemm/Sm90a/grouped_gemm_nt_wgmma_sm90a.ptx";
+    public const string TileWalkFragment = "GroupedGemm/Sm90a/sm90a_tile_walk.ptxfrag";
+    public const string ProbeFile = "GroupedGemm/Sm90a/wgmma_layout_probe_sm90a.ptx";
+
+    /// <summary>Registers per thread at entry (.maxnreg): 168 x 384 threads = 64512 of the SM's 65536.</summary>
+    public const int EntryRegisters = 168;
+
+    /// <summary>setmaxnreg targets: the producer gives registers to the consumers (56 x 128 + 224 x 256 = 64512).</summary>
+    public const int ProducerRegisters = 56, ConsumerRegisters = 224;
+
+    /// <summary>Columns of the probe's wgmma (m64n128k16).</summary>
+    public const int ProbeColumns = 128;
+
+    // 128x128 keeps 4-5 stages in flight; 128x256 halves A re-reads (GEMM1 N = 1536 = 6 x 256, GEMM2 N = 2048) with
+    // 3-4 stages (48 KiB each). All 1 CTA per SM (384 threads at 168 registers).
+    private static readonly GemmConfig[] ForwardCandidates =
+    [
+        GemmConfig.Wgmma(128, 4),
+        GemmConfig.Wgmma(128, 5),
+        GemmConfig.Wgmma(256, 3),
+        GemmConfig.Wgmma(256, 4),
+    ];
+
+    /// <summary>The Hopper tiles autotuning may time for (layout, dtype); empty where no sm_90a kernel exists yet.</summary>
+    public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype) =>
+        layout == GroupedGemmLayout.ForwardNT && dtype is ScalarType.BFloat16 or ScalarType.Float16 ? ForwardCandidates : [];
+
+    /// <summary>The default Hopper tile: 128x256 when the output has at least 256 columns, else 128x128.</summary>
+    public static GemmConfig Default(int columns) => columns >= 256 ? ForwardCandidates[3] : ForwardCandidates[0];
+
+    /// <summary>The specialisation of (layout, dtype, config); the config is already validated.</summary>
+    public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
+    {
+        if (layout != GroupedGemmLayout.ForwardNT)
+            throw new ArgumentException($"No sm_90a kernel for {layout} yet.", nameof(layout));
+        if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
+            throw new ArgumentException($"The sm_90a kernels take bf16 or fp16; got {dtype}.", nameof(dtype));
+        int bn = config.BlockN, s = config.Stages, accs = bn / 2;
+        string ptxType = PtxType(dtype);
+        int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
+        int barOff = bOff + s * bStage, tabOff = barOff + 16 * s, schedOff = tabOff + 8 * GemmConfig.WgmmaBlockM;
+        var walk = new Dictionary<string, string>
+        {
+            ["BM_MINUS_1"] = Int(GemmConfig.WgmmaBlockM - 1), ["BM_SHIFT"] = Int(7), ["BN"] = Int(bn),
+        };
+        string fragment = PtxLibrary.ReadEmbedded(TileWalkFragment);
+        var values = new Dictionary<string, string>
+        {
+            ["DTYPE"] = ptxType, ["DTYPE_NAME"] = dtype.ShortName(),
+            ["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16",
+            ["BN"] = Int(bn), ["STAGES"] = Int(s), ["LAG"] = Int(s - 2),
+            ["PRODUCER_REGS"] = Int(ProducerRegisters), ["CONSUMER_REGS"] = Int(ConsumerRegisters),
+            ["BM_MINUS_1"] = Int(GemmConfig.WgmmaBlockM - 1), ["BM_SHIFT"] = Int(7),
+            ["B_OFF"] = Int(bOff), ["B_STAGE"] = Int(bStage), ["BAR_OFF"] = Int(barOff), ["EMPTY_OFF"] = Int(barOff + 8 * s),
+            ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff), ["TX_BYTES"] = Int(bStage),
+            ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
+            ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
+            ["EPI_ROW0"] = Sm90aFragments.EpilogueRow(bn, 0, ptxType), ["EPI_ROW1"] = Sm90aFragments.EpilogueRow(bn, 1, ptxType),
+            ["TILE_WALK_P"] = PtxTemplate.Specialise(fragment, new Dictionary<string, string>(walk) { ["L"] = "P" }),
+            ["TILE_WALK_C"] = PtxTemplate.Specialise(fragment, new Dictionary<string, string>(walk) { ["L"] = "C" }),
+        };
+        if (config.WgmmaSharedBytes != schedOff + 1024)
+            throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytes} vs {schedOff + 1024}.");
+        string entry = $"grouped_gemm_nt_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}";
+        return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, ForwardFile, entry, config.WgmmaSharedBytes, values)
+        {
+            SharedBytesPerExpert = 4, // sched [E] i32
+        };
+    }
+
+    /// <summary>Entry name of the layout probe for <paramref name="dtype"/>.</summary>
+    public static string ProbeEntry(ScalarType dtype) => $"wgmma_layout_probe_sm90a_{dtype.ShortName()}";
+
+    /// <summary>The layout probe module of <paramref name="dtype"/> (bf16 or fp16).</summary>
+    public static PtxModuleSpec ProbeModule(ScalarType dtype)
+    {
+        var values = new Dictionary<string, string>
+        {
+            ["DTYPE"] = PtxType(dtype), ["DTYPE_NAME"] = dtype.ShortName(),
+            ["ACC_LIST"] = Sm90aFragments.AccumulatorList(ProbeColumns / 2), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(ProbeColumns / 2),
+            ["PROBE_STORES"] = Sm90aFragments.ProbeStores(ProbeColumns),
+        };
+        string ptx = PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(ProbeFile), values);
+        return new PtxModuleSpec($"GroupedGemm/Sm90a/wgmma_layout_probe_sm90a.{dtype.ShortName()}", ptx,
+            [new PtxKernelSpec(ProbeEntry(dtype), typeof(WgmmaLayoutProbeArgs))]);
+    }
+
+    private static string PtxType(ScalarType dtype) => dtype switch
+    {
+        ScalarType.BFloat16 => "bf16",
+        ScalarType.Float16 => "f16",
+        _ => throw new ArgumentException($"The sm_90a kernels take bf16 or fp16; got {dtype}.", nameof(dtype)),
+    };
+
+    private static string Int(int v) => v.ToString(CultureInfo.InvariantCulture);
+}

@@ -84,8 +84,7 @@ public sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxPara
         if (!argsType.IsValueType || !argsType.IsLayoutSequential)
             throw new ArgumentException($"{argsType.Name} must be a struct with [StructLayout(LayoutKind.Sequential)].", nameof(argsType));
         // NOTE: GetFields returns declaration order for sequential structs, which is the marshalled/packed order.
-        FieldInfo[] fields = argsType.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)
-            .OrderBy(f => Marshal.OffsetOf(argsType, f.Name).ToInt64()).ToArray();
+        FieldInfo[] fields = ParameterFields(argsType);
         var ps = new PtxParam[fields.Length];
         for (int i = 0; i < fields.Length; i++)
         {
@@ -102,16 +101,23 @@ public sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxPara
         return new PtxSignature(argsType.Name, ps);
     }
 
+    /// <summary>The fields of <paramref name="argsType"/> that are kernel parameters, by offset (a
+    /// <see cref="CudaParamGap48"/> is padding, not a parameter).</summary>
+    public static FieldInfo[] ParameterFields([DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicFields | DynamicallyAccessedMemberTypes.NonPublicFields)] Type argsType) =>
+        argsType.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)
+            .Where(f => f.FieldType != typeof(CudaParamGap48))
+            .OrderBy(f => Marshal.OffsetOf(argsType, f.Name).ToInt64()).ToArray();
+
     /// <summary>The PTX type of a <see cref="CudaTensorMap"/> field: <c>.align 64 .b8[128]</c>; its offset in the args
-    /// struct must be a multiple of 64 (the kernel parameter's alignment).</summary>
+    /// struct plus the sm_90 parameter base 0x210 must be a multiple of 64 (see CudaTensorMap's NOTE).</summary>
     public static string TensorMapType => $".align {CudaTensorMap.Alignment} .b8[{CudaTensorMap.SizeInBytes}]";
 
     private static string TensorMapParam(Type argsType, FieldInfo field)
     {
         long offset = Marshal.OffsetOf(argsType, field.Name).ToInt64();
-        if (offset % CudaTensorMap.Alignment != 0)
+        if (!CudaTensorMap.IsParamOffsetAligned(offset))
             throw new ArgumentException(
-                $"{argsType.Name}.{field.Name}: a CudaTensorMap must sit at an offset that is a multiple of {CudaTensorMap.Alignment} bytes; it is at {offset}.", nameof(argsType));
+                $"{argsType.Name}.{field.Name}: a CudaTensorMap must sit where offset + 0x{CudaTensorMap.KernelParamBase:x} is a multiple of {CudaTensorMap.Alignment} (e.g. 48, after a CudaParamGap48); it is at {offset}.", nameof(argsType));
         return TensorMapType;
     }
 

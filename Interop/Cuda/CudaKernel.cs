@@ -183,6 +183,33 @@ public sealed class CudaKernel
         return (nuint)paramBytes;
     }
 
+    /// <summary>(offset, size) of each parameter in the launch buffer (cuFuncGetParamInfo), or null when the driver
+    /// predates the query (CUDA &lt; 12.4) or cannot answer for this function.</summary>
+    public unsafe IReadOnlyList<(long Offset, long Size)>? ParameterLayout
+    {
+        get
+        {
+            IntPtr f = Handle;
+            var layout = new List<(long, long)>();
+            try
+            {
+                Context.MakeCurrent();
+                for (nuint i = 0; ; i++)
+                {
+                    nuint offset, size;
+                    if (CuDriver.cuFuncGetParamInfo(f, i, &offset, &size) != CUresult.CUDA_SUCCESS) break;
+                    layout.Add(((long)offset, (long)size));
+                }
+            }
+            catch (EntryPointNotFoundException)
+            {
+                return null;
+            }
+            GC.KeepAlive(Module);
+            return layout.Count == 0 ? null : layout;
+        }
+    }
+
     /// <summary>Size of the kernel's parameter buffer (end of its last parameter), from cuFuncGetParamInfo;
     /// -2 when the driver predates it (CUDA &lt; 12.4): then the struct size is passed unchecked.</summary>
     private unsafe long ParamBytes()

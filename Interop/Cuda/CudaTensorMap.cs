@@ -6,9 +6,13 @@ namespace MoeNative.Interop;
 
 /// <summary>
 /// A tiled TMA descriptor (<c>CUtensorMap</c>): 128 opaque bytes made on the host by <c>cuTensorMapEncodeTiled</c>
-/// and passed BY VALUE to a kernel as <c>.param .align 64 .b8 name[128]</c>. In a launch-args struct it must sit at
-/// an offset that is a multiple of <see cref="Alignment"/> (put it first; <c>PtxSignature.FromArgs</c> checks it): the
-/// driver copies the parameter buffer byte for byte, so the offset inside the struct is what counts.
+/// and passed BY VALUE to a kernel as <c>.param .align 64 .b8 name[128]</c>.
+/// <para>NOTE (seen in the cubin's EIATTR_KPARAM_INFO and on an H200 through cuFuncGetParamInfo): sm_90 kernels keep
+/// their parameters in constant bank 0 from byte <see cref="KernelParamBase"/> = 0x210, and the 64-byte alignment is of
+/// that absolute address, so a first <c>.align 64</c> parameter sits at buffer offset 48, not 0. A launch-args struct
+/// therefore starts with a <see cref="CudaParamGap48"/> and then the map; <c>PtxSignature.FromArgs</c> checks that a
+/// map's offset plus 0x210 is a multiple of 64, and <c>PtxModuleCache.GetKernel</c> checks every field offset against
+/// the driver's own parameter offsets before the first launch.</para>
 /// <para>Every rule of the driver is checked before the encode, with an <see cref="ArgumentException"/> naming the
 /// parameter (see <see cref="Validate"/>), so a bad map never reaches a kernel. Element strides are 1, no interleave,
 /// out-of-bounds elements read as zeros (the kernels rely on that for N/K tails).</para>
@@ -21,6 +25,12 @@ public struct CudaTensorMap : IEquatable<CudaTensorMap>
 
     /// <summary>Alignment the kernel parameter (and the driver's CUtensorMap) needs.</summary>
     public const int Alignment = 64;
+
+    /// <summary>Constant-bank offset of an sm_90 kernel's first parameter (EIATTR_PARAM_CBANK 0x210).</summary>
+    public const int KernelParamBase = 0x210;
+
+    /// <summary>Whether a map at launch-buffer offset <paramref name="offset"/> lands on a 64-byte aligned parameter.</summary>
+    public static bool IsParamOffsetAligned(long offset) => (offset + KernelParamBase) % Alignment == 0;
 
     /// <summary>Most dimensions of a tiled map.</summary>
     public const int MaxRank = 5;
@@ -174,4 +184,12 @@ public struct CudaTensorMap : IEquatable<CudaTensorMap>
 
     public static bool operator ==(CudaTensorMap a, CudaTensorMap b) => a.Equals(b);
     public static bool operator !=(CudaTensorMap a, CudaTensorMap b) => !a.Equals(b);
+}
+
+/// <summary>48 unused bytes at the start of a launch-args struct whose first parameter is a <see cref="CudaTensorMap"/>
+/// (see its NOTE: the map's parameter starts at buffer offset 48 on sm_90). Not a kernel parameter: PtxSignature skips it.</summary>
+[InlineArray(48)]
+public struct CudaParamGap48
+{
+    private byte _b0;
 }

@@ -94,6 +94,7 @@ public sealed class CudaTensorMapTests
     [StructLayout(LayoutKind.Sequential)]
     private struct MapFirstArgs
     {
+        public CudaParamGap48 Gap;
         public CudaTensorMap Map;
         public ulong Pointer;
         public int Count;
@@ -102,8 +103,8 @@ public sealed class CudaTensorMapTests
     [StructLayout(LayoutKind.Sequential)]
     private struct MapMisplacedArgs
     {
+        public CudaTensorMap Map; // at 0: 0x210 + 0 is not a multiple of 64 on sm_90
         public ulong Pointer;
-        public CudaTensorMap Map;
     }
 
     [TestMethod]
@@ -123,6 +124,16 @@ public sealed class CudaTensorMapTests
     [TestMethod]
     public void PtxSignature_RejectsAMisalignedTensorMapField() =>
         Expect("argsType", "multiple of 64", () => PtxSignature.FromArgs(typeof(MapMisplacedArgs)));
+
+    [TestMethod]
+    public void ParamGap_Is48Bytes_AndPutsTheMapOnTheSm90Alignment()
+    {
+        Assert.AreEqual(48, Unsafe.SizeOf<CudaParamGap48>());
+        Assert.AreEqual(48L, Marshal.OffsetOf<MapFirstArgs>(nameof(MapFirstArgs.Map)).ToInt64());
+        Assert.IsTrue(CudaTensorMap.IsParamOffsetAligned(48));
+        Assert.IsFalse(CudaTensorMap.IsParamOffsetAligned(0));
+        Assert.AreEqual(2, PtxSignature.ParameterFields(typeof(MapFirstArgs)).Length - 1, "the gap is not a parameter");
+    }
 
     private static void Expect(string param, string text, Action action)
     {

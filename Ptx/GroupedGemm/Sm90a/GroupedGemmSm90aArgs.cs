@@ -4,10 +4,12 @@ using MoeNative.Interop;
 namespace MoeNative.Ptx;
 
 /// <summary>.entry parameters of <c>grouped_gemm_nt_sm90a_*</c> (forward, Hopper): the weight travels as a tensor map
-/// (first, so at offset 0: a multiple of 64), the rest as in <see cref="GroupedGemmForwardArgs"/> without the W pointer.</summary>
+/// (first, after the 48-byte gap that puts it on a 64-byte aligned parameter address, see CudaTensorMap), the rest as
+/// in <see cref="GroupedGemmForwardArgs"/> without the W pointer.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct GroupedGemmForwardSm90aArgs
 {
+    public CudaParamGap48 Gap;  // not a parameter: buffer bytes 0..47
     public CudaTensorMap WMap;  // W [E, N, K] dtype as (K, N, E), box (64, BN, 1), 128B swizzle
     public ulong A;          // [*, K] dtype, row a(r)
     public ulong C;          // [*, N] dtype (out), row c(r)

@@ -59,7 +59,7 @@ public sealed class Sm90aGroupedGemmGpuTests
             GroupedGemmGpuTests.RunForward(ctx, gemm, dtype, GemmConfig.Wgmma(blockN, stages), c, GroupedGemmGpuTests.ForwardModes[4], seed: 301);
     }
 
-    /// <summary>A null config on a 9.0 device takes the sm_90a kernel for experts of 64+ rows (and the result is
+    /// <summary>A null config on a 9.0 device takes the sm_90a kernel for experts of 128+ rows (and the result is
     /// right); ForceSm80 keeps the sm_80 kernel.</summary>
     [TestMethod]
     [TestCategory(GpuTest.Category)]

@@ -26,6 +26,35 @@ public sealed record MoeConfig(
     /// <summary>Preset name or source file, for messages; null when built in code.</summary>
     public string? Name { get; init; }
 
+    /// <summary><c>mlp_only_layers</c>: decoder layers that have a dense MLP instead of this expert block.</summary>
+    public IReadOnlyList<int> MlpOnlyLayers { get; init; } = [];
+
+    /// <summary><c>decoder_sparse_step</c>: layer L has the expert block only when (L + 1) % step == 0 (HF Qwen3-MoE).</summary>
+    public int DecoderSparseStep { get; init; } = 1;
+
+    /// <summary>Value equality, <see cref="MlpOnlyLayers"/> compared element by element.</summary>
+    public bool Equals(MoeConfig? other) =>
+        other is not null && HiddenSize == other.HiddenSize && IntermediateSize == other.IntermediateSize && NumExperts == other.NumExperts
+        && TopK == other.TopK && NormTopKProb == other.NormTopKProb && HiddenAct == other.HiddenAct && Name == other.Name
+        && DecoderSparseStep == other.DecoderSparseStep && MlpOnlyLayers.SequenceEqual(other.MlpOnlyLayers);
+
+    public override int GetHashCode() =>
+        HashCode.Combine(HashCode.Combine(HiddenSize, IntermediateSize, NumExperts, TopK, NormTopKProb, HiddenAct, Name), DecoderSparseStep, MlpOnlyLayers.Count);
+
+    /// <summary>Throws <see cref="ArgumentException"/> when decoder layer <paramref name="layer"/> has no expert block
+    /// (listed in <c>mlp_only_layers</c> or skipped by <c>decoder_sparse_step</c>); null (bare tensor names) passes.</summary>
+    public void RequireExpertLayer(int? layer)
+    {
+        if (layer is not { } l) return;
+        string where = Name is null ? "" : $" (config '{Name}')";
+        if (MlpOnlyLayers.Contains(l))
+            throw new ArgumentException($"layer {l} is in mlp_only_layers{where}: it has a dense MLP, not an expert block.", nameof(layer));
+        if ((l + 1) % DecoderSparseStep != 0)
+            throw new ArgumentException(
+                $"layer {l} has a dense MLP, not an expert block: decoder_sparse_step={DecoderSparseStep}{where} puts experts in layers L with (L+1) % {DecoderSparseStep} == 0.",
+                nameof(layer));
+    }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the field unless: all sizes positive, 1 ≤ k ≤ E,
     /// <c>hidden_act</c> is <c>silu</c>, and the largest weight tensor ([E,2I,H]) fits one .NET array.</summary>
     public MoeConfig Validate()
@@ -85,7 +114,9 @@ public sealed record MoeConfig(
     /// Parses a Hugging Face <c>config.json</c> text. Required: <c>hidden_size</c>, <c>moe_intermediate_size</c>,
     /// <c>num_experts</c>, <c>num_experts_per_tok</c>; optional <c>norm_topk_prob</c> (HF default false) and
     /// <c>hidden_act</c> (default silu). A config whose top level lacks these but has <c>text_config</c> is read from
-    /// there. Other fields are ignored. The result is validated.
+    /// there. <c>mlp_only_layers</c> and <c>decoder_sparse_step</c> are kept (<see cref="RequireExpertLayer"/>). A
+    /// <c>model_type</c> other than <c>qwen3_moe</c>, a shared expert, non-softmax routing or a quantized checkpoint is
+    /// refused by name (<see cref="MoeConfigSupport"/>). Other fields are ignored. The result is validated.
     /// </summary>
     /// <exception cref="FormatException">Not JSON, or a field is missing or has the wrong JSON type.</exception>
     /// <exception cref="ArgumentException">Values out of range (see <see cref="Validate"/>).</exception>
@@ -100,9 +131,11 @@ public sealed record MoeConfig(
         {
             JsonElement root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw new FormatException($"{src}: expected a JSON object at the top level.");
+            JsonElement top = root;
             if (!root.TryGetProperty("hidden_size", out _) && root.TryGetProperty("text_config", out JsonElement text)
                 && text.ValueKind == JsonValueKind.Object)
                 root = text;
+            MoeConfigSupport.Check(top, root, src);
             var config = new MoeConfig(
                 RequiredInt(root, "hidden_size", src),
                 RequiredInt(root, "moe_intermediate_size", src),
@@ -110,19 +143,32 @@ public sealed record MoeConfig(
                 RequiredInt(root, "num_experts_per_tok", src),
                 OptionalBool(root, "norm_topk_prob", false, src),
                 OptionalString(root, "hidden_act", "silu", src))
-            { Name = sourceName };
+            {
+                Name = sourceName,
+                MlpOnlyLayers = MoeConfigSupport.MlpOnlyLayers(root, src),
+                DecoderSparseStep = MoeConfigSupport.DecoderSparseStep(root, src),
+            };
             return config.Validate();
         }
     }
 
-    /// <summary>Reads a <c>config.json</c> file (or a directory holding one).</summary>
+    /// <summary>Reads a <c>config.json</c> file (or a directory holding one): a regular file of at most
+    /// <see cref="IO.InputFiles.MaxConfigBytes"/>.</summary>
     /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="InvalidDataException">Not a regular file (a FIFO, a device), too large, or not UTF-8.</exception>
     public static MoeConfig FromFile(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
         if (Directory.Exists(path)) path = Path.Combine(path, "config.json");
-        if (!File.Exists(path)) throw new FileNotFoundException($"Config file not found: {path}", path);
-        return FromJson(File.ReadAllText(path), path);
+        return FromJson(IO.InputFiles.ReadText(path, "config", IO.InputFiles.MaxConfigBytes), path);
+    }
+
+    /// <summary>The config file <see cref="Resolve"/> reads for <paramref name="nameOrPath"/>; null for a preset.</summary>
+    public static string? SourceFile(string nameOrPath)
+    {
+        ArgumentNullException.ThrowIfNull(nameOrPath);
+        if (PresetNames.Any(n => string.Equals(n, nameOrPath.Trim(), StringComparison.OrdinalIgnoreCase))) return null;
+        return Directory.Exists(nameOrPath) ? Path.Combine(nameOrPath, "config.json") : nameOrPath;
     }
 
     /// <summary>Names of the built-in presets (Reference/Presets/*.json), sorted.</summary>

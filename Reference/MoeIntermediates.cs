@@ -1,7 +1,7 @@
 namespace MoeNative.Reference;
 
 /// <summary>
-/// Everything one forward computed, in the layouts of DESIGN.md's forward steps; the oracle record that fast paths
+/// Everything one forward computed, in the layouts of docs/DESIGN.md's forward steps; the oracle record that fast paths
 /// are compared against intermediate by intermediate, and what <see cref="MoeReference.Backward(MoeIntermediates, float[])"/>
 /// reads. Float arrays hold storage-dtype values where the implementation rounds (see each reference's rounding notes).
 /// Rows r are expert-ordered (see <see cref="RoutingIndices"/>), slots p = t*k + j are token-ordered.

@@ -50,6 +50,7 @@ public abstract class MoeReference
         if (x.Length % h != 0)
             throw new ArgumentException($"x must be [T,H={h}] (length a multiple of {h}), got {x.Length} elements.", nameof(x));
         int tokens = x.Length / h;
+        MoeLimits.CheckReferenceTokens(Config, tokens, nameof(x));
         routing?.Validate(Config, tokens, nameof(routing));
         float[] xr = (float[])x.Clone();
         StoragePrecision.RoundInPlace(xr, DType);
@@ -128,7 +129,7 @@ public sealed class HfMoeReference(MoeWeights weights, ScalarType dtype, IGemmBa
 }
 
 /// <summary>
-/// The grouped formulation (DESIGN.md forward steps 1–10): permute, a grouped GEMM written as a loop over experts,
+/// The grouped formulation (docs/DESIGN.md forward steps 1–10): permute, a grouped GEMM written as a loop over experts,
 /// silu-and-mul (rounded once), grouped GEMM, unpermute, top-k weighted sum (accumulated in fp32, rounded once).
 /// </summary>
 public sealed class GroupedMoeReference(MoeWeights weights, ScalarType dtype, IGemmBackend? gemm = null) : MoeReference(weights, dtype, gemm)

@@ -75,7 +75,7 @@ public readonly record struct MoeCost(double Flops, double Bytes)
 public sealed record DeviceRates(string DeviceName, double TensorTflops, double BandwidthTBps, string Source)
 {
     /// <summary>
-    /// Rates measured on the project's GPU machines (DEVICE.md, 2026-11-26): H100 SXM 80GB HBM3 684 TFLOP/s bf16 GEMM
+    /// Rates measured on the project's GPU machines (measured 2026-11-26; per-card numbers in docs/PERF.md): H100 SXM 80GB HBM3 684 TFLOP/s bf16 GEMM
     /// and 3.02 TB/s copy; H200 694 TFLOP/s and 4.2 TB/s. Null for any other card (measure instead).
     /// </summary>
     public static DeviceRates? FromTable(string deviceName)

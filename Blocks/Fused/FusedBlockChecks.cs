@@ -29,8 +29,7 @@ internal static class FusedBlockChecks
     public static void ForwardShapes(MoeConfig c, ScalarType dtype, int tokens, long xLength, long yLength,
         long? selectedLength, long? weightsLength)
     {
-        if (tokens < 0)
-            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "The token count T must be zero or positive.");
+        MoeLimits.CheckDeviceTokens(c, tokens, nameof(tokens));
         long th = (long)tokens * c.HiddenSize, tk = (long)tokens * c.TopK;
         Length(xLength, th, "x", $"[T={tokens},H={c.HiddenSize}]");
         Length(yLength, th, "y", $"[T={tokens},H={c.HiddenSize}]");

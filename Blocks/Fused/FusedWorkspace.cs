@@ -21,10 +21,10 @@ internal sealed class FusedWorkspace : IDisposable
     public ulong Ptr(FusedBuffer buffer) => Arena.DevicePointer + (ulong)Layout[buffer].Offset;
 
     /// <summary><paramref name="buffer"/>'s slice with its byte size, so the kernel wrappers check it against the shape.</summary>
-    public Ptx.DeviceRange Range(FusedBuffer buffer)
+    public DeviceRange Range(FusedBuffer buffer)
     {
         WorkspaceSlice slice = Layout[buffer];
-        return new Ptx.DeviceRange(Arena.DevicePointer + (ulong)slice.Offset, slice.Bytes);
+        return new DeviceRange(Arena.DevicePointer + (ulong)slice.Offset, slice.Bytes);
     }
 
     /// <summary>Byte offset of <paramref name="buffer"/>'s slice in <see cref="Arena"/>.</summary>

@@ -76,19 +76,48 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
     }
 
     /// <summary>
-    /// Loads one layer from a safetensors file or checkpoint directory through the reference's loader
-    /// (<see cref="Reference.IO.MoeCheckpoint.LoadWeights(MoeConfig, string, int?, ScalarType)"/>: fused or per-expert
-    /// Hugging Face names, optional <c>model.layers.{L}.mlp.</c> prefix) and uploads it in <paramref name="dtype"/>.
+    /// Loads one layer from a safetensors file or checkpoint directory (fused or per-expert Hugging Face names,
+    /// optional <c>model.layers.{L}.mlp.</c> prefix; see <see cref="Reference.IO.MoeCheckpointLayout"/>) straight to the
+    /// device: memory-mapped bytes through pinned staging in chunks, converted on the GPU when the file's dtype is not
+    /// <paramref name="dtype"/>. No host float copy; host memory bounded by the staging (see <see cref="CheckpointLoadOptions"/>).
     /// </summary>
     /// <exception cref="Reference.IO.SafetensorsFormatException">A missing tensor, wrong shape or dtype (named in the message).</exception>
     public static Qwen3MoeDeviceWeights FromSafetensors(CudaContext context, MoeConfig config, string fileOrDirectory,
-        ScalarType dtype, int? layer = null)
+        ScalarType dtype, int? layer = null, CheckpointLoadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(context);
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(fileOrDirectory);
-        MoeWeights weights = Reference.IO.MoeCheckpoint.LoadWeights(config, fileOrDirectory, layer, dtype);
-        return Upload(context, weights, dtype);
+        using Reference.IO.SafetensorsCollection files = Reference.IO.SafetensorsCollection.Open(fileOrDirectory);
+        IReadOnlyList<Reference.IO.MoeTensorPlacement> placements = Reference.IO.MoeCheckpointLayout.Resolve(config, files, layer);
+        options ??= new CheckpointLoadOptions();
+        using var target = new DeviceStagingTarget(context, options.ChunkBytes, dtype);
+        return Stream(context, config, dtype, placements, target, null);
+    }
+
+    /// <summary>Allocates one layer's buffers and streams <paramref name="placements"/> into them through <paramref name="target"/>
+    /// (complete on return).</summary>
+    internal static Qwen3MoeDeviceWeights Stream(CudaContext context, MoeConfig config, ScalarType dtype,
+        IReadOnlyList<Reference.IO.MoeTensorPlacement> placements, DeviceStagingTarget target, Action<long>? onBytes)
+    {
+        int s = dtype.SizeOf();
+        DeviceBuffer<byte>? router = null, gateUp = null, down = null;
+        try
+        {
+            router = new DeviceBuffer<byte>(context, checked(config.RouterElements * s));
+            gateUp = new DeviceBuffer<byte>(context, checked(config.GateUpElements * s));
+            down = new DeviceBuffer<byte>(context, checked(config.DownElements * s));
+            target.SetDestinations(router, gateUp, down); // indexed by MoeWeightPart
+            CheckpointStreamer.Run(placements, target, onBytes);
+            return new Qwen3MoeDeviceWeights(context, config.Validate(), dtype, router, gateUp, down);
+        }
+        catch
+        {
+            router?.Dispose();
+            gateUp?.Dispose();
+            down?.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Downloads the weights back to the host (values widened exactly to float).</summary>
@@ -105,13 +134,13 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
     }
 
     /// <summary>Router weight with its byte size. // [E,H] dtype</summary>
-    internal Ptx.DeviceRange RouterRange => Alive()._router.AsRange();
+    internal DeviceRange RouterRange => Alive()._router.AsRange();
 
     /// <summary>Stacked gate/up projections with their byte size. // [E,2I,H] dtype</summary>
-    internal Ptx.DeviceRange GateUpRange => Alive()._gateUp.AsRange();
+    internal DeviceRange GateUpRange => Alive()._gateUp.AsRange();
 
     /// <summary>Down projections with their byte size. // [E,H,I] dtype</summary>
-    internal Ptx.DeviceRange DownRange => Alive()._down.AsRange();
+    internal DeviceRange DownRange => Alive()._down.AsRange();
 
     private Qwen3MoeDeviceWeights Alive()
     {

@@ -29,6 +29,9 @@ namespace MoeNative.Blocks;
 /// in) buffers: keep them unchanged between a forward and its backward.</para>
 /// <para><b>Workspace</b>: allocated on the first call of a shape class (T rounded up to a power of two), grown, never
 /// shrunk; calls with a smaller T reuse it. Growing reallocates: re-capture graphs after a larger T.</para>
+/// <para><b>Largest T</b>: <see cref="MoeLimits.MaxDeviceTokens"/> (T·k rows are int32 in the kernels; byte offsets are
+/// 64-bit), checked by every entry point before any allocation; the host API with intermediates also needs
+/// <see cref="MoeLimits.MaxReferenceTokens"/> (its [T·k,2I] results are .NET arrays).</para>
 /// <para><b>Graphs</b>: <see cref="Forward{TElem}"/> can be captured in a <see cref="CudaGraph"/> once the block
 /// has run that shape class directly (workspace allocated, autotune done): see <see cref="Reserve"/>.</para>
 /// <para>Not thread-safe: one caller at a time.</para>
@@ -141,6 +144,7 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     {
         ThrowIfDisposed();
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        MoeLimits.CheckDeviceTokens(Config, tokens, nameof(tokens));
         EnsureForwardWorkspace(tokens);
         if (backward) EnsureBackwardWorkspace(tokens);
     }
@@ -244,8 +248,9 @@ public sealed class Qwen3MoeFusedBlock : IDisposable
     {
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(x);
-        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
         MoeConfig c = Config;
+        MoeLimits.CheckDeviceTokens(c, tokens, nameof(tokens));
+        if (intermediates) MoeLimits.CheckReferenceTokens(c, tokens, nameof(tokens)); // [T*k,2I] host arrays
         if (x.LongLength != (long)tokens * c.HiddenSize)
             throw new ArgumentException($"x must be [T={tokens},H={c.HiddenSize}] = {(long)tokens * c.HiddenSize} elements, got {x.LongLength}.", nameof(x));
         routing?.Validate(c, tokens, nameof(routing));

@@ -90,3 +90,9 @@ internal sealed class SafeCublasHandle(IntPtr value, SafeCudaContextHandle conte
 {
     protected override bool Destroy(IntPtr value) => Cublas.cublasDestroy(value) == CublasStatus.Success;
 }
+
+/// <summary>A <c>cuMemHostAlloc</c> allocation (page-locked host memory); freed with <c>cuMemFreeHost</c>.</summary>
+internal sealed unsafe class SafePinnedHostMemoryHandle(IntPtr pointer, SafeCudaContextHandle context) : CudaChildHandle(pointer, context)
+{
+    protected override bool Destroy(IntPtr value) => CuDriver.cuMemFreeHost((void*)value) == CUresult.CUDA_SUCCESS;
+}

@@ -7,7 +7,7 @@ namespace MoeNative.Ptx;
 /// <param name="DType">Storage dtype.</param>
 /// <param name="Math">FFMA (fp32) or sm_80 tensor cores (bf16/fp16).</param>
 /// <param name="Config">Tile configuration.</param>
-/// <param name="File">Embedded PTX path relative to Ptx/Kernels.</param>
+/// <param name="File">Embedded PTX path relative to Ptx/ (e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.ptx).</param>
 /// <param name="EntryName">The .entry name after substitution.</param>
 /// <param name="DynamicSharedBytes">Dynamic shared memory per CTA the launch passes (0 for the FFMA kernels).</param>
 /// <param name="Values">Template values (exactly the placeholders of <paramref name="File"/>).</param>
@@ -28,7 +28,7 @@ public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType,
     public int LaunchSharedBytes(int experts) => DynamicSharedBytes + (SharedBytesPerExpert * System.Math.Max(experts, 0) + 15) / 16 * 16;
 
     /// <summary>The specialised PTX text.</summary>
-    public string SpecialisedPtx() => PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(File), Values);
+    public string SpecialisedPtx() => PtxTemplate.Specialise(PtxLibrary.ReadComposed(File), Values);
 
     /// <summary>Catalog entry (module name, specialised text, entry + args struct).</summary>
     public PtxModuleSpec ToModuleSpec() => new(ModuleName, SpecialisedPtx(), [new PtxKernelSpec(EntryName, ArgsType)]);

@@ -5,7 +5,10 @@ namespace MoeNative.Reference;
 // Dimension legend: T tokens, H hidden, I intermediate (per expert), E experts, k experts per token.
 // Slot p = t*k + j (token order); row r = expert-ordered position (RoutingIndices). All tensors row-major.
 // T is the compute type: float (fp32 accumulation, the reference proper) or double (float64 finite-difference checks).
-// Every formula of DESIGN.md's forward and backward is implemented exactly once, in this file.
+// Every formula of docs/DESIGN.md's forward and backward is implemented exactly once, in this file.
+// NOTE: sizes are allocated from 64-bit products. Span offsets stay int: the entry points check T against
+// MoeLimits.MaxReferenceTokens and MoeConfig.Validate bounds [E,2I,H], so every array here has at most
+// Array.MaxLength elements and every offset into it (a prefix of its length) fits an int.
 
 /// <summary>Layer parameters in compute type <typeparamref name="T"/>.</summary>
 internal sealed record MoeParams<T>(MoeConfig Config, T[] Router /*[E,H]*/, T[] GateUp /*[E,2I,H]*/, T[] Down /*[E,H,I]*/)
@@ -53,7 +56,7 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
     /// <summary>L = X·Wrᵀ rounded to dt (HF's <c>Linear</c> returns the storage dtype).</summary>
     public static T[] RouterLogits(IGemm<T> gemm, ReadOnlySpan<T> x /*[T,H]*/, ReadOnlySpan<T> router /*[E,H]*/, int tokens, int h, int e, ScalarType dt)
     {
-        var logits = new T[tokens * e];
+        var logits = new T[(long)tokens * e];
         gemm.MatMulNT(x, router, logits, tokens, e, h, dt);
         return logits;
     }
@@ -143,11 +146,11 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
         MoeConfig c = prm.Config;
         int e = c.NumExperts, k = c.TopK;
         T[] logits = RouterLogits(gemm, x, prm.Router, tokens, c.HiddenSize, e, dt);
-        var probs = new T[tokens * e];
+        var probs = new T[(long)tokens * e];
         Softmax(logits, probs, tokens, e);
-        int[] selected = forcedSelected ?? new int[tokens * k];
+        int[] selected = forcedSelected ?? new int[(long)tokens * k];
         if (forcedSelected is null) TopK(probs, selected, tokens, e, k);
-        T[] weights = forcedWeights ?? new T[tokens * k];
+        T[] weights = forcedWeights ?? new T[(long)tokens * k];
         if (forcedWeights is null) RoutingWeights(probs, selected, weights, tokens, e, k, c.NormTopKProb, dt);
         return (logits, probs, selected, weights);
     }
@@ -221,11 +224,11 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
         int h = c.HiddenSize, inter = c.IntermediateSize, k = c.TopK, tk = tokens * k;
         var (logits, probs, selected, weights) = Route(gemm, prm, x, tokens, dt, forcedSelected, forcedWeights);
         RoutingIndices idx = RoutingIndices.FromSelected(selected, k, c.NumExperts);
-        var g1 = new T[tk * 2 * inter];
-        var a = new T[tk * inter];
-        var g2 = new T[tk * h];
-        var u = new T[tk * h];
-        var y = new T[tokens * h];
+        var g1 = new T[(long)tk * 2 * inter];
+        var a = new T[(long)tk * inter];
+        var g2 = new T[(long)tk * h];
+        var u = new T[(long)tk * h];
+        var y = new T[(long)tokens * h];
 
         if (kind == MoeForwardKind.HfLoop)
         {
@@ -233,7 +236,7 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
             // Linear, * routing weight, index_add_ into the storage-dtype output. Every op's result is a
             // storage-dtype tensor, so each is rounded here. Row order within an expert does not change any value
             // (each token meets an expert at most once), so rows are kept in the shared stable order.
-            var cur = new T[(tk == 0 ? 0 : idx.TokenCounts.Max()) * h];
+            var cur = new T[(long)(tk == 0 ? 0 : idx.TokenCounts.Max()) * h];
             for (int e = 0; e < c.NumExperts; e++)
             {
                 int r0 = idx.ExpertOffsets[e], cnt = idx.TokenCounts[e];
@@ -257,7 +260,7 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
         else
         {
             // Grouped: permute, grouped GEMM, silu-and-mul, grouped GEMM, unpermute, top-k weighted sum.
-            var xp = new T[tk * h];
+            var xp = new T[(long)tk * h];
             PermuteRows(x, idx.Gather, xp, k, h);
             ExpertsNT(gemm, idx, xp, prm.GateUp, g1, 2 * inter, h, dt);
             SiluMulForward(g1, a, tk, inter, dt, roundActivation: false);
@@ -303,7 +306,7 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
 
         // Top-k combine: dU[p] = w[p]·dY[t] (stored directly in expert order: dG2[r] = dU[gather[r]]);
         //                dw[p] = <dY[t], U[p]>.
-        var dG2 = new T[tk * h];
+        var dG2 = new T[(long)tk * h];
         var dw = new T[tk];
         for (int r = 0; r < tk; r++)
         {
@@ -317,7 +320,7 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
 
         // Second GEMM: dWd[e] = Σ_{r∈e} dG2[r]ᵀ A[r]  ([H,I]);  dA[r] = dG2[r]·Wd[e]  ([I]).
         var dDown = new T[(long)e * h * inter];
-        var dA = new T[tk * inter];
+        var dA = new T[(long)tk * inter];
         for (int x = 0; x < e; x++)
         {
             int r0 = idx.ExpertOffsets[x], cnt = idx.TokenCounts[x];
@@ -328,14 +331,14 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
         }
 
         // silu-and-mul.
-        var dG1 = new T[tk * 2 * inter];
+        var dG1 = new T[(long)tk * 2 * inter];
         SiluMulBackward(s.G1, dA, dG1, tk, inter, dt);
 
         // First GEMM: dWgu[e] = Σ_{r∈e} dG1[r]ᵀ Xp[r]  ([2I,H]);  dXp[r] = dG1[r]·Wgu[e]  ([H]).
-        var xp = new T[tk * h];
+        var xp = new T[(long)tk * h];
         PermuteRows(s.X, idx.Gather, xp, k, h);
         var dGateUp = new T[(long)e * 2 * inter * h];
-        var dXp = new T[tk * h];
+        var dXp = new T[(long)tk * h];
         for (int x = 0; x < e; x++)
         {
             int r0 = idx.ExpertOffsets[x], cnt = idx.TokenCounts[x];
@@ -347,11 +350,11 @@ internal static class MoeCore<T> where T : unmanaged, IBinaryFloatingPointIeee75
         }
 
         // Router: dL from dw (selection fixed), dWr = dLᵀ X, dX_router = dL·Wr.
-        var dL = new T[tokens * e];
+        var dL = new T[(long)tokens * e];
         RouterBackward(s.Probs, s.Selected, dw, dL, tokens, e, k, c.NormTopKProb, dt);
         var dRouter = new T[(long)e * h];
         gemm.MatMulTN(dL, s.X, dRouter, e, h, tokens, dt);
-        var dX = new T[tokens * h];
+        var dX = new T[(long)tokens * h];
         gemm.MatMulNN(dL, prm.Router, dX, tokens, h, e, dt);
 
         // dX[t] = dX_router[t] + Σ_j dXp[inverse[t*k+j]], j ascending; rounded once.

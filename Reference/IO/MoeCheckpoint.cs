@@ -74,17 +74,42 @@ public sealed class SafetensorsCollection : IDisposable
         }
     }
 
+    /// <summary>
+    /// Every file a weights source reads or may read: the file itself; for a folder, every file in it plus the shards
+    /// its index names (they may sit elsewhere). Used to keep an output from overwriting an input.
+    /// </summary>
+    public static IReadOnlyList<string> SourceFiles(string fileOrDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(fileOrDirectory);
+        if (!Directory.Exists(fileOrDirectory)) return [fileOrDirectory];
+        var files = new List<string>(Directory.EnumerateFiles(fileOrDirectory));
+        string index = Path.Combine(fileOrDirectory, "model.safetensors.index.json");
+        if (!File.Exists(index)) return files;
+        using JsonDocument doc = ParseIndex(index);
+        if (doc.RootElement.TryGetProperty("weight_map", out JsonElement map) && map.ValueKind == JsonValueKind.Object)
+            foreach (JsonProperty p in map.EnumerateObject())
+                if (p.Value.ValueKind == JsonValueKind.String) files.Add(Path.GetFullPath(Path.Combine(fileOrDirectory, p.Value.GetString()!)));
+        return files;
+    }
+
     private static JsonDocument ParseIndex(string index)
     {
-        try { return JsonDocument.Parse(File.ReadAllText(index)); }
+        string text = InputFiles.ReadText(index, "checkpoint index", InputFiles.MaxIndexBytes);
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(text); }
         catch (JsonException e) { throw new SafetensorsFormatException($"{index}: not valid JSON ({e.Message}).", e); }
+        JsonValueKind kind = doc.RootElement.ValueKind;
+        if (kind == JsonValueKind.Object) return doc;
+        doc.Dispose();
+        throw new SafetensorsFormatException($"{index}: expected a JSON object with 'weight_map', got a JSON {kind.ToString().ToLowerInvariant()}.");
     }
 
     private SafetensorsFile OpenFile(string path)
     {
         if (!_open.TryGetValue(path, out SafetensorsFile? f))
         {
-            if (!File.Exists(path)) throw new FileNotFoundException($"Shard '{path}' named by the index of '{Source}' does not exist.", path);
+            if (!File.Exists(path) && !Directory.Exists(path))
+                throw new FileNotFoundException($"Shard '{path}' named by the index of '{Source}' does not exist.", path);
             f = SafetensorsFile.Open(path);
             _open[path] = f;
         }
@@ -146,63 +171,15 @@ public static class MoeCheckpoint
     /// <inheritdoc cref="LoadWeights(MoeConfig, string, int?, ScalarType)"/>
     public static MoeWeights LoadWeights(MoeConfig config, SafetensorsCollection files, int? layer = null, ScalarType roundTo = ScalarType.Float32)
     {
-        ArgumentNullException.ThrowIfNull(config);
-        ArgumentNullException.ThrowIfNull(files);
-        string prefix = Prefix(layer);
-        long e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
-        string routerName = prefix + "gate.weight";
-        string fusedGateUp = prefix + "experts.gate_up_proj", fusedDown = prefix + "experts.down_proj";
-        string perExpert0 = prefix + "experts.0.gate_proj.weight";
-
-        float[] router = Read(files, routerName, [e, h], "[E,H]");
-        MoeWeights weights;
-        if (files.Contains(fusedGateUp) || files.Contains(fusedDown))
+        IReadOnlyList<MoeTensorPlacement> placements = MoeCheckpointLayout.Resolve(config, files, layer); // every tensor checked first
+        var router = new float[config.RouterElements];
+        var gateUp = new float[config.GateUpElements];
+        var down = new float[config.DownElements];
+        foreach (MoeTensorPlacement p in placements)
         {
-            float[] gateUp = Read(files, fusedGateUp, [e, 2 * i, h], "[E,2I,H]");
-            float[] down = Read(files, fusedDown, [e, h, i], "[E,H,I]");
-            weights = new MoeWeights(config, router, gateUp, down);
+            float[] target = p.Part switch { MoeWeightPart.Router => router, MoeWeightPart.GateUp => gateUp, _ => down };
+            p.File.ReadFloat32(p.Name, target.AsSpan(checked((int)p.ElementOffset), checked((int)p.ElementCount)));
         }
-        else if (files.Contains(perExpert0))
-        {
-            var gates = new float[e][];
-            var ups = new float[e][];
-            var downs = new float[e][];
-            for (int x = 0; x < e; x++)
-            {
-                gates[x] = Read(files, $"{prefix}experts.{x}.gate_proj.weight", [i, h], "[I,H]");
-                ups[x] = Read(files, $"{prefix}experts.{x}.up_proj.weight", [i, h], "[I,H]");
-                downs[x] = Read(files, $"{prefix}experts.{x}.down_proj.weight", [h, i], "[H,I]");
-            }
-            weights = MoeWeights.FromPerExpert(config, router, gates, ups, downs);
-        }
-        else
-        {
-            throw new SafetensorsFormatException(
-                $"'{files.Source}': expert weights not found: expected '{fusedGateUp}' [E,2I,H]=[{e},{2 * i},{h}] and '{fusedDown}' [E,H,I]=[{e},{h},{i}], "
-                + $"or per-expert '{perExpert0}' [I,H]=[{i},{h}] etc.{LayerHint(files, layer)}");
-        }
-        return weights.RoundedTo(roundTo);
-    }
-
-    private static float[] Read(SafetensorsCollection files, string name, long[] shape, string symbolic)
-    {
-        string expected = $"{symbolic}=[{string.Join(",", shape)}]";
-        if (!files.Contains(name))
-            throw new SafetensorsFormatException($"'{files.Source}': missing tensor '{name}' (expected shape {expected}).");
-        (SafetensorsFile file, SafetensorsTensorInfo info) = files.Find(name);
-        if (!info.Shape.AsSpan().SequenceEqual(shape))
-            throw new SafetensorsFormatException($"{file.Path}: tensor '{name}' has shape {info.ShapeText}, expected {expected} for this config.");
-        if (info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
-            throw new SafetensorsFormatException($"{file.Path}: tensor '{name}' has dtype {info.DTypeName}; weights must be F32, F16 or BF16.");
-        return file.ReadFloat32(name, shape);
-    }
-
-    private static string LayerHint(SafetensorsCollection files, int? layer)
-    {
-        string? sample = files.Names.FirstOrDefault(n => n.Contains("mlp.", StringComparison.Ordinal) && n.Contains("experts", StringComparison.Ordinal));
-        if (sample is null) return $" The file has tensors {SafetensorsWriter.Describe(files.Names)}.";
-        return layer is null
-            ? $" Names like '{sample}' are present: pass a layer index (--layer L) to select 'model.layers.L.mlp.'."
-            : $" Names like '{sample}' are present: check the layer index.";
+        return new MoeWeights(config, router, gateUp, down).RoundedTo(roundTo);
     }
 }

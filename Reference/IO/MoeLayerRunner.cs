@@ -19,6 +19,20 @@ public sealed record MoeRunOptions
     public string Implementation { get; init; } = "hf";
     /// <summary>Storage dtype to compute in.</summary>
     public ScalarType DType { get; init; } = ScalarType.BFloat16;
+    /// <summary>Run on non-finite inputs or weights (refused by default), and write a non-finite result (still a
+    /// failure: <see cref="NonFiniteResultException"/> after the write).</summary>
+    public bool AllowNonFinite { get; init; }
+}
+
+/// <summary>What a run reads, validated (<see cref="MoeLayerRunner.Load"/>).</summary>
+/// <param name="Weights">The layer's weights, rounded to the run's dtype.</param>
+/// <param name="X">hidden_states // [T,H] (a [B,S,H] input flattened).</param>
+/// <param name="Shape">hidden_states' shape as stored.</param>
+/// <param name="DY">grad_output // [T,H], or null for a forward-only run.</param>
+public sealed record MoeRunInputs(MoeWeights Weights, float[] X, long[] Shape, float[]? DY)
+{
+    /// <summary>T.</summary>
+    public int Tokens => checked((int)(X.LongLength / Weights.Config.HiddenSize));
 }
 
 /// <summary>What a run wrote.</summary>
@@ -46,13 +60,13 @@ public static class MoeLayerRunner
     {
         ArgumentNullException.ThrowIfNull(options);
         MoeConfig config = MoeConfig.Resolve(options.Config);
-        MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
-        MoeReference block = MoeReference.Create(options.Implementation, weights, options.DType, gemm);
+        if (options.Implementation.Trim().ToLowerInvariant() is not ("hf" or "grouped"))
+            throw new ArgumentException($"Unknown implementation '{options.Implementation}'; expected hf or grouped.", nameof(options));
+        MoeRunInputs inputs = Load(options, config);
+        MoeReference block = MoeReference.Create(options.Implementation, inputs.Weights, options.DType, gemm);
 
-        (float[] x, long[] shape, float[]? dY) = ReadInputs(options, config.HiddenSize);
-
-        MoeIntermediates fwd = block.Forward(x);
-        MoeGradients? g = dY is null ? null : block.Backward(fwd, dY);
+        MoeIntermediates fwd = block.Forward(inputs.X);
+        MoeGradients? g = inputs.DY is null ? null : block.Backward(fwd, inputs.DY);
         var metadata = new Dictionary<string, string>
         {
             ["producer"] = "MoeNative.Reference",
@@ -60,7 +74,49 @@ public static class MoeLayerRunner
             ["dtype"] = options.DType.ShortName(),
             ["gemm"] = block.Gemm.Name,
         };
-        return WriteOutputs(options.Output, config, shape, fwd, g, metadata);
+        return WriteOutputs(options.Output, config, inputs.Shape, fwd, g, metadata, options.AllowNonFinite);
+    }
+
+    /// <summary>
+    /// Reads and checks everything a run needs, cheapest checks first: the layer has an expert block; the activation
+    /// headers' shapes; the host memory the run will take (before any large allocation); the weights; the activations.
+    /// Unless <see cref="MoeRunOptions.AllowNonFinite"/>, a non-finite weight or activation (after rounding to the
+    /// run's dtype, so an fp16 overflow counts) is refused.
+    /// </summary>
+    /// <exception cref="ArgumentException">The layer has a dense MLP (mlp_only_layers, decoder_sparse_step).</exception>
+    /// <exception cref="SafetensorsFormatException">Missing tensors, wrong shapes or dtypes (the message names the tensor).</exception>
+    /// <exception cref="InsufficientMemoryException">T is too large for the machine's free memory.</exception>
+    /// <exception cref="NonFiniteInputException">A NaN or ±Inf in a weight or an activation.</exception>
+    public static MoeRunInputs Load(MoeRunOptions options, MoeConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(config);
+        config.RequireExpertLayer(options.Layer);
+        int hidden = config.HiddenSize;
+        long[] shape = ActivationShape(options.Input, InputName, hidden, null);
+        MoeMemoryEstimate.RequireHostMemory(config, shape.Aggregate(1L, (a, b) => a * b) / hidden, options.GradOutput is not null,
+            $"{options.Input}: tensor '{InputName}' [{string.Join(",", shape)}]", written: true);
+        if (options.GradOutput is not null) ActivationShape(options.GradOutput, GradOutputName, hidden, shape);
+
+        MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
+        (float[] x, _, float[]? dY) = ReadInputs(options, hidden);
+        if (!options.AllowNonFinite)
+        {
+            string prefix = MoeCheckpoint.Prefix(options.Layer);
+            NonFiniteValues.RequireFinite(weights.Router, $"{options.Weights}: weight '{prefix}gate.weight'", options.DType);
+            NonFiniteValues.RequireFinite(weights.GateUp, $"{options.Weights}: the gate/up projections ('{prefix}experts.*')", options.DType);
+            NonFiniteValues.RequireFinite(weights.Down, $"{options.Weights}: the down projections ('{prefix}experts.*')", options.DType);
+            RequireFiniteRounded(x, $"{options.Input}: tensor '{InputName}'", options.DType);
+            if (dY is not null) RequireFiniteRounded(dY, $"{options.GradOutput}: tensor '{GradOutputName}'", options.DType);
+        }
+        return new MoeRunInputs(weights, x, shape, dY);
+    }
+
+    private static void RequireFiniteRounded(float[] values, string what, ScalarType dtype)
+    {
+        float[] rounded = (float[])values.Clone();
+        StoragePrecision.RoundInPlace(rounded, dtype);
+        NonFiniteValues.RequireFinite(rounded, what, dtype);
     }
 
     /// <summary>
@@ -73,9 +129,23 @@ public static class MoeLayerRunner
     /// <param name="forward">Output [T,H] and router logits [T,E].</param>
     /// <param name="gradients">The five gradients, or null for a forward-only run.</param>
     /// <param name="metadata">Safetensors metadata (producer, implementation, dtype, ...).</param>
+    /// <param name="allowNonFinite">Write even when a tensor holds NaN or ±Inf (then throw after the write).</param>
+    /// <exception cref="NonFiniteResultException">A tensor holds NaN or ±Inf: nothing written, or (allowed) written
+    /// and reported.</exception>
+    /// <exception cref="SafetensorsWriteException">The file could not be written.</exception>
     public static MoeRunSummary WriteOutputs(string path, MoeConfig config, long[] inputShape, MoeIntermediates forward,
-        MoeGradients? gradients, IReadOnlyDictionary<string, string> metadata)
+        MoeGradients? gradients, IReadOnlyDictionary<string, string> metadata, bool allowNonFinite = false)
     {
+        var values = new List<(string, float[])> { ("output", forward.Output), ("router_logits", forward.RouterLogits) };
+        if (gradients is not null)
+        {
+            values.AddRange([("grad_hidden_states", gradients.X), ("grad_gate", gradients.Router), ("grad_gate_proj", gradients.GateProj),
+                ("grad_up_proj", gradients.UpProj), ("grad_down_proj", gradients.DownProj)]);
+        }
+        IReadOnlyList<string> nonFinite = NonFiniteValues.Describe(values);
+        string what = $"the run produced non-finite values in {string.Join(", ", nonFinite)}";
+        if (nonFinite.Count > 0 && !allowNonFinite)
+            throw new NonFiniteResultException($"{what}; nothing was written to {path}.", written: false);
         long e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
         var entries = new List<SafetensorsEntry>
         {
@@ -91,6 +161,8 @@ public static class MoeLayerRunner
             entries.Add(SafetensorsEntry.FromFloats("grad_down_proj", [e, h, i], gradients.DownProj));
         }
         SafetensorsWriter.Write(path, entries, metadata);
+        if (nonFinite.Count > 0)
+            throw new NonFiniteResultException($"{what}; written to {path} anyway (non-finite values allowed).", written: true);
         return new MoeRunSummary(config, forward.Tokens, inputShape, entries.Select(t => (t.Name, t.Shape)).ToList());
     }
 
@@ -111,6 +183,14 @@ public static class MoeLayerRunner
     /// <summary>Reads a [T,H] or [B,S,H] floating tensor; returns the values and the shape.</summary>
     public static (float[] Values, long[] Shape) ReadActivations(string path, string name, int hidden, long[]? mustMatchShape)
     {
+        long[] shape = ActivationShape(path, name, hidden, mustMatchShape);
+        using SafetensorsFile file = SafetensorsFile.Open(path);
+        return (file.ReadFloat32(name, shape), shape);
+    }
+
+    /// <summary>The shape of a [T,H] or [B,S,H] floating tensor, from the header only (nothing read or allocated).</summary>
+    public static long[] ActivationShape(string path, string name, int hidden, long[]? mustMatchShape)
+    {
         using SafetensorsFile file = SafetensorsFile.Open(path);
         if (!file.Contains(name))
             throw new SafetensorsFormatException($"{path}: missing tensor '{name}' (expected [T,H] or [B,S,H] with H={hidden}); "
@@ -122,6 +202,8 @@ public static class MoeLayerRunner
             throw new SafetensorsFormatException($"{path}: tensor '{name}' has shape {info.ShapeText}, expected the input's shape [{string.Join(",", mustMatchShape)}].");
         if (info.ElementCount / hidden > int.MaxValue)
             throw new SafetensorsFormatException($"{path}: tensor '{name}' {info.ShapeText} has too many tokens.");
-        return (file.ReadFloat32(name, info.Shape), info.Shape);
+        if (info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
+            throw new SafetensorsFormatException($"{path}: tensor '{name}' has dtype {info.DTypeName}; expected F32, F16 or BF16.");
+        return info.Shape;
     }
 }

@@ -110,8 +110,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public static SafetensorsFile Open(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file not found: {path}", path);
-        long length = new FileInfo(path).Length;
+        long length = InputFiles.RequireRegularFile(path, "safetensors file");
         if (length < 8) throw new SafetensorsFormatException($"{path}: truncated ({length} bytes); a safetensors file starts with an 8-byte header length.");
         MemoryMappedFile map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         MemoryMappedViewAccessor? view = null;
@@ -141,6 +140,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         var tensors = new Dictionary<string, SafetensorsTensorInfo>(StringComparer.Ordinal);
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (!System.Text.Unicode.Utf8.IsValid(header)) throw new SafetensorsFormatException($"{path}: header is not valid UTF-8.");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header.TrimEnd((byte)' ').ToArray()); }
         catch (JsonException e) { throw new SafetensorsFormatException($"{path}: header is not valid JSON ({e.Message}).", e); }
@@ -149,6 +149,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException($"{path}: header must be a JSON object.");
             foreach (JsonProperty prop in doc.RootElement.EnumerateObject())
             {
+                if (tensors.ContainsKey(prop.Name) || (prop.Name == "__metadata__" && metadata.Count > 0))
+                    throw new SafetensorsFormatException($"{path}: duplicate header entry '{prop.Name}' (each tensor name may appear once).");
                 if (prop.Name == "__metadata__")
                 {
                     if (prop.Value.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException($"{path}: __metadata__ must be an object of strings.");
@@ -191,10 +193,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
             throw new SafetensorsFormatException(Bad("missing 'data_offsets' [begin, end]."));
         var shape = new long[s.GetArrayLength()];
         int i = 0;
+        long elements = 1;
         foreach (JsonElement dim in s.EnumerateArray())
         {
             if (dim.ValueKind != JsonValueKind.Number || !dim.TryGetInt64(out long v) || v < 0) throw new SafetensorsFormatException(Bad($"bad shape {s.GetRawText()}."));
             shape[i++] = v;
+            // NOTE: the product is checked here once, so ElementCount never wraps (a wrapped [2^32,2^32] would be 0 elements).
+            try { elements = checked(elements * v); }
+            catch (OverflowException) { throw new SafetensorsFormatException(Bad($"shape {s.GetRawText()}: the element count overflows 64 bits.")); }
         }
         long[] off = o.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.Number && x.TryGetInt64(out long v) ? v : -1).ToArray();
         if (off[0] < 0 || off[1] < off[0]) throw new SafetensorsFormatException(Bad($"bad data_offsets {o.GetRawText()}."));
@@ -222,12 +228,25 @@ public sealed unsafe class SafetensorsFile : IDisposable
             : throw new KeyNotFoundException($"{Path}: no tensor named '{name}' ({Tensors.Count} tensors in the file).");
     }
 
-    /// <summary>The raw bytes of a tensor (valid until disposal).</summary>
+    /// <summary>The raw bytes of a tensor under 2 GiB as one span (valid until disposal); any size through <see cref="View"/>.</summary>
+    /// <exception cref="SafetensorsFormatException">The tensor is 2 GiB or more (one span cannot hold it).</exception>
     public ReadOnlySpan<byte> RawBytes(string name)
     {
-        SafetensorsTensorInfo info = Info(name);
-        return new ReadOnlySpan<byte>(_base + _dataStart + info.Begin, checked((int)(info.End - info.Begin)));
+        SafetensorsTensorView view = View(name);
+        if (view.ByteLength > int.MaxValue)
+            throw new SafetensorsFormatException($"{Path}: tensor '{name}' has {view.ByteLength} bytes, more than one span holds; read it through View(name) in slices.");
+        return view.Slice(0, (int)view.ByteLength);
     }
+
+    /// <summary>A tensor of any size as memory-mapped bytes, read in slices of up to 2 GiB (no copy).</summary>
+    public SafetensorsTensorView View(string name)
+    {
+        SafetensorsTensorInfo info = Info(name);
+        return new SafetensorsTensorView(this, info, (nint)(_base + _dataStart + info.Begin));
+    }
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> once the mapping is gone.</summary>
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     /// <summary>A floating tensor (F32, F16 or BF16) widened to float.</summary>
     /// <param name="name">Tensor name.</param>
@@ -239,24 +258,40 @@ public sealed unsafe class SafetensorsFile : IDisposable
         long n = info.ElementCount;
         if (n > Array.MaxLength) throw new SafetensorsFormatException($"{Path}: tensor '{name}' {info.ShapeText} is too large for one array.");
         var result = new float[n];
-        byte* src = _base + _dataStart + info.Begin;
-        switch (info.DType)
-        {
-            case SafetensorsDType.F32:
-                new ReadOnlySpan<float>(src, (int)n).CopyTo(result);
-                break;
-            case SafetensorsDType.BF16:
-                StoragePrecision.ParallelChunks((int)n, (s0, len) =>
-                    PrecisionConvert.ToSingle(new ReadOnlySpan<BFloat16>((BFloat16*)src + s0, len), result.AsSpan(s0, len)));
-                break;
-            case SafetensorsDType.F16:
-                StoragePrecision.ParallelChunks((int)n, (s0, len) =>
-                    PrecisionConvert.ToSingle(new ReadOnlySpan<Half>((Half*)src + s0, len), result.AsSpan(s0, len)));
-                break;
-            default:
-                throw new SafetensorsFormatException($"{Path}: tensor '{name}' has dtype {info.DTypeName}; expected a floating dtype (F32, F16 or BF16).");
-        }
+        ReadFloat32(name, result);
         return result;
+    }
+
+    /// <summary>A floating tensor (F32, F16 or BF16) widened into <paramref name="destination"/>, which must hold exactly its elements.</summary>
+    /// <exception cref="SafetensorsFormatException">A non-floating dtype (message names the tensor).</exception>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> has another length.</exception>
+    public void ReadFloat32(string name, Span<float> destination)
+    {
+        SafetensorsTensorInfo info = Info(name);
+        if (destination.Length != info.ElementCount)
+            throw new ArgumentException($"Tensor '{name}' {info.ShapeText} has {info.ElementCount} elements; the destination holds {destination.Length}.", nameof(destination));
+        int n = destination.Length;
+        byte* src = _base + _dataStart + info.Begin;
+        fixed (float* dst = destination)
+        {
+            nint d = (nint)dst;
+            switch (info.DType)
+            {
+                case SafetensorsDType.F32:
+                    new ReadOnlySpan<float>(src, n).CopyTo(destination);
+                    break;
+                case SafetensorsDType.BF16:
+                    StoragePrecision.ParallelChunks(n, (s0, len) =>
+                        PrecisionConvert.ToSingle(new ReadOnlySpan<BFloat16>((BFloat16*)src + s0, len), new Span<float>((float*)d + s0, len)));
+                    break;
+                case SafetensorsDType.F16:
+                    StoragePrecision.ParallelChunks(n, (s0, len) =>
+                        PrecisionConvert.ToSingle(new ReadOnlySpan<Half>((Half*)src + s0, len), new Span<float>((float*)d + s0, len)));
+                    break;
+                default:
+                    throw new SafetensorsFormatException($"{Path}: tensor '{name}' has dtype {info.DTypeName}; expected a floating dtype (F32, F16 or BF16).");
+            }
+        }
     }
 
     /// <summary>An I32 tensor (I64 accepted when every value fits).</summary>
@@ -310,126 +345,37 @@ public sealed unsafe class SafetensorsFile : IDisposable
     }
 }
 
-/// <summary>One tensor to write: dtype, shape and its raw little-endian bytes.</summary>
-public sealed record SafetensorsEntry(string Name, SafetensorsDType DType, long[] Shape, byte[] Data)
+/// <summary>
+/// The memory-mapped bytes of one tensor of a <see cref="SafetensorsFile"/>, of any size: 64-bit offsets, read as
+/// spans of up to 2 GiB each. Valid while the file is open (a slice of a disposed file throws
+/// <see cref="ObjectDisposedException"/>; a span taken before disposal must not be used after it).
+/// </summary>
+public readonly unsafe struct SafetensorsTensorView
 {
-    /// <summary>Float values stored as <paramref name="dtype"/> (F32, F16 or BF16; rounded to nearest even).</summary>
-    public static SafetensorsEntry FromFloats(string name, long[] shape, ReadOnlySpan<float> values, SafetensorsDType dtype = SafetensorsDType.F32)
+    private readonly SafetensorsFile _file;
+    private readonly nint _address;
+
+    internal SafetensorsTensorView(SafetensorsFile file, SafetensorsTensorInfo info, nint address)
     {
-        CheckCount(name, shape, values.Length);
-        byte[] data;
-        switch (dtype)
-        {
-            case SafetensorsDType.F32:
-                data = MemoryMarshal.AsBytes(values).ToArray();
-                break;
-            case SafetensorsDType.BF16:
-                data = new byte[values.Length * sizeof(ushort)];
-                PrecisionConvert.ToBFloat16(values, MemoryMarshal.Cast<byte, BFloat16>(data.AsSpan()));
-                break;
-            case SafetensorsDType.F16:
-                data = new byte[values.Length * sizeof(ushort)];
-                PrecisionConvert.ToHalf(values, MemoryMarshal.Cast<byte, Half>(data.AsSpan()));
-                break;
-            default:
-                throw new ArgumentException($"Tensor '{name}': float values cannot be stored as {dtype}.", nameof(dtype));
-        }
-        return new SafetensorsEntry(name, dtype, shape, data);
+        _file = file;
+        Info = info;
+        _address = address;
     }
 
-    public static SafetensorsEntry FromInt32(string name, long[] shape, ReadOnlySpan<int> values)
-    {
-        CheckCount(name, shape, values.Length);
-        return new SafetensorsEntry(name, SafetensorsDType.I32, shape, MemoryMarshal.AsBytes(values).ToArray());
-    }
+    public SafetensorsTensorInfo Info { get; }
 
-    public static SafetensorsEntry FromInt64(string name, long[] shape, ReadOnlySpan<long> values)
-    {
-        CheckCount(name, shape, values.Length);
-        return new SafetensorsEntry(name, SafetensorsDType.I64, shape, MemoryMarshal.AsBytes(values).ToArray());
-    }
+    /// <summary>End − Begin: the tensor's size in bytes.</summary>
+    public long ByteLength => Info.End - Info.Begin;
 
-    private static void CheckCount(string name, long[] shape, int count)
+    /// <summary>Bytes [<paramref name="byteOffset"/>, <paramref name="byteOffset"/> + <paramref name="byteCount"/>) of the tensor.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the tensor.</exception>
+    /// <exception cref="ObjectDisposedException">The file was disposed.</exception>
+    public ReadOnlySpan<byte> Slice(long byteOffset, int byteCount)
     {
-        ArgumentNullException.ThrowIfNull(shape);
-        long n = shape.Aggregate(1L, (a, b) => a * b);
-        if (shape.Any(d => d < 0) || n != count)
-            throw new ArgumentException($"Tensor '{name}': shape [{string.Join(",", shape)}] holds {n} elements but {count} values were given.", nameof(shape));
-    }
-}
-
-/// <summary>Writes safetensors files (header padded with spaces to a multiple of 8 bytes; tensors in the given order).</summary>
-public static class SafetensorsWriter
-{
-    /// <exception cref="ArgumentException">Duplicate names, or data lengths that disagree with dtype and shape.</exception>
-    public static void Write(string path, IEnumerable<SafetensorsEntry> tensors, IReadOnlyDictionary<string, string>? metadata = null)
-    {
-        ArgumentNullException.ThrowIfNull(path);
-        ArgumentNullException.ThrowIfNull(tensors);
-        List<SafetensorsEntry> list = tensors.ToList();
-        var names = new HashSet<string>(StringComparer.Ordinal);
-        foreach (SafetensorsEntry t in list)
-        {
-            if (!names.Add(t.Name)) throw new ArgumentException($"Duplicate tensor name '{t.Name}'.", nameof(tensors));
-            if (t.Name == "__metadata__") throw new ArgumentException("'__metadata__' is reserved.", nameof(tensors));
-            long need = t.Shape.Aggregate(1L, (a, b) => a * b) * t.DType.SizeOf();
-            if (t.Data.LongLength != need)
-                throw new ArgumentException($"Tensor '{t.Name}': {t.DType} [{string.Join(",", t.Shape)}] needs {need} bytes, got {t.Data.LongLength}.", nameof(tensors));
-        }
-        using var headerStream = new MemoryStream();
-        using (var json = new Utf8JsonWriter(headerStream))
-        {
-            json.WriteStartObject();
-            if (metadata is { Count: > 0 })
-            {
-                json.WriteStartObject("__metadata__");
-                foreach (var (k, v) in metadata) json.WriteString(k, v);
-                json.WriteEndObject();
-            }
-            long offset = 0;
-            foreach (SafetensorsEntry t in list)
-            {
-                json.WriteStartObject(t.Name);
-                json.WriteString("dtype", t.DType.ToString());
-                json.WriteStartArray("shape");
-                foreach (long d in t.Shape) json.WriteNumberValue(d);
-                json.WriteEndArray();
-                json.WriteStartArray("data_offsets");
-                json.WriteNumberValue(offset);
-                json.WriteNumberValue(offset + t.Data.LongLength);
-                json.WriteEndArray();
-                json.WriteEndObject();
-                offset += t.Data.LongLength;
-            }
-            json.WriteEndObject();
-        }
-        byte[] header = headerStream.ToArray();
-        int padded = (header.Length + 7) / 8 * 8;
-        string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
-        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
-        string temp = path + ".tmp-" + Environment.ProcessId;
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write))
-        {
-            Span<byte> len = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
-            file.Write(len);
-            file.Write(header);
-            for (int i = header.Length; i < padded; i++) file.WriteByte((byte)' ');
-            foreach (SafetensorsEntry t in list) file.Write(t.Data);
-        }
-        File.Move(temp, path, overwrite: true);
-    }
-
-    internal static string Describe(IEnumerable<string> names, int max = 8)
-    {
-        var sb = new StringBuilder();
-        int i = 0;
-        foreach (string n in names)
-        {
-            if (i++ == max) { sb.Append(", ..."); break; }
-            if (sb.Length > 0) sb.Append(", ");
-            sb.Append('\'').Append(n).Append('\'');
-        }
-        return sb.ToString();
+        _file.ThrowIfDisposed();
+        if (byteOffset < 0 || byteCount < 0 || byteOffset > ByteLength - byteCount)
+            throw new ArgumentOutOfRangeException(nameof(byteOffset), byteOffset,
+                $"Bytes [{byteOffset}, {byteOffset}+{byteCount}) are not inside tensor '{Info.Name}' ({ByteLength} bytes).");
+        return new ReadOnlySpan<byte>((byte*)_address + byteOffset, byteCount);
     }
 }

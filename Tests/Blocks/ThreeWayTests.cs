@@ -11,7 +11,7 @@ namespace MoeNative.Tests.Blocks;
 /// intermediate (isolates a failing stage), (c) HF reference vs fused block: output, router logits, the five gradients
 /// and each expert's gradient slice (the test). Router logits are compared within tolerance; everything downstream
 /// runs under SHARED routing (the reference's selection and weights are passed to the other side), because top-k is
-/// discontinuous (DESIGN.md). Rows: configs {small-k1, small, qwen3-30b-a3b} × dtype {bf16, fp16, fp32} ×
+/// discontinuous (docs/DESIGN.md). Rows: configs {small-k1, small, qwen3-30b-a3b} × dtype {bf16, fp16, fp32} ×
 /// T {1, 7, 128, 1024} (× valid permute_x/permute_y × autotune off/on for the fused legs).
 /// </summary>
 [TestClass]

@@ -120,7 +120,7 @@ public sealed class WorkspaceAndCostTests
         Assert.AreEqual(2d * (3 * 20 * 3 * 128 * 256 + 3 * 32 * 256 + 4 * 100 * 256), fb.Bytes);
     }
 
-    // DESIGN.md yardstick (H100, bf16, Qwen3-30B-A3B): floor fwd 0.024 ms at T=1 (memory bound),
+    // docs/DESIGN.md yardstick (H100, bf16, Qwen3-30B-A3B): floor fwd 0.024 ms at T=1 (memory bound),
     // 1.81 ms at T=16384 (compute bound). Our byte count is a slightly different lower bound: allow 5%.
     [TestMethod]
     [DataRow(1, 8, 0.025, DisplayName = "T=1")]

@@ -22,7 +22,7 @@ public sealed class ArgumentErrorTests
     [DataRow(new[] { "bench", "--seqlen", "1,x" }, "x", DisplayName = "bench: bad token list")]
     [DataRow(new[] { "bench", "--dtype", "int8" }, "int8", DisplayName = "bench: unknown dtype")]
     [DataRow(new[] { "run", "--weights", "w", "--input", "i", "--output", "o" }, "--config", DisplayName = "run: missing --config")]
-    [DataRow(new[] { "ptx", "dump" }, "--out", DisplayName = "ptx dump: missing --out")]
+    [DataRow(new[] { "ptx", "dump" }, "--output", DisplayName = "ptx dump: missing --output")]
     public void BadCommandLine_OneErrorLine_ExitTwo(string[] args, string mentioned)
     {
         CliResult result = CliHarness.Invoke(args);

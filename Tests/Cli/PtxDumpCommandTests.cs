@@ -13,7 +13,7 @@ public sealed class PtxDumpCommandTests
         DirectoryInfo dir = CliHarness.NewTempDirectory("ptx-dump");
         try
         {
-            CliResult result = CliHarness.Invoke("ptx", "dump", "--out", dir.FullName);
+            CliResult result = CliHarness.Invoke("ptx", "dump", "--output", dir.FullName);
 
             Assert.AreEqual(CliApp.ExitOk, result.ExitCode, result.ToString());
             IReadOnlyList<PtxModuleSpec> modules = PtxCatalog.All();
@@ -38,7 +38,7 @@ public sealed class PtxDumpCommandTests
         DirectoryInfo dir = CliHarness.NewTempDirectory("ptx-dump-none");
         try
         {
-            CliResult result = CliHarness.Invoke("ptx", "dump", "--out", dir.FullName, "--filter", "no-such-module-xyz");
+            CliResult result = CliHarness.Invoke("ptx", "dump", "--output", dir.FullName, "--filter", "no-such-module-xyz");
 
             Assert.AreEqual(CliApp.ExitUsage, result.ExitCode, result.ToString());
             ArgumentErrorTests.AssertOneErrorLine(result, "no-such-module-xyz");

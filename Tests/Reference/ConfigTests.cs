@@ -48,7 +48,7 @@ public sealed class ConfigTests
     [TestMethod]
     public void NestedTextConfigIsRead()
     {
-        MoeConfig c = MoeConfig.FromJson("""{"model_type": "x", "text_config": {"hidden_size": 8, "moe_intermediate_size": 4, "num_experts": 4, "num_experts_per_tok": 2}}""");
+        MoeConfig c = MoeConfig.FromJson("""{"model_type": "qwen3_vl_moe", "text_config": {"model_type": "qwen3_moe", "hidden_size": 8, "moe_intermediate_size": 4, "num_experts": 4, "num_experts_per_tok": 2}}""");
         Assert.AreEqual(8, c.HiddenSize);
     }
 

@@ -7,7 +7,7 @@ namespace MoeNative.Tests.Reference;
 /// The HF per-expert loop and the grouped reference compute the same function with different rounding points:
 /// every forward intermediate and every gradient must agree within the dtype's tolerance (fp32 1e-5, fp16 1e-3,
 /// bf16 1e-2; absolute part scaled by the tensor's magnitude, see <see cref="Numerics.CompareScaled"/>), under the
-/// same routing (the grouped block is given the HF block's routing, as DESIGN.md asks).
+/// same routing (the grouped block is given the HF block's routing, as docs/DESIGN.md asks).
 /// </summary>
 [TestClass]
 public sealed class HfVersusGroupedTests

@@ -64,6 +64,8 @@ public static class CliApp
             "checked against a C# reference of the Hugging Face block.");
         root.Subcommands.Add(InfoCommand.Create(console));
         root.Subcommands.Add(RunCommand.Create(console));
+        root.Subcommands.Add(LoadCommand.Create(console));
+        root.Subcommands.Add(SynthCommand.Create(console));
         root.Subcommands.Add(VerifyCommand.Create(console));
         root.Subcommands.Add(BenchCommand.Create(console));
         root.Subcommands.Add(PtxCommand.Create(console));
@@ -103,16 +105,22 @@ public static class CliApp
 
     private static bool IsUsageError(Exception e) => e is CliUsageException or ArgumentException or FileNotFoundException
         or DirectoryNotFoundException or InvalidDataException or FormatException or JsonException or KeyNotFoundException
-        or NotSupportedException or UnauthorizedAccessException;
+        or NotSupportedException or UnauthorizedAccessException or InsufficientMemoryException;
 
     private static string Describe(Exception e) => e switch
     {
         FileNotFoundException f when f.FileName is not null && !e.Message.Contains(f.FileName, StringComparison.Ordinal)
             => $"{e.Message} ({f.FileName})",
-        ArgumentException or IOException or InvalidDataException or FormatException or JsonException
-            or KeyNotFoundException or NotSupportedException => e.Message,
+        ArgumentException a => WithoutParameterSuffix(a),
+        IOException or InvalidDataException or FormatException or JsonException
+            or KeyNotFoundException or NotSupportedException or InsufficientMemoryException => e.Message,
         _ => $"{e.GetType().Name}: {e.Message}",
     };
+
+    /// <summary>The message without the " (Parameter 'name')" that .NET appends to an <see cref="ArgumentException"/>
+    /// (the message itself names what was wrong); an out-of-range value's "Actual value was X." stays.</summary>
+    internal static string WithoutParameterSuffix(ArgumentException e) =>
+        e.ParamName is null ? e.Message : e.Message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
 
     private static IEnumerable<string> CommandPath(ParseResult parse)
     {

@@ -54,8 +54,9 @@ public sealed class CliConsole
         return new CliConsole(ansi, output, error, interactive: false);
     }
 
-    /// <summary>Writes <c>error: message</c> as one line (newlines folded) to <see cref="Error"/>.</summary>
-    public void WriteError(string message) => Error.WriteLine("error: " + OneLine(message));
+    /// <summary>Writes <c>error: message</c> as one line (newlines folded, <see cref="CliText.Sanitize"/>d: control and
+    /// ANSI characters escaped, overlong words such as a 1 MiB tensor name shortened) to <see cref="Error"/>.</summary>
+    public void WriteError(string message) => Error.WriteLine("error: " + CliText.Sanitize(OneLine(message)));
 
     /// <summary>Writes a one-line notice such as "no GPU: running the CPU path because ...".</summary>
     public void WriteNote(string message) => Out.WriteLine(OneLine(message));

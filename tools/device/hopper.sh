@@ -29,7 +29,7 @@ declare -A rc
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
 cli info 2>&1 | tee "$out/info.log" | grep -iE "GPU|compute|grouped"
 dump=$(mktemp -d /tmp/h8-ptx.XXXX); sel=$(mktemp -d /tmp/h8-sel.XXXX)
-cli ptx dump --out "$dump" >/dev/null && cp "$dump"/*Sm90a* "$sel"/
+cli ptx dump --output "$dump" >/dev/null && cp "$dump"/*Sm90a* "$sel"/
 ARCHS="sm_90a" "$root/tools/ptx/check.sh" "$sel" >"$out/ptx.log" 2>&1; rc[ptx]=$?
 tail -n 14 "$out/ptx.log"
 echo "== probe"; tests probe 120 "FullyQualifiedName~Sm90aLayoutProbe"; rc[probe]=$?

@@ -86,7 +86,7 @@ run_ptx() { # writes ptx.log
   dir=$(mktemp -d /tmp/moenative-ptx.XXXX)
   {
     export PATH="$PATH:/usr/local/cuda/bin"   # the box's CUDA 13 ptxas; check.sh also looks in the usual places
-    cli ptx dump --out "$dir" >/dev/null || { echo "moenative ptx dump failed"; exit 1; }
+    cli ptx dump --output "$dir" >/dev/null || { echo "moenative ptx dump failed"; exit 1; }
     echo "dumped $(ls "$dir" | wc -l) PTX modules"
     [ -x "$root/tools/ptx/check.sh" ] || { echo "tools/ptx/check.sh is missing"; exit 1; }
     "$root/tools/ptx/check.sh" "$dir"

@@ -4,13 +4,16 @@
 # is not in the table), stack frame, spill stores/loads.
 # Modules whose text says `.target sm_90a` (the Hopper kernels: wgmma, TMA, setmaxnreg) assemble for sm_90a only, and
 # their SASS must show HGMMA (every sm_90a module) and UTMALDG (the grouped GEMMs, which load W through TMA).
-# Exit status: 0 when everything assembles with no spills; 1 on any ptxas error or spill; 2 on usage errors.
+# Exit status: 0 when everything assembles with no spills; 1 on any ptxas error or spill; 2 on usage errors
+# (no ptxas: one line saying where it looked, before anything is dumped or written). Temp files are removed on
+# every exit.
 #
-#   tools/ptx/check.sh DIR        DIR holds the specialised modules, one .ptx each (moenative ptx dump --out DIR)
+#   tools/ptx/check.sh DIR        DIR holds the specialised modules, one .ptx each (moenative ptx dump --output DIR)
 #   tools/ptx/check.sh            dumps them first into a temp folder through the CLI (see MOENATIVE_CLI below)
 #
 # Environment:
-#   PTXAS          ptxas to use (default: ptxas on PATH, then /usr/local/cuda/bin/ptxas, then /opt/cuda118/usr/bin/ptxas)
+#   PTXAS          ptxas to use (default: ptxas on PATH, then the first executable of PTXAS_SEARCH)
+#   PTXAS_SEARCH   where else to look (default "/usr/local/cuda/bin/ptxas /opt/cuda124/usr/bin/ptxas"; empty: nowhere)
 #   ARCHS          architectures (default "sm_80 sm_90a"); an arch this ptxas does not know (CUDA 11.8 has no
 #                  sm_90a) falls back to the same number without the suffix (sm_90), with a note.
 #   MOENATIVE_CLI  command that runs the CLI (default: `moenative` on PATH, else
@@ -19,24 +22,32 @@ set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 die() { echo "check.sh: $*" >&2; exit 2; }
+# Everything this script creates is listed here and removed on any exit (die included).
+temps=()
+trap 'rm -rf "${temps[@]}"' EXIT
 
-find_ptxas() {
-  if [ -n "${PTXAS:-}" ]; then [ -x "$PTXAS" ] || die "PTXAS=$PTXAS is not executable"; echo "$PTXAS"; return; fi
-  for c in "$(command -v ptxas 2>/dev/null)" /usr/local/cuda/bin/ptxas /opt/cuda118/usr/bin/ptxas; do
-    [ -n "$c" ] && [ -x "$c" ] && { echo "$c"; return; }
+# NOTE: found in this shell, not in $(...): a `die` inside a command substitution would only leave the subshell.
+ptxas=""
+if [ -n "${PTXAS:-}" ]; then
+  [ -x "$PTXAS" ] || die "PTXAS=$PTXAS is not executable"
+  ptxas=$PTXAS
+else
+  search=${PTXAS_SEARCH-/usr/local/cuda/bin/ptxas /opt/cuda124/usr/bin/ptxas}
+  for c in "$(command -v ptxas 2>/dev/null)" $search; do
+    [ -n "$c" ] && [ -x "$c" ] && { ptxas=$c; break; }
   done
-  die "no ptxas found: put it on PATH or set PTXAS"
-}
-ptxas=$(find_ptxas)
+  [ -n "$ptxas" ] || die "no ptxas found (looked on PATH${search:+ and at $search}): install the CUDA toolkit's ptxas or set PTXAS=/path/to/ptxas"
+fi
 
 dir=${1:-}
 if [ -z "$dir" ]; then
-  dir=$(mktemp -d /tmp/moenative-ptx-check.XXXX)
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/moenative-ptx-check.XXXX")
+  temps+=("$dir")
   if [ -n "${MOENATIVE_CLI:-}" ]; then cli=($MOENATIVE_CLI)
   elif command -v moenative >/dev/null; then cli=(moenative)
   else cli=(dotnet run --project "$root/tools/MoeNative.Cli" --); fi
-  echo "dumping the PTX catalog with: ${cli[*]} ptx dump --out $dir"
-  "${cli[@]}" ptx dump --out "$dir" >/dev/null || die "ptx dump failed"
+  echo "dumping the PTX catalog with: ${cli[*]} ptx dump --output $dir"
+  "${cli[@]}" ptx dump --output "$dir" >/dev/null || die "ptx dump failed"
 fi
 [ -d "$dir" ] || die "no such folder: $dir"
 shopt -s nullglob
@@ -44,7 +55,8 @@ files=("$dir"/*.ptx)
 [ ${#files[@]} -gt 0 ] || die "no .ptx files in $dir"
 
 # Resolve each requested arch against this ptxas.
-probe=$(mktemp /tmp/moenative-probe.XXXX.ptx)
+probe=$(mktemp "${TMPDIR:-/tmp}/moenative-probe.XXXX.ptx")
+temps+=("$probe")
 printf '.version 7.8\n.target sm_80\n.address_size 64\n.visible .entry probe() { ret; }\n' > "$probe"
 archs=()
 for a in ${ARCHS:-sm_80 sm_90a}; do
@@ -57,7 +69,6 @@ for a in ${ARCHS:-sm_80 sm_90a}; do
     else die "ptxas cannot target $a"; fi
   fi
 done
-rm -f "$probe"
 
 echo "ptxas: $ptxas ($("$ptxas" --version | tail -n 1))"
 printf '%-60s %-48s %-6s %5s %7s %6s %8s %8s\n' module entry arch regs smem stack spill_st spill_ld
@@ -74,7 +85,7 @@ for f in "${files[@]}"; do
   fi
   for a in "${file_archs[@]}"; do
     if [ $hopper = 1 ]; then
-      cubin=$(mktemp --suffix=.cubin /tmp/moenative-sm90a.XXXXXX)
+      cubin=$(mktemp --suffix=.cubin "${TMPDIR:-/tmp}/moenative-sm90a.XXXXXX")
       log=$("$ptxas" -arch="$a" -v "$f" -o "$cubin" 2>&1); rc=$?
       if [ $rc -eq 0 ]; then
         cuobjdump=$(dirname "$ptxas")/cuobjdump

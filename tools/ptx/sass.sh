@@ -6,15 +6,17 @@
 #
 #   tools/ptx/sass.sh KERNEL [DIR]
 #     KERNEL  an .entry name, e.g. moe_router_softmax_topk_bf16 (the module defining it is found by grep)
-#     DIR     folder of specialised modules (moenative ptx dump --out DIR); default: dump through the CLI
+#     DIR     folder of specialised modules (moenative ptx dump --output DIR); default: dump through the CLI
 #
-# Environment: PTXAS (as in check.sh), CUOBJDUMP (default: next to ptxas, then on PATH),
+# Environment: PTXAS and PTXAS_SEARCH (as in check.sh), CUOBJDUMP (default: next to ptxas, then on PATH),
 #              ARCH (default sm_90a; falls back to sm_90 when this ptxas cannot target sm_90a),
 #              OUT (default /tmp/moenative-sass/KERNEL.ARCH.sass), MOENATIVE_CLI (as in check.sh).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 die() { echo "sass.sh: $*" >&2; exit 2; }
+temps=()
+trap 'rm -rf "${temps[@]}"' EXIT   # the dump folder, the cubin and the ptxas log, on any exit
 [ $# -ge 1 ] || die "usage: tools/ptx/sass.sh KERNEL [DIR]"
 kernel=$1
 dir=${2:-}
@@ -22,7 +24,7 @@ dir=${2:-}
 if [ -n "${PTXAS:-}" ]; then ptxas=$PTXAS
 else
   ptxas=""
-  for c in "$(command -v ptxas 2>/dev/null)" /usr/local/cuda/bin/ptxas /opt/cuda118/usr/bin/ptxas; do
+  for c in "$(command -v ptxas 2>/dev/null)" ${PTXAS_SEARCH-/usr/local/cuda/bin/ptxas /opt/cuda124/usr/bin/ptxas}; do
     [ -n "$c" ] && [ -x "$c" ] && { ptxas=$c; break; }
   done
 fi
@@ -32,29 +34,31 @@ cuobjdump=${CUOBJDUMP:-$(dirname "$ptxas")/cuobjdump}
 [ -n "$cuobjdump" ] && [ -x "$cuobjdump" ] || die "no cuobjdump found: set CUOBJDUMP"
 
 if [ -z "$dir" ]; then
-  dir=$(mktemp -d /tmp/moenative-sass-dump.XXXX)
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/moenative-sass-dump.XXXX")
+  temps+=("$dir")
   if [ -n "${MOENATIVE_CLI:-}" ]; then cli=($MOENATIVE_CLI)
   elif command -v moenative >/dev/null; then cli=(moenative)
   else cli=(dotnet run --project "$root/tools/MoeNative.Cli" --); fi
-  "${cli[@]}" ptx dump --out "$dir" >/dev/null || die "ptx dump failed"
+  "${cli[@]}" ptx dump --output "$dir" >/dev/null || die "ptx dump failed"
 fi
 module=$(grep -lE "\.entry[[:space:]]+$kernel[[:space:]]*\(" "$dir"/*.ptx 2>/dev/null | head -n 1)
 [ -n "$module" ] || die "no module in $dir defines .entry $kernel (entries: $(grep -ohE '\.entry[[:space:]]+[A-Za-z0-9_]+' "$dir"/*.ptx | awk '{print $2}' | sort | tr '\n' ' '))"
 
 arch=${ARCH:-sm_90a}
-cubin=$(mktemp /tmp/moenative-sass.XXXX.cubin)
-if ! "$ptxas" -arch="$arch" -v "$module" -o "$cubin" 2>/tmp/moenative-sass-ptxas.log; then
-  if [ "${arch%a}" != "$arch" ] && "$ptxas" -arch="${arch%a}" -v "$module" -o "$cubin" 2>/tmp/moenative-sass-ptxas.log; then
+cubin=$(mktemp "${TMPDIR:-/tmp}/moenative-sass.XXXX.cubin")
+ptxas_log=$(mktemp "${TMPDIR:-/tmp}/moenative-sass-ptxas.XXXX.log")
+temps+=("$cubin" "$ptxas_log")
+if ! "$ptxas" -arch="$arch" -v "$module" -o "$cubin" 2>"$ptxas_log"; then
+  if [ "${arch%a}" != "$arch" ] && "$ptxas" -arch="${arch%a}" -v "$module" -o "$cubin" 2>"$ptxas_log"; then
     echo "note: this ptxas cannot target $arch; using ${arch%a}"; arch=${arch%a}
-  else cat /tmp/moenative-sass-ptxas.log >&2; die "ptxas failed on $module"; fi
+  else cat "$ptxas_log" >&2; die "ptxas failed on $module"; fi
 fi
 out=${OUT:-/tmp/moenative-sass/$kernel.$arch.sass}
 mkdir -p "$(dirname "$out")"
 "$cuobjdump" -sass -fun "$kernel" "$cubin" > "$out" || die "cuobjdump failed"
-rm -f "$cubin"
 
 echo "kernel:  $kernel ($arch), module $(basename "$module")"
-echo "ptxas:   $(grep -E "Used [0-9]+ registers|spill" /tmp/moenative-sass-ptxas.log | tr -s ' ' | tr '\n' ' ')"
+echo "ptxas:   $(grep -E "Used [0-9]+ registers|spill" "$ptxas_log" | tr -s ' ' | tr '\n' ' ')"
 echo "sass:    $out ($(grep -cE '^\s+/\*[0-9a-f]{4}\*/' "$out") instructions)"
 printf '%-8s %6s\n' opcode count
 for op in HMMA LDGSTS LDSM LDL STL LDG STG LDS STS BAR SHFL MUFU; do

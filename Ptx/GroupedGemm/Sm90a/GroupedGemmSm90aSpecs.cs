@@ -9,7 +9,6 @@ namespace MoeNative.Ptx;
 internal static class GroupedGemmSm90aSpecs
 {
     public const string ForwardFile = "GroupedGemm/Sm90a/grouped_gemm_nt_wgmma_sm90a.ptx";
-    public const string TileWalkFragment = "GroupedGemm/Sm90a/sm90a_tile_walk.ptxfrag";
     public const string ProbeFile = "GroupedGemm/Sm90a/wgmma_layout_probe_sm90a.ptx";
 
     /// <summary>Registers per thread at entry (.maxnreg): 168 x 384 threads = 64512 of the SM's 65536.</summary>
@@ -49,25 +48,18 @@ internal static class GroupedGemmSm90aSpecs
         string ptxType = PtxType(dtype);
         int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
         int barOff = bOff + s * bStage, tabOff = barOff + 16 * s, schedOff = tabOff + 8 * GemmConfig.WgmmaBlockM;
-        var walk = new Dictionary<string, string>
-        {
-            ["BM_MINUS_1"] = Int(GemmConfig.WgmmaBlockM - 1), ["BM_SHIFT"] = Int(7), ["BN"] = Int(bn),
-        };
-        string fragment = PtxLibrary.ReadEmbedded(TileWalkFragment);
         var values = new Dictionary<string, string>
         {
             ["DTYPE"] = ptxType, ["DTYPE_NAME"] = dtype.ShortName(),
             ["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16",
             ["BN"] = Int(bn), ["STAGES"] = Int(s), ["LAG"] = Int(s - 2),
             ["PRODUCER_REGS"] = Int(ProducerRegisters), ["CONSUMER_REGS"] = Int(ConsumerRegisters),
-            ["BM_MINUS_1"] = Int(GemmConfig.WgmmaBlockM - 1), ["BM_SHIFT"] = Int(7),
+            ["BM"] = Int(GemmConfig.WgmmaBlockM),
             ["B_OFF"] = Int(bOff), ["B_STAGE"] = Int(bStage), ["BAR_OFF"] = Int(barOff), ["EMPTY_OFF"] = Int(barOff + 8 * s),
             ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff), ["TX_BYTES"] = Int(bStage),
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
             ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
             ["EPI_ROW0"] = Sm90aFragments.EpilogueRow(bn, 0, ptxType), ["EPI_ROW1"] = Sm90aFragments.EpilogueRow(bn, 1, ptxType),
-            ["TILE_WALK_P"] = PtxTemplate.Specialise(fragment, new Dictionary<string, string>(walk) { ["L"] = "P" }),
-            ["TILE_WALK_C"] = PtxTemplate.Specialise(fragment, new Dictionary<string, string>(walk) { ["L"] = "C" }),
         };
         if (config.WgmmaSharedBytes != schedOff + 1024)
             throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytes} vs {schedOff + 1024}.");
@@ -90,7 +82,7 @@ internal static class GroupedGemmSm90aSpecs
             ["ACC_LIST"] = Sm90aFragments.AccumulatorList(ProbeColumns / 2), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(ProbeColumns / 2),
             ["PROBE_STORES"] = Sm90aFragments.ProbeStores(ProbeColumns),
         };
-        string ptx = PtxTemplate.Specialise(PtxLibrary.ReadEmbedded(ProbeFile), values);
+        string ptx = PtxTemplate.Specialise(PtxLibrary.ReadComposed(ProbeFile), values);
         return new PtxModuleSpec($"GroupedGemm/Sm90a/wgmma_layout_probe_sm90a.{dtype.ShortName()}", ptx,
             [new PtxKernelSpec(ProbeEntry(dtype), typeof(WgmmaLayoutProbeArgs))]);
     }

@@ -1,3 +1,4 @@
+using MoeNative.Interop;
 using MoeNative.Ptx;
 
 namespace MoeNative.Tests.Ptx.GroupedGemmTests;

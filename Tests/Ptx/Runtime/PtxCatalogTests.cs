@@ -14,7 +14,9 @@ public sealed partial class PtxCatalogTests
 
     public static IEnumerable<object[]> Modules() => Catalog.Value.Select(m => new object[] { m.ModuleName });
 
-    public static IEnumerable<object[]> Files() => PtxLibrary.EmbeddedPaths.Select(p => new object[] { p });
+    public static IEnumerable<object[]> Files() => PtxLibrary.EmbeddedPaths.Where(p => !PtxLibrary.IsFragment(p)).Select(p => new object[] { p });
+
+    public static IEnumerable<object[]> Fragments() => PtxLibrary.EmbeddedPaths.Where(PtxLibrary.IsFragment).Select(p => new object[] { p });
 
     private static PtxModuleSpec Module(string name) => Catalog.Value.Single(m => m.ModuleName == name);
 
@@ -82,6 +84,46 @@ public sealed partial class PtxCatalogTests
         Assert.IsTrue(text.All(c => c <= 0x7F),
             $"{path}: PTX must be ASCII only; first non-ASCII character at line {text[..Math.Max(bad, 0)].Count(c => c == '\n') + 1}");
     }
+
+    [TestMethod]
+    [DynamicData(nameof(Fragments))]
+    public void Fragment_CarriesHeader_IsIncluded_AndIsNoModule(string path)
+    {
+        string text = PtxLibrary.ReadEmbedded(path);
+        Assert.IsTrue(text.TrimStart().StartsWith("//", StringComparison.Ordinal), $"{path}: starts with a header comment");
+        Assert.IsFalse(VersionDirective().IsMatch(text) || TargetDirective().IsMatch(text) || text.Contains(".address_size", StringComparison.Ordinal),
+            $"{path}: a fragment has no module directives (.version, .target, .address_size)");
+        Assert.IsTrue(text.All(c => c <= 0x7F), $"{path}: PTX must be ASCII only");
+        Assert.IsTrue(ReachedFragments.Value.Contains(path), $"{path}: no module file includes this fragment (directly or through another)");
+        Assert.IsFalse(Catalog.Value.Any(m => m.ModuleName.StartsWith(Path.ChangeExtension(path, null), StringComparison.Ordinal)),
+            $"{path}: a fragment is never a catalog module");
+    }
+
+    [TestMethod]
+    public void EmbeddedPaths_CoverEveryFamily_AndNoBuildOutput()
+    {
+        foreach (string family in new[] { "GroupedGemm/", "Routing/", "Elementwise/" })
+            Assert.IsTrue(PtxLibrary.EmbeddedPaths.Any(p => p.StartsWith(family, StringComparison.Ordinal)), $"no embedded PTX under {family}");
+        Assert.IsFalse(PtxLibrary.EmbeddedPaths.Any(p => p.StartsWith("bin/", StringComparison.Ordinal) || p.StartsWith("obj/", StringComparison.Ordinal) ||
+                                                         p.Contains("/bin/", StringComparison.Ordinal) || p.Contains("/obj/", StringComparison.Ordinal)),
+            string.Join(", ", PtxLibrary.EmbeddedPaths));
+    }
+
+    [TestMethod]
+    public void ReadComposed_LeavesNoIncludeLine_InAnyModuleFile()
+    {
+        foreach (string path in PtxLibrary.EmbeddedPaths.Where(p => !PtxLibrary.IsFragment(p)))
+            Assert.AreEqual(0, PtxTemplate.Includes(PtxLibrary.ReadComposed(path)).Count, $"{path}: composed text still includes");
+    }
+
+    // Every fragment a module file reaches when composed (through any chain of includes).
+    private static readonly Lazy<IReadOnlyList<string>> ReachedFragments = new(() =>
+    {
+        var reached = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (string path in PtxLibrary.EmbeddedPaths.Where(p => !PtxLibrary.IsFragment(p)))
+            PtxTemplate.Compose(PtxLibrary.ReadEmbedded(path), path, p => { reached.Add(p); return PtxLibrary.ReadEmbedded(p); });
+        return reached.ToArray();
+    });
 
     [TestMethod]
     public void ReadEmbedded_AcceptsEitherSeparator_AndRejectsUnknownFiles()

@@ -5,14 +5,17 @@ using MoeNative.Ptx;
 namespace MoeNative.Tests.Ptx.Runtime;
 
 /// <summary>
-/// Assembles every catalogued specialisation with ptxas (PTXAS env var, ptxas on PATH, or /opt/cuda118/usr/bin/ptxas)
-/// for sm_80 and sm_90: no errors, no spills, no local memory. Inconclusive when no ptxas is found.
+/// Assembles every catalogued specialisation with ptxas (the PTXAS env var, else ptxas on PATH, /usr/local/cuda/bin,
+/// /opt/cuda124/usr/bin: <see cref="PtxasLocations"/>)
+/// for sm_80 and sm_90 (modules that target sm_90a, the Hopper kernels, for sm_90a only): no errors, no spills, no
+/// local memory. Inconclusive when no ptxas is found.
 /// </summary>
 [TestClass]
 public sealed partial class PtxasTests
 {
     public static IEnumerable<object[]> ModulesAndArchs() =>
-        PtxCatalog.All().SelectMany(m => new[] { "sm_80", "sm_90" }.Select(a => new object[] { m.ModuleName, a }));
+        PtxCatalog.All().SelectMany(m => (m.Ptx.Contains("\n.target sm_90a", StringComparison.Ordinal) ? new[] { "sm_90a" } : ["sm_80", "sm_90"])
+            .Select(a => new object[] { m.ModuleName, a }));
 
     [TestMethod]
     [DynamicData(nameof(ModulesAndArchs))]
@@ -58,9 +61,11 @@ public sealed partial class PtxasTests
             string candidate = Path.Combine(dir, "ptxas");
             if (File.Exists(candidate)) return candidate;
         }
-        const string local = "/opt/cuda118/usr/bin/ptxas";
-        return File.Exists(local) ? local : null;
+        return PtxasLocations.FirstOrDefault(File.Exists);
     }
+
+    /// <summary>Where ptxas is looked for after PTXAS and PATH (the same order as tools/ptx/check.sh).</summary>
+    internal static readonly string[] PtxasLocations = ["/usr/local/cuda/bin/ptxas", "/opt/cuda124/usr/bin/ptxas"];
 
     [GeneratedRegex(@"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")]
     private static partial Regex SpillLine();

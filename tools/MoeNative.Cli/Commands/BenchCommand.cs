@@ -26,19 +26,16 @@ public static class BenchCommand
 
     public static Command Create(CliConsole console)
     {
-        var config = new Option<string>("--config", "-c")
-        {
-            Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json.",
-            DefaultValueFactory = _ => "qwen3-30b-a3b",
-        };
-        var seqlen = CliOptions.IntList("--seqlen", DefaultSeqLens, "Token counts T to time, comma-separated.");
-        var dtype = CliOptions.Dtype(ScalarType.BFloat16, "Storage dtype (default bf16).");
+        Option<string?> config = CliOptions.Config();
+        config.DefaultValueFactory = _ => "qwen3-30b-a3b";
+        var seqlen = CliOptions.SeqLens(DefaultSeqLens, "Token counts T to time, a comma-separated list.");
+        var dtype = CliOptions.Dtype(ScalarType.BFloat16, "Storage dtype.");
         var backward = new Option<bool>("--backward") { Description = "Also time forward+backward." };
-        var json = new Option<string?>("--json") { Description = "Write the report (card, rates, rows) as JSON to this file." };
+        var json = new Option<string?>("--json") { Description = "Write the report (card, rates, rows) as JSON to this file.", HelpName = "FILE" };
         var noReference = new Option<bool>("--no-reference") { Description = "Skip the grouped reference on cuBLAS." };
         var noGraph = new Option<bool>("--no-graph") { Description = "Replay the fused block with direct launches instead of a CUDA graph." };
         var noAutotune = new Option<bool>("--no-autotune") { Description = "Use the default kernel configs instead of autotuning." };
-        var seed = new Option<int>("--seed") { Description = "Seed of the weights (inputs: seed + T).", DefaultValueFactory = _ => 1234 };
+        var seed = CliOptions.Seed(1234, "Seed of the weights (inputs: seed + T).");
         var gemm = new Option<bool>("--gemm")
         {
             Description = "Time each expert GEMM alone (every tile of ours, sm_80 and sm_90a, beside cublasGemmGroupedBatchedEx and a dense cuBLAS GEMM of equal FLOPs), in TFLOP/s.",
@@ -50,8 +47,8 @@ public static class BenchCommand
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new BenchOptions(
             parse.GetValue(config)!,
-            parse.GetValue(seqlen)!,
-            parse.GetValue(dtype),
+            parse.GetValue(seqlen)!.Values,
+            parse.GetValue(dtype).Type,
             parse.GetValue(backward),
             parse.GetValue(json),
             !parse.GetValue(noReference),

@@ -13,6 +13,7 @@ public static class InfoCommand
         var ordinal = new Option<int>("--ordinal")
         {
             Description = "CUDA device ordinal to describe.",
+            HelpName = "N",
             DefaultValueFactory = _ => 0,
         };
         var command = new Command("info", "Show the .NET runtime and the GPU, or why no GPU is usable.") { ordinal };

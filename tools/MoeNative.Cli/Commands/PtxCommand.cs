@@ -12,13 +12,11 @@ public static class PtxCommand
     {
         var ptx = new Command("ptx", "PTX tooling: dump the specialised kernels the library JIT-compiles.");
 
-        var outOption = new Option<DirectoryInfo>("--out", "-o")
-        {
-            Description = "Folder to write <module>.ptx files into (created if missing; existing .ptx files there are replaced).",
-            Required = true,
-        };
+        var outOption = CliOptions.Output<DirectoryInfo>(
+            "Folder to write <module>.ptx files into (created if missing; existing .ptx files there are replaced).", "DIR", required: true);
         var filterOption = new Option<string?>("--filter")
         {
+            HelpName = "TEXT",
             Description = "Only modules whose name contains this text (ordinal, case-insensitive).",
         };
         var dump = new Command("dump", "Write every (module name, specialised PTX) of the PTX catalog to a folder.")

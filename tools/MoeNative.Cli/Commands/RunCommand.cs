@@ -18,9 +18,10 @@ namespace MoeNative.Cli.Commands;
 /// <param name="Implementation">hf, grouped or fused.</param>
 /// <param name="Device">Where to run (fused: GPU only).</param>
 /// <param name="DType">Compute/storage dtype; null = the dtype of the checkpoint's <c>gate.weight</c>.</param>
+/// <param name="AllowNonFinite">Run on NaN/Inf inputs or weights and write a non-finite result (the exit code is still 1).</param>
 public sealed record RunOptions(
     string Config, string Weights, int? Layer, string Input, string? GradOutput, string Output,
-    string Implementation, DeviceChoice Device, ScalarType? DType);
+    string Implementation, DeviceChoice Device, ScalarType? DType, bool AllowNonFinite = false);
 
 /// <summary>
 /// <c>run</c>: one real expert layer of a checkpoint on safetensors tensors. Reads <c>hidden_states</c> (and
@@ -32,34 +33,33 @@ public static class RunCommand
 {
     public static Command Create(CliConsole console)
     {
-        var config = new Option<string>("--config", "-c")
-        {
-            Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json (or its folder).",
-            Required = true,
-        };
-        var weights = new Option<string>("--weights", "-w")
+        Option<string?> config = CliOptions.Config();
+        config.Required = true;
+        var weights = new Option<string>("--weights", CliOptions.Names.Weights)
         {
             Description = "Weights: a .safetensors file or a checkpoint folder (shards with model.safetensors.index.json).",
+            HelpName = "FILE|DIR",
             Required = true,
         };
-        var layer = new Option<int?>("--layer", "-l")
+        var layer = new Option<int?>("--layer", CliOptions.Names.Layer)
         {
             Description = "Decoder layer L: reads model.layers.L.mlp.* (default: bare names gate.weight, experts.*).",
+            HelpName = "L",
         };
-        var input = new Option<string>("--input", "-i")
+        var input = new Option<string>("--input", CliOptions.Names.Input)
         {
             Description = "Safetensors file with hidden_states [T,H] or [B,S,H].",
+            HelpName = "FILE",
             Required = true,
         };
-        var gradOutput = new Option<string?>("--grad-output", "-g")
+        var gradOutput = new Option<string?>("--grad-output", CliOptions.Names.GradOutput)
         {
             Description = "Safetensors file with grad_output (the input's shape): also writes the five gradients.",
+            HelpName = "FILE",
         };
-        var output = new Option<string>("--output", "-o")
-        {
-            Description = "Safetensors file to write: output, router_logits (+ grad_hidden_states, grad_gate, grad_gate_proj, grad_up_proj, grad_down_proj), all F32.",
-            Required = true,
-        };
+        var output = CliOptions.Output<string>(
+            "Safetensors file to write: output, router_logits (+ grad_hidden_states, grad_gate, grad_gate_proj, grad_up_proj, grad_down_proj), all F32.",
+            "FILE", required: true);
         var impl = new Option<string>("--impl")
         {
             Description = "hf (the Hugging Face per-expert loop), grouped (the grouped reference) or fused (the PTX block, GPU only).",
@@ -69,13 +69,17 @@ public static class RunCommand
         impl.AcceptOnlyFromAmong("hf", "grouped", "fused");
         var device = CliOptions.Device();
         var dtype = CliOptions.OptionalDtype("Compute dtype. Default: the dtype of the checkpoint's gate.weight.");
+        var allowNonFinite = new Option<bool>("--allow-nonfinite")
+        {
+            Description = "Run on NaN/Inf inputs or weights (refused by default) and write a non-finite result anyway (exit code still 1).",
+        };
 
         var command = new Command("run", "Run one expert layer of a checkpoint on safetensors inputs; write the output (and gradients) as safetensors.")
         {
-            config, weights, layer, input, gradOutput, output, impl, device, dtype,
+            config, weights, layer, input, gradOutput, output, impl, device, dtype, allowNonFinite,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new RunOptions(
-            parse.GetRequiredValue(config),
+            parse.GetRequiredValue(config)!,
             parse.GetRequiredValue(weights),
             parse.GetValue(layer),
             parse.GetRequiredValue(input),
@@ -83,7 +87,8 @@ public static class RunCommand
             parse.GetRequiredValue(output),
             parse.GetValue(impl)!,
             parse.GetValue(device) ?? DeviceChoice.Auto,
-            parse.GetValue(dtype)))));
+            parse.GetValue(dtype)?.Type,
+            parse.GetValue(allowNonFinite)))));
         return command;
     }
 
@@ -94,13 +99,12 @@ public static class RunCommand
         RequireExisting("--input", o.Input, folderAllowed: false);
         if (o.GradOutput is not null) RequireExisting("--grad-output", o.GradOutput, folderAllowed: false);
         if (o.Layer is < 0) throw new CliUsageException($"--layer must be non-negative, got {o.Layer}");
-        if (Directory.Exists(o.Output)) throw new CliUsageException($"--output {o.Output} is a folder; give a file name");
+        OutputPath.Validate(o.Output, InputFiles(o));
         string impl = o.Implementation.Trim().ToLowerInvariant();
         MoeConfig config = MoeConfig.Resolve(o.Config);
+        config.RequireExpertLayer(o.Layer);
         ScalarType dtype = o.DType ?? DetectDType(o.Weights, o.Layer);
         bool useGpu = DeviceSelection.UseGpu(console, o.Device, impl == "fused" ? "--impl fused" : null);
-        string? outputFolder = Path.GetDirectoryName(Path.GetFullPath(o.Output));
-        if (outputFolder is not null) Directory.CreateDirectory(outputFolder);
 
         var options = new MoeRunOptions
         {
@@ -112,25 +116,25 @@ public static class RunCommand
             Output = o.Output,
             Implementation = impl,
             DType = dtype,
+            AllowNonFinite = o.AllowNonFinite,
         };
         string where = useGpu ? "gpu" : "cpu";
         console.Out.WriteLine($"run: {config}; --impl {impl}, {dtype.ShortName()}, {where}{(o.Layer is null ? "" : $", layer {o.Layer}")}{(o.GradOutput is null ? "" : ", forward + backward")}");
 
         var clock = Stopwatch.StartNew();
         MoeRunSummary summary;
-        if (impl == "fused")
+        try
         {
-            summary = console.Status("running the fused PTX block ...", () => RunFused(options, config));
+            summary = Compute(console, options, config, impl, useGpu);
         }
-        else if (useGpu)
+        catch (SafetensorsWriteException e)
         {
-            using CudaContext context = CudaContext.Create(0);
-            using var cublas = new CublasGemm(context);
-            summary = console.Status($"running the {impl} reference on cuBLAS ...", () => MoeLayerRunner.Run(options, cublas));
+            throw new CliUsageException($"--output {e.Target}: cannot write ({e.InnerException?.Message ?? e.Message})");
         }
-        else
+        catch (NonFiniteResultException e)
         {
-            summary = console.Status($"running the {impl} reference on the host ...", () => MoeLayerRunner.Run(options));
+            console.WriteError(e.Message);
+            return CliApp.ExitCheckFailed;
         }
 
         console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -142,16 +146,35 @@ public static class RunCommand
         return CliApp.ExitOk;
     }
 
+    private static MoeRunSummary Compute(CliConsole console, MoeRunOptions options, MoeConfig config, string impl, bool useGpu)
+    {
+        if (impl == "fused")
+            return console.Status("running the fused PTX block ...", () => RunFused(options, config));
+        if (!useGpu)
+            return console.Status($"running the {impl} reference on the host ...", () => MoeLayerRunner.Run(options));
+        using CudaContext context = CudaContext.Create(0);
+        using var cublas = new CublasGemm(context);
+        return console.Status($"running the {impl} reference on cuBLAS ...", () => MoeLayerRunner.Run(options, cublas));
+    }
+
+    /// <summary>Every file the run reads, by option: an output must be none of them.</summary>
+    private static IEnumerable<(string Option, string Path)> InputFiles(RunOptions o)
+    {
+        foreach (string f in SafetensorsCollection.SourceFiles(o.Weights)) yield return ("--weights", f);
+        yield return ("--input", o.Input);
+        if (o.GradOutput is not null) yield return ("--grad-output", o.GradOutput);
+        if (MoeConfig.SourceFile(o.Config) is { } configFile) yield return ("--config", configFile);
+    }
+
     /// <summary>The fused PTX block on the same files and names as <see cref="MoeLayerRunner.Run"/>.</summary>
     internal static MoeRunSummary RunFused(MoeRunOptions options, MoeConfig config)
     {
-        MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
-        (float[] x, long[] shape, float[]? dY) = MoeLayerRunner.ReadInputs(options, config.HiddenSize);
-        int tokens = checked((int)(x.LongLength / config.HiddenSize));
+        MoeRunInputs inputs = MoeLayerRunner.Load(options, config);
+        (float[] x, long[] shape, float[]? dY) = (inputs.X, inputs.Shape, inputs.DY);
 
         using CudaContext context = CudaContext.Create(0);
-        using var block = new Qwen3MoeFusedBlock(context, weights, options.DType);
-        MoeIntermediates fwd = block.Forward(x, tokens);
+        using var block = new Qwen3MoeFusedBlock(context, inputs.Weights, options.DType);
+        MoeIntermediates fwd = block.Forward(x, inputs.Tokens);
         MoeGradients? g = dY is null ? null : block.Backward(dY);
         var metadata = new Dictionary<string, string>
         {
@@ -160,7 +183,7 @@ public static class RunCommand
             ["dtype"] = options.DType.ShortName(),
             ["device"] = context.Name,
         };
-        return MoeLayerRunner.WriteOutputs(options.Output, config, shape, fwd, g, metadata);
+        return MoeLayerRunner.WriteOutputs(options.Output, config, shape, fwd, g, metadata, options.AllowNonFinite);
     }
 
     /// <summary>The dtype of the checkpoint's router weight (F32/F16/BF16); bf16 when it cannot be read (the run

@@ -38,33 +38,22 @@ public static class VerifyCommand
 
     public static Command Create(CliConsole console)
     {
-        var config = new Option<string?>("--config", "-c")
-        {
-            Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json. " +
-                $"Default {DefaultGpuConfig} on the GPU, {DefaultCpuConfig} on the CPU.",
-        };
-        var seqlen = new Option<int?>("--seqlen", "-t")
-        {
-            Description = $"Tokens T (batch x sequence). Default {DefaultGpuSeqLen} on the GPU, {DefaultCpuSeqLen} on the CPU.",
-        };
-        var dtype = CliOptions.Dtype(ScalarType.BFloat16, "Storage dtype (default bf16).");
+        var config = CliOptions.Config($"Default {DefaultGpuConfig} on the GPU, {DefaultCpuConfig} on the CPU.");
+        var seqlen = CliOptions.SeqLen($"Tokens T (batch x sequence), positive. Default {DefaultGpuSeqLen} on the GPU, {DefaultCpuSeqLen} on the CPU.");
+        var dtype = CliOptions.Dtype(ScalarType.BFloat16, "Storage dtype.");
         var device = CliOptions.Device();
-        var seed = new Option<int>("--seed")
-        {
-            Description = "Seed of the random weights and inputs.",
-            DefaultValueFactory = _ => 0,
-        };
+        var seed = CliOptions.Seed(0, "Seed of the random weights and inputs.");
         var impl = new Option<string[]>("--impl")
         {
-            Description = "Implementations to check against the HF loop: hf, grouped, fused (comma-separated or repeated). Default: all the device allows.",
-            HelpName = "hf|grouped|fused",
+            Description = "Implementations to check against the HF loop, a list of hf, grouped, fused (comma-separated or repeated). Default: all the device allows.",
+            HelpName = "hf,grouped,fused",
             AllowMultipleArgumentsPerToken = false,
             CustomParser = r =>
             {
                 var names = r.Tokens.SelectMany(t => t.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                     .Select(s => s.ToLowerInvariant()).Distinct().ToArray();
                 string? bad = names.FirstOrDefault(n => !AllImplementations.Contains(n));
-                if (bad is not null) r.AddError($"Unknown implementation '{bad}'; expected hf, grouped or fused.");
+                if (bad is not null) r.AddError($"--impl: unknown implementation '{bad}'; expected hf, grouped or fused.");
                 return names;
             },
         };
@@ -77,7 +66,7 @@ public static class VerifyCommand
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new VerifyOptions(
             parse.GetValue(config),
             parse.GetValue(seqlen),
-            parse.GetValue(dtype),
+            parse.GetValue(dtype).Type,
             parse.GetValue(device) ?? DeviceChoice.Auto,
             parse.GetValue(seed),
             parse.GetValue(impl) is { Length: > 0 } chosen ? chosen : null,
@@ -87,7 +76,7 @@ public static class VerifyCommand
 
     public static int Run(CliConsole console, VerifyOptions options)
     {
-        if (options.SeqLen is < 0) throw new CliUsageException($"--seqlen must be non-negative, got {options.SeqLen}");
+        if (options.SeqLen is <= 0) throw new CliUsageException($"--seqlen must be positive (T tokens), got {options.SeqLen}");
         MoeConfig? given = options.Config is null ? null : MoeConfig.Resolve(options.Config); // bad --config fails first
         bool fusedAsked = options.Implementations?.Contains("fused") == true;
         bool useGpu = DeviceSelection.UseGpu(console, options.Device, fusedAsked ? "--impl fused" : null);
@@ -95,12 +84,13 @@ public static class VerifyCommand
         var impls = new HashSet<string>(options.Implementations ?? (useGpu ? AllImplementations : ["hf", "grouped"]));
         if (impls.Contains("fused")) impls.Add("grouped"); // fused intermediates are judged against the grouped form
         int tokens = options.SeqLen ?? (useGpu ? DefaultGpuSeqLen : DefaultCpuSeqLen);
+        MoeMemoryEstimate.RequireHostMemory(config, tokens, options.Backward, $"--seqlen {tokens}", runs: impls.Union(["hf"]).Count());
         ScalarType dt = options.DType;
         double tol = TensorTolerance.For(dt);
         double hfOutputTol = TensorTolerance.ForHfAccumulatedOutput(dt, config.TopK);
 
         console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"verify: {config}; T={tokens}, {dt.ShortName()}, {(useGpu ? "gpu" : "cpu")}, seed {options.Seed}; tolerance atol = rtol = {tol:G2}"));
+            $"verify: {config}; T={tokens}, {dt.ShortName()}, {(useGpu ? "gpu" : "cpu")}, seed {options.Seed}; tolerance atol = rtol = {CliOptions.Tolerance(tol)}"));
 
         var steps = new StepRunner(console);
         MoeWeights weights = steps.Run("random weights", () => MoeWeights.Random(config, options.Seed, dt));
@@ -183,7 +173,7 @@ public static class VerifyCommand
         console.Ansi.Write(BuildTable(checks));
         int failed = checks.Count(c => !c.Passed);
         console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"pass = no NaN, every element within |a-e| <= tol*max(1,max|e|) + tol*|e|, and ||a-e|| / max(||e||, sqrt(n)) <= tol; tol = {Tolerance(tol)} (widened for the HF loop's output, which sums k experts in the storage dtype)"));
+            $"pass = no NaN, every element within |a-e| <= tol*max(1,max|e|) + tol*|e|, and ||a-e|| / max(||e||, sqrt(n)) <= tol; tol = {CliOptions.Tolerance(tol)} (widened for the HF loop's output, which sums k experts in the storage dtype)"));
         console.Out.WriteLine(failed == 0
             ? $"PASS: all {checks.Count} checks within tolerance"
             : $"FAIL: {failed} of {checks.Count} checks out of tolerance: {string.Join(", ", checks.Where(c => !c.Passed).Select(c => $"{c.Comparison} {c.Tensor}"))}");
@@ -232,7 +222,7 @@ public static class VerifyCommand
         checks.Add(TensorCheck.Compare(pair, "grad_down_proj", s.Of("grad_down_proj"), actual.DownProj, expected.DownProj, tol));
     }
 
-    /// <summary>Every forward intermediate (DESIGN.md steps 1–10); an array the implementation did not produce
+    /// <summary>Every forward intermediate (docs/DESIGN.md steps 1–10); an array the implementation did not produce
     /// (empty, e.g. G2 when its store is fused into the unpermute) is left out.</summary>
     private static void AddIntermediateChecks(List<TensorCheck> checks, string pair, Shapes s, MoeIntermediates actual, MoeIntermediates expected, double tol)
     {
@@ -277,14 +267,12 @@ public static class VerifyCommand
                 Number(c.Result?.MaxAbsError ?? double.NaN),
                 Number(c.Result?.RelativeNormError ?? double.NaN),
                 c.Result is null ? "" : $"{c.Result.Mismatches}/{c.Result.Count}",
-                c.Tolerance == 0 ? "exact" : Tolerance(c.Tolerance),
+                c.Tolerance == 0 ? "exact" : CliOptions.Tolerance(c.Tolerance),
                 result);
             last = c.Comparison;
         }
         return table;
     }
-
-    private static string Tolerance(double value) => value.ToString("0.##e0", CultureInfo.InvariantCulture);
 
     private static string Number(double value) => double.IsNaN(value) ? "NaN"
         : double.IsPositiveInfinity(value) ? "inf"

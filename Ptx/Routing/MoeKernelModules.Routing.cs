@@ -1,0 +1,29 @@
+namespace MoeNative.Ptx;
+
+// The routing kernels' PTX files (beside this file), entry names and specialisations.
+public static partial class MoeKernelModules
+{
+    public const string RouterFile = "Routing/router_softmax_topk.ptx";
+    public const string RoutingIndicesFile = "Routing/routing_indices.ptx";
+    public const string RouterLogitsGemvFile = "Routing/router_logits_gemv.ptx";
+
+    public static string RouterForwardEntry(ScalarType t) => $"moe_router_softmax_topk_{t.ShortName()}";
+    public static string RouterBackwardEntry(ScalarType t) => $"moe_router_softmax_topk_backward_{t.ShortName()}";
+    public static string RouterLogitsGemvEntry(ScalarType t) => $"moe_router_logits_gemv_{t.ShortName()}";
+    public const string RoutingCountEntry = "moe_routing_count_experts_i32";
+    public const string RoutingScatterEntry = "moe_routing_scatter_stable_i32";
+
+    public static PtxModuleSpec Router(ScalarType t) => Dtype(RouterFile, t,
+        new PtxKernelSpec(RouterForwardEntry(t), typeof(RouterSoftmaxTopKArgs)),
+        new PtxKernelSpec(RouterBackwardEntry(t), typeof(RouterSoftmaxTopKBackwardArgs)));
+
+    public static PtxModuleSpec RoutingIndices() => new(ModuleName(RoutingIndicesFile, null),
+        PtxTemplate.Specialise(PtxLibrary.ReadComposed(RoutingIndicesFile), new Dictionary<string, string>()),
+        [new PtxKernelSpec(RoutingCountEntry, typeof(RoutingCountArgs)), new PtxKernelSpec(RoutingScatterEntry, typeof(RoutingScatterArgs))]);
+
+    /// <summary>One module, both 16-bit entries (the file has no placeholders: the two entries are written out).</summary>
+    public static PtxModuleSpec RouterLogitsGemv() => new(ModuleName(RouterLogitsGemvFile, null),
+        PtxTemplate.Specialise(PtxLibrary.ReadComposed(RouterLogitsGemvFile), new Dictionary<string, string>()),
+        [new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.BFloat16), typeof(RouterLogitsGemvArgs)),
+         new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.Float16), typeof(RouterLogitsGemvArgs))]);
+}

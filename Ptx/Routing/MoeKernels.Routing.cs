@@ -1,0 +1,187 @@
+using MoeNative.Interop;
+
+namespace MoeNative.Ptx;
+
+// Routing kernels: router softmax/top-k forward and backward, router logits GEMV, routing indices.
+public sealed partial class MoeKernels
+{
+    /// <summary>Largest E the router kernels handle (8 experts per lane of one warp).</summary>
+    public const int RouterMaxExperts = 256;
+
+    /// <summary>Largest E the routing-indices histogram handles (E*4 bytes of shared memory, within 48 KiB).</summary>
+    public const int RoutingMaxExperts = 12288;
+
+    private const int RouterBlock = 256;  // 8 warps = 8 tokens per CTA
+    private const int RoutingBlock = 1024;
+
+    private readonly PtxKernel<RouterSoftmaxTopKArgs>?[] _routerForward = new PtxKernel<RouterSoftmaxTopKArgs>?[3];
+    private readonly PtxKernel<RouterSoftmaxTopKBackwardArgs>?[] _routerBackward = new PtxKernel<RouterSoftmaxTopKBackwardArgs>?[3];
+    private readonly PtxKernel<RouterLogitsGemvArgs>?[] _routerLogitsGemv = new PtxKernel<RouterLogitsGemvArgs>?[3];
+    private PtxKernel<RoutingCountArgs>? _routingCount;
+    private PtxKernel<RoutingScatterArgs>? _routingScatter;
+
+    // ============================================================================================== router
+    /// <summary>
+    /// Router forward, one warp per token: P = softmax(fp32(logits)); sel = top-k of P descending (ties -> lower expert id);
+    /// w = normTopK ? v / sum(v) : v, rounded to <paramref name="dtype"/>.
+    /// </summary>
+    public void RouterForward(CudaStream stream, ScalarType dtype,
+        DeviceRange logits,   // [T,E] dtype
+        DeviceRange probs,    // [T,E] f32 out
+        DeviceRange selected, // [T,k] i32 out
+        DeviceRange weights,  // [T,k] dtype out
+        int tokens, int experts, int topK, bool normTopK)
+    {
+        CheckStream(stream);
+        int es = ElementSize(dtype);
+        CheckRouterDims(tokens, experts, topK);
+        long te = (long)tokens * experts, tk = (long)tokens * topK;
+        Need(logits, te * es, nameof(logits), $"[T={tokens},E={experts}] {dtype}");
+        Need(probs, te * 4, nameof(probs), $"[T={tokens},E={experts}] f32");
+        Need(selected, tk * 4, nameof(selected), $"[T={tokens},k={topK}] i32");
+        Need(weights, tk * es, nameof(weights), $"[T={tokens},k={topK}] {dtype}");
+        if (tokens == 0) return;
+        var args = new RouterSoftmaxTopKArgs
+        {
+            Logits = logits.Pointer, Probs = probs.Pointer, Selected = selected.Pointer, Weights = weights.Pointer,
+            Tokens = tokens, Experts = experts, TopK = topK, NormTopK = normTopK ? 1 : 0,
+        };
+        Kernel(_routerForward, dtype, MoeKernelModules.Router, MoeKernelModules.RouterForwardEntry)
+            .Launch(stream, new Dim3(CeilDiv(tokens, RouterBlock / 32)), new Dim3(RouterBlock), 0, in args);
+    }
+
+    /// <summary>
+    /// Router backward, one warp per token (docs/DESIGN.md): S = sum_j v_j, v_j = P[t,sel_j];
+    /// dv_j = normTopK ? (dw_j - sum_i dw_i v_i / S) / S : dw_j; dP[sel_j] = dv_j; dL = P * (dP - sum_e P_e dP_e).
+    /// </summary>
+    public void RouterBackward(CudaStream stream, ScalarType dtype,
+        DeviceRange probs,    // [T,E] f32 (forward softmax)
+        DeviceRange selected, // [T,k] i32
+        DeviceRange dWeights, // [T,k] f32
+        DeviceRange dLogits,  // [T,E] dtype out (overwritten)
+        int tokens, int experts, int topK, bool normTopK)
+    {
+        CheckStream(stream);
+        int es = ElementSize(dtype);
+        CheckRouterDims(tokens, experts, topK);
+        long te = (long)tokens * experts, tk = (long)tokens * topK;
+        Need(probs, te * 4, nameof(probs), $"[T={tokens},E={experts}] f32");
+        Need(selected, tk * 4, nameof(selected), $"[T={tokens},k={topK}] i32");
+        Need(dWeights, tk * 4, nameof(dWeights), $"[T={tokens},k={topK}] f32");
+        Need(dLogits, te * es, nameof(dLogits), $"[T={tokens},E={experts}] {dtype}");
+        if (tokens == 0) return;
+        var args = new RouterSoftmaxTopKBackwardArgs
+        {
+            Probs = probs.Pointer, Selected = selected.Pointer, DWeights = dWeights.Pointer, DLogits = dLogits.Pointer,
+            Tokens = tokens, Experts = experts, TopK = topK, NormTopK = normTopK ? 1 : 0,
+        };
+        Kernel(_routerBackward, dtype, MoeKernelModules.Router, MoeKernelModules.RouterBackwardEntry)
+            .Launch(stream, new Dim3(CeilDiv(tokens, RouterBlock / 32)), new Dim3(RouterBlock), 0, in args);
+    }
+
+    /// <summary>Largest T for which <see cref="CanRouterLogitsGemv"/> says yes: each warp re-reads X (T x H) once per expert
+    /// pair, which stays cheaper than the tiled GEMM's serial k-walk up to a few hundred tokens.</summary>
+    public const int RouterLogitsGemvMaxTokens = 256;
+
+    /// <summary>True when <see cref="RouterLogitsGemv"/> takes this call: 16-bit dtype, T in [1, <see cref="RouterLogitsGemvMaxTokens"/>],
+    /// H a multiple of 8, every pointer 16-byte aligned.</summary>
+    public static bool CanRouterLogitsGemv(ScalarType dtype, int tokens, int hidden, DeviceRange x, DeviceRange wr, DeviceRange logits) =>
+        dtype is ScalarType.BFloat16 or ScalarType.Float16 && tokens is > 0 and <= RouterLogitsGemvMaxTokens && hidden > 0
+        && hidden % 8 == 0 && x.Pointer % 16 == 0 && wr.Pointer % 16 == 0 && logits.Pointer % 16 == 0;
+
+    /// <summary>
+    /// Router logits for small T: <c>L[t, e] = Σ_h X[t, h]·Wr[e, h]</c>, fp32 accumulation (per lane in chunk order, then
+    /// a fixed butterfly and the four warps in order: deterministic), one rounding to <paramref name="dtype"/>.
+    /// Grid (⌈E/2⌉, ⌈T/8⌉) x 128 threads: two experts x eight tokens per CTA.
+    /// Only where <see cref="CanRouterLogitsGemv"/> holds (the tiled grouped GEMM does the rest).
+    /// </summary>
+    public void RouterLogitsGemv(CudaStream stream, ScalarType dtype,
+        DeviceRange x,       // [T,H] dtype
+        DeviceRange wr,      // [E,H] dtype
+        DeviceRange logits,  // [T,E] dtype out
+        int tokens, int experts, int hidden)
+    {
+        CheckStream(stream);
+        if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
+            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "The router GEMV takes BFloat16 or Float16.");
+        NonNegative(tokens, nameof(tokens));
+        if (experts < 1) throw new ArgumentOutOfRangeException(nameof(experts), experts, "E must be >= 1.");
+        if (hidden < 8 || hidden % 8 != 0) throw new ArgumentOutOfRangeException(nameof(hidden), hidden, "H must be a positive multiple of 8.");
+        Need(x, (long)tokens * hidden * 2, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
+        Need(wr, (long)experts * hidden * 2, nameof(wr), $"[E={experts},H={hidden}] {dtype}");
+        Need(logits, (long)tokens * experts * 2, nameof(logits), $"[T={tokens},E={experts}] {dtype}");
+        foreach ((DeviceRange r, string name) in new[] { (x, nameof(x)), (wr, nameof(wr)), (logits, nameof(logits)) })
+            if (r.Pointer % 16 != 0) throw new ArgumentException($"{name} (0x{r.Pointer:x}) must be 16-byte aligned.", name);
+        if (tokens == 0) return;
+        var args = new RouterLogitsGemvArgs
+        {
+            X = x.Pointer, Wr = wr.Pointer, Logits = logits.Pointer, Tokens = tokens, Experts = experts, Hidden = hidden,
+        };
+        Kernel(_routerLogitsGemv, dtype, _ => MoeKernelModules.RouterLogitsGemv(), MoeKernelModules.RouterLogitsGemvEntry)
+            .Launch(stream, new Dim3(CeilDiv(experts, 2), CeilDiv(tokens, 8)), new Dim3(128), 0, in args);
+    }
+
+    // ============================================================================================== routing indices
+    /// <summary>
+    /// m_sizes = histogram of sel; gather = stable argsort of sel (rows of one expert in increasing p); inverse[gather[r]] = r.
+    /// Two launches, deterministic, no host sync. Ids must be in [0, E): an out-of-range id is not counted and leaves
+    /// its gather/inverse entries unwritten. TK = 0 still writes m_sizes = 0.
+    /// </summary>
+    public void RoutingIndices(CudaStream stream,
+        DeviceRange selected, // [TK] i32 (sel [T,k] flattened)
+        DeviceRange mSizes,   // [E] i32 out
+        DeviceRange gather,   // [TK] i32 out
+        DeviceRange inverse,  // [TK] i32 out
+        int tokenSlots, int experts)
+    {
+        CheckStream(stream);
+        NonNegative(tokenSlots, nameof(tokenSlots));
+        if (experts < 1 || experts > RoutingMaxExperts)
+            throw new ArgumentOutOfRangeException(nameof(experts), experts, $"E must be in [1, {RoutingMaxExperts}].");
+        if (tokenSlots > int.MaxValue - 4096)
+            throw new ArgumentOutOfRangeException(nameof(tokenSlots), tokenSlots, "TK too large for 32-bit slot indices.");
+        Need(selected, tokenSlots * 4L, nameof(selected), $"[TK={tokenSlots}] i32");
+        Need(mSizes, experts * 4L, nameof(mSizes), $"[E={experts}] i32");
+        Need(gather, tokenSlots * 4L, nameof(gather), $"[TK={tokenSlots}] i32");
+        Need(inverse, tokenSlots * 4L, nameof(inverse), $"[TK={tokenSlots}] i32");
+        var count = new RoutingCountArgs { Selected = selected.Pointer, MSizes = mSizes.Pointer, TokenSlots = tokenSlots, Experts = experts };
+        RoutingCount().Launch(stream, new Dim3(1), new Dim3(RoutingBlock), experts * 4, in count);
+        if (tokenSlots == 0) return;
+        var scatter = new RoutingScatterArgs
+        {
+            Selected = selected.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
+            TokenSlots = tokenSlots, Experts = experts,
+        };
+        RoutingScatter().Launch(stream, new Dim3((uint)experts), new Dim3(RoutingBlock), 0, in scatter);
+    }
+
+    // ============================================================================================== checks and loading
+    private static void CheckRouterDims(int tokens, int experts, int topK)
+    {
+        NonNegative(tokens, nameof(tokens));
+        if (experts < 1 || experts > RouterMaxExperts)
+            throw new ArgumentOutOfRangeException(nameof(experts), experts, $"E must be in [1, {RouterMaxExperts}].");
+        if (topK < 1 || topK > experts)
+            throw new ArgumentOutOfRangeException(nameof(topK), topK, $"k must be in [1, E={experts}].");
+    }
+
+    private PtxKernel<RoutingCountArgs> RoutingCount()
+    {
+        if (Volatile.Read(ref _routingCount) is { } hit) return hit;
+        lock (_gate)
+        {
+            if (_routingCount is null) Volatile.Write(ref _routingCount, PtxModuleCache.GetKernel<RoutingCountArgs>(Context, MoeKernelModules.RoutingIndices(), MoeKernelModules.RoutingCountEntry));
+            return _routingCount;
+        }
+    }
+
+    private PtxKernel<RoutingScatterArgs> RoutingScatter()
+    {
+        if (Volatile.Read(ref _routingScatter) is { } hit) return hit;
+        lock (_gate)
+        {
+            if (_routingScatter is null) Volatile.Write(ref _routingScatter, PtxModuleCache.GetKernel<RoutingScatterArgs>(Context, MoeKernelModules.RoutingIndices(), MoeKernelModules.RoutingScatterEntry));
+            return _routingScatter;
+        }
+    }
+}

@@ -1,0 +1,70 @@
+using System.Runtime.InteropServices;
+
+namespace MoeNative.Ptx;
+
+// Launch arguments of the routing kernels: one struct per .entry, fields in .param order
+// (ulong = .u64 device pointer, int = .s32). PtxCatalog pairs each with its entry and a CPU test checks every
+// specialisation. Dimension legend: T tokens, E experts, k top-k, TK = T*k token slots, H hidden.
+// p = t*k + j token slot; r expert-ordered row; gather[r] = p; inverse[p] = r.
+
+/// <summary><c>moe_router_softmax_topk_{dtype}</c>: one warp per token.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct RouterSoftmaxTopKArgs
+{
+    public ulong Logits;    // [T,E] dtype in
+    public ulong Probs;     // [T,E] f32 out: softmax
+    public ulong Selected;  // [T,k] i32 out: expert ids, descending prob, ties -> lower id
+    public ulong Weights;   // [T,k] dtype out: (renormalised) top-k probs
+    public int Tokens;      // T
+    public int Experts;     // E (1..256)
+    public int TopK;        // k (1..E)
+    public int NormTopK;    // 1: divide by the sum of the k selected probs
+}
+
+/// <summary><c>moe_router_softmax_topk_backward_{dtype}</c>: one warp per token.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct RouterSoftmaxTopKBackwardArgs
+{
+    public ulong Probs;     // [T,E] f32 in (forward softmax)
+    public ulong Selected;  // [T,k] i32 in
+    public ulong DWeights;  // [T,k] f32 in
+    public ulong DLogits;   // [T,E] dtype out (overwritten)
+    public int Tokens;      // T
+    public int Experts;     // E (1..256)
+    public int TopK;        // k
+    public int NormTopK;    // 1 when the forward renormalised
+}
+
+/// <summary><c>moe_routing_count_experts_i32</c>: one CTA, shared-memory histogram (E ints of dynamic shared memory).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct RoutingCountArgs
+{
+    public ulong Selected;  // [TK] i32 in
+    public ulong MSizes;    // [E] i32 out
+    public int TokenSlots;  // TK
+    public int Experts;     // E
+}
+
+/// <summary><c>moe_routing_scatter_stable_i32</c>: one CTA per expert, scans all slots in order.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct RoutingScatterArgs
+{
+    public ulong Selected;  // [TK] i32 in
+    public ulong MSizes;    // [E] i32 in (from the count kernel)
+    public ulong Gather;    // [TK] i32 out: gather[r] = p
+    public ulong Inverse;   // [TK] i32 out: inverse[p] = r
+    public int TokenSlots;  // TK
+    public int Experts;     // E
+}
+
+/// <summary><c>moe_router_logits_gemv_{bf16|fp16}</c>: L [T,E] = X·Wrᵀ for small T, two experts x eight tokens per CTA.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct RouterLogitsGemvArgs
+{
+    public ulong X;         // [T,H] dtype in
+    public ulong Wr;        // [E,H] dtype in
+    public ulong Logits;    // [T,E] dtype out
+    public int Tokens;      // T
+    public int Experts;     // E
+    public int Hidden;      // H (multiple of 8)
+}

@@ -9,7 +9,9 @@ namespace MoeNative.Blocks.Benchmarking;
 
 /// <summary>One timed grouped GEMM of <see cref="GroupedGemmBenchmark"/>.</summary>
 /// <param name="Tokens">T.</param>
-/// <param name="Gemm">gemm1 (X[token] . W_gate_up^T, N = 2I, K = H) or gemm2 (act . W_down^T scaled and scattered, N = H, K = I).</param>
+/// <param name="Gemm">gemm1 (X[token] . W_gate_up^T, N = 2I, K = H), gemm2 (act . W_down^T scaled and scattered, N = H,
+/// K = I), gemm2-dx (dY[gathered] . W_down: NN, reduction H, output I), gemm1-dx (dG1 . W_gate_up: NN, reduction 2I,
+/// output H, scattered); N and K are the weight's dims [E, N, K].</param>
 /// <param name="Impl">ours, cublas-grouped (cublasGemmGroupedBatchedEx over the same expert rows, A pre-gathered),
 /// cublas-dense (one cublasGemmEx [R, N, K]: the same FLOPs with no grouping).</param>
 /// <param name="Config">Our tile configuration (name carries the path: sm90a_... or the sm_80 tile), or "-".</param>
@@ -73,27 +75,36 @@ public sealed class GroupedGemmBenchmark(CudaContext context, MoeConfig config, 
         using var cublas = new CublasHandle(context);
         cublas.SetStream(stream);
 
-        var shapes = new (string Name, int N, int K, DeviceRange A, DeviceRange AGathered, DeviceRange W, DeviceRange C, RowSource ARows, RowTarget CRows, DeviceRange Scale)[]
+        // NN operands: dY of GEMM2 is g2 [R, H] (read gathered), dG1 is g1 [R, 2I]; outputs act [R, I] and xp [R, H]
+        var shapes = new (string Name, GroupedGemmLayout Layout, int N, int K, DeviceRange A, DeviceRange AGathered, DeviceRange W, DeviceRange C, RowSource ARows, RowTarget CRows, DeviceRange Scale)[]
         {
-            ("gemm1", 2 * i, h, x, xp, w1, g1, RowSource.GatherToken, RowTarget.Identity, DeviceRange.Null),
-            ("gemm2", h, i, act, act, w2, g2, RowSource.Identity, RowTarget.Scatter, scale),
+            ("gemm1", GroupedGemmLayout.ForwardNT, 2 * i, h, x, xp, w1, g1, RowSource.GatherToken, RowTarget.Identity, DeviceRange.Null),
+            ("gemm2", GroupedGemmLayout.ForwardNT, h, i, act, act, w2, g2, RowSource.Identity, RowTarget.Scatter, scale),
+            ("gemm2-dx", GroupedGemmLayout.BackwardDataNN, h, i, g2, g2, w2, act, RowSource.Gather, RowTarget.Identity, DeviceRange.Null),
+            ("gemm1-dx", GroupedGemmLayout.BackwardDataNN, 2 * i, h, g1, g1, w1, xp, RowSource.Identity, RowTarget.Scatter, DeviceRange.Null),
         };
         foreach (var s in shapes)
         {
             double flops = 2.0 * r * s.N * s.K;
-            foreach (GemmConfig cfg in gemm.Candidates(GroupedGemmLayout.ForwardNT, dtype))
+            bool nt = s.Layout == GroupedGemmLayout.ForwardNT;
+            foreach (GemmConfig cfg in gemm.Candidates(s.Layout, dtype))
             {
-                double ms = Time(stream, () => gemm.ForwardNT(stream, dtype, cfg, s.A, s.W, s.C, grouped, s.N, s.K, s.ARows, s.CRows, s.Scale));
+                double ms = Time(stream, () =>
+                {
+                    if (nt) gemm.ForwardNT(stream, dtype, cfg, s.A, s.W, s.C, grouped, s.N, s.K, s.ARows, s.CRows, s.Scale);
+                    else gemm.BackwardDataNN(stream, dtype, cfg, s.A, s.W, s.C, grouped, s.N, s.K, s.ARows, s.CRows);
+                });
                 string path = GroupedGemmSpecs.MathOf(cfg) switch { GemmMath.WgmmaSm90a => "sm90a", GemmMath.MmaSm80 => "sm80", _ => "simt" };
                 yield return new GemmBenchRow(t, s.Name, "ours", cfg.Name, path, r, s.N, s.K, ms, flops / ms / 1e9);
             }
-            using var ptrs = CublasGroupedPointers(mSizes, s.W, s.AGathered, s.C, s.N, s.K);
-            double grp = Time(stream, () => CublasGrouped(cublas, mSizes, ptrs, s.N, s.K));
+            using var ptrs = CublasGroupedPointers(mSizes, s.W, s.AGathered, s.C, nt ? s.K : s.N, nt ? s.N : s.K, s.N * s.K);
+            double grp = Time(stream, () => CublasGrouped(cublas, mSizes, ptrs, nt, s.N, s.K));
             yield return new GemmBenchRow(t, s.Name, "cublas-grouped", "-", "cublas", r, s.N, s.K, grp, flops / grp / 1e9);
-            // dense: C^T [N, R] = W[0]^T-view [N, K] . A^T [K, R] in column-major terms (same FLOPs as the grouped GEMM)
+            // dense, same FLOPs, column-major terms: NT C^T [N, R] = W^T-view . A^T; NN C^T [K, R] = W-view [K, N] . A^T [N, R]
             CudaDataType ct = dtype.ToCudaDataType();
-            double dense = Time(stream, () => cublas.GemmEx(CublasOperation.Transpose, CublasOperation.None, s.N, r, s.K,
-                1.0, s.W.Pointer, ct, s.K, s.AGathered.Pointer, ct, s.K, 0.0, s.C.Pointer, ct, s.N, CublasComputeType.Compute32F));
+            double dense = Time(stream, () => cublas.GemmEx(nt ? CublasOperation.Transpose : CublasOperation.None, CublasOperation.None,
+                nt ? s.N : s.K, r, nt ? s.K : s.N, 1.0, s.W.Pointer, ct, s.K, s.AGathered.Pointer, ct, nt ? s.K : s.N,
+                0.0, s.C.Pointer, ct, nt ? s.N : s.K, CublasComputeType.Compute32F));
             yield return new GemmBenchRow(t, s.Name, "cublas-dense", "-", "cublas", r, s.N, s.K, dense, flops / dense / 1e9);
         }
     }
@@ -121,36 +132,39 @@ public sealed class GroupedGemmBenchmark(CudaContext context, MoeConfig config, 
         return DeviceBuffer<byte>.FromHost(context, bytes);
     }
 
-    /// <summary>Device pointer arrays [A_e | B_e | C_e] (experts in order) for the grouped cuBLAS call.</summary>
-    private DeviceBuffer<ulong> CublasGroupedPointers(int[] mSizes, DeviceRange w, DeviceRange a, DeviceRange c, int n, int k)
+    /// <summary>Device pointer arrays [W_e | A_e | C_e] (experts in order) for the grouped cuBLAS call: A rows of
+    /// <paramref name="aRow"/> elements, C rows of <paramref name="cRow"/>, W[e] of <paramref name="wElems"/>.</summary>
+    private DeviceBuffer<ulong> CublasGroupedPointers(int[] mSizes, DeviceRange w, DeviceRange a, DeviceRange c, int aRow, int cRow, long wElems)
     {
         int e = mSizes.Length, es = dtype.SizeOf();
         var host = new ulong[3 * e];
         long off = 0;
         for (int x = 0; x < e; x++)
         {
-            host[x] = w.Pointer + (ulong)((long)x * n * k * es);      // W[e] [N, K]
-            host[e + x] = a.Pointer + (ulong)(off * k * es);           // A rows of e [m_e, K]
-            host[2 * e + x] = c.Pointer + (ulong)(off * n * es);       // C rows of e [m_e, N]
+            host[x] = w.Pointer + (ulong)(x * wElems * es);            // W[e] [N, K]
+            host[e + x] = a.Pointer + (ulong)(off * aRow * es);        // A rows of e [m_e, aRow]
+            host[2 * e + x] = c.Pointer + (ulong)(off * cRow * es);    // C rows of e [m_e, cRow]
             off += mSizes[x];
         }
         return DeviceBuffer<ulong>.FromHost(context, host);
     }
 
-    private void CublasGrouped(CublasHandle cublas, int[] mSizes, DeviceBuffer<ulong> ptrs, int n, int k)
+    /// <summary>One group per expert. NT: C_e^T [N, m] = W_e^T-view . A_e^T (op T on W); NN: C_e^T [K, m] = W_e-view [K, N] . A_e^T.</summary>
+    private void CublasGrouped(CublasHandle cublas, int[] mSizes, DeviceBuffer<ulong> ptrs, bool nt, int n, int k)
     {
         int e = mSizes.Length;
         CudaDataType ct = dtype.ToCudaDataType();
-        var ta = new CublasOperation[e]; Array.Fill(ta, CublasOperation.Transpose);
+        var ta = new CublasOperation[e]; Array.Fill(ta, nt ? CublasOperation.Transpose : CublasOperation.None);
         var tb = new CublasOperation[e]; Array.Fill(tb, CublasOperation.None);
-        var ms = new int[e]; Array.Fill(ms, n);
-        var ks = new int[e]; Array.Fill(ks, k);
-        var ld = new int[e]; Array.Fill(ld, k);
-        var ldc = new int[e]; Array.Fill(ldc, n);
+        var ms = new int[e]; Array.Fill(ms, nt ? n : k);
+        var ks = new int[e]; Array.Fill(ks, nt ? k : n);
+        var lda = new int[e]; Array.Fill(lda, k);
+        var ld = new int[e]; Array.Fill(ld, nt ? k : n);
+        var ldc = new int[e]; Array.Fill(ldc, nt ? n : k);
         var one = new float[e]; Array.Fill(one, 1f);
         var zero = new float[e];
         var size = new int[e]; Array.Fill(size, 1);
-        cublas.GemmGroupedBatchedEx(ta, tb, ms, mSizes, ks, one, ptrs.DevicePointer, ct, ld, ptrs.PointerAt(e), ct, ld, zero,
+        cublas.GemmGroupedBatchedEx(ta, tb, ms, mSizes, ks, one, ptrs.DevicePointer, ct, lda, ptrs.PointerAt(e), ct, ld, zero,
             ptrs.PointerAt(2 * e), ct, ldc, size, CublasComputeType.Compute32F);
     }
 

@@ -95,8 +95,8 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public string? Problem(GemmMath math, GroupedGemmLayout layout)
     {
         if (!Enum.IsDefined(layout)) return $"Unknown grouped-GEMM layout {layout}.";
-        if (math == GemmMath.WgmmaSm90a && layout != GroupedGemmLayout.ForwardNT)
-            return $"the sm_90a kernels cover ForwardNT so far; {layout} runs the sm_80 kernels.";
+        if (math == GemmMath.WgmmaSm90a && layout == GroupedGemmLayout.BackwardWeightTN)
+            return $"the sm_90a kernels cover ForwardNT and BackwardDataNN so far; {layout} runs the sm_80 kernels.";
         return Problem(math);
     }
 }

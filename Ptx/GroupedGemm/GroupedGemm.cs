@@ -99,9 +99,9 @@ public sealed class GroupedGemm
         if (plan is not { } p) return;
         if (p.Spec.Math == GemmMath.WgmmaSm90a)
         {
-            var hopper = new GroupedGemmForwardSm90aArgs
+            var hopper = new GroupedGemmRowsSm90aArgs
             {
-                WMap = WeightMap(dtype, w.Pointer, rows.Experts, n, k, p.Spec.Config.BlockN),
+                WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [GemmConfig.WgmmaBlockK, p.Spec.Config.BlockN, 1]),
                 A = a.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = rowScale.Pointer,
                 Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
             };
@@ -136,8 +136,20 @@ public sealed class GroupedGemm
     {
         CheckStream(stream);
         GemmPlan? plan = Plan(GroupedGemmLayout.BackwardDataNN, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
-            a, w, c, DeviceRange.Null, rows, n, k, (int)aRows, (int)cRows);
+            a, w, c, DeviceRange.Null, rows, n, k, (int)aRows, (int)cRows, UsesSm90a);
         if (plan is not { } p) return;
+        if (p.Spec.Math == GemmMath.WgmmaSm90a)
+        {
+            // kernel terms: output columns = K, reduction = N; W [E, N, K] read N-major: map dims (K, N, E), box (64, 64, 1)
+            var hopper = new GroupedGemmRowsSm90aArgs
+            {
+                WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [64, 64, 1]),
+                A = a.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = 0,
+                Experts = rows.Experts, N = k, K = n, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
+            };
+            Launch(p, stream, in hopper);
+            return;
+        }
         var args = new GroupedGemmBackwardDataArgs
         {
             A = a.Pointer, W = w.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,
@@ -374,7 +386,7 @@ public sealed class GroupedGemm
             PtxModuleSpec module = spec.ToModuleSpec();
             (object kernel, CudaKernel raw) = spec.Layout switch
             {
-                GroupedGemmLayout.ForwardNT when spec.Math == GemmMath.WgmmaSm90a => Typed<GroupedGemmForwardSm90aArgs>(module, spec.EntryName),
+                _ when spec.Math == GemmMath.WgmmaSm90a => Typed<GroupedGemmRowsSm90aArgs>(module, spec.EntryName),
                 GroupedGemmLayout.ForwardNT => Typed<GroupedGemmForwardArgs>(module, spec.EntryName),
                 GroupedGemmLayout.BackwardDataNN => Typed<GroupedGemmBackwardDataArgs>(module, spec.EntryName),
                 _ => Typed<GroupedGemmBackwardWeightArgs>(module, spec.EntryName),
@@ -411,14 +423,13 @@ public sealed class GroupedGemm
         return Math.Max(1, Math.Min(Math.Min(byRegs, bySmem), Math.Min(byThreads, 32)));
     }
 
-    /// <summary>The TMA map of W [E, N, K]: dims (K, N, E) innermost first, byte strides (2K, 2NK), box (64, BN, 1),
-    /// 128-byte swizzle (the stage image the wgmma descriptors read); rows past N and k past K read as zeros.</summary>
-    internal static CudaTensorMap WeightMap(ScalarType dtype, ulong w, int experts, int n, int k, int blockN)
+    /// <summary>The TMA map of W [E, N, K] as dims (K, N, E) innermost first, byte strides (2K, 2NK), 128-byte swizzle
+    /// (the stage image the wgmma descriptors read); elements past N or K read as zeros. Box: NT (64 k, BN n, 1), NN
+    /// (64 k-columns, 64 n-rows, 1).</summary>
+    internal static CudaTensorMap WeightMap(ScalarType dtype, ulong w, ReadOnlySpan<long> dims, ReadOnlySpan<int> box)
     {
         long es = dtype.SizeOf();
-        ReadOnlySpan<long> dims = [k, n, experts];
-        ReadOnlySpan<long> strides = [k * es, (long)n * k * es];
-        ReadOnlySpan<int> box = [GemmConfig.WgmmaBlockK, blockN, 1];
+        ReadOnlySpan<long> strides = [dims[0] * es, dims[0] * dims[1] * es];
         return CudaTensorMap.EncodeTiled(CudaTensorMap.DataTypeOf(dtype), w, dims, strides, box,
             CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B);
     }

@@ -15,10 +15,10 @@ public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType,
     string File, string EntryName, int DynamicSharedBytes, IReadOnlyDictionary<string, string> Values)
 {
     /// <summary>Unique module name: file without extension + dtype + tile, e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.bf16.128x128x32_s4_w8.</summary>
-    public string ModuleName => $"{Path.ChangeExtension(File, null)}.{DType.ShortName()}.{Config.Name}";
+    public string ModuleName => $"{Path.ChangeExtension(File, null)}{(Math == GemmMath.WgmmaSm90a ? "." + GroupedGemmSpecs.Tag(Layout) : "")}.{DType.ShortName()}.{Config.Name}";
 
     /// <summary>The launch-args struct of this layout (the sm_90a forward passes W as a tensor map).</summary>
-    public Type ArgsType => Math == GemmMath.WgmmaSm90a ? typeof(GroupedGemmForwardSm90aArgs) : GroupedGemmSpecs.ArgsTypeOf(Layout);
+    public Type ArgsType => Math == GemmMath.WgmmaSm90a ? typeof(GroupedGemmRowsSm90aArgs) : GroupedGemmSpecs.ArgsTypeOf(Layout);
 
     /// <summary>Dynamic shared memory the launch adds per expert (the NT tensor-core kernel keeps m_sizes [E] in
     /// shared at offset <see cref="DynamicSharedBytes"/>); the launch passes DynamicSharedBytes + this·E rounded up to 16.</summary>

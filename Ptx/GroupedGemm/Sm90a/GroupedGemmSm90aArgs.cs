@@ -3,11 +3,12 @@ using MoeNative.Interop;
 
 namespace MoeNative.Ptx;
 
-/// <summary>.entry parameters of <c>grouped_gemm_nt_sm90a_*</c> (forward, Hopper): the weight travels as a tensor map
-/// (first, after the 48-byte gap that puts it on a 64-byte aligned parameter address, see CudaTensorMap), the rest as
-/// in <see cref="GroupedGemmForwardArgs"/> without the W pointer.</summary>
+/// <summary>.entry parameters of <c>grouped_gemm_{nt,nn}_sm90a_*</c> (the row-tiled Hopper kernels): the weight travels
+/// as a tensor map (first, after the 48-byte gap that puts it on a 64-byte aligned parameter address, see
+/// CudaTensorMap), the rest as in <see cref="GroupedGemmForwardArgs"/> without the W pointer. N = output columns,
+/// K = reduction (for NN: the forward's K and N); RowScale 0 for NN.</summary>
 [StructLayout(LayoutKind.Sequential)]
-internal struct GroupedGemmForwardSm90aArgs
+internal struct GroupedGemmRowsSm90aArgs
 {
     public CudaParamGap48 Gap;  // not a parameter: buffer bytes 0..47
     public CudaTensorMap WMap;  // W [E, N, K] dtype as (K, N, E), box (64, BN, 1), 128B swizzle

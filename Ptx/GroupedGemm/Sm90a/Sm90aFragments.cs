@@ -48,6 +48,25 @@ internal static class Sm90aFragments
         return sb.ToString();
     }
 
+    /// <summary>
+    /// The producer leader's TMA loads of one W stage (after its expect_tx on <c>bar</c>): NT one box
+    /// {k_coord, n0, e_cur} -> stage_b; NN <paramref name="columns"/>/64 boxes {n0 + 64j, k_coord, e_cur} -> stage_b + 8192j.
+    /// </summary>
+    public static string WeightLoad(GroupedGemmLayout layout, int columns)
+    {
+        const string Tma = "    cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes";
+        if (layout == GroupedGemmLayout.ForwardNT)
+            return Tma + " [stage_b], [w_map, {k_coord, n0, e_cur}], [bar];   // box (64 k, BN n, 1)";
+        var sb = new StringBuilder();
+        for (int j = 0; j < columns / 64; j++)
+        {
+            if (j > 0) sb.Append('\n');
+            sb.Append(CultureInfo.InvariantCulture, $"    add.u32 b_col, n0, {64 * j}; add.u32 b_dst, stage_b, {8192 * j};   // block {j}: columns n0+{64 * j}..+63\n")
+              .Append(Tma).Append(" [b_dst], [w_map, {b_col, k_coord, e_cur}], [bar];   // box (64 n, 64 k, 1)");
+        }
+        return sb.ToString();
+    }
+
     /// <summary>Stores of the probe kernel: the whole m64n128 fragment as f32 pairs, rows d_row0 (g) and d_row1 (g+8).</summary>
     public static string ProbeStores(int columns)
     {

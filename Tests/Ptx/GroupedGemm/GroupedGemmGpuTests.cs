@@ -48,7 +48,7 @@ public sealed class GroupedGemmGpuTests
         (RowSource.Identity, RowTarget.Scatter, true),       // permute_y + fuse_mul_post
     ];
 
-    private static readonly (RowSource, RowTarget)[] DataModes =
+    internal static readonly (RowSource, RowTarget)[] DataModes =
     [
         (RowSource.Identity, RowTarget.Identity),
         (RowSource.Gather, RowTarget.Identity),              // dY loaded permuted (forward used permute_y)
@@ -214,7 +214,7 @@ public sealed class GroupedGemmGpuTests
             o => Describe(c, rowOfOutput[o], cfg?.BlockM));
     }
 
-    private static void RunBackwardData(CudaContext ctx, GroupedGemm gemm, ScalarType dtype, GemmConfig? cfg, GemmCase c,
+    internal static void RunBackwardData(CudaContext ctx, GroupedGemm gemm, ScalarType dtype, GemmConfig? cfg, GemmCase c,
         (RowSource A, RowTarget C) mode, int seed)
     {
         var rng = new Random(seed);

@@ -3,9 +3,9 @@ using MoeNative.Ptx;
 
 namespace MoeNative.Tests.Ptx.GroupedGemmTests;
 
-/// <summary>The Hopper (sm_90a) forward NT grouped GEMM on the GPU against the float64 host product over the sm_80
-/// shape grid (empty and 1-row experts, N/K not multiples of any tile, K below one 64-wide stage), every row mode,
-/// every sm_90a tile; capped persistent grids; the null-config dispatch. Needs a compute capability 9.0 GPU (H100 /
+/// <summary>The Hopper (sm_90a) forward NT and backward-data NN grouped GEMMs on the GPU against the float64 host
+/// product over the sm_80 shape grid (empty and 1-row experts, N/K not multiples of any tile, K below one 64-wide
+/// stage), every row mode, every sm_90a tile; capped persistent grids; the null-config dispatch. Needs a compute capability 9.0 GPU (H100 /
 /// H200): elsewhere Inconclusive with the reason. Filter: FullyQualifiedName~Sm90a.</summary>
 [TestClass]
 public sealed class Sm90aGroupedGemmGpuTests
@@ -17,6 +17,13 @@ public sealed class Sm90aGroupedGemmGpuTests
         from cfg in GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, t)
         from gc in GemmCase.All
         from m in Enumerable.Range(0, GroupedGemmGpuTests.ForwardModes.Length)
+        select new object[] { t, cfg.Name, gc.Name, m };
+
+    public static IEnumerable<object[]> DataRows() =>
+        from t in Dtypes
+        from cfg in GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardDataNN, t)
+        from gc in GemmCase.All
+        from m in Enumerable.Range(0, GroupedGemmGpuTests.DataModes.Length)
         select new object[] { t, cfg.Name, gc.Name, m };
 
     public static string RowName(System.Reflection.MethodInfo method, object[] row) =>
@@ -44,6 +51,17 @@ public sealed class Sm90aGroupedGemmGpuTests
             GroupedGemmGpuTests.ForwardModes[mode], seed: 211 + mode);
     }
 
+    [TestMethod]
+    [TestCategory(GpuTest.Category)]
+    [DynamicData(nameof(DataRows), DynamicDataDisplayName = nameof(RowName))]
+    public void BackwardDataNN_Sm90a_MatchesFloat64(ScalarType dtype, string configName, string caseName, int mode)
+    {
+        CudaContext ctx = RequireHopper();
+        GemmCase c = GemmCase.All.Single(x => x.Name == caseName);
+        GroupedGemmGpuTests.RunBackwardData(ctx, GroupedGemm.For(ctx), dtype, Config(dtype, configName), c,
+            GroupedGemmGpuTests.DataModes[mode], seed: 241 + mode);
+    }
+
     /// <summary>A grid far smaller than the tile count: each CTA's producer and consumers walk many tiles across
     /// experts (empty ones too) with the ring running on across tile boundaries.</summary>
     [TestMethod]
@@ -56,7 +74,10 @@ public sealed class Sm90aGroupedGemmGpuTests
         CudaContext ctx = RequireHopper();
         var gemm = new GroupedGemm(ctx) { GridLimitForTesting = gridLimit };
         foreach (GemmCase c in GemmCase.All)
+        {
             GroupedGemmGpuTests.RunForward(ctx, gemm, dtype, GemmConfig.Wgmma(blockN, stages), c, GroupedGemmGpuTests.ForwardModes[4], seed: 301);
+            GroupedGemmGpuTests.RunBackwardData(ctx, gemm, dtype, GemmConfig.Wgmma(blockN, stages), c, GroupedGemmGpuTests.DataModes[2], seed: 302);
+        }
     }
 
     /// <summary>A null config on a 9.0 device takes the sm_90a kernel for experts of 128+ rows (and the result is
@@ -122,8 +143,10 @@ public sealed class Sm90aGroupedGemmPlanTests
         IReadOnlyList<GemmConfig> ampere = GroupedGemm.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, (8, 0), sm90a: true);
         Assert.IsTrue(hopper.Any(c => c.Family == GemmMath.WgmmaSm90a && c.Name.StartsWith("sm90a_", StringComparison.Ordinal)));
         Assert.IsFalse(ampere.Any(c => c.Family == GemmMath.WgmmaSm90a));
-        Assert.IsFalse(GroupedGemm.Candidates(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, (9, 0), sm90a: true)
-            .Any(c => c.Family == GemmMath.WgmmaSm90a), "no sm_90a NN kernel yet");
+        Assert.IsTrue(GroupedGemm.Candidates(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, (9, 0), sm90a: true)
+            .Any(c => c.Family == GemmMath.WgmmaSm90a), "the NN kernel has sm_90a tiles");
+        Assert.IsFalse(GroupedGemm.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, (9, 0), sm90a: true)
+            .Any(c => c.Family == GemmMath.WgmmaSm90a), "no sm_90a TN kernel yet");
         Assert.IsFalse(GroupedGemm.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.Float32, (9, 0), sm90a: true)
             .Any(c => c.Family == GemmMath.WgmmaSm90a), "fp32 has no wgmma path");
     }
@@ -142,8 +165,21 @@ public sealed class Sm90aGroupedGemmPlanTests
     }
 
     [TestMethod]
-    public void WgmmaConfig_OnlyForwardNT() =>
-        StringAssert.Contains(GemmConfig.Wgmma(128, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "ForwardNT");
+    public void WgmmaConfig_NotForTheWeightGradient()
+    {
+        StringAssert.Contains(GemmConfig.Wgmma(128, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "ForwardNT and BackwardDataNN");
+        Assert.IsNull(GemmConfig.Wgmma(128, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardDataNN));
+    }
+
+    [TestMethod]
+    public void NnSpec_ReadsWNMajorThroughTheTransposeBit()
+    {
+        string ptx = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4)).SpecialisedPtx();
+        StringAssert.Contains(ptx, ".entry grouped_gemm_nn_sm90a_bf16_wgmma_128x256x64_s4(");
+        StringAssert.Contains(ptx, "desc_a, desc_b, 1, 1, 1, 0, 1;");           // trans-b 1
+        StringAssert.Contains(ptx, "or.b64 desc_b, desc_b, 0x4000004002000000;");  // LBO 8192, SBO 1024
+        Assert.AreEqual(4, System.Text.RegularExpressions.Regex.Matches(ptx, @"\[w_map, \{b_col, k_coord, e_cur\}\]").Count, "BN/64 boxes per stage");
+    }
 
     [TestMethod]
     public void Spec_SharedLayoutAndEntry()
@@ -152,7 +188,7 @@ public sealed class Sm90aGroupedGemmPlanTests
         Assert.AreEqual("grouped_gemm_nt_sm90a_fp16_wgmma_128x256x64_s3", spec.EntryName);
         // 1024 slack + 3 x (16 KiB A + 32 KiB W) + 6 mbarriers + the 128-row table
         Assert.AreEqual(1024 + 3 * (16384 + 32768) + 48 + 1024, spec.DynamicSharedBytes);
-        Assert.AreEqual(typeof(GroupedGemmForwardSm90aArgs), spec.ArgsType);
+        Assert.AreEqual(typeof(GroupedGemmRowsSm90aArgs), spec.ArgsType);
         string ptx = spec.SpecialisedPtx();
         StringAssert.Contains(ptx, ".target sm_90a");
         StringAssert.Contains(ptx, "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16");

@@ -12,22 +12,17 @@ public sealed class Sm90aGroupedGemmGpuTests
 {
     private static readonly ScalarType[] Dtypes = [ScalarType.BFloat16, ScalarType.Float16];
 
-    public static IEnumerable<object[]> ForwardRows() =>
+    /// <summary>(layout, dtype, config, case, mode) rows: NT x ForwardModes and NN x DataModes, every sm_90a tile.</summary>
+    public static IEnumerable<object[]> Rows() =>
+        from layout in new[] { GroupedGemmLayout.ForwardNT, GroupedGemmLayout.BackwardDataNN }
         from t in Dtypes
-        from cfg in GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, t)
+        from cfg in GroupedGemmSm90aSpecs.Candidates(layout, t)
         from gc in GemmCase.All
-        from m in Enumerable.Range(0, GroupedGemmGpuTests.ForwardModes.Length)
-        select new object[] { t, cfg.Name, gc.Name, m };
-
-    public static IEnumerable<object[]> DataRows() =>
-        from t in Dtypes
-        from cfg in GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardDataNN, t)
-        from gc in GemmCase.All
-        from m in Enumerable.Range(0, GroupedGemmGpuTests.DataModes.Length)
-        select new object[] { t, cfg.Name, gc.Name, m };
+        from m in Enumerable.Range(0, layout == GroupedGemmLayout.ForwardNT ? GroupedGemmGpuTests.ForwardModes.Length : GroupedGemmGpuTests.DataModes.Length)
+        select new object[] { layout, t, cfg.Name, gc.Name, m };
 
     public static string RowName(System.Reflection.MethodInfo method, object[] row) =>
-        $"{method.Name}({((ScalarType)row[0]).ShortName()}, {row[1]}, {row[2]}, mode {row[3]})";
+        $"{method.Name}({GroupedGemmSpecs.Tag((GroupedGemmLayout)row[0])}, {((ScalarType)row[1]).ShortName()}, {row[2]}, {row[3]}, mode {row[4]})";
 
     internal static CudaContext RequireHopper()
     {
@@ -42,24 +37,16 @@ public sealed class Sm90aGroupedGemmGpuTests
 
     [TestMethod]
     [TestCategory(GpuTest.Category)]
-    [DynamicData(nameof(ForwardRows), DynamicDataDisplayName = nameof(RowName))]
-    public void ForwardNT_Sm90a_MatchesFloat64(ScalarType dtype, string configName, string caseName, int mode)
+    [DynamicData(nameof(Rows), DynamicDataDisplayName = nameof(RowName))]
+    public void RowTiled_Sm90a_MatchesFloat64(GroupedGemmLayout layout, ScalarType dtype, string configName, string caseName, int mode)
     {
         CudaContext ctx = RequireHopper();
         GemmCase c = GemmCase.All.Single(x => x.Name == caseName);
-        GroupedGemmGpuTests.RunForward(ctx, GroupedGemm.For(ctx), dtype, Config(dtype, configName), c,
-            GroupedGemmGpuTests.ForwardModes[mode], seed: 211 + mode);
-    }
-
-    [TestMethod]
-    [TestCategory(GpuTest.Category)]
-    [DynamicData(nameof(DataRows), DynamicDataDisplayName = nameof(RowName))]
-    public void BackwardDataNN_Sm90a_MatchesFloat64(ScalarType dtype, string configName, string caseName, int mode)
-    {
-        CudaContext ctx = RequireHopper();
-        GemmCase c = GemmCase.All.Single(x => x.Name == caseName);
-        GroupedGemmGpuTests.RunBackwardData(ctx, GroupedGemm.For(ctx), dtype, Config(dtype, configName), c,
-            GroupedGemmGpuTests.DataModes[mode], seed: 241 + mode);
+        GemmConfig cfg = Config(dtype, configName);
+        if (layout == GroupedGemmLayout.ForwardNT)
+            GroupedGemmGpuTests.RunForward(ctx, GroupedGemm.For(ctx), dtype, cfg, c, GroupedGemmGpuTests.ForwardModes[mode], seed: 211 + mode);
+        else
+            GroupedGemmGpuTests.RunBackwardData(ctx, GroupedGemm.For(ctx), dtype, cfg, c, GroupedGemmGpuTests.DataModes[mode], seed: 241 + mode);
     }
 
     /// <summary>A grid far smaller than the tile count: each CTA's producer and consumers walk many tiles across

@@ -1,7 +1,9 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using MoeNative.Interop;
+using MoeNative.Ptx;
 using MoeNative.Reference;
 
 namespace MoeNative.Blocks.Benchmarking;
@@ -98,10 +100,14 @@ public sealed record BenchmarkRow(
     string Impl, int Tokens, string Pass, double MedianMs, double Tflops, double GBps, double FloorMs, double PercentOfFloor,
     int Replays, int ExpertsHit, double Flops, double Bytes, string Mode);
 
-/// <summary>The whole run: card, rates, config and rows; serialisable to JSON.</summary>
+/// <summary>The whole run: card, rates, config and rows; serialisable to JSON. <paramref name="GemmPath"/>: "sm90a" or
+/// "sm80" (the grouped-GEMM family a null configuration takes for the forward on this card, MOENATIVE_FORCE_SM80
+/// included); <paramref name="AutotuneChoices"/>: "GEMM T=shape-class: config" per tuned GEMM (an sm_90a tile's name
+/// starts with sm90a_).</summary>
 public sealed record BenchmarkReport(
     string Device, DeviceRates Rates, string Config, int HiddenSize, int IntermediateSize, int NumExperts, int TopK,
-    string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows)
+    string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows,
+    string GemmPath = "", IReadOnlyList<string>? AutotuneChoices = null)
 {
     /// <summary>Indented JSON with snake_case names.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, BenchmarkJsonContext.Default.BenchmarkReport);
@@ -152,6 +158,7 @@ public sealed class BlockBenchmark
         MoeConfig c = _options.Config;
         ScalarType dt = _options.DType;
         var rows = new List<BenchmarkRow>();
+        var choices = new List<string>();
         progress?.Invoke(new BenchmarkProgress("fused", 0, "generating and uploading weights"));
         MoeWeights weights = MoeWeights.Random(c, _options.Seed, dt);
         using (var deviceWeights = Qwen3MoeDeviceWeights.Upload(_context, weights, dt))
@@ -164,6 +171,8 @@ public sealed class BlockBenchmark
                     cancellationToken.ThrowIfCancellationRequested();
                     rows.AddRange(TimeDevice(fused, tokens, progress, cancellationToken));
                 }
+                foreach (var ((gemm, shapeClass), cfg) in block.ChosenConfigs.OrderBy(kv => kv.Key.ShapeClassTokens).ThenBy(kv => kv.Key.Gemm))
+                    choices.Add(string.Create(CultureInfo.InvariantCulture, $"{gemm} T={shapeClass}: {cfg?.Name ?? "default"}"));
             }
             if (_options.IncludeCublasGrouped)
             {
@@ -191,7 +200,8 @@ public sealed class BlockBenchmark
             }
         }
         return new BenchmarkReport(_context.Name, Rates, c.Name ?? "config", c.HiddenSize, c.IntermediateSize, c.NumExperts, c.TopK,
-            dt.ShortName(), _options.Fused.Describe(), started, rows);
+            dt.ShortName(), _options.Fused.Describe(), started, rows,
+            GroupedGemm.For(_context).PathName(GroupedGemmLayout.ForwardNT, dt), choices);
     }
 
     // ---- fused ----------------------------------------------------------------------------------------------------

@@ -15,6 +15,10 @@ public sealed record CheckpointLoadOptions
 
     /// <summary>Decoder layers to load; null: every MoE layer of the checkpoint.</summary>
     public IReadOnlyList<int>? Layers { get; init; }
+
+    /// <summary>Refuse a weight that is NaN or ±Inf once rounded to the device dtype (an fp16 overflow counts):
+    /// every staged chunk is checked on the host before it is sent (parallel; costs load rate). Off by default.</summary>
+    public bool RequireFinite { get; init; }
 }
 
 /// <summary>Where a load stands: file bytes staged so far of the total, the layer being loaded.</summary>
@@ -51,6 +55,9 @@ public static class ProcessMemory
     /// <summary>RssAnon: resident anonymous memory (heap, stacks, pinned buffers), in bytes.</summary>
     public static long AnonymousResidentBytes() => Field("RssAnon:");
 
+    /// <summary>VmRSS: resident set now (anonymous and file-backed, including mapped files), in bytes.</summary>
+    public static long ResidentBytes() => Field("VmRSS:");
+
     /// <summary>VmHWM: peak resident set (anonymous and file-backed, including mapped files), in bytes.</summary>
     public static long PeakResidentBytes() => Field("VmHWM:");
 
@@ -61,7 +68,7 @@ public static class ProcessMemory
             foreach (string line in File.ReadLines("/proc/self/status"))
             {
                 if (!line.StartsWith(name, StringComparison.Ordinal)) continue;
-                string[] parts = line[name.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                string[] parts = line[name.Length..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries); // "VmRSS:\t  2124 kB"
                 return long.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture) * 1024; // "kB"
             }
         }

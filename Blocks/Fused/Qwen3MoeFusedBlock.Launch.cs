@@ -46,6 +46,15 @@ public sealed partial class Qwen3MoeFusedBlock
         // 3. m_sizes, stable gather, inverse
         _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e);
         Probe(s, "routing_indices");
+        // 4-8 for few tokens: the decode kernels (two launches stream the hit experts' weights once) write the same
+        //    G1, A, G2 and Y as the grouped path below
+        if (_decode.Applies(tokens, x))
+        {
+            _decode.Forward(_kernels, s, x, _weights.GateUpRange, _weights.DownRange, mSizes, gather, inverse, w, g1, act, g2, y, tokens);
+            Probe(s, "decode_experts");
+            _saved = new SavedForward(tokens, x, sel, w, true);
+            return;
+        }
         // 4. Xp = X[gather/k]: always fused into GEMM1's loads (a(r) = gather[r]/k), with or without PermuteX: the
         //    same A values as a gathered copy (bit-identical G1), without the copy's TK·H writes and reads.
         DeviceRange a1 = x;
@@ -173,6 +182,7 @@ public sealed partial class Qwen3MoeFusedBlock
         _forwardWorkspace = null;
         _forwardWorkspace = new BlockWorkspace(Context, layout);
         _saved = default;
+        if (_decode.Supported && Options.Decode != DecodeMode.Off) _decode.Reserve();
 
         _iota?.Dispose();
         _iota = null;

@@ -34,7 +34,8 @@ namespace MoeNative.Blocks;
 /// <see cref="MoeLimits.MaxReferenceTokens"/> (its [T·k,2I] results are .NET arrays).</para>
 /// <para><b>Graphs</b>: <see cref="Forward{TElem}"/> can be captured in a <see cref="CudaGraph"/> once the block
 /// has run that shape class directly (workspace allocated, autotune done): see <see cref="Reserve"/>.</para>
-/// <para>Not thread-safe: one caller at a time.</para>
+/// <para>Not thread-safe: one caller at a time. A call while another thread is inside one of the block's entry
+/// points throws <see cref="InvalidOperationException"/> (see <see cref="BlockEntryGuard"/>); use one block per thread.</para>
 /// </remarks>
 public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
 {
@@ -43,6 +44,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     private readonly GemmTuner _tuner;
     private readonly MoeKernels _kernels;
     private readonly GroupedGemm _gemm;
+    private readonly FusedDecodePath _decode;
 
     private BlockWorkspace? _forwardWorkspace;     // per shape class, grow-only
     private BlockWorkspace? _backwardWorkspace;    // per shape class, grow-only, allocated on the first backward
@@ -52,6 +54,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     private CudaStream? _hostStream;
     private SavedForward _saved;
     private bool _disposed;
+    private readonly BlockEntryGuard _entry = new(); // one thread at a time (BlockEntryGuard says why)
 
     /// <summary>Uploads <paramref name="weights"/> in <paramref name="dtype"/> (owned by the block).</summary>
     /// <exception cref="ArgumentException">Options that contradict each other (see <see cref="FusedBlockOptions.Validate"/>).</exception>
@@ -80,6 +83,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
             _tuner = new GemmTuner(options);
             _kernels = MoeKernels.For(weights.Context);
             _gemm = GroupedGemm.For(weights.Context);
+            _decode = new FusedDecodePath(weights.Context, weights.Config, weights.DType, options);
         }
         catch
         {
@@ -153,6 +157,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     public void Reserve(int tokens, bool backward = false)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
         MoeLimits.CheckDeviceTokens(Config, tokens, nameof(tokens));
         EnsureForwardWorkspace(tokens);
@@ -173,6 +178,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         int tokens, DeviceRouting<TElem>? routing = null) where TElem : unmanaged
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(y);
@@ -206,6 +212,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         where TElem : unmanaged
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ThrowIfInferenceOnly();
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(dY);
@@ -257,6 +264,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         _backwardWorkspace?.Dispose();
         _iota?.Dispose();
         _ones?.Dispose();
+        _decode.Dispose();
         _hostStream?.Dispose();
         if (_ownsWeights) _weights.Dispose();
     }

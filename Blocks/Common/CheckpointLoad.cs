@@ -51,6 +51,9 @@ public static class ProcessMemory
     /// <summary>RssAnon: resident anonymous memory (heap, stacks, pinned buffers), in bytes.</summary>
     public static long AnonymousResidentBytes() => Field("RssAnon:");
 
+    /// <summary>VmRSS: resident set now (anonymous and file-backed, including mapped files), in bytes.</summary>
+    public static long ResidentBytes() => Field("VmRSS:");
+
     /// <summary>VmHWM: peak resident set (anonymous and file-backed, including mapped files), in bytes.</summary>
     public static long PeakResidentBytes() => Field("VmHWM:");
 
@@ -61,7 +64,7 @@ public static class ProcessMemory
             foreach (string line in File.ReadLines("/proc/self/status"))
             {
                 if (!line.StartsWith(name, StringComparison.Ordinal)) continue;
-                string[] parts = line[name.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                string[] parts = line[name.Length..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries); // "VmRSS:\t  2124 kB"
                 return long.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture) * 1024; // "kB"
             }
         }

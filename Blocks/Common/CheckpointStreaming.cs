@@ -30,7 +30,8 @@ internal interface IStagingTarget
 /// <summary>
 /// Streams checkpoint tensors (memory-mapped) through an <see cref="IStagingTarget"/> in chunks: the host copies chunk
 /// n + 1 into one staging slot while the transfer of chunk n from the other is in flight. Host memory used: the two
-/// slots, whatever the tensor or layer size. Destinations are indexed by <see cref="MoeWeightPart"/>.
+/// slots, whatever the tensor or layer size (mapped file pages are released once staged). Destinations are indexed by
+/// <see cref="MoeWeightPart"/>.
 /// </summary>
 internal static class CheckpointStreamer
 {
@@ -58,6 +59,7 @@ internal static class CheckpointStreamer
                 int n = (int)Math.Min(chunk, view.ByteLength - offset);
                 Span<byte> staging = target.Acquire(slot);
                 CopyParallel(view, offset, staging[..n]);
+                view.Release(offset, n); // the mapped pages are staged: drop them from the resident set
                 target.Submit(slot, n, p.FileDType, (int)p.Part, p.ElementOffset + offset / elementBytes);
                 onBytes?.Invoke(n);
                 slot ^= 1;

@@ -73,10 +73,7 @@ public sealed class Qwen3MoeModelWeights : IDisposable
         long fileBytes = plans.Sum(p => p.Placements.Sum(t => t.ByteLength));
         long perLayer = checked((config.RouterElements + config.GateUpElements + config.DownElements) * dtype.SizeOf());
         long deviceBytes = checked(perLayer * plans.Length);
-        long free = context.GetMemoryInfo().FreeBytes;
-        if (deviceBytes > free)
-            throw new InvalidOperationException(
-                $"Loading {plans.Length} layers of {config} in {dtype.ShortName()} needs {deviceBytes / 1e9:0.00} GB of device memory; {free / 1e9:0.00} GB are free on {context.Name}.");
+        CheckFits(deviceBytes, context.GetMemoryInfo().FreeBytes, plans.Length, config, dtype, context.Name);
 
         var loaded = new Dictionary<int, Qwen3MoeDeviceWeights>();
         try
@@ -103,6 +100,14 @@ public sealed class Qwen3MoeModelWeights : IDisposable
             foreach (Qwen3MoeDeviceWeights w in loaded.Values) w.Dispose();
             throw;
         }
+    }
+
+    /// <exception cref="InvalidOperationException"><paramref name="deviceBytes"/> &gt; <paramref name="freeBytes"/> (both named, in GB).</exception>
+    internal static void CheckFits(long deviceBytes, long freeBytes, int layers, MoeConfig config, ScalarType dtype, string device)
+    {
+        if (deviceBytes > freeBytes)
+            throw new InvalidOperationException(
+                $"Loading {layers} layers of {config} in {dtype.ShortName()} needs {deviceBytes / 1e9:0.00} GB of device memory; {freeBytes / 1e9:0.00} GB are free on {device}.");
     }
 
     public void Dispose()

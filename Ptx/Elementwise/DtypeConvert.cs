@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using MoeNative.Interop;
+using static MoeNative.Interop.DeviceRangeChecks;
 
 namespace MoeNative.Ptx;
 
@@ -83,8 +84,7 @@ public sealed class DtypeConvertKernels
         long count)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        if (!ReferenceEquals(stream.Context, Context) && stream.Context.Handle != Context.Handle)
-            throw new ArgumentException($"The stream belongs to another context than these kernels ({Context}).", nameof(stream));
+        Context.EnsureSameContext(stream.Context, nameof(stream), "these kernels");
         if (from == to) throw new ArgumentException($"from and to are both {from.ShortName()}: copy instead of converting.", nameof(to));
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         long srcBytes = checked(count * from.SizeOf()), dstBytes = checked(count * to.SizeOf());
@@ -108,10 +108,4 @@ public sealed class DtypeConvertKernels
         }
     }
 
-    private static void Need(DeviceRange range, long bytes, string name, string shape)
-    {
-        if (range.IsNull) throw new ArgumentException($"{name} {shape} is a null device pointer.", name);
-        if (range.Bytes != DeviceRange.UnknownSize && range.Bytes < bytes)
-            throw new ArgumentException($"{name} must hold {shape} = {bytes} bytes; it has {range.Bytes}.", name);
-    }
 }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using MoeNative.Interop;
 using MoeNative.Interop.Native;
+using static MoeNative.Interop.DeviceRangeChecks;
 
 namespace MoeNative.Ptx;
 
@@ -23,7 +24,7 @@ public sealed class GroupedGemm
 {
     private static readonly ConditionalWeakTable<CudaContext, GroupedGemm> Instances = new();
 
-    private readonly ConcurrentDictionary<(GroupedGemmLayout, ScalarType, GemmConfig), LoadedGemm> _loaded = new();
+    private readonly ConcurrentDictionary<GroupedGemmSpecKey, LoadedGemm> _loaded = new();
     private readonly Lock _gate = new();
 
     /// <summary>Use <see cref="For"/>; a second instance for one context works but JITs its own copies.</summary>
@@ -230,7 +231,7 @@ public sealed class GroupedGemm
         GroupedGemmSpecs.Tag(layout); // validates the layout
         CheckArchitecture(computeCapability);
         // sm_90a (9.0 only): its 128-row tiles once experts average 128 rows or more. Measured on an H200 (docs/PERF.md
-        // v8): at ~64 rows per expert (Qwen3-30B-A3B T = 1024) the sm_80 128x128x64 tile is faster (0.340 vs 0.415 ms).
+        // v10): at ~64 rows per expert (Qwen3-30B-A3B T = 1024) the sm_80 128x128x64 tile is faster (0.340 vs 0.415 ms).
         if (sm90a && Sm90aAvailable(computeCapability) && GroupedGemmSm90aSpecs.Candidates(layout, dtype).Count > 0
             && rows.TotalRows / Math.Max(1, Math.Min(rows.Experts, rows.TotalRows)) >= 128)
             return GroupedGemmSm90aSpecs.Default(layout == GroupedGemmLayout.ForwardNT ? n : k);
@@ -239,8 +240,9 @@ public sealed class GroupedGemm
         long activeExperts = Math.Max(1, Math.Min(rows.Experts, rows.TotalRows));
         bool fewRows = layout != GroupedGemmLayout.BackwardWeightTN && rows.TotalRows / activeExperts < 128;
         GemmConfig? fallback = null;
-        foreach (GemmConfig cfg in candidates)
+        for (int c = 0; c < candidates.Count; c++) // NOTE: an index loop: foreach over the interface would allocate an enumerator per call
         {
+            GemmConfig cfg = candidates[c];
             if (fewRows && cfg.BlockM > 64) continue;
             fallback = cfg;
             if (EstimatedTiles(layout, cfg, rows, n, k) >= multiprocessors) return cfg;
@@ -325,10 +327,10 @@ public sealed class GroupedGemm
                 break;
         }
         ulong elem = (ulong)es;
-        CheckAligned(a, elem, nameof(a));
-        CheckAligned(second, elem, weightGrad ? "b" : "w");
-        CheckAligned(output, elem, weightGrad ? "dw" : "c");
-        CheckAligned(rowScale, elem, nameof(rowScale));
+        Aligned(a, elem, nameof(a));
+        Aligned(second, elem, weightGrad ? "b" : "w");
+        Aligned(output, elem, weightGrad ? "dw" : "c");
+        Aligned(rowScale, elem, nameof(rowScale));
 
         // tensor cores move 16-byte chunks (8 elements): every row start and base must be 16-byte aligned
         bool tensorCoreShape = math != GemmMath.Ffma && n % 8 == 0 && k % 8 == 0
@@ -378,7 +380,7 @@ public sealed class GroupedGemm
 
     private LoadedGemm Load(GroupedGemmSpec spec)
     {
-        var key = (spec.Layout, spec.DType, spec.Config);
+        GroupedGemmSpecKey key = spec.Key;
         if (_loaded.TryGetValue(key, out LoadedGemm? hit)) return hit;
         lock (_gate)
         {
@@ -441,28 +443,13 @@ public sealed class GroupedGemm
     private void CheckStream(CudaStream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        if (!ReferenceEquals(stream.Context, Context))
-            throw new ArgumentException($"The stream belongs to another context than this GroupedGemm ({Context}).", nameof(stream));
+        Context.EnsureSameContext(stream.Context, nameof(stream), "this GroupedGemm");
     }
 
     private static void CheckArchitecture((int Major, int Minor) cc)
     {
         if (cc.Major < 8)
             throw new NotSupportedException($"The grouped-GEMM kernels need compute capability 8.0 or newer (sm_80: cp.async, ldmatrix, bf16 mma); the device is {cc.Major}.{cc.Minor}.");
-    }
-
-    private static void Need(DeviceRange range, long bytes, string name, string shape)
-    {
-        if (bytes == 0) return;
-        if (range.IsNull) throw new ArgumentException($"{shape} is a null device pointer.", name);
-        if (range.Bytes != DeviceRange.UnknownSize && range.Bytes < bytes)
-            throw new ArgumentException($"{name} must hold {shape} = {bytes} bytes; it has {range.Bytes}.", name);
-    }
-
-    private static void CheckAligned(DeviceRange range, ulong alignment, string name)
-    {
-        if (range.Pointer % alignment != 0)
-            throw new ArgumentException($"{name} (0x{range.Pointer:x}) must be {alignment}-byte aligned.", name);
     }
 
     private static long CeilDiv(long a, long b) => (a + b - 1) / b;

@@ -38,9 +38,7 @@ public sealed partial class MoeKernels
     private void CheckStream(CudaStream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        // NOTE: compare driver handles, not objects: two CudaContext objects may wrap the same primary context.
-        if (!ReferenceEquals(stream.Context, Context) && stream.Context.Handle != Context.Handle)
-            throw new ArgumentException($"The stream belongs to another context than these kernels ({Context}).", nameof(stream));
+        Context.EnsureSameContext(stream.Context, nameof(stream), "these kernels");
     }
 
     private static int ElementSize(ScalarType dtype) => dtype switch
@@ -53,19 +51,6 @@ public sealed partial class MoeKernels
     private static void NonNegative(int value, string name)
     {
         if (value < 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be >= 0.");
-    }
-
-    private static void Need(DeviceRange range, long bytes, string name, string shape)
-    {
-        if (bytes == 0) return;
-        if (range.IsNull) throw new ArgumentException($"{name} {shape} is a null device pointer.", name);
-        if (range.Bytes != DeviceRange.UnknownSize && range.Bytes < bytes)
-            throw new ArgumentException($"{name} must hold {shape} = {bytes} bytes; it has {range.Bytes}.", name);
-    }
-
-    private static void Optional(DeviceRange range, long bytes, string name, string shape)
-    {
-        if (!range.IsNull) Need(range, bytes, name, shape);
     }
 
     private static uint CeilDiv(int n, int d) => (uint)((n + d - 1) / d);

@@ -59,7 +59,7 @@ public static class PtxModuleCache
         if (!ptx.TypesMatch(cs))
             throw new InvalidOperationException("Launch args do not match the PTX .entry:\n" + ptx.DescribeMismatch(cs));
         CudaModule loaded = GetOrLoad(ctx, module.ModuleName, module.Ptx);
-        CudaKernel kernel = loaded.GetKernel(entryName);
+        CudaKernel kernel = loaded.GetKernel(entryName, ptx.Parameters.Count);
         CheckOffsets(kernel, spec.ArgsType);
         return new PtxKernel<TArgs>(kernel);
     }

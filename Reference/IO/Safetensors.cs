@@ -378,4 +378,28 @@ public readonly unsafe struct SafetensorsTensorView
                 $"Bytes [{byteOffset}, {byteOffset}+{byteCount}) are not inside tensor '{Info.Name}' ({ByteLength} bytes).");
         return new ReadOnlySpan<byte>((byte*)_address + byteOffset, byteCount);
     }
+
+    /// <summary>
+    /// Tells the OS that bytes [<paramref name="byteOffset"/>, +<paramref name="byteCount"/>) will not be read again soon
+    /// (Linux <c>madvise(MADV_DONTNEED)</c> on the whole pages inside the range; elsewhere nothing): the mapping drops
+    /// them, so streaming a large checkpoint does not grow the process's resident set by the file's size (the data stays
+    /// in the page cache; a later read maps it again). Reading the range afterwards is still valid.
+    /// </summary>
+    public void Release(long byteOffset, long byteCount)
+    {
+        _file.ThrowIfDisposed();
+        if (!OperatingSystem.IsLinux() || byteCount <= 0) return;
+        long page = Environment.SystemPageSize;
+        long start = ((long)_address + byteOffset + page - 1) / page * page, end = ((long)_address + byteOffset + byteCount) / page * page;
+        if (end > start) _ = MemoryAdvice.madvise((nint)start, (nuint)(end - start), MemoryAdvice.MADV_DONTNEED);
+    }
+}
+
+/// <summary>libc <c>madvise</c> (Linux), for <see cref="SafetensorsTensorView.Release"/>.</summary>
+internal static partial class MemoryAdvice
+{
+    internal const int MADV_DONTNEED = 4;
+
+    [LibraryImport("libc", EntryPoint = "madvise")]
+    internal static partial int madvise(nint address, nuint length, int advice);
 }

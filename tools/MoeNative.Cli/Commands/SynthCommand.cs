@@ -20,7 +20,7 @@ public static class SynthCommand
             Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json (or its folder).",
             Required = true,
         };
-        var output = new Option<string>("--out", "-o") { Description = "Folder to write (created if missing).", Required = true };
+        var output = new Option<string>("--output", CliOptions.Names.Output) { Description = "Folder to write (created if missing).", Required = true };
         var layers = new Option<int>("--layers") { Description = "Number of MoE decoder layers.", DefaultValueFactory = _ => 1 };
         var layout = new Option<string>("--layout")
         {
@@ -30,7 +30,7 @@ public static class SynthCommand
         };
         layout.AcceptOnlyFromAmong("per-expert", "fused");
         var dtype = CliOptions.Dtype(ScalarType.BFloat16, "dtype of the stored tensors.");
-        var seed = new Option<int>("--seed") { Description = "Seed of the weights.", DefaultValueFactory = _ => 1 };
+        var seed = new Option<int>("--seed", CliOptions.Names.Seed) { Description = "Seed of the weights.", DefaultValueFactory = _ => 1 };
         var command = new Command("synth", "Write a synthetic checkpoint (random MoE layers, HF names, sharded with an index) for load tests.")
         {
             config, output, layers, layout, dtype, seed,
@@ -43,7 +43,7 @@ public static class SynthCommand
     public static int Run(CliConsole console, string configText, string output, int layers, string layout, ScalarType dtype, int seed)
     {
         if (layers < 1) throw new CliUsageException($"--layers must be at least 1, got {layers}");
-        if (File.Exists(output)) throw new CliUsageException($"--out {output} is a file; give a folder");
+        if (File.Exists(output)) throw new CliUsageException($"--output {output} is a file; give a folder");
         MoeConfig config = MoeConfig.Resolve(configText);
         CheckpointLayout kind = layout == "fused" ? CheckpointLayout.Fused : CheckpointLayout.PerExpert;
         var clock = Stopwatch.StartNew();

@@ -1,3 +1,4 @@
+using MoeNative.Interop;
 using MoeNative.Reference;
 
 namespace MoeNative.Blocks;
@@ -7,7 +8,7 @@ namespace MoeNative.Blocks;
 /// that they are testable without a GPU. Every failure is an <see cref="ArgumentException"/> naming the parameter,
 /// the expected shape and what was passed.
 /// </summary>
-internal static class FusedBlockChecks
+internal static class BlockChecks
 {
     /// <summary>The element type of a device buffer must be the one that stores <paramref name="dtype"/>.</summary>
     public static void ElementType(ScalarType dtype, Type elementType, string paramName)
@@ -19,10 +20,15 @@ internal static class FusedBlockChecks
     }
 
     /// <summary>A buffer must hold at least the elements of its shape.</summary>
-    public static void Length(long actual, long required, string paramName, string shape)
+    /// <param name="actual">Elements the buffer has.</param>
+    /// <param name="required">Elements the shape needs.</param>
+    /// <param name="paramName">The parameter.</param>
+    /// <param name="shape">The shape (an interpolated string formatted only when the check fails: no allocation otherwise).</param>
+    public static void Length(long actual, long required, string paramName,
+        [System.Runtime.CompilerServices.InterpolatedStringHandlerArgument(nameof(actual), nameof(required))] ref CheckMessage shape)
     {
         if (actual < required)
-            throw new ArgumentException($"{paramName} must hold {shape} = {required} elements, has {actual}.", paramName);
+            throw new ArgumentException($"{paramName} must hold {shape.ToStringAndClear()} = {required} elements, has {actual}.", paramName);
     }
 
     /// <summary>Forward: x and y [T,H]; routing (when given) Selected [T,k] and Weights [T,k].</summary>
@@ -49,5 +55,30 @@ internal static class FusedBlockChecks
         Length(routerLength, c.RouterElements, "gradients.Router", $"[E={c.NumExperts},H={c.HiddenSize}]");
         Length(gateUpLength, c.GateUpElements, "gradients.GateUp", $"[E={c.NumExperts},2I={2 * c.IntermediateSize},H={c.HiddenSize}]");
         Length(downLength, c.DownElements, "gradients.Down", $"[E={c.NumExperts},H={c.HiddenSize},I={c.IntermediateSize}]");
+    }
+
+    /// <summary>The stream and every buffer of a forward belong to the block's CudaContext object (the Interop rule,
+    /// <see cref="CudaContext.EnsureSameContext"/>): checked before any launch.</summary>
+    public static void ForwardContexts<TElem>(CudaContext block, CudaStream stream, DeviceBuffer<TElem> x, DeviceBuffer<TElem> y,
+        DeviceRouting<TElem>? routing) where TElem : unmanaged
+    {
+        block.EnsureSameContext(stream.Context, nameof(stream), "the block");
+        block.EnsureSameContext(x.Context, nameof(x), "the block");
+        block.EnsureSameContext(y.Context, nameof(y), "the block");
+        if (routing is null) return;
+        block.EnsureSameContext(routing.Selected.Context, nameof(routing), "the block");
+        block.EnsureSameContext(routing.Weights.Context, nameof(routing), "the block");
+    }
+
+    /// <summary>The stream and every buffer of a backward belong to the block's CudaContext object.</summary>
+    public static void BackwardContexts<TElem>(CudaContext block, CudaStream stream, DeviceBuffer<TElem> dY, DeviceGradients<TElem> gradients)
+        where TElem : unmanaged
+    {
+        block.EnsureSameContext(stream.Context, nameof(stream), "the block");
+        block.EnsureSameContext(dY.Context, nameof(dY), "the block");
+        block.EnsureSameContext(gradients.X.Context, "gradients.X", "the block");
+        block.EnsureSameContext(gradients.Router.Context, "gradients.Router", "the block");
+        block.EnsureSameContext(gradients.GateUp.Context, "gradients.GateUp", "the block");
+        block.EnsureSameContext(gradients.Down.Context, "gradients.Down", "the block");
     }
 }

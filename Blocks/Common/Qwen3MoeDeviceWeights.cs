@@ -107,6 +107,11 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
             router = new DeviceBuffer<byte>(context, checked(config.RouterElements * s));
             gateUp = new DeviceBuffer<byte>(context, checked(config.GateUpElements * s));
             down = new DeviceBuffer<byte>(context, checked(config.DownElements * s));
+            // NOTE: poisoned first (0xFF = NaN in every dtype; memset at device bandwidth), so a byte the stream
+            // missed can never pass for a weight.
+            router.FillBytes(0xFF);
+            gateUp.FillBytes(0xFF);
+            down.FillBytes(0xFF);
             target.SetDestinations(router, gateUp, down); // indexed by MoeWeightPart
             CheckpointStreamer.Run(placements, target, onBytes);
             return new Qwen3MoeDeviceWeights(context, config.Validate(), dtype, router, gateUp, down);

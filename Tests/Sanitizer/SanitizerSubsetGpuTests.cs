@@ -11,7 +11,7 @@ namespace MoeNative.Tests.Sanitizer;
 /// - grouped GEMM, per layout (NT forward, NN backward-data, TN backward-weight) and dtype: every candidate tile
 ///   configuration (and the FFMA kernel) on one odd shape with empty and one-row experts, in the plain row mode; the
 ///   first configuration in every row mode (gather, gather-by-token, scatter, scaled); an unaligned shape (SIMT);
-/// - the fused block on the small configs, every valid (permute_x, permute_y), forward and backward, against the
+/// - the fused block on the small configs at T = 7 and 300, every valid (permute_x, permute_y), forward and backward, against the
 ///   grouped reference: routing, router GEMV/GEMM, silu-mul, top-k combine and dX reduction kernels in situ, and the
 ///   arch dispatch of the card it runs on (sm_90a kernels on a Hopper where the block picks them).
 /// The small-kernel classes (Routing, Elementwise) and the graph replay test run whole beside it (see run.sh).
@@ -42,8 +42,9 @@ public sealed class SanitizerSubsetGpuTests
     public static IEnumerable<object[]> FusedRows() =>
         from config in new[] { "small-k1", "small" }
         from dtype in BlockTestModels.DTypes
+        from tokens in new[] { 7, 300 }   // the decode path (small T, when the block picks it) and the prefill path
         from p in BlockTestModels.Permutes
-        select new object[] { config, dtype, 7, p.X, p.Y, false };
+        select new object[] { config, dtype, tokens, p.X, p.Y, false };
 
     public static string RowName(System.Reflection.MethodInfo method, object[] row) => GroupedGemmGpuTests.RowName(method, row);
 

@@ -173,7 +173,8 @@ public sealed class CudaKernel
         if (block.X == 0 || block.Y == 0 || block.Z == 0 || block.Volume > 1024)
             throw new ArgumentOutOfRangeException(nameof(block), block, $"Block of '{Name}' must have 1..1024 threads.");
         ArgumentOutOfRangeException.ThrowIfNegative(dynamicSharedBytes);
-        Context.EnsureSameContext(stream.Context, nameof(stream), $"kernel '{Name}'");
+        if (!Context.IsSameContext(stream.Context)) // NOTE: the owner text is built only on failure (launches allocate nothing)
+            Context.EnsureSameContext(stream.Context, nameof(stream), $"kernel '{Name}'");
 
         int argsBytes = Unsafe.SizeOf<TArgs>();
         long paramBytes = ParamBytes();

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using MoeNative.Interop;
+using static MoeNative.Interop.DeviceRangeChecks;
 
 namespace MoeNative.Ptx;
 
@@ -22,7 +23,7 @@ public sealed class GroupedGemm
 {
     private static readonly ConditionalWeakTable<CudaContext, GroupedGemm> Instances = new();
 
-    private readonly ConcurrentDictionary<(GroupedGemmLayout, ScalarType, GemmConfig), LoadedGemm> _loaded = new();
+    private readonly ConcurrentDictionary<GroupedGemmSpecKey, LoadedGemm> _loaded = new();
     private readonly Lock _gate = new();
 
     /// <summary>Use <see cref="For"/>; a second instance for one context works but JITs its own copies.</summary>
@@ -175,8 +176,9 @@ public sealed class GroupedGemm
         long activeExperts = Math.Max(1, Math.Min(rows.Experts, rows.TotalRows));
         bool fewRows = layout != GroupedGemmLayout.BackwardWeightTN && rows.TotalRows / activeExperts < 128;
         GemmConfig? fallback = null;
-        foreach (GemmConfig cfg in candidates)
+        for (int c = 0; c < candidates.Count; c++) // NOTE: an index loop: foreach over the interface would allocate an enumerator per call
         {
+            GemmConfig cfg = candidates[c];
             if (fewRows && cfg.BlockM > 64) continue;
             fallback = cfg;
             if (EstimatedTiles(layout, cfg, rows, n, k) >= multiprocessors) return cfg;
@@ -257,10 +259,10 @@ public sealed class GroupedGemm
                 break;
         }
         ulong elem = (ulong)es;
-        CheckAligned(a, elem, nameof(a));
-        CheckAligned(second, elem, weightGrad ? "b" : "w");
-        CheckAligned(output, elem, weightGrad ? "dw" : "c");
-        CheckAligned(rowScale, elem, nameof(rowScale));
+        Aligned(a, elem, nameof(a));
+        Aligned(second, elem, weightGrad ? "b" : "w");
+        Aligned(output, elem, weightGrad ? "dw" : "c");
+        Aligned(rowScale, elem, nameof(rowScale));
 
         // tensor cores move 16-byte chunks (8 elements): every row start and base must be 16-byte aligned
         bool tensorCoreShape = math == GemmMath.MmaSm80 && n % 8 == 0 && k % 8 == 0
@@ -310,7 +312,7 @@ public sealed class GroupedGemm
 
     private LoadedGemm Load(GroupedGemmSpec spec)
     {
-        var key = (spec.Layout, spec.DType, spec.Config);
+        GroupedGemmSpecKey key = spec.Key;
         if (_loaded.TryGetValue(key, out LoadedGemm? hit)) return hit;
         lock (_gate)
         {
@@ -368,20 +370,6 @@ public sealed class GroupedGemm
     {
         if (cc.Major < 8)
             throw new NotSupportedException($"The grouped-GEMM kernels need compute capability 8.0 or newer (sm_80: cp.async, ldmatrix, bf16 mma); the device is {cc.Major}.{cc.Minor}.");
-    }
-
-    private static void Need(DeviceRange range, long bytes, string name, string shape)
-    {
-        if (bytes == 0) return;
-        if (range.IsNull) throw new ArgumentException($"{shape} is a null device pointer.", name);
-        if (range.Bytes != DeviceRange.UnknownSize && range.Bytes < bytes)
-            throw new ArgumentException($"{name} must hold {shape} = {bytes} bytes; it has {range.Bytes}.", name);
-    }
-
-    private static void CheckAligned(DeviceRange range, ulong alignment, string name)
-    {
-        if (range.Pointer % alignment != 0)
-            throw new ArgumentException($"{name} (0x{range.Pointer:x}) must be {alignment}-byte aligned.", name);
     }
 
     private static long CeilDiv(long a, long b) => (a + b - 1) / b;

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 
 namespace MoeNative.Ptx;
@@ -17,6 +18,9 @@ public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType,
     /// <summary>Unique module name: file without extension + dtype + tile, e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.bf16.128x128x32_s4_w8.</summary>
     public string ModuleName => $"{Path.ChangeExtension(File, null)}.{DType.ShortName()}.{Config.Name}";
 
+    /// <summary>What identifies this specialisation (the spec cache's and the launcher's kernel cache's key).</summary>
+    public GroupedGemmSpecKey Key => new(Math, Layout, DType, Config);
+
     /// <summary>The launch-args struct of this layout.</summary>
     public Type ArgsType => GroupedGemmSpecs.ArgsTypeOf(Layout);
 
@@ -35,6 +39,13 @@ public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType,
 
     public override string ToString() => ModuleName;
 }
+
+/// <summary>
+/// What selects one grouped-GEMM specialisation: the instruction family (<see cref="GemmMath"/>, which names the
+/// architecture: SIMT FFMA, sm_80 mma.sync; an sm_90a family adds its own value), the layout, the storage dtype and
+/// the tile configuration.
+/// </summary>
+public readonly record struct GroupedGemmSpecKey(GemmMath Math, GroupedGemmLayout Layout, ScalarType DType, GemmConfig Config);
 
 /// <summary>
 /// Builds <see cref="GroupedGemmSpec"/>s: file names, entry names and the template values each PTX file expects
@@ -188,11 +199,22 @@ public static class GroupedGemmSpecs
         return FfmaKeys.ToDictionary(key => key, key => all[key]);
     }
 
-    /// <summary>Builds the specialisation of (layout, dtype, config).</summary>
+    private static readonly ConcurrentDictionary<GroupedGemmSpecKey, GroupedGemmSpec> Built = new();
+
+    /// <summary>The specialisation of (layout, dtype, config), built once per process and then returned from a cache
+    /// keyed by <see cref="GroupedGemmSpecKey"/> (a call's planning allocates nothing once its spec exists).</summary>
     /// <exception cref="ArgumentException">The configuration is invalid for this dtype (message says why).</exception>
     public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
+        var key = new GroupedGemmSpecKey(MathOf(config), layout, dtype, config);
+        if (Built.TryGetValue(key, out GroupedGemmSpec? spec)) return spec;
+        // NOTE: an invalid configuration throws in Build and is never cached.
+        return Built.GetOrAdd(key, Build(layout, dtype, config));
+    }
+
+    private static GroupedGemmSpec Build(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
+    {
         string tag = Tag(layout);
         if (Problem(layout, dtype, config) is { } problem)
             throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));

@@ -18,13 +18,11 @@ public static class LoadCommand
 {
     public static Command Create(CliConsole console)
     {
-        var config = new Option<string>("--config", "-c")
+        Option<string?> config = CliOptions.Config();
+        config.Required = true;
+        var weights = new Option<string>("--weights", CliOptions.Names.Weights)
         {
-            Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json (or its folder).",
-            Required = true,
-        };
-        var weights = new Option<string>("--weights", "-w")
-        {
+            HelpName = "DIR|FILE",
             Description = "A checkpoint folder (shards with model.safetensors.index.json) or a .safetensors file with model.layers.L.mlp.* names.",
             Required = true,
         };
@@ -33,12 +31,12 @@ public static class LoadCommand
         var chunk = new Option<int>("--chunk-mib") { Description = "Pinned staging chunk (two are used), MiB.", DefaultValueFactory = _ => CheckpointLoadOptions.DefaultChunkBytes >> 20 };
         var seqlen = new Option<int>("--seqlen", CliOptions.Names.SeqLen) { Description = "After loading, run the fused block on T random tokens through every layer (0: load only).", DefaultValueFactory = _ => 0 };
         var backward = new Option<bool>("--backward") { Description = "With --seqlen: also run the backward of every layer." };
-        var seed = new Option<int>("--seed", CliOptions.Names.Seed) { Description = "Seed of the random hidden states.", DefaultValueFactory = _ => 1 };
+        var seed = CliOptions.Seed(1, "Seed of the random hidden states.");
         var command = new Command("load", "Load every MoE layer of a checkpoint onto the GPU (progress, GB/s, host memory); optionally run each layer.")
         {
             config, weights, dtype, layers, chunk, seqlen, backward, seed,
         };
-        command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config), parse.GetRequiredValue(weights),
+        command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config)!, parse.GetRequiredValue(weights),
             parse.GetValue(dtype)?.Type, parse.GetValue(layers) is { Length: > 0 } l ? l : null, parse.GetValue(chunk), parse.GetValue(seqlen), parse.GetValue(backward), parse.GetValue(seed))));
         return command;
     }

@@ -15,12 +15,9 @@ public static class SynthCommand
 {
     public static Command Create(CliConsole console)
     {
-        var config = new Option<string>("--config", "-c")
-        {
-            Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json (or its folder).",
-            Required = true,
-        };
-        var output = new Option<string>("--output", CliOptions.Names.Output) { Description = "Folder to write (created if missing).", Required = true };
+        Option<string?> config = CliOptions.Config();
+        config.Required = true;
+        var output = CliOptions.Output<string>("Folder to write (created if missing).", "DIR", required: true);
         var layers = new Option<int>("--layers") { Description = "Number of MoE decoder layers.", DefaultValueFactory = _ => 1 };
         var layout = new Option<string>("--layout")
         {
@@ -30,12 +27,12 @@ public static class SynthCommand
         };
         layout.AcceptOnlyFromAmong("per-expert", "fused");
         var dtype = CliOptions.Dtype(ScalarType.BFloat16, "dtype of the stored tensors.");
-        var seed = new Option<int>("--seed", CliOptions.Names.Seed) { Description = "Seed of the weights.", DefaultValueFactory = _ => 1 };
+        var seed = CliOptions.Seed(1, "Seed of the weights.");
         var command = new Command("synth", "Write a synthetic checkpoint (random MoE layers, HF names, sharded with an index) for load tests.")
         {
             config, output, layers, layout, dtype, seed,
         };
-        command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config), parse.GetRequiredValue(output),
+        command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config)!, parse.GetRequiredValue(output),
             parse.GetValue(layers), parse.GetValue(layout)!, parse.GetValue(dtype)!.Type, parse.GetValue(seed))));
         return command;
     }

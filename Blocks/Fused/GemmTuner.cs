@@ -32,15 +32,23 @@ public sealed record GemmTiming(FusedGemm Gemm, int ShapeClassTokens, GemmConfig
 /// <summary>
 /// Kernel config per (GEMM, shape class): explicit from the options, or the fastest of the candidates, timed once
 /// on the first call of the shape class with CUDA events (this synchronises the stream: the only host sync of the
-/// block, and only on that first call; warm the block up before capturing it in a graph).
+/// block, and only on that first call; warm the block up before capturing it in a graph). With a
+/// <see cref="FusedBlockOptions.TuningStore"/>, a choice stored for <paramref name="context"/> that is still among the
+/// candidates is used without timing, and every new choice is stored.
 /// </summary>
-internal sealed class GemmTuner
+internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? context = null)
 {
-    private readonly FusedBlockOptions _options;
+    private readonly FusedBlockOptions _options = options;
     private readonly Dictionary<(FusedGemm, int), GemmConfig?> _chosen = new();
+    private readonly HashSet<(FusedGemm, int)> _fromStore = [];
     private readonly List<GemmTiming> _timings = [];
+    private readonly Dictionary<(FusedGemm, int), GemmConfig> _stored =
+        options.Autotune && options.TuningStore is { } store && context is not null
+            ? store.Load(context).ToDictionary(c => (c.Gemm, c.ShapeClassTokens), c => c.Config)
+            : [];
 
-    public GemmTuner(FusedBlockOptions options) => _options = options;
+    /// <summary>The (GEMM, shape class) pairs whose config came from the tuning store, not from timing.</summary>
+    public IReadOnlySet<(FusedGemm Gemm, int ShapeClassTokens)> FromStore => _fromStore;
 
     /// <summary>Every autotune measurement so far, in order.</summary>
     public IReadOnlyList<GemmTiming> Timings => _timings;
@@ -68,16 +76,39 @@ internal sealed class GemmTuner
     {
         if (!_options.Autotune) return _options.ExplicitConfig(call.Gemm);
         if (_chosen.TryGetValue((call.Gemm, shapeClass), out GemmConfig? config)) return config;
-        config = Tune(gemm, stream, dtype, shapeClass, call);
-        _chosen[(call.Gemm, shapeClass)] = config;
-        return config;
-    }
-
-    private GemmConfig Tune(GroupedGemm gemm, CudaStream stream, ScalarType dtype, int shapeClass, FusedGemmCall call)
-    {
         // NOTE: the candidate list depends only on layout, dtype and card today; a shape-aware filter (e.g. dropping
         // 128-row tiles for decode) would slot in here, from call.Rows / N / K.
         IReadOnlyList<GemmConfig> candidates = GroupedGemm.Candidates(call.Layout, dtype, stream.Context);
+        FusedGemmCall timed = call; // NOTE: an `in` parameter cannot be captured; the lambda runs only on this first call
+        return Decide(call.Gemm, shapeClass, candidates, () => Tune(gemm, stream, dtype, shapeClass, timed, candidates));
+    }
+
+    /// <summary>
+    /// The first choice of (<paramref name="which"/>, <paramref name="shapeClass"/>): the stored one when it is still
+    /// among <paramref name="candidates"/> (no timing), else what <paramref name="tune"/> measures (then stored);
+    /// recorded in <see cref="Chosen"/>.
+    /// </summary>
+    internal GemmConfig Decide(FusedGemm which, int shapeClass, IReadOnlyList<GemmConfig> candidates,
+        Func<(GemmConfig Config, double Milliseconds)> tune)
+    {
+        GemmConfig config;
+        if (_stored.TryGetValue((which, shapeClass), out GemmConfig? stored) && candidates.Contains(stored))
+        {
+            config = stored;
+            _fromStore.Add((which, shapeClass));
+        }
+        else
+        {
+            (config, double ms) = tune();
+            _options.TuningStore?.TrySave(context!, new TunedChoice(which, shapeClass, config, ms));
+        }
+        _chosen[(which, shapeClass)] = config;
+        return config;
+    }
+
+    private (GemmConfig Config, double Milliseconds) Tune(GroupedGemm gemm, CudaStream stream, ScalarType dtype, int shapeClass,
+        FusedGemmCall call, IReadOnlyList<GemmConfig> candidates)
+    {
         FusedGemm which = call.Gemm;
         if (candidates.Count == 0)
             throw new InvalidOperationException($"Autotune of {which}: the grouped GEMM offers no candidate config.");
@@ -117,7 +148,7 @@ internal sealed class GemmTuner
                 best = candidate;
             }
         }
-        return best ?? throw new InvalidOperationException(
+        return best is not null ? (best, bestMs) : throw new InvalidOperationException(
             $"Autotune of {which} (shape class T≤{shapeClass}): every candidate failed: {string.Join("; ", errors)}");
     }
 }

@@ -80,7 +80,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
             _weights = weights;
             _ownsWeights = ownsWeights;
             Options = options;
-            _tuner = new GemmTuner(options);
+            _tuner = new GemmTuner(options, options.TuningStore is null ? null : TuningContext.For(weights.Context, weights.Config, weights.DType));
             _kernels = MoeKernels.For(weights.Context);
             _gemm = GroupedGemm.For(weights.Context);
             _decode = new FusedDecodePath(weights.Context, weights.Config, weights.DType, options);
@@ -130,6 +130,9 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
 
     /// <summary>The config chosen per (GEMM, shape class) by autotune so far.</summary>
     public IReadOnlyDictionary<(FusedGemm Gemm, int ShapeClassTokens), GemmConfig?> ChosenConfigs => _tuner.Chosen;
+
+    /// <summary>The chosen configs that came from <see cref="FusedBlockOptions.TuningStore"/> without timing.</summary>
+    public IReadOnlySet<(FusedGemm Gemm, int ShapeClassTokens)> StoredConfigsUsed => _tuner.FromStore;
 
     /// <summary>Token capacity of the current forward workspace (0 before the first call).</summary>
     public int WorkspaceCapacityTokens => _forwardWorkspace?.Layout.CapacityTokens ?? 0;

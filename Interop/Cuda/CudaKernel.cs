@@ -188,6 +188,37 @@ public sealed class CudaKernel
         return (nuint)paramBytes;
     }
 
+    /// <summary>(offset, size) of each parameter in the launch buffer (cuFuncGetParamInfo), or null when the driver
+    /// predates the query (CUDA &lt; 12.4), cannot answer for this function, or no parameter count was declared.</summary>
+    public unsafe IReadOnlyList<(long Offset, long Size)>? ParameterLayout
+    {
+        get
+        {
+            if (ParameterCount is not int count) return null;
+            IntPtr f = Handle;
+            var layout = new List<(long, long)>();
+            try
+            {
+                Context.MakeCurrent();
+                // NOTE: only the declared parameters are asked for (see ParamBytes: probing past the last one is an
+                // API error that compute-sanitizer reports).
+                for (nuint i = 0; i < (nuint)count; i++)
+                {
+                    nuint offset, size;
+                    if (CuDriver.cuFuncGetParamInfo(f, i, &offset, &size) != CUresult.CUDA_SUCCESS) break;
+                    layout.Add(((long)offset, (long)size));
+                }
+            }
+            catch (EntryPointNotFoundException)
+            {
+                return null;
+            }
+            GC.KeepAlive(Module);
+            return layout.Count == 0 ? null : layout;
+        }
+    }
+
+
     /// <summary>Size of the kernel's parameter buffer: the end of its last declared parameter
     /// (<see cref="ParameterCount"/> − 1), from one cuFuncGetParamInfo call; -2 when the driver predates it (CUDA &lt; 12.4)
     /// or cannot answer for this function: then the struct size is passed unchecked.

@@ -218,7 +218,6 @@ public sealed class CudaKernel
         }
     }
 
-
     /// <summary>Size of the kernel's parameter buffer: the end of its last declared parameter
     /// (<see cref="ParameterCount"/> − 1), from one cuFuncGetParamInfo call; -2 when the driver predates it (CUDA &lt; 12.4)
     /// or cannot answer for this function: then the struct size is passed unchecked.

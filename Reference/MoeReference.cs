@@ -5,7 +5,7 @@ namespace MoeNative.Reference;
 /// semantics and different rounding points: <see cref="HfMoeReference"/> and <see cref="GroupedMoeReference"/>;
 /// one backward for both. Not thread-safe (it remembers the last forward for <see cref="Backward(float[])"/>).
 /// </summary>
-public abstract class MoeReference
+public abstract class MoeReference : IMoeHostBlock
 {
     public MoeConfig Config { get; }
     /// <summary>Storage dtype: inputs, weights and every storage-dtype intermediate are rounded to it.</summary>

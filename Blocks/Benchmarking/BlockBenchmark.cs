@@ -6,110 +6,6 @@ using MoeNative.Reference;
 
 namespace MoeNative.Blocks.Benchmarking;
 
-/// <summary>What to time: a config, a dtype, token counts, passes, implementations, and the replay policy.</summary>
-public sealed record BlockBenchmarkOptions
-{
-    /// <summary>Layer shapes (H, I, E, k).</summary>
-    public required MoeConfig Config { get; init; }
-
-    /// <summary>Storage dtype. Default bf16.</summary>
-    public ScalarType DType { get; init; } = ScalarType.BFloat16;
-
-    /// <summary>Token counts T, one row set each (each T positive).</summary>
-    public required IReadOnlyList<int> Tokens { get; init; }
-
-    /// <summary>Also time forward+backward (rows with pass "fwd+bwd").</summary>
-    public bool Backward { get; init; }
-
-    /// <summary>Fused block options (default: autotune on).</summary>
-    public FusedBlockOptions Fused { get; init; } = new() { Autotune = true };
-
-    /// <summary>Replay the fused block from a captured CUDA graph (true) or with direct launches (false).</summary>
-    public bool UseGraph { get; init; } = true;
-
-    /// <summary>Also time the device-resident grouped block on cuBLAS (<see cref="CublasDeviceGroupedBlock"/>) for context.</summary>
-    public bool IncludeCublasGrouped { get; init; } = true;
-
-    /// <summary>Also time the host-orchestrated grouped reference on cuBLAS (<see cref="CublasGroupedBlock"/>; wall
-    /// clock, weights travel over PCIe every call: seconds at Qwen3 dims). Off by default.</summary>
-    public bool IncludeReference { get; init; }
-
-    /// <summary>Skip the host reference above this T (it is host-orchestrated and slow). Default 1024.</summary>
-    public int ReferenceMaxTokens { get; init; } = 1024;
-
-    /// <summary>Untimed calls before timing (the first also autotunes). Default 3.</summary>
-    public int WarmupReplays { get; init; } = 3;
-
-    /// <summary>Timed replays are chosen so that they take about this long in total, within
-    /// [<see cref="MinReplays"/>, <see cref="MaxReplays"/>]. Default 300 ms.</summary>
-    public double TargetMillisecondsPerRow { get; init; } = 300;
-
-    /// <summary>Default 10.</summary>
-    public int MinReplays { get; init; } = 10;
-
-    /// <summary>Default 2000.</summary>
-    public int MaxReplays { get; init; } = 2000;
-
-    /// <summary>Seed of the weights; inputs use seed + T (fresh per T).</summary>
-    public int Seed { get; init; } = 1234;
-
-    /// <summary>
-    /// When set, a file that receives the fused block's per-step breakdown (median ms of each launch step of the
-    /// forward, and of the backward with <see cref="Backward"/>, timed with CUDA events between direct launches:
-    /// each step then also pays its launch gap). Default: the environment variable MOENATIVE_BENCH_BREAKDOWN.
-    /// </summary>
-    public string? BreakdownFile { get; init; } = Environment.GetEnvironmentVariable("MOENATIVE_BENCH_BREAKDOWN");
-
-    /// <summary>Throws <see cref="ArgumentException"/> for an empty or non-positive token list or bad replay bounds.</summary>
-    public void Validate()
-    {
-        ArgumentNullException.ThrowIfNull(Config);
-        Config.Validate();
-        _ = DType.SizeOf();
-        ArgumentNullException.ThrowIfNull(Tokens);
-        if (Tokens.Count == 0) throw new ArgumentException("At least one token count is needed.", nameof(Tokens));
-        foreach (int t in Tokens)
-            if (t <= 0) throw new ArgumentException($"Token counts must be positive, got {t}.", nameof(Tokens));
-        if (MinReplays < 1 || MaxReplays < MinReplays)
-            throw new ArgumentException($"Need 1 ≤ MinReplays ≤ MaxReplays, got {MinReplays} and {MaxReplays}.", nameof(MinReplays));
-        if (WarmupReplays < 1) throw new ArgumentException($"WarmupReplays must be at least 1, got {WarmupReplays}.", nameof(WarmupReplays));
-        ArgumentNullException.ThrowIfNull(Fused);
-        Fused.Validate(nameof(Fused));
-        if (Backward && Fused.FuseMulPost)
-            throw new ArgumentException("FuseMulPost is inference only: it cannot be timed with the backward.", nameof(Fused));
-    }
-}
-
-/// <summary>One timed (implementation, T, pass).</summary>
-/// <param name="Impl">"fused" or "reference-cublas".</param>
-/// <param name="Tokens">T.</param>
-/// <param name="Pass">"fwd" or "fwd+bwd".</param>
-/// <param name="MedianMs">Median time of one call, ms (CUDA events for the fused block, wall clock for the reference).</param>
-/// <param name="Tflops">FLOPs / median time, 10^12/s.</param>
-/// <param name="GBps">Bytes / median time, 10^9/s.</param>
-/// <param name="FloorMs">max(FLOPs / tensor rate, bytes / bandwidth), ms.</param>
-/// <param name="PercentOfFloor">100 · floor / median: 100 means at the floor.</param>
-/// <param name="Replays">Timed calls.</param>
-/// <param name="ExpertsHit">Distinct experts that received a token.</param>
-/// <param name="Flops">FLOPs of one call.</param>
-/// <param name="Bytes">Minimal bytes of one call.</param>
-/// <param name="Mode">"graph", "direct" or "host" (how calls were issued).</param>
-public sealed record BenchmarkRow(
-    string Impl, int Tokens, string Pass, double MedianMs, double Tflops, double GBps, double FloorMs, double PercentOfFloor,
-    int Replays, int ExpertsHit, double Flops, double Bytes, string Mode);
-
-/// <summary>The whole run: card, rates, config and rows; serialisable to JSON.</summary>
-public sealed record BenchmarkReport(
-    string Device, DeviceRates Rates, string Config, int HiddenSize, int IntermediateSize, int NumExperts, int TopK,
-    string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows)
-{
-    /// <summary>Indented JSON with snake_case names.</summary>
-    public string ToJson() => JsonSerializer.Serialize(this, BenchmarkJsonContext.Default.BenchmarkReport);
-}
-
-/// <summary>Progress of a run: what is being done now.</summary>
-public sealed record BenchmarkProgress(string Impl, int Tokens, string Stage, BenchmarkRow? Row = null);
-
 /// <summary>
 /// Times the fused block and, for context, the same block with its GEMMs on cuBLAS grouped GEMMs
 /// (<see cref="CublasDeviceGroupedBlock"/>; optionally also the host-orchestrated reference on cuBLAS) over a list of
@@ -158,21 +54,19 @@ public sealed class BlockBenchmark
         {
             using (var block = new Qwen3MoeFusedBlock(deviceWeights, _options.Fused))
             {
-                var fused = new FusedImpl(block, _options.UseGraph, _options.Backward);
                 foreach (int tokens in _options.Tokens)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    rows.AddRange(TimeDevice(fused, tokens, progress, cancellationToken));
+                    rows.AddRange(TimeDevice(block, tokens, progress, cancellationToken));
                 }
             }
             if (_options.IncludeCublasGrouped)
             {
                 using var baseline = new CublasDeviceGroupedBlock(deviceWeights);
-                var cublas = new CublasImpl(baseline);
                 foreach (int tokens in _options.Tokens)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    rows.AddRange(TimeDevice(cublas, tokens, progress, cancellationToken));
+                    rows.AddRange(TimeDevice(baseline, tokens, progress, cancellationToken));
                 }
             }
         }
@@ -194,45 +88,7 @@ public sealed class BlockBenchmark
             dt.ShortName(), _options.Fused.Describe(), started, rows);
     }
 
-    // ---- fused ----------------------------------------------------------------------------------------------------
-
-    /// <summary>A device implementation under test (generic over the element type of its buffers).</summary>
-    private interface IDeviceImpl
-    {
-        string Name { get; }
-        bool UseGraph { get; }
-        void Reserve(int tokens);
-        int ExpertsHit(int tokens, int experts);
-        void Forward<TElem>(CudaStream s, DeviceBuffer<TElem> x, DeviceBuffer<TElem> y, int tokens) where TElem : unmanaged;
-        void Backward<TElem>(CudaStream s, DeviceBuffer<TElem> dY, DeviceGradients<TElem> g) where TElem : unmanaged;
-    }
-
-    private sealed class FusedImpl(Qwen3MoeFusedBlock block, bool useGraph, bool backward) : IDeviceImpl
-    {
-        public Qwen3MoeFusedBlock Block => block;
-        public string Name => "fused";
-        public bool UseGraph => useGraph;
-        public void Reserve(int tokens) => block.Reserve(tokens, backward);
-        public int ExpertsHit(int tokens, int experts) => MoeCost.ExpertsHit(block.ReadSelected(tokens), experts);
-        public void Forward<TElem>(CudaStream s, DeviceBuffer<TElem> x, DeviceBuffer<TElem> y, int tokens) where TElem : unmanaged
-            => block.Forward(s, x, y, tokens);
-        public void Backward<TElem>(CudaStream s, DeviceBuffer<TElem> dY, DeviceGradients<TElem> g) where TElem : unmanaged
-            => block.Backward(s, dY, g);
-    }
-
-    private sealed class CublasImpl(CublasDeviceGroupedBlock block) : IDeviceImpl
-    {
-        public string Name => "cublas-grouped";
-        public bool UseGraph => false; // it synchronises (m_sizes to the host)
-        public void Reserve(int tokens) { }
-        public int ExpertsHit(int tokens, int experts) => block.ExpertsHitLastForward;
-        public void Forward<TElem>(CudaStream s, DeviceBuffer<TElem> x, DeviceBuffer<TElem> y, int tokens) where TElem : unmanaged
-            => block.Forward(s, x, y, tokens);
-        public void Backward<TElem>(CudaStream s, DeviceBuffer<TElem> dY, DeviceGradients<TElem> g) where TElem : unmanaged
-            => block.Backward(s, dY, g);
-    }
-
-    private List<BenchmarkRow> TimeDevice(IDeviceImpl impl, int tokens, Action<BenchmarkProgress>? progress, CancellationToken ct) =>
+    private List<BenchmarkRow> TimeDevice(IMoeDeviceBlock impl, int tokens, Action<BenchmarkProgress>? progress, CancellationToken ct) =>
         _options.DType switch
         {
             ScalarType.BFloat16 => TimeDevice<BFloat16>(impl, tokens, progress, ct),
@@ -240,7 +96,7 @@ public sealed class BlockBenchmark
             _ => TimeDevice<float>(impl, tokens, progress, ct),
         };
 
-    private List<BenchmarkRow> TimeDevice<TElem>(IDeviceImpl impl, int tokens, Action<BenchmarkProgress>? progress,
+    private List<BenchmarkRow> TimeDevice<TElem>(IMoeDeviceBlock impl, int tokens, Action<BenchmarkProgress>? progress,
         CancellationToken ct) where TElem : unmanaged
     {
         MoeConfig c = _options.Config;
@@ -258,14 +114,14 @@ public sealed class BlockBenchmark
         try
         {
             progress?.Invoke(new BenchmarkProgress(impl.Name, tokens, "warm-up (autotune on first use)"));
-            impl.Reserve(tokens);
+            impl.Reserve(tokens, _options.Backward);
             for (int i = 0; i < _options.WarmupReplays; i++) impl.Forward(stream, x, y, tokens);
             stream.Synchronize();
-            int hit = impl.ExpertsHit(tokens, c.NumExperts);
+            int hit = impl.CountExpertsHit();
 
             rows.Add(TimePass(impl, stream, tokens, hit, BenchmarkPass.Forward, s => impl.Forward(s, x, y, tokens), progress, ct));
-            if (impl is FusedImpl breakdownImpl && !string.IsNullOrEmpty(_options.BreakdownFile))
-                WriteBreakdown(breakdownImpl.Block, stream, tokens, "fwd", s => impl.Forward(s, x, y, tokens));
+            if (impl is Qwen3MoeFusedBlock breakdownBlock && !string.IsNullOrEmpty(_options.BreakdownFile))
+                WriteBreakdown(breakdownBlock, stream, tokens, "fwd", s => impl.Forward(s, x, y, tokens));
             if (_options.Backward)
             {
                 grads = new DeviceGradients<TElem>(
@@ -285,8 +141,8 @@ public sealed class BlockBenchmark
                     impl.Forward(s, x, y, tokens);
                     impl.Backward(s, dY, g);
                 }, progress, ct));
-                if (impl is FusedImpl breakdownImpl2 && !string.IsNullOrEmpty(_options.BreakdownFile))
-                    WriteBreakdown(breakdownImpl2.Block, stream, tokens, "fwd+bwd", s =>
+                if (impl is Qwen3MoeFusedBlock breakdownBlock2 && !string.IsNullOrEmpty(_options.BreakdownFile))
+                    WriteBreakdown(breakdownBlock2, stream, tokens, "fwd+bwd", s =>
                     {
                         impl.Forward(s, x, y, tokens);
                         impl.Backward(s, dY, g);
@@ -305,14 +161,14 @@ public sealed class BlockBenchmark
         return rows;
     }
 
-    private BenchmarkRow TimePass(IDeviceImpl impl, CudaStream stream, int tokens, int hit, BenchmarkPass pass, Action<CudaStream> call,
+    private BenchmarkRow TimePass(IMoeDeviceBlock impl, CudaStream stream, int tokens, int hit, BenchmarkPass pass, Action<CudaStream> call,
         Action<BenchmarkProgress>? progress, CancellationToken ct)
     {
         string passName = PassName(pass);
         progress?.Invoke(new BenchmarkProgress(impl.Name, tokens, $"timing {passName}"));
         CudaGraph? graph = null;
         string mode = "direct";
-        if (impl.UseGraph)
+        if (_options.UseGraph && impl.IsGraphCapturable)
         {
             try
             {
@@ -439,14 +295,14 @@ public sealed class BlockBenchmark
             text.Append(System.Globalization.CultureInfo.InvariantCulture, $" {names[i]}={ms * 1000:0.0}us");
         }
         text.Append(System.Globalization.CultureInfo.InvariantCulture, $" | sum={total * 1000:0.0}us");
-        foreach (var chosen in block.ChosenConfigs.Where(kv => kv.Key.ShapeClassTokens == FusedWorkspaceLayout.ShapeClassTokens(tokens)))
+        foreach (var chosen in block.ChosenConfigs.Where(kv => kv.Key.ShapeClassTokens == BlockWorkspaceLayout.ShapeClassTokens(tokens)))
             text.Append(System.Globalization.CultureInfo.InvariantCulture, $" {chosen.Key.Gemm}:{chosen.Value}");
         File.AppendAllText(_options.BreakdownFile!, text.ToString() + Environment.NewLine);
     }
 
     // ---- reference --------------------------------------------------------------------------------------------------
 
-    private List<BenchmarkRow> TimeReference(CublasGroupedBlock reference, int tokens, Action<BenchmarkProgress>? progress,
+    private List<BenchmarkRow> TimeReference(IMoeHostBlock reference, int tokens, Action<BenchmarkProgress>? progress,
         CancellationToken ct)
     {
         MoeConfig c = _options.Config;
@@ -455,13 +311,13 @@ public sealed class BlockBenchmark
         float[] x = TensorRandom.Normal(th, unchecked(_options.Seed + tokens), 1f, dt);
         float[] dY = TensorRandom.Normal(th, unchecked(_options.Seed + 7 * tokens + 1), 1f, dt);
         var rows = new List<BenchmarkRow>();
-        progress?.Invoke(new BenchmarkProgress("reference-cublas", tokens, "warm-up"));
+        progress?.Invoke(new BenchmarkProgress(reference.Name, tokens, "warm-up"));
         MoeIntermediates first = reference.Forward(x);
         int hit = MoeCost.ExpertsHit(first.Routing.Selected, c.NumExperts);
         foreach (BenchmarkPass pass in _options.Backward ? new[] { BenchmarkPass.Forward, BenchmarkPass.ForwardBackward } : [BenchmarkPass.Forward])
         {
             ct.ThrowIfCancellationRequested();
-            progress?.Invoke(new BenchmarkProgress("reference-cublas", tokens, $"timing {PassName(pass)}"));
+            progress?.Invoke(new BenchmarkProgress(reference.Name, tokens, $"timing {PassName(pass)}"));
             Action call = pass == BenchmarkPass.Forward
                 ? () => reference.Forward(x)
                 : () => { reference.Forward(x); reference.Backward(dY); };
@@ -478,8 +334,8 @@ public sealed class BlockBenchmark
                 call();
                 times[i] = sw.Elapsed.TotalMilliseconds;
             }
-            BenchmarkRow row = MakeRow("reference-cublas", tokens, pass, Median(times), replays, hit, "host");
-            progress?.Invoke(new BenchmarkProgress("reference-cublas", tokens, $"{PassName(pass)} done", row));
+            BenchmarkRow row = MakeRow(reference.Name, tokens, pass, Median(times), replays, hit, "host");
+            progress?.Invoke(new BenchmarkProgress(reference.Name, tokens, $"{PassName(pass)} done", row));
             rows.Add(row);
         }
         return rows;
@@ -519,9 +375,3 @@ public sealed class BlockBenchmark
         buffer.CopyFromHost(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, TElem>(bytes.AsSpan()));
     }
 }
-
-[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
-    NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)]
-[JsonSerializable(typeof(BenchmarkReport))]
-[JsonSerializable(typeof(BenchmarkRow))]
-internal sealed partial class BenchmarkJsonContext : JsonSerializerContext;

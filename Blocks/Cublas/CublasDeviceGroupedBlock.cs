@@ -13,14 +13,14 @@ namespace MoeNative.Blocks;
 /// be captured in a graph. Same math and layouts as <see cref="Qwen3MoeFusedBlock"/> without the permute options.
 /// Used by the benchmark; also a second device implementation for tests. Not thread-safe.
 /// </summary>
-public sealed class CublasDeviceGroupedBlock : IDisposable
+public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
 {
     private readonly Qwen3MoeDeviceWeights _weights;
     private readonly bool _ownsWeights;
     private readonly CublasHandle _cublas;
     private readonly MoeKernels _kernels;
-    private FusedWorkspace? _forward;
-    private FusedWorkspace? _backward;
+    private BlockWorkspace? _forward;
+    private BlockWorkspace? _backward;
     private DeviceBuffer<ulong>? _pointers;   // [6 GEMMs][3 operands][E] device pointers for the grouped calls
     private int[] _counts = [];              // host copy of m_sizes of the last forward
     private int _tokens = -1;
@@ -51,6 +51,23 @@ public sealed class CublasDeviceGroupedBlock : IDisposable
 
     /// <summary>Experts that received at least one token in the last forward (from the host copy of m_sizes).</summary>
     public int ExpertsHitLastForward => _counts.Count(n => n > 0);
+
+    /// <summary>"cublas-grouped" (the benchmark's row name).</summary>
+    public string Name => "cublas-grouped";
+
+    /// <summary>False: the forward copies m_sizes to the host (cuBLAS needs the group sizes there).</summary>
+    public bool IsGraphCapturable => false;
+
+    /// <summary>Nothing to reserve ahead: the workspaces grow on the first call of a size (validates T only).</summary>
+    public void Reserve(int tokens, bool backward = false)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        MoeLimits.CheckDeviceTokens(Config, tokens, nameof(tokens));
+    }
+
+    /// <summary>Experts with rows in the last forward (from the m_sizes the forward copied to the host).</summary>
+    public int CountExpertsHit() => ExpertsHitLastForward;
     public MoeConfig Config => _weights.Config;
     public ScalarType DType => _weights.DType;
 
@@ -69,20 +86,21 @@ public sealed class CublasDeviceGroupedBlock : IDisposable
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(y);
-        FusedBlockChecks.ElementType(DType, typeof(TElem), nameof(x));
-        FusedBlockChecks.ForwardShapes(Config, DType, tokens, x.Length, y.Length, routing?.Selected.Length, routing?.Weights.Length);
+        BlockChecks.ElementType(DType, typeof(TElem), nameof(x));
+        BlockChecks.ForwardShapes(Config, DType, tokens, x.Length, y.Length, routing?.Selected.Length, routing?.Weights.Length);
+        BlockChecks.ForwardContexts(Context, stream, x, y, routing);
         _tokens = tokens;
         _x = x.AsRange();
         if (tokens == 0) return;
         MoeConfig c = Config;
         ScalarType dt = DType;
         int h = c.HiddenSize, i = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
-        FusedWorkspace ws = EnsureForward(tokens);
-        DeviceRange logits = ws.Range(FusedBuffer.Logits), probs = ws.Range(FusedBuffer.Probs);
-        DeviceRange sel = ws.Range(FusedBuffer.Selected), w = ws.Range(FusedBuffer.RoutingWeights);
-        DeviceRange mSizes = ws.Range(FusedBuffer.MSizes), gather = ws.Range(FusedBuffer.Gather), inverse = ws.Range(FusedBuffer.Inverse);
-        DeviceRange xp = ws.Range(FusedBuffer.XPermuted), g1 = ws.Range(FusedBuffer.FirstGemm);
-        DeviceRange act = ws.Range(FusedBuffer.Intermediate), g2 = ws.Range(FusedBuffer.SecondGemm);
+        BlockWorkspace ws = EnsureForward(tokens);
+        DeviceRange logits = ws.Range(BlockBuffer.Logits), probs = ws.Range(BlockBuffer.Probs);
+        DeviceRange sel = ws.Range(BlockBuffer.Selected), w = ws.Range(BlockBuffer.RoutingWeights);
+        DeviceRange mSizes = ws.Range(BlockBuffer.MSizes), gather = ws.Range(BlockBuffer.Gather), inverse = ws.Range(BlockBuffer.Inverse);
+        DeviceRange xp = ws.Range(BlockBuffer.XPermuted), g1 = ws.Range(BlockBuffer.FirstGemm);
+        DeviceRange act = ws.Range(BlockBuffer.Intermediate), g2 = ws.Range(BlockBuffer.SecondGemm);
         _cublas.SetStream(stream);
 
         // router logits [T,E] = X [T,H] · Wr [E,H]ᵀ (dense NT)
@@ -100,7 +118,7 @@ public sealed class CublasDeviceGroupedBlock : IDisposable
         // NOTE: cuBLAS needs the group shapes on the host: the one synchronisation of this block.
         _counts = new int[e];
         stream.Synchronize();
-        ws.Arena.CopyToHost(MemoryMarshal.AsBytes(_counts.AsSpan()), ws.Offset(FusedBuffer.MSizes));
+        ws.Arena.CopyToHost(MemoryMarshal.AsBytes(_counts.AsSpan()), ws.Offset(BlockBuffer.MSizes));
         UploadPointers(tokens);
         GroupedNT(0, 2 * i, h);                   // G1 [TK,2I] = Xp · Wgu[e]ᵀ
         _kernels.SiluMulForward(stream, dt, g1, act, tk, i);
@@ -116,11 +134,12 @@ public sealed class CublasDeviceGroupedBlock : IDisposable
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(dY);
         ArgumentNullException.ThrowIfNull(gradients);
-        FusedBlockChecks.ElementType(DType, typeof(TElem), nameof(dY));
+        BlockChecks.ElementType(DType, typeof(TElem), nameof(dY));
         if (_tokens < 0) throw new InvalidOperationException("Backward needs a preceding Forward.");
         int tokens = _tokens;
         MoeConfig c = Config;
-        FusedBlockChecks.BackwardShapes(c, tokens, dY.Length, gradients.X.Length, gradients.Router.Length, gradients.GateUp.Length, gradients.Down.Length);
+        BlockChecks.BackwardShapes(c, tokens, dY.Length, gradients.X.Length, gradients.Router.Length, gradients.GateUp.Length, gradients.Down.Length);
+        BlockChecks.BackwardContexts(Context, stream, dY, gradients);
         if (tokens == 0 || _counts.Any(n => n == 0))
         {
             // Experts without rows are not visited by the grouped calls: their gradient slices must be zero.
@@ -135,14 +154,14 @@ public sealed class CublasDeviceGroupedBlock : IDisposable
         }
         ScalarType dt = DType;
         int h = c.HiddenSize, i = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
-        FusedWorkspace fw = _forward!;
-        FusedWorkspace bw = EnsureBackward(tokens);
-        DeviceRange probs = fw.Range(FusedBuffer.Probs), sel = _selected, w = _routingWeights;
-        DeviceRange inverse = fw.Range(FusedBuffer.Inverse), g1 = fw.Range(FusedBuffer.FirstGemm), g2 = fw.Range(FusedBuffer.SecondGemm);
-        DeviceRange dG2 = bw.Range(FusedBuffer.DSecondGemm), dw = bw.Range(FusedBuffer.DRoutingWeights);
-        DeviceRange dAct = bw.Range(FusedBuffer.DIntermediate), dG1 = bw.Range(FusedBuffer.DFirstGemm);
-        DeviceRange dXpExpert = bw.Range(FusedBuffer.DXPermutedExpertOrder), dXpSlots = bw.Range(FusedBuffer.DXPermutedSlotOrder);
-        DeviceRange dLogits = bw.Range(FusedBuffer.DLogits), dXRouter = bw.Range(FusedBuffer.DXRouter);
+        BlockWorkspace fw = _forward!;
+        BlockWorkspace bw = EnsureBackward(tokens);
+        DeviceRange probs = fw.Range(BlockBuffer.Probs), sel = _selected, w = _routingWeights;
+        DeviceRange inverse = fw.Range(BlockBuffer.Inverse), g1 = fw.Range(BlockBuffer.FirstGemm), g2 = fw.Range(BlockBuffer.SecondGemm);
+        DeviceRange dG2 = bw.Range(BlockBuffer.DSecondGemm), dw = bw.Range(BlockBuffer.DRoutingWeights);
+        DeviceRange dAct = bw.Range(BlockBuffer.DIntermediate), dG1 = bw.Range(BlockBuffer.DFirstGemm);
+        DeviceRange dXpExpert = bw.Range(BlockBuffer.DXPermutedExpertOrder), dXpSlots = bw.Range(BlockBuffer.DXPermutedSlotOrder);
+        DeviceRange dLogits = bw.Range(BlockBuffer.DLogits), dXRouter = bw.Range(BlockBuffer.DXRouter);
         _cublas.SetStream(stream);
         SetBackwardPointers(gradients.GateUp.DevicePointer, gradients.Down.DevicePointer, tokens);
 
@@ -231,9 +250,9 @@ public sealed class CublasDeviceGroupedBlock : IDisposable
     {
         MoeConfig c = Config;
         int e = c.NumExperts, h = c.HiddenSize, i = c.IntermediateSize, s = DType.SizeOf();
-        FusedWorkspace ws = _forward!;
-        ulong xp = ws.Ptr(FusedBuffer.XPermuted), g1 = ws.Ptr(FusedBuffer.FirstGemm);
-        ulong act = ws.Ptr(FusedBuffer.Intermediate), g2 = ws.Ptr(FusedBuffer.SecondGemm);
+        BlockWorkspace ws = _forward!;
+        ulong xp = ws.Ptr(BlockBuffer.XPermuted), g1 = ws.Ptr(BlockBuffer.FirstGemm);
+        ulong act = ws.Ptr(BlockBuffer.Intermediate), g2 = ws.Ptr(BlockBuffer.SecondGemm);
         _pointers ??= new DeviceBuffer<ulong>(Context, 6L * 3 * e);
         var host = new ulong[6 * 3 * e];
         int[] experts = Groups();
@@ -261,10 +280,10 @@ public sealed class CublasDeviceGroupedBlock : IDisposable
     {
         MoeConfig c = Config;
         int e = c.NumExperts, h = c.HiddenSize, i = c.IntermediateSize, s = DType.SizeOf();
-        FusedWorkspace fw = _forward!, bw = _backward!;
-        ulong xp = fw.Ptr(FusedBuffer.XPermuted), act = fw.Ptr(FusedBuffer.Intermediate);
-        ulong dG2 = bw.Ptr(FusedBuffer.DSecondGemm), dAct = bw.Ptr(FusedBuffer.DIntermediate);
-        ulong dG1 = bw.Ptr(FusedBuffer.DFirstGemm), dXp = bw.Ptr(FusedBuffer.DXPermutedExpertOrder);
+        BlockWorkspace fw = _forward!, bw = _backward!;
+        ulong xp = fw.Ptr(BlockBuffer.XPermuted), act = fw.Ptr(BlockBuffer.Intermediate);
+        ulong dG2 = bw.Ptr(BlockBuffer.DSecondGemm), dAct = bw.Ptr(BlockBuffer.DIntermediate);
+        ulong dG1 = bw.Ptr(BlockBuffer.DFirstGemm), dXp = bw.Ptr(BlockBuffer.DXPermutedExpertOrder);
         ulong[] host = _hostPointerTemplate ?? new ulong[6 * 3 * e];
         int row = 0, next = 0;
         var rowOf = new int[e];
@@ -294,23 +313,23 @@ public sealed class CublasDeviceGroupedBlock : IDisposable
         host[(slot * 3 + 2) * e + index] = c;
     }
 
-    private FusedWorkspace EnsureForward(int tokens)
+    private BlockWorkspace EnsureForward(int tokens)
     {
         if (_forward is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
         _forward?.Dispose();
         _forward = null;
-        _forward = new FusedWorkspace(Context, FusedWorkspaceLayout.Forward(Config, DType, FusedBlockOptions.Default,
-            FusedWorkspaceLayout.ShapeClassTokens(tokens)));
+        _forward = new BlockWorkspace(Context, BlockWorkspaceLayout.Forward(Config, DType, FusedBlockOptions.Default,
+            BlockWorkspaceLayout.ShapeClassTokens(tokens)));
         return _forward;
     }
 
-    private FusedWorkspace EnsureBackward(int tokens)
+    private BlockWorkspace EnsureBackward(int tokens)
     {
         if (_backward is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
         _backward?.Dispose();
         _backward = null;
-        _backward = new FusedWorkspace(Context, FusedWorkspaceLayout.Backward(Config, DType, FusedBlockOptions.Default,
-            FusedWorkspaceLayout.ShapeClassTokens(tokens)));
+        _backward = new BlockWorkspace(Context, BlockWorkspaceLayout.Backward(Config, DType, FusedBlockOptions.Default,
+            BlockWorkspaceLayout.ShapeClassTokens(tokens)));
         return _backward;
     }
 

@@ -10,7 +10,7 @@ namespace MoeNative.Blocks;
 /// Host-orchestrated (element-wise steps on the host), so it is the sanity leg of the three-way tests and the
 /// context row of the benchmark, not a fast path. Not thread-safe.
 /// </summary>
-public sealed class CublasGroupedBlock : IDisposable
+public sealed class CublasGroupedBlock : IMoeHostBlock, IDisposable
 {
     private readonly CublasGemm _gemm;
     private bool _disposed;
@@ -36,6 +36,9 @@ public sealed class CublasGroupedBlock : IDisposable
 
     /// <summary>The wrapped reference (its <see cref="MoeReference.Gemm"/> is the cuBLAS backend).</summary>
     public GroupedMoeReference Reference { get; }
+
+    /// <summary>"reference-cublas" (the benchmark's row name).</summary>
+    public string Name => "reference-cublas";
 
     public MoeConfig Config => Reference.Config;
 

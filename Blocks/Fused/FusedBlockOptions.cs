@@ -35,6 +35,13 @@ public sealed record FusedBlockOptions
     /// <summary>Scale GEMM2's rows by the routing weights in its epilogue. Inference only.</summary>
     public bool FuseMulPost { get; init; }
 
+    /// <summary>
+    /// Which expert kernels the forward runs: <see cref="DecodeMode.Auto"/> (default) takes the decode kernels for
+    /// T ≤ <see cref="FusedDecodePath.AutoMaxTokens"/>, <see cref="DecodeMode.Off"/> never,
+    /// <see cref="DecodeMode.Always"/> at every T.
+    /// </summary>
+    public DecodeMode Decode { get; init; }
+
     /// <summary>Time the candidate configs of every GEMM on the first call of each shape class; keep the fastest.</summary>
     public bool Autotune { get; init; }
 
@@ -111,6 +118,7 @@ public sealed record FusedBlockOptions
         if (PermuteY) parts.Add("permute_y");
         if (FuseMulPost) parts.Add("fuse_mul_post");
         if (Autotune) parts.Add("autotune");
+        if (Decode != DecodeMode.Auto) parts.Add($"decode={Decode.ToString().ToLowerInvariant()}");
         if (ForwardConfig is not null) parts.Add($"fwd={ForwardConfig}");
         if (BackwardDataConfig is not null) parts.Add($"dx={BackwardDataConfig}");
         if (BackwardWeightConfig is not null) parts.Add($"dw={BackwardWeightConfig}");

@@ -32,7 +32,7 @@ internal static class HostResults
     /// Downloads Y, the router logits/probs, the routing actually used and (when <paramref name="all"/>) every
     /// intermediate. The stream must have been synchronised.
     /// </summary>
-    public static MoeIntermediates ReadForward(Qwen3MoeFusedBlock block, Qwen3MoeFusedBlock.HostIo io, FusedWorkspace ws,
+    public static MoeIntermediates ReadForward(Qwen3MoeFusedBlock block, Qwen3MoeFusedBlock.HostIo io, BlockWorkspace ws,
         int tokens, int tk, MoeRouting? routingIn, bool all)
     {
         MoeConfig c = block.Config;
@@ -42,14 +42,14 @@ internal static class HostResults
 
         float[] input = DeviceTransfer.Download(io.X, 0, (long)tokens * h, dt);
         float[] output = DeviceTransfer.Download(io.Y, 0, (long)tokens * h, dt);
-        float[] logits = DeviceTransfer.Download(arena, ws.Offset(FusedBuffer.Logits), (long)tokens * e, dt);
-        float[] probs = DeviceTransfer.Download(arena, ws.Offset(FusedBuffer.Probs), (long)tokens * e, ScalarType.Float32);
+        float[] logits = DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.Logits), (long)tokens * e, dt);
+        float[] probs = DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.Probs), (long)tokens * e, ScalarType.Float32);
         MoeRouting routing = routingIn is not null
             ? new MoeRouting(tokens, c.TopK, (int[])routingIn.Selected.Clone(),
                 DeviceTransfer.Download(io.RoutingWeights, 0, tk, dt))
             : new MoeRouting(tokens, c.TopK,
-                DeviceTransfer.DownloadInt32(arena, ws.Offset(FusedBuffer.Selected), tk),
-                DeviceTransfer.Download(arena, ws.Offset(FusedBuffer.RoutingWeights), tk, dt));
+                DeviceTransfer.DownloadInt32(arena, ws.Offset(BlockBuffer.Selected), tk),
+                DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.RoutingWeights), tk, dt));
 
         // NOTE: RoutingIndices has no public constructor from arrays, so the record is built from the selection
         // on the host and its arrays are then overwritten with what the device's RoutingIndices kernel wrote:
@@ -57,17 +57,17 @@ internal static class HostResults
         RoutingIndices indices = routing.Indices(e);
         if (all)
         {
-            DeviceTransfer.DownloadInt32(arena, ws.Offset(FusedBuffer.MSizes), e).CopyTo(indices.TokenCounts, 0);
-            DeviceTransfer.DownloadInt32(arena, ws.Offset(FusedBuffer.Gather), tk).CopyTo(indices.Gather, 0);
-            DeviceTransfer.DownloadInt32(arena, ws.Offset(FusedBuffer.Inverse), tk).CopyTo(indices.Inverse, 0);
+            DeviceTransfer.DownloadInt32(arena, ws.Offset(BlockBuffer.MSizes), e).CopyTo(indices.TokenCounts, 0);
+            DeviceTransfer.DownloadInt32(arena, ws.Offset(BlockBuffer.Gather), tk).CopyTo(indices.Gather, 0);
+            DeviceTransfer.DownloadInt32(arena, ws.Offset(BlockBuffer.Inverse), tk).CopyTo(indices.Inverse, 0);
         }
 
         float[] firstGemm = [], intermediate = [], secondGemm = [], unpermuted = [];
         if (all)
         {
-            firstGemm = DeviceTransfer.Download(arena, ws.Offset(FusedBuffer.FirstGemm), (long)tk * 2 * i, dt);
-            intermediate = DeviceTransfer.Download(arena, ws.Offset(FusedBuffer.Intermediate), (long)tk * i, dt);
-            float[] g2 = DeviceTransfer.Download(arena, ws.Offset(FusedBuffer.SecondGemm), (long)tk * h, dt);
+            firstGemm = DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.FirstGemm), (long)tk * 2 * i, dt);
+            intermediate = DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.Intermediate), (long)tk * i, dt);
+            float[] g2 = DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.SecondGemm), (long)tk * h, dt);
             // GEMM2's buffer is expert order, or token-slot order with PermuteY; the other layout is a row
             // reordering through the device's gather (U[gather[r]] = G2[r]), pure data movement.
             int[] gather = indices.Gather;

@@ -95,5 +95,34 @@ public sealed class CudaContext : IDisposable
     /// <summary>Releases this reference to the primary context; objects still alive in it keep it retained.</summary>
     public void Dispose() => _handle.Dispose();
 
+    /// <summary>
+    /// The one context identity rule of MoeNative, used by every layer's checks (kernels, grouped GEMM, small kernels,
+    /// blocks): an object made in a context (stream, buffer, module, kernel, block) is used only with objects of the
+    /// same <see cref="CudaContext"/> object. A second object for the same device wraps the same primary context but
+    /// has its own lifetime, module cache and kernel instances, so it counts as another context.
+    /// </summary>
+    public bool IsSameContext(CudaContext other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return ReferenceEquals(this, other);
+    }
+
+    /// <summary>Throws unless <paramref name="other"/> is this object (<see cref="IsSameContext"/>); call before any launch.</summary>
+    /// <param name="other">The context of the argument being checked.</param>
+    /// <param name="paramName">The argument (named in the exception).</param>
+    /// <param name="owner">What this context belongs to, e.g. "these kernels", "the block".</param>
+    /// <exception cref="ArgumentException"><paramref name="other"/> is another CudaContext object (on this device or another).</exception>
+    public void EnsureSameContext(CudaContext other, string paramName, string owner)
+    {
+        ArgumentNullException.ThrowIfNull(other, paramName);
+        if (ReferenceEquals(this, other)) return;
+        string where = other.Ordinal == Ordinal
+            ? $"a second CudaContext object of device {Ordinal}"
+            : $"device {other.Ordinal}";
+        throw new ArgumentException(
+            $"{paramName} belongs to {where}, {owner} to the CudaContext object of device {Ordinal}: pass objects of one CudaContext object.",
+            paramName);
+    }
+
     public override string ToString() => $"{Name} (device {Ordinal}, {Info.SmName}, {MultiprocessorCount} SMs)";
 }

@@ -83,9 +83,22 @@ public sealed class CudaModule : IDisposable
         return new CudaModule(ctx, new SafeCudaModuleHandle(module, ctx.SafeHandle), moduleName, info);
     }
 
-    /// <summary>The kernel <c>.entry <paramref name="entryName"/></c>.</summary>
+    /// <summary>The kernel <c>.entry <paramref name="entryName"/></c>, for its attributes; launching needs
+    /// <see cref="GetKernel(string, int)"/>.</summary>
     /// <exception cref="CudaException">No such entry (CUDA_ERROR_NOT_FOUND); the message names entry and module.</exception>
-    public unsafe CudaKernel GetKernel(string entryName)
+    public CudaKernel GetKernel(string entryName) => GetKernel(entryName, null);
+
+    /// <summary>The kernel <c>.entry <paramref name="entryName"/></c> with <paramref name="parameterCount"/>
+    /// <c>.param</c>s (from its PTX signature): launches check the args struct's size against the end of the last
+    /// parameter, as the driver lays them out.</summary>
+    /// <exception cref="CudaException">No such entry (CUDA_ERROR_NOT_FOUND); the message names entry and module.</exception>
+    public CudaKernel GetKernel(string entryName, int parameterCount)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(parameterCount);
+        return GetKernel(entryName, (int?)parameterCount);
+    }
+
+    private unsafe CudaKernel GetKernel(string entryName, int? parameterCount)
     {
         ArgumentException.ThrowIfNullOrEmpty(entryName);
         IntPtr mod = Handle;
@@ -96,7 +109,7 @@ public sealed class CudaModule : IDisposable
         fixed (byte* pName = name)
             CuDriver.cuModuleGetFunction(&function, mod, pName).Check(nameof(CuDriver.cuModuleGetFunction), $"entry '{entryName}' in module '{ModuleName}'");
         GC.KeepAlive(this);
-        return new CudaKernel(this, function, entryName);
+        return new CudaKernel(this, function, entryName, parameterCount);
     }
 
     public void Dispose() => _handle.Dispose();

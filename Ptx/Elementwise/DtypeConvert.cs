@@ -83,8 +83,7 @@ public sealed class DtypeConvertKernels
         long count)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        if (!ReferenceEquals(stream.Context, Context) && stream.Context.Handle != Context.Handle)
-            throw new ArgumentException($"The stream belongs to another context than these kernels ({Context}).", nameof(stream));
+        Context.EnsureSameContext(stream.Context, nameof(stream), "these kernels");
         if (from == to) throw new ArgumentException($"from and to are both {from.ShortName()}: copy instead of converting.", nameof(to));
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         long srcBytes = checked(count * from.SizeOf()), dstBytes = checked(count * to.SizeOf());

@@ -361,8 +361,7 @@ public sealed class GroupedGemm
     private void CheckStream(CudaStream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        if (!ReferenceEquals(stream.Context, Context))
-            throw new ArgumentException($"The stream belongs to another context than this GroupedGemm ({Context}).", nameof(stream));
+        Context.EnsureSameContext(stream.Context, nameof(stream), "this GroupedGemm");
     }
 
     private static void CheckArchitecture((int Major, int Minor) cc)

@@ -38,9 +38,7 @@ public sealed partial class MoeKernels
     private void CheckStream(CudaStream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        // NOTE: compare driver handles, not objects: two CudaContext objects may wrap the same primary context.
-        if (!ReferenceEquals(stream.Context, Context) && stream.Context.Handle != Context.Handle)
-            throw new ArgumentException($"The stream belongs to another context than these kernels ({Context}).", nameof(stream));
+        Context.EnsureSameContext(stream.Context, nameof(stream), "these kernels");
     }
 
     private static int ElementSize(ScalarType dtype) => dtype switch

@@ -58,7 +58,7 @@ public static class PtxModuleCache
         if (!ptx.TypesMatch(cs))
             throw new InvalidOperationException("Launch args do not match the PTX .entry:\n" + ptx.DescribeMismatch(cs));
         CudaModule loaded = GetOrLoad(ctx, module.ModuleName, module.Ptx);
-        return new PtxKernel<TArgs>(loaded.GetKernel(entryName));
+        return new PtxKernel<TArgs>(loaded.GetKernel(entryName, ptx.Parameters.Count));
     }
 
     /// <summary>The cache key: lowercase hex SHA-256 of text, compute capability, driver version and JIT options.</summary>

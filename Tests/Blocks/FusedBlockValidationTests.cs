@@ -70,7 +70,7 @@ public sealed class FusedBlockValidationTests
     [DataRow(ScalarType.BFloat16, typeof(ushort), "DeviceBuffer<BFloat16>")]
     public void ElementType_Mismatch_NamesExpectedBuffer(ScalarType dtype, Type given, string expected)
     {
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => FusedBlockChecks.ElementType(dtype, given, "x"));
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => BlockChecks.ElementType(dtype, given, "x"));
         Assert.AreEqual("x", ex.ParamName);
         Assert.Contains(expected, ex.Message);
         Assert.Contains(dtype.ShortName(), ex.Message);
@@ -82,7 +82,7 @@ public sealed class FusedBlockValidationTests
     [DataRow(ScalarType.Float32, typeof(float))]
     public void ElementType_Match_Accepted(ScalarType dtype, Type given)
     {
-        FusedBlockChecks.ElementType(dtype, given, "x"); // must not throw
+        BlockChecks.ElementType(dtype, given, "x"); // must not throw
         Assert.AreEqual(given, StorageConvert.ElementType(dtype));
     }
 
@@ -95,7 +95,7 @@ public sealed class FusedBlockValidationTests
     public void ForwardShapes_TooShort_NamesParameterAndShape(long x, long y, long? sel, long? w, string param, string shape)
     {
         var ex = Assert.ThrowsExactly<ArgumentException>(() =>
-            FusedBlockChecks.ForwardShapes(Small, ScalarType.BFloat16, 7, x, y, sel, w));
+            BlockChecks.ForwardShapes(Small, ScalarType.BFloat16, 7, x, y, sel, w));
         Assert.AreEqual(param, ex.ParamName);
         Assert.Contains(shape, ex.Message);
     }
@@ -103,8 +103,8 @@ public sealed class FusedBlockValidationTests
     [TestMethod]
     public void ForwardShapes_LongerBuffers_Accepted()
     {
-        FusedBlockChecks.ForwardShapes(Small, ScalarType.BFloat16, 7, 4096, 1792, 28, 64); // must not throw
-        FusedBlockChecks.ForwardShapes(Small, ScalarType.BFloat16, 0, 0, 0, 0, 0);
+        BlockChecks.ForwardShapes(Small, ScalarType.BFloat16, 7, 4096, 1792, 28, 64); // must not throw
+        BlockChecks.ForwardShapes(Small, ScalarType.BFloat16, 0, 0, 0, 0, 0);
         Assert.AreEqual(1792, 7L * Small.HiddenSize);
     }
 
@@ -112,7 +112,7 @@ public sealed class FusedBlockValidationTests
     public void ForwardShapes_NegativeTokens_Rejected()
     {
         var ex = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() =>
-            FusedBlockChecks.ForwardShapes(Small, ScalarType.BFloat16, -1, 0, 0, null, null));
+            BlockChecks.ForwardShapes(Small, ScalarType.BFloat16, -1, 0, 0, null, null));
         Assert.AreEqual("tokens", ex.ParamName);
     }
 
@@ -126,7 +126,7 @@ public sealed class FusedBlockValidationTests
     public void BackwardShapes_TooShort_NamesParameter(long dY, long dX, long router, long gateUp, long down, string param)
     {
         var ex = Assert.ThrowsExactly<ArgumentException>(() =>
-            FusedBlockChecks.BackwardShapes(Small, 7, dY, dX, router, gateUp, down));
+            BlockChecks.BackwardShapes(Small, 7, dY, dX, router, gateUp, down));
         Assert.AreEqual(param, ex.ParamName);
         Assert.Contains("elements, has", ex.Message);
     }

@@ -57,8 +57,8 @@ public sealed class ThreeWayTests
         var log = new ComparisonLog(dtype);
         log.Close("router_logits", grouped.Forward.RouterLogits, hf.Forward.RouterLogits);
         log.CloseHfAccumulated("output", grouped.Forward.Output, hf.Forward.Output, c.TopK);
-        CompareGradients(log, c, grouped.Grads, hf.Grads);
-        log.AssertAll($"hf vs grouped-cublas {config} {dtype.ShortName()} T={tokens}");
+        CompareGradients(log, c, grouped.Grads, hf.Grads, RouterGradientScale.Compute(hf.Forward, hf.DY));
+        log.AssertAll($"hf vs grouped-cublas {config} {dtype.ShortName()} T={tokens} ({hf.Seeds})");
     }
 
     // ---- (b) grouped on cuBLAS vs fused ----------------------------------------------------------------------------
@@ -91,8 +91,8 @@ public sealed class ThreeWayTests
         if (permuteY) log.Close("unpermuted (permute_y store)", fused.Unpermuted, r.Unpermuted);
         else log.Close("second_gemm", fused.SecondGemm, r.SecondGemm);
         log.Close("output", fused.Output, r.Output);
-        if (fusedGrads is not null) CompareGradients(log, c, fusedGrads, grouped.Grads);
-        log.AssertAll($"grouped-cublas vs fused {config} {dtype.ShortName()} T={tokens} {options.Describe()}");
+        if (fusedGrads is not null) CompareGradients(log, c, fusedGrads, grouped.Grads, routerScale: null);
+        log.AssertAll($"grouped-cublas vs fused {config} {dtype.ShortName()} T={tokens} {options.Describe()} ({grouped.Seeds})");
     }
 
     // ---- (c) HF vs fused ---------------------------------------------------------------------------------------------
@@ -113,16 +113,25 @@ public sealed class ThreeWayTests
         var log = new ComparisonLog(dtype);
         log.Close("router_logits", fused.RouterLogits, hf.Forward.RouterLogits);
         log.CloseHfAccumulated("output", fused.Output, hf.Forward.Output, c.TopK);
-        CompareGradients(log, c, fusedGrads, hf.Grads);
-        log.AssertAll($"hf vs fused {config} {dtype.ShortName()} T={tokens} {options.Describe()}");
+        CompareGradients(log, c, fusedGrads, hf.Grads, RouterGradientScale.Compute(hf.Forward, hf.DY));
+        log.AssertAll($"hf vs fused {config} {dtype.ShortName()} T={tokens} {options.Describe()} ({hf.Seeds})");
     }
 
-    /// <summary>The five gradients: dX and d router whole; gate_proj, up_proj and down_proj expert by expert (in parallel)
-    /// plus a whole-tensor summary line.</summary>
-    internal static void CompareGradients(ComparisonLog log, MoeConfig c, MoeGradients actual, MoeGradients expected)
+    /// <summary>The five gradients: dX and d router whole; gate_proj, up_proj and down_proj expert by expert (in
+    /// parallel) plus a whole-tensor summary line.</summary>
+    /// <param name="log">Where the comparisons go.</param>
+    /// <param name="c">The layer.</param>
+    /// <param name="actual">Gradients under test.</param>
+    /// <param name="expected">Reference gradients.</param>
+    /// <param name="routerScale">Against the HF loop (whose forward rounds silu(gate) on its own, so its expert outputs
+    /// U, and with them the router gradient's dot products, differ by rounding): the router gradient's first-order
+    /// scale (<see cref="RouterGradientScale"/> of the HF side). Null between implementations with the same forward
+    /// rounding (grouped vs fused, cuBLAS vs host): the strict scaled rule.</param>
+    internal static void CompareGradients(ComparisonLog log, MoeConfig c, MoeGradients actual, MoeGradients expected, float[]? routerScale)
     {
         log.Close("grad_hidden_states", actual.X, expected.X);
-        log.Close("grad_gate (router)", actual.Router, expected.Router);
+        if (routerScale is null) log.Close("grad_gate (router)", actual.Router, expected.Router);
+        else log.CloseRouterGradient("grad_gate (router)", actual.Router, expected.Router, routerScale);
         long ih = (long)c.IntermediateSize * c.HiddenSize;
         // gate_proj = rows 0..I-1 and up_proj = rows I..2I-1 of each expert's [2I,H] block of gate_up.
         log.ClosePerExpert("grad_gate_proj", actual.GateUp, expected.GateUp, c.NumExperts, ih, 0, 2 * ih);

@@ -18,13 +18,13 @@ public sealed class WorkspaceAndCostTests
     [DataRow(1000, 1024)]
     [DataRow(16384, 16384)]
     public void ShapeClass_IsNextPowerOfTwo(int tokens, int expected) =>
-        Assert.AreEqual(expected, FusedWorkspaceLayout.ShapeClassTokens(tokens));
+        Assert.AreEqual(expected, BlockWorkspaceLayout.ShapeClassTokens(tokens));
 
     [TestMethod]
     [DataRow(0)]
     [DataRow(-1)]
     public void ShapeClass_NonPositive_Rejected(int tokens) =>
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => FusedWorkspaceLayout.ShapeClassTokens(tokens));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => BlockWorkspaceLayout.ShapeClassTokens(tokens));
 
     // Hand-computed for "small" (H=256, I=128, E=32, k=4) at capacity 8 (TK = 32), bf16 (2 bytes):
     // Logits 8*32*2 = 512, Probs 8*32*4 = 1024, Selected 32*4 = 128 -> 256 aligned, RoutingWeights 32*2 = 64 -> 256,
@@ -35,12 +35,12 @@ public sealed class WorkspaceAndCostTests
     [DataRow(true, 512 + 1024 + 256 + 256 + 256 + 256 + 256 + 16384 + 8192 + 16384, DisplayName = "permute_x (no Xp)")]
     public void ForwardLayout_Small_HandComputedTotal(bool permuteX, long expectedBytes)
     {
-        var layout = FusedWorkspaceLayout.Forward(MoeConfig.Preset("small"), ScalarType.BFloat16,
+        var layout = BlockWorkspaceLayout.Forward(MoeConfig.Preset("small"), ScalarType.BFloat16,
             new FusedBlockOptions { PermuteX = permuteX }, capacityTokens: 8);
         Assert.AreEqual(expectedBytes, layout.TotalBytes);
-        Assert.AreEqual(!permuteX, layout.Contains(FusedBuffer.XPermuted));
-        Assert.AreEqual(16384L, layout[FusedBuffer.SecondGemm].Bytes);
-        Assert.AreEqual(32L * 256, layout[FusedBuffer.SecondGemm].Elements);
+        Assert.AreEqual(!permuteX, layout.Contains(BlockBuffer.XPermuted));
+        Assert.AreEqual(16384L, layout[BlockBuffer.SecondGemm].Bytes);
+        Assert.AreEqual(32L * 256, layout[BlockBuffer.SecondGemm].Elements);
     }
 
     // Backward, same config/capacity, fp32 (4 bytes): DSecondGemm 32*256*4 = 32768, DRoutingWeights 32*4 = 128 -> 256,
@@ -51,10 +51,10 @@ public sealed class WorkspaceAndCostTests
     [DataRow(true, 32768 + 256 + 16384 + 32768 + 32768 + 1024 + 8192, DisplayName = "permute_x")]
     public void BackwardLayout_Small_HandComputedTotal(bool permuteX, long expectedBytes)
     {
-        var layout = FusedWorkspaceLayout.Backward(MoeConfig.Preset("small"), ScalarType.Float32,
+        var layout = BlockWorkspaceLayout.Backward(MoeConfig.Preset("small"), ScalarType.Float32,
             new FusedBlockOptions { PermuteX = permuteX }, capacityTokens: 8);
         Assert.AreEqual(expectedBytes, layout.TotalBytes);
-        Assert.AreEqual(!permuteX, layout.Contains(FusedBuffer.DXPermutedExpertOrder));
+        Assert.AreEqual(!permuteX, layout.Contains(BlockBuffer.DXPermutedExpertOrder));
     }
 
     [TestMethod]
@@ -68,18 +68,18 @@ public sealed class WorkspaceAndCostTests
         foreach (bool backward in new[] { false, true })
         {
             var layout = backward
-                ? FusedWorkspaceLayout.Backward(c, dtype, FusedBlockOptions.Default, capacity)
-                : FusedWorkspaceLayout.Forward(c, dtype, FusedBlockOptions.Default, capacity);
+                ? BlockWorkspaceLayout.Backward(c, dtype, FusedBlockOptions.Default, capacity)
+                : BlockWorkspaceLayout.Forward(c, dtype, FusedBlockOptions.Default, capacity);
             long end = 0;
             foreach (WorkspaceSlice s in layout.Slices)
             {
-                Assert.AreEqual(0, s.Offset % FusedWorkspaceLayout.Alignment, $"{s.Buffer} offset {s.Offset} not aligned");
+                Assert.AreEqual(0, s.Offset % BlockWorkspaceLayout.Alignment, $"{s.Buffer} offset {s.Offset} not aligned");
                 Assert.IsGreaterThanOrEqualTo(end, s.Offset, $"{s.Buffer} overlaps the previous slice");
                 Assert.IsGreaterThan(0L, s.Bytes, $"{s.Buffer} is empty");
                 end = s.Offset + s.Bytes;
             }
             Assert.IsGreaterThanOrEqualTo(end, layout.TotalBytes);
-            Assert.IsLessThan(end + FusedWorkspaceLayout.Alignment, layout.TotalBytes);
+            Assert.IsLessThan(end + BlockWorkspaceLayout.Alignment, layout.TotalBytes);
         }
     }
 
@@ -87,13 +87,13 @@ public sealed class WorkspaceAndCostTests
     public void ForwardLayout_Qwen3_T1024_Bf16_Elements()
     {
         MoeConfig c = MoeConfig.Preset("qwen3-30b-a3b"); // H=2048, I=768, E=128, k=8
-        var layout = FusedWorkspaceLayout.Forward(c, ScalarType.BFloat16, FusedBlockOptions.Default, 1024);
-        Assert.AreEqual(8192L * 1536, layout[FusedBuffer.FirstGemm].Elements);
-        Assert.AreEqual(8192L * 1536 * 2, layout[FusedBuffer.FirstGemm].Bytes);
-        Assert.AreEqual(1024L * 128 * 4, layout[FusedBuffer.Probs].Bytes);
-        Assert.AreEqual(128L * 4, layout[FusedBuffer.MSizes].Bytes);
-        Assert.ThrowsExactly<KeyNotFoundException>(() => FusedWorkspaceLayout.Forward(c, ScalarType.BFloat16,
-            new FusedBlockOptions { PermuteX = true }, 1024)[FusedBuffer.XPermuted]);
+        var layout = BlockWorkspaceLayout.Forward(c, ScalarType.BFloat16, FusedBlockOptions.Default, 1024);
+        Assert.AreEqual(8192L * 1536, layout[BlockBuffer.FirstGemm].Elements);
+        Assert.AreEqual(8192L * 1536 * 2, layout[BlockBuffer.FirstGemm].Bytes);
+        Assert.AreEqual(1024L * 128 * 4, layout[BlockBuffer.Probs].Bytes);
+        Assert.AreEqual(128L * 4, layout[BlockBuffer.MSizes].Bytes);
+        Assert.ThrowsExactly<KeyNotFoundException>(() => BlockWorkspaceLayout.Forward(c, ScalarType.BFloat16,
+            new FusedBlockOptions { PermuteX = true }, 1024)[BlockBuffer.XPermuted]);
     }
 
     // ---- cost and floor ---------------------------------------------------------------------------------------------

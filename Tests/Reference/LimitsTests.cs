@@ -52,10 +52,10 @@ public sealed class LimitsTests
         int max = MoeLimits.MaxDeviceTokens(Qwen3);
         long th = (long)(max + 1) * Qwen3.HiddenSize, tk = (long)(max + 1) * Qwen3.TopK;
         var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() =>
-            FusedBlockChecks.ForwardShapes(Qwen3, ScalarType.BFloat16, max + 1, th, th, tk, tk));
+            BlockChecks.ForwardShapes(Qwen3, ScalarType.BFloat16, max + 1, th, th, tk, tk));
         Assert.AreEqual("tokens", e.ParamName);
         StringAssert.Contains(e.Message, $"at most T = {max}");
-        FusedBlockChecks.ForwardShapes(Qwen3, ScalarType.BFloat16, max, th, th, tk, tk); // the limit itself is accepted
+        BlockChecks.ForwardShapes(Qwen3, ScalarType.BFloat16, max, th, th, tk, tk); // the limit itself is accepted
     }
 
     [TestMethod]

@@ -16,7 +16,7 @@ public sealed partial class DocumentationLinkTests
         return Directory.EnumerateFiles(root, "*", SearchOption.AllDirectories)
             .Where(f => s_extensions.Contains(Path.GetExtension(f)))
             .Where(f => !Path.GetRelativePath(root, f).Split(Path.DirectorySeparatorChar)
-                .Any(part => part is "bin" or "obj" or ".git" or "TestResults" or ".device" or "artifacts"));
+                .Any(part => part is "bin" or "obj" or "TestResults" or "artifacts" || part.StartsWith('.')));
     }
 
     [TestMethod]

@@ -12,10 +12,14 @@
 #                                             every layer onto the GPU (time, GB/s, peak host memory) and run the fused
 #                                             block fwd+bwd through every layer; then, when the page cache can be dropped
 #                                             (root), load it again cold from disk. Writes load.log.
+#   tools/device/run.sh sanitize [TOOLS]      compute-sanitizer (default TOOLS: memcheck racecheck initcheck synccheck)
+#                                             over the sanitizer subset of the GPU tests (every kernel family and
+#                                             specialisation kind; MOENATIVE_SANITIZE_FILTER overrides the filter);
+#                                             prints the error count per tool; exit 1 on any error or failed test
 #
 # Logs, TRX and JSON go to $OUT when it is set (the device tool brings that folder back), else ./artifacts/device.
 # At most 9 files are written there: summary.txt, ptx.log, tests.log, tests.trx, verify.log, bench.log, bench.json,
-# cli.log, load.log.
+# cli.log, load.log. `sanitize` writes sanitize-<tool>.log per tool and sanitize.txt (the counts).
 # Environment for `all`: MOENATIVE_STEPS (default "ptx tests verify bench": the steps to run, in that order),
 #   MOENATIVE_VERIFY_ARGS (default "--device gpu"),
 #   MOENATIVE_BENCH_ARGS (default "--config qwen3-30b-a3b --seqlen 1,128,1024,4096,16384 --backward").
@@ -124,6 +128,31 @@ run_load() { # writes load.log
   return "${PIPESTATUS[0]}"
 }
 
+# The sanitizer subset: SanitizerSubsetGpuTests (grouped GEMM per layout/dtype/config/row mode, the fused block per
+# permute mode) plus the small-kernel classes and the graph replay. NOTE: PtxKernelGpuTests is left out on purpose:
+# one of its tests asks the driver for a parameter past the entry's last one (an API error by design).
+sanitize_filter=${MOENATIVE_SANITIZE_FILTER:-"TestCategory=Sanitize|FullyQualifiedName~MoeNative.Tests.Ptx.Routing.|FullyQualifiedName~MoeNative.Tests.Ptx.Elementwise.|FullyQualifiedName~Graph_ReplayEqualsDirectLaunches"}
+
+run_sanitize() { # run_sanitize [tools...]; writes sanitize-<tool>.log and sanitize.txt
+  local sanitizer tools=("$@") failed=0 t log errors
+  sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  [ -x "$sanitizer" ] || { echo "compute-sanitizer not found (PATH, /usr/local/cuda/bin)"; return 1; }
+  [ ${#tools[@]} -gt 0 ] || tools=(memcheck racecheck initcheck synccheck)
+  : > "$out/sanitize.txt"
+  for t in "${tools[@]}"; do
+    log="$out/sanitize-$t.log"
+    echo "== compute-sanitizer --tool $t"
+    "$sanitizer" --tool "$t" --target-processes all --print-limit 200 \
+      "$dotnet" "$pack/tests/MoeNative.Tests.dll" --filter "$sanitize_filter" >"$log" 2>&1
+    errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$log" | awk '{ n += $3 } END { print n + 0 }')
+    [ -n "$(grep -E 'ERROR SUMMARY' "$log")" ] || errors="no summary (sanitizer failed to run; see $log)"
+    echo "$t: $errors errors; tests: $(test_counts "$log")" | tee -a "$out/sanitize.txt"
+    [ "$errors" = 0 ] || failed=1
+    grep -Eq '^[[:space:]]*failed:[[:space:]]*0' "$log" || failed=1
+  done
+  return "$failed"
+}
+
 mode=${1:-all}
 [ $# -gt 0 ] && shift
 case $mode in
@@ -136,6 +165,8 @@ case $mode in
     run_ptx; exit $? ;;
   load)
     run_load; exit $? ;;
+  sanitize)
+    run_sanitize "$@"; exit $? ;;
   all)
     declare -A rc
     steps=" ${MOENATIVE_STEPS:-ptx tests verify bench} "
@@ -173,5 +204,5 @@ case $mode in
     for k in "${!rc[@]}"; do [ "${rc[$k]}" = 0 ] || exit 1; done
     exit 0 ;;
   *)
-    die "unknown mode '$mode' (all | test | cli | ptx | load)" ;;
+    die "unknown mode '$mode' (all | test | cli | ptx | load | sanitize)" ;;
 esac

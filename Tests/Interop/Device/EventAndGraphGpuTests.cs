@@ -12,7 +12,7 @@ public sealed class EventAndGraphGpuTests
         CudaContext ctx = GpuTest.RequireContext();
         using var stream = new CudaStream(ctx);
         using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-events");
-        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry, TestKernels.AffineParameters);
         const int n = 1 << 22;
         using var x = new DeviceBuffer<float>(ctx, n);
         using var y = new DeviceBuffer<float>(ctx, n);
@@ -38,7 +38,7 @@ public sealed class EventAndGraphGpuTests
         CudaContext ctx = GpuTest.RequireContext();
         using var stream = new CudaStream(ctx);
         using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-graph");
-        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry, TestKernels.AffineParameters);
         const int n = 10_007;
         var random = new Random(7);
         float[] x = Enumerable.Range(0, n).Select(_ => (float)random.NextDouble()).ToArray();

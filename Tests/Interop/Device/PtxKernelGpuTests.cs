@@ -17,7 +17,7 @@ public sealed class PtxKernelGpuTests
         CudaContext ctx = GpuTest.RequireContext();
         using var stream = new CudaStream(ctx);
         using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine");
-        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry, TestKernels.AffineParameters);
         Assert.AreEqual(TestKernels.AffineEntry, kernel.Name);
 
         var random = new Random(n);
@@ -42,7 +42,7 @@ public sealed class PtxKernelGpuTests
         CudaContext ctx = GpuTest.RequireContext();
         using var stream = new CudaStream(ctx);
         using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine-ex");
-        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry, TestKernels.AffineParameters);
         const int n = 4_099;
         float[] x = Enumerable.Range(0, n).Select(i => i * 0.25f - 100).ToArray();
         using DeviceBuffer<float> xDev = DeviceBuffer<float>.FromHost(ctx, x);
@@ -67,7 +67,7 @@ public sealed class PtxKernelGpuTests
             Assert.Inconclusive($"Thread-block clusters need sm_90+; this is {ctx.Info.SmName}.");
         using var stream = new CudaStream(ctx);
         using CudaModule module = CudaModule.Load(ctx, TestKernels.ClusterShapePtx, "interop-test-cluster");
-        CudaKernel kernel = module.GetKernel(TestKernels.ClusterShapeEntry);
+        CudaKernel kernel = module.GetKernel(TestKernels.ClusterShapeEntry, TestKernels.ClusterShapeParameters);
         const int ctas = 16;
         using var outDev = new DeviceBuffer<uint>(ctx, ctas);
         var args = new TestKernels.ClusterShapeArgs { Out = outDev.DevicePointer };
@@ -88,7 +88,7 @@ public sealed class PtxKernelGpuTests
     {
         CudaContext ctx = GpuTest.RequireContext();
         using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine-attr");
-        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry, TestKernels.AffineParameters);
         Assert.IsGreaterThan(0, kernel.NumRegisters);
         Assert.AreEqual(0, kernel.LocalBytesPerThread, "no spills");
         Assert.IsGreaterThanOrEqualTo(128, kernel.MaxThreadsPerBlock);
@@ -106,12 +106,30 @@ public sealed class PtxKernelGpuTests
         CudaContext ctx = GpuTest.RequireContext();
         using var stream = new CudaStream(ctx);
         using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine-wrong");
-        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry);
+        CudaKernel kernel = module.GetKernel(TestKernels.AffineEntry, TestKernels.AffineParameters);
         var wrong = new TestKernels.WrongArgs();
         var e = Assert.ThrowsExactly<ArgumentException>(() => kernel.Launch(stream, new Dim3(1), new Dim3(32), 0, in wrong));
         Assert.Contains(TestKernels.AffineEntry, e.Message);
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernel.Launch(stream, new Dim3(0), new Dim3(32), 0, new TestKernels.AffineArgs()));
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernel.Launch(stream, new Dim3(1), new Dim3(2048), 0, new TestKernels.AffineArgs()));
+    }
+
+    /// <summary>The parameter count is declared, never probed: a kernel without one does not launch, and a count
+    /// larger than the entry's is refused with one in-range driver query (no call past the last parameter).</summary>
+    [TestMethod]
+    public void ParameterCount_UndeclaredOrTooLarge_IsRefused()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        using var stream = new CudaStream(ctx);
+        using CudaModule module = CudaModule.Load(ctx, TestKernels.AffinePtx, "interop-test-affine-count");
+        var args = new TestKernels.AffineArgs();
+        CudaKernel undeclared = module.GetKernel(TestKernels.AffineEntry);
+        Assert.IsNull(undeclared.ParameterCount);
+        var e1 = Assert.ThrowsExactly<InvalidOperationException>(() => undeclared.Launch(stream, new Dim3(1), new Dim3(32), 0, in args));
+        Assert.Contains("parameter count", e1.Message);
+        CudaKernel tooMany = module.GetKernel(TestKernels.AffineEntry, TestKernels.AffineParameters + 1);
+        var e2 = Assert.ThrowsExactly<ArgumentException>(() => tooMany.Launch(stream, new Dim3(1), new Dim3(32), 0, in args));
+        Assert.Contains("fewer than the 6 parameters", e2.Message);
     }
 
     [TestMethod]

@@ -110,6 +110,12 @@ internal static class TestKernels
         }
         """;
 
+    /// <summary>.params of <see cref="ClusterShapeEntry"/>.</summary>
+    public const int ClusterShapeParameters = 1;
+
+    /// <summary>.params of <see cref="AffineEntry"/>.</summary>
+    public const int AffineParameters = 5;
+
     /// <summary>Arguments of <see cref="ClusterShapeEntry"/>.</summary>
     [StructLayout(LayoutKind.Sequential)]
     public struct ClusterShapeArgs

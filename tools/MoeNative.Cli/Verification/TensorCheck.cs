@@ -18,12 +18,15 @@ public sealed record TensorCheck(string Comparison, string Tensor, string Shape,
 {
     public bool Passed => Note is null && Result is { AllClose: true };
 
-    /// <summary>Float tensors of any shape, flattened: <see cref="TensorComparison.Scaled"/> at <paramref name="tolerance"/>.</summary>
+    /// <summary>Float tensors of any shape, flattened: <see cref="TensorComparison.Scaled"/> at <paramref name="tolerance"/>,
+    /// or <see cref="TensorComparison.ScaledWithFloor"/> when a per-element scale floor is given.</summary>
     public static TensorCheck Compare(string comparison, string tensor, string shape,
-        ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, double tolerance) =>
+        ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, double tolerance, ReadOnlySpan<float> floor = default) =>
         actual.Length != expected.Length
             ? LengthMismatch(comparison, tensor, shape, tolerance, actual.Length, expected.Length)
-            : new(comparison, tensor, shape, TensorComparison.Scaled(tensor, actual, expected, tolerance), tolerance);
+            : new(comparison, tensor, shape, floor.IsEmpty
+                ? TensorComparison.Scaled(tensor, actual, expected, tolerance)
+                : TensorComparison.ScaledWithFloor(tensor, actual, expected, tolerance, floor), tolerance);
 
     /// <summary>Integer tensors: <see cref="TensorComparison.Exact"/>.</summary>
     public static TensorCheck CompareExact(string comparison, string tensor, string shape, ReadOnlySpan<int> actual, ReadOnlySpan<int> expected) =>

@@ -1,3 +1,4 @@
+using MoeNative.Interop;
 using MoeNative.Reference;
 
 namespace MoeNative.Blocks;
@@ -7,7 +8,7 @@ namespace MoeNative.Blocks;
 /// that they are testable without a GPU. Every failure is an <see cref="ArgumentException"/> naming the parameter,
 /// the expected shape and what was passed.
 /// </summary>
-internal static class FusedBlockChecks
+internal static class BlockChecks
 {
     /// <summary>The element type of a device buffer must be the one that stores <paramref name="dtype"/>.</summary>
     public static void ElementType(ScalarType dtype, Type elementType, string paramName)
@@ -49,5 +50,30 @@ internal static class FusedBlockChecks
         Length(routerLength, c.RouterElements, "gradients.Router", $"[E={c.NumExperts},H={c.HiddenSize}]");
         Length(gateUpLength, c.GateUpElements, "gradients.GateUp", $"[E={c.NumExperts},2I={2 * c.IntermediateSize},H={c.HiddenSize}]");
         Length(downLength, c.DownElements, "gradients.Down", $"[E={c.NumExperts},H={c.HiddenSize},I={c.IntermediateSize}]");
+    }
+
+    /// <summary>The stream and every buffer of a forward belong to the block's CudaContext object (the Interop rule,
+    /// <see cref="CudaContext.EnsureSameContext"/>): checked before any launch.</summary>
+    public static void ForwardContexts<TElem>(CudaContext block, CudaStream stream, DeviceBuffer<TElem> x, DeviceBuffer<TElem> y,
+        DeviceRouting<TElem>? routing) where TElem : unmanaged
+    {
+        block.EnsureSameContext(stream.Context, nameof(stream), "the block");
+        block.EnsureSameContext(x.Context, nameof(x), "the block");
+        block.EnsureSameContext(y.Context, nameof(y), "the block");
+        if (routing is null) return;
+        block.EnsureSameContext(routing.Selected.Context, nameof(routing), "the block");
+        block.EnsureSameContext(routing.Weights.Context, nameof(routing), "the block");
+    }
+
+    /// <summary>The stream and every buffer of a backward belong to the block's CudaContext object.</summary>
+    public static void BackwardContexts<TElem>(CudaContext block, CudaStream stream, DeviceBuffer<TElem> dY, DeviceGradients<TElem> gradients)
+        where TElem : unmanaged
+    {
+        block.EnsureSameContext(stream.Context, nameof(stream), "the block");
+        block.EnsureSameContext(dY.Context, nameof(dY), "the block");
+        block.EnsureSameContext(gradients.X.Context, "gradients.X", "the block");
+        block.EnsureSameContext(gradients.Router.Context, "gradients.Router", "the block");
+        block.EnsureSameContext(gradients.GateUp.Context, "gradients.GateUp", "the block");
+        block.EnsureSameContext(gradients.Down.Context, "gradients.Down", "the block");
     }
 }

@@ -4,7 +4,7 @@ namespace MoeNative.Blocks;
 
 /// <summary>One buffer of the fused block's workspace. Dimension legend: T tokens, H hidden, I intermediate,
 /// E experts, k experts per token; TK = T*k rows in expert order (r) or token-slot order (p = t*k + j).</summary>
-public enum FusedBuffer
+public enum BlockBuffer
 {
     // ---- forward ----
     /// <summary>dtype [T,E] router logits.</summary>
@@ -50,21 +50,21 @@ public enum FusedBuffer
 }
 
 /// <summary>One slice of a workspace arena: byte offset, byte size and element count.</summary>
-public readonly record struct WorkspaceSlice(FusedBuffer Buffer, long Offset, long Bytes, long Elements);
+public readonly record struct WorkspaceSlice(BlockBuffer Buffer, long Offset, long Bytes, long Elements);
 
 /// <summary>
 /// Byte layout of one workspace arena of the fused block (forward or backward part) for a capacity of
 /// <see cref="CapacityTokens"/> tokens. One device allocation, carved into <see cref="Alignment"/>-byte aligned
 /// slices, allocated once per shape class and reused by every call with T ≤ capacity.
 /// </summary>
-public sealed class FusedWorkspaceLayout
+public sealed class BlockWorkspaceLayout
 {
     /// <summary>Byte alignment of every slice (cp.async/ldmatrix need 16; 256 matches cudaMalloc).</summary>
     public const int Alignment = 256;
 
-    private readonly Dictionary<FusedBuffer, WorkspaceSlice> _slices;
+    private readonly Dictionary<BlockBuffer, WorkspaceSlice> _slices;
 
-    private FusedWorkspaceLayout(int capacityTokens, bool backward, List<WorkspaceSlice> slices)
+    private BlockWorkspaceLayout(int capacityTokens, bool backward, List<WorkspaceSlice> slices)
     {
         CapacityTokens = capacityTokens;
         IsBackward = backward;
@@ -86,10 +86,10 @@ public sealed class FusedWorkspaceLayout
     public IReadOnlyList<WorkspaceSlice> Slices { get; }
 
     /// <summary>Whether the layout holds <paramref name="buffer"/>.</summary>
-    public bool Contains(FusedBuffer buffer) => _slices.ContainsKey(buffer);
+    public bool Contains(BlockBuffer buffer) => _slices.ContainsKey(buffer);
 
     /// <summary>The slice of <paramref name="buffer"/>; <see cref="KeyNotFoundException"/> when the options exclude it.</summary>
-    public WorkspaceSlice this[FusedBuffer buffer] => _slices.TryGetValue(buffer, out var s)
+    public WorkspaceSlice this[BlockBuffer buffer] => _slices.TryGetValue(buffer, out var s)
         ? s
         : throw new KeyNotFoundException($"The workspace has no {buffer} buffer for these options.");
 
@@ -109,7 +109,7 @@ public sealed class FusedWorkspaceLayout
     }
 
     /// <summary>Layout of the forward arena (everything the forward writes and the backward reads).</summary>
-    public static FusedWorkspaceLayout Forward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens)
+    public static BlockWorkspaceLayout Forward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
@@ -118,22 +118,22 @@ public sealed class FusedWorkspaceLayout
         long tk = t * k;
         int s = dtype.SizeOf();
         var b = new Builder();
-        b.Add(FusedBuffer.Logits, t * e, s);
-        b.Add(FusedBuffer.Probs, t * e, 4);
-        b.Add(FusedBuffer.Selected, tk, 4);
-        b.Add(FusedBuffer.RoutingWeights, tk, s);
-        b.Add(FusedBuffer.MSizes, e, 4);
-        b.Add(FusedBuffer.Gather, tk, 4);
-        b.Add(FusedBuffer.Inverse, tk, 4);
-        if (!options.PermuteX) b.Add(FusedBuffer.XPermuted, tk * h, s);
-        b.Add(FusedBuffer.FirstGemm, tk * 2 * i, s);
-        b.Add(FusedBuffer.Intermediate, tk * i, s);
-        b.Add(FusedBuffer.SecondGemm, tk * h, s);
-        return new FusedWorkspaceLayout(capacityTokens, backward: false, b.Slices);
+        b.Add(BlockBuffer.Logits, t * e, s);
+        b.Add(BlockBuffer.Probs, t * e, 4);
+        b.Add(BlockBuffer.Selected, tk, 4);
+        b.Add(BlockBuffer.RoutingWeights, tk, s);
+        b.Add(BlockBuffer.MSizes, e, 4);
+        b.Add(BlockBuffer.Gather, tk, 4);
+        b.Add(BlockBuffer.Inverse, tk, 4);
+        if (!options.PermuteX) b.Add(BlockBuffer.XPermuted, tk * h, s);
+        b.Add(BlockBuffer.FirstGemm, tk * 2 * i, s);
+        b.Add(BlockBuffer.Intermediate, tk * i, s);
+        b.Add(BlockBuffer.SecondGemm, tk * h, s);
+        return new BlockWorkspaceLayout(capacityTokens, backward: false, b.Slices);
     }
 
     /// <summary>Layout of the backward arena (allocated on the first backward only).</summary>
-    public static FusedWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens)
+    public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
@@ -142,15 +142,15 @@ public sealed class FusedWorkspaceLayout
         long tk = t * k;
         int s = dtype.SizeOf();
         var b = new Builder();
-        b.Add(FusedBuffer.DSecondGemm, tk * h, s);
-        b.Add(FusedBuffer.DRoutingWeights, tk, 4);
-        b.Add(FusedBuffer.DIntermediate, tk * i, s);
-        b.Add(FusedBuffer.DFirstGemm, tk * 2 * i, s);
-        if (!options.PermuteX) b.Add(FusedBuffer.DXPermutedExpertOrder, tk * h, s);
-        b.Add(FusedBuffer.DXPermutedSlotOrder, tk * h, s);
-        b.Add(FusedBuffer.DLogits, t * e, s);
-        b.Add(FusedBuffer.DXRouter, t * h, s);
-        return new FusedWorkspaceLayout(capacityTokens, backward: true, b.Slices);
+        b.Add(BlockBuffer.DSecondGemm, tk * h, s);
+        b.Add(BlockBuffer.DRoutingWeights, tk, 4);
+        b.Add(BlockBuffer.DIntermediate, tk * i, s);
+        b.Add(BlockBuffer.DFirstGemm, tk * 2 * i, s);
+        if (!options.PermuteX) b.Add(BlockBuffer.DXPermutedExpertOrder, tk * h, s);
+        b.Add(BlockBuffer.DXPermutedSlotOrder, tk * h, s);
+        b.Add(BlockBuffer.DLogits, t * e, s);
+        b.Add(BlockBuffer.DXRouter, t * h, s);
+        return new BlockWorkspaceLayout(capacityTokens, backward: true, b.Slices);
     }
 
     private sealed class Builder
@@ -158,7 +158,7 @@ public sealed class FusedWorkspaceLayout
         private long _offset;
         public List<WorkspaceSlice> Slices { get; } = [];
 
-        public void Add(FusedBuffer buffer, long elements, int elementSize)
+        public void Add(BlockBuffer buffer, long elements, int elementSize)
         {
             long bytes = checked(elements * elementSize);
             Slices.Add(new WorkspaceSlice(buffer, _offset, bytes, elements));

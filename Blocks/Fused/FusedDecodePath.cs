@@ -1,0 +1,103 @@
+using MoeNative.Interop;
+using MoeNative.Ptx;
+using MoeNative.Reference;
+
+namespace MoeNative.Blocks;
+
+/// <summary>
+/// The fused block's decode regime: after the routing kernels, two launches replace GEMM1, SwiGLU, GEMM2 and the
+/// combine: <c>moe_decode_gate_up_silu</c> (G1 and A of every hit expert's rows) and <c>moe_decode_down_combine</c>
+/// (G2, the routing-weight scale, and Y = Σ_j w·U in j order). Every SM streams a slice of each hit expert's weights,
+/// so few tokens read the weights once at the card's bandwidth instead of walking a few tall tiles. The workspace gets
+/// the same G1, A and G2 (U) as the grouped path writes, so the backward runs unchanged after a decode forward.
+/// A token's outputs do not depend on the rest of the batch (fixed-order dot products and sums).
+/// </summary>
+internal sealed class FusedDecodePath : IDisposable
+{
+    /// <summary>
+    /// Largest T that <see cref="DecodeMode.Auto"/> sends through the decode kernels: measured, NVIDIA H200, bf16, graph
+    /// replay (docs/PERF.md, v9): faster than the grouped path up to T = 8 at Qwen3-30B-A3B (0.172 vs 0.196 ms) and
+    /// Qwen3-235B-A22B (0.574 vs 0.618 ms), slower from T = 16 (0.300 vs 0.284 ms) where the FFMA dot products of up to
+    /// 8 rows per weight pass stop keeping up with the weight stream.
+    /// </summary>
+    public const int AutoMaxTokens = 8;
+
+    private readonly CudaContext _context;
+    private readonly MoeConfig _config;
+    private readonly ScalarType _dtype;
+    private readonly FusedBlockOptions _options;
+    private DeviceBuffer<uint>? _counters; // [H/8] u32 tickets of moe_decode_down_combine: 0 between launches
+
+    /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> for a config the decode kernels cannot run.</exception>
+    public FusedDecodePath(CudaContext context, MoeConfig config, ScalarType dtype, FusedBlockOptions options)
+    {
+        _context = context;
+        _config = config;
+        _dtype = dtype;
+        _options = options;
+        Supported = MoeKernels.CanDecode(dtype, config.NumExperts, config.HiddenSize, config.IntermediateSize);
+        if (options.Decode == DecodeMode.Always && !Supported)
+            throw new ArgumentException(
+                $"Decode = Always needs a bf16/fp16 block with E <= {MoeKernels.DecodeMaxExperts} and H, I multiples of 8; " +
+                $"this block is {dtype.ShortName()}, E={config.NumExperts}, H={config.HiddenSize}, I={config.IntermediateSize}.", "options");
+    }
+
+    /// <summary>Whether the config and dtype allow the decode kernels at all.</summary>
+    public bool Supported { get; }
+
+    /// <summary>Whether a forward of <paramref name="tokens"/> tokens on <paramref name="x"/> runs the decode kernels.</summary>
+    /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> and an X that is not 16-byte aligned.</exception>
+    public bool Applies(int tokens, DeviceRange x)
+    {
+        switch (_options.Decode)
+        {
+            case DecodeMode.Off:
+                return false;
+            case DecodeMode.Always:
+                if (!MoeKernels.DecodeAligned(x))
+                    throw new ArgumentException("Decode = Always needs X 16-byte aligned (the decode kernels load 16-byte row chunks).", nameof(x));
+                return true;
+            default:
+                return Supported && tokens <= AutoMaxTokens && MoeKernels.DecodeAligned(x);
+        }
+    }
+
+    /// <summary>Allocates and zeroes the ticket counters (synchronous; before any graph capture).</summary>
+    public void Reserve()
+    {
+        if (_counters is not null) return;
+        var counters = new DeviceBuffer<uint>(_context, MoeKernels.DecodeCounterCount(_config.HiddenSize));
+        counters.FillBytes(0);
+        _counters = counters;
+    }
+
+    /// <summary>
+    /// GEMM1 + SwiGLU, then GEMM2 + scale + combine on <paramref name="s"/>, from the routing kernels' outputs. With
+    /// FuseMulPost G2 rows are scaled by w and summed with weight 1; with PermuteY G2 is stored in token-slot order.
+    /// </summary>
+    public void Forward(MoeKernels kernels, CudaStream s,
+        DeviceRange x,       // [T,H] dtype
+        DeviceRange gateUp,  // Wgu [E,2I,H] dtype
+        DeviceRange down,    // Wd [E,H,I] dtype
+        DeviceRange mSizes,  // [E] i32
+        DeviceRange gather,  // [TK] i32
+        DeviceRange inverse, // [TK] i32
+        DeviceRange w,       // [T,k] dtype routing weights
+        DeviceRange g1,      // [TK,2I] dtype out, expert order
+        DeviceRange act,     // [TK,I] dtype out, expert order
+        DeviceRange g2,      // [TK,H] dtype out (U): expert order, token-slot order with PermuteY
+        DeviceRange y,       // [T,H] dtype out
+        int tokens)
+    {
+        MoeConfig c = _config;
+        Reserve();
+        kernels.DecodeGateUpSilu(s, _dtype, x, gateUp, mSizes, gather, g1, act, tokens, c.NumExperts, c.TopK, c.HiddenSize,
+            c.IntermediateSize);
+        DeviceRange rowScale = _options.FuseMulPost ? w : DeviceRange.Null;
+        DeviceRange combineWeights = _options.FuseMulPost ? DeviceRange.Null : w;
+        kernels.DecodeDownCombine(s, _dtype, act, down, mSizes, gather, inverse, rowScale, g2, combineWeights, y,
+            _counters!.AsRange(), tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, slotOrder: _options.PermuteY);
+    }
+
+    public void Dispose() => _counters?.Dispose();
+}

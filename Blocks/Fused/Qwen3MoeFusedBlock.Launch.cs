@@ -1,0 +1,227 @@
+using System.Runtime.InteropServices;
+using MoeNative.Interop;
+using MoeNative.Ptx;
+using MoeNative.Reference;
+
+namespace MoeNative.Blocks;
+
+// The launch sequences of the fused block (forward and backward, kernel by kernel) and its grow-only workspaces.
+public sealed partial class Qwen3MoeFusedBlock
+{
+    // ==== launch sequences ==========================================================================================
+
+    private void ForwardCore(CudaStream s, DeviceRange x /*[T,H]*/, DeviceRange y /*[T,H]*/, int tokens, DeviceRange selectedIn /*[T,k] or null*/, DeviceRange weightsIn /*[T,k] or null*/)
+    {
+        MoeConfig c = Config;
+        ScalarType dt = DType;
+        int h = c.HiddenSize, i = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
+        int shapeClass = BlockWorkspaceLayout.ShapeClassTokens(tokens);
+        BlockWorkspace ws = EnsureForwardWorkspace(tokens);
+        DeviceRange logits = ws.Range(BlockBuffer.Logits);            // [T,E]  dtype
+        DeviceRange probs = ws.Range(BlockBuffer.Probs);              // [T,E]  f32
+        DeviceRange selOwn = ws.Range(BlockBuffer.Selected);          // [T,k]  i32
+        DeviceRange wOwn = ws.Range(BlockBuffer.RoutingWeights);      // [T,k]  dtype
+        DeviceRange mSizes = ws.Range(BlockBuffer.MSizes);            // [E]    i32
+        DeviceRange gather = ws.Range(BlockBuffer.Gather);            // [TK]   i32
+        DeviceRange inverse = ws.Range(BlockBuffer.Inverse);          // [TK]   i32
+        DeviceRange g1 = ws.Range(BlockBuffer.FirstGemm);             // [TK,2I] dtype, expert order
+        DeviceRange act = ws.Range(BlockBuffer.Intermediate);         // [TK,I]  dtype, expert order
+        DeviceRange g2 = ws.Range(BlockBuffer.SecondGemm);            // [TK,H]  dtype, expert order (token-slot order with PermuteY)
+        var routerRows = new GroupedRows(_iota!.PointerAt(tokens), 0, tokens, 1, 1); // one group of T rows
+        var expertRows = new GroupedRows(mSizes.Pointer, gather.Pointer, tk, e, k);
+
+        // 1. router logits L = X·Wrᵀ: a GEMV kernel for small T (a tiled GEMM would walk H in series on one or two
+        //    CTAs), else the grouped NT GEMM with one group
+        DeviceRange wr = _weights.RouterRange;
+        if (MoeKernels.CanRouterLogitsGemv(dt, tokens, h, x, wr, logits))
+            _kernels.RouterLogitsGemv(s, dt, x, wr, logits, tokens, e, h);
+        else
+            _tuner.Run(FusedGemm.RouterForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tokens, e, h),
+                cfg => _gemm.ForwardNT(s, dt, cfg, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
+        Probe(s, "router_logits");
+        // 2. softmax (fp32), top-k, renorm, cast
+        _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
+        Probe(s, "router_softmax_topk");
+        DeviceRange sel = selectedIn.IsNull ? selOwn : selectedIn;
+        DeviceRange w = weightsIn.IsNull ? wOwn : weightsIn;
+        // 3. m_sizes, stable gather, inverse
+        _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e);
+        Probe(s, "routing_indices");
+        // 4-8 for few tokens: the decode kernels (two launches stream the hit experts' weights once) write the same
+        //    G1, A, G2 and Y as the grouped path below
+        if (_decode.Applies(tokens, x))
+        {
+            _decode.Forward(_kernels, s, x, _weights.GateUpRange, _weights.DownRange, mSizes, gather, inverse, w, g1, act, g2, y, tokens);
+            Probe(s, "decode_experts");
+            _saved = new SavedForward(tokens, x, sel, w, true);
+            return;
+        }
+        // 4. Xp = X[gather/k]: always fused into GEMM1's loads (a(r) = gather[r]/k), with or without PermuteX: the
+        //    same A values as a gathered copy (bit-identical G1), without the copy's TK·H writes and reads.
+        DeviceRange a1 = x;
+        RowSource a1Rows = RowSource.GatherToken;
+        // 5. G1 = Xp·Wgu[e]ᵀ
+        DeviceRange wgu = _weights.GateUpRange;
+        _tuner.Run(FusedGemm.FirstForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, 2 * i, h),
+            cfg => _gemm.ForwardNT(s, dt, cfg, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null));
+        Probe(s, "gemm1");
+        // 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]
+        _kernels.SiluMulForward(s, dt, g1, act, tk, i);
+        Probe(s, "silu_mul");
+        // 7. G2 = A·Wd[e]ᵀ (scatter to token-slot order with PermuteY; × w with FuseMulPost)
+        DeviceRange wd = _weights.DownRange;
+        RowTarget g2Rows = Options.PermuteY ? RowTarget.Scatter : RowTarget.Identity;
+        DeviceRange rowScale = Options.FuseMulPost ? w : DeviceRange.Null;
+        _tuner.Run(FusedGemm.SecondForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, h, i),
+            cfg => _gemm.ForwardNT(s, dt, cfg, act, wd, g2, expertRows, h, i, RowSource.Identity, g2Rows, rowScale));
+        Probe(s, "gemm2");
+        // 8. Y[t] = Σ_j w[t,j]·U[t*k+j]
+        DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
+        DeviceRange combineWeights = Options.FuseMulPost ? _ones!.AsRange() : w;
+        _kernels.CombineForward(s, dt, g2, rowOfSlot, combineWeights, y, tokens, k, h);
+        Probe(s, "combine");
+
+        _saved = new SavedForward(tokens, x, sel, w, true);
+    }
+
+    private void BackwardCore(CudaStream s, DeviceRange dY /*[T,H]*/, DeviceRange dX /*[T,H]*/, DeviceRange dRouter /*[E,H]*/,
+        DeviceRange dGateUp /*[E,2I,H]*/, DeviceRange dDown /*[E,H,I]*/)
+    {
+        MoeConfig c = Config;
+        ScalarType dt = DType;
+        int tokens = _saved.Tokens;
+        int h = c.HiddenSize, i = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
+        int shapeClass = BlockWorkspaceLayout.ShapeClassTokens(tokens);
+        BlockWorkspace fw = _forwardWorkspace!;
+        BlockWorkspace bw = EnsureBackwardWorkspace(tokens);
+        DeviceRange x = _saved.X, sel = _saved.Selected, w = _saved.Weights;
+        DeviceRange probs = fw.Range(BlockBuffer.Probs);
+        DeviceRange mSizes = fw.Range(BlockBuffer.MSizes), gather = fw.Range(BlockBuffer.Gather), inverse = fw.Range(BlockBuffer.Inverse);
+        DeviceRange g1 = fw.Range(BlockBuffer.FirstGemm);             // [TK,2I]
+        DeviceRange act = fw.Range(BlockBuffer.Intermediate);         // [TK,I]
+        DeviceRange u = fw.Range(BlockBuffer.SecondGemm);             // [TK,H] layout of the forward's GEMM2 output
+        DeviceRange dU = bw.Range(BlockBuffer.DSecondGemm);           // [TK,H] same layout as u
+        DeviceRange dWeights = bw.Range(BlockBuffer.DRoutingWeights); // [T,k] f32
+        DeviceRange dAct = bw.Range(BlockBuffer.DIntermediate);       // [TK,I]
+        DeviceRange dG1 = bw.Range(BlockBuffer.DFirstGemm);           // [TK,2I]
+        DeviceRange dXpSlots = bw.Range(BlockBuffer.DXPermutedSlotOrder); // [TK,H] token-slot order
+        DeviceRange dLogits = bw.Range(BlockBuffer.DLogits);          // [T,E]
+        DeviceRange dXRouter = bw.Range(BlockBuffer.DXRouter);        // [T,H]
+        var routerRows = new GroupedRows(_iota!.PointerAt(tokens), 0, tokens, 1, 1);
+        var expertRows = new GroupedRows(mSizes.Pointer, gather.Pointer, tk, e, k);
+        DeviceRange wr = _weights.RouterRange, wgu = _weights.GateUpRange, wd = _weights.DownRange;
+
+        // 1. dU[row(p)] = w[p]·dY[t], dw[p] = <dY[t], U[row(p)]>
+        DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
+        _kernels.CombineBackward(s, dt, dY, u, rowOfSlot, w, dU, dWeights, tokens, k, h);
+        Probe(s, "bwd_combine");
+        // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY)
+        RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
+        _tuner.Run(FusedGemm.SecondBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, h, i),
+            cfg => _gemm.BackwardDataNN(s, dt, cfg, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity));
+        Probe(s, "bwd_gemm2_dx");
+        // 3. GEMM2 dW: dWd[e] = Σ_{r∈e} dG2[r]ᵀ A[r]
+        _tuner.Run(FusedGemm.SecondBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tk, h, i),
+            cfg => _gemm.BackwardWeightTN(s, dt, cfg, dU, act, dDown, expertRows, h, i, dG2Rows, RowSource.Identity));
+        Probe(s, "bwd_gemm2_dw");
+        // 4. dG1 = [dg, du] from G1 and dA
+        _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, tk, i);
+        Probe(s, "bwd_silu_mul");
+        // 5. GEMM1 dX: dXp[r] = dG1[r]·Wgu[e], to token-slot order (stored permuted with PermuteX)
+        if (Options.PermuteX)
+        {
+            _tuner.Run(FusedGemm.FirstBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, 2 * i, h),
+                cfg => _gemm.BackwardDataNN(s, dt, cfg, dG1, wgu, dXpSlots, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Scatter));
+            Probe(s, "bwd_gemm1_dx");
+        }
+        else
+        {
+            DeviceRange dXpExpert = bw.Range(BlockBuffer.DXPermutedExpertOrder); // [TK,H] expert order
+            _tuner.Run(FusedGemm.FirstBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, 2 * i, h),
+                cfg => _gemm.BackwardDataNN(s, dt, cfg, dG1, wgu, dXpExpert, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Identity));
+            // NOTE: GatherRows with k = 1 and inverse as the index is the unpermute dXpSlots[p] = dXpExpert[inverse[p]].
+            _kernels.GatherRows(s, dt, dXpExpert, inverse, dXpSlots, tk, 1, h);
+            Probe(s, "bwd_gemm1_dx");
+        }
+        // 6. GEMM1 dW: dWgu[e] = Σ_{r∈e} dG1[r]ᵀ Xp[r]   (Xp[r] = X[gather[r]/k]: gathered while loading with PermuteX,
+        //    else copied first)
+        DeviceRange xpSource = x;
+        RowSource xpRows = RowSource.GatherToken;
+        if (!Options.PermuteX)
+        {
+            // NOTE: the forward gathered X inside GEMM1 and kept no copy; the dW GEMM reads a contiguous Xp faster than
+            // gathered rows (H100, T=4096: 1.14 ms vs 1.24 ms), more than the copy costs (65 us), so make it here.
+            xpSource = fw.Range(BlockBuffer.XPermuted);
+            _kernels.GatherRows(s, dt, x, gather, xpSource, tk, k, h);
+            xpRows = RowSource.Identity;
+        }
+        _tuner.Run(FusedGemm.FirstBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tk, 2 * i, h),
+            cfg => _gemm.BackwardWeightTN(s, dt, cfg, dG1, xpSource, dGateUp, expertRows, 2 * i, h, RowSource.Identity, xpRows));
+        Probe(s, "bwd_gemm1_dw");
+        // 7. router: dL = P ⊙ (dP − Σ_e P_e dP_e) from dw
+        _kernels.RouterBackward(s, dt, probs, sel, dWeights, dLogits, tokens, e, k, c.NormTopKProb);
+        Probe(s, "bwd_router");
+        // 8. router dW: dWr = dLᵀ·X
+        _tuner.Run(FusedGemm.RouterBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tokens, e, h),
+            cfg => _gemm.BackwardWeightTN(s, dt, cfg, dLogits, x, dRouter, routerRows, e, h, RowSource.Identity, RowSource.Identity));
+        Probe(s, "bwd_router_dw");
+        // 9. router dX: dXr = dL·Wr
+        _tuner.Run(FusedGemm.RouterBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tokens, e, h),
+            cfg => _gemm.BackwardDataNN(s, dt, cfg, dLogits, wr, dXRouter, routerRows, e, h, RowSource.Identity, RowTarget.Identity));
+        Probe(s, "bwd_router_dx");
+        // 10. dX[t] = dXr[t] + Σ_j dXp[t*k+j]
+        _kernels.SumOverTopK(s, dt, dXpSlots, dXRouter, dX, tokens, k, h);
+        Probe(s, "bwd_sum_over_topk");
+    }
+
+    // NOTE: rows/n/k are the GEMM's shape; the candidate list depends only on layout, dtype and card today, but a
+    // shape-aware filter (e.g. dropping 128-row tiles for decode) would slot in here.
+    private IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, int rows, int n, int k)
+    {
+        _ = (rows, n, k);
+        return GroupedGemm.Candidates(layout, DType, Context);
+    }
+
+    // ==== workspace =================================================================================================
+
+    private BlockWorkspace EnsureForwardWorkspace(int tokens)
+    {
+        if (_forwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
+        int capacity = BlockWorkspaceLayout.ShapeClassTokens(tokens);
+        var layout = BlockWorkspaceLayout.Forward(Config, DType, Options, capacity);
+        // NOTE: the old arena may still be read by queued work on some stream; the driver's cuMemFree waits for
+        // the device to finish using it, so disposing here is safe (and not inside a graph capture: see Reserve).
+        _forwardWorkspace?.Dispose();
+        _forwardWorkspace = null;
+        _forwardWorkspace = new BlockWorkspace(Context, layout);
+        _saved = default;
+        if (_decode.Supported && Options.Decode != DecodeMode.Off) _decode.Reserve();
+
+        _iota?.Dispose();
+        _iota = null;
+        var iota = new int[capacity + 1];
+        for (int t = 0; t <= capacity; t++) iota[t] = t;
+        _iota = new DeviceBuffer<int>(Context, iota.Length);
+        _iota.CopyFromHost(iota);
+        if (Options.FuseMulPost)
+        {
+            _ones?.Dispose();
+            _ones = null;
+            var ones = new float[(long)capacity * Config.TopK];
+            Array.Fill(ones, 1f);
+            _ones = DeviceTransfer.UploadNew(Context, ones, DType);
+        }
+        return _forwardWorkspace;
+    }
+
+    private BlockWorkspace EnsureBackwardWorkspace(int tokens)
+    {
+        if (_backwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
+        int capacity = BlockWorkspaceLayout.ShapeClassTokens(tokens);
+        var layout = BlockWorkspaceLayout.Backward(Config, DType, Options, capacity);
+        _backwardWorkspace?.Dispose();
+        _backwardWorkspace = null;
+        _backwardWorkspace = new BlockWorkspace(Context, layout);
+        return _backwardWorkspace;
+    }
+}

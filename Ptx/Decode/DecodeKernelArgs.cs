@@ -1,0 +1,45 @@
+using System.Runtime.InteropServices;
+
+namespace MoeNative.Ptx;
+
+// Launch arguments of the decode kernels (decode_experts.ptx): one struct per .entry, fields in .param order
+// (ulong = .u64 device pointer, int = .s32). Dimension legend: T tokens, k top-k, TK = T*k token slots, E experts,
+// H hidden, I intermediate; r expert-ordered row, p = t*k + j token slot; gather[r] = p; inverse[p] = r.
+
+/// <summary><c>moe_decode_gate_up_silu_{dtype}</c>: grid (ceil(I/4), min(E, TK)), block 128.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct DecodeGateUpSiluArgs
+{
+    public ulong X;         // [T,H] dtype in
+    public ulong GateUp;    // Wgu [E,2I,H] dtype in
+    public ulong MSizes;    // [E] i32 in
+    public ulong Gather;    // [TK] i32 in
+    public ulong FirstGemm; // G1 [TK,2I] dtype out (expert order), or 0 = not written
+    public ulong Act;       // A [TK,I] dtype out (expert order)
+    public int Experts;     // E (<= 256)
+    public int TopK;        // k
+    public int Hidden;      // H (multiple of 8)
+    public int Inter;       // I
+}
+
+/// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (H/8, min(E, TK)), block 128.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct DecodeDownCombineArgs
+{
+    public ulong Act;        // A [TK,I] dtype in (expert order)
+    public ulong Down;       // Wd [E,H,I] dtype in
+    public ulong MSizes;     // [E] i32 in
+    public ulong Gather;     // [TK] i32 in
+    public ulong Inverse;    // [TK] i32 in
+    public ulong RowScale;   // [TK] dtype in by slot, or 0 = no scale (FuseMulPost passes w)
+    public ulong SecondGemm; // G2 [TK,H] dtype out at row c(r)
+    public ulong Weights;    // [T,k] dtype in (combine weights), or 0 = all 1
+    public ulong Output;     // Y [T,H] dtype out
+    public ulong Counters;   // [H/8] u32: 0 before the launch, left 0 after it
+    public int Tokens;       // T
+    public int Experts;      // E (<= 256)
+    public int TopK;         // k
+    public int Hidden;       // H (multiple of 8)
+    public int Inter;        // I (multiple of 8)
+    public int SlotOrder;    // 0: G2 in expert order (row r); 1: token-slot order (row gather[r])
+}

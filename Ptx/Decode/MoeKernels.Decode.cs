@@ -1,0 +1,142 @@
+using MoeNative.Interop;
+
+namespace MoeNative.Ptx;
+
+// Decode kernels (decode_experts.ptx): the expert MLPs of a few tokens in two launches that stream every hit expert's
+// weights once over all SMs. Routing (m_sizes, gather, inverse) comes from the routing kernels before them.
+public sealed partial class MoeKernels
+{
+    /// <summary>Largest E the decode kernels handle (eight groups of 32 expert counts per warp).</summary>
+    public const int DecodeMaxExperts = 256;
+
+    /// <summary>Columns of Y one decode GEMM2 CTA owns (and the length of one ticket counter's block).</summary>
+    public const int DecodeColumnsPerCta = 8;
+
+    private const int DecodeBlock = 128;             // 4 warps
+    private const int DecodeGateColumnsPerCta = 4;   // one intermediate column (gate + up row) per warp
+
+    private readonly PtxKernel<DecodeGateUpSiluArgs>?[] _decodeGateUp = new PtxKernel<DecodeGateUpSiluArgs>?[3];
+    private readonly PtxKernel<DecodeDownCombineArgs>?[] _decodeDown = new PtxKernel<DecodeDownCombineArgs>?[3];
+
+    /// <summary>
+    /// Whether the decode kernels handle these dims: a 16-bit storage dtype, 1 &lt;= E &lt;= 256, H and I positive
+    /// multiples of 8 (16-byte row chunks). Buffers must also be 16-byte aligned (<see cref="DecodeAligned"/>).
+    /// </summary>
+    public static bool CanDecode(ScalarType dtype, int experts, int hidden, int inter) =>
+        dtype is ScalarType.BFloat16 or ScalarType.Float16 && experts is >= 1 and <= DecodeMaxExperts &&
+        hidden > 0 && hidden % 8 == 0 && inter > 0 && inter % 8 == 0;
+
+    /// <summary>Whether every range starts 16-byte aligned (the kernels read rows with 16-byte loads).</summary>
+    public static bool DecodeAligned(params ReadOnlySpan<DeviceRange> ranges)
+    {
+        foreach (DeviceRange r in ranges)
+            if (r.Pointer % 16 != 0) return false;
+        return true;
+    }
+
+    /// <summary>Length of the ticket-counter buffer <see cref="DecodeDownCombine"/> needs: H / 8 u32, zero before the first launch.</summary>
+    public static int DecodeCounterCount(int hidden) => hidden / DecodeColumnsPerCta;
+
+    /// <summary>
+    /// GEMM1 + SwiGLU for the rows of every hit expert: G1[r] = X[gather[r]/k] · Wgu[e(r)]ᵀ (dtype; written when
+    /// <paramref name="firstGemm"/> is not null), A[r, i] = silu(G1[r, i]) * G1[r, I+i] (fp32 math, one rounding).
+    /// Overwrites its outputs. Bitwise the same for a token whatever the rest of the batch.
+    /// </summary>
+    public void DecodeGateUpSilu(CudaStream stream, ScalarType dtype,
+        DeviceRange x,         // [T,H] dtype
+        DeviceRange gateUp,    // Wgu [E,2I,H] dtype
+        DeviceRange mSizes,    // [E] i32
+        DeviceRange gather,    // [TK] i32
+        DeviceRange firstGemm, // G1 [TK,2I] dtype out, or Null
+        DeviceRange act,       // A [TK,I] dtype out
+        int tokens, int experts, int topK, int hidden, int inter)
+    {
+        CheckStream(stream);
+        CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
+        const int es = 2;
+        long tk = (long)tokens * topK;
+        Need(x, (long)tokens * hidden * es, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
+        Need(gateUp, (long)experts * 2 * inter * hidden * es, nameof(gateUp), $"[E={experts},2I={2L * inter},H={hidden}] {dtype}");
+        Need(mSizes, experts * 4L, nameof(mSizes), $"[E={experts}] i32");
+        Need(gather, tk * 4, nameof(gather), $"[TK={tk}] i32");
+        Optional(firstGemm, tk * 2 * inter * es, nameof(firstGemm), $"[TK={tk},2I={2L * inter}] {dtype}");
+        Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
+        CheckDecodeAlignment(x, nameof(x), gateUp, nameof(gateUp));
+        if (tokens == 0) return;
+        var args = new DecodeGateUpSiluArgs
+        {
+            X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
+            FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
+        };
+        Kernel(_decodeGateUp, dtype, _ => MoeKernelModules.DecodeExperts(), MoeKernelModules.DecodeGateUpSiluEntry)
+            .Launch(stream, new Dim3(CeilDiv(inter, DecodeGateColumnsPerCta), (uint)Math.Min(experts, tk)), new Dim3(DecodeBlock), 0, in args);
+    }
+
+    /// <summary>
+    /// GEMM2, the routing-weight scale and the sum over k: G2[c(r)] = scale(r) · A[r] · Wd[e(r)]ᵀ (dtype, c(r) = r, or
+    /// gather[r] with <paramref name="slotOrder"/>; scale(r) = rowScale[gather[r]] or 1), then
+    /// Y[t] = Σ_j w[t,j] · G2[row(t*k+j)] in j order (w = 1 when <paramref name="weights"/> is null) — the sums of
+    /// moe_topk_combine. <paramref name="counters"/> [H/8] u32 must be 0 before the launch and are left 0 after it
+    /// (one buffer per stream: two launches in flight must not share it). Overwrites G2 and Y.
+    /// </summary>
+    public void DecodeDownCombine(CudaStream stream, ScalarType dtype,
+        DeviceRange act,        // A [TK,I] dtype (expert order)
+        DeviceRange down,       // Wd [E,H,I] dtype
+        DeviceRange mSizes,     // [E] i32
+        DeviceRange gather,     // [TK] i32
+        DeviceRange inverse,    // [TK] i32
+        DeviceRange rowScale,   // [T,k] dtype by slot, or Null
+        DeviceRange secondGemm, // G2 [TK,H] dtype out
+        DeviceRange weights,    // [T,k] dtype, or Null = all 1
+        DeviceRange output,     // Y [T,H] dtype out
+        DeviceRange counters,   // [H/8] u32, zero
+        int tokens, int experts, int topK, int hidden, int inter, bool slotOrder)
+    {
+        CheckStream(stream);
+        CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
+        const int es = 2;
+        long tk = (long)tokens * topK;
+        Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
+        Need(down, (long)experts * hidden * inter * es, nameof(down), $"[E={experts},H={hidden},I={inter}] {dtype}");
+        Need(mSizes, experts * 4L, nameof(mSizes), $"[E={experts}] i32");
+        Need(gather, tk * 4, nameof(gather), $"[TK={tk}] i32");
+        Need(inverse, tk * 4, nameof(inverse), $"[TK={tk}] i32");
+        Optional(rowScale, tk * es, nameof(rowScale), $"[T={tokens},k={topK}] {dtype}");
+        Need(secondGemm, tk * hidden * es, nameof(secondGemm), $"[TK={tk},H={hidden}] {dtype}");
+        Optional(weights, tk * es, nameof(weights), $"[T={tokens},k={topK}] {dtype}");
+        Need(output, (long)tokens * hidden * es, nameof(output), $"[T={tokens},H={hidden}] {dtype}");
+        Need(counters, DecodeCounterCount(hidden) * 4L, nameof(counters), $"[H/8={DecodeCounterCount(hidden)}] u32");
+        CheckDecodeAlignment(act, nameof(act), down, nameof(down));
+        if (secondGemm.Pointer % 4 != 0 || output.Pointer % 4 != 0)
+            throw new ArgumentException("secondGemm and output must be 4-byte aligned (two columns per store).", secondGemm.Pointer % 4 != 0 ? nameof(secondGemm) : nameof(output));
+        if (tokens == 0) return;
+        var args = new DecodeDownCombineArgs
+        {
+            Act = act.Pointer, Down = down.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
+            RowScale = rowScale.Pointer, SecondGemm = secondGemm.Pointer, Weights = weights.Pointer, Output = output.Pointer,
+            Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
+            SlotOrder = slotOrder ? 1 : 0,
+        };
+        Kernel(_decodeDown, dtype, _ => MoeKernelModules.DecodeExperts(), MoeKernelModules.DecodeDownCombineEntry)
+            .Launch(stream, new Dim3((uint)DecodeCounterCount(hidden), (uint)Math.Min(experts, tk)), new Dim3(DecodeBlock), 0, in args);
+    }
+
+    private static void CheckDecodeDims(ScalarType dtype, int tokens, int experts, int topK, int hidden, int inter)
+    {
+        NonNegative(tokens, nameof(tokens));
+        if (topK < 1 || topK > experts)
+            throw new ArgumentOutOfRangeException(nameof(topK), topK, $"k must be in 1..E={experts}.");
+        if ((long)tokens * topK > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, $"T*k = {(long)tokens * topK} must fit in int.");
+        if (!CanDecode(dtype, experts, hidden, inter))
+            throw new ArgumentException(
+                $"The decode kernels need a bf16/fp16 dtype, 1 <= E <= {DecodeMaxExperts} and H, I positive multiples of 8; got " +
+                $"{dtype}, E={experts}, H={hidden}, I={inter}.", nameof(dtype));
+    }
+
+    private static void CheckDecodeAlignment(DeviceRange a, string aName, DeviceRange b, string bName)
+    {
+        if (a.Pointer % 16 != 0) throw new ArgumentException($"{aName} must be 16-byte aligned (16-byte row loads).", aName);
+        if (b.Pointer % 16 != 0) throw new ArgumentException($"{bName} must be 16-byte aligned (16-byte row loads).", bName);
+    }
+}

@@ -5,8 +5,9 @@ using MoeNative.Reference;
 namespace MoeNative.Blocks;
 
 /// <summary>
-/// The parameters of one Qwen3-MoE expert layer on the device, in one storage dtype, uploaded once. Several blocks
-/// (e.g. one per option set) may share one instance; the owner disposes it after them.
+/// The parameters of one Qwen3-MoE expert layer on the device, in one storage dtype: uploaded once (<see cref="Upload"/>),
+/// streamed from a checkpoint (<see cref="FromSafetensors"/>) or over memory owned elsewhere (<see cref="FromDevice"/>).
+/// Several blocks (e.g. one per option set) may share one instance; the owner disposes it after them.
 /// </summary>
 public sealed class Qwen3MoeDeviceWeights : IDisposable
 {

@@ -105,14 +105,39 @@ public abstract class MoeReference : IMoeHostBlock
         G1 = m.FirstGemm, A = m.Intermediate, G2 = m.SecondGemm, U = m.Unpermuted, Y = m.Output,
     };
 
-    /// <summary>Creates "hf" or "grouped".</summary>
-    public static MoeReference Create(string implementation, MoeWeights weights, ScalarType dtype, IGemmBackend? gemm = null) =>
-        implementation.Trim().ToLowerInvariant() switch
+    /// <summary>The <paramref name="kind"/> of reference over <paramref name="weights"/>.</summary>
+    public static MoeReference Create(MoeReferenceKind kind, MoeWeights weights, ScalarType dtype, IGemmBackend? gemm = null) => kind switch
+    {
+        MoeReferenceKind.Hf => new HfMoeReference(weights, dtype, gemm),
+        MoeReferenceKind.Grouped => new GroupedMoeReference(weights, dtype, gemm),
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Expected Hf or Grouped."),
+    };
+
+    /// <summary>The CLI and file spelling of a kind: "hf" or "grouped" (case-insensitive).</summary>
+    /// <exception cref="ArgumentException">Another name.</exception>
+    public static MoeReferenceKind ParseKind(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return name.Trim().ToLowerInvariant() switch
         {
-            "hf" => new HfMoeReference(weights, dtype, gemm),
-            "grouped" => new GroupedMoeReference(weights, dtype, gemm),
-            _ => throw new ArgumentException($"Unknown implementation '{implementation}'; expected hf or grouped.", nameof(implementation)),
+            "hf" => MoeReferenceKind.Hf,
+            "grouped" => MoeReferenceKind.Grouped,
+            _ => throw new ArgumentException($"Unknown implementation '{name}'; expected hf or grouped.", nameof(name)),
         };
+    }
+
+    /// <summary><see cref="Create(MoeReferenceKind, MoeWeights, ScalarType, IGemmBackend?)"/> by the CLI's name ("hf" or "grouped").</summary>
+    internal static MoeReference Create(string name, MoeWeights weights, ScalarType dtype, IGemmBackend? gemm = null) =>
+        Create(ParseKind(name), weights, dtype, gemm);
+}
+
+/// <summary>Which formulation of the Hugging Face block a <see cref="MoeReference"/> computes.</summary>
+public enum MoeReferenceKind
+{
+    /// <summary>The HF per-expert loop (<see cref="HfMoeReference"/>): the oracle.</summary>
+    Hf,
+    /// <summary>The grouped form (<see cref="GroupedMoeReference"/>): permute, grouped GEMMs, unpermute.</summary>
+    Grouped,
 }
 
 /// <summary>

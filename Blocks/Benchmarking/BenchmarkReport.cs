@@ -21,11 +21,19 @@ public sealed record BenchmarkRow(
     string Impl, int Tokens, string Pass, double MedianMs, double Tflops, double GBps, double FloorMs, double PercentOfFloor,
     int Replays, int ExpertsHit, double Flops, double Bytes, string Mode);
 
-/// <summary>The whole run: card, rates, config and rows; serialisable to JSON.</summary>
+/// <summary>The whole run: card, rates, config and rows; serialisable to JSON. <paramref name="GemmPath"/>: "sm90a" or
+/// "sm80" (the grouped-GEMM family a null configuration takes for the forward on this card, MOENATIVE_FORCE_SM80
+/// included); <paramref name="AutotuneChoices"/>: "GEMM T=shape-class: config" per tuned GEMM (an sm_90a tile's name
+/// starts with sm90a_).</summary>
 public sealed record BenchmarkReport(
     string Device, DeviceRates Rates, string Config, int HiddenSize, int IntermediateSize, int NumExperts, int TopK,
-    string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows)
+    string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows,
+    string GemmPath = "", IReadOnlyList<string>? AutotuneChoices = null)
 {
+    /// <summary>Time from a cold start to the first forward, with and without stored kernel choices (null when not
+    /// measured: autotune off or <see cref="BlockBenchmarkOptions.MeasureColdStart"/> false).</summary>
+    public ColdStartTiming? ColdStart { get; init; }
+
     /// <summary>Indented JSON with snake_case names.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, BenchmarkJsonContext.Default.BenchmarkReport);
 }
@@ -37,4 +45,5 @@ public sealed record BenchmarkProgress(string Impl, int Tokens, string Stage, Be
     NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)]
 [JsonSerializable(typeof(BenchmarkReport))]
 [JsonSerializable(typeof(BenchmarkRow))]
+[JsonSerializable(typeof(ColdStartTiming))]
 internal sealed partial class BenchmarkJsonContext : JsonSerializerContext;

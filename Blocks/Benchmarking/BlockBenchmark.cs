@@ -1,7 +1,9 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using MoeNative.Interop;
+using MoeNative.Ptx;
 using MoeNative.Reference;
 
 namespace MoeNative.Blocks.Benchmarking;
@@ -48,8 +50,15 @@ public sealed class BlockBenchmark
         MoeConfig c = _options.Config;
         ScalarType dt = _options.DType;
         var rows = new List<BenchmarkRow>();
+        var choices = new List<string>();
         progress?.Invoke(new BenchmarkProgress("fused", 0, "generating and uploading weights"));
         MoeWeights weights = MoeWeights.Random(c, _options.Seed, dt);
+        ColdStartTiming? coldStart = null;
+        if (_options.MeasureColdStart && _options.Fused.Autotune)
+        {
+            progress?.Invoke(new BenchmarkProgress("fused", _options.Tokens[0], "cold start to first forward, without and with stored choices"));
+            coldStart = ColdStartTiming.Measure(_context, weights, dt, _options.Fused, _options.Tokens[0], _options.Seed);
+        }
         using (var deviceWeights = Qwen3MoeDeviceWeights.Upload(_context, weights, dt))
         {
             using (var block = new Qwen3MoeFusedBlock(deviceWeights, _options.Fused))
@@ -59,6 +68,8 @@ public sealed class BlockBenchmark
                     cancellationToken.ThrowIfCancellationRequested();
                     rows.AddRange(TimeDevice(block, tokens, progress, cancellationToken));
                 }
+                foreach (var ((gemm, shapeClass), cfg) in block.ChosenConfigs.OrderBy(kv => kv.Key.ShapeClassTokens).ThenBy(kv => kv.Key.Gemm))
+                    choices.Add(string.Create(CultureInfo.InvariantCulture, $"{gemm} T={shapeClass}: {cfg?.Name ?? "default"}"));
             }
             if (_options.IncludeCublasGrouped)
             {
@@ -85,7 +96,8 @@ public sealed class BlockBenchmark
             }
         }
         return new BenchmarkReport(_context.Name, Rates, c.Name ?? "config", c.HiddenSize, c.IntermediateSize, c.NumExperts, c.TopK,
-            dt.ShortName(), _options.Fused.Describe(), started, rows);
+            dt.ShortName(), _options.Fused.Describe(), started, rows,
+            GroupedGemm.For(_context).PathName(GroupedGemmLayout.ForwardNT, dt), choices) { ColdStart = coldStart };
     }
 
     private List<BenchmarkRow> TimeDevice(IMoeDeviceBlock impl, int tokens, Action<BenchmarkProgress>? progress, CancellationToken ct) =>

@@ -47,6 +47,10 @@ public sealed record BlockBenchmarkOptions
     /// <summary>Default 2000.</summary>
     public int MaxReplays { get; init; } = 2000;
 
+    /// <summary>With autotune on, first measure the time from a cold start to the first forward at the first T, with
+    /// and without stored kernel choices (<see cref="ColdStartTiming"/>; two extra blocks, seconds). Default true.</summary>
+    public bool MeasureColdStart { get; init; } = true;
+
     /// <summary>Seed of the weights; inputs use seed + T (fresh per T).</summary>
     public int Seed { get; init; } = 1234;
 

@@ -48,6 +48,13 @@ public sealed record FusedBlockOptions
     /// <summary>Launches per candidate when autotuning (the fastest launch counts). Default 3.</summary>
     public int AutotuneRepetitions { get; init; } = 3;
 
+    /// <summary>
+    /// Where autotune keeps its choices across processes (<see cref="TuningStore.Default"/> for the user's cache
+    /// folder): choices stored for this card, driver, kernel text, dtype and dims are used without timing, new ones
+    /// are stored. Null (the default) = in memory only. Needs <see cref="Autotune"/>.
+    /// </summary>
+    public TuningStore? TuningStore { get; init; }
+
     /// <summary>Config of the forward NT GEMMs (router logits, GEMM1, GEMM2); null = default. Excludes <see cref="Autotune"/>.</summary>
     public GemmConfig? ForwardConfig { get; init; }
 
@@ -93,6 +100,9 @@ public sealed record FusedBlockOptions
             throw new ArgumentException(
                 "Autotune and an explicit GemmConfig (ForwardConfig/BackwardDataConfig/BackwardWeightConfig/GemmConfigs) exclude each " +
                 "other: either let the block time the candidates or name the configs.", paramName);
+        if (TuningStore is not null && !Autotune)
+            throw new ArgumentException(
+                "A TuningStore keeps autotune's choices: set Autotune too (or leave TuningStore null).", paramName);
         if (AutotuneRepetitions < 1)
             throw new ArgumentException(
                 $"AutotuneRepetitions must be at least 1, got {AutotuneRepetitions}.", paramName);
@@ -117,7 +127,7 @@ public sealed record FusedBlockOptions
         if (PermuteX) parts.Add("permute_x");
         if (PermuteY) parts.Add("permute_y");
         if (FuseMulPost) parts.Add("fuse_mul_post");
-        if (Autotune) parts.Add("autotune");
+        if (Autotune) parts.Add(TuningStore is null ? "autotune" : "autotune stored");
         if (Decode != DecodeMode.Auto) parts.Add($"decode={Decode.ToString().ToLowerInvariant()}");
         if (ForwardConfig is not null) parts.Add($"fwd={ForwardConfig}");
         if (BackwardDataConfig is not null) parts.Add($"dx={BackwardDataConfig}");

@@ -9,13 +9,26 @@ namespace MoeNative.Blocks;
 public sealed partial class Qwen3MoeFusedBlock
 {
     /// <summary><see cref="IMoeHostBlock"/>: T = x.Length / H, every intermediate returned.</summary>
-    MoeIntermediates IMoeHostBlock.Forward(float[] x, MoeRouting? routing)
-    {
-        ArgumentNullException.ThrowIfNull(x);
-        return Forward(x, x.Length / Config.HiddenSize, routing, intermediates: true);
-    }
+    MoeIntermediates IMoeHostBlock.Forward(float[] x, MoeRouting? routing) => Forward(x, routing, intermediates: true);
 
     // ==== host API ==================================================================================================
+
+    /// <summary>
+    /// Host forward of T = <paramref name="hiddenStates"/>.Length / H tokens, inferred as the references infer it;
+    /// otherwise <see cref="Forward(float[], int, MoeRouting?, bool)"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">hiddenStates is not a whole number of rows of H; routing invalid.</exception>
+    public MoeIntermediates Forward(float[] hiddenStates /*[T,H]*/, MoeRouting? routing = null, bool intermediates = false)
+    {
+        ArgumentNullException.ThrowIfNull(hiddenStates);
+        int h = Config.HiddenSize;
+        if (hiddenStates.LongLength % h != 0)
+            throw new ArgumentException($"hiddenStates must be [T,H={h}]: {hiddenStates.LongLength} elements is not a whole number of rows.", nameof(hiddenStates));
+        long tokens = hiddenStates.LongLength / h;
+        if (tokens > int.MaxValue)
+            throw new ArgumentException($"hiddenStates holds {tokens} rows; at most {int.MaxValue} tokens.", nameof(hiddenStates));
+        return Forward(hiddenStates, (int)tokens, routing, intermediates);
+    }
 
     /// <summary>
     /// Host convenience forward: uploads <paramref name="x"/> (rounded to the dtype), runs <see cref="Forward{TElem}"/>
@@ -27,6 +40,7 @@ public sealed partial class Qwen3MoeFusedBlock
     public MoeIntermediates Forward(float[] x /*[T,H]*/, int tokens, MoeRouting? routing = null, bool intermediates = false)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentNullException.ThrowIfNull(x);
         MoeConfig c = Config;
         MoeLimits.CheckDeviceTokens(c, tokens, nameof(tokens));
@@ -68,6 +82,7 @@ public sealed partial class Qwen3MoeFusedBlock
     public MoeGradients Backward(float[] dY /*[T,H]*/)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ThrowIfInferenceOnly();
         ArgumentNullException.ThrowIfNull(dY);
         if (!_saved.Valid || (_saved.Tokens > 0 && (_hostIo is null || _saved.X.Pointer != _hostIo.X.DevicePointer)))

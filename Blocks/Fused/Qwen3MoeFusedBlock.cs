@@ -34,7 +34,8 @@ namespace MoeNative.Blocks;
 /// <see cref="MoeLimits.MaxReferenceTokens"/> (its [T·k,2I] results are .NET arrays).</para>
 /// <para><b>Graphs</b>: <see cref="Forward{TElem}"/> can be captured in a <see cref="CudaGraph"/> once the block
 /// has run that shape class directly (workspace allocated, autotune done): see <see cref="Reserve"/>.</para>
-/// <para>Not thread-safe: one caller at a time.</para>
+/// <para>Not thread-safe: one caller at a time. A call while another thread is inside one of the block's entry
+/// points throws <see cref="InvalidOperationException"/> (see <see cref="BlockEntryGuard"/>); use one block per thread.</para>
 /// </remarks>
 public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
 {
@@ -53,6 +54,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     private CudaStream? _hostStream;
     private SavedForward _saved;
     private bool _disposed;
+    private readonly BlockEntryGuard _entry = new(); // one thread at a time (BlockEntryGuard says why)
 
     /// <summary>Uploads <paramref name="weights"/> in <paramref name="dtype"/> (owned by the block).</summary>
     /// <exception cref="ArgumentException">Options that contradict each other (see <see cref="FusedBlockOptions.Validate"/>).</exception>
@@ -78,7 +80,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
             _weights = weights;
             _ownsWeights = ownsWeights;
             Options = options;
-            _tuner = new GemmTuner(options);
+            _tuner = new GemmTuner(options, options.TuningStore is null ? null : TuningContext.For(weights.Context, weights.Config, weights.DType));
             _kernels = MoeKernels.For(weights.Context);
             _gemm = GroupedGemm.For(weights.Context);
             _decode = new FusedDecodePath(weights.Context, weights.Config, weights.DType, options);
@@ -129,6 +131,9 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     /// <summary>The config chosen per (GEMM, shape class) by autotune so far.</summary>
     public IReadOnlyDictionary<(FusedGemm Gemm, int ShapeClassTokens), GemmConfig?> ChosenConfigs => _tuner.Chosen;
 
+    /// <summary>The chosen configs that came from <see cref="FusedBlockOptions.TuningStore"/> without timing.</summary>
+    public IReadOnlySet<(FusedGemm Gemm, int ShapeClassTokens)> StoredConfigsUsed => _tuner.FromStore;
+
     /// <summary>Token capacity of the current forward workspace (0 before the first call).</summary>
     public int WorkspaceCapacityTokens => _forwardWorkspace?.Layout.CapacityTokens ?? 0;
 
@@ -155,6 +160,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     public void Reserve(int tokens, bool backward = false)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
         MoeLimits.CheckDeviceTokens(Config, tokens, nameof(tokens));
         EnsureForwardWorkspace(tokens);
@@ -175,6 +181,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         int tokens, DeviceRouting<TElem>? routing = null) where TElem : unmanaged
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(y);
@@ -208,6 +215,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         where TElem : unmanaged
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ThrowIfInferenceOnly();
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(dY);

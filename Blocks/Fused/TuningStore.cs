@@ -3,7 +3,9 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using MoeNative.Interop;
 using MoeNative.Ptx;
+using MoeNative.Reference;
 
 namespace MoeNative.Blocks;
 
@@ -26,6 +28,18 @@ public sealed record TuningContext(string Card, string Driver, string KernelHash
     /// <summary>The canonical text every field is hashed from (and compared against when a file is read).</summary>
     public string Canonical => string.Create(CultureInfo.InvariantCulture,
         $"card={Card}\ndriver={Driver}\nkernels={KernelHash}\ndtype={DType.ShortName()}\nH={HiddenSize} I={IntermediateSize} E={NumExperts} k={TopK}");
+
+    /// <summary>The context of a block on <paramref name="context"/>'s device with <paramref name="config"/>'s dims.</summary>
+    public static TuningContext For(CudaContext context, MoeConfig config, ScalarType dtype)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(config);
+        (int major, int minor) = context.ComputeCapability;
+        return new TuningContext(
+            string.Create(CultureInfo.InvariantCulture, $"{context.Name} sm_{major}{minor} {context.MultiprocessorCount} SMs"),
+            context.DriverVersion.ToString(CultureInfo.InvariantCulture), TuningStore.KernelTextHash(dtype), dtype,
+            config.HiddenSize, config.IntermediateSize, config.NumExperts, config.TopK);
+    }
 
     /// <summary>First 16 hex digits of SHA-256 over <see cref="Canonical"/>: the file name.</summary>
     public string Id => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Canonical)))[..16];
@@ -158,6 +172,20 @@ public sealed class TuningStore
             }).ToList(),
         };
         PtxModuleCache.WriteAtomically(PathOf(context), JsonSerializer.Serialize(file, TuningJson.Default.TuningFile));
+    }
+
+    /// <summary><see cref="Save"/> of one choice that warns instead of throwing when the folder cannot be written (a
+    /// read-only cache must not stop the block; the choice is then kept in memory only).</summary>
+    public void TrySave(TuningContext context, TunedChoice choice)
+    {
+        try
+        {
+            Save(context, [choice]);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _warn($"could not store a kernel choice in {PathOf(context)}: {OneLine(e.Message)}");
+        }
     }
 
     /// <summary>SHA-256 (hex, first 16 digits) over every embedded grouped-GEMM PTX file (path and text) and the

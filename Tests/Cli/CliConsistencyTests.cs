@@ -9,7 +9,7 @@ namespace MoeNative.Tests.Cli;
 [TestClass]
 public sealed partial class CliConsistencyTests
 {
-    private static readonly string[][] s_commands = [["info"], ["verify"], ["run"], ["bench"], ["ptx", "dump"]];
+    private static readonly string[][] s_commands = [["info"], ["verify"], ["run"], ["bench"], ["tune"], ["load"], ["synth"], ["ptx", "dump"]];
 
     /// <summary>The alias scheme: long name -> its one short alias, wherever the option appears.</summary>
     private static readonly Dictionary<string, string> s_aliases = new()
@@ -33,13 +33,14 @@ public sealed partial class CliConsistencyTests
         if (result.Output.Contains("--dtype", StringComparison.Ordinal))
         {
             StringAssert.Contains(result.Output, "--dtype <bf16|fp16|fp32>", result.ToString());
-            if (command[0] is "verify" or "bench")
+            if (command[0] is "verify" or "bench" or "tune")
                 StringAssert.Contains(result.Output, "[default: bf16]", result.ToString());
         }
     }
 
     [TestMethod]
     [DataRow("bench", "--seqlen <T[,T...]>", "[default: 1,128,1024,4096,16384]", DisplayName = "bench --seqlen: a list, default as typed")]
+    [DataRow("tune", "--seqlen <T[,T...]>", "[default: 1,128,1024,4096,16384]", DisplayName = "tune --seqlen: a list")]
     [DataRow("verify", "--impl <hf,grouped,fused>", "", DisplayName = "verify --impl: a list")]
     [DataRow("verify", "--seqlen <T>", "", DisplayName = "verify --seqlen: one value")]
     [DataRow("run", "--impl <hf|grouped|fused>", "[default: hf]", DisplayName = "run --impl: one of")]

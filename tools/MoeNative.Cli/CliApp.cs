@@ -68,6 +68,7 @@ public static class CliApp
         root.Subcommands.Add(SynthCommand.Create(console));
         root.Subcommands.Add(VerifyCommand.Create(console));
         root.Subcommands.Add(BenchCommand.Create(console));
+        root.Subcommands.Add(TuneCommand.Create(console));
         root.Subcommands.Add(PtxCommand.Create(console));
         return root;
     }

@@ -29,7 +29,7 @@ public static class LoadCommand
         var dtype = CliOptions.OptionalDtype("Device dtype. Default: the dtype of the first layer's gate.weight.");
         var layers = CliOptions.IntList("--layers", [], "Decoder layers to load, e.g. 0,1,5 (default: every MoE layer).");
         var chunk = new Option<int>("--chunk-mib") { Description = "Pinned staging chunk (two are used), MiB.", DefaultValueFactory = _ => CheckpointLoadOptions.DefaultChunkBytes >> 20 };
-        var seqlen = new Option<int>("--seqlen", CliOptions.Names.SeqLen) { Description = "After loading, run the fused block on T random tokens through every layer (0: load only).", DefaultValueFactory = _ => 0 };
+        var seqlen = new Option<int>("--seqlen", CliOptions.Names.SeqLen) { Description = "After loading, run the fused block on T random tokens through every layer (0: load only).", HelpName = "T", DefaultValueFactory = _ => 0 };
         var backward = new Option<bool>("--backward") { Description = "With --seqlen: also run the backward of every layer." };
         var seed = CliOptions.Seed(1, "Seed of the random hidden states.");
         var command = new Command("load", "Load every MoE layer of a checkpoint onto the GPU (progress, GB/s, host memory); optionally run each layer.")

@@ -21,7 +21,7 @@ public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType,
     /// <summary>What identifies this specialisation (the spec cache's and the launcher's kernel cache's key).</summary>
     public GroupedGemmSpecKey Key => new(Math, Layout, DType, Config);
 
-    /// <summary>The launch-args struct of this layout (the sm_90a forward passes W as a tensor map).</summary>
+    /// <summary>The launch-args struct of this layout (the sm_90a kernels pass W as a tensor map).</summary>
     public Type ArgsType => Math == GemmMath.WgmmaSm90a ? typeof(GroupedGemmRowsSm90aArgs) : GroupedGemmSpecs.ArgsTypeOf(Layout);
 
     /// <summary>Dynamic shared memory the launch adds per expert (the NT tensor-core kernel keeps m_sizes [E] in

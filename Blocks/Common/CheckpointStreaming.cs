@@ -1,4 +1,5 @@
 using MoeNative.Reference.IO;
+using MoeNative.Interop;
 
 namespace MoeNative.Blocks;
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using MoeNative.Interop;
 
 namespace MoeNative.Ptx;
 
@@ -11,7 +12,7 @@ namespace MoeNative.Ptx;
 /// <param name="EntryName">The .entry name after substitution.</param>
 /// <param name="DynamicSharedBytes">Dynamic shared memory per CTA the launch passes (0 for the FFMA kernels).</param>
 /// <param name="Values">Template values (exactly the placeholders of <paramref name="File"/>).</param>
-public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType, GemmMath Math, GemmConfig Config,
+internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType, GemmMath Math, GemmConfig Config,
     string File, string EntryName, int DynamicSharedBytes, IReadOnlyDictionary<string, string> Values)
 {
     /// <summary>Unique module name: file without extension + dtype + tile, e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.bf16.128x128x32_s4_w8.</summary>
@@ -40,7 +41,7 @@ public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType,
 /// Builds <see cref="GroupedGemmSpec"/>s: file names, entry names and the template values each PTX file expects
 /// (every derived size is computed here once; the PTX headers list the same formulas).
 /// </summary>
-public static class GroupedGemmSpecs
+internal static class GroupedGemmSpecs
 {
     /// <summary>Bytes of one K-major 32-element stage row: 64 B of data + 16 B pad (80/16 = 5, odd).</summary>
     private const int KMajorPitch = 80;

@@ -6,7 +6,7 @@ using System.Text.RegularExpressions;
 namespace MoeNative.Ptx;
 
 /// <summary>One kernel parameter: PTX type (<c>.u64</c>, <c>.s64</c>, <c>.s32</c>, <c>.u32</c>, <c>.f32</c>) and name.</summary>
-public readonly record struct PtxParam(string Type, string Name)
+internal readonly record struct PtxParam(string Type, string Name)
 {
     public override string ToString() => $".param {Type} {Name}";
 }
@@ -17,7 +17,7 @@ public readonly record struct PtxParam(string Type, string Name)
 /// Args structs are <c>[StructLayout(LayoutKind.Sequential)]</c>, one field per parameter, in order:
 /// ulong = .u64 (pointers), long = .s64, int = .s32, uint = .u32, float = .f32.
 /// </summary>
-public sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxParam> parameters)
+internal sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxParam> parameters)
 {
     public string EntryName { get; } = entryName;
 

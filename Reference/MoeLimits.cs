@@ -31,9 +31,12 @@ public static class MoeLimits
 
     /// <summary>Throws unless 0 ≤ <paramref name="tokens"/> ≤ <see cref="MaxDeviceTokens"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">Names <paramref name="paramName"/>, the limit and why.</exception>
-    public static void CheckDeviceTokens(MoeConfig config, long tokens, string paramName) =>
-        Check(tokens, MaxDeviceTokens(config), paramName,
-            $"a device block of {config} takes at most T = {MaxDeviceTokens(config)} tokens (T*k rows are int32 in the kernels)");
+    public static void CheckDeviceTokens(MoeConfig config, long tokens, string paramName)
+    {
+        int max = MaxDeviceTokens(config);
+        if (tokens >= 0 && tokens <= max) return; // NOTE: the message below is built only on failure (no allocation per call)
+        Check(tokens, max, paramName, $"a device block of {config} takes at most T = {max} tokens (T*k rows are int32 in the kernels)");
+    }
 
     /// <summary>Throws unless 0 ≤ <paramref name="tokens"/> ≤ <see cref="MaxReferenceTokens"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">Names <paramref name="paramName"/>, the limit and why.</exception>

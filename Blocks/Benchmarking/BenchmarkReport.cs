@@ -21,10 +21,14 @@ public sealed record BenchmarkRow(
     string Impl, int Tokens, string Pass, double MedianMs, double Tflops, double GBps, double FloorMs, double PercentOfFloor,
     int Replays, int ExpertsHit, double Flops, double Bytes, string Mode);
 
-/// <summary>The whole run: card, rates, config and rows; serialisable to JSON.</summary>
+/// <summary>The whole run: card, rates, config and rows; serialisable to JSON. <paramref name="GemmPath"/>: "sm90a" or
+/// "sm80" (the grouped-GEMM family a null configuration takes for the forward on this card, MOENATIVE_FORCE_SM80
+/// included); <paramref name="AutotuneChoices"/>: "GEMM T=shape-class: config" per tuned GEMM (an sm_90a tile's name
+/// starts with sm90a_).</summary>
 public sealed record BenchmarkReport(
     string Device, DeviceRates Rates, string Config, int HiddenSize, int IntermediateSize, int NumExperts, int TopK,
-    string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows)
+    string DType, string FusedOptions, DateTimeOffset StartedUtc, IReadOnlyList<BenchmarkRow> Rows,
+    string GemmPath = "", IReadOnlyList<string>? AutotuneChoices = null)
 {
     /// <summary>Time from a cold start to the first forward, with and without stored kernel choices (null when not
     /// measured: autotune off or <see cref="BlockBenchmarkOptions.MeasureColdStart"/> false).</summary>

@@ -1,7 +1,9 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using MoeNative.Interop;
+using MoeNative.Ptx;
 using MoeNative.Reference;
 
 namespace MoeNative.Blocks.Benchmarking;
@@ -48,6 +50,7 @@ public sealed class BlockBenchmark
         MoeConfig c = _options.Config;
         ScalarType dt = _options.DType;
         var rows = new List<BenchmarkRow>();
+        var choices = new List<string>();
         progress?.Invoke(new BenchmarkProgress("fused", 0, "generating and uploading weights"));
         MoeWeights weights = MoeWeights.Random(c, _options.Seed, dt);
         ColdStartTiming? coldStart = null;
@@ -65,6 +68,8 @@ public sealed class BlockBenchmark
                     cancellationToken.ThrowIfCancellationRequested();
                     rows.AddRange(TimeDevice(block, tokens, progress, cancellationToken));
                 }
+                foreach (var ((gemm, shapeClass), cfg) in block.ChosenConfigs.OrderBy(kv => kv.Key.ShapeClassTokens).ThenBy(kv => kv.Key.Gemm))
+                    choices.Add(string.Create(CultureInfo.InvariantCulture, $"{gemm} T={shapeClass}: {cfg?.Name ?? "default"}"));
             }
             if (_options.IncludeCublasGrouped)
             {
@@ -91,7 +96,8 @@ public sealed class BlockBenchmark
             }
         }
         return new BenchmarkReport(_context.Name, Rates, c.Name ?? "config", c.HiddenSize, c.IntermediateSize, c.NumExperts, c.TopK,
-            dt.ShortName(), _options.Fused.Describe(), started, rows) { ColdStart = coldStart };
+            dt.ShortName(), _options.Fused.Describe(), started, rows,
+            GroupedGemm.For(_context).PathName(GroupedGemmLayout.ForwardNT, dt), choices) { ColdStart = coldStart };
     }
 
     private List<BenchmarkRow> TimeDevice(IMoeDeviceBlock impl, int tokens, Action<BenchmarkProgress>? progress, CancellationToken ct) =>

@@ -20,10 +20,15 @@ internal static class BlockChecks
     }
 
     /// <summary>A buffer must hold at least the elements of its shape.</summary>
-    public static void Length(long actual, long required, string paramName, string shape)
+    /// <param name="actual">Elements the buffer has.</param>
+    /// <param name="required">Elements the shape needs.</param>
+    /// <param name="paramName">The parameter.</param>
+    /// <param name="shape">The shape (an interpolated string formatted only when the check fails: no allocation otherwise).</param>
+    public static void Length(long actual, long required, string paramName,
+        [System.Runtime.CompilerServices.InterpolatedStringHandlerArgument(nameof(actual), nameof(required))] ref CheckMessage shape)
     {
         if (actual < required)
-            throw new ArgumentException($"{paramName} must hold {shape} = {required} elements, has {actual}.", paramName);
+            throw new ArgumentException($"{paramName} must hold {shape.ToStringAndClear()} = {required} elements, has {actual}.", paramName);
     }
 
     /// <summary>Forward: x and y [T,H]; routing (when given) Selected [T,k] and Weights [T,k].</summary>

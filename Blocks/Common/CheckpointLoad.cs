@@ -15,6 +15,10 @@ public sealed record CheckpointLoadOptions
 
     /// <summary>Decoder layers to load; null: every MoE layer of the checkpoint.</summary>
     public IReadOnlyList<int>? Layers { get; init; }
+
+    /// <summary>Refuse a weight that is NaN or ±Inf once rounded to the device dtype (an fp16 overflow counts):
+    /// every staged chunk is checked on the host before it is sent (parallel; costs load rate). Off by default.</summary>
+    public bool RequireFinite { get; init; }
 }
 
 /// <summary>Where a load stands: file bytes staged so far of the total, the layer being loaded.</summary>

@@ -1,3 +1,4 @@
+using MoeNative.Reference;
 using MoeNative.Reference.IO;
 using MoeNative.Interop;
 
@@ -43,7 +44,11 @@ internal static class CheckpointStreamer
     /// <param name="placements">Tensors and destinations (from <see cref="MoeCheckpointLayout.Resolve"/>).</param>
     /// <param name="target">Staging and destinations.</param>
     /// <param name="onBytes">Called after each chunk is submitted with its byte count (progress).</param>
-    public static void Run(IReadOnlyList<MoeTensorPlacement> placements, IStagingTarget target, Action<long>? onBytes)
+    /// <param name="requireFiniteIn">When set, every staged chunk is checked before it is sent: a value that is NaN or
+    /// ±Inf once rounded to this dtype (so an fp16 overflow counts) throws <see cref="NonFiniteInputException"/> naming
+    /// the file, the tensor and the element.</param>
+    public static void Run(IReadOnlyList<MoeTensorPlacement> placements, IStagingTarget target, Action<long>? onBytes,
+        ScalarType? requireFiniteIn = null)
     {
         ArgumentNullException.ThrowIfNull(placements);
         ArgumentNullException.ThrowIfNull(target);
@@ -61,12 +66,53 @@ internal static class CheckpointStreamer
                 Span<byte> staging = target.Acquire(slot);
                 CopyParallel(view, offset, staging[..n]);
                 view.Release(offset, n); // the mapped pages are staged: drop them from the resident set
+                if (requireFiniteIn is { } dtype) RequireFinite(p, staging[..n], offset / elementBytes, dtype);
                 target.Submit(slot, n, p.FileDType, (int)p.Part, p.ElementOffset + offset / elementBytes);
                 onBytes?.Invoke(n);
                 slot ^= 1;
             }
         }
         target.Complete();
+    }
+
+    /// <summary>Throws unless every element of <paramref name="chunk"/> (file dtype) is finite after rounding to
+    /// <paramref name="dtype"/>; the chunk starts at element <paramref name="firstElement"/> of the tensor.</summary>
+    private static unsafe void RequireFinite(MoeTensorPlacement p, Span<byte> chunk, long firstElement, ScalarType dtype)
+    {
+        int elementBytes = p.FileDType.SizeOf(), count = chunk.Length / elementBytes;
+        const int Piece = 1 << 16;
+        long bad = long.MaxValue; // the smallest bad element index found (pieces run in parallel)
+        fixed (byte* c = chunk)
+        {
+            nint at = (nint)c;
+            Parallel.For(0, (count + Piece - 1) / Piece, () => new float[Piece], (i, _, floats) =>
+            {
+                int start = i * Piece, n = Math.Min(Piece, count - start);
+                Span<float> f = floats.AsSpan(0, n);
+                StorageConvert.FromStorage(new ReadOnlySpan<byte>((byte*)at + (long)start * elementBytes, n * elementBytes), p.FileDType, f);
+                StoragePrecision.RoundInPlace(f, dtype);
+                (long found, long first) = NonFiniteValues.Find(f);
+                if (found > 0) InterlockedMin(ref bad, start + first);
+                return floats;
+            }, _ => { });
+        }
+        if (bad == long.MaxValue) return;
+        var value = new float[1];
+        StorageConvert.FromStorage(chunk.Slice((int)bad * elementBytes, elementBytes), p.FileDType, value);
+        throw new NonFiniteInputException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{p.File.Path}: tensor '{p.Name}' has a non-finite value in {dtype.ShortName()} at flat index {firstElement + bad} ({p.FileDType.ShortName()} {value[0]}); ")
+            + "non-finite inputs and weights are refused (--allow-nonfinite runs anyway).");
+    }
+
+    private static void InterlockedMin(ref long target, long value)
+    {
+        long seen = Volatile.Read(ref target);
+        while (value < seen)
+        {
+            long was = Interlocked.CompareExchange(ref target, value, seen);
+            if (was == seen) return;
+            seen = was;
+        }
     }
 
     private static unsafe void CopyParallel(SafetensorsTensorView view, long offset, Span<byte> destination)

@@ -82,6 +82,7 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
     /// <paramref name="dtype"/>. No host float copy; host memory bounded by the staging (see <see cref="CheckpointLoadOptions"/>).
     /// </summary>
     /// <exception cref="Reference.IO.SafetensorsFormatException">A missing tensor, wrong shape or dtype (named in the message).</exception>
+    /// <exception cref="Reference.IO.NonFiniteInputException">With <see cref="CheckpointLoadOptions.RequireFinite"/>: a non-finite weight (named).</exception>
     public static Qwen3MoeDeviceWeights FromSafetensors(CudaContext context, MoeConfig config, string fileOrDirectory,
         ScalarType dtype, int? layer = null, CheckpointLoadOptions? options = null)
     {
@@ -92,13 +93,13 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
         IReadOnlyList<Reference.IO.MoeTensorPlacement> placements = Reference.IO.MoeCheckpointLayout.Resolve(config, files, layer);
         options ??= new CheckpointLoadOptions();
         using var target = new DeviceStagingTarget(context, options.ChunkBytes, dtype);
-        return Stream(context, config, dtype, placements, target, null);
+        return Stream(context, config, dtype, placements, target, null, options.RequireFinite);
     }
 
     /// <summary>Allocates one layer's buffers and streams <paramref name="placements"/> into them through <paramref name="target"/>
     /// (complete on return).</summary>
     internal static Qwen3MoeDeviceWeights Stream(CudaContext context, MoeConfig config, ScalarType dtype,
-        IReadOnlyList<Reference.IO.MoeTensorPlacement> placements, DeviceStagingTarget target, Action<long>? onBytes)
+        IReadOnlyList<Reference.IO.MoeTensorPlacement> placements, DeviceStagingTarget target, Action<long>? onBytes, bool requireFinite)
     {
         int s = dtype.SizeOf();
         DeviceBuffer<byte>? router = null, gateUp = null, down = null;
@@ -113,7 +114,7 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
             gateUp.FillBytes(0xFF);
             down.FillBytes(0xFF);
             target.SetDestinations(router, gateUp, down); // indexed by MoeWeightPart
-            CheckpointStreamer.Run(placements, target, onBytes);
+            CheckpointStreamer.Run(placements, target, onBytes, requireFinite ? dtype : null);
             return new Qwen3MoeDeviceWeights(context, config.Validate(), dtype, router, gateUp, down);
         }
         catch

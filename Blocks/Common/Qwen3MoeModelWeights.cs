@@ -88,7 +88,7 @@ public sealed class Qwen3MoeModelWeights : IDisposable
                     done += bytes;
                     peak = Math.Max(peak, ProcessMemory.AnonymousResidentBytes());
                     options.Progress?.Invoke(new CheckpointLoadProgress(done, fileBytes, layer, layersDone, plans.Length, clock.Elapsed));
-                });
+                }, options.RequireFinite);
                 options.Progress?.Invoke(new CheckpointLoadProgress(done, fileBytes, layer, n + 1, plans.Length, clock.Elapsed));
             }
             peak = Math.Max(peak, ProcessMemory.AnonymousResidentBytes());

@@ -67,42 +67,51 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
     public bool NeedsTuning(FusedGemm gemm, int shapeClass) => _options.Autotune && !_chosen.ContainsKey((gemm, shapeClass));
 
     /// <summary>
-    /// Launches <paramref name="gemm"/> with its config, timing the candidates first when autotune needs it.
-    /// <paramref name="launch"/> must be idempotent (it overwrites its output), as every candidate runs on the real data.
+    /// The config to launch <paramref name="call"/> with in <paramref name="shapeClass"/> (null: the grouped GEMM's
+    /// default): the explicit option without autotune; else the one chosen for the shape class, timed here first on
+    /// its first call: every candidate runs on the call's real data (its output is overwritten each time), with CUDA
+    /// events on <paramref name="stream"/>, which synchronises. Later calls are a dictionary lookup (no allocation).
     /// </summary>
-    public void Run(FusedGemm gemm, int shapeClass, CudaStream stream, Func<IReadOnlyList<GemmConfig>> candidates,
-        Action<GemmConfig?> launch)
+    public GemmConfig? Choose(GroupedGemm gemm, CudaStream stream, ScalarType dtype, int shapeClass, in FusedGemmCall call)
     {
-        if (!_options.Autotune)
-        {
-            launch(Explicit(gemm));
-            return;
-        }
-        if (!_chosen.TryGetValue((gemm, shapeClass), out GemmConfig? config))
-        {
-            IReadOnlyList<GemmConfig> offered = candidates();
-            if (_stored.TryGetValue((gemm, shapeClass), out GemmConfig? stored) && offered.Contains(stored))
-            {
-                config = stored;
-                _fromStore.Add((gemm, shapeClass));
-            }
-            else
-            {
-                (config, double ms) = Tune(gemm, shapeClass, stream, offered, launch);
-                _options.TuningStore?.TrySave(context!, new TunedChoice(gemm, shapeClass, config, ms));
-            }
-            _chosen[(gemm, shapeClass)] = config;
-        }
-        launch(config);
+        if (!_options.Autotune) return _options.ExplicitConfig(call.Gemm);
+        if (_chosen.TryGetValue((call.Gemm, shapeClass), out GemmConfig? config)) return config;
+        // NOTE: the candidate list depends only on layout, dtype and card today; a shape-aware filter (e.g. dropping
+        // 128-row tiles for decode) would slot in here, from call.Rows / N / K.
+        IReadOnlyList<GemmConfig> candidates = GroupedGemm.Candidates(call.Layout, dtype, stream.Context);
+        FusedGemmCall timed = call; // NOTE: an `in` parameter cannot be captured; the lambda runs only on this first call
+        return Decide(call.Gemm, shapeClass, candidates, () => Tune(gemm, stream, dtype, shapeClass, timed, candidates));
     }
 
-    private GemmConfig? Explicit(FusedGemm gemm) => _options.ExplicitConfig(gemm);
-
-    private (GemmConfig Config, double Milliseconds) Tune(FusedGemm gemm, int shapeClass, CudaStream stream, IReadOnlyList<GemmConfig> candidates,
-        Action<GemmConfig?> launch)
+    /// <summary>
+    /// The first choice of (<paramref name="which"/>, <paramref name="shapeClass"/>): the stored one when it is still
+    /// among <paramref name="candidates"/> (no timing), else what <paramref name="tune"/> measures (then stored);
+    /// recorded in <see cref="Chosen"/>.
+    /// </summary>
+    internal GemmConfig Decide(FusedGemm which, int shapeClass, IReadOnlyList<GemmConfig> candidates,
+        Func<(GemmConfig Config, double Milliseconds)> tune)
     {
+        GemmConfig config;
+        if (_stored.TryGetValue((which, shapeClass), out GemmConfig? stored) && candidates.Contains(stored))
+        {
+            config = stored;
+            _fromStore.Add((which, shapeClass));
+        }
+        else
+        {
+            (config, double ms) = tune();
+            _options.TuningStore?.TrySave(context!, new TunedChoice(which, shapeClass, config, ms));
+        }
+        _chosen[(which, shapeClass)] = config;
+        return config;
+    }
+
+    private (GemmConfig Config, double Milliseconds) Tune(GroupedGemm gemm, CudaStream stream, ScalarType dtype, int shapeClass,
+        FusedGemmCall call, IReadOnlyList<GemmConfig> candidates)
+    {
+        FusedGemm which = call.Gemm;
         if (candidates.Count == 0)
-            throw new InvalidOperationException($"Autotune of {gemm}: the grouped GEMM offers no candidate config.");
+            throw new InvalidOperationException($"Autotune of {which}: the grouped GEMM offers no candidate config.");
         using var start = new CudaEvent(stream.Context);
         using var end = new CudaEvent(stream.Context);
         GemmConfig? best = null;
@@ -113,23 +122,23 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
             double ms = double.PositiveInfinity;
             try
             {
-                launch(candidate); // first launch JITs the specialisation and warms the caches
+                call.Launch(gemm, stream, dtype, candidate); // first launch JITs the specialisation and warms the caches
                 for (int rep = 0; rep < _options.AutotuneRepetitions; rep++)
                 {
                     start.Record(stream);
-                    launch(candidate);
+                    call.Launch(gemm, stream, dtype, candidate);
                     end.Record(stream);
                     end.Synchronize();
                     ms = Math.Min(ms, CudaEvent.ElapsedMilliseconds(start, end));
                 }
-                _timings.Add(new GemmTiming(gemm, shapeClass, candidate, ms, null));
+                _timings.Add(new GemmTiming(which, shapeClass, candidate, ms, null));
             }
             catch (Exception ex) when (ex is CudaException or ArgumentException or NotSupportedException)
             {
                 // NOTE: a candidate that does not fit this shape/dtype/card (JIT failure, launch rejected, shape
                 // rejected) is skipped, not fatal. A sticky device error makes every later candidate fail too and
                 // ends in the "every candidate failed" exception below, which lists each error.
-                _timings.Add(new GemmTiming(gemm, shapeClass, candidate, double.NaN, ex.Message));
+                _timings.Add(new GemmTiming(which, shapeClass, candidate, double.NaN, ex.Message));
                 errors.Add($"{candidate}: {ex.Message}");
                 continue;
             }
@@ -140,6 +149,6 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
             }
         }
         return best is not null ? (best, bestMs) : throw new InvalidOperationException(
-            $"Autotune of {gemm} (shape class T≤{shapeClass}): every candidate failed: {string.Join("; ", errors)}");
+            $"Autotune of {which} (shape class T≤{shapeClass}): every candidate failed: {string.Join("; ", errors)}");
     }
 }

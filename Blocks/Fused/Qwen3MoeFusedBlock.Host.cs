@@ -40,6 +40,7 @@ public sealed partial class Qwen3MoeFusedBlock
     public MoeIntermediates Forward(float[] x /*[T,H]*/, int tokens, MoeRouting? routing = null, bool intermediates = false)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentNullException.ThrowIfNull(x);
         MoeConfig c = Config;
         MoeLimits.CheckDeviceTokens(c, tokens, nameof(tokens));
@@ -81,6 +82,7 @@ public sealed partial class Qwen3MoeFusedBlock
     public MoeGradients Backward(float[] dY /*[T,H]*/)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ThrowIfInferenceOnly();
         ArgumentNullException.ThrowIfNull(dY);
         if (!_saved.Valid || (_saved.Tokens > 0 && (_hostIo is null || _saved.X.Pointer != _hostIo.X.DevicePointer)))

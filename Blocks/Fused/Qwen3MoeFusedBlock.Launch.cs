@@ -36,8 +36,7 @@ public sealed partial class Qwen3MoeFusedBlock
         if (MoeKernels.CanRouterLogitsGemv(dt, tokens, h, x, wr, logits))
             _kernels.RouterLogitsGemv(s, dt, x, wr, logits, tokens, e, h);
         else
-            _tuner.Run(FusedGemm.RouterForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tokens, e, h),
-                cfg => _gemm.ForwardNT(s, dt, cfg, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
+            RunGemm(s, shapeClass, FusedGemmCall.NT(FusedGemm.RouterForward, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
         Probe(s, "router_logits");
         // 2. softmax (fp32), top-k, renorm, cast
         _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
@@ -62,8 +61,7 @@ public sealed partial class Qwen3MoeFusedBlock
         RowSource a1Rows = RowSource.GatherToken;
         // 5. G1 = Xp·Wgu[e]ᵀ
         DeviceRange wgu = _weights.GateUpProjRange;
-        _tuner.Run(FusedGemm.FirstForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, 2 * i, h),
-            cfg => _gemm.ForwardNT(s, dt, cfg, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null));
+        RunGemm(s, shapeClass, FusedGemmCall.NT(FusedGemm.FirstForward, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null));
         Probe(s, "gemm1");
         // 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]
         _kernels.SiluMulForward(s, dt, g1, act, tk, i);
@@ -72,8 +70,7 @@ public sealed partial class Qwen3MoeFusedBlock
         DeviceRange wd = _weights.DownProjRange;
         RowTarget g2Rows = Options.PermuteY ? RowTarget.Scatter : RowTarget.Identity;
         DeviceRange rowScale = Options.FuseMulPost ? w : DeviceRange.Null;
-        _tuner.Run(FusedGemm.SecondForward, shapeClass, s, () => Candidates(GroupedGemmLayout.ForwardNT, tk, h, i),
-            cfg => _gemm.ForwardNT(s, dt, cfg, act, wd, g2, expertRows, h, i, RowSource.Identity, g2Rows, rowScale));
+        RunGemm(s, shapeClass, FusedGemmCall.NT(FusedGemm.SecondForward, act, wd, g2, expertRows, h, i, RowSource.Identity, g2Rows, rowScale));
         Probe(s, "gemm2");
         // 8. Y[t] = Σ_j w[t,j]·U[t*k+j]
         DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
@@ -117,12 +114,10 @@ public sealed partial class Qwen3MoeFusedBlock
         Probe(s, "bwd_combine");
         // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY)
         RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
-        _tuner.Run(FusedGemm.SecondBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, h, i),
-            cfg => _gemm.BackwardDataNN(s, dt, cfg, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity));
+        RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.SecondBackwardData, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity));
         Probe(s, "bwd_gemm2_dx");
         // 3. GEMM2 dW: dWd[e] = Σ_{r∈e} dG2[r]ᵀ A[r]
-        _tuner.Run(FusedGemm.SecondBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tk, h, i),
-            cfg => _gemm.BackwardWeightTN(s, dt, cfg, dU, act, dDown, expertRows, h, i, dG2Rows, RowSource.Identity));
+        RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.SecondBackwardWeight, dU, act, dDown, expertRows, h, i, dG2Rows, RowSource.Identity));
         Probe(s, "bwd_gemm2_dw");
         // 4. dG1 = [dg, du] from G1 and dA
         _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, tk, i);
@@ -130,15 +125,13 @@ public sealed partial class Qwen3MoeFusedBlock
         // 5. GEMM1 dX: dXp[r] = dG1[r]·Wgu[e], to token-slot order (stored permuted with PermuteX)
         if (Options.PermuteX)
         {
-            _tuner.Run(FusedGemm.FirstBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, 2 * i, h),
-                cfg => _gemm.BackwardDataNN(s, dt, cfg, dG1, wgu, dXpSlots, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Scatter));
+            RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.FirstBackwardData, dG1, wgu, dXpSlots, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Scatter));
             Probe(s, "bwd_gemm1_dx");
         }
         else
         {
             DeviceRange dXpExpert = bw.Range(BlockBuffer.DXPermutedExpertOrder); // [TK,H] expert order
-            _tuner.Run(FusedGemm.FirstBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tk, 2 * i, h),
-                cfg => _gemm.BackwardDataNN(s, dt, cfg, dG1, wgu, dXpExpert, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Identity));
+            RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.FirstBackwardData, dG1, wgu, dXpExpert, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Identity));
             // NOTE: GatherRows with k = 1 and inverse as the index is the unpermute dXpSlots[p] = dXpExpert[inverse[p]].
             _kernels.GatherRows(s, dt, dXpExpert, inverse, dXpSlots, tk, 1, h);
             Probe(s, "bwd_gemm1_dx");
@@ -155,32 +148,26 @@ public sealed partial class Qwen3MoeFusedBlock
             _kernels.GatherRows(s, dt, x, gather, xpSource, tk, k, h);
             xpRows = RowSource.Identity;
         }
-        _tuner.Run(FusedGemm.FirstBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tk, 2 * i, h),
-            cfg => _gemm.BackwardWeightTN(s, dt, cfg, dG1, xpSource, dGateUp, expertRows, 2 * i, h, RowSource.Identity, xpRows));
+        RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.FirstBackwardWeight, dG1, xpSource, dGateUp, expertRows, 2 * i, h, RowSource.Identity, xpRows));
         Probe(s, "bwd_gemm1_dw");
         // 7. router: dL = P ⊙ (dP − Σ_e P_e dP_e) from dw
         _kernels.RouterBackward(s, dt, probs, sel, dWeights, dLogits, tokens, e, k, c.NormTopKProb);
         Probe(s, "bwd_router");
         // 8. router dW: dWr = dLᵀ·X
-        _tuner.Run(FusedGemm.RouterBackwardWeight, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardWeightTN, tokens, e, h),
-            cfg => _gemm.BackwardWeightTN(s, dt, cfg, dLogits, x, dRouter, routerRows, e, h, RowSource.Identity, RowSource.Identity));
+        RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.RouterBackwardWeight, dLogits, x, dRouter, routerRows, e, h, RowSource.Identity, RowSource.Identity));
         Probe(s, "bwd_router_dw");
         // 9. router dX: dXr = dL·Wr
-        _tuner.Run(FusedGemm.RouterBackwardData, shapeClass, s, () => Candidates(GroupedGemmLayout.BackwardDataNN, tokens, e, h),
-            cfg => _gemm.BackwardDataNN(s, dt, cfg, dLogits, wr, dXRouter, routerRows, e, h, RowSource.Identity, RowTarget.Identity));
+        RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.RouterBackwardData, dLogits, wr, dXRouter, routerRows, e, h, RowSource.Identity, RowTarget.Identity));
         Probe(s, "bwd_router_dx");
         // 10. dX[t] = dXr[t] + Σ_j dXp[t*k+j]
         _kernels.SumOverTopK(s, dt, dXpSlots, dXRouter, dX, tokens, k, h);
         Probe(s, "bwd_sum_over_topk");
     }
 
-    // NOTE: rows/n/k are the GEMM's shape; the candidate list depends only on layout, dtype and card today, but a
-    // shape-aware filter (e.g. dropping 128-row tiles for decode) would slot in here.
-    private IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, int rows, int n, int k)
-    {
-        _ = (rows, n, k);
-        return GroupedGemm.Candidates(layout, DType, Context);
-    }
+    /// <summary>Launches <paramref name="call"/> with the tuner's config for the shape class (timing it first on the
+    /// class's first call when autotune is on).</summary>
+    private void RunGemm(CudaStream s, int shapeClass, in FusedGemmCall call) =>
+        call.Launch(_gemm, s, DType, _tuner.Choose(_gemm, s, DType, shapeClass, in call));
 
     // ==== workspace =================================================================================================
 

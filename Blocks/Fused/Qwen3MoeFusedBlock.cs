@@ -34,7 +34,8 @@ namespace MoeNative.Blocks;
 /// <see cref="MoeLimits.MaxReferenceTokens"/> (its [T·k,2I] results are .NET arrays).</para>
 /// <para><b>Graphs</b>: <see cref="Forward{TElem}"/> can be captured in a <see cref="CudaGraph"/> once the block
 /// has run that shape class directly (workspace allocated, autotune done): see <see cref="Reserve"/>.</para>
-/// <para>Not thread-safe: one caller at a time.</para>
+/// <para>Not thread-safe: one caller at a time. A call while another thread is inside one of the block's entry
+/// points throws <see cref="InvalidOperationException"/> (see <see cref="BlockEntryGuard"/>); use one block per thread.</para>
 /// </remarks>
 public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
 {
@@ -53,6 +54,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     private CudaStream? _hostStream;
     private SavedForward _saved;
     private bool _disposed;
+    private readonly BlockEntryGuard _entry = new(); // one thread at a time (BlockEntryGuard says why)
 
     /// <summary>Uploads <paramref name="weights"/> in <paramref name="dtype"/> (owned by the block).</summary>
     /// <exception cref="ArgumentException">Options that contradict each other (see <see cref="FusedBlockOptions.Validate"/>).</exception>
@@ -158,6 +160,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     public void Reserve(int tokens, bool backward = false)
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
         MoeLimits.CheckDeviceTokens(Config, tokens, nameof(tokens));
         EnsureForwardWorkspace(tokens);
@@ -178,6 +181,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         int tokens, DeviceRouting<TElem>? routing = null) where TElem : unmanaged
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(y);
@@ -211,6 +215,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         where TElem : unmanaged
     {
         ThrowIfDisposed();
+        using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ThrowIfInferenceOnly();
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(dY);

@@ -173,7 +173,8 @@ public sealed class CudaKernel
         if (block.X == 0 || block.Y == 0 || block.Z == 0 || block.Volume > 1024)
             throw new ArgumentOutOfRangeException(nameof(block), block, $"Block of '{Name}' must have 1..1024 threads.");
         ArgumentOutOfRangeException.ThrowIfNegative(dynamicSharedBytes);
-        Context.EnsureSameContext(stream.Context, nameof(stream), $"kernel '{Name}'");
+        if (!Context.IsSameContext(stream.Context)) // NOTE: the owner text is built only on failure (launches allocate nothing)
+            Context.EnsureSameContext(stream.Context, nameof(stream), $"kernel '{Name}'");
 
         int argsBytes = Unsafe.SizeOf<TArgs>();
         long paramBytes = ParamBytes();
@@ -186,6 +187,37 @@ public sealed class CudaKernel
                 "the args struct does not match the .entry parameter list.", nameof(TArgs));
         return (nuint)paramBytes;
     }
+
+    /// <summary>(offset, size) of each parameter in the launch buffer (cuFuncGetParamInfo), or null when the driver
+    /// predates the query (CUDA &lt; 12.4), cannot answer for this function, or no parameter count was declared.</summary>
+    public unsafe IReadOnlyList<(long Offset, long Size)>? ParameterLayout
+    {
+        get
+        {
+            if (ParameterCount is not int count) return null;
+            IntPtr f = Handle;
+            var layout = new List<(long, long)>();
+            try
+            {
+                Context.MakeCurrent();
+                // NOTE: only the declared parameters are asked for (see ParamBytes: probing past the last one is an
+                // API error that compute-sanitizer reports).
+                for (nuint i = 0; i < (nuint)count; i++)
+                {
+                    nuint offset, size;
+                    if (CuDriver.cuFuncGetParamInfo(f, i, &offset, &size) != CUresult.CUDA_SUCCESS) break;
+                    layout.Add(((long)offset, (long)size));
+                }
+            }
+            catch (EntryPointNotFoundException)
+            {
+                return null;
+            }
+            GC.KeepAlive(Module);
+            return layout.Count == 0 ? null : layout;
+        }
+    }
+
 
     /// <summary>Size of the kernel's parameter buffer: the end of its last declared parameter
     /// (<see cref="ParameterCount"/> − 1), from one cuFuncGetParamInfo call; -2 when the driver predates it (CUDA &lt; 12.4)

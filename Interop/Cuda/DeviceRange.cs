@@ -17,6 +17,10 @@ public readonly record struct DeviceRange(ulong Pointer, long Bytes)
 
     public bool IsNull => Pointer == 0;
 
+    /// <summary>True when <paramref name="bytes"/> fit: nothing is needed (0), or the pointer is set and the size is
+    /// unknown or at least <paramref name="bytes"/>.</summary>
+    public bool CanHold(long bytes) => bytes == 0 || (!IsNull && (Bytes == UnknownSize || Bytes >= bytes));
+
     public static implicit operator DeviceRange(ulong pointer) => new(pointer, UnknownSize);
     public static implicit operator DeviceRange(DeviceBuffer<float> b) => b.AsRange();
     public static implicit operator DeviceRange(DeviceBuffer<int> b) => b.AsRange();

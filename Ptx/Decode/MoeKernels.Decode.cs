@@ -1,4 +1,5 @@
 using MoeNative.Interop;
+using static MoeNative.Interop.DeviceRangeChecks;
 
 namespace MoeNative.Ptx;
 
@@ -59,7 +60,7 @@ internal sealed partial class MoeKernels
         Need(gateUp, (long)experts * 2 * inter * hidden * es, nameof(gateUp), $"[E={experts},2I={2L * inter},H={hidden}] {dtype}");
         Need(mSizes, experts * 4L, nameof(mSizes), $"[E={experts}] i32");
         Need(gather, tk * 4, nameof(gather), $"[TK={tk}] i32");
-        Optional(firstGemm, tk * 2 * inter * es, nameof(firstGemm), $"[TK={tk},2I={2L * inter}] {dtype}");
+        if (!firstGemm.IsNull) Need(firstGemm, tk * 2 * inter * es, nameof(firstGemm), $"[TK={tk},2I={2L * inter}] {dtype}");
         Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
         CheckDecodeAlignment(x, nameof(x), gateUp, nameof(gateUp));
         if (tokens == 0) return;
@@ -101,14 +102,14 @@ internal sealed partial class MoeKernels
         Need(mSizes, experts * 4L, nameof(mSizes), $"[E={experts}] i32");
         Need(gather, tk * 4, nameof(gather), $"[TK={tk}] i32");
         Need(inverse, tk * 4, nameof(inverse), $"[TK={tk}] i32");
-        Optional(rowScale, tk * es, nameof(rowScale), $"[T={tokens},k={topK}] {dtype}");
+        if (!rowScale.IsNull) Need(rowScale, tk * es, nameof(rowScale), $"[T={tokens},k={topK}] {dtype}");
         Need(secondGemm, tk * hidden * es, nameof(secondGemm), $"[TK={tk},H={hidden}] {dtype}");
-        Optional(weights, tk * es, nameof(weights), $"[T={tokens},k={topK}] {dtype}");
+        if (!weights.IsNull) Need(weights, tk * es, nameof(weights), $"[T={tokens},k={topK}] {dtype}");
         Need(output, (long)tokens * hidden * es, nameof(output), $"[T={tokens},H={hidden}] {dtype}");
         Need(counters, DecodeCounterCount(hidden) * 4L, nameof(counters), $"[H/8={DecodeCounterCount(hidden)}] u32");
         CheckDecodeAlignment(act, nameof(act), down, nameof(down));
-        if (secondGemm.Pointer % 4 != 0 || output.Pointer % 4 != 0)
-            throw new ArgumentException("secondGemm and output must be 4-byte aligned (two columns per store).", secondGemm.Pointer % 4 != 0 ? nameof(secondGemm) : nameof(output));
+        Aligned(secondGemm, 4, nameof(secondGemm)); // two columns per store
+        Aligned(output, 4, nameof(output));
         if (tokens == 0) return;
         var args = new DecodeDownCombineArgs
         {
@@ -136,7 +137,7 @@ internal sealed partial class MoeKernels
 
     private static void CheckDecodeAlignment(DeviceRange a, string aName, DeviceRange b, string bName)
     {
-        if (a.Pointer % 16 != 0) throw new ArgumentException($"{aName} must be 16-byte aligned (16-byte row loads).", aName);
-        if (b.Pointer % 16 != 0) throw new ArgumentException($"{bName} must be 16-byte aligned (16-byte row loads).", bName);
+        Aligned(a, 16, aName); // 16-byte row loads
+        Aligned(b, 16, bName);
     }
 }

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using MoeNative.Interop;
+using static MoeNative.Interop.DeviceRangeChecks;
 
 namespace MoeNative.Ptx;
 
@@ -107,10 +108,4 @@ internal sealed class DtypeConvertKernels
         }
     }
 
-    private static void Need(DeviceRange range, long bytes, string name, string shape)
-    {
-        if (range.IsNull) throw new ArgumentException($"{name} {shape} is a null device pointer.", name);
-        if (range.Bytes != DeviceRange.UnknownSize && range.Bytes < bytes)
-            throw new ArgumentException($"{name} must hold {shape} = {bytes} bytes; it has {range.Bytes}.", name);
-    }
 }

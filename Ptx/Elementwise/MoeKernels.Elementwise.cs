@@ -1,4 +1,5 @@
 using MoeNative.Interop;
+using static MoeNative.Interop.DeviceRangeChecks;
 
 namespace MoeNative.Ptx;
 
@@ -108,7 +109,7 @@ internal sealed partial class MoeKernels
         CheckCombineDims(tokens, topK, hidden);
         long tk = (long)tokens * topK;
         Need(expertOut, tk * hidden * es, nameof(expertOut), $"[TK={tk},H={hidden}] {dtype}");
-        Optional(rowOfSlot, tk * 4, nameof(rowOfSlot), $"[TK={tk}] i32");
+        if (!rowOfSlot.IsNull) Need(rowOfSlot, tk * 4, nameof(rowOfSlot), $"[TK={tk}] i32");
         Need(weights, tk * es, nameof(weights), $"[T={tokens},k={topK}] {dtype}");
         Need(output, (long)tokens * hidden * es, nameof(output), $"[T={tokens},H={hidden}] {dtype}");
         if (tokens == 0 || hidden == 0) return;
@@ -140,7 +141,7 @@ internal sealed partial class MoeKernels
         long tk = (long)tokens * topK;
         Need(dOutput, (long)tokens * hidden * es, nameof(dOutput), $"[T={tokens},H={hidden}] {dtype}");
         Need(expertOut, tk * hidden * es, nameof(expertOut), $"[TK={tk},H={hidden}] {dtype}");
-        Optional(rowOfSlot, tk * 4, nameof(rowOfSlot), $"[TK={tk}] i32");
+        if (!rowOfSlot.IsNull) Need(rowOfSlot, tk * 4, nameof(rowOfSlot), $"[TK={tk}] i32");
         Need(weights, tk * es, nameof(weights), $"[T={tokens},k={topK}] {dtype}");
         Need(dExpertOut, tk * hidden * es, nameof(dExpertOut), $"[TK={tk},H={hidden}] {dtype}");
         Need(dWeights, tk * 4, nameof(dWeights), $"[T={tokens},k={topK}] f32");
@@ -169,7 +170,7 @@ internal sealed partial class MoeKernels
         CheckCombineDims(tokens, topK, hidden);
         long tk = (long)tokens * topK;
         Need(slotRows, tk * hidden * es, nameof(slotRows), $"[TK={tk},H={hidden}] {dtype}");
-        Optional(addend, (long)tokens * hidden * es, nameof(addend), $"[T={tokens},H={hidden}] {dtype}");
+        if (!addend.IsNull) Need(addend, (long)tokens * hidden * es, nameof(addend), $"[T={tokens},H={hidden}] {dtype}");
         Need(output, (long)tokens * hidden * es, nameof(output), $"[T={tokens},H={hidden}] {dtype}");
         if (tokens == 0 || hidden == 0) return;
         var args = new SumOverTopKArgs

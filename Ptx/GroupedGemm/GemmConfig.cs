@@ -10,8 +10,11 @@ namespace MoeNative.Ptx;
 /// (register prefetch), 8 warps; passing it with bf16/fp16 forces the SIMT kernel.
 /// For <see cref="GroupedGemmLayout.BackwardWeightTN"/>, BlockM tiles N and BlockN tiles K of dW[e] and BlockK is the
 /// chunk of the expert's rows reduced per stage.
+/// <para><paramref name="Family"/> <see cref="GemmMath.WgmmaSm90a"/> marks a Hopper tile (<see cref="Wgmma"/>): 128 rows
+/// (two consumer warpgroups of m64), BlockN 128 or 256, BlockK 64 (one 128-byte swizzle atom), 12 warps (one producer
+/// warpgroup), Stages = depth of the mbarrier ring; its name starts with <c>sm90a_</c>.</para>
 /// </summary>
-public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, int Warps)
+public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, int Warps, GemmMath Family = GemmMath.MmaSm80)
 {
     /// <summary>The only SIMT FFMA configuration.</summary>
     public static GemmConfig Ffma64x64 { get; } = new(64, 64, 16, 2, 8);
@@ -31,8 +34,25 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     /// <summary>Threads per CTA.</summary>
     public int Threads => Warps * 32;
 
-    /// <summary>Short name used in module and entry names: <c>128x128x32_s4_w8</c>.</summary>
-    public string Name => $"{BlockM}x{BlockN}x{BlockK}_s{Stages}_w{Warps}";
+    /// <summary>Short name used in module and entry names: <c>128x128x32_s4_w8</c> (Hopper: <c>sm90a_128x128x64_s4_w12</c>).</summary>
+    public string Name => (Family == GemmMath.WgmmaSm90a ? "sm90a_" : "") + $"{BlockM}x{BlockN}x{BlockK}_s{Stages}_w{Warps}";
+
+    /// <summary>Rows of the Hopper tile (two consumer warpgroups x m64).</summary>
+    public const int WgmmaBlockM = 128;
+
+    /// <summary>Reduction depth of one Hopper stage: 64 bf16/fp16 = one 128-byte swizzle atom per row.</summary>
+    public const int WgmmaBlockK = 64;
+
+    /// <summary>Warps of a Hopper CTA: one producer and two consumer warpgroups.</summary>
+    public const int WgmmaWarps = 12;
+
+    /// <summary>Hopper (sm_90a) tile: 128 x <paramref name="blockN"/> x 64, <paramref name="stages"/> ring stages.</summary>
+    public static GemmConfig Wgmma(int blockN, int stages) =>
+        new(WgmmaBlockM, blockN, WgmmaBlockK, stages, WgmmaWarps, GemmMath.WgmmaSm90a);
+
+    /// <summary>Dynamic shared memory of a Hopper tile before the per-expert table: 1024 B of alignment slack, the
+    /// A and W stages, 2 mbarriers per stage and the 128-row table (the PTX header lists the same layout).</summary>
+    public int WgmmaSharedBytes => 1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + 16 * Stages + 8 * WgmmaBlockM;
 
     public override string ToString() => Name;
 
@@ -52,6 +72,15 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
                 if (Warps != warps) return $"Warps must be (BlockM/64)*(BlockN/32) = {warps} for {BlockM}x{BlockN}; got {Warps}.";
                 if (Stages is < 2 or > 8) return $"Stages must be in 2..8; got {Stages}.";
                 return null;
+            case GemmMath.WgmmaSm90a:
+                if (BlockM != WgmmaBlockM) return $"BlockM must be {WgmmaBlockM} (two consumer warpgroups of m64); got {BlockM}.";
+                if (BlockN is not (128 or 256)) return $"BlockN must be 128 or 256 (one wgmma m64nBlockN per k16 step); got {BlockN}.";
+                if (BlockK != WgmmaBlockK) return $"BlockK must be {WgmmaBlockK} (one 128-byte swizzle atom per row); got {BlockK}.";
+                if (Warps != WgmmaWarps) return $"Warps must be {WgmmaWarps} (one producer and two consumer warpgroups); got {Warps}.";
+                if (Stages is < 3 or > 8) return $"Stages must be in 3..8 (the producer arrives Stages-2 groups late); got {Stages}.";
+                if (WgmmaSharedBytes > 227 * 1024 - 4 * 1024)
+                    return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytes} bytes of shared memory; at most {227 * 1024 - 4 * 1024} leave room for 1024 experts.";
+                return null;
             default:
                 return $"unknown math {math}.";
         }
@@ -63,6 +92,11 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
 
     /// <summary>Why this configuration cannot run <paramref name="layout"/> with <paramref name="math"/>, or null when it can
     /// (every layout's tensor-core kernel takes BlockK = 32 and 64).</summary>
-    public string? Problem(GemmMath math, GroupedGemmLayout layout) =>
-        Enum.IsDefined(layout) ? Problem(math) : $"Unknown grouped-GEMM layout {layout}.";
+    public string? Problem(GemmMath math, GroupedGemmLayout layout)
+    {
+        if (!Enum.IsDefined(layout)) return $"Unknown grouped-GEMM layout {layout}.";
+        if (math == GemmMath.WgmmaSm90a && layout == GroupedGemmLayout.BackwardWeightTN)
+            return $"the sm_90a kernels cover ForwardNT and BackwardDataNN so far; {layout} runs the sm_80 kernels.";
+        return Problem(math);
+    }
 }

@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using MoeNative.Interop;
+using static MoeNative.Interop.DeviceRangeChecks;
+using MoeNative.Interop.Native;
 
 namespace MoeNative.Ptx;
 
@@ -22,7 +24,7 @@ public sealed class GroupedGemm
 {
     private static readonly ConditionalWeakTable<CudaContext, GroupedGemm> Instances = new();
 
-    private readonly ConcurrentDictionary<(GroupedGemmLayout, ScalarType, GemmConfig), LoadedGemm> _loaded = new();
+    private readonly ConcurrentDictionary<GroupedGemmSpecKey, LoadedGemm> _loaded = new();
     private readonly Lock _gate = new();
 
     /// <summary>Use <see cref="For"/>; a second instance for one context works but JITs its own copies.</summary>
@@ -43,6 +45,29 @@ public sealed class GroupedGemm
 
     /// <summary>Test hook: caps the persistent grid (CTAs), so a test can make each CTA walk many tiles. Null = no cap.</summary>
     internal int? GridLimitForTesting { get; init; }
+
+    /// <summary>
+    /// Keeps this instance on the sm_80 kernels on a Hopper card: null configurations default to an sm_80 tile and
+    /// <see cref="Candidates(GroupedGemmLayout, ScalarType)"/> offers no sm_90a tile (an explicit sm_90a configuration
+    /// still runs sm_90a). Defaults to the environment variable MOENATIVE_FORCE_SM80=1, so the whole GPU suite and the
+    /// CLI can run either path on one card.
+    /// </summary>
+    public bool ForceSm80 { get; init; } = ForcedSm80ByEnvironment;
+
+    /// <summary>MOENATIVE_FORCE_SM80 is "1".</summary>
+    public static bool ForcedSm80ByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_FORCE_SM80") == "1";
+
+    /// <summary>True when this instance runs the sm_90a kernels where they exist: a compute capability 9.0 device
+    /// (sm_90a code runs on 9.0 only) and not <see cref="ForceSm80"/>.</summary>
+    public bool UsesSm90a => Sm90aAvailable(Context.ComputeCapability) && !ForceSm80;
+
+    /// <summary>Whether sm_90a kernels run on a device of compute capability <paramref name="cc"/> (9.0 exactly).</summary>
+    public static bool Sm90aAvailable((int Major, int Minor) cc) => cc == (9, 0);
+
+    /// <summary>"sm90a" or "sm80": the path a null configuration of (layout, dtype) takes on this instance's device
+    /// for large problems (for info, bench JSON and autotune records; each config name also carries its path).</summary>
+    public string PathName(GroupedGemmLayout layout, ScalarType dtype) =>
+        UsesSm90a && GroupedGemmSm90aSpecs.Candidates(layout, dtype).Count > 0 ? "sm90a" : "sm80";
 
     // ============================================================================================== public API
 
@@ -71,8 +96,19 @@ public sealed class GroupedGemm
     {
         CheckStream(stream);
         GemmPlan? plan = Plan(GroupedGemmLayout.ForwardNT, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
-            a, w, c, rowScale, rows, n, k, (int)aRows, (int)cRows);
+            a, w, c, rowScale, rows, n, k, (int)aRows, (int)cRows, UsesSm90a);
         if (plan is not { } p) return;
+        if (p.Spec.Math == GemmMath.WgmmaSm90a)
+        {
+            var hopper = new GroupedGemmRowsSm90aArgs
+            {
+                WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [GemmConfig.WgmmaBlockK, p.Spec.Config.BlockN, 1]),
+                A = a.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = rowScale.Pointer,
+                Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
+            };
+            Launch(p, stream, in hopper);
+            return;
+        }
         var args = new GroupedGemmForwardArgs
         {
             A = a.Pointer, W = w.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = rowScale.Pointer,
@@ -101,8 +137,20 @@ public sealed class GroupedGemm
     {
         CheckStream(stream);
         GemmPlan? plan = Plan(GroupedGemmLayout.BackwardDataNN, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
-            a, w, c, DeviceRange.Null, rows, n, k, (int)aRows, (int)cRows);
+            a, w, c, DeviceRange.Null, rows, n, k, (int)aRows, (int)cRows, UsesSm90a);
         if (plan is not { } p) return;
+        if (p.Spec.Math == GemmMath.WgmmaSm90a)
+        {
+            // kernel terms: output columns = K, reduction = N; W [E, N, K] read N-major: map dims (K, N, E), box (64, 64, 1)
+            var hopper = new GroupedGemmRowsSm90aArgs
+            {
+                WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [64, 64, 1]),
+                A = a.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = 0,
+                Experts = rows.Experts, N = k, K = n, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
+            };
+            Launch(p, stream, in hopper);
+            return;
+        }
         var args = new GroupedGemmBackwardDataArgs
         {
             A = a.Pointer, W = w.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,
@@ -142,11 +190,24 @@ public sealed class GroupedGemm
         Launch(p, stream, in args);
     }
 
-    /// <summary>The configurations autotuning may time for (layout, dtype) on <paramref name="context"/>'s device.</summary>
+    /// <summary>The configurations autotuning may time for (layout, dtype) on <paramref name="context"/>'s device
+    /// (with the sm_90a tiles on a 9.0 device unless MOENATIVE_FORCE_SM80=1).</summary>
     public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype, CudaContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        return Candidates(layout, dtype, context.ComputeCapability);
+        return Candidates(layout, dtype, context.ComputeCapability, Sm90aAvailable(context.ComputeCapability) && !ForcedSm80ByEnvironment);
+    }
+
+    /// <summary>The configurations autotuning may time for (layout, dtype) on this instance's device and path.</summary>
+    public IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype) =>
+        Candidates(layout, dtype, Context.ComputeCapability, UsesSm90a);
+
+    /// <summary>The sm_80 candidates, then the sm_90a ones when <paramref name="sm90a"/> (a 9.0 device only).</summary>
+    public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype, (int Major, int Minor) computeCapability, bool sm90a)
+    {
+        IReadOnlyList<GemmConfig> common = Candidates(layout, dtype, computeCapability);
+        IReadOnlyList<GemmConfig> hopper = sm90a && Sm90aAvailable(computeCapability) ? GroupedGemmSm90aSpecs.Candidates(layout, dtype) : [];
+        return hopper.Count == 0 ? common : [.. common, .. hopper];
     }
 
     /// <summary>The configurations autotuning may time for (layout, dtype) on a device of compute capability <paramref name="computeCapability"/>.</summary>
@@ -155,7 +216,6 @@ public sealed class GroupedGemm
     {
         GroupedGemmSpecs.Tag(layout); // validates the layout
         CheckArchitecture(computeCapability);
-        // NOTE: an sm_90a (wgmma/TMA) family slots in here, chosen by compute capability, with its own GemmMath value.
         return GroupedGemmSpecs.CandidateConfigs(layout, dtype);
     }
 
@@ -166,17 +226,23 @@ public sealed class GroupedGemm
     /// tile would multiply zeros).
     /// </summary>
     public static GemmConfig DefaultConfig(GroupedGemmLayout layout, ScalarType dtype, (int Major, int Minor) computeCapability,
-        int multiprocessors, GroupedRows rows, int n, int k)
+        int multiprocessors, GroupedRows rows, int n, int k, bool sm90a = false)
     {
         GroupedGemmSpecs.Tag(layout); // validates the layout
         CheckArchitecture(computeCapability);
+        // sm_90a (9.0 only): its 128-row tiles once experts average 128 rows or more. Measured on an H200 (docs/PERF.md
+        // v8): at ~64 rows per expert (Qwen3-30B-A3B T = 1024) the sm_80 128x128x64 tile is faster (0.340 vs 0.415 ms).
+        if (sm90a && Sm90aAvailable(computeCapability) && GroupedGemmSm90aSpecs.Candidates(layout, dtype).Count > 0
+            && rows.TotalRows / Math.Max(1, Math.Min(rows.Experts, rows.TotalRows)) >= 128)
+            return GroupedGemmSm90aSpecs.Default(layout == GroupedGemmLayout.ForwardNT ? n : k);
         // the common list only (largest tile first): the BlockK = 64 NT tiles are offered to autotune, not defaulted
         IReadOnlyList<GemmConfig> candidates = GroupedGemmSpecs.CandidateConfigs(dtype);
         long activeExperts = Math.Max(1, Math.Min(rows.Experts, rows.TotalRows));
         bool fewRows = layout != GroupedGemmLayout.BackwardWeightTN && rows.TotalRows / activeExperts < 128;
         GemmConfig? fallback = null;
-        foreach (GemmConfig cfg in candidates)
+        for (int c = 0; c < candidates.Count; c++) // NOTE: an index loop: foreach over the interface would allocate an enumerator per call
         {
+            GemmConfig cfg = candidates[c];
             if (fewRows && cfg.BlockM > 64) continue;
             fallback = cfg;
             if (EstimatedTiles(layout, cfg, rows, n, k) >= multiprocessors) return cfg;
@@ -202,7 +268,8 @@ public sealed class GroupedGemm
     /// </summary>
     internal static GemmPlan? Plan(GroupedGemmLayout layout, ScalarType dtype, GemmConfig? config,
         (int Major, int Minor) computeCapability, int multiprocessors,
-        DeviceRange a, DeviceRange second, DeviceRange output, DeviceRange rowScale, GroupedRows rows, int n, int k, int aMode, int mode2)
+        DeviceRange a, DeviceRange second, DeviceRange output, DeviceRange rowScale, GroupedRows rows, int n, int k, int aMode, int mode2,
+        bool sm90a = false)
     {
         GroupedGemmSpecs.Tag(layout); // validates the layout
         GemmMath math = GroupedGemmSpecs.MathFor(dtype);
@@ -227,6 +294,9 @@ public sealed class GroupedGemm
         // the empty cases: nothing to write (dW of shape [E,N,K] with no rows is still written: zeros)
         if (config is not null && GroupedGemmSpecs.Problem(layout, dtype, config) is { } problem)
             throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));
+        if (config is not null && GroupedGemmSpecs.MathOf(config) == GemmMath.WgmmaSm90a && !Sm90aAvailable(computeCapability))
+            throw new ArgumentException(
+                $"{config.Name} is an sm_90a (Hopper) configuration; the device is {computeCapability.Major}.{computeCapability.Minor} (sm_90a code runs on 9.0 only).", nameof(config));
         if (n == 0 || k == 0 || rows.Experts == 0) return null;
         if (rows.TotalRows == 0 && !weightGrad) return null;
 
@@ -257,16 +327,16 @@ public sealed class GroupedGemm
                 break;
         }
         ulong elem = (ulong)es;
-        CheckAligned(a, elem, nameof(a));
-        CheckAligned(second, elem, weightGrad ? "b" : "w");
-        CheckAligned(output, elem, weightGrad ? "dw" : "c");
-        CheckAligned(rowScale, elem, nameof(rowScale));
+        Aligned(a, elem, nameof(a));
+        Aligned(second, elem, weightGrad ? "b" : "w");
+        Aligned(output, elem, weightGrad ? "dw" : "c");
+        Aligned(rowScale, elem, nameof(rowScale));
 
         // tensor cores move 16-byte chunks (8 elements): every row start and base must be 16-byte aligned
-        bool tensorCoreShape = math == GemmMath.MmaSm80 && n % 8 == 0 && k % 8 == 0
+        bool tensorCoreShape = math != GemmMath.Ffma && n % 8 == 0 && k % 8 == 0
             && a.Pointer % 16 == 0 && second.Pointer % 16 == 0 && output.Pointer % 16 == 0;
         GemmConfig cfg = !tensorCoreShape || config == GemmConfig.Ffma64x64 ? GemmConfig.Ffma64x64
-            : config ?? DefaultConfig(layout, dtype, computeCapability, multiprocessors, rows, n, k);
+            : config ?? DefaultConfig(layout, dtype, computeCapability, multiprocessors, rows, n, k, sm90a);
         GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, dtype, cfg);
         return new GemmPlan(spec, EstimatedTiles(layout, cfg, rows, n, k), rows.Experts);
     }
@@ -310,7 +380,7 @@ public sealed class GroupedGemm
 
     private LoadedGemm Load(GroupedGemmSpec spec)
     {
-        var key = (spec.Layout, spec.DType, spec.Config);
+        GroupedGemmSpecKey key = spec.Key;
         if (_loaded.TryGetValue(key, out LoadedGemm? hit)) return hit;
         lock (_gate)
         {
@@ -318,6 +388,7 @@ public sealed class GroupedGemm
             PtxModuleSpec module = spec.ToModuleSpec();
             (object kernel, CudaKernel raw) = spec.Layout switch
             {
+                _ when spec.Math == GemmMath.WgmmaSm90a => Typed<GroupedGemmRowsSm90aArgs>(module, spec.EntryName),
                 GroupedGemmLayout.ForwardNT => Typed<GroupedGemmForwardArgs>(module, spec.EntryName),
                 GroupedGemmLayout.BackwardDataNN => Typed<GroupedGemmBackwardDataArgs>(module, spec.EntryName),
                 _ => Typed<GroupedGemmBackwardWeightArgs>(module, spec.EntryName),
@@ -354,6 +425,17 @@ public sealed class GroupedGemm
         return Math.Max(1, Math.Min(Math.Min(byRegs, bySmem), Math.Min(byThreads, 32)));
     }
 
+    /// <summary>The TMA map of W [E, N, K] as dims (K, N, E) innermost first, byte strides (2K, 2NK), 128-byte swizzle
+    /// (the stage image the wgmma descriptors read); elements past N or K read as zeros. Box: NT (64 k, BN n, 1), NN
+    /// (64 k-columns, 64 n-rows, 1).</summary>
+    internal static CudaTensorMap WeightMap(ScalarType dtype, ulong w, ReadOnlySpan<long> dims, ReadOnlySpan<int> box)
+    {
+        long es = dtype.SizeOf();
+        ReadOnlySpan<long> strides = [dims[0] * es, dims[0] * dims[1] * es];
+        return CudaTensorMap.EncodeTiled(CudaTensorMap.DataTypeOf(dtype), w, dims, strides, box,
+            CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B);
+    }
+
     private static int StaticSharedBytes(GroupedGemmSpec spec) => spec.Math == GemmMath.Ffma ? 2 * 16 * 68 * 4 : 0; // smem_a + smem_b
 
     // ============================================================================================== checks
@@ -368,20 +450,6 @@ public sealed class GroupedGemm
     {
         if (cc.Major < 8)
             throw new NotSupportedException($"The grouped-GEMM kernels need compute capability 8.0 or newer (sm_80: cp.async, ldmatrix, bf16 mma); the device is {cc.Major}.{cc.Minor}.");
-    }
-
-    private static void Need(DeviceRange range, long bytes, string name, string shape)
-    {
-        if (bytes == 0) return;
-        if (range.IsNull) throw new ArgumentException($"{shape} is a null device pointer.", name);
-        if (range.Bytes != DeviceRange.UnknownSize && range.Bytes < bytes)
-            throw new ArgumentException($"{name} must hold {shape} = {bytes} bytes; it has {range.Bytes}.", name);
-    }
-
-    private static void CheckAligned(DeviceRange range, ulong alignment, string name)
-    {
-        if (range.Pointer % alignment != 0)
-            throw new ArgumentException($"{name} (0x{range.Pointer:x}) must be {alignment}-byte aligned.", name);
     }
 
     private static long CeilDiv(long a, long b) => (a + b - 1) / b;

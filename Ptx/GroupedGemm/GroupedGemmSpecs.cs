@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using MoeNative.Interop;
 
@@ -16,10 +17,13 @@ internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DTyp
     string File, string EntryName, int DynamicSharedBytes, IReadOnlyDictionary<string, string> Values)
 {
     /// <summary>Unique module name: file without extension + dtype + tile, e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.bf16.128x128x32_s4_w8.</summary>
-    public string ModuleName => $"{Path.ChangeExtension(File, null)}.{DType.ShortName()}.{Config.Name}";
+    public string ModuleName => $"{Path.ChangeExtension(File, null)}{(Math == GemmMath.WgmmaSm90a ? "." + GroupedGemmSpecs.Tag(Layout) : "")}.{DType.ShortName()}.{Config.Name}";
 
-    /// <summary>The launch-args struct of this layout.</summary>
-    public Type ArgsType => GroupedGemmSpecs.ArgsTypeOf(Layout);
+    /// <summary>What identifies this specialisation (the spec cache's and the launcher's kernel cache's key).</summary>
+    public GroupedGemmSpecKey Key => new(Math, Layout, DType, Config);
+
+    /// <summary>The launch-args struct of this layout (the sm_90a forward passes W as a tensor map).</summary>
+    public Type ArgsType => Math == GemmMath.WgmmaSm90a ? typeof(GroupedGemmRowsSm90aArgs) : GroupedGemmSpecs.ArgsTypeOf(Layout);
 
     /// <summary>Dynamic shared memory the launch adds per expert (the NT tensor-core kernel keeps m_sizes [E] in
     /// shared at offset <see cref="DynamicSharedBytes"/>); the launch passes DynamicSharedBytes + this·E rounded up to 16.</summary>
@@ -36,6 +40,13 @@ internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DTyp
 
     public override string ToString() => ModuleName;
 }
+
+/// <summary>
+/// What selects one grouped-GEMM specialisation: the instruction family (<see cref="GemmMath"/>, which names the
+/// architecture: SIMT FFMA, sm_80 mma.sync; an sm_90a family adds its own value), the layout, the storage dtype and
+/// the tile configuration.
+/// </summary>
+public readonly record struct GroupedGemmSpecKey(GemmMath Math, GroupedGemmLayout Layout, ScalarType DType, GemmConfig Config);
 
 /// <summary>
 /// Builds <see cref="GroupedGemmSpec"/>s: file names, entry names and the template values each PTX file expects
@@ -85,6 +96,8 @@ internal static class GroupedGemmSpecs
             {
                 if (dtype != ScalarType.Float32) yield return Create(layout, dtype, GemmConfig.Ffma64x64);
                 foreach (GemmConfig config in CandidateConfigs(layout, dtype))
+                    yield return Create(layout, dtype, config);
+                foreach (GemmConfig config in GroupedGemmSm90aSpecs.Candidates(layout, dtype))
                     yield return Create(layout, dtype, config);
             }
     }
@@ -164,7 +177,7 @@ internal static class GroupedGemmSpecs
     public static GemmMath MathOf(GemmConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
-        return config == GemmConfig.Ffma64x64 ? GemmMath.Ffma : GemmMath.MmaSm80;
+        return config == GemmConfig.Ffma64x64 ? GemmMath.Ffma : config.Family == GemmMath.WgmmaSm90a ? GemmMath.WgmmaSm90a : GemmMath.MmaSm80;
     }
 
     /// <summary>Why <paramref name="config"/> cannot run <paramref name="dtype"/> in <paramref name="layout"/>, or null when it can.</summary>
@@ -175,7 +188,7 @@ internal static class GroupedGemmSpecs
     public static string? Problem(ScalarType dtype, GemmConfig config)
     {
         GemmMath math = MathOf(config);
-        if (math == GemmMath.MmaSm80 && MathFor(dtype) == GemmMath.Ffma)
+        if (math != GemmMath.Ffma && MathFor(dtype) == GemmMath.Ffma)
             return $"fp32 runs only the SIMT FFMA kernel, whose single configuration is {GemmConfig.Ffma64x64.Name}; got {config.Name}.";
         return config.Problem(math);
     }
@@ -189,15 +202,28 @@ internal static class GroupedGemmSpecs
         return FfmaKeys.ToDictionary(key => key, key => all[key]);
     }
 
-    /// <summary>Builds the specialisation of (layout, dtype, config).</summary>
+    private static readonly ConcurrentDictionary<GroupedGemmSpecKey, GroupedGemmSpec> Built = new();
+
+    /// <summary>The specialisation of (layout, dtype, config), built once per process and then returned from a cache
+    /// keyed by <see cref="GroupedGemmSpecKey"/> (a call's planning allocates nothing once its spec exists).</summary>
     /// <exception cref="ArgumentException">The configuration is invalid for this dtype (message says why).</exception>
     public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
+        var key = new GroupedGemmSpecKey(MathOf(config), layout, dtype, config);
+        if (Built.TryGetValue(key, out GroupedGemmSpec? spec)) return spec;
+        // NOTE: an invalid configuration throws in Build and is never cached.
+        return Built.GetOrAdd(key, Build(layout, dtype, config));
+    }
+
+    private static GroupedGemmSpec Build(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
+    {
         string tag = Tag(layout);
         if (Problem(layout, dtype, config) is { } problem)
             throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));
         GemmMath math = MathOf(config);
+        if (math == GemmMath.WgmmaSm90a)
+            return GroupedGemmSm90aSpecs.Create(layout, dtype, config);
         if (math == GemmMath.Ffma)
             return new GroupedGemmSpec(layout, dtype, math, config, $"GroupedGemm/grouped_gemm_{tag}_ffma.ptx",
                 $"grouped_gemm_{tag}_sm80_{dtype.ShortName()}_ffma_64x64x16", 0, FfmaValues(dtype));

@@ -54,4 +54,7 @@ public enum GemmMath
     Ffma,
     /// <summary>bf16/fp16 storage: <c>mma.sync.m16n8k16</c> tensor cores, <c>ldmatrix</c>, <c>cp.async</c> pipeline (sm_80+).</summary>
     MmaSm80,
+    /// <summary>bf16/fp16 storage on Hopper (sm_90a): warpgroup <c>wgmma.mma_async</c>, W through TMA, an mbarrier
+    /// ring, producer/consumer warpgroups (Ptx/GroupedGemm/Sm90a).</summary>
+    WgmmaSm90a,
 }

@@ -1,3 +1,5 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Ptx;
 
 internal static partial class PtxCatalog
@@ -7,5 +9,8 @@ internal static partial class PtxCatalog
     {
         foreach (GroupedGemmSpec spec in GroupedGemmSpecs.All())
             modules.Add(spec.ToModuleSpec());
+        // the sm_90a layout probe (a test kernel that pins the descriptor and fragment layouts)
+        modules.Add(GroupedGemmSm90aSpecs.ProbeModule(ScalarType.BFloat16));
+        modules.Add(GroupedGemmSm90aSpecs.ProbeModule(ScalarType.Float16));
     }
 }

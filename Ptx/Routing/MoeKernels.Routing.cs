@@ -1,4 +1,5 @@
 using MoeNative.Interop;
+using static MoeNative.Interop.DeviceRangeChecks;
 
 namespace MoeNative.Ptx;
 
@@ -110,8 +111,9 @@ internal sealed partial class MoeKernels
         Need(x, (long)tokens * hidden * 2, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
         Need(wr, (long)experts * hidden * 2, nameof(wr), $"[E={experts},H={hidden}] {dtype}");
         Need(logits, (long)tokens * experts * 2, nameof(logits), $"[T={tokens},E={experts}] {dtype}");
-        foreach ((DeviceRange r, string name) in new[] { (x, nameof(x)), (wr, nameof(wr)), (logits, nameof(logits)) })
-            if (r.Pointer % 16 != 0) throw new ArgumentException($"{name} (0x{r.Pointer:x}) must be 16-byte aligned.", name);
+        Aligned(x, 16, nameof(x));
+        Aligned(wr, 16, nameof(wr));
+        Aligned(logits, 16, nameof(logits));
         if (tokens == 0) return;
         var args = new RouterLogitsGemvArgs
         {

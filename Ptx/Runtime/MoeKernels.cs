@@ -53,19 +53,6 @@ internal sealed partial class MoeKernels
         if (value < 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be >= 0.");
     }
 
-    private static void Need(DeviceRange range, long bytes, string name, string shape)
-    {
-        if (bytes == 0) return;
-        if (range.IsNull) throw new ArgumentException($"{name} {shape} is a null device pointer.", name);
-        if (range.Bytes != DeviceRange.UnknownSize && range.Bytes < bytes)
-            throw new ArgumentException($"{name} must hold {shape} = {bytes} bytes; it has {range.Bytes}.", name);
-    }
-
-    private static void Optional(DeviceRange range, long bytes, string name, string shape)
-    {
-        if (!range.IsNull) Need(range, bytes, name, shape);
-    }
-
     private static uint CeilDiv(int n, int d) => (uint)((n + d - 1) / d);
 
     // ============================================================================================== loading

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
@@ -58,7 +59,23 @@ internal static class PtxModuleCache
         if (!ptx.TypesMatch(cs))
             throw new InvalidOperationException("Launch args do not match the PTX .entry:\n" + ptx.DescribeMismatch(cs));
         CudaModule loaded = GetOrLoad(ctx, module.ModuleName, module.Ptx);
-        return new PtxKernel<TArgs>(loaded.GetKernel(entryName, ptx.Parameters.Count));
+        CudaKernel kernel = loaded.GetKernel(entryName, ptx.Parameters.Count);
+        CheckOffsets(kernel, spec.ArgsType);
+        return new PtxKernel<TArgs>(kernel);
+    }
+
+    /// <summary>Every parameter field's offset in the args struct against the driver's offset of that parameter
+    /// (cuFuncGetParamInfo; skipped when the driver predates it): the struct's natural layout must be the kernel's.</summary>
+    private static void CheckOffsets(CudaKernel kernel, [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicFields | DynamicallyAccessedMemberTypes.NonPublicFields)] Type argsType)
+    {
+        IReadOnlyList<(long Offset, long Size)>? driver = kernel.ParameterLayout;
+        if (driver is null) return;
+        System.Reflection.FieldInfo[] fields = PtxSignature.ParameterFields(argsType);
+        long[] mine = fields.Select(f => System.Runtime.InteropServices.Marshal.OffsetOf(argsType, f.Name).ToInt64()).ToArray();
+        if (driver.Count == mine.Length && driver.Select(d => d.Offset).SequenceEqual(mine)) return;
+        throw new InvalidOperationException(
+            $"{argsType.Name} does not lay out the parameters of '{kernel.Name}' where the driver expects them: struct offsets " +
+            $"[{string.Join(", ", mine)}], driver (offset:size) [{string.Join(", ", driver.Select(d => $"{d.Offset}:{d.Size}"))}].");
     }
 
     /// <summary>The cache key: lowercase hex SHA-256 of text, compute capability, driver version and JIT options.</summary>

@@ -2,10 +2,12 @@ using System.Diagnostics.CodeAnalysis;
 using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
+using MoeNative.Interop;
 
 namespace MoeNative.Ptx;
 
-/// <summary>One kernel parameter: PTX type (<c>.u64</c>, <c>.s64</c>, <c>.s32</c>, <c>.u32</c>, <c>.f32</c>) and name.</summary>
+/// <summary>One kernel parameter: PTX type (<c>.u64</c>, <c>.s64</c>, <c>.s32</c>, <c>.u32</c>, <c>.f32</c>, or a byte
+/// array written with its alignment, <c>.align 64 .b8[128]</c> for a <see cref="CudaTensorMap"/>) and name.</summary>
 internal readonly record struct PtxParam(string Type, string Name)
 {
     public override string ToString() => $".param {Type} {Name}";
@@ -27,7 +29,8 @@ internal sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxPa
     [GeneratedRegex(@"\.entry\s+([A-Za-z_$%][A-Za-z0-9_$%]*)\s*\(([^)]*)\)", RegexOptions.Singleline)]
     private static partial Regex EntryRegex();
 
-    [GeneratedRegex(@"^\.param\s+(?:\.align\s+\d+\s+)?(\.[a-z0-9]+)\s+([A-Za-z_$%][A-Za-z0-9_$%]*)$")]
+    // .param [.align N] .type name[count]?  (scalars keep the bare type; arrays become ".align N .b8[count]")
+    [GeneratedRegex(@"^\.param\s+(?:\.align\s+(\d+)\s+)?(\.[a-z0-9]+)\s+([A-Za-z_$%][A-Za-z0-9_$%]*)\s*(?:\[\s*(\d+)\s*\])?$")]
     private static partial Regex ParamRegex();
 
     [GeneratedRegex(@"//[^\n]*|/\*.*?\*/", RegexOptions.Singleline)]
@@ -49,7 +52,10 @@ internal sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxPa
                 string decl = Regex.Replace(raw, @"\s+", " ");
                 Match pm = ParamRegex().Match(decl);
                 if (!pm.Success) throw new FormatException($"Entry '{name}': cannot parse parameter '{decl}'.");
-                ps.Add(new PtxParam(pm.Groups[1].Value, pm.Groups[2].Value));
+                string type = pm.Groups[4].Success
+                    ? $".align {(pm.Groups[1].Success ? pm.Groups[1].Value : "1")} {pm.Groups[2].Value}[{pm.Groups[4].Value}]"
+                    : pm.Groups[2].Value;
+                ps.Add(new PtxParam(type, pm.Groups[3].Value));
             }
             result.Add(new PtxSignature(name, ps));
         }
@@ -78,8 +84,7 @@ internal sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxPa
         if (!argsType.IsValueType || !argsType.IsLayoutSequential)
             throw new ArgumentException($"{argsType.Name} must be a struct with [StructLayout(LayoutKind.Sequential)].", nameof(argsType));
         // NOTE: GetFields returns declaration order for sequential structs, which is the marshalled/packed order.
-        FieldInfo[] fields = argsType.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)
-            .OrderBy(f => Marshal.OffsetOf(argsType, f.Name).ToInt64()).ToArray();
+        FieldInfo[] fields = ParameterFields(argsType);
         var ps = new PtxParam[fields.Length];
         for (int i = 0; i < fields.Length; i++)
         {
@@ -89,10 +94,31 @@ internal sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxPa
                 : t == typeof(int) ? ".s32"
                 : t == typeof(uint) ? ".u32"
                 : t == typeof(float) ? ".f32"
+                : t == typeof(CudaTensorMap) ? TensorMapParam(argsType, fields[i])
                 : throw new ArgumentException($"{argsType.Name}.{fields[i].Name}: type {t.Name} has no PTX parameter mapping.", nameof(argsType));
             ps[i] = new PtxParam(ptx, fields[i].Name);
         }
         return new PtxSignature(argsType.Name, ps);
+    }
+
+    /// <summary>The fields of <paramref name="argsType"/> that are kernel parameters, by offset (a
+    /// <see cref="CudaParamGap48"/> is padding, not a parameter).</summary>
+    public static FieldInfo[] ParameterFields([DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicFields | DynamicallyAccessedMemberTypes.NonPublicFields)] Type argsType) =>
+        argsType.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)
+            .Where(f => f.FieldType != typeof(CudaParamGap48))
+            .OrderBy(f => Marshal.OffsetOf(argsType, f.Name).ToInt64()).ToArray();
+
+    /// <summary>The PTX type of a <see cref="CudaTensorMap"/> field: <c>.align 64 .b8[128]</c>; its offset in the args
+    /// struct plus the sm_90 parameter base 0x210 must be a multiple of 64 (see CudaTensorMap's NOTE).</summary>
+    public static string TensorMapType => $".align {CudaTensorMap.Alignment} .b8[{CudaTensorMap.SizeInBytes}]";
+
+    private static string TensorMapParam(Type argsType, FieldInfo field)
+    {
+        long offset = Marshal.OffsetOf(argsType, field.Name).ToInt64();
+        if (!CudaTensorMap.IsParamOffsetAligned(offset))
+            throw new ArgumentException(
+                $"{argsType.Name}.{field.Name}: a CudaTensorMap must sit where offset + 0x{CudaTensorMap.KernelParamBase:x} is a multiple of {CudaTensorMap.Alignment} (e.g. 48, after a CudaParamGap48); it is at {offset}.", nameof(argsType));
+        return TensorMapType;
     }
 
     /// <summary>True when both lists have the same PTX types in the same order (names are not compared).</summary>

@@ -91,6 +91,36 @@ internal static class MoeLayerRunner
     /// <exception cref="NonFiniteInputException">A NaN or ±Inf in a weight or an activation.</exception>
     public static MoeRunInputs Load(MoeRunOptions options, MoeConfig config)
     {
+        long[] shape = CheckBeforeLoading(options, config);
+        MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
+        (float[] x, _, float[]? dY) = ReadInputs(options, config.HiddenSize);
+        if (!options.AllowNonFinite)
+        {
+            string prefix = MoeCheckpoint.Prefix(options.Layer);
+            NonFiniteValues.RequireFinite(weights.Gate, $"{options.Weights}: weight '{prefix}gate.weight'", options.DType);
+            NonFiniteValues.RequireFinite(weights.GateUpProj, $"{options.Weights}: the gate/up projections ('{prefix}experts.*')", options.DType);
+            NonFiniteValues.RequireFinite(weights.DownProj, $"{options.Weights}: the down projections ('{prefix}experts.*')", options.DType);
+            RequireFiniteInputs(options, x, dY);
+        }
+        return new MoeRunInputs(weights, x, shape, dY);
+    }
+
+    /// <summary>
+    /// The activations of a run whose weights are loaded elsewhere (straight to a device): the checks of
+    /// <see cref="Load"/> (expert layer, shapes, host memory, non-finite values after rounding) without the host weights.
+    /// </summary>
+    /// <returns>X // [T,H] (flattened [B,S,H]), its shape as stored, and dY // [T,H] or null.</returns>
+    public static (float[] X, long[] Shape, float[]? DY) LoadActivations(MoeRunOptions options, MoeConfig config)
+    {
+        CheckBeforeLoading(options, config);
+        (float[] x, long[] shape, float[]? dY) = ReadInputs(options, config.HiddenSize);
+        if (!options.AllowNonFinite) RequireFiniteInputs(options, x, dY);
+        return (x, shape, dY);
+    }
+
+    /// <summary>The cheap checks before any large read: expert layer, activation shapes, host memory. Returns the input's shape.</summary>
+    private static long[] CheckBeforeLoading(MoeRunOptions options, MoeConfig config)
+    {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(config);
         config.RequireExpertLayer(options.Layer);
@@ -99,19 +129,13 @@ internal static class MoeLayerRunner
         MoeMemoryEstimate.RequireHostMemory(config, shape.Aggregate(1L, (a, b) => a * b) / hidden, options.GradOutput is not null,
             $"{options.Input}: tensor '{InputName}' [{string.Join(",", shape)}]", written: true);
         if (options.GradOutput is not null) ActivationShape(options.GradOutput, GradOutputName, hidden, shape);
+        return shape;
+    }
 
-        MoeWeights weights = MoeCheckpoint.LoadWeights(config, options.Weights, options.Layer, options.DType);
-        (float[] x, _, float[]? dY) = ReadInputs(options, hidden);
-        if (!options.AllowNonFinite)
-        {
-            string prefix = MoeCheckpoint.Prefix(options.Layer);
-            NonFiniteValues.RequireFinite(weights.Gate, $"{options.Weights}: weight '{prefix}gate.weight'", options.DType);
-            NonFiniteValues.RequireFinite(weights.GateUpProj, $"{options.Weights}: the gate/up projections ('{prefix}experts.*')", options.DType);
-            NonFiniteValues.RequireFinite(weights.DownProj, $"{options.Weights}: the down projections ('{prefix}experts.*')", options.DType);
-            RequireFiniteRounded(x, $"{options.Input}: tensor '{InputName}'", options.DType);
-            if (dY is not null) RequireFiniteRounded(dY, $"{options.GradOutput}: tensor '{GradOutputName}'", options.DType);
-        }
-        return new MoeRunInputs(weights, x, shape, dY);
+    private static void RequireFiniteInputs(MoeRunOptions options, float[] x, float[]? dY)
+    {
+        RequireFiniteRounded(x, $"{options.Input}: tensor '{InputName}'", options.DType);
+        if (dY is not null) RequireFiniteRounded(dY, $"{options.GradOutput}: tensor '{GradOutputName}'", options.DType);
     }
 
     private static void RequireFiniteRounded(float[] values, string what, ScalarType dtype)

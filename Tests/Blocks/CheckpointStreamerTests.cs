@@ -164,6 +164,34 @@ public sealed class CheckpointStreamerTests
     }
 
     [TestMethod]
+    [DataRow(SafetensorsDType.BF16, float.NaN, ScalarType.BFloat16, true, DisplayName = "NaN in bf16")]
+    [DataRow(SafetensorsDType.F16, float.PositiveInfinity, ScalarType.Float32, true, DisplayName = "+Inf in fp16")]
+    [DataRow(SafetensorsDType.F32, 70000f, ScalarType.Float16, true, DisplayName = "f32 70000 overflows fp16")]
+    [DataRow(SafetensorsDType.F32, 70000f, ScalarType.BFloat16, false, DisplayName = "f32 70000 is finite in bf16")]
+    public void RequireFinite_RefusesTheFirstBadElement_NamingTensorAndIndex(SafetensorsDType fileDType, float bad, ScalarType dtype, bool refused)
+    {
+        var c = new MoeConfig(HiddenSize: 64, IntermediateSize: 48, NumExperts: 4, TopK: 2);
+        using var folder = new TempFolder("finite");
+        MoeWeights w = MoeWeights.Random(c, 12, ScalarType.BFloat16);
+        const int expert = 2, index = 1000; // down_proj of expert 2, element 1000: chunk 1 (16-bit) or 2 (f32) of 2 KiB; the index counts from the tensor start
+        w.DownProj[expert * 64 * 48 + index] = bad;
+        CliTestData.WriteWeights(folder.Path("w.safetensors"), w, fileDType, perExpert: true, layer: null);
+        using SafetensorsCollection files = SafetensorsCollection.Open(folder.Path("w.safetensors"));
+        var plan = MoeCheckpointLayout.Resolve(c, files, null);
+        var target = new HostTarget(2048, dtype, [c.GateElements, c.GateUpProjElements, c.DownProjElements], keepBytes: false);
+        if (!refused)
+        {
+            CheckpointStreamer.Run(plan, target, null, requireFiniteIn: dtype);
+            return;
+        }
+        var e = Assert.ThrowsExactly<NonFiniteInputException>(() => CheckpointStreamer.Run(plan, target, null, requireFiniteIn: dtype));
+        StringAssert.Contains(e.Message, $"tensor 'experts.{expert}.down_proj.weight'");
+        StringAssert.Contains(e.Message, $"in {dtype.ShortName()} at flat index {index}");
+        StringAssert.Contains(e.Message, "--allow-nonfinite");
+        CheckpointStreamer.Run(MoeCheckpointLayout.Resolve(c, files, null), new HostTarget(2048, dtype, [c.GateElements, c.GateUpProjElements, c.DownProjElements], false), null); // unchecked: streams
+    }
+
+    [TestMethod]
     public void ModelLoad_MoreThanFreeDeviceMemory_IsRefusedWithBothSizes()
     {
         MoeConfig c = MoeConfig.Preset("qwen3-30b-a3b");

@@ -29,12 +29,7 @@ public sealed class LargeDimsRunTests
         MoeConfig c = Qwen2Dims(12);
         const int tokens = 6, seed = 57;
         using var files = new TempFolder("qwen2-dims");
-        string config = WriteConfigFor(files, c);
-        SyntheticCheckpoint.Write(files.Path("ckpt"), c, 1, SafetensorsDType.BF16, CheckpointLayout.Fused, seed);
-        float[] x = TensorRandom.Normal((long)tokens * c.HiddenSize, seed + 1, 1f, ScalarType.BFloat16);
-        float[] dY = TensorRandom.Normal((long)tokens * c.HiddenSize, seed + 2, 1f, ScalarType.BFloat16);
-        CliTestData.WriteTensor(files.Path("x.safetensors"), "hidden_states", [tokens, c.HiddenSize], x);
-        CliTestData.WriteTensor(files.Path("g.safetensors"), "grad_output", [tokens, c.HiddenSize], dY);
+        (string config, float[] x, float[] dY) = Prepare(files, c, tokens, seed, CheckpointLayout.Fused);
 
         long before = GC.GetTotalMemory(forceFullCollection: true);
         CliResult result = CliHarness.Invoke("run", "--config", config, "--weights", files.Path("ckpt"), "--layer", "0",
@@ -68,12 +63,7 @@ public sealed class LargeDimsRunTests
         MoeConfig c = Qwen2Dims(64);
         const int tokens = 48, seed = 58;
         using var files = new TempFolder("qwen2-gpu");
-        string config = WriteConfigFor(files, c);
-        SyntheticCheckpoint.Write(files.Path("ckpt"), c, 1, SafetensorsDType.BF16, CheckpointLayout.PerExpert, seed);
-        float[] x = TensorRandom.Normal((long)tokens * c.HiddenSize, seed + 1, 1f, ScalarType.BFloat16);
-        float[] dY = TensorRandom.Normal((long)tokens * c.HiddenSize, seed + 2, 1f, ScalarType.BFloat16);
-        CliTestData.WriteTensor(files.Path("x.safetensors"), "hidden_states", [tokens, c.HiddenSize], x);
-        CliTestData.WriteTensor(files.Path("g.safetensors"), "grad_output", [tokens, c.HiddenSize], dY);
+        (string config, float[] x, float[] dY) = Prepare(files, c, tokens, seed, CheckpointLayout.PerExpert);
 
         CliResult result = CliHarness.Invoke("run", "--config", config, "--weights", files.Path("ckpt"), "--layer", "0",
             "--input", files.Path("x.safetensors"), "--grad-output", files.Path("g.safetensors"),
@@ -101,15 +91,25 @@ public sealed class LargeDimsRunTests
         Numerics.AssertRelativeNorm("grad_down_proj", written.ReadFloat32("grad_down_proj", [e, h, i]), g.DownProj, tol);
     }
 
-    /// <summary>A qwen3_moe config.json of these dims (the expert block of Qwen2-57B-A14B without its shared expert).</summary>
-    private static string WriteConfigFor(TempFolder files, MoeConfig c)
+    /// <summary>
+    /// Writes a qwen3_moe config.json of these dims (the expert block of Qwen2-57B-A14B without its shared expert), a
+    /// one-layer synthetic bf16 checkpoint <c>ckpt</c> and random bf16 hidden_states / grad_output [T,H] (seed printed
+    /// by the caller's name: seed, seed+1, seed+2).
+    /// </summary>
+    private (string Config, float[] X, float[] DY) Prepare(TempFolder files, MoeConfig c, int tokens, int seed, CheckpointLayout layout)
     {
-        string path = files.Path("config.json");
-        File.WriteAllText(path, $$"""
+        string config = files.Path("config.json");
+        File.WriteAllText(config, $$"""
             { "model_type": "qwen3_moe", "hidden_size": {{c.HiddenSize}}, "moe_intermediate_size": {{c.IntermediateSize}},
               "num_experts": {{c.NumExperts}}, "num_experts_per_tok": {{c.TopK}}, "norm_topk_prob": true, "hidden_act": "silu" }
             """);
-        return path;
+        SyntheticCheckpoint.Write(files.Path("ckpt"), c, 1, SafetensorsDType.BF16, layout, seed);
+        float[] x = TensorRandom.Normal((long)tokens * c.HiddenSize, seed + 1, 1f, ScalarType.BFloat16);
+        float[] dY = TensorRandom.Normal((long)tokens * c.HiddenSize, seed + 2, 1f, ScalarType.BFloat16);
+        CliTestData.WriteTensor(files.Path("x.safetensors"), "hidden_states", [tokens, c.HiddenSize], x);
+        CliTestData.WriteTensor(files.Path("g.safetensors"), "grad_output", [tokens, c.HiddenSize], dY);
+        TestContext.WriteLine($"{c}; T={tokens}; {layout} checkpoint seed {seed}, x seed {seed + 1}, dY seed {seed + 2}");
+        return (config, x, dY);
     }
 
     private static void AssertSame(SafetensorsFile file, string name, long[] shape, float[] expected)

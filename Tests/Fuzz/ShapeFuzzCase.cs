@@ -122,6 +122,60 @@ public sealed record ShapeFuzzCase(int Seed, MoeConfig Config, int Tokens, Scala
         return Enumerable.Range(first, count);
     }
 
+    /// <summary>
+    /// Runs one shard of a fuzz suite: every case of <see cref="Seeds"/> (or the one in <see cref="SeedVariable"/>,
+    /// in shard 0 only), collecting every failing case with its seed, then fails once listing them all.
+    /// </summary>
+    /// <param name="shard">Shard index; seeds <paramref name="firstSeed"/> + shard·<paramref name="casesPerShard"/> on.</param>
+    /// <param name="firstSeed">Seed of the suite's first case.</param>
+    /// <param name="casesPerShard">Cases per shard.</param>
+    /// <param name="budget">The suite's size budget.</param>
+    /// <param name="runCase">Runs a case; null when it passes, else what failed.</param>
+    /// <param name="log">Where the counts and time go.</param>
+    public static void RunShard(int shard, int firstSeed, int casesPerShard, FuzzBudget budget, Func<ShapeFuzzCase, string?> runCase, TestContext log)
+    {
+        ArgumentNullException.ThrowIfNull(runCase);
+        ArgumentNullException.ThrowIfNull(log);
+        int[] seeds = Seeds(firstSeed + shard * casesPerShard, casesPerShard).ToArray();
+        if (shard > 0 && seeds.Length == 1) Assert.Inconclusive($"{SeedVariable} is set: the single case runs in shard 0.");
+        var failures = new System.Text.StringBuilder();
+        int failed = 0;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        foreach (int seed in seeds)
+        {
+            ShapeFuzzCase fc = FromSeed(seed, budget);
+            string? failure;
+            try
+            {
+                failure = runCase(fc);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException and not AssertInconclusiveException)
+            {
+                failure = $"{e.GetType().Name}: {e.Message}";
+            }
+            if (failure is null) continue;
+            failed++;
+            failures.Append('\n').Append(fc).Append("\n  ").Append(failure.Replace("\n", "\n  ", StringComparison.Ordinal));
+        }
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{seeds.Length} cases, {failed} failed, {clock.Elapsed.TotalSeconds:0.0} s"));
+        if (failed > 0) Assert.Fail($"{failed} of {seeds.Length} fuzz cases failed:{failures}");
+    }
+
+    /// <summary>The comparisons of <paramref name="log"/>: null when all pass, else the failure text.</summary>
+    internal static string? Verdict(Blocks.ComparisonLog log, string context)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        try
+        {
+            log.AssertAll(context);
+            return null;
+        }
+        catch (AssertFailedException e)
+        {
+            return e.Message;
+        }
+    }
+
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"seed {Seed}: E={Config.NumExperts} k={Config.TopK} H={Config.HiddenSize} I={Config.IntermediateSize} T={Tokens} {DType.ShortName()} routing={Routing} norm_topk_prob={Config.NormTopKProb} (rerun: {SeedVariable}={Seed})");
 }

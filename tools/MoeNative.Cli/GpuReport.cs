@@ -25,6 +25,7 @@ internal static class GpuReport
         yield return ("memory", $"{Gib(info.TotalMemoryBytes)} GiB, L2 {Mib(info.L2CacheBytes)} MiB, shared/block {info.MaxSharedMemoryPerBlockOptin / 1024} KiB (opt-in)");
         yield return ("driver", $"CUDA {info.DriverVersionText} ({info.DriverVersion})");
         yield return ("cuBLAS", CublasVersion(ordinal));
+        yield return ("grouped GEMM", GemmPath(info.ComputeCapability));
     }
 
     /// <summary>Null when device <paramref name="ordinal"/> can run the GPU path; otherwise why not.</summary>
@@ -37,6 +38,15 @@ internal static class GpuReport
         return IsSupported(info)
             ? null
             : $"{info.Name} has compute capability {info.ComputeCapability.Major}.{info.ComputeCapability.Minor}; the GPU path needs {MinimumComputeCapability.Major}.{MinimumComputeCapability.Minor} or newer";
+    }
+
+    /// <summary>Which grouped-GEMM kernels a null configuration runs on this card (the sm_90a path needs 9.0).</summary>
+    private static string GemmPath((int Major, int Minor) cc)
+    {
+        if (!Ptx.GroupedGemm.Sm90aAvailable(cc)) return "sm80 (mma.sync) for every layout";
+        return Ptx.GroupedGemm.ForcedSm80ByEnvironment
+            ? "sm80 (mma.sync) for every layout: MOENATIVE_FORCE_SM80=1"
+            : "sm90a (wgmma + TMA) forward NT for experts of 128+ rows, sm80 otherwise and for NN/TN (MOENATIVE_FORCE_SM80=1 forces sm80)";
     }
 
     private static bool IsSupported(GpuDeviceInfo info) => info.ComputeCapability.CompareTo(MinimumComputeCapability) >= 0;

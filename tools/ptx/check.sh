@@ -2,6 +2,8 @@
 # check.sh: assemble every specialised PTX module with `ptxas -v` for each target architecture and print one table
 # row per (module, entry, arch): registers, static shared memory (dynamic shared memory is chosen at launch and
 # is not in the table), stack frame, spill stores/loads.
+# Modules whose text says `.target sm_90a` (the Hopper kernels: wgmma, TMA, setmaxnreg) assemble for sm_90a only, and
+# their SASS must show HGMMA (every sm_90a module) and UTMALDG (the grouped GEMMs, which load W through TMA).
 # Exit status: 0 when everything assembles with no spills; 1 on any ptxas error or spill; 2 on usage errors
 # (no ptxas: one line saying where it looked, before anything is dumped or written). Temp files are removed on
 # every exit.
@@ -74,8 +76,34 @@ printf '%.0s-' {1..156}; echo
 failures=0
 for f in "${files[@]}"; do
   module=$(basename "$f" .ptx)
-  for a in "${archs[@]}"; do
-    log=$("$ptxas" -arch="$a" -v "$f" -o /dev/null 2>&1); rc=$?
+  file_archs=("${archs[@]}")
+  hopper=0
+  if grep -q '^\.target sm_90a' "$f"; then
+    hopper=1; file_archs=()
+    for a in "${archs[@]}"; do [[ $a == sm_90* ]] && file_archs+=("$a"); done
+    [ ${#file_archs[@]} -gt 0 ] || { echo "$module: an sm_90a module, but ARCHS has no sm_90a"; continue; }
+  fi
+  for a in "${file_archs[@]}"; do
+    if [ $hopper = 1 ]; then
+      cubin=$(mktemp --suffix=.cubin "${TMPDIR:-/tmp}/moenative-sm90a.XXXXXX")
+      log=$("$ptxas" -arch="$a" -v "$f" -o "$cubin" 2>&1); rc=$?
+      if [ $rc -eq 0 ]; then
+        cuobjdump=$(dirname "$ptxas")/cuobjdump
+        [ -x "$cuobjdump" ] || cuobjdump=$(command -v cuobjdump || true)
+        if [ -n "$cuobjdump" ]; then
+          sass=$("$cuobjdump" -sass "$cubin" 2>&1)
+          grep -q HGMMA <<<"$sass" || { echo "$module: no HGMMA in the SASS"; failures=$((failures + 1)); }
+          if [[ $module == *grouped_gemm* ]] && ! grep -q UTMALDG <<<"$sass"; then
+            echo "$module: no UTMALDG in the SASS"; failures=$((failures + 1))
+          fi
+        else
+          echo "note: no cuobjdump beside $ptxas or on PATH: $module's SASS not checked"
+        fi
+      fi
+      rm -f "$cubin"
+    else
+      log=$("$ptxas" -arch="$a" -v "$f" -o /dev/null 2>&1); rc=$?
+    fi
     if [ $rc -ne 0 ]; then
       printf '%-60s %-48s %-6s ptxas FAILED (exit %d)\n' "$module" "-" "$a" "$rc"
       echo "$log" | grep -iE "error|fatal" | head -n 20 | sed 's/^/    /'

@@ -39,7 +39,7 @@ public sealed record GemmCase(string Name, int[] MSizes, int TopK, int N, int K)
 public sealed class GroupedGemmGpuTests
 {
     // forward: (aRows, cRows, scaled)
-    private static readonly (RowSource, RowTarget, bool)[] ForwardModes =
+    internal static readonly (RowSource, RowTarget, bool)[] ForwardModes =
     [
         (RowSource.Identity, RowTarget.Identity, false),
         (RowSource.Identity, RowTarget.Identity, true),
@@ -48,7 +48,7 @@ public sealed class GroupedGemmGpuTests
         (RowSource.Identity, RowTarget.Scatter, true),       // permute_y + fuse_mul_post
     ];
 
-    private static readonly (RowSource, RowTarget)[] DataModes =
+    internal static readonly (RowSource, RowTarget)[] DataModes =
     [
         (RowSource.Identity, RowTarget.Identity),
         (RowSource.Gather, RowTarget.Identity),              // dY loaded permuted (forward used permute_y)
@@ -172,7 +172,7 @@ public sealed class GroupedGemmGpuTests
 
     // ============================================================================================== runners
 
-    private static void RunForward(CudaContext ctx, GroupedGemm gemm, ScalarType dtype, GemmConfig? cfg, GemmCase c,
+    internal static void RunForward(CudaContext ctx, GroupedGemm gemm, ScalarType dtype, GemmConfig? cfg, GemmCase c,
         (RowSource A, RowTarget C, bool Scaled) mode, int seed)
     {
         var rng = new Random(seed);
@@ -214,7 +214,7 @@ public sealed class GroupedGemmGpuTests
             o => Describe(c, rowOfOutput[o], cfg?.BlockM));
     }
 
-    private static void RunBackwardData(CudaContext ctx, GroupedGemm gemm, ScalarType dtype, GemmConfig? cfg, GemmCase c,
+    internal static void RunBackwardData(CudaContext ctx, GroupedGemm gemm, ScalarType dtype, GemmConfig? cfg, GemmCase c,
         (RowSource A, RowTarget C) mode, int seed)
     {
         var rng = new Random(seed);

@@ -110,7 +110,8 @@ public sealed class GroupedGemmSpecTests
         PtxSignature cs = PtxSignature.FromArgs(spec.ArgsType);
         Assert.IsTrue(entries[0].TypesMatch(cs), entries[0].DescribeMismatch(cs));
         string tag = GroupedGemmSpecs.Tag(layout);
-        StringAssert.StartsWith(spec.EntryName, $"grouped_gemm_{tag}_sm80_{dtype.ShortName()}_");
+        string arch = spec.Math == GemmMath.WgmmaSm90a ? "sm90a" : "sm80";
+        StringAssert.StartsWith(spec.EntryName, $"grouped_gemm_{tag}_{arch}_{dtype.ShortName()}_");
         StringAssert.Contains(spec.EntryName, $"{spec.Config.BlockM}x{spec.Config.BlockN}x{spec.Config.BlockK}");
         if (spec.Math == GemmMath.MmaSm80)
         {
@@ -124,6 +125,14 @@ public sealed class GroupedGemmSpecTests
     public void SharedMemory_FitsA100AndH100_AndCoversPipelineAndCTile(GroupedGemmLayout layout, ScalarType dtype, string configName)
     {
         GroupedGemmSpec spec = Spec(layout, dtype, configName);
+        if (spec.Math == GemmMath.WgmmaSm90a)
+        {
+            // Hopper only (227 KiB opt-in), with room for the 4*E m_sizes table; covers 1024 B of alignment slack
+            // plus every A and W stage
+            Assert.IsLessThanOrEqualTo(227 * 1024 - 4 * 1024, spec.DynamicSharedBytes, spec.ModuleName);
+            Assert.IsGreaterThanOrEqualTo(1024L + spec.Config.Stages * 128L * (spec.Config.BlockM + spec.Config.BlockN), (long)spec.DynamicSharedBytes);
+            return;
+        }
         const int a100OptIn = 166912; // 163 KiB: the smaller of the two opt-in limits
         Assert.IsLessThanOrEqualTo(a100OptIn, spec.DynamicSharedBytes, spec.ModuleName);
         if (spec.Math == GemmMath.Ffma)
@@ -149,9 +158,9 @@ public sealed class GroupedGemmSpecTests
         Assert.AreEqual(names.Length, names.Distinct().Count());
         HashSet<string> catalog = PtxCatalog.All().Select(m => m.ModuleName).ToHashSet();
         foreach (string name in names) Assert.Contains(name, catalog);
-        // per layout: fp32 FFMA + for bf16 and fp16 the FFMA fallback and every tensor-core candidate
-        Assert.AreEqual(Enum.GetValues<GroupedGemmLayout>().Sum(l => 1 + 2 * (1 + GroupedGemmSpecs.CandidateConfigs(l, ScalarType.BFloat16).Count)),
-            names.Length);
+        // per layout: fp32 FFMA + for bf16 and fp16 the FFMA fallback, every sm_80 tensor-core candidate and every sm_90a tile
+        Assert.AreEqual(Enum.GetValues<GroupedGemmLayout>().Sum(l => 1 + 2 * (1 + GroupedGemmSpecs.CandidateConfigs(l, ScalarType.BFloat16).Count
+            + GroupedGemmSm90aSpecs.Candidates(l, ScalarType.BFloat16).Count)), names.Length);
     }
 
     [TestMethod]

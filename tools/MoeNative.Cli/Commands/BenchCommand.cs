@@ -3,6 +3,7 @@ using System.Globalization;
 using MoeNative.Blocks;
 using MoeNative.Blocks.Benchmarking;
 using MoeNative.Interop;
+using MoeNative.Ptx;
 using MoeNative.Reference;
 using Spectre.Console;
 
@@ -11,7 +12,7 @@ namespace MoeNative.Cli.Commands;
 /// <summary>What <c>bench</c> times.</summary>
 public sealed record BenchOptions(
     string Config, int[] SeqLens, ScalarType DType, bool Backward, string? Json,
-    bool Reference, bool Graph, bool Autotune, int Seed);
+    bool Reference, bool Graph, bool Autotune, int Seed, bool Gemm = false);
 
 /// <summary>
 /// <c>bench</c>: times the whole fused block (X on the device to Y on the device; with <c>--backward</c> also
@@ -35,10 +36,14 @@ public static class BenchCommand
         var noGraph = new Option<bool>("--no-graph") { Description = "Replay the fused block with direct launches instead of a CUDA graph." };
         var noAutotune = new Option<bool>("--no-autotune") { Description = "Use the default kernel configs instead of autotuning." };
         var seed = CliOptions.Seed(1234, "Seed of the weights (inputs: seed + T).");
+        var gemm = new Option<bool>("--gemm")
+        {
+            Description = "Time each expert GEMM alone (every tile of ours, sm_80 and sm_90a, beside cublasGemmGroupedBatchedEx and a dense cuBLAS GEMM of equal FLOPs), in TFLOP/s.",
+        };
 
         var command = new Command("bench", "Time the fused block (and the cuBLAS grouped reference): ms, TFLOP/s, GB/s, % of the floor. GPU only.")
         {
-            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed,
+            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new BenchOptions(
             parse.GetValue(config)!,
@@ -49,7 +54,8 @@ public static class BenchCommand
             !parse.GetValue(noReference),
             !parse.GetValue(noGraph),
             !parse.GetValue(noAutotune),
-            parse.GetValue(seed)))));
+            parse.GetValue(seed),
+            parse.GetValue(gemm)))));
         return command;
     }
 
@@ -59,6 +65,7 @@ public static class BenchCommand
         if (o.SeqLens.Any(t => t <= 0)) throw new CliUsageException("--seqlen: every T must be positive");
         if (o.Json is not null && Directory.Exists(o.Json)) throw new CliUsageException($"--json {o.Json} is a folder; give a file name");
         DeviceSelection.UseGpu(console, DeviceChoice.Gpu, "bench");
+        if (o.Gemm) return RunGemm(console, config, o);
 
         var options = new BlockBenchmarkOptions
         {
@@ -85,6 +92,24 @@ public static class BenchCommand
             console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"cold start to the first forward (T={cold.Tokens}): {cold.WithoutStoredMs:0} ms autotuning {cold.TunedGemms} GEMMs, {cold.WithStoredMs:0} ms with their stored choices ({cold.StoredGemmsUsed} used)"));
         }
+        if (o.Json is not null)
+        {
+            string? folder = Path.GetDirectoryName(Path.GetFullPath(o.Json));
+            if (folder is not null) Directory.CreateDirectory(folder);
+            File.WriteAllText(o.Json, report.ToJson());
+            console.Out.WriteLine($"wrote {o.Json}");
+        }
+        return CliApp.ExitOk;
+    }
+
+    private static int RunGemm(CliConsole console, MoeConfig config, BenchOptions o)
+    {
+        if (o.DType == ScalarType.Float32) throw new CliUsageException("--gemm times the bf16/fp16 tensor-core kernels; use --dtype bf16 or fp16");
+        using CudaContext context = CudaContext.Create(0);
+        console.Out.WriteLine($"bench --gemm: {config}; {o.DType.ShortName()}; T = {string.Join(",", o.SeqLens)}; device {context}; " +
+            $"grouped GEMM path {GroupedGemm.For(context).PathName(GroupedGemmLayout.ForwardNT, o.DType)}");
+        GemmBenchReport report = new GroupedGemmBenchmark(context, config, o.DType, o.Seed)
+            .Run(o.SeqLens, row => console.Out.WriteLine(GroupedGemmBenchmark.Line(row)));
         if (o.Json is not null)
         {
             string? folder = Path.GetDirectoryName(Path.GetFullPath(o.Json));

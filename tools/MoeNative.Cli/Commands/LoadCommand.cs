@@ -18,13 +18,11 @@ public static class LoadCommand
 {
     public static Command Create(CliConsole console)
     {
-        var config = new Option<string>("--config", "-c")
+        Option<string?> config = CliOptions.Config();
+        config.Required = true;
+        var weights = new Option<string>("--weights", CliOptions.Names.Weights)
         {
-            Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json (or its folder).",
-            Required = true,
-        };
-        var weights = new Option<string>("--weights", "-w")
-        {
+            HelpName = "DIR|FILE",
             Description = "A checkpoint folder (shards with model.safetensors.index.json) or a .safetensors file with model.layers.L.mlp.* names.",
             Required = true,
         };
@@ -38,7 +36,7 @@ public static class LoadCommand
         {
             config, weights, dtype, layers, chunk, seqlen, backward, seed,
         };
-        command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config), parse.GetRequiredValue(weights),
+        command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config)!, parse.GetRequiredValue(weights),
             parse.GetValue(dtype)?.Type, parse.GetValue(layers) is { Length: > 0 } l ? l : null, parse.GetValue(chunk), parse.GetValue(seqlen), parse.GetValue(backward), parse.GetValue(seed))));
         return command;
     }

@@ -166,15 +166,21 @@ public static class RunCommand
         if (MoeConfig.SourceFile(o.Config) is { } configFile) yield return ("--config", configFile);
     }
 
-    /// <summary>The fused PTX block on the same files and names as <see cref="MoeLayerRunner.Run"/>.</summary>
+    /// <summary>The fused PTX block on the same files and names as <see cref="MoeLayerRunner.Run"/>, the layer loaded
+    /// straight to the device (<see cref="Qwen3MoeDeviceWeights.FromSafetensors"/>).</summary>
     internal static MoeRunSummary RunFused(MoeRunOptions options, MoeConfig config)
     {
-        MoeRunInputs inputs = MoeLayerRunner.Load(options, config);
-        (float[] x, long[] shape, float[]? dY) = (inputs.X, inputs.Shape, inputs.DY);
+        (float[] x, long[] shape, float[]? dY) = MoeLayerRunner.LoadActivations(options, config);
+        int tokens = checked((int)(x.LongLength / config.HiddenSize));
+        MoeLimits.CheckDeviceTokens(config, tokens, "hidden_states");
 
         using CudaContext context = CudaContext.Create(0);
-        using var block = new Qwen3MoeFusedBlock(context, inputs.Weights, options.DType);
-        MoeIntermediates fwd = block.Forward(x, inputs.Tokens);
+        // The layer goes to the device in its storage dtype through pinned staging (converted on the GPU): no host
+        // float copy of the weights; each staged chunk is checked for non-finite values unless they are allowed.
+        using Qwen3MoeDeviceWeights weights = Qwen3MoeDeviceWeights.FromSafetensors(context, config, options.Weights, options.DType,
+            options.Layer, new CheckpointLoadOptions { RequireFinite = !options.AllowNonFinite });
+        using var block = new Qwen3MoeFusedBlock(weights);
+        MoeIntermediates fwd = block.Forward(x, tokens);
         MoeGradients? g = dY is null ? null : block.Backward(dY);
         var metadata = new Dictionary<string, string>
         {

@@ -16,11 +16,8 @@ public static class SynthCommand
 {
     public static Command Create(CliConsole console)
     {
-        var config = new Option<string>("--config", "-c")
-        {
-            Description = $"Preset ({string.Join(", ", MoeConfig.PresetNames)}) or path to a Hugging Face config.json (or its folder).",
-            Required = true,
-        };
+        Option<string?> config = CliOptions.Config();
+        config.Required = true;
         var output = CliOptions.Output<string>("Folder to write (created if missing).", "DIR", required: true);
         var layers = new Option<int>("--layers") { Description = "Number of MoE decoder layers.", DefaultValueFactory = _ => 1 };
         var layout = new Option<string>("--layout")
@@ -36,7 +33,7 @@ public static class SynthCommand
         {
             config, output, layers, layout, dtype, seed,
         };
-        command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config), parse.GetRequiredValue(output),
+        command.SetAction(parse => CliApp.Guard(console, () => Run(console, parse.GetRequiredValue(config)!, parse.GetRequiredValue(output),
             parse.GetValue(layers), parse.GetValue(layout)!, parse.GetValue(dtype)!.Type, parse.GetValue(seed))));
         return command;
     }

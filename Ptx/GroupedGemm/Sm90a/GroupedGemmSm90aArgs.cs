@@ -1,0 +1,36 @@
+using System.Runtime.InteropServices;
+using MoeNative.Interop;
+
+namespace MoeNative.Ptx;
+
+/// <summary>.entry parameters of <c>grouped_gemm_{nt,nn}_sm90a_*</c> (the row-tiled Hopper kernels): the weight travels
+/// as a tensor map (first, after the 48-byte gap that puts it on a 64-byte aligned parameter address, see
+/// CudaTensorMap), the rest as in <see cref="GroupedGemmForwardArgs"/> without the W pointer. N = output columns,
+/// K = reduction (for NN: the forward's K and N); RowScale 0 for NN.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct GroupedGemmRowsSm90aArgs
+{
+    public CudaParamGap48 Gap;  // not a parameter: buffer bytes 0..47
+    public CudaTensorMap WMap;  // W [E, N, K] dtype as (K, N, E), box (64, BN, 1), 128B swizzle
+    public ulong A;          // [*, K] dtype, row a(r)
+    public ulong C;          // [*, N] dtype (out), row c(r)
+    public ulong MSizes;     // [E] i32
+    public ulong Gather;     // [T*k] i32 or 0
+    public ulong RowScale;   // [T*k] dtype or 0
+    public int Experts;      // E
+    public int N;
+    public int K;
+    public int AMode;        // RowSource
+    public int CMode;        // RowTarget
+    public int TopK;         // k
+}
+
+/// <summary>.entry parameters of <c>wgmma_layout_probe_sm90a_*</c> (test kernel).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct WgmmaLayoutProbeArgs
+{
+    public ulong A;          // [64, 64] dtype
+    public ulong B;          // [128, 64] (K-major) or [64, 128] (N-major) dtype
+    public ulong D;          // [64, 128] f32 (out)
+    public int BNMajor;      // 0 | 1
+}

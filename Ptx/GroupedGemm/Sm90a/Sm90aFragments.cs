@@ -1,0 +1,83 @@
+using System.Globalization;
+using System.Text;
+
+namespace MoeNative.Ptx;
+
+/// <summary>
+/// PTX text the sm_90a kernels repeat per accumulator register (written once here, substituted as template values):
+/// the wgmma accumulator list, its zeroing, and the epilogue stores of the m64nNk16 f32 fragment (thread holds, for
+/// j = 0..N/8-1, acc[4j], acc[4j+1] = D[g][8j+2q..+1] and acc[4j+2], acc[4j+3] = D[g+8][8j+2q..+1]; pinned on the
+/// GPU by wgmma_layout_probe_sm90a.ptx).
+/// </summary>
+internal static class Sm90aFragments
+{
+    /// <summary>"{acc0, acc1, ..., acc(n-1)}": the accumulator vector of one wgmma m64nNk16 (n = N/2 f32 registers).</summary>
+    public static string AccumulatorList(int registers) =>
+        "{" + string.Join(", ", Enumerable.Range(0, registers).Select(i => "acc" + i.ToString(CultureInfo.InvariantCulture))) + "}";
+
+    /// <summary>mov.f32 acc_i, 0 for every accumulator, 8 per line.</summary>
+    public static string AccumulatorZero(int registers)
+    {
+        var sb = new StringBuilder();
+        for (int i = 0; i < registers; i++)
+        {
+            if (i % 8 == 0) sb.Append(i == 0 ? "    " : "\n    ");
+            else sb.Append(' ');
+            sb.Append(CultureInfo.InvariantCulture, $"mov.f32 acc{i}, 0f00000000;");
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// Stores of fragment row <paramref name="row"/> (0: D row g, 1: D row g+8) of an N = <paramref name="columns"/>
+    /// accumulator: per 8-column block j, columns 8j+2q and 8j+2q+1 scaled by <c>scale{row}</c>, rounded to
+    /// <paramref name="ptxType"/>x2, stored as 4 bytes at <c>out{row} + 16j</c> when <c>8j &lt; lim</c> (the column
+    /// is inside N). Registers used: acc*, scale0|1, out0|1, lim, x0, x1, o, p_col.
+    /// </summary>
+    public static string EpilogueRow(int columns, int row, string ptxType)
+    {
+        var sb = new StringBuilder();
+        for (int j = 0; j < columns / 8; j++)
+        {
+            int lo = 4 * j + 2 * row, hi = lo + 1;
+            if (j > 0) sb.Append('\n');
+            sb.Append(CultureInfo.InvariantCulture,
+                $"    setp.gt.s32 p_col, lim, {8 * j}; mul.f32 x0, acc{lo}, scale{row}; mul.f32 x1, acc{hi}, scale{row}; ")
+              .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, x1, x0; @p_col st.global.b32 [out{row}+{16 * j}], o;");
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// The producer leader's TMA loads of one W stage (after its expect_tx on <c>bar</c>): NT one box
+    /// {k_coord, n0, e_cur} -> stage_b; NN <paramref name="columns"/>/64 boxes {n0 + 64j, k_coord, e_cur} -> stage_b + 8192j.
+    /// </summary>
+    public static string WeightLoad(GroupedGemmLayout layout, int columns)
+    {
+        const string Tma = "    cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes";
+        if (layout == GroupedGemmLayout.ForwardNT)
+            return Tma + " [stage_b], [w_map, {k_coord, n0, e_cur}], [bar];   // box (64 k, BN n, 1)";
+        var sb = new StringBuilder();
+        for (int j = 0; j < columns / 64; j++)
+        {
+            if (j > 0) sb.Append('\n');
+            sb.Append(CultureInfo.InvariantCulture, $"    add.u32 b_col, n0, {64 * j}; add.u32 b_dst, stage_b, {8192 * j};   // block {j}: columns n0+{64 * j}..+63\n")
+              .Append(Tma).Append(" [b_dst], [w_map, {b_col, k_coord, e_cur}], [bar];   // box (64 n, 64 k, 1)");
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Stores of the probe kernel: the whole m64n128 fragment as f32 pairs, rows d_row0 (g) and d_row1 (g+8).</summary>
+    public static string ProbeStores(int columns)
+    {
+        var sb = new StringBuilder();
+        for (int j = 0; j < columns / 8; j++)
+        {
+            if (j > 0) sb.Append('\n');
+            sb.Append(CultureInfo.InvariantCulture, $"    st.global.v2.f32 [d_row0+{32 * j}], {{acc{4 * j}, acc{4 * j + 1}}};   // D[g][8j+2q..]")
+              .Append('\n')
+              .Append(CultureInfo.InvariantCulture, $"    st.global.v2.f32 [d_row1+{32 * j}], {{acc{4 * j + 2}, acc{4 * j + 3}}};   // D[g+8][8j+2q..]");
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,184 @@
+using MoeNative.Interop;
+using MoeNative.Ptx;
+
+namespace MoeNative.Tests.Ptx.GroupedGemmTests;
+
+/// <summary>The Hopper (sm_90a) forward NT and backward-data NN grouped GEMMs on the GPU against the float64 host
+/// product over the sm_80 shape grid (empty and 1-row experts, N/K not multiples of any tile, K below one 64-wide
+/// stage), every row mode, every sm_90a tile; capped persistent grids; the null-config dispatch. Needs a compute capability 9.0 GPU (H100 /
+/// H200): elsewhere Inconclusive with the reason. Filter: FullyQualifiedName~Sm90a.</summary>
+[TestClass]
+public sealed class Sm90aGroupedGemmGpuTests
+{
+    private static readonly ScalarType[] Dtypes = [ScalarType.BFloat16, ScalarType.Float16];
+
+    /// <summary>(layout, dtype, config, case, mode) rows: NT x ForwardModes and NN x DataModes, every sm_90a tile.</summary>
+    public static IEnumerable<object[]> Rows() =>
+        from layout in new[] { GroupedGemmLayout.ForwardNT, GroupedGemmLayout.BackwardDataNN }
+        from t in Dtypes
+        from cfg in GroupedGemmSm90aSpecs.Candidates(layout, t)
+        from gc in GemmCase.All
+        from m in Enumerable.Range(0, layout == GroupedGemmLayout.ForwardNT ? GroupedGemmGpuTests.ForwardModes.Length : GroupedGemmGpuTests.DataModes.Length)
+        select new object[] { layout, t, cfg.Name, gc.Name, m };
+
+    public static string RowName(System.Reflection.MethodInfo method, object[] row) =>
+        $"{method.Name}({GroupedGemmSpecs.Tag((GroupedGemmLayout)row[0])}, {((ScalarType)row[1]).ShortName()}, {row[2]}, {row[3]}, mode {row[4]})";
+
+    internal static CudaContext RequireHopper()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        if (!GroupedGemm.Sm90aAvailable(ctx.ComputeCapability))
+            Assert.Inconclusive($"The sm_90a kernels need compute capability 9.0; {ctx.Name} is {ctx.ComputeCapability.Major}.{ctx.ComputeCapability.Minor}.");
+        return ctx;
+    }
+
+    private static GemmConfig Config(ScalarType t, string name) =>
+        GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, t).Single(c => c.Name == name);
+
+    [TestMethod]
+    [TestCategory(GpuTest.Category)]
+    [DynamicData(nameof(Rows), DynamicDataDisplayName = nameof(RowName))]
+    public void RowTiled_Sm90a_MatchesFloat64(GroupedGemmLayout layout, ScalarType dtype, string configName, string caseName, int mode)
+    {
+        CudaContext ctx = RequireHopper();
+        GemmCase c = GemmCase.All.Single(x => x.Name == caseName);
+        GemmConfig cfg = Config(dtype, configName);
+        if (layout == GroupedGemmLayout.ForwardNT)
+            GroupedGemmGpuTests.RunForward(ctx, GroupedGemm.For(ctx), dtype, cfg, c, GroupedGemmGpuTests.ForwardModes[mode], seed: 211 + mode);
+        else
+            GroupedGemmGpuTests.RunBackwardData(ctx, GroupedGemm.For(ctx), dtype, cfg, c, GroupedGemmGpuTests.DataModes[mode], seed: 241 + mode);
+    }
+
+    /// <summary>A grid far smaller than the tile count: each CTA's producer and consumers walk many tiles across
+    /// experts (empty ones too) with the ring running on across tile boundaries.</summary>
+    [TestMethod]
+    [TestCategory(GpuTest.Category)]
+    [DataRow(ScalarType.BFloat16, 1, 128, 4)]
+    [DataRow(ScalarType.BFloat16, 3, 256, 3)]
+    [DataRow(ScalarType.Float16, 2, 128, 5)]
+    public void ForwardNT_Sm90a_SmallGridsWalkEveryTile(ScalarType dtype, int gridLimit, int blockN, int stages)
+    {
+        CudaContext ctx = RequireHopper();
+        var gemm = new GroupedGemm(ctx) { GridLimitForTesting = gridLimit };
+        foreach (GemmCase c in GemmCase.All)
+        {
+            GroupedGemmGpuTests.RunForward(ctx, gemm, dtype, GemmConfig.Wgmma(blockN, stages), c, GroupedGemmGpuTests.ForwardModes[4], seed: 301);
+            GroupedGemmGpuTests.RunBackwardData(ctx, gemm, dtype, GemmConfig.Wgmma(blockN, stages), c, GroupedGemmGpuTests.DataModes[2], seed: 302);
+        }
+    }
+
+    /// <summary>A null config on a 9.0 device takes the sm_90a kernel for experts of 128+ rows (and the result is
+    /// right); ForceSm80 keeps the sm_80 kernel.</summary>
+    [TestMethod]
+    [TestCategory(GpuTest.Category)]
+    public void NullConfig_OnHopper_DispatchesBothPaths()
+    {
+        CudaContext ctx = RequireHopper();
+        var hopper = new GroupedGemm(ctx) { ForceSm80 = false };
+        var ampere = new GroupedGemm(ctx) { ForceSm80 = true };
+        Assert.AreEqual("sm90a", hopper.PathName(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16));
+        Assert.AreEqual("sm80", ampere.PathName(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16));
+        GemmCase c = GemmCase.All[3]; // 300 / 129 / 0 rows: > 64 per active expert
+        GroupedGemmGpuTests.RunForward(ctx, hopper, ScalarType.BFloat16, null, c, GroupedGemmGpuTests.ForwardModes[2], seed: 401);
+        GroupedGemmGpuTests.RunForward(ctx, ampere, ScalarType.BFloat16, null, c, GroupedGemmGpuTests.ForwardModes[2], seed: 402);
+    }
+}
+
+/// <summary>The sm_90a dispatch and configuration rules, on the CPU (planning only, fake pointers).</summary>
+[TestClass]
+public sealed class Sm90aGroupedGemmPlanTests
+{
+    private static readonly GroupedRows Rows = new(0x80000, 0x90000, 1024, 8, 2);
+    private const int N = 1536, K = 2048;
+
+    private static GroupedGemm.GemmPlan? Plan(GemmConfig? cfg, (int, int) cc, bool sm90a, int n = N, int k = K, ulong a = 0x100000)
+    {
+        const int es = 2;
+        return GroupedGemm.Plan(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, cfg, cc, 132,
+            new DeviceRange(a, (long)Rows.TotalRows * k * es), new DeviceRange(0x4000000, (long)Rows.Experts * n * k * es),
+            new DeviceRange(0x8000000, (long)Rows.TotalRows * n * es), DeviceRange.Null, Rows, n, k, 0, 0, sm90a);
+    }
+
+    [TestMethod]
+    public void NullConfig_TakesSm90aOnlyOn90AndWhenAllowed()
+    {
+        Assert.AreEqual(GemmMath.WgmmaSm90a, Plan(null, (9, 0), sm90a: true)!.Value.Spec.Math);
+        Assert.AreEqual(GemmMath.MmaSm80, Plan(null, (9, 0), sm90a: false)!.Value.Spec.Math);
+        Assert.AreEqual(GemmMath.MmaSm80, Plan(null, (8, 0), sm90a: true)!.Value.Spec.Math);
+        Assert.AreEqual(GemmMath.MmaSm80, Plan(null, (10, 0), sm90a: true)!.Value.Spec.Math, "sm_90a code runs on 9.0 only");
+    }
+
+    [TestMethod]
+    public void ExplicitSm90aConfig_OffHopper_IsRejected()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => Plan(GemmConfig.Wgmma(128, 4), (8, 0), sm90a: false));
+        Assert.AreEqual("config", ex.ParamName);
+        StringAssert.Contains(ex.Message, "9.0");
+    }
+
+    [TestMethod]
+    public void Sm90aConfig_WithUnalignedShapes_FallsBackToSimt()
+    {
+        Assert.AreEqual(GemmMath.Ffma, Plan(GemmConfig.Wgmma(128, 4), (9, 0), sm90a: true, k: 2044)!.Value.Spec.Math);
+        Assert.AreEqual(GemmMath.Ffma, Plan(GemmConfig.Wgmma(128, 4), (9, 0), sm90a: true, a: 0x100008)!.Value.Spec.Math);
+    }
+
+    [TestMethod]
+    public void Candidates_AddSm90aTilesOnlyOn90()
+    {
+        IReadOnlyList<GemmConfig> hopper = GroupedGemm.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, (9, 0), sm90a: true);
+        IReadOnlyList<GemmConfig> ampere = GroupedGemm.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, (8, 0), sm90a: true);
+        Assert.IsTrue(hopper.Any(c => c.Family == GemmMath.WgmmaSm90a && c.Name.StartsWith("sm90a_", StringComparison.Ordinal)));
+        Assert.IsFalse(ampere.Any(c => c.Family == GemmMath.WgmmaSm90a));
+        Assert.IsTrue(GroupedGemm.Candidates(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, (9, 0), sm90a: true)
+            .Any(c => c.Family == GemmMath.WgmmaSm90a), "the NN kernel has sm_90a tiles");
+        Assert.IsFalse(GroupedGemm.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, (9, 0), sm90a: true)
+            .Any(c => c.Family == GemmMath.WgmmaSm90a), "no sm_90a TN kernel yet");
+        Assert.IsFalse(GroupedGemm.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.Float32, (9, 0), sm90a: true)
+            .Any(c => c.Family == GemmMath.WgmmaSm90a), "fp32 has no wgmma path");
+    }
+
+    [TestMethod]
+    [DataRow(64, 128, 64, 4, 12, "BlockM must be 128")]
+    [DataRow(128, 192, 64, 4, 12, "BlockN must be 128 or 256")]
+    [DataRow(128, 128, 32, 4, 12, "BlockK must be 64")]
+    [DataRow(128, 128, 64, 4, 8, "Warps must be 12")]
+    [DataRow(128, 128, 64, 2, 12, "Stages must be in 3..8")]
+    [DataRow(128, 256, 64, 5, 12, "shared memory")]
+    public void WgmmaConfig_Problems(int bm, int bn, int bk, int stages, int warps, string reason)
+    {
+        var cfg = new GemmConfig(bm, bn, bk, stages, warps, GemmMath.WgmmaSm90a);
+        StringAssert.Contains(cfg.Problem(GemmMath.WgmmaSm90a) ?? "(accepted)", reason);
+    }
+
+    [TestMethod]
+    public void WgmmaConfig_NotForTheWeightGradient()
+    {
+        StringAssert.Contains(GemmConfig.Wgmma(128, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "ForwardNT and BackwardDataNN");
+        Assert.IsNull(GemmConfig.Wgmma(128, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardDataNN));
+    }
+
+    [TestMethod]
+    public void NnSpec_ReadsWNMajorThroughTheTransposeBit()
+    {
+        string ptx = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4)).SpecialisedPtx();
+        StringAssert.Contains(ptx, ".entry grouped_gemm_nn_sm90a_bf16_wgmma_128x256x64_s4(");
+        StringAssert.Contains(ptx, "desc_a, desc_b, 1, 1, 1, 0, 1;");           // trans-b 1
+        StringAssert.Contains(ptx, "or.b64 desc_b, desc_b, 0x4000004002000000;");  // LBO 8192, SBO 1024
+        Assert.AreEqual(4, System.Text.RegularExpressions.Regex.Matches(ptx, @"\[w_map, \{b_col, k_coord, e_cur\}\]").Count, "BN/64 boxes per stage");
+    }
+
+    [TestMethod]
+    public void Spec_SharedLayoutAndEntry()
+    {
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.Float16, GemmConfig.Wgmma(256, 3));
+        Assert.AreEqual("grouped_gemm_nt_sm90a_fp16_wgmma_128x256x64_s3", spec.EntryName);
+        // 1024 slack + 3 x (16 KiB A + 32 KiB W) + 6 mbarriers + the 128-row table
+        Assert.AreEqual(1024 + 3 * (16384 + 32768) + 48 + 1024, spec.DynamicSharedBytes);
+        Assert.AreEqual(typeof(GroupedGemmRowsSm90aArgs), spec.ArgsType);
+        string ptx = spec.SpecialisedPtx();
+        StringAssert.Contains(ptx, ".target sm_90a");
+        StringAssert.Contains(ptx, "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16");
+        StringAssert.Contains(ptx, "acc127}");
+    }
+}

@@ -76,11 +76,11 @@ public sealed record MoeConfig(
     }
 
     /// <summary>Elements of the router weight [E,H].</summary>
-    public long RouterElements => (long)NumExperts * HiddenSize;
+    public long GateElements => (long)NumExperts * HiddenSize;
     /// <summary>Elements of gate_up_proj [E,2I,H].</summary>
-    public long GateUpElements => (long)NumExperts * 2 * IntermediateSize * HiddenSize;
+    public long GateUpProjElements => (long)NumExperts * 2 * IntermediateSize * HiddenSize;
     /// <summary>Elements of down_proj [E,H,I].</summary>
-    public long DownElements => (long)NumExperts * HiddenSize * IntermediateSize;
+    public long DownProjElements => (long)NumExperts * HiddenSize * IntermediateSize;
 
     /// <summary>Checks the lengths of three weight-shaped arrays (weights or their gradients) against this config.</summary>
     /// <param name="router">Router weight. // [E,H]</param>
@@ -93,9 +93,9 @@ public sealed record MoeConfig(
     internal void CheckWeightShapes(float[] router, float[] gateUp, float[] down, string routerName, string gateUpName, string downName)
     {
         int e = NumExperts, h = HiddenSize, i = IntermediateSize;
-        CheckLength(router, RouterElements, routerName, $"[E={e},H={h}]");
-        CheckLength(gateUp, GateUpElements, gateUpName, $"[E={e},2I={2 * i},H={h}]");
-        CheckLength(down, DownElements, downName, $"[E={e},H={h},I={i}]");
+        CheckLength(router, GateElements, routerName, $"[E={e},H={h}]");
+        CheckLength(gateUp, GateUpProjElements, gateUpName, $"[E={e},2I={2 * i},H={h}]");
+        CheckLength(down, DownProjElements, downName, $"[E={e},H={h},I={i}]");
     }
 
     private static void CheckLength(float[] a, long expected, string name, string shape)

@@ -1,3 +1,5 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Reference;
 
 /// <summary>

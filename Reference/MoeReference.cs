@@ -1,3 +1,5 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Reference;
 
 /// <summary>
@@ -32,7 +34,7 @@ public abstract class MoeReference : IMoeHostBlock
         Config = weights.Config;
         DType = dtype;
         Gemm = gemm ?? HostGemm.Instance;
-        _params = new MoeParams<float>(Config, Weights.Router, Weights.GateUp, Weights.Down);
+        _params = new MoeParams<float>(Config, Weights.Gate, Weights.GateUpProj, Weights.DownProj);
     }
 
     /// <summary>

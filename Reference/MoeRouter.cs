@@ -1,3 +1,5 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Reference;
 
 /// <summary>Qwen3-MoE routing (the one implementation every block follows): logits, fp32 softmax, top-k (descending,
@@ -11,7 +13,7 @@ public static class MoeRouter
         ArgumentNullException.ThrowIfNull(weights);
         int h = weights.Config.HiddenSize;
         if (x.Length % h != 0) throw new ArgumentException($"x must be [T,H={h}], got {x.Length} elements.", nameof(x));
-        return MoeCore<float>.RouterLogits(gemm ?? HostGemm.Instance, x, weights.Router, x.Length / h, h, weights.Config.NumExperts, dtype);
+        return MoeCore<float>.RouterLogits(gemm ?? HostGemm.Instance, x, weights.Gate, x.Length / h, h, weights.Config.NumExperts, dtype);
     }
 
     /// <summary>Routing from logits. logits // [T,E]; probs (out) // [T,E] fp32.</summary>

@@ -1,3 +1,5 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Reference;
 
 /// <summary>
@@ -10,22 +12,22 @@ public sealed class MoeWeights
 {
     public MoeConfig Config { get; }
     /// <summary>Router weight <c>gate.weight</c>. // [E,H]</summary>
-    public float[] Router { get; }
+    public float[] Gate { get; }
     /// <summary>Stacked gate/up projections. // [E,2I,H]</summary>
-    public float[] GateUp { get; }
+    public float[] GateUpProj { get; }
     /// <summary>Down projections. // [E,H,I]</summary>
-    public float[] Down { get; }
+    public float[] DownProj { get; }
 
     /// <exception cref="ArgumentException">An array's length is not the one its shape needs (the message names it).</exception>
-    public MoeWeights(MoeConfig config, float[] router /*[E,H]*/, float[] gateUp /*[E,2I,H]*/, float[] down /*[E,H,I]*/)
+    public MoeWeights(MoeConfig config, float[] gate /*[E,H]*/, float[] gateUpProj /*[E,2I,H]*/, float[] downProj /*[E,H,I]*/)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        config.CheckWeightShapes(router, gateUp, down, nameof(router), nameof(gateUp), nameof(down));
+        config.CheckWeightShapes(gate, gateUpProj, downProj, nameof(gate), nameof(gateUpProj), nameof(downProj));
         Config = config;
-        Router = router;
-        GateUp = gateUp;
-        Down = down;
+        Gate = gate;
+        GateUpProj = gateUpProj;
+        DownProj = downProj;
     }
 
     /// <summary>
@@ -40,9 +42,9 @@ public sealed class MoeWeights
         config.Validate();
         float hs = 1f / MathF.Sqrt(config.HiddenSize), isd = 1f / MathF.Sqrt(config.IntermediateSize);
         return new MoeWeights(config,
-            TensorRandom.Normal(config.RouterElements, unchecked(seed * 3 + 0), hs, roundTo),
-            TensorRandom.Normal(config.GateUpElements, unchecked(seed * 3 + 1), hs, roundTo),
-            TensorRandom.Normal(config.DownElements, unchecked(seed * 3 + 2), isd, roundTo))
+            TensorRandom.Normal(config.GateElements, unchecked(seed * 3 + 0), hs, roundTo),
+            TensorRandom.Normal(config.GateUpProjElements, unchecked(seed * 3 + 1), hs, roundTo),
+            TensorRandom.Normal(config.DownProjElements, unchecked(seed * 3 + 2), isd, roundTo))
         { KnownDType = roundTo };
     }
 
@@ -54,10 +56,10 @@ public sealed class MoeWeights
     public MoeWeights RoundedTo(ScalarType dtype)
     {
         if (dtype == ScalarType.Float32 || KnownDType == dtype) return this;
-        float[] r = StoragePrecision.RoundedCopy(Router, dtype);
-        float[] gu = StoragePrecision.RoundedCopy(GateUp, dtype);
-        float[] d = StoragePrecision.RoundedCopy(Down, dtype);
-        return ReferenceEquals(r, Router) && ReferenceEquals(gu, GateUp) && ReferenceEquals(d, Down)
+        float[] r = StoragePrecision.RoundedCopy(Gate, dtype);
+        float[] gu = StoragePrecision.RoundedCopy(GateUpProj, dtype);
+        float[] d = StoragePrecision.RoundedCopy(DownProj, dtype);
+        return ReferenceEquals(r, Gate) && ReferenceEquals(gu, GateUpProj) && ReferenceEquals(d, DownProj)
             ? this
             : new MoeWeights(Config, r, gu, d) { KnownDType = dtype };
     }
@@ -65,17 +67,17 @@ public sealed class MoeWeights
     // ---- per-expert views -----------------------------------------------------------------------------------------
 
     /// <summary>Expert e's stacked [gate; up] rows. // [2I,H]</summary>
-    public ReadOnlySpan<float> GateUpOf(int expert) => GateUp.AsSpan(ExpertOffset(expert, 2L * Config.IntermediateSize * Config.HiddenSize),
+    public ReadOnlySpan<float> GateUpProjOf(int expert) => GateUpProj.AsSpan(ExpertOffset(expert, 2L * Config.IntermediateSize * Config.HiddenSize),
         2 * Config.IntermediateSize * Config.HiddenSize);
 
     /// <summary>Expert e's gate_proj.weight. // [I,H]</summary>
-    public ReadOnlySpan<float> GateProj(int expert) => GateUpOf(expert)[..(Config.IntermediateSize * Config.HiddenSize)];
+    public ReadOnlySpan<float> GateProjOf(int expert) => GateUpProjOf(expert)[..(Config.IntermediateSize * Config.HiddenSize)];
 
     /// <summary>Expert e's up_proj.weight. // [I,H]</summary>
-    public ReadOnlySpan<float> UpProj(int expert) => GateUpOf(expert)[(Config.IntermediateSize * Config.HiddenSize)..];
+    public ReadOnlySpan<float> UpProjOf(int expert) => GateUpProjOf(expert)[(Config.IntermediateSize * Config.HiddenSize)..];
 
     /// <summary>Expert e's down_proj.weight. // [H,I]</summary>
-    public ReadOnlySpan<float> DownProj(int expert) => Down.AsSpan(ExpertOffset(expert, (long)Config.HiddenSize * Config.IntermediateSize),
+    public ReadOnlySpan<float> DownProjOf(int expert) => DownProj.AsSpan(ExpertOffset(expert, (long)Config.HiddenSize * Config.IntermediateSize),
         Config.HiddenSize * Config.IntermediateSize);
 
     private int ExpertOffset(int expert, long perExpert)
@@ -94,8 +96,8 @@ public sealed class MoeWeights
         int e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize, ih = i * h;
         if (gateProj.Count != e || upProj.Count != e || downProj.Count != e)
             throw new ArgumentException($"Expected {e} per-expert gate/up/down arrays, got {gateProj.Count}/{upProj.Count}/{downProj.Count}.");
-        var gateUp = new float[config.GateUpElements];
-        var down = new float[config.DownElements];
+        var gateUp = new float[config.GateUpProjElements];
+        var down = new float[config.DownProjElements];
         for (int x = 0; x < e; x++)
         {
             if (gateProj[x].Length != ih) throw new ArgumentException($"gate_proj of expert {x} must be [I={i},H={h}], got {gateProj[x].Length} elements.", nameof(gateProj));

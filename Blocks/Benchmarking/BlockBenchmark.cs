@@ -138,9 +138,9 @@ public sealed class BlockBenchmark
             {
                 grads = new DeviceGradients<TElem>(
                     dX,
-                    new DeviceBuffer<TElem>(_context, c.RouterElements),
-                    new DeviceBuffer<TElem>(_context, c.GateUpElements),
-                    new DeviceBuffer<TElem>(_context, c.DownElements));
+                    new DeviceBuffer<TElem>(_context, c.GateElements),
+                    new DeviceBuffer<TElem>(_context, c.GateUpProjElements),
+                    new DeviceBuffer<TElem>(_context, c.DownProjElements));
                 DeviceGradients<TElem> g = grads;
                 for (int i = 0; i < _options.WarmupReplays; i++)
                 {
@@ -165,9 +165,9 @@ public sealed class BlockBenchmark
         {
             if (grads is not null)
             {
-                grads.Router.Dispose();
-                grads.GateUp.Dispose();
-                grads.Down.Dispose();
+                grads.Gate.Dispose();
+                grads.GateUpProj.Dispose();
+                grads.DownProj.Dispose();
             }
         }
         return rows;

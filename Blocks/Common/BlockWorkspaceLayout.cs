@@ -1,10 +1,11 @@
 using MoeNative.Reference;
+using MoeNative.Interop;
 
 namespace MoeNative.Blocks;
 
 /// <summary>One buffer of the fused block's workspace. Dimension legend: T tokens, H hidden, I intermediate,
 /// E experts, k experts per token; TK = T*k rows in expert order (r) or token-slot order (p = t*k + j).</summary>
-public enum BlockBuffer
+internal enum BlockBuffer
 {
     // ---- forward ----
     /// <summary>dtype [T,E] router logits.</summary>
@@ -50,14 +51,14 @@ public enum BlockBuffer
 }
 
 /// <summary>One slice of a workspace arena: byte offset, byte size and element count.</summary>
-public readonly record struct WorkspaceSlice(BlockBuffer Buffer, long Offset, long Bytes, long Elements);
+internal readonly record struct WorkspaceSlice(BlockBuffer Buffer, long Offset, long Bytes, long Elements);
 
 /// <summary>
 /// Byte layout of one workspace arena of the fused block (forward or backward part) for a capacity of
 /// <see cref="CapacityTokens"/> tokens. One device allocation, carved into <see cref="Alignment"/>-byte aligned
 /// slices, allocated once per shape class and reused by every call with T ≤ capacity.
 /// </summary>
-public sealed class BlockWorkspaceLayout
+internal sealed class BlockWorkspaceLayout
 {
     /// <summary>Byte alignment of every slice (cp.async/ldmatrix need 16; 256 matches cudaMalloc).</summary>
     public const int Alignment = 256;
@@ -83,13 +84,13 @@ public sealed class BlockWorkspaceLayout
     public long TotalBytes { get; }
 
     /// <summary>Slices in offset order (buffers the options make unnecessary are absent).</summary>
-    public IReadOnlyList<WorkspaceSlice> Slices { get; }
+    internal IReadOnlyList<WorkspaceSlice> Slices { get; }
 
     /// <summary>Whether the layout holds <paramref name="buffer"/>.</summary>
     public bool Contains(BlockBuffer buffer) => _slices.ContainsKey(buffer);
 
     /// <summary>The slice of <paramref name="buffer"/>; <see cref="KeyNotFoundException"/> when the options exclude it.</summary>
-    public WorkspaceSlice this[BlockBuffer buffer] => _slices.TryGetValue(buffer, out var s)
+    internal WorkspaceSlice this[BlockBuffer buffer] => _slices.TryGetValue(buffer, out var s)
         ? s
         : throw new KeyNotFoundException($"The workspace has no {buffer} buffer for these options.");
 

@@ -1,5 +1,6 @@
 using MoeNative.Reference;
 using MoeNative.Reference.IO;
+using MoeNative.Interop;
 
 namespace MoeNative.Blocks;
 

@@ -16,12 +16,12 @@ public sealed record DeviceRouting<TElem>(DeviceBuffer<int> Selected, DeviceBuff
 /// (not accumulated). gate_proj and up_proj stay stacked as in the weights: rows 0..I-1 of each expert are the gate,
 /// rows I..2I-1 the up projection.
 /// </summary>
-/// <param name="X">dX. // [T,H]</param>
-/// <param name="Router">d gate.weight. // [E,H]</param>
-/// <param name="GateUp">d gate_up_proj. // [E,2I,H]</param>
-/// <param name="Down">d down_proj. // [E,H,I]</param>
+/// <param name="HiddenStates">dX. // [T,H]</param>
+/// <param name="Gate">d gate.weight. // [E,H]</param>
+/// <param name="GateUpProj">d gate_up_proj. // [E,2I,H]</param>
+/// <param name="DownProj">d down_proj. // [E,H,I]</param>
 public sealed record DeviceGradients<TElem>(
-    DeviceBuffer<TElem> X,
-    DeviceBuffer<TElem> Router,
-    DeviceBuffer<TElem> GateUp,
-    DeviceBuffer<TElem> Down) where TElem : unmanaged;
+    DeviceBuffer<TElem> HiddenStates,
+    DeviceBuffer<TElem> Gate,
+    DeviceBuffer<TElem> GateUpProj,
+    DeviceBuffer<TElem> DownProj) where TElem : unmanaged;

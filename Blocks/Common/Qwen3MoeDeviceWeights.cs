@@ -40,13 +40,13 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
     public long SizeInBytes => _router.SizeInBytes + _gateUp.SizeInBytes + _down.SizeInBytes;
 
     /// <summary>Router weight <c>gate.weight</c>. // [E,H] dtype</summary>
-    internal ulong Router => Alive()._router.DevicePointer;
+    internal ulong Gate => Alive()._router.DevicePointer;
 
     /// <summary>Stacked gate/up projections. // [E,2I,H] dtype</summary>
-    internal ulong GateUp => Alive()._gateUp.DevicePointer;
+    internal ulong GateUpProj => Alive()._gateUp.DevicePointer;
 
     /// <summary>Down projections. // [E,H,I] dtype</summary>
-    internal ulong Down => Alive()._down.DevicePointer;
+    internal ulong DownProj => Alive()._down.DevicePointer;
 
     /// <summary>
     /// Weights over device memory that other code allocated and owns (a training framework's parameters, a raw
@@ -120,9 +120,9 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
         DeviceBuffer<byte>? router = null, gateUp = null, down = null;
         try
         {
-            router = DeviceTransfer.UploadNew(context, weights.Router, dtype);
-            gateUp = DeviceTransfer.UploadNew(context, weights.GateUp, dtype);
-            down = DeviceTransfer.UploadNew(context, weights.Down, dtype);
+            router = DeviceTransfer.UploadNew(context, weights.Gate, dtype);
+            gateUp = DeviceTransfer.UploadNew(context, weights.GateUpProj, dtype);
+            down = DeviceTransfer.UploadNew(context, weights.DownProj, dtype);
             return new Qwen3MoeDeviceWeights(context, config, dtype, router, gateUp, down);
         }
         catch
@@ -164,9 +164,9 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
         DeviceBuffer<byte>? router = null, gateUp = null, down = null;
         try
         {
-            router = new DeviceBuffer<byte>(context, checked(config.RouterElements * s));
-            gateUp = new DeviceBuffer<byte>(context, checked(config.GateUpElements * s));
-            down = new DeviceBuffer<byte>(context, checked(config.DownElements * s));
+            router = new DeviceBuffer<byte>(context, checked(config.GateElements * s));
+            gateUp = new DeviceBuffer<byte>(context, checked(config.GateUpProjElements * s));
+            down = new DeviceBuffer<byte>(context, checked(config.DownProjElements * s));
             // NOTE: poisoned first (0xFF = NaN in every dtype; memset at device bandwidth), so a byte the stream
             // missed can never pass for a weight.
             router.FillBytes(0xFF);
@@ -189,9 +189,9 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
     public MoeWeights Download()
     {
         Alive();
-        var router = new float[Config.RouterElements];
-        var gateUp = new float[Config.GateUpElements];
-        var down = new float[Config.DownElements];
+        var router = new float[Config.GateElements];
+        var gateUp = new float[Config.GateUpProjElements];
+        var down = new float[Config.DownProjElements];
         DeviceTransfer.Download(_router, 0, router, DType);
         DeviceTransfer.Download(_gateUp, 0, gateUp, DType);
         DeviceTransfer.Download(_down, 0, down, DType);
@@ -199,13 +199,13 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
     }
 
     /// <summary>Router weight with its byte size. // [E,H] dtype</summary>
-    internal DeviceRange RouterRange => Alive()._router.AsRange();
+    internal DeviceRange GateRange => Alive()._router.AsRange();
 
     /// <summary>Stacked gate/up projections with their byte size. // [E,2I,H] dtype</summary>
-    internal DeviceRange GateUpRange => Alive()._gateUp.AsRange();
+    internal DeviceRange GateUpProjRange => Alive()._gateUp.AsRange();
 
     /// <summary>Down projections with their byte size. // [E,H,I] dtype</summary>
-    internal DeviceRange DownRange => Alive()._down.AsRange();
+    internal DeviceRange DownProjRange => Alive()._down.AsRange();
 
     private Qwen3MoeDeviceWeights Alive()
     {

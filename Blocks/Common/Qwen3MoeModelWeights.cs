@@ -71,7 +71,7 @@ public sealed class Qwen3MoeModelWeights : IDisposable
                 throw new SafetensorsFormatException($"'{checkpoint}': layer {l} has no MoE block; MoE layers: {string.Join(",", present)}.");
         var plans = layers.Distinct().Select(l => (Layer: l, Placements: MoeCheckpointLayout.Resolve(config, files, l))).ToArray();
         long fileBytes = plans.Sum(p => p.Placements.Sum(t => t.ByteLength));
-        long perLayer = checked((config.RouterElements + config.GateUpElements + config.DownElements) * dtype.SizeOf());
+        long perLayer = checked((config.GateElements + config.GateUpProjElements + config.DownProjElements) * dtype.SizeOf());
         long deviceBytes = checked(perLayer * plans.Length);
         CheckFits(deviceBytes, context.GetMemoryInfo().FreeBytes, plans.Length, config, dtype, context.Name);
 

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using MoeNative.Interop;
 
 namespace MoeNative.Blocks;
 

@@ -109,7 +109,7 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         _cublas.SetStream(stream);
 
         // router logits [T,E] = X [T,H] · Wr [E,H]ᵀ (dense NT)
-        DenseNT(x.DevicePointer, _weights.Router, logits.Pointer, tokens, e, h);
+        DenseNT(x.DevicePointer, _weights.Gate, logits.Pointer, tokens, e, h);
         _kernels.RouterForward(stream, dt, logits, probs, sel, w, tokens, e, k, c.NormTopKProb);
         if (routing is not null)
         {
@@ -142,18 +142,18 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         if (_tokens < 0) throw new InvalidOperationException("Backward needs a preceding Forward.");
         int tokens = _tokens;
         MoeConfig c = Config;
-        BlockChecks.BackwardShapes(c, tokens, dY.Length, gradients.X.Length, gradients.Router.Length, gradients.GateUp.Length, gradients.Down.Length);
+        BlockChecks.BackwardShapes(c, tokens, dY.Length, gradients.HiddenStates.Length, gradients.Gate.Length, gradients.GateUpProj.Length, gradients.DownProj.Length);
         BlockChecks.BackwardContexts(Context, stream, dY, gradients);
         if (tokens == 0 || _counts.Any(n => n == 0))
         {
             // Experts without rows are not visited by the grouped calls: their gradient slices must be zero.
             // (Skipped when every expert has rows, so large-T timings do not pay a needless memset.)
-            gradients.GateUp.FillBytes(0, stream);
-            gradients.Down.FillBytes(0, stream);
+            gradients.GateUpProj.FillBytes(0, stream);
+            gradients.DownProj.FillBytes(0, stream);
         }
         if (tokens == 0)
         {
-            gradients.Router.FillBytes(0, stream);
+            gradients.Gate.FillBytes(0, stream);
             return;
         }
         ScalarType dt = DType;
@@ -167,7 +167,7 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         DeviceRange dXpExpert = bw.Range(BlockBuffer.DXPermutedExpertOrder), dXpSlots = bw.Range(BlockBuffer.DXPermutedSlotOrder);
         DeviceRange dLogits = bw.Range(BlockBuffer.DLogits), dXRouter = bw.Range(BlockBuffer.DXRouter);
         _cublas.SetStream(stream);
-        SetBackwardPointers(gradients.GateUp.DevicePointer, gradients.Down.DevicePointer, tokens);
+        SetBackwardPointers(gradients.GateUpProj.DevicePointer, gradients.DownProj.DevicePointer, tokens);
 
         _kernels.CombineBackward(stream, dt, dY.AsRange(), g2, inverse, w, dG2, dw, tokens, k, h);
         GroupedNN(2, h, i);                       // dA [TK,I] = dG2 · Wd[e]
@@ -178,9 +178,9 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         _kernels.GatherRows(stream, dt, dXpExpert, inverse, dXpSlots, tk, 1, h);
         _kernels.RouterBackward(stream, dt, probs, sel, dw, dLogits, tokens, e, k, c.NormTopKProb);
         // router dW [E,H] = dLᵀ [E,T] · X [T,H]; router dX [T,H] = dL [T,E] · Wr [E,H]
-        DenseTN(dLogits.Pointer, _x.Pointer, gradients.Router.DevicePointer, tokens, e, h);
-        DenseNN(dLogits.Pointer, _weights.Router, dXRouter.Pointer, tokens, e, h);
-        _kernels.SumOverTopK(stream, dt, dXpSlots, dXRouter, gradients.X.AsRange(), tokens, k, h);
+        DenseTN(dLogits.Pointer, _x.Pointer, gradients.Gate.DevicePointer, tokens, e, h);
+        DenseNN(dLogits.Pointer, _weights.Gate, dXRouter.Pointer, tokens, e, h);
+        _kernels.SumOverTopK(stream, dt, dXpSlots, dXRouter, gradients.HiddenStates.AsRange(), tokens, k, h);
     }
 
     // ---- cuBLAS calls (row-major tensors seen column-major: C[M,N] row-major is Cᵀ [N,M] with ld N) -------------
@@ -267,9 +267,9 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         {
             long r = rowOf[x];
             // slot 0: GEMM1 forward  A = Xp rows, B = Wgu[e], C = G1 rows
-            Set(host, 0, next, xp + (ulong)(r * h * s), _weights.GateUp + (ulong)((long)x * 2 * i * h * s), g1 + (ulong)(r * 2 * i * s), e);
+            Set(host, 0, next, xp + (ulong)(r * h * s), _weights.GateUpProj + (ulong)((long)x * 2 * i * h * s), g1 + (ulong)(r * 2 * i * s), e);
             // slot 1: GEMM2 forward  A = act rows, B = Wd[e], C = G2 rows
-            Set(host, 1, next, act + (ulong)(r * i * s), _weights.Down + (ulong)((long)x * h * i * s), g2 + (ulong)(r * h * s), e);
+            Set(host, 1, next, act + (ulong)(r * i * s), _weights.DownProj + (ulong)((long)x * h * i * s), g2 + (ulong)(r * h * s), e);
             next++;
         }
         _ = tokens;
@@ -295,7 +295,7 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         foreach (int x in Groups())
         {
             long r = rowOf[x];
-            ulong wgu = _weights.GateUp + (ulong)((long)x * 2 * i * h * s), wd = _weights.Down + (ulong)((long)x * h * i * s);
+            ulong wgu = _weights.GateUpProj + (ulong)((long)x * 2 * i * h * s), wd = _weights.DownProj + (ulong)((long)x * h * i * s);
             // slot 2: GEMM2 dX  A = dG2 rows [m,H], B = Wd[e] [H,I], C = dA rows [m,I]
             Set(host, 2, next, dG2 + (ulong)(r * h * s), wd, dAct + (ulong)(r * i * s), e);
             // slot 3: GEMM2 dW  A = dG2 rows [m,H], B = act rows [m,I], C = dWd[e] [H,I]

@@ -92,20 +92,20 @@ public sealed partial class Qwen3MoeFusedBlock
         if (dY.LongLength != (long)tokens * c.HiddenSize)
             throw new ArgumentException($"dY must be [T={tokens},H={c.HiddenSize}] = {(long)tokens * c.HiddenSize} elements (T of the last forward), got {dY.LongLength}.", nameof(dY));
         if (tokens == 0)
-            return new MoeGradients(c, [], new float[c.RouterElements], new float[c.GateUpElements], new float[c.DownElements]);
+            return new MoeGradients(c, [], new float[c.GateElements], new float[c.GateUpProjElements], new float[c.DownProjElements]);
         CudaStream stream = HostStream();
         HostIo io = _hostIo!;
         HostGradients g = io.EnsureGradients(Context, c, DType);
         DeviceTransfer.Upload(io.DY, 0, dY, DType);
         io.DX.FillBytes(0xFF, stream);
         g.Poison(stream);
-        BackwardCore(stream, io.DY.AsRange(), io.DX.AsRange(), g.Router.AsRange(), g.GateUp.AsRange(), g.Down.AsRange());
+        BackwardCore(stream, io.DY.AsRange(), io.DX.AsRange(), g.Gate.AsRange(), g.GateUpProj.AsRange(), g.DownProj.AsRange());
         stream.Synchronize();
         return new MoeGradients(c,
             DeviceTransfer.Download(io.DX, 0, (long)tokens * c.HiddenSize, DType),
-            DeviceTransfer.Download(g.Router, 0, c.RouterElements, DType),
-            DeviceTransfer.Download(g.GateUp, 0, c.GateUpElements, DType),
-            DeviceTransfer.Download(g.Down, 0, c.DownElements, DType));
+            DeviceTransfer.Download(g.Gate, 0, c.GateElements, DType),
+            DeviceTransfer.Download(g.GateUpProj, 0, c.GateUpProjElements, DType),
+            DeviceTransfer.Download(g.DownProj, 0, c.DownProjElements, DType));
     }
 
     private HostIo EnsureHostIo(int tokens)
@@ -167,27 +167,27 @@ public sealed partial class Qwen3MoeFusedBlock
         public HostGradients(CudaContext context, MoeConfig c, ScalarType dt)
         {
             int s = dt.SizeOf();
-            Router = new DeviceBuffer<byte>(context, c.RouterElements * s);
-            GateUp = new DeviceBuffer<byte>(context, c.GateUpElements * s);
-            Down = new DeviceBuffer<byte>(context, c.DownElements * s);
+            Gate = new DeviceBuffer<byte>(context, c.GateElements * s);
+            GateUpProj = new DeviceBuffer<byte>(context, c.GateUpProjElements * s);
+            DownProj = new DeviceBuffer<byte>(context, c.DownProjElements * s);
         }
 
-        public DeviceBuffer<byte> Router { get; }  // [E,H] dtype
-        public DeviceBuffer<byte> GateUp { get; }  // [E,2I,H] dtype
-        public DeviceBuffer<byte> Down { get; }    // [E,H,I] dtype
+        public DeviceBuffer<byte> Gate { get; }  // [E,H] dtype
+        public DeviceBuffer<byte> GateUpProj { get; }  // [E,2I,H] dtype
+        public DeviceBuffer<byte> DownProj { get; }    // [E,H,I] dtype
 
         public void Poison(CudaStream s)
         {
-            Router.FillBytes(0xFF, s);
-            GateUp.FillBytes(0xFF, s);
-            Down.FillBytes(0xFF, s);
+            Gate.FillBytes(0xFF, s);
+            GateUpProj.FillBytes(0xFF, s);
+            DownProj.FillBytes(0xFF, s);
         }
 
         public void Dispose()
         {
-            Router.Dispose();
-            GateUp.Dispose();
-            Down.Dispose();
+            Gate.Dispose();
+            GateUpProj.Dispose();
+            DownProj.Dispose();
         }
     }
 }

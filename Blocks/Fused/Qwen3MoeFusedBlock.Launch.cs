@@ -32,7 +32,7 @@ public sealed partial class Qwen3MoeFusedBlock
 
         // 1. router logits L = X·Wrᵀ: a GEMV kernel for small T (a tiled GEMM would walk H in series on one or two
         //    CTAs), else the grouped NT GEMM with one group
-        DeviceRange wr = _weights.RouterRange;
+        DeviceRange wr = _weights.GateRange;
         if (MoeKernels.CanRouterLogitsGemv(dt, tokens, h, x, wr, logits))
             _kernels.RouterLogitsGemv(s, dt, x, wr, logits, tokens, e, h);
         else
@@ -50,7 +50,7 @@ public sealed partial class Qwen3MoeFusedBlock
         //    G1, A, G2 and Y as the grouped path below
         if (_decode.Applies(tokens, x))
         {
-            _decode.Forward(_kernels, s, x, _weights.GateUpRange, _weights.DownRange, mSizes, gather, inverse, w, g1, act, g2, y, tokens);
+            _decode.Forward(_kernels, s, x, _weights.GateUpProjRange, _weights.DownProjRange, mSizes, gather, inverse, w, g1, act, g2, y, tokens);
             Probe(s, "decode_experts");
             _saved = new SavedForward(tokens, x, sel, w, true);
             return;
@@ -60,14 +60,14 @@ public sealed partial class Qwen3MoeFusedBlock
         DeviceRange a1 = x;
         RowSource a1Rows = RowSource.GatherToken;
         // 5. G1 = Xp·Wgu[e]ᵀ
-        DeviceRange wgu = _weights.GateUpRange;
+        DeviceRange wgu = _weights.GateUpProjRange;
         RunGemm(s, shapeClass, FusedGemmCall.NT(FusedGemm.FirstForward, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null));
         Probe(s, "gemm1");
         // 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]
         _kernels.SiluMulForward(s, dt, g1, act, tk, i);
         Probe(s, "silu_mul");
         // 7. G2 = A·Wd[e]ᵀ (scatter to token-slot order with PermuteY; × w with FuseMulPost)
-        DeviceRange wd = _weights.DownRange;
+        DeviceRange wd = _weights.DownProjRange;
         RowTarget g2Rows = Options.PermuteY ? RowTarget.Scatter : RowTarget.Identity;
         DeviceRange rowScale = Options.FuseMulPost ? w : DeviceRange.Null;
         RunGemm(s, shapeClass, FusedGemmCall.NT(FusedGemm.SecondForward, act, wd, g2, expertRows, h, i, RowSource.Identity, g2Rows, rowScale));
@@ -106,7 +106,7 @@ public sealed partial class Qwen3MoeFusedBlock
         DeviceRange dXRouter = bw.Range(BlockBuffer.DXRouter);        // [T,H]
         var routerRows = new GroupedRows(_iota!.PointerAt(tokens), 0, tokens, 1, 1);
         var expertRows = new GroupedRows(mSizes.Pointer, gather.Pointer, tk, e, k);
-        DeviceRange wr = _weights.RouterRange, wgu = _weights.GateUpRange, wd = _weights.DownRange;
+        DeviceRange wr = _weights.GateRange, wgu = _weights.GateUpProjRange, wd = _weights.DownProjRange;
 
         // 1. dU[row(p)] = w[p]·dY[t], dw[p] = <dY[t], U[row(p)]>
         DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;

@@ -220,27 +220,27 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(dY);
         ArgumentNullException.ThrowIfNull(gradients);
-        ArgumentNullException.ThrowIfNull(gradients.X, nameof(gradients));
-        ArgumentNullException.ThrowIfNull(gradients.Router, nameof(gradients));
-        ArgumentNullException.ThrowIfNull(gradients.GateUp, nameof(gradients));
-        ArgumentNullException.ThrowIfNull(gradients.Down, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.HiddenStates, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.Gate, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.GateUpProj, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.DownProj, nameof(gradients));
         BlockChecks.ElementType(DType, typeof(TElem), nameof(dY));
         if (!_saved.Valid)
             throw new InvalidOperationException("Backward needs a preceding Forward on this block (its workspace holds the saved activations).");
         int tokens = _saved.Tokens;
-        BlockChecks.BackwardShapes(Config, tokens, dY.Length, gradients.X.Length, gradients.Router.Length,
-            gradients.GateUp.Length, gradients.Down.Length);
+        BlockChecks.BackwardShapes(Config, tokens, dY.Length, gradients.HiddenStates.Length, gradients.Gate.Length,
+            gradients.GateUpProj.Length, gradients.DownProj.Length);
         BlockChecks.BackwardContexts(Context, stream, dY, gradients);
         if (tokens == 0)
         {
             // T = 0: no token reaches any expert; every weight gradient is zero and dX is empty.
-            gradients.Router.FillBytes(0, stream);
-            gradients.GateUp.FillBytes(0, stream);
-            gradients.Down.FillBytes(0, stream);
+            gradients.Gate.FillBytes(0, stream);
+            gradients.GateUpProj.FillBytes(0, stream);
+            gradients.DownProj.FillBytes(0, stream);
             return;
         }
-        BackwardCore(stream, dY.AsRange(), gradients.X.AsRange(), gradients.Router.AsRange(),
-            gradients.GateUp.AsRange(), gradients.Down.AsRange());
+        BackwardCore(stream, dY.AsRange(), gradients.HiddenStates.AsRange(), gradients.Gate.AsRange(),
+            gradients.GateUpProj.AsRange(), gradients.DownProj.AsRange());
     }
 
     // ==== checks ====================================================================================================

@@ -44,7 +44,7 @@ public sealed class CudaKernel
     }
 
     /// <summary>cuFuncGetAttribute.</summary>
-    public unsafe int GetAttribute(CUfunction_attribute attribute)
+    internal unsafe int GetAttribute(CUfunction_attribute attribute)
     {
         IntPtr f = Handle;
         Context.MakeCurrent();

@@ -37,7 +37,7 @@ public enum CUresult
 }
 
 /// <summary>Kernel attributes (cuda.h <c>CUfunction_attribute</c>).</summary>
-public enum CUfunction_attribute
+internal enum CUfunction_attribute
 {
     CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0,
     CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = 1,
@@ -58,7 +58,7 @@ public enum CUfunction_attribute
 }
 
 /// <summary>Device attributes (cuda.h <c>CUdevice_attribute</c>); only those MoeNative reads.</summary>
-public enum CUdevice_attribute
+internal enum CUdevice_attribute
 {
     CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 1,
     CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK = 8,

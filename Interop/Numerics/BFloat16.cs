@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Runtime.CompilerServices;
 
-namespace MoeNative;
+namespace MoeNative.Interop;
 
 /// <summary>
 /// bfloat16: sign, 8 exponent bits, 7 mantissa bits — the upper half of an IEEE binary32.

@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
-namespace MoeNative;
+namespace MoeNative.Interop;
 
 /// <summary>
 /// Span conversions between <see cref="float"/> and the 16-bit storage types, vectorised with the BCL's

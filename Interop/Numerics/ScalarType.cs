@@ -1,4 +1,4 @@
-namespace MoeNative;
+namespace MoeNative.Interop;
 
 /// <summary>Storage dtype of a tensor. Arithmetic always accumulates in fp32 (fp64 in the float64 reference checks).</summary>
 public enum ScalarType

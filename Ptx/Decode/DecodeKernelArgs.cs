@@ -8,7 +8,7 @@ namespace MoeNative.Ptx;
 
 /// <summary><c>moe_decode_gate_up_silu_{dtype}</c>: grid (ceil(I/4), min(E, TK)), block 128.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct DecodeGateUpSiluArgs
+internal struct DecodeGateUpSiluArgs
 {
     public ulong X;         // [T,H] dtype in
     public ulong GateUp;    // Wgu [E,2I,H] dtype in
@@ -24,7 +24,7 @@ public struct DecodeGateUpSiluArgs
 
 /// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (H/8, min(E, TK)), block 128.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct DecodeDownCombineArgs
+internal struct DecodeDownCombineArgs
 {
     public ulong Act;        // A [TK,I] dtype in (expert order)
     public ulong Down;       // Wd [E,H,I] dtype in

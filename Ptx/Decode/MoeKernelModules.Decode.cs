@@ -1,8 +1,10 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Ptx;
 
 // The decode kernels' PTX file (beside this file), entry names and module: one module holds the bf16 and fp16
 // entries (fp32 blocks run the grouped path at every T).
-public static partial class MoeKernelModules
+internal static partial class MoeKernelModules
 {
     public const string DecodeExpertsFile = "Decode/decode_experts.ptx";
 

@@ -5,7 +5,7 @@ namespace MoeNative.Ptx;
 
 // Decode kernels (decode_experts.ptx): the expert MLPs of a few tokens in two launches that stream every hit expert's
 // weights once over all SMs. Routing (m_sizes, gather, inverse) comes from the routing kernels before them.
-public sealed partial class MoeKernels
+internal sealed partial class MoeKernels
 {
     /// <summary>Largest E the decode kernels handle (eight groups of 32 expert counts per warp).</summary>
     public const int DecodeMaxExperts = 256;

@@ -7,7 +7,7 @@ namespace MoeNative.Ptx;
 
 /// <summary><c>moe_convert_{src}_to_{dst}</c>: grid-stride, one element per thread per step.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct ConvertDtypeArgs
+internal struct ConvertDtypeArgs
 {
     public ulong Source;    // [N] src dtype in
     public ulong Dest;      // [N] dst dtype out (overwritten)
@@ -15,7 +15,7 @@ public struct ConvertDtypeArgs
 }
 
 /// <summary>The convert_dtype PTX file, its specialisations (every ordered pair of distinct storage dtypes) and entries.</summary>
-public static class DtypeConvertModules
+internal static class DtypeConvertModules
 {
     public const string File = "Elementwise/convert_dtype.ptx";
 
@@ -52,7 +52,7 @@ public static class DtypeConvertModules
 /// Storage-dtype conversion on the device (<see cref="Convert"/>), one instance per context (<see cref="For"/>),
 /// kernels JIT-compiled on first use. Validation before any launch; launches are asynchronous on the given stream.
 /// </summary>
-public sealed class DtypeConvertKernels
+internal sealed class DtypeConvertKernels
 {
     private const int Block = 256;
     private const int MaxGrid = 8192; // grid-stride beyond: 2M threads in flight cover any GPU

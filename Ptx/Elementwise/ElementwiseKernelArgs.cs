@@ -9,7 +9,7 @@ namespace MoeNative.Ptx;
 
 /// <summary><c>moe_gather_rows_{dtype}</c>: one CTA per destination row.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct GatherRowsArgs
+internal struct GatherRowsArgs
 {
     public ulong Source;    // [T,H] dtype in
     public ulong Gather;    // [TK] i32 in
@@ -22,7 +22,7 @@ public struct GatherRowsArgs
 
 /// <summary><c>moe_silu_mul_{dtype}</c>: one CTA per row.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct SiluMulArgs
+internal struct SiluMulArgs
 {
     public ulong GateUp;    // [R,2I] dtype in: [g | u]
     public ulong Act;       // [R,I] dtype out: silu(g) * u
@@ -33,7 +33,7 @@ public struct SiluMulArgs
 
 /// <summary><c>moe_silu_mul_backward_{dtype}</c>: one CTA per row.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct SiluMulBackwardArgs
+internal struct SiluMulBackwardArgs
 {
     public ulong GateUp;    // [R,2I] dtype in (forward input)
     public ulong DAct;      // [R,I] dtype in
@@ -45,7 +45,7 @@ public struct SiluMulBackwardArgs
 
 /// <summary><c>moe_topk_combine_{dtype}</c>: one CTA per token.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct TopKCombineArgs
+internal struct TopKCombineArgs
 {
     public ulong Expert;    // [TK,H] dtype in: U, row(p) = rowOfSlot ? rowOfSlot[p] : p
     public ulong RowOfSlot; // [TK] i32 in, or 0 for identity
@@ -59,7 +59,7 @@ public struct TopKCombineArgs
 
 /// <summary><c>moe_topk_combine_backward_{dtype}</c>: one CTA per token.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct TopKCombineBackwardArgs
+internal struct TopKCombineBackwardArgs
 {
     public ulong DOutput;   // [T,H] dtype in
     public ulong Expert;    // [TK,H] dtype in (forward U)
@@ -75,7 +75,7 @@ public struct TopKCombineBackwardArgs
 
 /// <summary><c>moe_sum_over_topk_{dtype}</c>: one CTA per token.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct SumOverTopKArgs
+internal struct SumOverTopKArgs
 {
     public ulong Slots;     // [TK,H] dtype in, token-slot order
     public ulong Addend;    // [T,H] dtype in, or 0

@@ -1,7 +1,9 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Ptx;
 
 // The elementwise kernels' PTX files (beside this file), entry names and specialisations (one module per dtype).
-public static partial class MoeKernelModules
+internal static partial class MoeKernelModules
 {
     public const string GatherRowsFile = "Elementwise/gather_rows.ptx";
     public const string SiluMulFile = "Elementwise/silu_mul.ptx";

@@ -4,7 +4,7 @@ using static MoeNative.Interop.DeviceRangeChecks;
 namespace MoeNative.Ptx;
 
 // Elementwise kernels: row gather, SwiGLU forward/backward, top-k combine forward/backward, dX sum over k.
-public sealed partial class MoeKernels
+internal sealed partial class MoeKernels
 {
     private const int RowBlock = 128;     // threads of every row kernel (8 elements each per step)
 

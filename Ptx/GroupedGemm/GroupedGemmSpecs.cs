@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
+using MoeNative.Interop;
 
 namespace MoeNative.Ptx;
 
@@ -12,7 +13,7 @@ namespace MoeNative.Ptx;
 /// <param name="EntryName">The .entry name after substitution.</param>
 /// <param name="DynamicSharedBytes">Dynamic shared memory per CTA the launch passes (0 for the FFMA kernels).</param>
 /// <param name="Values">Template values (exactly the placeholders of <paramref name="File"/>).</param>
-public sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType, GemmMath Math, GemmConfig Config,
+internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DType, GemmMath Math, GemmConfig Config,
     string File, string EntryName, int DynamicSharedBytes, IReadOnlyDictionary<string, string> Values)
 {
     /// <summary>Unique module name: file without extension + dtype + tile, e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.bf16.128x128x32_s4_w8.</summary>
@@ -51,7 +52,7 @@ public readonly record struct GroupedGemmSpecKey(GemmMath Math, GroupedGemmLayou
 /// Builds <see cref="GroupedGemmSpec"/>s: file names, entry names and the template values each PTX file expects
 /// (every derived size is computed here once; the PTX headers list the same formulas).
 /// </summary>
-public static class GroupedGemmSpecs
+internal static class GroupedGemmSpecs
 {
     /// <summary>Bytes of one K-major stage row of BK elements: 2*BK B of data + 16 B pad (80 or 144; /16 odd).</summary>
     public static int KMajorPitchOf(int blockK) => 2 * blockK + 16;

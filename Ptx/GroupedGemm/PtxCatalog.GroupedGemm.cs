@@ -1,6 +1,8 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Ptx;
 
-public static partial class PtxCatalog
+internal static partial class PtxCatalog
 {
     // The grouped-GEMM specialisations: every layout x dtype x candidate configuration (GroupedGemmSpecs.All).
     static partial void AddGroupedGemm(List<PtxModuleSpec> modules)

@@ -1,7 +1,9 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Ptx;
 
 // The routing kernels' PTX files (beside this file), entry names and specialisations.
-public static partial class MoeKernelModules
+internal static partial class MoeKernelModules
 {
     public const string RouterFile = "Routing/router_softmax_topk.ptx";
     public const string RoutingIndicesFile = "Routing/routing_indices.ptx";

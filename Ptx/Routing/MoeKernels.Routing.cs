@@ -4,7 +4,7 @@ using static MoeNative.Interop.DeviceRangeChecks;
 namespace MoeNative.Ptx;
 
 // Routing kernels: router softmax/top-k forward and backward, router logits GEMV, routing indices.
-public sealed partial class MoeKernels
+internal sealed partial class MoeKernels
 {
     /// <summary>Largest E the router kernels handle (8 experts per lane of one warp).</summary>
     public const int RouterMaxExperts = 256;

@@ -9,7 +9,7 @@ namespace MoeNative.Ptx;
 
 /// <summary><c>moe_router_softmax_topk_{dtype}</c>: one warp per token.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct RouterSoftmaxTopKArgs
+internal struct RouterSoftmaxTopKArgs
 {
     public ulong Logits;    // [T,E] dtype in
     public ulong Probs;     // [T,E] f32 out: softmax
@@ -23,7 +23,7 @@ public struct RouterSoftmaxTopKArgs
 
 /// <summary><c>moe_router_softmax_topk_backward_{dtype}</c>: one warp per token.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct RouterSoftmaxTopKBackwardArgs
+internal struct RouterSoftmaxTopKBackwardArgs
 {
     public ulong Probs;     // [T,E] f32 in (forward softmax)
     public ulong Selected;  // [T,k] i32 in
@@ -37,7 +37,7 @@ public struct RouterSoftmaxTopKBackwardArgs
 
 /// <summary><c>moe_routing_count_experts_i32</c>: one CTA, shared-memory histogram (E ints of dynamic shared memory).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct RoutingCountArgs
+internal struct RoutingCountArgs
 {
     public ulong Selected;  // [TK] i32 in
     public ulong MSizes;    // [E] i32 out
@@ -47,7 +47,7 @@ public struct RoutingCountArgs
 
 /// <summary><c>moe_routing_scatter_stable_i32</c>: one CTA per expert, scans all slots in order.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct RoutingScatterArgs
+internal struct RoutingScatterArgs
 {
     public ulong Selected;  // [TK] i32 in
     public ulong MSizes;    // [E] i32 in (from the count kernel)
@@ -59,7 +59,7 @@ public struct RoutingScatterArgs
 
 /// <summary><c>moe_router_logits_gemv_{bf16|fp16}</c>: L [T,E] = X·Wrᵀ for small T, two experts x eight tokens per CTA.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct RouterLogitsGemvArgs
+internal struct RouterLogitsGemvArgs
 {
     public ulong X;         // [T,H] dtype in
     public ulong Wr;        // [E,H] dtype in

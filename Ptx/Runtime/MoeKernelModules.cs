@@ -1,3 +1,5 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Ptx;
 
 /// <summary>
@@ -5,7 +7,7 @@ namespace MoeNative.Ptx;
 /// own beside its PTX (<c>Ptx/Routing/MoeKernelModules.Routing.cs</c>, <c>Ptx/Elementwise/MoeKernelModules.Elementwise.cs</c>);
 /// this file holds the naming rule, the dtype specialisation and the list of all of them.
 /// </summary>
-public static partial class MoeKernelModules
+internal static partial class MoeKernelModules
 {
     /// <summary>Module name = file path without extension + "." + dtype, e.g. "Elementwise/silu_mul.bf16".</summary>
     public static string ModuleName(string file, ScalarType? dtype) =>

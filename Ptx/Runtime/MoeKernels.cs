@@ -17,7 +17,7 @@ namespace MoeNative.Ptx;
 /// Legend: T tokens, E experts, k top-k, TK = T*k token slots, H hidden, I intermediate, R rows.
 /// p = t*k + j token slot, r expert-ordered row; gather[r] = p, inverse[p] = r. Outputs are overwritten, never accumulated.
 /// </summary>
-public sealed partial class MoeKernels
+internal sealed partial class MoeKernels
 {
     private static readonly ConditionalWeakTable<CudaContext, MoeKernels> Instances = new();
 

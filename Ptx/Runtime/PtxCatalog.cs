@@ -3,12 +3,12 @@ using System.Diagnostics.CodeAnalysis;
 namespace MoeNative.Ptx;
 
 /// <summary>One kernel of a module: its .entry name and the C# struct its launches pass (declared once).</summary>
-public sealed record PtxKernelSpec(
+internal sealed record PtxKernelSpec(
     string EntryName,
     [property: DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicFields | DynamicallyAccessedMemberTypes.NonPublicFields)] Type ArgsType);
 
 /// <summary>One loadable module: a unique name (also the dump file name), its specialised PTX text and its kernels.</summary>
-public sealed record PtxModuleSpec(string ModuleName, string Ptx, IReadOnlyList<PtxKernelSpec> Kernels)
+internal sealed record PtxModuleSpec(string ModuleName, string Ptx, IReadOnlyList<PtxKernelSpec> Kernels)
 {
     public override string ToString() => ModuleName;
 }
@@ -19,7 +19,7 @@ public sealed record PtxModuleSpec(string ModuleName, string Ptx, IReadOnlyList<
 /// here; the grouped GEMM adds its specialisations by implementing <see cref="AddGroupedGemm"/> in its own file
 /// (<c>static partial void AddGroupedGemm(List&lt;PtxModuleSpec&gt; modules)</c> inside <c>partial class PtxCatalog</c>).
 /// </summary>
-public static partial class PtxCatalog
+internal static partial class PtxCatalog
 {
     /// <summary>All specialisations, sorted by module name; module names are unique.</summary>
     public static IReadOnlyList<PtxModuleSpec> All()

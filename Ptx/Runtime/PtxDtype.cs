@@ -1,3 +1,5 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Ptx;
 
 /// <summary>
@@ -14,7 +16,7 @@ namespace MoeNative.Ptx;
 /// per word, low half = lower address), two for fp32. VLD16_NC reads through the read-only (.nc) path.</description></item>
 /// </list>
 /// </summary>
-public static class PtxDtype
+internal static class PtxDtype
 {
     /// <summary>The storage dtypes every dtype-generic kernel is specialised for.</summary>
     public static IReadOnlyList<ScalarType> All { get; } = [ScalarType.BFloat16, ScalarType.Float16, ScalarType.Float32];

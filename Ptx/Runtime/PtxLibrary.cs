@@ -7,7 +7,7 @@ namespace MoeNative.Ptx;
 /// family's launcher). A file <c>Ptx/Routing/router_softmax_topk.ptx</c> is addressed by its path relative to
 /// <c>Ptx/</c>: <c>"Routing/router_softmax_topk.ptx"</c> (either slash works).
 /// </summary>
-public static class PtxLibrary
+internal static class PtxLibrary
 {
     private const string ResourcePrefix = "MoeNative.Ptx.";
     private static readonly Assembly Owner = typeof(PtxLibrary).Assembly;

@@ -14,7 +14,7 @@ namespace MoeNative.Ptx;
 /// Set <c>MOENATIVE_PTX_DUMP=dir</c> to write every specialised PTX text the process loads to
 /// <c>dir/&lt;moduleName&gt;.&lt;key prefix&gt;.ptx</c> (written to a temp file and renamed, so readers never see half a file).
 /// </summary>
-public static class PtxModuleCache
+internal static class PtxModuleCache
 {
     /// <summary>Environment variable naming the directory specialised PTX is dumped to.</summary>
     public const string DumpEnvironmentVariable = "MOENATIVE_PTX_DUMP";
@@ -117,7 +117,7 @@ public static class PtxModuleCache
 }
 
 /// <summary>A loaded kernel bound to its launch-args struct, so a launch can only pass the struct it was checked against.</summary>
-public sealed class PtxKernel<TArgs> where TArgs : unmanaged
+internal sealed class PtxKernel<TArgs> where TArgs : unmanaged
 {
     internal PtxKernel(CudaKernel kernel) => Kernel = kernel;
 

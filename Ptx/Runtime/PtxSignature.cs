@@ -8,7 +8,7 @@ namespace MoeNative.Ptx;
 
 /// <summary>One kernel parameter: PTX type (<c>.u64</c>, <c>.s64</c>, <c>.s32</c>, <c>.u32</c>, <c>.f32</c>, or a byte
 /// array written with its alignment, <c>.align 64 .b8[128]</c> for a <see cref="CudaTensorMap"/>) and name.</summary>
-public readonly record struct PtxParam(string Type, string Name)
+internal readonly record struct PtxParam(string Type, string Name)
 {
     public override string ToString() => $".param {Type} {Name}";
 }
@@ -19,7 +19,7 @@ public readonly record struct PtxParam(string Type, string Name)
 /// Args structs are <c>[StructLayout(LayoutKind.Sequential)]</c>, one field per parameter, in order:
 /// ulong = .u64 (pointers), long = .s64, int = .s32, uint = .u32, float = .f32.
 /// </summary>
-public sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxParam> parameters)
+internal sealed partial class PtxSignature(string entryName, IReadOnlyList<PtxParam> parameters)
 {
     public string EntryName { get; } = entryName;
 

@@ -4,7 +4,7 @@ using System.Text.RegularExpressions;
 namespace MoeNative.Ptx;
 
 // Step 1 of PtxTemplate: #include lines replaced by fragment text (syntax in PtxTemplate's summary).
-public static partial class PtxTemplate
+internal static partial class PtxTemplate
 {
     /// <summary>Deepest include chain accepted (a chain this long is a mistake, not a design).</summary>
     public const int MaxIncludeDepth = 16;

@@ -23,7 +23,7 @@ namespace MoeNative.Ptx;
 /// constant can never be silently ignored; an <c>#include</c> line left uncomposed is an error too.</para>
 /// The result is plain PTX: what <c>moenative ptx dump</c> writes, ptxas checks and <see cref="PtxSignature"/> parses.
 /// </summary>
-public static partial class PtxTemplate
+internal static partial class PtxTemplate
 {
     [GeneratedRegex(@"\{\{([A-Za-z0-9_]+)\}\}")]
     private static partial Regex PlaceholderRegex();
@@ -78,7 +78,7 @@ public static partial class PtxTemplate
 }
 
 /// <summary>A PTX template could not be specialised; <see cref="Missing"/> and <see cref="Unknown"/> name the culprits.</summary>
-public sealed class PtxTemplateException(string message, IReadOnlyList<string> missing, IReadOnlyList<string> unknown)
+internal sealed class PtxTemplateException(string message, IReadOnlyList<string> missing, IReadOnlyList<string> unknown)
     : ArgumentException(message)
 {
     /// <summary>Placeholders in the text that were given no value.</summary>

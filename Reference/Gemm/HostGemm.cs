@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using MoeNative.Interop;
 
 namespace MoeNative.Reference;
 

@@ -1,4 +1,5 @@
 using System.Numerics;
+using MoeNative.Interop;
 
 namespace MoeNative.Reference;
 

@@ -8,7 +8,7 @@ namespace MoeNative.Reference.IO;
 /// block the first read, <c>/dev/zero</c> never ends), size-capped before any byte is read, UTF-8 checked. Failures
 /// are <see cref="InvalidDataException"/> or <see cref="FileNotFoundException"/> naming the file and what was expected.
 /// </summary>
-public static class InputFiles
+internal static class InputFiles
 {
     /// <summary>Cap of a Hugging Face <c>config.json</c> (real ones are a few KiB).</summary>
     public const long MaxConfigBytes = 1L << 20;

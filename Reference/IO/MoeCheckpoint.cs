@@ -1,4 +1,5 @@
 using System.Text.Json;
+using MoeNative.Interop;
 
 namespace MoeNative.Reference.IO;
 
@@ -172,9 +173,9 @@ public static class MoeCheckpoint
     public static MoeWeights LoadWeights(MoeConfig config, SafetensorsCollection files, int? layer = null, ScalarType roundTo = ScalarType.Float32)
     {
         IReadOnlyList<MoeTensorPlacement> placements = MoeCheckpointLayout.Resolve(config, files, layer); // every tensor checked first
-        var router = new float[config.RouterElements];
-        var gateUp = new float[config.GateUpElements];
-        var down = new float[config.DownElements];
+        var router = new float[config.GateElements];
+        var gateUp = new float[config.GateUpProjElements];
+        var down = new float[config.DownProjElements];
         foreach (MoeTensorPlacement p in placements)
         {
             float[] target = p.Part switch { MoeWeightPart.Router => router, MoeWeightPart.GateUp => gateUp, _ => down };

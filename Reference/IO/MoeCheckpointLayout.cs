@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using MoeNative.Interop;
 
 namespace MoeNative.Reference.IO;
 
@@ -90,9 +91,9 @@ public static partial class MoeCheckpointLayout
     /// <summary>Elements of <paramref name="part"/> in a layer of <paramref name="config"/>.</summary>
     public static long Elements(MoeConfig config, MoeWeightPart part) => part switch
     {
-        MoeWeightPart.Router => config.RouterElements,
-        MoeWeightPart.GateUp => config.GateUpElements,
-        MoeWeightPart.Down => config.DownElements,
+        MoeWeightPart.Router => config.GateElements,
+        MoeWeightPart.GateUp => config.GateUpProjElements,
+        MoeWeightPart.Down => config.DownProjElements,
         _ => throw new ArgumentOutOfRangeException(nameof(part), part, null),
     };
 

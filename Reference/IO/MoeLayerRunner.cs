@@ -1,7 +1,9 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Reference.IO;
 
 /// <summary>What <see cref="MoeLayerRunner.Run"/> does (the CLI <c>run</c> command's arguments).</summary>
-public sealed record MoeRunOptions
+internal sealed record MoeRunOptions
 {
     /// <summary>A preset name or a path to a Hugging Face config.json (or its directory).</summary>
     public required string Config { get; init; }
@@ -29,7 +31,7 @@ public sealed record MoeRunOptions
 /// <param name="X">hidden_states // [T,H] (a [B,S,H] input flattened).</param>
 /// <param name="Shape">hidden_states' shape as stored.</param>
 /// <param name="DY">grad_output // [T,H], or null for a forward-only run.</param>
-public sealed record MoeRunInputs(MoeWeights Weights, float[] X, long[] Shape, float[]? DY)
+internal sealed record MoeRunInputs(MoeWeights Weights, float[] X, long[] Shape, float[]? DY)
 {
     /// <summary>T.</summary>
     public int Tokens => checked((int)(X.LongLength / Weights.Config.HiddenSize));
@@ -40,10 +42,10 @@ public sealed record MoeRunInputs(MoeWeights Weights, float[] X, long[] Shape, f
 /// <param name="Tokens">T.</param>
 /// <param name="InputShape">Shape of hidden_states as read ([T,H] or [B,S,H]).</param>
 /// <param name="Written">Tensor names written to the output file, with shapes.</param>
-public sealed record MoeRunSummary(MoeConfig Config, int Tokens, long[] InputShape, IReadOnlyList<(string Name, long[] Shape)> Written);
+internal sealed record MoeRunSummary(MoeConfig Config, int Tokens, long[] InputShape, IReadOnlyList<(string Name, long[] Shape)> Written);
 
 /// <summary>Runs one real expert layer from files to a file: the library side of the CLI's <c>run</c>.</summary>
-public static class MoeLayerRunner
+internal static class MoeLayerRunner
 {
     public const string InputName = "hidden_states";
     public const string GradOutputName = "grad_output";
@@ -95,9 +97,9 @@ public static class MoeLayerRunner
         if (!options.AllowNonFinite)
         {
             string prefix = MoeCheckpoint.Prefix(options.Layer);
-            NonFiniteValues.RequireFinite(weights.Router, $"{options.Weights}: weight '{prefix}gate.weight'", options.DType);
-            NonFiniteValues.RequireFinite(weights.GateUp, $"{options.Weights}: the gate/up projections ('{prefix}experts.*')", options.DType);
-            NonFiniteValues.RequireFinite(weights.Down, $"{options.Weights}: the down projections ('{prefix}experts.*')", options.DType);
+            NonFiniteValues.RequireFinite(weights.Gate, $"{options.Weights}: weight '{prefix}gate.weight'", options.DType);
+            NonFiniteValues.RequireFinite(weights.GateUpProj, $"{options.Weights}: the gate/up projections ('{prefix}experts.*')", options.DType);
+            NonFiniteValues.RequireFinite(weights.DownProj, $"{options.Weights}: the down projections ('{prefix}experts.*')", options.DType);
             RequireFiniteInputs(options, x, dY);
         }
         return new MoeRunInputs(weights, x, shape, dY);
@@ -163,7 +165,7 @@ public static class MoeLayerRunner
         var values = new List<(string, float[])> { ("output", forward.Output), ("router_logits", forward.RouterLogits) };
         if (gradients is not null)
         {
-            values.AddRange([("grad_hidden_states", gradients.X), ("grad_gate", gradients.Router), ("grad_gate_proj", gradients.GateProj),
+            values.AddRange([("grad_hidden_states", gradients.HiddenStates), ("grad_gate", gradients.Gate), ("grad_gate_proj", gradients.GateProj),
                 ("grad_up_proj", gradients.UpProj), ("grad_down_proj", gradients.DownProj)]);
         }
         IReadOnlyList<string> nonFinite = NonFiniteValues.Describe(values);
@@ -178,8 +180,8 @@ public static class MoeLayerRunner
         };
         if (gradients is not null)
         {
-            entries.Add(SafetensorsEntry.FromFloats("grad_hidden_states", inputShape, gradients.X));
-            entries.Add(SafetensorsEntry.FromFloats("grad_gate", [e, h], gradients.Router));
+            entries.Add(SafetensorsEntry.FromFloats("grad_hidden_states", inputShape, gradients.HiddenStates));
+            entries.Add(SafetensorsEntry.FromFloats("grad_gate", [e, h], gradients.Gate));
             entries.Add(SafetensorsEntry.FromFloats("grad_gate_proj", [e, i, h], gradients.GateProj));
             entries.Add(SafetensorsEntry.FromFloats("grad_up_proj", [e, i, h], gradients.UpProj));
             entries.Add(SafetensorsEntry.FromFloats("grad_down_proj", [e, h, i], gradients.DownProj));

@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
+using MoeNative.Interop;
 
 namespace MoeNative.Reference.IO;
 

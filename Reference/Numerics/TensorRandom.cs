@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using MoeNative.Interop;
 
 namespace MoeNative.Reference;
 

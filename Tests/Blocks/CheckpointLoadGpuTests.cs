@@ -24,9 +24,9 @@ public sealed class CheckpointLoadGpuTests
 
     private static void AssertSame(MoeWeights expected, MoeWeights actual, string what)
     {
-        CollectionAssert.AreEqual(expected.Router, actual.Router, $"{what}: router");
-        CollectionAssert.AreEqual(expected.GateUp, actual.GateUp, $"{what}: gate_up");
-        CollectionAssert.AreEqual(expected.Down, actual.Down, $"{what}: down");
+        CollectionAssert.AreEqual(expected.Gate, actual.Gate, $"{what}: router");
+        CollectionAssert.AreEqual(expected.GateUpProj, actual.GateUpProj, $"{what}: gate_up");
+        CollectionAssert.AreEqual(expected.DownProj, actual.DownProj, $"{what}: down");
     }
 
     [TestMethod]
@@ -67,7 +67,7 @@ public sealed class CheckpointLoadGpuTests
 
         CollectionAssert.AreEqual(Enumerable.Range(0, layers).ToArray(), model.Layers.ToArray());
         Assert.AreEqual(fileBytes, model.LoadStats.FileBytes);
-        Assert.AreEqual(layers * (Small.RouterElements + Small.GateUpElements + Small.DownElements) * 2, model.SizeInBytes);
+        Assert.AreEqual(layers * (Small.GateElements + Small.GateUpProjElements + Small.DownProjElements) * 2, model.SizeInBytes);
         Assert.IsTrue(reports.Count > layers, "one report per chunk");
         Assert.IsTrue(reports.Zip(reports.Skip(1)).All(p => p.Second.BytesDone >= p.First.BytesDone && p.Second.Layer >= p.First.Layer), "monotonic");
         Assert.AreEqual(fileBytes, reports[^1].BytesDone);

@@ -3,6 +3,7 @@ using MoeNative.Blocks;
 using MoeNative.Reference;
 using MoeNative.Reference.IO;
 using MoeNative.Tests.Cli;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Blocks;
 
@@ -89,7 +90,7 @@ public sealed class CheckpointStreamerTests
 
         using SafetensorsCollection files = SafetensorsCollection.Open(folder.Path("ckpt"));
         CollectionAssert.AreEqual(Enumerable.Range(0, layers).ToArray(), MoeCheckpointLayout.MoeLayers(files).ToArray());
-        long[] elements = [c.RouterElements, c.GateUpElements, c.DownElements];
+        long[] elements = [c.GateElements, c.GateUpProjElements, c.DownProjElements];
         var plans = Enumerable.Range(0, layers).Select(l => MoeCheckpointLayout.Resolve(c, files, l)).ToArray();
         var targets = plans.Select(_ => new HostTarget(chunk, dtype, elements, keepBytes: false)).ToArray();
 
@@ -106,9 +107,9 @@ public sealed class CheckpointStreamerTests
         for (int l = 0; l < layers; l++)
         {
             MoeWeights host = MoeCheckpoint.LoadWeights(c, files, l, dtype); // independent path: whole tensors, host conversion
-            Assert.AreEqual(ExpectedHash(host.Router, dtype), targets[l].Hash(0), $"layer {l} router");
-            Assert.AreEqual(ExpectedHash(host.GateUp, dtype), targets[l].Hash(1), $"layer {l} gate_up");
-            Assert.AreEqual(ExpectedHash(host.Down, dtype), targets[l].Hash(2), $"layer {l} down");
+            Assert.AreEqual(ExpectedHash(host.Gate, dtype), targets[l].Hash(0), $"layer {l} router");
+            Assert.AreEqual(ExpectedHash(host.GateUpProj, dtype), targets[l].Hash(1), $"layer {l} gate_up");
+            Assert.AreEqual(ExpectedHash(host.DownProj, dtype), targets[l].Hash(2), $"layer {l} down");
         }
     }
 
@@ -121,15 +122,15 @@ public sealed class CheckpointStreamerTests
         SyntheticCheckpoint.Write(folder.Path("fu"), c, 2, SafetensorsDType.F32, CheckpointLayout.Fused, 5);
         MoeWeights pe = MoeCheckpoint.LoadWeights(c, folder.Path("pe"), 1);
         MoeWeights fu = MoeCheckpoint.LoadWeights(c, folder.Path("fu"), 1);
-        CollectionAssert.AreEqual(pe.GateUp, fu.GateUp, "the two layouts hold the same values");
-        CollectionAssert.AreEqual(pe.Down, fu.Down);
+        CollectionAssert.AreEqual(pe.GateUpProj, fu.GateUpProj, "the two layouts hold the same values");
+        CollectionAssert.AreEqual(pe.DownProj, fu.DownProj);
         float hs = 1f / MathF.Sqrt(16), isd = 1f / MathF.Sqrt(8);
-        Assert.AreEqual(SyntheticCheckpoint.Value(5, 1, 0, 7, hs), pe.Router[7]);
-        Assert.AreEqual(SyntheticCheckpoint.Value(5, 1, 1 + 3 * 2, 9, hs), pe.GateProj(2)[9], "expert 2 gate_proj");
-        Assert.AreEqual(SyntheticCheckpoint.Value(5, 1, 2 + 3 * 2, 9, hs), pe.UpProj(2)[9], "expert 2 up_proj");
-        Assert.AreEqual(SyntheticCheckpoint.Value(5, 1, 3 + 3 * 1, 100, isd), pe.DownProj(1)[100], "expert 1 down_proj");
+        Assert.AreEqual(SyntheticCheckpoint.Value(5, 1, 0, 7, hs), pe.Gate[7]);
+        Assert.AreEqual(SyntheticCheckpoint.Value(5, 1, 1 + 3 * 2, 9, hs), pe.GateProjOf(2)[9], "expert 2 gate_proj");
+        Assert.AreEqual(SyntheticCheckpoint.Value(5, 1, 2 + 3 * 2, 9, hs), pe.UpProjOf(2)[9], "expert 2 up_proj");
+        Assert.AreEqual(SyntheticCheckpoint.Value(5, 1, 3 + 3 * 1, 100, isd), pe.DownProjOf(1)[100], "expert 1 down_proj");
         float bound = MathF.Sqrt(3) * hs;
-        Assert.IsTrue(pe.GateUp.All(v => MathF.Abs(v) <= bound) && pe.GateUp.Any(v => MathF.Abs(v) > bound / 2), "uniform in +-sqrt(3)/sqrt(H)");
+        Assert.IsTrue(pe.GateUpProj.All(v => MathF.Abs(v) <= bound) && pe.GateUpProj.Any(v => MathF.Abs(v) > bound / 2), "uniform in +-sqrt(3)/sqrt(H)");
         MoeConfig fromFile = MoeConfig.FromFile(folder.Path("pe"));
         Assert.AreEqual(c with { Name = fromFile.Name }, fromFile, "config.json describes the layer");
     }
@@ -142,12 +143,12 @@ public sealed class CheckpointStreamerTests
         // its element of the destination, far past 2^31 elements' worth of bytes.
         var c = new MoeConfig(HiddenSize: 3584, IntermediateSize: 2560, NumExperts: 64, TopK: 8);
         using var folder = new TempFolder("stream-big");
-        long[] gateUpMarks = [0, (1L << 29) + 3, (1L << 30) + 5, c.GateUpElements - 1], downMarks = [(1L << 29) - 1, c.DownElements - 1];
+        long[] gateUpMarks = [0, (1L << 29) + 3, (1L << 30) + 5, c.GateUpProjElements - 1], downMarks = [(1L << 29) - 1, c.DownProjElements - 1];
         SafetensorsWriter.Write(folder.Path("big.safetensors"),
         [
-            SafetensorsEntry.FromFloats("gate.weight", [c.NumExperts, c.HiddenSize], new float[c.RouterElements]),
-            SafetensorsEntry.FromWriter("experts.gate_up_proj", SafetensorsDType.F32, [c.NumExperts, 2L * c.IntermediateSize, c.HiddenSize], Marked(c.GateUpElements, gateUpMarks)),
-            SafetensorsEntry.FromWriter("experts.down_proj", SafetensorsDType.F32, [c.NumExperts, c.HiddenSize, c.IntermediateSize], Marked(c.DownElements, downMarks)),
+            SafetensorsEntry.FromFloats("gate.weight", [c.NumExperts, c.HiddenSize], new float[c.GateElements]),
+            SafetensorsEntry.FromWriter("experts.gate_up_proj", SafetensorsDType.F32, [c.NumExperts, 2L * c.IntermediateSize, c.HiddenSize], Marked(c.GateUpProjElements, gateUpMarks)),
+            SafetensorsEntry.FromWriter("experts.down_proj", SafetensorsDType.F32, [c.NumExperts, c.HiddenSize, c.IntermediateSize], Marked(c.DownProjElements, downMarks)),
         ]);
         using SafetensorsCollection files = SafetensorsCollection.Open(folder.Path("big.safetensors"));
         var plan = MoeCheckpointLayout.Resolve(c, files, null);
@@ -173,11 +174,11 @@ public sealed class CheckpointStreamerTests
         using var folder = new TempFolder("finite");
         MoeWeights w = MoeWeights.Random(c, 12, ScalarType.BFloat16);
         const int expert = 2, index = 1000; // down_proj of expert 2, element 1000: chunk 1 (16-bit) or 2 (f32) of 2 KiB; the index counts from the tensor start
-        w.Down[expert * 64 * 48 + index] = bad;
+        w.DownProj[expert * 64 * 48 + index] = bad;
         CliTestData.WriteWeights(folder.Path("w.safetensors"), w, fileDType, perExpert: true, layer: null);
         using SafetensorsCollection files = SafetensorsCollection.Open(folder.Path("w.safetensors"));
         var plan = MoeCheckpointLayout.Resolve(c, files, null);
-        var target = new HostTarget(2048, dtype, [c.RouterElements, c.GateUpElements, c.DownElements], keepBytes: false);
+        var target = new HostTarget(2048, dtype, [c.GateElements, c.GateUpProjElements, c.DownProjElements], keepBytes: false);
         if (!refused)
         {
             CheckpointStreamer.Run(plan, target, null, requireFiniteIn: dtype);
@@ -187,7 +188,7 @@ public sealed class CheckpointStreamerTests
         StringAssert.Contains(e.Message, $"tensor 'experts.{expert}.down_proj.weight'");
         StringAssert.Contains(e.Message, $"in {dtype.ShortName()} at flat index {index}");
         StringAssert.Contains(e.Message, "--allow-nonfinite");
-        CheckpointStreamer.Run(MoeCheckpointLayout.Resolve(c, files, null), new HostTarget(2048, dtype, [c.RouterElements, c.GateUpElements, c.DownElements], false), null); // unchecked: streams
+        CheckpointStreamer.Run(MoeCheckpointLayout.Resolve(c, files, null), new HostTarget(2048, dtype, [c.GateElements, c.GateUpProjElements, c.DownProjElements], false), null); // unchecked: streams
     }
 
     [TestMethod]

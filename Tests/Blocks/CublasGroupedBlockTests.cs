@@ -67,9 +67,9 @@ public sealed class CublasGroupedBlockTests
         using var w = Upload<TElem>(context, reference.Forward.Routing.Weights, dt);
         using var y = new DeviceBuffer<TElem>(context, reference.X.Length);
         using var dX = new DeviceBuffer<TElem>(context, reference.X.Length);
-        using var dRouter = new DeviceBuffer<TElem>(context, c.RouterElements);
-        using var dGateUp = new DeviceBuffer<TElem>(context, c.GateUpElements);
-        using var dDown = new DeviceBuffer<TElem>(context, c.DownElements);
+        using var dRouter = new DeviceBuffer<TElem>(context, c.GateElements);
+        using var dGateUp = new DeviceBuffer<TElem>(context, c.GateUpProjElements);
+        using var dDown = new DeviceBuffer<TElem>(context, c.DownProjElements);
         foreach (var b in new[] { y, dX, dRouter, dGateUp, dDown }) b.FillBytes(0xFF, stream);
         block.Forward(stream, x, y, tokens, new DeviceRouting<TElem>(sel, w));
         block.Backward(stream, dY, new DeviceGradients<TElem>(dX, dRouter, dGateUp, dDown));

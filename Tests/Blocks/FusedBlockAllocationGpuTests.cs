@@ -34,9 +34,9 @@ public sealed class FusedBlockAllocationGpuTests
         using var dYd = FusedBlockGpuTests.UploadBf16(context, dY);
         using var y = new DeviceBuffer<BFloat16>(context, x.Length);
         using var dX = new DeviceBuffer<BFloat16>(context, x.Length);
-        using var dRouter = new DeviceBuffer<BFloat16>(context, c.RouterElements);
-        using var dGateUp = new DeviceBuffer<BFloat16>(context, c.GateUpElements);
-        using var dDown = new DeviceBuffer<BFloat16>(context, c.DownElements);
+        using var dRouter = new DeviceBuffer<BFloat16>(context, c.GateElements);
+        using var dGateUp = new DeviceBuffer<BFloat16>(context, c.GateUpProjElements);
+        using var dDown = new DeviceBuffer<BFloat16>(context, c.DownProjElements);
         var gradients = new DeviceGradients<BFloat16>(dX, dRouter, dGateUp, dDown);
 
         block.Reserve(tokens, backward: true);

@@ -111,19 +111,19 @@ public sealed class FusedBlockGpuTests
         using var dYd = UploadBf16(context, dY);
         using var y = new DeviceBuffer<BFloat16>(context, x.Length);
         using var dX = new DeviceBuffer<BFloat16>(context, x.Length);
-        using var dRouter = new DeviceBuffer<BFloat16>(context, c.RouterElements);
-        using var dGateUp = new DeviceBuffer<BFloat16>(context, c.GateUpElements);
-        using var dDown = new DeviceBuffer<BFloat16>(context, c.DownElements);
+        using var dRouter = new DeviceBuffer<BFloat16>(context, c.GateElements);
+        using var dGateUp = new DeviceBuffer<BFloat16>(context, c.GateUpProjElements);
+        using var dDown = new DeviceBuffer<BFloat16>(context, c.DownProjElements);
         foreach (var b in new[] { y, dX, dRouter, dGateUp, dDown }) b.FillBytes(0xFF, stream);
         block.Forward(stream, xd, y, tokens);
         block.Backward(stream, dYd, new DeviceGradients<BFloat16>(dX, dRouter, dGateUp, dDown));
         stream.Synchronize();
 
         CollectionAssert.AreEqual(host.Output, DownloadBf16(y, x.Length));
-        CollectionAssert.AreEqual(hostGrads.X, DownloadBf16(dX, x.Length));
-        CollectionAssert.AreEqual(hostGrads.Router, DownloadBf16(dRouter, c.RouterElements));
-        CollectionAssert.AreEqual(hostGrads.GateUp, DownloadBf16(dGateUp, c.GateUpElements));
-        CollectionAssert.AreEqual(hostGrads.DownProj, DownloadBf16(dDown, c.DownElements));
+        CollectionAssert.AreEqual(hostGrads.HiddenStates, DownloadBf16(dX, x.Length));
+        CollectionAssert.AreEqual(hostGrads.Gate, DownloadBf16(dRouter, c.GateElements));
+        CollectionAssert.AreEqual(hostGrads.GateUpProj, DownloadBf16(dGateUp, c.GateUpProjElements));
+        CollectionAssert.AreEqual(hostGrads.DownProj, DownloadBf16(dDown, c.DownProjElements));
         Assert.AreEqual(capacity, block.WorkspaceCapacityTokens, "same shape class: no reallocation");
         Assert.AreEqual(bytes, block.WorkspaceBytes);
 
@@ -140,9 +140,9 @@ public sealed class FusedBlockGpuTests
         Assert.IsEmpty(r.Output);
         Assert.AreEqual(0, r.Tokens);
         MoeGradients g = block.Backward([]);
-        Assert.IsEmpty(g.X);
-        Assert.AreEqual(c.GateUpElements, g.GateUp.LongLength);
-        Assert.IsTrue(g.GateUp.All(v => v == 0f) && g.DownProj.All(v => v == 0f) && g.Router.All(v => v == 0f));
+        Assert.IsEmpty(g.HiddenStates);
+        Assert.AreEqual(c.GateUpProjElements, g.GateUpProj.LongLength);
+        Assert.IsTrue(g.GateUpProj.All(v => v == 0f) && g.DownProj.All(v => v == 0f) && g.Gate.All(v => v == 0f));
     }
 
     [TestMethod]

@@ -1,5 +1,6 @@
 using MoeNative.Blocks;
 using MoeNative.Reference;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Blocks;
 
@@ -157,7 +158,7 @@ public sealed class FusedBlockValidationTests
             Assert.IsFalse(tuner.NeedsTuning(gemm, 128));
             // Without autotune the tuner neither launches nor lists candidates: no GEMM, no stream needed.
             var call = new FusedGemmCall(gemm, default, default, default, default, 8, 8, default, default, default, default);
-            seen.Add(tuner.Choose(null!, null!, MoeNative.ScalarType.BFloat16, 128, in call));
+            seen.Add(tuner.Choose(null!, null!, MoeNative.Interop.ScalarType.BFloat16, 128, in call));
         }
         CollectionAssert.AreEqual(new[] { forward, data, weight }, seen);
         Assert.IsEmpty(tuner.Timings);

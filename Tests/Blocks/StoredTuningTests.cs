@@ -100,7 +100,7 @@ public sealed class StoredTuningTests
         }
         // same configs, deterministic kernels: the same bits
         CollectionAssert.AreEqual(firstOut.Output, secondOut.Output);
-        CollectionAssert.AreEqual(firstGrad.X, secondGrad.X);
+        CollectionAssert.AreEqual(firstGrad.HiddenStates, secondGrad.HiddenStates);
         CollectionAssert.AreEqual(firstGrad.GateProj, secondGrad.GateProj);
     }
 

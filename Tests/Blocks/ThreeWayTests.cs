@@ -129,13 +129,13 @@ public sealed class ThreeWayTests
     /// rounding (grouped vs fused, cuBLAS vs host): the strict scaled rule.</param>
     internal static void CompareGradients(ComparisonLog log, MoeConfig c, MoeGradients actual, MoeGradients expected, float[]? routerScale)
     {
-        log.Close("grad_hidden_states", actual.X, expected.X);
-        if (routerScale is null) log.Close("grad_gate (router)", actual.Router, expected.Router);
-        else log.CloseRouterGradient("grad_gate (router)", actual.Router, expected.Router, routerScale);
+        log.Close("grad_hidden_states", actual.HiddenStates, expected.HiddenStates);
+        if (routerScale is null) log.Close("grad_gate (router)", actual.Gate, expected.Gate);
+        else log.CloseRouterGradient("grad_gate (router)", actual.Gate, expected.Gate, routerScale);
         long ih = (long)c.IntermediateSize * c.HiddenSize;
         // gate_proj = rows 0..I-1 and up_proj = rows I..2I-1 of each expert's [2I,H] block of gate_up.
-        log.ClosePerExpert("grad_gate_proj", actual.GateUp, expected.GateUp, c.NumExperts, ih, 0, 2 * ih);
-        log.ClosePerExpert("grad_up_proj", actual.GateUp, expected.GateUp, c.NumExperts, ih, ih, 2 * ih);
+        log.ClosePerExpert("grad_gate_proj", actual.GateUpProj, expected.GateUpProj, c.NumExperts, ih, 0, 2 * ih);
+        log.ClosePerExpert("grad_up_proj", actual.GateUpProj, expected.GateUpProj, c.NumExperts, ih, ih, 2 * ih);
         log.ClosePerExpert("grad_down_proj", actual.DownProj, expected.DownProj, c.NumExperts, ih);
     }
 }

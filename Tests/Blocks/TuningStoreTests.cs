@@ -1,5 +1,6 @@
 using MoeNative.Blocks;
 using MoeNative.Ptx;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Blocks;
 

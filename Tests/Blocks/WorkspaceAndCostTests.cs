@@ -2,6 +2,7 @@ using System.Text.Json;
 using MoeNative.Blocks;
 using MoeNative.Blocks.Benchmarking;
 using MoeNative.Reference;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Blocks;
 

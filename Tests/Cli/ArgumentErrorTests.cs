@@ -59,9 +59,9 @@ public sealed class ArgumentErrorTests
             case "input-shape": CliTestData.WriteTensor(input, "hidden_states", [4, 16], new float[64]); break;
             case "weights-shape":
                 SafetensorsWriter.Write(weightsPath, [
-                    SafetensorsEntry.FromFloats("gate.weight", [c.NumExperts, c.HiddenSize], weights.Router),
-                    SafetensorsEntry.FromFloats("experts.gate_up_proj", [c.NumExperts, 2 * c.IntermediateSize, c.HiddenSize], weights.GateUp),
-                    SafetensorsEntry.FromFloats("experts.down_proj", [c.NumExperts, c.IntermediateSize, c.HiddenSize], weights.Down),
+                    SafetensorsEntry.FromFloats("gate.weight", [c.NumExperts, c.HiddenSize], weights.Gate),
+                    SafetensorsEntry.FromFloats("experts.gate_up_proj", [c.NumExperts, 2 * c.IntermediateSize, c.HiddenSize], weights.GateUpProj),
+                    SafetensorsEntry.FromFloats("experts.down_proj", [c.NumExperts, c.IntermediateSize, c.HiddenSize], weights.DownProj),
                 ]);
                 break;
             case "bad-dtype": extra.AddRange(["--dtype", "bf17"]); break;

@@ -14,20 +14,20 @@ internal static class CliTestData
         MoeConfig c = w.Config;
         long e = c.NumExperts, h = c.HiddenSize, i = c.IntermediateSize;
         string prefix = MoeCheckpoint.Prefix(layer);
-        var entries = new List<SafetensorsEntry> { SafetensorsEntry.FromFloats(prefix + "gate.weight", [e, h], w.Router, fileDType) };
+        var entries = new List<SafetensorsEntry> { SafetensorsEntry.FromFloats(prefix + "gate.weight", [e, h], w.Gate, fileDType) };
         if (perExpert)
         {
             for (int x = 0; x < e; x++)
             {
-                entries.Add(SafetensorsEntry.FromFloats($"{prefix}experts.{x}.gate_proj.weight", [i, h], w.GateProj(x), fileDType));
-                entries.Add(SafetensorsEntry.FromFloats($"{prefix}experts.{x}.up_proj.weight", [i, h], w.UpProj(x), fileDType));
-                entries.Add(SafetensorsEntry.FromFloats($"{prefix}experts.{x}.down_proj.weight", [h, i], w.DownProj(x), fileDType));
+                entries.Add(SafetensorsEntry.FromFloats($"{prefix}experts.{x}.gate_proj.weight", [i, h], w.GateProjOf(x), fileDType));
+                entries.Add(SafetensorsEntry.FromFloats($"{prefix}experts.{x}.up_proj.weight", [i, h], w.UpProjOf(x), fileDType));
+                entries.Add(SafetensorsEntry.FromFloats($"{prefix}experts.{x}.down_proj.weight", [h, i], w.DownProjOf(x), fileDType));
             }
         }
         else
         {
-            entries.Add(SafetensorsEntry.FromFloats(prefix + "experts.gate_up_proj", [e, 2 * i, h], w.GateUp, fileDType));
-            entries.Add(SafetensorsEntry.FromFloats(prefix + "experts.down_proj", [e, h, i], w.Down, fileDType));
+            entries.Add(SafetensorsEntry.FromFloats(prefix + "experts.gate_up_proj", [e, 2 * i, h], w.GateUpProj, fileDType));
+            entries.Add(SafetensorsEntry.FromFloats(prefix + "experts.down_proj", [e, h, i], w.DownProj, fileDType));
         }
         SafetensorsWriter.Write(path, entries);
     }

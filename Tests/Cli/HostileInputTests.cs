@@ -226,11 +226,11 @@ public sealed partial class HostileInputTests
             string dir = P("ckpt");
             Directory.CreateDirectory(dir);
             long e = C.NumExperts, h = C.HiddenSize, i = C.IntermediateSize;
-            SafetensorsWriter.Write(Path.Combine(dir, "model-00001-of-00002.safetensors"), [SafetensorsEntry.FromFloats("gate.weight", [e, h], W.Router)]);
+            SafetensorsWriter.Write(Path.Combine(dir, "model-00001-of-00002.safetensors"), [SafetensorsEntry.FromFloats("gate.weight", [e, h], W.Gate)]);
             SafetensorsWriter.Write(Path.Combine(dir, "model-00002-of-00002.safetensors"),
             [
-                SafetensorsEntry.FromFloats("experts.gate_up_proj", [e, 2 * i, h], W.GateUp),
-                SafetensorsEntry.FromFloats("experts.down_proj", [e, h, i], W.Down),
+                SafetensorsEntry.FromFloats("experts.gate_up_proj", [e, 2 * i, h], W.GateUpProj),
+                SafetensorsEntry.FromFloats("experts.down_proj", [e, h, i], W.DownProj),
             ]);
             File.WriteAllText(Path.Combine(dir, "model.safetensors.index.json"), """
                 {"metadata":{},"weight_map":{"gate.weight":"model-00001-of-00002.safetensors",
@@ -266,9 +266,9 @@ public sealed partial class HostileInputTests
 
         public void PoisonRouter(float value)
         {
-            float[] router = (float[])W.Router.Clone();
+            float[] router = (float[])W.Gate.Clone();
             router[3] = value;
-            CliTestData.WriteWeights(Weights, new MoeWeights(C, router, W.GateUp, W.Down), SafetensorsDType.F32, perExpert: false, layer: null);
+            CliTestData.WriteWeights(Weights, new MoeWeights(C, router, W.GateUpProj, W.DownProj), SafetensorsDType.F32, perExpert: false, layer: null);
         }
     }
 

@@ -2,6 +2,7 @@ using MoeNative.Cli;
 using MoeNative.Reference;
 using MoeNative.Reference.IO;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Cli;
 
@@ -47,8 +48,8 @@ public sealed class LargeDimsRunTests
         using SafetensorsFile written = SafetensorsFile.Open(files.Path("y.safetensors"));
         AssertSame(written, "output", [tokens, h], fwd.Output);
         AssertSame(written, "router_logits", [tokens, e], fwd.RouterLogits);
-        AssertSame(written, "grad_hidden_states", [tokens, h], g.X);
-        AssertSame(written, "grad_gate", [e, h], g.Router);
+        AssertSame(written, "grad_hidden_states", [tokens, h], g.HiddenStates);
+        AssertSame(written, "grad_gate", [e, h], g.Gate);
         AssertSame(written, "grad_gate_proj", [e, i, h], g.GateProj);
         AssertSame(written, "grad_up_proj", [e, i, h], g.UpProj);
         AssertSame(written, "grad_down_proj", [e, h, i], g.DownProj);
@@ -73,7 +74,7 @@ public sealed class LargeDimsRunTests
         MoeWeights weights = MoeCheckpoint.LoadWeights(c, files.Path("ckpt"), 0, ScalarType.BFloat16);
         var hf = new HfMoeReference(weights, ScalarType.BFloat16);
         using SafetensorsFile written = SafetensorsFile.Open(files.Path("y.safetensors"));
-        Assert.AreEqual(4L * c.GateUpElements / 2, written.View("grad_gate_proj").ByteLength, "2.35 GB F32 tensor written");
+        Assert.AreEqual(4L * c.GateUpProjElements / 2, written.View("grad_gate_proj").ByteLength, "2.35 GB F32 tensor written");
         const double tol = 2e-2;
         float[] logits = written.ReadFloat32("router_logits", [tokens, c.NumExperts]);
         Numerics.AssertRelativeNorm("router_logits", logits, hf.Forward(x).RouterLogits, tol);
@@ -83,8 +84,8 @@ public sealed class LargeDimsRunTests
         MoeGradients g = hf.Backward(expected, dY);
         long e = c.NumExperts, h = c.HiddenSize, i = c.IntermediateSize;
         Numerics.AssertRelativeNorm("output", written.ReadFloat32("output", [tokens, h]), expected.Output, tol);
-        Numerics.AssertRelativeNorm("grad_hidden_states", written.ReadFloat32("grad_hidden_states", [tokens, h]), g.X, tol);
-        Numerics.AssertRelativeNorm("grad_gate", written.ReadFloat32("grad_gate", [e, h]), g.Router, 2 * tol);
+        Numerics.AssertRelativeNorm("grad_hidden_states", written.ReadFloat32("grad_hidden_states", [tokens, h]), g.HiddenStates, tol);
+        Numerics.AssertRelativeNorm("grad_gate", written.ReadFloat32("grad_gate", [e, h]), g.Gate, 2 * tol);
         Numerics.AssertRelativeNorm("grad_gate_proj", written.ReadFloat32("grad_gate_proj", [e, i, h]), g.GateProj, tol);
         Numerics.AssertRelativeNorm("grad_up_proj", written.ReadFloat32("grad_up_proj", [e, i, h]), g.UpProj, tol);
         Numerics.AssertRelativeNorm("grad_down_proj", written.ReadFloat32("grad_down_proj", [e, h, i]), g.DownProj, tol);

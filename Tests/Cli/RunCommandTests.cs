@@ -2,6 +2,7 @@ using MoeNative.Cli;
 using MoeNative.Reference;
 using MoeNative.Reference.IO;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Cli;
 
@@ -73,8 +74,8 @@ public sealed class RunCommandTests
         }
         MoeGradients g = reference.Backward(expected, dY);
         long e = c.NumExperts, h = c.HiddenSize, i = c.IntermediateSize;
-        AssertTensor(written, "grad_hidden_states", shape, g.X);
-        AssertTensor(written, "grad_gate", [e, h], g.Router);
+        AssertTensor(written, "grad_hidden_states", shape, g.HiddenStates);
+        AssertTensor(written, "grad_gate", [e, h], g.Gate);
         AssertTensor(written, "grad_gate_proj", [e, i, h], g.GateProj);
         AssertTensor(written, "grad_up_proj", [e, i, h], g.UpProj);
         AssertTensor(written, "grad_down_proj", [e, h, i], g.DownProj);
@@ -134,8 +135,8 @@ public sealed class RunCommandTests
         MoeIntermediates expected = hf.Forward(x, fusedRouting);
         MoeGradients g = hf.Backward(expected, dY);
         AssertRelativeNorm(written, "output", expected.Output, tol);
-        AssertRelativeNorm(written, "grad_hidden_states", g.X, tol);
-        AssertRelativeNorm(written, "grad_gate", g.Router, 2 * tol);
+        AssertRelativeNorm(written, "grad_hidden_states", g.HiddenStates, tol);
+        AssertRelativeNorm(written, "grad_gate", g.Gate, 2 * tol);
         AssertRelativeNorm(written, "grad_gate_proj", g.GateProj, tol);
         AssertRelativeNorm(written, "grad_up_proj", g.UpProj, tol);
         AssertRelativeNorm(written, "grad_down_proj", g.DownProj, tol);

@@ -1,6 +1,7 @@
 using MoeNative.Cli;
 using MoeNative.Reference;
 using MoeNative.Reference.IO;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Cli;
 

@@ -1,5 +1,6 @@
 using System.Globalization;
 using MoeNative.Reference;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Fuzz;
 

@@ -62,9 +62,9 @@ public sealed class ShapeFuzzGpuTests
         // fuzz's degenerate shapes (H·I of a few elements, hundreds of rows per expert) one expert's row sum can cancel
         // to far below its terms, and an ulp of difference in A (the kernel's silu vs the host's) then exceeds a
         // tolerance scaled by that expert alone (seen HF vs grouped on the CPU: ShapeFuzzTests' NOTE).
-        log.Close("grad_hidden_states", fusedGrads.X, referenceGrads.X);
-        log.Close("grad_gate (router)", fusedGrads.Router, referenceGrads.Router);
-        log.Close("grad_gate_up", fusedGrads.GateUp, referenceGrads.GateUp);
+        log.Close("grad_hidden_states", fusedGrads.HiddenStates, referenceGrads.HiddenStates);
+        log.Close("grad_gate (router)", fusedGrads.Gate, referenceGrads.Gate);
+        log.Close("grad_gate_up", fusedGrads.GateUpProj, referenceGrads.GateUpProj);
         log.Close("grad_down_proj", fusedGrads.DownProj, referenceGrads.DownProj);
         return ShapeFuzzCase.Verdict(log, $"grouped-cublas vs fused {options.Describe()}");
     }

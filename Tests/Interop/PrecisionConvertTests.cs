@@ -1,3 +1,5 @@
+using MoeNative.Interop;
+
 namespace MoeNative.Tests.Interop;
 
 /// <summary>The vectorised span conversions equal the scalar ones (BFloat16's operators, the BCL's Half

@@ -1,6 +1,7 @@
 using System.Globalization;
 using MoeNative.Reference;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 
@@ -35,7 +36,7 @@ public sealed class FiniteDifferenceTests
         MoeForwardKind kind = ReferenceTestData.Kind(impl);
         int seed = preset.Length * 100 + tokens;
         MoeWeights w32 = MoeWeights.Random(c, seed);
-        var prm = new MoeParams<double>(c, ReferenceTestData.ToDouble(w32.Router), ReferenceTestData.ToDouble(w32.GateUp), ReferenceTestData.ToDouble(w32.Down));
+        var prm = new MoeParams<double>(c, ReferenceTestData.ToDouble(w32.Gate), ReferenceTestData.ToDouble(w32.GateUpProj), ReferenceTestData.ToDouble(w32.DownProj));
         double[] x = ReferenceTestData.RandomNormalDouble(tokens * c.HiddenSize, seed + 1);
         double[] dY = ReferenceTestData.RandomNormalDouble(tokens * c.HiddenSize, seed + 2);
 

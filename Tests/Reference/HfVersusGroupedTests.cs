@@ -1,5 +1,6 @@
 using MoeNative.Reference;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 
@@ -52,8 +53,8 @@ public sealed class HfVersusGroupedTests
             Numerics.CompareScaled("second_gemm", b.SecondGemm, a.SecondGemm, tol),
             Numerics.CompareScaled("unpermuted", b.Unpermuted, a.Unpermuted, tol),
             Numerics.CompareScaled("output", b.Output, a.Output, tol),
-            Numerics.CompareScaled("grad_hidden_states", gb.X, ga.X, tol),
-            TensorComparison.ScaledWithFloor("grad_gate", gb.Router, ga.Router, tol, RouterGradientScale.Compute(a, dY)),
+            Numerics.CompareScaled("grad_hidden_states", gb.HiddenStates, ga.HiddenStates, tol),
+            TensorComparison.ScaledWithFloor("grad_gate", gb.Gate, ga.Gate, tol, RouterGradientScale.Compute(a, dY)),
             Numerics.CompareScaled("grad_gate_proj", gb.GateProj, ga.GateProj, tol),
             Numerics.CompareScaled("grad_up_proj", gb.UpProj, ga.UpProj, tol),
             Numerics.CompareScaled("grad_down_proj", gb.DownProj, ga.DownProj, tol),
@@ -96,9 +97,9 @@ public sealed class HfVersusGroupedTests
         Assert.IsEmpty(f.RouterLogits);
         Assert.AreEqual(0, f.TokenCounts.Sum());
         MoeGradients g = block.Backward([]);
-        Assert.IsEmpty(g.X);
-        Assert.HasCount((int)c.GateUpElements, g.GateUp);
-        Assert.IsTrue(g.GateUp.All(v => v == 0) && g.DownProj.All(v => v == 0) && g.Router.All(v => v == 0), "weight grads are zero");
+        Assert.IsEmpty(g.HiddenStates);
+        Assert.HasCount((int)c.GateUpProjElements, g.GateUpProj);
+        Assert.IsTrue(g.GateUpProj.All(v => v == 0) && g.DownProj.All(v => v == 0) && g.Gate.All(v => v == 0), "weight grads are zero");
     }
 
     [TestMethod]
@@ -107,7 +108,7 @@ public sealed class HfVersusGroupedTests
         // H=2, I=1, E=2, k=1: with x = (1, 0) and router rows (1,0),(0,0) expert 0 wins (logit 1 vs 0).
         // gate row (1,0), up row (2,0) => g = 1, u = 2, a = silu(1)·2; down (3,5) => y = w·a·(3,5), w = 1 after renorm.
         var c = new MoeConfig(2, 1, 2, 1, NormTopKProb: true);
-        var weights = new MoeWeights(c, router: [1, 0, 0, 0], gateUp: [1, 0, 2, 0, 0, 0, 0, 0], down: [3, 5, 0, 0]);
+        var weights = new MoeWeights(c, gate: [1, 0, 0, 0], gateUpProj: [1, 0, 2, 0, 0, 0, 0, 0], downProj: [3, 5, 0, 0]);
         double silu1 = 1.0 / (1.0 + Math.Exp(-1.0));
         foreach (MoeReference block in new MoeReference[] { new HfMoeReference(weights, ScalarType.Float32), new GroupedMoeReference(weights, ScalarType.Float32) })
         {

@@ -1,5 +1,6 @@
 using MoeNative.Reference;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 
@@ -78,16 +79,16 @@ public sealed class HostGemmTests
         // test's time); the router is random, so the tokens still spread over the experts.
         MoeConfig c = MoeConfig.Preset("qwen3-30b-a3b");
         int e = c.NumExperts;
-        float[] gateUp0 = TensorRandom.Normal(c.GateUpElements / e, 1, 1f / MathF.Sqrt(c.HiddenSize), ScalarType.BFloat16);
-        float[] down0 = TensorRandom.Normal(c.DownElements / e, 2, 1f / MathF.Sqrt(c.IntermediateSize), ScalarType.BFloat16);
-        var gateUp = new float[c.GateUpElements];
-        var down = new float[c.DownElements];
+        float[] gateUp0 = TensorRandom.Normal(c.GateUpProjElements / e, 1, 1f / MathF.Sqrt(c.HiddenSize), ScalarType.BFloat16);
+        float[] down0 = TensorRandom.Normal(c.DownProjElements / e, 2, 1f / MathF.Sqrt(c.IntermediateSize), ScalarType.BFloat16);
+        var gateUp = new float[c.GateUpProjElements];
+        var down = new float[c.DownProjElements];
         for (int x = 0; x < e; x++)
         {
             gateUp0.CopyTo(gateUp, (long)x * gateUp0.Length);
             down0.CopyTo(down, (long)x * down0.Length);
         }
-        var w = new MoeWeights(c, TensorRandom.Normal(c.RouterElements, 3, 1f / MathF.Sqrt(c.HiddenSize), ScalarType.BFloat16), gateUp, down)
+        var w = new MoeWeights(c, TensorRandom.Normal(c.GateElements, 3, 1f / MathF.Sqrt(c.HiddenSize), ScalarType.BFloat16), gateUp, down)
         { KnownDType = ScalarType.BFloat16 };
         var block = new GroupedMoeReference(w, ScalarType.BFloat16);
         float[] input = TensorRandom.Normal(64L * c.HiddenSize, 4, 1f, ScalarType.BFloat16);
@@ -97,7 +98,7 @@ public sealed class HostGemmTests
         MoeIntermediates f = block.Forward(input);
         MoeGradients g = block.Backward(dY);
         timer.Stop();
-        Assert.AreEqual(0, Numerics.CountNaN(f.Output) + Numerics.CountNaN(g.X));
+        Assert.AreEqual(0, Numerics.CountNaN(f.Output) + Numerics.CountNaN(g.HiddenStates));
         Assert.IsGreaterThan(32, f.TokenCounts.Count(n => n > 0), "tokens spread over many experts");
         Assert.IsLessThan(60.0, timer.Elapsed.TotalSeconds, $"forward + backward took {timer.Elapsed.TotalSeconds:F1} s");
     }

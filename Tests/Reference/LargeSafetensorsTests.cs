@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using MoeNative.Reference;
 using MoeNative.Reference.IO;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 

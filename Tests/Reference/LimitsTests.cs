@@ -1,5 +1,6 @@
 using MoeNative.Blocks;
 using MoeNative.Reference;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 
@@ -34,7 +35,7 @@ public sealed class LimitsTests
         // H = 1 keeps x tiny while [T*k,2I] is huge: k*2I = 2^24 per token, so T = 128 needs 2^31 > Array.MaxLength
         // elements. Zero weights: nothing random to draw; the check must come before the forward allocates.
         var c = new MoeConfig(HiddenSize: 1, IntermediateSize: 1 << 22, NumExperts: 2, TopK: 2);
-        var weights = new MoeWeights(c, new float[c.RouterElements], new float[c.GateUpElements], new float[c.DownElements]);
+        var weights = new MoeWeights(c, new float[c.GateElements], new float[c.GateUpProjElements], new float[c.DownProjElements]);
         MoeReference block = MoeReference.Create(impl, weights, ScalarType.Float32);
         Assert.AreEqual(127, MoeLimits.MaxReferenceTokens(c));
         long before = GC.GetTotalAllocatedBytes(precise: true);

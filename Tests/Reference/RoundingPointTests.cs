@@ -1,5 +1,6 @@
 using MoeNative.Reference;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 
@@ -39,8 +40,8 @@ public sealed class RoundingPointTests
                     double g = 0, u = 0;
                     for (int h = 0; h < 4; h++)
                     {
-                        g += (double)x[t * 4 + h] * w.GateProj(e)[i * 4 + h];
-                        u += (double)x[t * 4 + h] * w.UpProj(e)[i * 4 + h];
+                        g += (double)x[t * 4 + h] * w.GateProjOf(e)[i * 4 + h];
+                        u += (double)x[t * 4 + h] * w.UpProjOf(e)[i * 4 + h];
                     }
                     float gb = Bf(g), ub = Bf(u);
                     double silu = gb / (1 + Math.Exp(-gb));
@@ -49,7 +50,7 @@ public sealed class RoundingPointTests
                 for (int h = 0; h < 4; h++)
                 {
                     double d = 0;
-                    for (int i = 0; i < 3; i++) d += (double)a[i] * w.DownProj(e)[h * 3 + i];
+                    for (int i = 0; i < 3; i++) d += (double)a[i] * w.DownProjOf(e)[h * 3 + i];
                     slotOut[t, j, h] = Bf(d);
                 }
             }

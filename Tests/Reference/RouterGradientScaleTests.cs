@@ -1,5 +1,6 @@
 using MoeNative.Reference;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 
@@ -38,17 +39,17 @@ public sealed class RouterGradientScaleTests
         float[] scale = RouterGradientScale.Compute(hfForward, dY);
         string seed = $"input seed {inputSeed}";
 
-        Comparison strict = TensorComparison.Scaled("grad_gate", groupedGrads.Router, hfGrads.Router, tol);
+        Comparison strict = TensorComparison.Scaled("grad_gate", groupedGrads.Gate, hfGrads.Gate, tol);
         Assert.IsFalse(strict.AllClose, $"{seed}: the strict rule is expected to fail here (the H200 symptom): {strict}");
-        Comparison sameForward = TensorComparison.Scaled("grad_gate", groupedOnHfForward.Router, hfGrads.Router, tol);
+        Comparison sameForward = TensorComparison.Scaled("grad_gate", groupedOnHfForward.Gate, hfGrads.Gate, tol);
         Assert.IsTrue(sameForward.AllClose, $"{seed}: with the forward state shared only dw's rounding differs, within the strict rule: {sameForward}");
-        Comparison scaled = TensorComparison.ScaledWithFloor("grad_gate", groupedGrads.Router, hfGrads.Router, tol, scale);
+        Comparison scaled = TensorComparison.ScaledWithFloor("grad_gate", groupedGrads.Gate, hfGrads.Gate, tol, scale);
         Assert.IsTrue(scaled.AllClose, $"{seed}: {scaled}");
 
         int top = hfForward.Routing.Selected[0], h = Qwen3RouterShape.HiddenSize;
-        float[] broken = (float[])groupedGrads.Router.Clone();
+        float[] broken = (float[])groupedGrads.Gate.Clone();
         for (int col = 0; col < h; col++) broken[top * h + col] *= 1.02f;
-        Comparison bug = TensorComparison.ScaledWithFloor("grad_gate", broken, hfGrads.Router, tol, scale);
+        Comparison bug = TensorComparison.ScaledWithFloor("grad_gate", broken, hfGrads.Gate, tol, scale);
         Assert.IsFalse(bug.AllClose, $"{seed}: a 2% error in the top expert's row must fail: {bug}");
     }
 }

@@ -1,5 +1,6 @@
 using MoeNative.Reference;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 

@@ -3,6 +3,7 @@ using System.Text;
 using MoeNative.Reference;
 using MoeNative.Reference.IO;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 
@@ -138,21 +139,21 @@ public sealed class SafetensorsTests
     {
         MoeConfig c = w.Config;
         long e = c.NumExperts, h = c.HiddenSize, i = c.IntermediateSize;
-        yield return SafetensorsEntry.FromFloats(prefix + "gate.weight", [e, h], w.Router, dtype);
-        yield return SafetensorsEntry.FromFloats(prefix + "experts.gate_up_proj", [e, 2 * i, h], w.GateUp, dtype);
-        yield return SafetensorsEntry.FromFloats(prefix + "experts.down_proj", [e, h, i], w.Down, dtype);
+        yield return SafetensorsEntry.FromFloats(prefix + "gate.weight", [e, h], w.Gate, dtype);
+        yield return SafetensorsEntry.FromFloats(prefix + "experts.gate_up_proj", [e, 2 * i, h], w.GateUpProj, dtype);
+        yield return SafetensorsEntry.FromFloats(prefix + "experts.down_proj", [e, h, i], w.DownProj, dtype);
     }
 
     private static IEnumerable<SafetensorsEntry> PerExpertEntries(MoeWeights w, string prefix)
     {
         MoeConfig c = w.Config;
         long h = c.HiddenSize, i = c.IntermediateSize;
-        yield return SafetensorsEntry.FromFloats(prefix + "gate.weight", [c.NumExperts, h], w.Router);
+        yield return SafetensorsEntry.FromFloats(prefix + "gate.weight", [c.NumExperts, h], w.Gate);
         for (int e = 0; e < c.NumExperts; e++)
         {
-            yield return SafetensorsEntry.FromFloats($"{prefix}experts.{e}.gate_proj.weight", [i, h], w.GateProj(e));
-            yield return SafetensorsEntry.FromFloats($"{prefix}experts.{e}.up_proj.weight", [i, h], w.UpProj(e));
-            yield return SafetensorsEntry.FromFloats($"{prefix}experts.{e}.down_proj.weight", [h, i], w.DownProj(e));
+            yield return SafetensorsEntry.FromFloats($"{prefix}experts.{e}.gate_proj.weight", [i, h], w.GateProjOf(e));
+            yield return SafetensorsEntry.FromFloats($"{prefix}experts.{e}.up_proj.weight", [i, h], w.UpProjOf(e));
+            yield return SafetensorsEntry.FromFloats($"{prefix}experts.{e}.down_proj.weight", [h, i], w.DownProjOf(e));
         }
     }
 
@@ -168,9 +169,9 @@ public sealed class SafetensorsTests
         string path = PathOf("fused.safetensors");
         SafetensorsWriter.Write(path, FusedEntries(w, MoeCheckpoint.Prefix(layer), dtype));
         MoeWeights loaded = MoeCheckpoint.LoadWeights(c, path, layer, st);
-        CollectionAssert.AreEqual(w.Router, loaded.Router);
-        CollectionAssert.AreEqual(w.GateUp, loaded.GateUp);
-        CollectionAssert.AreEqual(w.Down, loaded.Down);
+        CollectionAssert.AreEqual(w.Gate, loaded.Gate);
+        CollectionAssert.AreEqual(w.GateUpProj, loaded.GateUpProj);
+        CollectionAssert.AreEqual(w.DownProj, loaded.DownProj);
     }
 
     [TestMethod]
@@ -190,9 +191,9 @@ public sealed class SafetensorsTests
         File.WriteAllText(PathOf("model.safetensors.index.json"), """{"metadata": {"total_size": 0}, "weight_map": {""" + map + "} }");
 
         MoeWeights loaded = MoeCheckpoint.LoadWeights(c, _dir.FullName, layer: 1);
-        CollectionAssert.AreEqual(w.GateUp, loaded.GateUp);
-        CollectionAssert.AreEqual(w.Down, loaded.Down);
-        CollectionAssert.AreEqual(w.Router, loaded.Router);
+        CollectionAssert.AreEqual(w.GateUpProj, loaded.GateUpProj);
+        CollectionAssert.AreEqual(w.DownProj, loaded.DownProj);
+        CollectionAssert.AreEqual(w.Gate, loaded.Gate);
     }
 
     [TestMethod]
@@ -275,8 +276,8 @@ public sealed class SafetensorsTests
         foreach (SafetensorsTensorInfo t in result.Tensors.Values) Assert.AreEqual(SafetensorsDType.F32, t.DType, t.Name);
         CollectionAssert.AreEqual(f.Output, result.ReadFloat32("output", [2, 3, c.HiddenSize]));
         CollectionAssert.AreEqual(f.RouterLogits, result.ReadFloat32("router_logits", [6, c.NumExperts]));
-        CollectionAssert.AreEqual(g.X, result.ReadFloat32("grad_hidden_states", [2, 3, c.HiddenSize]));
-        CollectionAssert.AreEqual(g.Router, result.ReadFloat32("grad_gate", [c.NumExperts, c.HiddenSize]));
+        CollectionAssert.AreEqual(g.HiddenStates, result.ReadFloat32("grad_hidden_states", [2, 3, c.HiddenSize]));
+        CollectionAssert.AreEqual(g.Gate, result.ReadFloat32("grad_gate", [c.NumExperts, c.HiddenSize]));
         CollectionAssert.AreEqual(g.GateProj, result.ReadFloat32("grad_gate_proj", [c.NumExperts, c.IntermediateSize, c.HiddenSize]));
         CollectionAssert.AreEqual(g.UpProj, result.ReadFloat32("grad_up_proj", [c.NumExperts, c.IntermediateSize, c.HiddenSize]));
         CollectionAssert.AreEqual(g.DownProj, result.ReadFloat32("grad_down_proj", [c.NumExperts, c.HiddenSize, c.IntermediateSize]));

@@ -1,4 +1,5 @@
 using MoeNative.Reference;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 

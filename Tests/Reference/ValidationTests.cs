@@ -1,5 +1,6 @@
 using MoeNative.Reference;
 using MoeNative.Tests.Support;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Reference;
 
@@ -68,7 +69,7 @@ public sealed class ValidationTests
     [DataRow(2, DisplayName = "down")]
     public void WeightsOfTheWrongLengthAreRejected(int which)
     {
-        float[] r = new float[Tiny.RouterElements], gu = new float[Tiny.GateUpElements], d = new float[Tiny.DownElements];
+        float[] r = new float[Tiny.GateElements], gu = new float[Tiny.GateUpProjElements], d = new float[Tiny.DownProjElements];
         string[] names = ["router", "gateUp", "down"];
         string[] shapes = ["[E=8,H=32]", "[E=8,2I=32,H=32]", "[E=8,H=32,I=16]"];
         ArgumentException e = Assert.Throws<ArgumentException>(() => new MoeWeights(Tiny,
@@ -81,11 +82,11 @@ public sealed class ValidationTests
     public void RandomWeightsAreDeterministicRoundedAndUnitScale()
     {
         MoeWeights a = MoeWeights.Random(Tiny, 6, ScalarType.BFloat16), b = MoeWeights.Random(Tiny, 6, ScalarType.BFloat16);
-        CollectionAssert.AreEqual(a.GateUp, b.GateUp);
-        Assert.IsTrue(StoragePrecision.IsRepresentable(a.GateUp, ScalarType.BFloat16), "rounded to bf16");
-        double rms = Math.Sqrt(a.GateUp.Average(v => (double)v * v));
+        CollectionAssert.AreEqual(a.GateUpProj, b.GateUpProj);
+        Assert.IsTrue(StoragePrecision.IsRepresentable(a.GateUpProj, ScalarType.BFloat16), "rounded to bf16");
+        double rms = Math.Sqrt(a.GateUpProj.Average(v => (double)v * v));
         Assert.AreEqual(1 / Math.Sqrt(Tiny.HiddenSize), rms, 0.2 / Math.Sqrt(Tiny.HiddenSize), "std 1/sqrt(H)");
-        CollectionAssert.AreNotEqual(a.GateUp, MoeWeights.Random(Tiny, 7, ScalarType.BFloat16).GateUp, "the seed matters");
+        CollectionAssert.AreNotEqual(a.GateUpProj, MoeWeights.Random(Tiny, 7, ScalarType.BFloat16).GateUpProj, "the seed matters");
     }
 
     [TestMethod]
@@ -93,10 +94,10 @@ public sealed class ValidationTests
     {
         MoeWeights w = MoeWeights.Random(Tiny, 8);
         int ih = Tiny.IntermediateSize * Tiny.HiddenSize;
-        Assert.AreEqual(w.GateUp[3 * 2 * ih], w.GateProj(3)[0]);
-        Assert.AreEqual(w.GateUp[3 * 2 * ih + ih + 5], w.UpProj(3)[5]);
-        Assert.AreEqual(w.Down[7 * ih + 2], w.DownProj(7)[2]);
-        Assert.Throws<ArgumentOutOfRangeException>(() => w.GateProj(8).ToArray());
+        Assert.AreEqual(w.GateUpProj[3 * 2 * ih], w.GateProjOf(3)[0]);
+        Assert.AreEqual(w.GateUpProj[3 * 2 * ih + ih + 5], w.UpProjOf(3)[5]);
+        Assert.AreEqual(w.DownProj[7 * ih + 2], w.DownProjOf(7)[2]);
+        Assert.Throws<ArgumentOutOfRangeException>(() => w.GateProjOf(8).ToArray());
     }
 
     [TestMethod]

@@ -196,8 +196,8 @@ public sealed class SoakAndConcurrencyGpuTests
     {
         (string, float[], float[])[] pairs =
         [
-            ("output", f0.Output, f.Output), ("router_logits", f0.RouterLogits, f.RouterLogits), ("grad_hidden_states", g0.X, g.X),
-            ("grad_gate", g0.Router, g.Router), ("grad_gate_up", g0.GateUp, g.GateUp), ("grad_down_proj", g0.DownProj, g.DownProj),
+            ("output", f0.Output, f.Output), ("router_logits", f0.RouterLogits, f.RouterLogits), ("grad_hidden_states", g0.HiddenStates, g.HiddenStates),
+            ("grad_gate", g0.Gate, g.Gate), ("grad_gate_up", g0.GateUpProj, g.GateUpProj), ("grad_down_proj", g0.DownProj, g.DownProj),
         ];
         foreach ((string name, float[] a, float[] b) in pairs)
         {
@@ -234,8 +234,8 @@ public sealed class SoakAndConcurrencyGpuTests
             _x = DeviceBuffer<BFloat16>.FromHost(context, PrecisionConvert.ToBFloat16(TensorRandom.Normal(th, seed + 1, 1f, dtype)));
             _dY = DeviceBuffer<BFloat16>.FromHost(context, PrecisionConvert.ToBFloat16(TensorRandom.Normal(th, seed + 2, 1f, dtype)));
             _y = new DeviceBuffer<BFloat16>(context, th);
-            _grads = new DeviceGradients<BFloat16>(new DeviceBuffer<BFloat16>(context, th), new DeviceBuffer<BFloat16>(context, c.RouterElements),
-                new DeviceBuffer<BFloat16>(context, c.GateUpElements), new DeviceBuffer<BFloat16>(context, c.DownElements));
+            _grads = new DeviceGradients<BFloat16>(new DeviceBuffer<BFloat16>(context, th), new DeviceBuffer<BFloat16>(context, c.GateElements),
+                new DeviceBuffer<BFloat16>(context, c.GateUpProjElements), new DeviceBuffer<BFloat16>(context, c.DownProjElements));
         }
 
         public CudaStream Stream { get; }
@@ -243,13 +243,13 @@ public sealed class SoakAndConcurrencyGpuTests
         /// <summary>Poisons the outputs, then forward + backward on this run's stream; no synchronisation.</summary>
         public void Enqueue()
         {
-            foreach (DeviceBuffer<BFloat16> o in new[] { _y, _grads.X, _grads.Router, _grads.GateUp, _grads.Down }) o.FillBytes(0xFF, Stream);
+            foreach (DeviceBuffer<BFloat16> o in new[] { _y, _grads.HiddenStates, _grads.Gate, _grads.GateUpProj, _grads.DownProj }) o.FillBytes(0xFF, Stream);
             _block.Forward(Stream, _x, _y, _tokens);
             _block.Backward(Stream, _dY, _grads);
         }
 
         /// <summary>The raw bytes of output and the four gradients (after the stream was synchronised).</summary>
-        public byte[][] Results() => new[] { _y, _grads.X, _grads.Router, _grads.GateUp, _grads.Down }.Select(Bytes).ToArray();
+        public byte[][] Results() => new[] { _y, _grads.HiddenStates, _grads.Gate, _grads.GateUpProj, _grads.DownProj }.Select(Bytes).ToArray();
 
         private static byte[] Bytes(DeviceBuffer<BFloat16> buffer)
         {
@@ -261,7 +261,7 @@ public sealed class SoakAndConcurrencyGpuTests
         public void Dispose()
         {
             _block.Dispose();
-            foreach (DeviceBuffer<BFloat16> b in new[] { _x, _y, _dY, _grads.X, _grads.Router, _grads.GateUp, _grads.Down }) b.Dispose();
+            foreach (DeviceBuffer<BFloat16> b in new[] { _x, _y, _dY, _grads.HiddenStates, _grads.Gate, _grads.GateUpProj, _grads.DownProj }) b.Dispose();
             Stream.Dispose();
         }
     }

@@ -2,6 +2,7 @@
 global using Comparison = MoeNative.Reference.TensorComparison;
 
 using MoeNative.Reference;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Support;
 

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
 using MoeNative.Reference;
+using MoeNative.Interop;
 
 namespace MoeNative.Cli;
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using MoeNative.Interop;
 
 namespace MoeNative.Ptx;
 

@@ -1,5 +1,6 @@
 using System.Globalization;
 using MoeNative.Ptx;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Ptx.GroupedGemmTests;
 

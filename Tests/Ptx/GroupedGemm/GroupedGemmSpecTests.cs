@@ -1,4 +1,5 @@
 using MoeNative.Ptx;
+using MoeNative.Interop;
 
 namespace MoeNative.Tests.Ptx.GroupedGemmTests;
 

@@ -72,9 +72,9 @@ public sealed class CublasGemmTests
             Numerics.CompareScaled("intermediate", d.Intermediate, h.Intermediate, tol),
             Numerics.CompareScaled("second_gemm", d.SecondGemm, h.SecondGemm, tol),
             Numerics.CompareScaled("output", d.Output, h.Output, tol),
-            Numerics.CompareScaled("grad_hidden_states", gd.X, gh.X, tol),
-            Numerics.CompareScaled("grad_gate", gd.Router, gh.Router, tol),
-            Numerics.CompareScaled("grad_gate_up_proj", gd.GateUp, gh.GateUp, tol),
+            Numerics.CompareScaled("grad_hidden_states", gd.HiddenStates, gh.HiddenStates, tol),
+            Numerics.CompareScaled("grad_gate", gd.Gate, gh.Gate, tol),
+            Numerics.CompareScaled("grad_gate_up_proj", gd.GateUpProj, gh.GateUpProj, tol),
             Numerics.CompareScaled("grad_down_proj", gd.DownProj, gh.DownProj, tol),
         ];
         foreach (Comparison r in results) Console.WriteLine(r);

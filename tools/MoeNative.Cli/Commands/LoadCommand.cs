@@ -138,7 +138,7 @@ public static class LoadCommand
                 clock.Restart();
                 MoeGradients g = block.Backward(dY);
                 bwdMs = clock.Elapsed.TotalMilliseconds.ToString("0.0", CultureInfo.InvariantCulture);
-                finite &= g.X.All(float.IsFinite) && g.GateUp.All(float.IsFinite) && g.DownProj.All(float.IsFinite) && g.Router.All(float.IsFinite);
+                finite &= g.HiddenStates.All(float.IsFinite) && g.GateUpProj.All(float.IsFinite) && g.DownProj.All(float.IsFinite) && g.Gate.All(float.IsFinite);
             }
             if (!finite) bad++;
             float max = fwd.Output.Length == 0 ? 0 : fwd.Output.Max(MathF.Abs);

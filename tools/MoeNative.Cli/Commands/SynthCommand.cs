@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using MoeNative.Reference;
 using MoeNative.Reference.IO;
+using MoeNative.Interop;
 
 namespace MoeNative.Cli.Commands;
 

@@ -223,8 +223,8 @@ public static class VerifyCommand
     private static void AddGradientChecks(List<TensorCheck> checks, string pair, Shapes s, MoeGradients actual, MoeGradients expected, double tol,
         float[] routerScale)
     {
-        checks.Add(TensorCheck.Compare(pair, "grad_hidden_states", s.Of("grad_hidden_states"), actual.X, expected.X, tol));
-        checks.Add(TensorCheck.Compare(pair, "grad_gate", s.Of("grad_gate"), actual.Router, expected.Router, tol, routerScale));
+        checks.Add(TensorCheck.Compare(pair, "grad_hidden_states", s.Of("grad_hidden_states"), actual.HiddenStates, expected.HiddenStates, tol));
+        checks.Add(TensorCheck.Compare(pair, "grad_gate", s.Of("grad_gate"), actual.Gate, expected.Gate, tol, routerScale));
         checks.Add(TensorCheck.Compare(pair, "grad_gate_proj", s.Of("grad_gate_proj"), actual.GateProj, expected.GateProj, tol));
         checks.Add(TensorCheck.Compare(pair, "grad_up_proj", s.Of("grad_up_proj"), actual.UpProj, expected.UpProj, tol));
         checks.Add(TensorCheck.Compare(pair, "grad_down_proj", s.Of("grad_down_proj"), actual.DownProj, expected.DownProj, tol));

@@ -73,9 +73,9 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
             : typeof(TElem) == typeof(float) ? ScalarType.Float32
             : throw new ArgumentException($"DeviceBuffer<{typeof(TElem).Name}> holds no storage dtype; use BFloat16, Half or float.", nameof(router));
         int e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
-        Exact(router.Length, config.RouterElements, nameof(router), $"[E={e},H={h}]");
-        Exact(gateUp.Length, config.GateUpElements, nameof(gateUp), $"[E={e},2I={2 * i},H={h}]");
-        Exact(down.Length, config.DownElements, nameof(down), $"[E={e},H={h},I={i}]");
+        Exact(router.Length, config.GateElements, nameof(router), $"[E={e},H={h}]");
+        Exact(gateUp.Length, config.GateUpProjElements, nameof(gateUp), $"[E={e},2I={2 * i},H={h}]");
+        Exact(down.Length, config.DownProjElements, nameof(down), $"[E={e},H={h},I={i}]");
         CudaContext context = router.Context;
         context.EnsureSameContext(gateUp.Context, nameof(gateUp), "router");
         context.EnsureSameContext(down.Context, nameof(down), "router");

@@ -56,8 +56,8 @@ public sealed unsafe class ForeignMemoryGpuTests
         long th = (long)tokens * c.HiddenSize;
 
         // ---- the other library's memory and stream --------------------------------------------------------------
-        ulong router = RawUpload(w.Router), gateUp = RawUpload(w.GateUp), down = RawUpload(w.Down), xRaw = RawUpload(x), dYRaw = RawUpload(dY);
-        ulong yRaw = RawAlloc(th), dXRaw = RawAlloc(th), dRouter = RawAlloc(c.RouterElements), dGateUp = RawAlloc(c.GateUpElements), dDown = RawAlloc(c.DownElements);
+        ulong router = RawUpload(w.Gate), gateUp = RawUpload(w.GateUpProj), down = RawUpload(w.DownProj), xRaw = RawUpload(x), dYRaw = RawUpload(dY);
+        ulong yRaw = RawAlloc(th), dXRaw = RawAlloc(th), dRouter = RawAlloc(c.GateElements), dGateUp = RawAlloc(c.GateUpProjElements), dDown = RawAlloc(c.DownProjElements);
         IntPtr rawStream;
         CuDriver.cuStreamCreate(&rawStream, CuDriver.CU_STREAM_NON_BLOCKING).Check("cuStreamCreate");
         // NOTE: the uploads and poison memsets ran on the legacy stream, which a non-blocking stream does not wait for.
@@ -66,13 +66,13 @@ public sealed unsafe class ForeignMemoryGpuTests
         {
             using (CudaStream stream = CudaStream.Wrap(ctx, rawStream))
             using (Qwen3MoeDeviceWeights weights = Qwen3MoeDeviceWeights.FromDevice(c,
-                DeviceBuffer<BFloat16>.Wrap(ctx, router, c.RouterElements), DeviceBuffer<BFloat16>.Wrap(ctx, gateUp, c.GateUpElements),
-                DeviceBuffer<BFloat16>.Wrap(ctx, down, c.DownElements)))
+                DeviceBuffer<BFloat16>.Wrap(ctx, router, c.GateElements), DeviceBuffer<BFloat16>.Wrap(ctx, gateUp, c.GateUpProjElements),
+                DeviceBuffer<BFloat16>.Wrap(ctx, down, c.DownProjElements)))
             using (var block = new Qwen3MoeFusedBlock(weights))
             {
                 Assert.IsFalse(stream.OwnsStream);
-                var grads = new DeviceGradients<BFloat16>(DeviceBuffer<BFloat16>.Wrap(ctx, dXRaw, th), DeviceBuffer<BFloat16>.Wrap(ctx, dRouter, c.RouterElements),
-                    DeviceBuffer<BFloat16>.Wrap(ctx, dGateUp, c.GateUpElements), DeviceBuffer<BFloat16>.Wrap(ctx, dDown, c.DownElements));
+                var grads = new DeviceGradients<BFloat16>(DeviceBuffer<BFloat16>.Wrap(ctx, dXRaw, th), DeviceBuffer<BFloat16>.Wrap(ctx, dRouter, c.GateElements),
+                    DeviceBuffer<BFloat16>.Wrap(ctx, dGateUp, c.GateUpProjElements), DeviceBuffer<BFloat16>.Wrap(ctx, dDown, c.DownProjElements));
                 block.Forward(stream, DeviceBuffer<BFloat16>.Wrap(ctx, xRaw, th), DeviceBuffer<BFloat16>.Wrap(ctx, yRaw, th), tokens);
                 block.Backward(stream, DeviceBuffer<BFloat16>.Wrap(ctx, dYRaw, th), grads);
                 stream.Synchronize();
@@ -82,10 +82,10 @@ public sealed unsafe class ForeignMemoryGpuTests
                 MoeIntermediates fwd = own.Forward(x, tokens);
                 MoeGradients g = own.Backward(dY);
                 CollectionAssert.AreEqual(fwd.Output, RawDownload(yRaw, th), $"y (seed {seed})");
-                CollectionAssert.AreEqual(g.X, RawDownload(dXRaw, th), "dX");
-                CollectionAssert.AreEqual(g.Router, RawDownload(dRouter, c.RouterElements), "d router");
-                CollectionAssert.AreEqual(g.GateUp, RawDownload(dGateUp, c.GateUpElements), "d gate_up");
-                CollectionAssert.AreEqual(g.DownProj, RawDownload(dDown, c.DownElements), "d down");
+                CollectionAssert.AreEqual(g.HiddenStates, RawDownload(dXRaw, th), "dX");
+                CollectionAssert.AreEqual(g.Gate, RawDownload(dRouter, c.GateElements), "d router");
+                CollectionAssert.AreEqual(g.GateUpProj, RawDownload(dGateUp, c.GateUpProjElements), "d gate_up");
+                CollectionAssert.AreEqual(g.DownProj, RawDownload(dDown, c.DownProjElements), "d down");
                 Assert.IsTrue(fwd.Output.Any(v => v != 0), "a non-trivial output");
 
                 // ---- an optimizer's in-place update through the weights' views: zero down_proj -> Y = 0 ----------------

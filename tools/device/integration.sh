@@ -3,13 +3,14 @@
 #   1. the GPU test category as three parallel shards (one test process each; the GPU is shared, the host work of the
 #      reference legs runs side by side): blocks | kernels + interop + reference + cli | fuzz;
 #   2. the stateful tests alone (soak and concurrency: they watch the device's free memory);
-#   3. bench of this tree's CLI beside a base CLI (same machine, same call), fwd and fwd+bwd, both Qwen3 configs;
-#   4. the synthetic 8-layer Qwen3-30B-A3B checkpoint: write, load onto the GPU, run every layer (run.sh load).
+#   3. the synthetic 8-layer Qwen3-30B-A3B checkpoint: write, load onto the GPU, run every layer (run.sh load);
+#   4. bench, fwd and fwd+bwd: this tree's CLI beside a base CLI (same machine, same call) at Qwen3-30B-A3B, and this
+#      tree's alone at Qwen3-235B-A22B.
 #
 #   tools/device/integration.sh BASE_CLI_DIR     BASE_CLI_DIR: a folder with the base commit's published moenative.dll
 #
-# Needs .device/ (tools/device/pack.sh). Time limits per step: MOENATIVE_SHARD_TIMEOUT (300 s), MOENATIVE_SERIAL_TIMEOUT
-# (75 s), MOENATIVE_BENCH_TIMEOUT (60 s per bench run), MOENATIVE_LOAD_TIMEOUT (90 s). Writes 8 files to $OUT (else
+# Needs .device/ (tools/device/pack.sh). Time limits per step: MOENATIVE_SHARD_TIMEOUT (330 s), MOENATIVE_SERIAL_TIMEOUT
+# (60 s), MOENATIVE_LOAD_TIMEOUT (60 s), MOENATIVE_BENCH_TIMEOUT (50 s per bench run). Writes 8 files to $OUT (else
 # artifacts/device): summary.txt, tests-{blocks,kernels,fuzz}.log (the stateful tests' output is appended to the fuzz
 # log), perf.log, load.log, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}.json.
 set -uo pipefail
@@ -39,12 +40,12 @@ declare -A shard=(
   [fuzz]="TestCategory=Gpu&FullyQualifiedName~MoeNative.Tests.Fuzz."
 )
 for name in "${!shard[@]}"; do
-  timeout "${MOENATIVE_SHARD_TIMEOUT:-300}" "$dotnet" "$tests" --filter "${shard[$name]}" > "$out/tests-$name.log" 2>&1 &
+  timeout "${MOENATIVE_SHARD_TIMEOUT:-330}" "$dotnet" "$tests" --filter "${shard[$name]}" > "$out/tests-$name.log" 2>&1 &
 done
 wait
 note "shards done"
 # ---- 2. stateful tests alone
-timeout "${MOENATIVE_SERIAL_TIMEOUT:-75}" "$dotnet" "$tests" --filter "${MOENATIVE_SERIAL_FILTER:-TestCategory=Gpu&FullyQualifiedName~SoakAndConcurrency}" \
+timeout "${MOENATIVE_SERIAL_TIMEOUT:-60}" "$dotnet" "$tests" --filter "${MOENATIVE_SERIAL_FILTER:-TestCategory=Gpu&FullyQualifiedName~SoakAndConcurrency}" \
   > "$out/tests-serial.tmp" 2>&1
 note "stateful tests: $(counts "$out/tests-serial.tmp")"
 grep -E '^failed ' -A8 "$out/tests-serial.tmp" | head -n 60 >> "$out/summary.txt"
@@ -53,20 +54,19 @@ for name in blocks kernels fuzz; do
   note "$name: $(counts "$out/tests-$name.log")"
   grep -E '^failed ' -A8 "$out/tests-$name.log" | head -n 80 >> "$out/summary.txt"
 done
-# ---- 3. bench, new beside base
+# ---- 3. checkpoint load
+timeout "${MOENATIVE_LOAD_TIMEOUT:-60}" "$run" load > /dev/null 2>&1; note "load exit $?"
+grep -E 'loaded|GB/s|host memory|Maximum resident|Elapsed|error' "$out/load.log" | head -n 20 >> "$out/summary.txt"
+# ---- 4. bench, new beside base (Qwen3-30B-A3B), new alone (Qwen3-235B-A22B)
+bench() { # bench TIMEOUT CLI CONFIG SEQLENS [JSON]
+  timeout "$1" "$dotnet" "$2" bench --config "$3" --seqlen "$4" --backward --no-reference ${5:+--json "$5"} 2>&1 \
+    | grep -E '^  (fused|cublas)|error' | grep -v ' T='
+}
 {
-  for cfg in "qwen3-30b-a3b 1,8,1024,4096,16384" "qwen3-235b-a22b 1,4096"; do
-    set -- $cfg
-    echo "== new $1"
-    timeout "${MOENATIVE_BENCH_TIMEOUT:-60}" "$dotnet" "$cli" bench --config "$1" --seqlen "$2" --backward --no-reference \
-      --json "$out/bench-new-$1.json" 2>&1 | grep -E '^  (fused|cublas)|gemm|path|error' | grep -v ' T='
-    echo "== base $1"
-    timeout "${MOENATIVE_BENCH_TIMEOUT:-60}" "$dotnet" "$base/moenative.dll" bench --config "$1" --seqlen "$2" --backward --no-reference \
-      2>&1 | grep -E '^  (fused|cublas)|error' | grep -v ' T='
-  done
+  echo "== new qwen3-30b-a3b"; bench "${MOENATIVE_BENCH_TIMEOUT:-50}" "$cli" qwen3-30b-a3b 1,8,1024,4096,16384 "$out/bench-new-qwen3-30b-a3b.json"
+  echo "== base qwen3-30b-a3b"; bench "${MOENATIVE_BENCH_TIMEOUT:-50}" "$base/moenative.dll" qwen3-30b-a3b 1,8,1024,4096,16384
+  echo "== new qwen3-235b-a22b"; bench "${MOENATIVE_BENCH_TIMEOUT:-50}" "$cli" qwen3-235b-a22b 1,4096 "$out/bench-new-qwen3-235b-a22b.json"
 } > "$out/perf.log" 2>&1
 note "bench done"
-# ---- 4. checkpoint load
-timeout "${MOENATIVE_LOAD_TIMEOUT:-90}" "$run" load > /dev/null 2>&1; note "load exit $?"
-grep -E 'loaded|GB/s|host memory|Maximum resident|Elapsed|error' "$out/load.log" | head -n 20 >> "$out/summary.txt"
+rm -f "$out/cli.log"
 cat "$out/summary.txt" "$out/perf.log"

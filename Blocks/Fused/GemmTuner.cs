@@ -76,11 +76,17 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
     {
         if (!_options.Autotune) return _options.ExplicitConfig(call.Gemm);
         if (_chosen.TryGetValue((call.Gemm, shapeClass), out GemmConfig? config)) return config;
+        return ChooseFirst(gemm, stream, dtype, shapeClass, call);
+    }
+
+    // NOTE: its own method so that the closure below is allocated on a shape class's first call only (a lambda that
+    // captures parameters allocates its closure on entry to the method that declares them, even when it returns early).
+    private GemmConfig ChooseFirst(GroupedGemm gemm, CudaStream stream, ScalarType dtype, int shapeClass, FusedGemmCall call)
+    {
         // NOTE: the candidate list depends only on layout, dtype and card today; a shape-aware filter (e.g. dropping
         // 128-row tiles for decode) would slot in here, from call.Rows / N / K.
         IReadOnlyList<GemmConfig> candidates = gemm.Candidates(call.Layout, dtype); // this instance's path (ForceSm80 honoured)
-        FusedGemmCall timed = call; // NOTE: an `in` parameter cannot be captured; the lambda runs only on this first call
-        return Decide(call.Gemm, shapeClass, candidates, () => Tune(gemm, stream, dtype, shapeClass, timed, candidates));
+        return Decide(call.Gemm, shapeClass, candidates, () => Tune(gemm, stream, dtype, shapeClass, call, candidates));
     }
 
     /// <summary>

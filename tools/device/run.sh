@@ -113,7 +113,7 @@ run_load() { # writes load.log
     cli synth --config qwen3-30b-a3b --layers "$layers" --layout per-expert --dtype bf16 --output "$dir" || exit 1
     du -sh --apparent-size "$dir"
     echo "== load (page cache hot: just written) + fused fwd+bwd through every layer at T=$t"
-    if [ -x /usr/bin/time ]; then /usr/bin/time -v "$dotnet" "$pack/cli/moenative.dll" load --config "$dir" --weights "$dir" --seqlen "$t" --backward 2> "$out/load.time"; rc=$?
+    if [ -x /usr/bin/time ]; then /usr/bin/time -v -o "$out/load.time" "$dotnet" "$pack/cli/moenative.dll" load --config "$dir" --weights "$dir" --seqlen "$t" --backward; rc=$?
       grep -E 'Maximum resident|Elapsed \(wall' "$out/load.time"; rm -f "$out/load.time"
     else cli load --config "$dir" --weights "$dir" --seqlen "$t" --backward; rc=$?; fi
     if [ "$rc" = 0 ] && sync && { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null; then

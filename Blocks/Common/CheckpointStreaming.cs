@@ -63,6 +63,7 @@ internal static class CheckpointStreamer
             for (long offset = 0; offset < view.ByteLength; offset += chunk)
             {
                 int n = (int)Math.Min(chunk, view.ByteLength - offset);
+                view.Prefetch(offset + n, chunk); // read-ahead of the next chunk while this one is copied and sent
                 Span<byte> staging = target.Acquire(slot);
                 CopyParallel(view, offset, staging[..n]);
                 view.Release(offset, n); // the mapped pages are staged: drop them from the resident set

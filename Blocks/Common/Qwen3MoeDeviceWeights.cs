@@ -5,8 +5,9 @@ using MoeNative.Reference;
 namespace MoeNative.Blocks;
 
 /// <summary>
-/// The parameters of one Qwen3-MoE expert layer on the device, in one storage dtype, uploaded once. Several blocks
-/// (e.g. one per option set) may share one instance; the owner disposes it after them.
+/// The parameters of one Qwen3-MoE expert layer on the device, in one storage dtype: uploaded once (<see cref="Upload"/>),
+/// streamed from a checkpoint (<see cref="FromSafetensors"/>) or over memory owned elsewhere (<see cref="FromDevice"/>).
+/// Several blocks (e.g. one per option set) may share one instance; the owner disposes it after them.
 /// </summary>
 public sealed class Qwen3MoeDeviceWeights : IDisposable
 {
@@ -46,6 +47,64 @@ public sealed class Qwen3MoeDeviceWeights : IDisposable
 
     /// <summary>Down projections. // [E,H,I] dtype</summary>
     internal ulong DownProj => Alive()._down.DevicePointer;
+
+    /// <summary>
+    /// Weights over device memory that other code allocated and owns (a training framework's parameters, a raw
+    /// <c>cuMemAlloc</c>): nothing is copied, the blocks read that memory, and an optimizer updating it in place changes
+    /// what the next forward computes. Disposing these weights frees nothing. The dtype is the element type's
+    /// (<see cref="BFloat16"/>, <see cref="Half"/>, <see cref="float"/>); the buffers (owning or views from
+    /// <see cref="DeviceBuffer{T}.Wrap"/>) must be exactly their shapes and of one <see cref="CudaContext"/>.
+    /// </summary>
+    /// <param name="config">Layer shape.</param>
+    /// <param name="router">gate.weight. // [E,H] dtype</param>
+    /// <param name="gateUp">Stacked gate/up projections, per expert gate rows then up rows. // [E,2I,H] dtype</param>
+    /// <param name="down">Down projections. // [E,H,I] dtype</param>
+    /// <exception cref="ArgumentException">A length that is not the shape's, an element type that is no storage dtype,
+    /// buffers of different context objects (named).</exception>
+    public static Qwen3MoeDeviceWeights FromDevice<TElem>(MoeConfig config, DeviceBuffer<TElem> router, DeviceBuffer<TElem> gateUp,
+        DeviceBuffer<TElem> down) where TElem : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(router);
+        ArgumentNullException.ThrowIfNull(gateUp);
+        ArgumentNullException.ThrowIfNull(down);
+        config.Validate();
+        ScalarType dtype = typeof(TElem) == typeof(BFloat16) ? ScalarType.BFloat16 : typeof(TElem) == typeof(Half) ? ScalarType.Float16
+            : typeof(TElem) == typeof(float) ? ScalarType.Float32
+            : throw new ArgumentException($"DeviceBuffer<{typeof(TElem).Name}> holds no storage dtype; use BFloat16, Half or float.", nameof(router));
+        int e = config.NumExperts, h = config.HiddenSize, i = config.IntermediateSize;
+        Exact(router.Length, config.GateElements, nameof(router), $"[E={e},H={h}]");
+        Exact(gateUp.Length, config.GateUpProjElements, nameof(gateUp), $"[E={e},2I={2 * i},H={h}]");
+        Exact(down.Length, config.DownProjElements, nameof(down), $"[E={e},H={h},I={i}]");
+        CudaContext context = router.Context;
+        context.EnsureSameContext(gateUp.Context, nameof(gateUp), "router");
+        context.EnsureSameContext(down.Context, nameof(down), "router");
+        return new Qwen3MoeDeviceWeights(context, config, dtype,
+            DeviceBuffer<byte>.Wrap(context, router.DevicePointer, router.SizeInBytes),
+            DeviceBuffer<byte>.Wrap(context, gateUp.DevicePointer, gateUp.SizeInBytes),
+            DeviceBuffer<byte>.Wrap(context, down.DevicePointer, down.SizeInBytes));
+    }
+
+    private static void Exact(long actual, long expected, string name, string shape)
+    {
+        if (actual != expected) throw new ArgumentException($"{name} must be {shape} = {expected} elements, has {actual}.", name);
+    }
+
+    /// <summary>A non-owning view of the router weight, for an optimizer to update in place. // [E,H] dtype</summary>
+    /// <exception cref="ArgumentException"><typeparamref name="TElem"/> is not the dtype's element type.</exception>
+    public DeviceBuffer<TElem> RouterView<TElem>() where TElem : unmanaged => View<TElem>(Alive()._router);
+
+    /// <summary>A non-owning view of the stacked gate/up projections. // [E,2I,H] dtype</summary>
+    public DeviceBuffer<TElem> GateUpView<TElem>() where TElem : unmanaged => View<TElem>(Alive()._gateUp);
+
+    /// <summary>A non-owning view of the down projections. // [E,H,I] dtype</summary>
+    public DeviceBuffer<TElem> DownView<TElem>() where TElem : unmanaged => View<TElem>(Alive()._down);
+
+    private DeviceBuffer<TElem> View<TElem>(DeviceBuffer<byte> bytes) where TElem : unmanaged
+    {
+        BlockChecks.ElementType(DType, typeof(TElem), "TElem");
+        return DeviceBuffer<TElem>.Wrap(Context, bytes.DevicePointer, bytes.SizeInBytes / DeviceBuffer<TElem>.ElementSize);
+    }
 
     /// <summary>
     /// Uploads <paramref name="weights"/> rounded to <paramref name="dtype"/> (round to nearest even; values already

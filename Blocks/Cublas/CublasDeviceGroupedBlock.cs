@@ -22,7 +22,7 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
     private BlockWorkspace? _forward;
     private BlockWorkspace? _backward;
     private DeviceBuffer<ulong>? _pointers;   // [6 GEMMs][3 operands][E] device pointers for the grouped calls
-    private int[] _counts = [];              // host copy of m_sizes of the last forward
+    private readonly int[] _counts;          // [E] host copy of m_sizes of the last forward (allocated once)
     private int _tokens = -1;
     private DeviceRange _x, _selected, _routingWeights;   // saved by the forward for the backward
     private bool _disposed;
@@ -42,6 +42,7 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
     {
         ArgumentNullException.ThrowIfNull(weights);
         _weights = weights;
+        _counts = new int[weights.Config.NumExperts];
         _ownsWeights = ownsWeights;
         _cublas = new CublasHandle(weights.Context);
         _kernels = MoeKernels.For(weights.Context);
@@ -91,7 +92,11 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         BlockChecks.ForwardContexts(Context, stream, x, y, routing);
         _tokens = tokens;
         _x = x.AsRange();
-        if (tokens == 0) return;
+        if (tokens == 0)
+        {
+            Array.Clear(_counts); // no expert was hit
+            return;
+        }
         MoeConfig c = Config;
         ScalarType dt = DType;
         int h = c.HiddenSize, i = c.IntermediateSize, e = c.NumExperts, k = c.TopK, tk = tokens * k;
@@ -116,7 +121,6 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         _kernels.RoutingIndices(stream, sel, mSizes, gather, inverse, tk, e);
         _kernels.GatherRows(stream, dt, x.AsRange(), gather, xp, tk, k, h);
         // NOTE: cuBLAS needs the group shapes on the host: the one synchronisation of this block.
-        _counts = new int[e];
         stream.Synchronize();
         ws.Arena.CopyToHost(MemoryMarshal.AsBytes(_counts.AsSpan()), ws.Offset(BlockBuffer.MSizes));
         UploadPointers(tokens);

@@ -78,7 +78,7 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
         if (_chosen.TryGetValue((call.Gemm, shapeClass), out GemmConfig? config)) return config;
         // NOTE: the candidate list depends only on layout, dtype and card today; a shape-aware filter (e.g. dropping
         // 128-row tiles for decode) would slot in here, from call.Rows / N / K.
-        IReadOnlyList<GemmConfig> candidates = GroupedGemm.Candidates(call.Layout, dtype, stream.Context);
+        IReadOnlyList<GemmConfig> candidates = gemm.Candidates(call.Layout, dtype); // this instance's path (ForceSm80 honoured)
         FusedGemmCall timed = call; // NOTE: an `in` parameter cannot be captured; the lambda runs only on this first call
         return Decide(call.Gemm, shapeClass, candidates, () => Tune(gemm, stream, dtype, shapeClass, timed, candidates));
     }

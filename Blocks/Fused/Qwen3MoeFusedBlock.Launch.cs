@@ -142,8 +142,8 @@ public sealed partial class Qwen3MoeFusedBlock
         RowSource xpRows = RowSource.GatherToken;
         if (!Options.PermuteX)
         {
-            // NOTE: the forward gathered X inside GEMM1 and kept no copy; the dW GEMM reads a contiguous Xp faster than
-            // gathered rows (H100, T=4096: 1.14 ms vs 1.24 ms), more than the copy costs (65 us), so make it here.
+            // NOTE: the forward gathered X inside GEMM1 and kept no copy; the dW GEMM gains more from a contiguous Xp
+            // than the copy costs (docs/PERF.md), so make it here.
             xpSource = fw.Range(BlockBuffer.XPermuted);
             _kernels.GatherRows(s, dt, x, gather, xpSource, tk, k, h);
             xpRows = RowSource.Identity;

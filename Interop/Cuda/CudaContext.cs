@@ -35,6 +35,36 @@ public sealed class CudaContext : IDisposable
         return context;
     }
 
+    /// <summary>
+    /// The context current on the calling thread, as other CUDA code (the CUDA runtime, TorchSharp, an engine) set it
+    /// up. The primary context of its device is retained like <see cref="Create"/>; any other context is borrowed: its
+    /// creator keeps it alive while MoeNative objects made in it are in use, and disposing this object releases nothing.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No context is current on this thread.</exception>
+    /// <exception cref="CudaException">A driver query failed.</exception>
+    public static unsafe CudaContext FromCurrent()
+    {
+        IntPtr current;
+        CuDriver.cuCtxGetCurrent(&current).Check(nameof(CuDriver.cuCtxGetCurrent));
+        if (current == IntPtr.Zero)
+            throw new InvalidOperationException("No CUDA context is current on this thread: create one (or call cudaSetDevice / a first CUDA call) first, or use CudaContext.Create.");
+        int device;
+        CuDriver.cuCtxGetDevice(&device).Check(nameof(CuDriver.cuCtxGetDevice));
+        GpuDeviceInfo info = GpuDeviceInfo.Query(device); // NOTE: a CUdevice is its ordinal (cuDeviceGet(&d, i) gives d == i)
+        uint flags;
+        int active;
+        CuDriver.cuDevicePrimaryCtxGetState(device, &flags, &active).Check(nameof(CuDriver.cuDevicePrimaryCtxGetState));
+        if (active != 0)
+        {
+            // NOTE: retaining an active primary context only counts a reference; an inactive one cannot be current.
+            IntPtr primary;
+            CuDriver.cuDevicePrimaryCtxRetain(&primary, device).Check(nameof(CuDriver.cuDevicePrimaryCtxRetain));
+            if (primary == current) return new CudaContext(new SafeCudaContextHandle(current, device), info);
+            CuDriver.cuDevicePrimaryCtxRelease(device).Check(nameof(CuDriver.cuDevicePrimaryCtxRelease));
+        }
+        return new CudaContext(new SafeCudaContextHandle(current, device, retainedPrimary: false), info);
+    }
+
     public GpuDeviceInfo Info { get; }
     public int Ordinal => Info.Ordinal;
     public string Name => Info.Name;

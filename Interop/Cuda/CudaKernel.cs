@@ -188,25 +188,24 @@ public sealed class CudaKernel
         return (nuint)paramBytes;
     }
 
-    /// <summary>(offset, size) of each parameter in the launch buffer (cuFuncGetParamInfo), or null when the driver
-    /// predates the query (CUDA &lt; 12.4), cannot answer for this function, or no parameter count was declared.</summary>
+    /// <summary>(offset, size) of each of the <see cref="ParameterCount"/> declared parameters in the launch buffer
+    /// (cuFuncGetParamInfo, never past the last one), or null when no count was declared, the driver predates the
+    /// query (CUDA &lt; 12.4) or it cannot answer for this function.</summary>
     public unsafe IReadOnlyList<(long Offset, long Size)>? ParameterLayout
     {
         get
         {
-            if (ParameterCount is not int count) return null;
+            if (ParameterCount is not { } count) return null;
             IntPtr f = Handle;
-            var layout = new List<(long, long)>();
+            var layout = new (long, long)[count];
             try
             {
                 Context.MakeCurrent();
-                // NOTE: only the declared parameters are asked for (see ParamBytes: probing past the last one is an
-                // API error that compute-sanitizer reports).
-                for (nuint i = 0; i < (nuint)count; i++)
+                for (int i = 0; i < count; i++)
                 {
                     nuint offset, size;
-                    if (CuDriver.cuFuncGetParamInfo(f, i, &offset, &size) != CUresult.CUDA_SUCCESS) break;
-                    layout.Add(((long)offset, (long)size));
+                    if (CuDriver.cuFuncGetParamInfo(f, (nuint)i, &offset, &size) != CUresult.CUDA_SUCCESS) return null;
+                    layout[i] = ((long)offset, (long)size);
                 }
             }
             catch (EntryPointNotFoundException)
@@ -214,10 +213,9 @@ public sealed class CudaKernel
                 return null;
             }
             GC.KeepAlive(Module);
-            return layout.Count == 0 ? null : layout;
+            return layout;
         }
     }
-
 
     /// <summary>Size of the kernel's parameter buffer: the end of its last declared parameter
     /// (<see cref="ParameterCount"/> − 1), from one cuFuncGetParamInfo call; -2 when the driver predates it (CUDA &lt; 12.4)

@@ -5,10 +5,14 @@ namespace MoeNative.Interop;
 /// <summary>
 /// A blocking CUDA stream (CU_STREAM_DEFAULT): work on it is ordered with the legacy default stream, which the
 /// synchronous <see cref="DeviceBuffer{T}"/> copies use, so a synchronous copy after a launch sees its result.
+/// <para>A stream created by other code (a CUstream of TorchSharp, an inference engine) is used through
+/// <see cref="Wrap"/>: a non-owning view, so MoeNative's work is ordered with theirs; disposing it destroys nothing.</para>
 /// </summary>
 public sealed class CudaStream : IDisposable
 {
-    private readonly SafeCudaStreamHandle _handle;
+    private readonly SafeCudaStreamHandle? _handle; // null for a wrapped stream
+    private readonly IntPtr _wrapped;
+    private bool _wrappedDisposed;
 
     /// <exception cref="ArgumentNullException"><paramref name="ctx"/> is null.</exception>
     /// <exception cref="ObjectDisposedException"><paramref name="ctx"/> is disposed.</exception>
@@ -23,6 +27,30 @@ public sealed class CudaStream : IDisposable
         Context = ctx;
     }
 
+    private CudaStream(CudaContext ctx, IntPtr wrapped)
+    {
+        Context = ctx;
+        _wrapped = wrapped;
+    }
+
+    /// <summary>
+    /// A non-owning view of <paramref name="stream"/>, a CUstream of <paramref name="ctx"/> created elsewhere (0 is the
+    /// legacy default stream, 2 the per-thread default stream). Its owner keeps it alive while MoeNative uses it.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="ctx"/> is null.</exception>
+    /// <exception cref="CudaException">The driver does not know the stream (cuStreamQuery fails other than NOT_READY).</exception>
+    public static CudaStream Wrap(CudaContext ctx, IntPtr stream)
+    {
+        ArgumentNullException.ThrowIfNull(ctx);
+        ctx.MakeCurrent();
+        CUresult r = CuDriver.cuStreamQuery(stream);
+        if (r != CUresult.CUDA_ERROR_NOT_READY) r.Check(nameof(CuDriver.cuStreamQuery), $"stream 0x{stream:x}");
+        return new CudaStream(ctx, stream);
+    }
+
+    /// <summary>False for a stream made by <see cref="Wrap"/>.</summary>
+    public bool OwnsStream => _handle is not null;
+
     public CudaContext Context { get; }
 
     /// <summary>The CUstream.</summary>
@@ -31,6 +59,11 @@ public sealed class CudaStream : IDisposable
     {
         get
         {
+            if (_handle is null)
+            {
+                ObjectDisposedException.ThrowIf(_wrappedDisposed, this);
+                return _wrapped;
+            }
             ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
             return _handle.DangerousGetHandle();
         }
@@ -56,5 +89,9 @@ public sealed class CudaStream : IDisposable
         GC.KeepAlive(e);
     }
 
-    public void Dispose() => _handle.Dispose();
+    public void Dispose()
+    {
+        if (_handle is null) _wrappedDisposed = true;
+        else _handle.Dispose();
+    }
 }

@@ -160,9 +160,10 @@ public struct CudaTensorMap : IEquatable<CudaTensorMap>
         // into an aligned scratch on the stack, then copy into the (8-byte aligned) managed struct.
         byte* scratch = stackalloc byte[SizeInBytes + Alignment];
         byte* aligned = (byte*)(((nuint)scratch + (nuint)(Alignment - 1)) & ~(nuint)(Alignment - 1));
-        CuDriver.cuTensorMapEncodeTiled(aligned, type, (uint)rank, (void*)globalAddress, dims, strides, box, elementStrides,
-                CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, l2Promotion, CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
-            .Check(nameof(CuDriver.cuTensorMapEncodeTiled), $"{type} rank {rank} at 0x{globalAddress:x}");
+        CUresult r = CuDriver.cuTensorMapEncodeTiled(aligned, type, (uint)rank, (void*)globalAddress, dims, strides, box, elementStrides,
+            CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, l2Promotion, CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+        if (r != CUresult.CUDA_SUCCESS) // the message is built only on failure: a launch encodes its map allocation-free
+            r.Check(nameof(CuDriver.cuTensorMapEncodeTiled), $"{type} rank {rank} at 0x{globalAddress:x}");
         return Unsafe.ReadUnaligned<CudaTensorMap>(aligned);
     }
 

@@ -10,10 +10,15 @@ namespace MoeNative.Interop;
 /// Dispose → <see cref="ObjectDisposedException"/>; driver failures → <see cref="CudaException"/>.
 /// Synchronous copies run on the legacy default stream (ordered after work on every <see cref="CudaStream"/>);
 /// the async ones are ordered on the given stream only.
+/// <para>A buffer either owns its allocation (the constructor) or is a non-owning view of memory allocated elsewhere
+/// (<see cref="Wrap"/>: another CUDA library's tensor, a raw <c>cuMemAlloc</c>); every MoeNative entry point takes
+/// both alike, and disposing a view frees nothing.</para>
 /// </summary>
 public sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
 {
-    private readonly SafeDeviceMemoryHandle? _memory; // null when Length == 0
+    private readonly SafeDeviceMemoryHandle? _memory; // null when Length == 0 or for a view
+    private readonly ulong _view;                     // the viewed address (views only)
+    private readonly bool _isView;
     private bool _disposed;
 
     /// <summary>Allocates <paramref name="length"/> elements; length 0 allocates nothing (pointer 0).</summary>
@@ -34,6 +39,44 @@ public sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
         CuDriver.cuMemAlloc(&ptr, (nuint)bytes).Check(nameof(CuDriver.cuMemAlloc), $"{bytes} bytes");
         _memory = new SafeDeviceMemoryHandle(ptr, ctx.SafeHandle);
     }
+
+    private DeviceBuffer(CudaContext ctx, ulong pointer, long length)
+    {
+        Context = ctx;
+        Length = length;
+        SizeInBytes = length * ElementSize;
+        _view = pointer;
+        _isView = true;
+    }
+
+    /// <summary>
+    /// A non-owning view of <paramref name="length"/> elements at <paramref name="devicePointer"/> in
+    /// <paramref name="ctx"/>: memory allocated by other code, which keeps it alive and frees it (after this view's
+    /// last use). Checked now: the range must lie inside one allocation of the context (<c>cuMemGetAddressRange</c>).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A negative length or an overflowing byte size.</exception>
+    /// <exception cref="ArgumentException">Pointer 0 for a non-empty view, or a range that is not inside one device
+    /// allocation of <paramref name="ctx"/> (the message gives the allocation found, if any).</exception>
+    public static unsafe DeviceBuffer<T> Wrap(CudaContext ctx, ulong devicePointer, long length)
+    {
+        ArgumentNullException.ThrowIfNull(ctx);
+        long bytes = CheckedByteSize(length);
+        if (length == 0) return new DeviceBuffer<T>(ctx, 0, 0);
+        if (devicePointer == 0) throw new ArgumentException($"A view of {length} elements needs a device pointer, got 0.", nameof(devicePointer));
+        ctx.MakeCurrent();
+        ulong start;
+        nuint size;
+        CUresult r = CuDriver.cuMemGetAddressRange(&start, &size, devicePointer);
+        if (r != CUresult.CUDA_SUCCESS)
+            throw new ArgumentException($"0x{devicePointer:x} is not device memory of {ctx} ({r}).", nameof(devicePointer));
+        if (devicePointer - start + (ulong)bytes > (ulong)size)
+            throw new ArgumentException(
+                $"A view of {length} x {ElementSize} bytes at 0x{devicePointer:x} runs past its allocation [0x{start:x}, +{size} bytes).", nameof(length));
+        return new DeviceBuffer<T>(ctx, devicePointer, length);
+    }
+
+    /// <summary>False for a view made by <see cref="Wrap"/> (disposing it frees nothing).</summary>
+    public bool OwnsMemory => !_isView;
 
     /// <summary>Allocates a buffer of <paramref name="source"/>'s length and copies it in (synchronous).</summary>
     public static DeviceBuffer<T> FromHost(CudaContext ctx, ReadOnlySpan<T> source)
@@ -65,7 +108,7 @@ public sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
         get
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return _memory?.DevicePointer ?? 0;
+            return _memory?.DevicePointer ?? _view;
         }
     }
 
@@ -189,7 +232,7 @@ public sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
         GC.KeepAlive(stream);
     }
 
-    /// <summary>Frees the memory (the context stays retained until then).</summary>
+    /// <summary>Frees the memory (the context stays retained until then); a view only becomes unusable.</summary>
     public void Dispose()
     {
         _disposed = true;

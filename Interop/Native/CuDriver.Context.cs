@@ -15,6 +15,15 @@ internal static unsafe partial class CuDriver
     [LibraryImport(Lib, EntryPoint = "cuCtxSetCurrent")]
     internal static partial CUresult cuCtxSetCurrent(IntPtr ctx);
 
+    [LibraryImport(Lib, EntryPoint = "cuDevicePrimaryCtxGetState")]
+    internal static partial CUresult cuDevicePrimaryCtxGetState(int device, uint* flags, int* active);
+
+    [LibraryImport(Lib, EntryPoint = "cuCtxGetCurrent")]
+    internal static partial CUresult cuCtxGetCurrent(IntPtr* pctx);
+
+    [LibraryImport(Lib, EntryPoint = "cuCtxGetDevice")]
+    internal static partial CUresult cuCtxGetDevice(int* device);
+
     [LibraryImport(Lib, EntryPoint = "cuCtxSynchronize")]
     internal static partial CUresult cuCtxSynchronize();
 }

@@ -10,6 +10,10 @@ internal static unsafe partial class CuDriver
     [LibraryImport(Lib, EntryPoint = "cuMemFree_v2")]
     internal static partial CUresult cuMemFree(ulong dptr);
 
+    /// <summary>Base and size of the allocation holding <paramref name="dptr"/> (CUDA_ERROR_NOT_FOUND when none does).</summary>
+    [LibraryImport(Lib, EntryPoint = "cuMemGetAddressRange_v2")]
+    internal static partial CUresult cuMemGetAddressRange(ulong* pbase, nuint* psize, ulong dptr);
+
     [LibraryImport(Lib, EntryPoint = "cuMemGetInfo_v2")]
     internal static partial CUresult cuMemGetInfo(nuint* free, nuint* total);
 

@@ -18,6 +18,9 @@ internal static unsafe partial class CuDriver
     [LibraryImport(Lib, EntryPoint = "cuStreamSynchronize")]
     internal static partial CUresult cuStreamSynchronize(IntPtr hStream);
 
+    [LibraryImport(Lib, EntryPoint = "cuStreamQuery")]
+    internal static partial CUresult cuStreamQuery(IntPtr hStream);
+
     [LibraryImport(Lib, EntryPoint = "cuStreamWaitEvent")]
     internal static partial CUresult cuStreamWaitEvent(IntPtr hStream, IntPtr hEvent, uint flags);
 }

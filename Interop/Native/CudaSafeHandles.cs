@@ -6,16 +6,25 @@ namespace MoeNative.Interop.Native;
 /// Child handles hold a reference (DangerousAddRef), so the context outlives everything created in it.</summary>
 internal sealed class SafeCudaContextHandle : SafeHandle
 {
-    public SafeCudaContextHandle(IntPtr context, int device) : base(IntPtr.Zero, ownsHandle: true)
+    /// <param name="context">The CUcontext.</param>
+    /// <param name="device">The CUdevice it belongs to.</param>
+    /// <param name="retainedPrimary">True: a primary context this handle retained (released on release); false: a
+    /// context another library created and keeps alive (nothing is released).</param>
+    public SafeCudaContextHandle(IntPtr context, int device, bool retainedPrimary = true) : base(IntPtr.Zero, ownsHandle: true)
     {
         Device = device;
+        RetainedPrimary = retainedPrimary;
         SetHandle(context);
     }
 
-    /// <summary>CUdevice the primary context belongs to.</summary>
+    /// <summary>CUdevice the context belongs to.</summary>
     public int Device { get; }
+
+    /// <summary>False for a borrowed (non-primary) context.</summary>
+    public bool RetainedPrimary { get; }
+
     public override bool IsInvalid => handle == IntPtr.Zero;
-    protected override bool ReleaseHandle() => CuDriver.cuDevicePrimaryCtxRelease(Device) == CUresult.CUDA_SUCCESS;
+    protected override bool ReleaseHandle() => !RetainedPrimary || CuDriver.cuDevicePrimaryCtxRelease(Device) == CUresult.CUDA_SUCCESS;
 }
 
 /// <summary>

@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using MoeNative.Interop;
-using static MoeNative.Interop.DeviceRangeChecks;
 using MoeNative.Interop.Native;
+using static MoeNative.Interop.DeviceRangeChecks;
 
 namespace MoeNative.Ptx;
 
@@ -231,7 +231,7 @@ public sealed class GroupedGemm
         GroupedGemmSpecs.Tag(layout); // validates the layout
         CheckArchitecture(computeCapability);
         // sm_90a (9.0 only): its 128-row tiles once experts average 128 rows or more. Measured on an H200 (docs/PERF.md
-        // v8): at ~64 rows per expert (Qwen3-30B-A3B T = 1024) the sm_80 128x128x64 tile is faster (0.340 vs 0.415 ms).
+        // v10): at ~64 rows per expert (Qwen3-30B-A3B T = 1024) the sm_80 128x128x64 tile is faster (0.340 vs 0.415 ms).
         if (sm90a && Sm90aAvailable(computeCapability) && GroupedGemmSm90aSpecs.Candidates(layout, dtype).Count > 0
             && rows.TotalRows / Math.Max(1, Math.Min(rows.Experts, rows.TotalRows)) >= 128)
             return GroupedGemmSm90aSpecs.Default(layout == GroupedGemmLayout.ForwardNT ? n : k);

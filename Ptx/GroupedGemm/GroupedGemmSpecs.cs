@@ -22,7 +22,7 @@ internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DTyp
     /// <summary>What identifies this specialisation (the spec cache's and the launcher's kernel cache's key).</summary>
     public GroupedGemmSpecKey Key => new(Math, Layout, DType, Config);
 
-    /// <summary>The launch-args struct of this layout (the sm_90a forward passes W as a tensor map).</summary>
+    /// <summary>The launch-args struct of this layout (the sm_90a kernels pass W as a tensor map).</summary>
     public Type ArgsType => Math == GemmMath.WgmmaSm90a ? typeof(GroupedGemmRowsSm90aArgs) : GroupedGemmSpecs.ArgsTypeOf(Layout);
 
     /// <summary>Dynamic shared memory the launch adds per expert (the NT tensor-core kernel keeps m_sizes [E] in
@@ -54,9 +54,6 @@ public readonly record struct GroupedGemmSpecKey(GemmMath Math, GroupedGemmLayou
 /// </summary>
 internal static class GroupedGemmSpecs
 {
-    /// <summary>Bytes of one K-major 32-element stage row: 64 B of data + 16 B pad (80/16 = 5, odd).</summary>
-    private const int KMajorPitch = 80;
-
     /// <summary>Bytes of one K-major stage row of BK elements: 2*BK B of data + 16 B pad (80 or 144; /16 odd).</summary>
     public static int KMajorPitchOf(int blockK) => 2 * blockK + 16;
 
@@ -127,9 +124,9 @@ internal static class GroupedGemmSpecs
 
     // BlockK = 64 for the backward kernels, NN (dX = dY . W[e], reduction over N; W's stage [64 n][BN], .trans
     // ldmatrix, A's [BM][64], pitch 144) and TN (dW[e] = dY^T . X, reduction over the expert's 64-row chunks; both
-    // stages [64 rows][BM|BN], .trans): the same half-the-steps argument as NtWideCandidates. The backward GEMMs at
-    // T >= 1024 have many tiles per expert, so the 128-row tiles come first; autotune keeps BlockK = 32 where it wins.
-    // TN leaves out 128x128x64: ptxas 11.8 spills it for sm_80 (128 registers, 28 B stored / 32 B loaded).
+    // stages [64 rows][BM|BN], .trans): half the pipeline steps, as NtWideCandidates; 128-row tiles first (many
+    // tiles per expert at large T); autotune keeps BlockK = 32 where it wins. TN leaves out 128x128x64, which spills
+    // for sm_80. Measurements behind these lists: docs/PERF.md ("Notes moved out of the code").
     private static readonly GemmConfig[] BackwardWideCandidates =
     [
         GemmConfig.Mma(128, 128, 3, GemmConfig.MmaBlockKWide),
@@ -138,12 +135,10 @@ internal static class GroupedGemmSpecs
         GemmConfig.Mma(64, 64, 4, GemmConfig.MmaBlockKWide),
     ];
 
-    // BlockK = 64 (ForwardNT only): each pipeline step moves 128 B per A/W row and runs four k16 steps behind one
-    // barrier, half the steps of BlockK = 32. The expert GEMMs at T = 128..1024 are latency bound at ~0.7 us per
-    // step per CTA (ncu, H100: 64% of DRAM bandwidth, 6 warps per SM), so half the steps should move more bytes per
-    // unit of time; autotune keeps the BlockK = 32 tile where this loses.
-    // The 128-row tiles stream each W tile once for experts of 65..128 rows (T = 1024: 64 rows on average, many
-    // above); 64x64 s3 fits 4 CTAs (8 warps) per SM.
+    // BlockK = 64 (ForwardNT): each pipeline step moves 128 B per A/W row and runs four k16 steps behind one
+    // barrier, half the steps of BlockK = 32, for the latency-bound expert GEMMs of mid-size T; autotune keeps the
+    // BlockK = 32 tile where this loses. The 128-row tiles stream each W tile once for experts of 65..128 rows;
+    // 64x64 s3 fits 4 CTAs (8 warps) per SM.
     private static readonly GemmConfig[] NtWideCandidates =
     [
         GemmConfig.Mma(128, 128, 3, GemmConfig.MmaBlockKWide),
@@ -159,8 +154,7 @@ internal static class GroupedGemmSpecs
 
     // Largest tile first: 128x128 for many rows per expert, down to 64x32 (1 warp, 8 stages) for decode, where
     // the GEMM streams W and the CTA count (and bytes in flight) matters more than reuse. The shallower 64-row
-    // variants (s3, s4) trade a stage for resident CTAs: memory-bound prefill ran at ~6 warps per SM (ncu on an
-    // H100, 64x64 s6 at T=128: 3 CTAs of 2 warps, 64% of DRAM bandwidth), too few to hide the loader's latency.
+    // variants (s3, s4) trade a stage for resident CTAs, for memory-bound prefill.
     private static readonly GemmConfig[] MmaCandidates =
     [
         GemmConfig.Mma(128, 128, 4),

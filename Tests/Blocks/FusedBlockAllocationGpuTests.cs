@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using MoeNative.Blocks;
 using MoeNative.Interop;
 using MoeNative.Reference;
@@ -31,8 +30,8 @@ public sealed class FusedBlockAllocationGpuTests
         using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, Config, ScalarType.BFloat16), options);
         (float[] x, float[] dY) = BlockTestModels.Inputs(Config, ScalarType.BFloat16, tokens);
         using var stream = new CudaStream(context);
-        using var xd = Upload(context, x);
-        using var dYd = Upload(context, dY);
+        using var xd = FusedBlockGpuTests.UploadBf16(context, x);
+        using var dYd = FusedBlockGpuTests.UploadBf16(context, dY);
         using var y = new DeviceBuffer<BFloat16>(context, x.Length);
         using var dX = new DeviceBuffer<BFloat16>(context, x.Length);
         using var dRouter = new DeviceBuffer<BFloat16>(context, c.GateElements);
@@ -59,14 +58,5 @@ public sealed class FusedBlockAllocationGpuTests
         var raw = new BFloat16[x.Length];
         y.CopyToHost(raw);
         Assert.IsTrue(raw.All(v => float.IsFinite((float)v)), "y has a non-finite element");
-    }
-
-    private static DeviceBuffer<BFloat16> Upload(CudaContext context, float[] values)
-    {
-        var bits = new ushort[values.Length];
-        for (int i = 0; i < values.Length; i++) bits[i] = BFloat16.RoundToBits(values[i]);
-        var buffer = new DeviceBuffer<BFloat16>(context, values.Length);
-        buffer.CopyFromHost(MemoryMarshal.Cast<ushort, BFloat16>(bits.AsSpan()));
-        return buffer;
     }
 }

@@ -23,7 +23,7 @@ public sealed class FusedBlockGpuTests
         return bits;
     }
 
-    private static DeviceBuffer<BFloat16> UploadBf16(CudaContext context, float[] values)
+    internal static DeviceBuffer<BFloat16> UploadBf16(CudaContext context, float[] values)
     {
         var buffer = new DeviceBuffer<BFloat16>(context, values.Length);
         buffer.CopyFromHost(MemoryMarshal.Cast<ushort, BFloat16>(ToBf16Bits(values).AsSpan()));

@@ -66,7 +66,13 @@ public sealed partial class HostileInputTests
 
         // ---- malformed files ---------------------------------------------------------------------------------------
         new("invalid UTF-8 in a header", 2, ["input.safetensors", "UTF-8"],
-            s => { s.RawSafetensors(s.Input, [.. "{\"hidden_\xFF\":{\"dtype\":\"F32\",\"shape\":[0,32],\"data_offsets\":[0,0]}}"u8.ToArray().Select(b => b == 0xC3 ? (byte)0xFF : b)], []); return s.Run(); }),
+            s =>
+            {
+                byte[] header = Encoding.UTF8.GetBytes("""{"hidden_?":{"dtype":"F32","shape":[0,32],"data_offsets":[0,0]}}""");
+                header[Array.IndexOf(header, (byte)'?')] = 0xFF; // a byte that never occurs in UTF-8
+                s.RawSafetensors(s.Input, header, []);
+                return s.Run();
+            }),
         new("index.json that is not an object", 2, ["model.safetensors.index.json", "JSON object"],
             s => { string dir = s.Sharded(); File.WriteAllText(Path.Combine(dir, "model.safetensors.index.json"), "[1,2,3]"); return s.Run(weights: dir); }),
         new("duplicate tensor name", 2, ["duplicate", "hidden_states"],

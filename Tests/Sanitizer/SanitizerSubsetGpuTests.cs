@@ -1,4 +1,6 @@
+using MoeNative.Blocks;
 using MoeNative.Interop;
+using MoeNative.Reference;
 using MoeNative.Tests.Blocks;
 using MoeNative.Tests.Ptx.GroupedGemmTests;
 
@@ -11,9 +13,10 @@ namespace MoeNative.Tests.Sanitizer;
 /// - grouped GEMM, per layout (NT forward, NN backward-data, TN backward-weight) and dtype: every candidate tile
 ///   configuration (and the FFMA kernel) on one odd shape with empty and one-row experts, in the plain row mode; the
 ///   first configuration in every row mode (gather, gather-by-token, scatter, scaled); an unaligned shape (SIMT);
-/// - the fused block on the small configs, every valid (permute_x, permute_y), forward and backward, against the
-///   grouped reference: routing, router GEMV/GEMM, silu-mul, top-k combine and dX reduction kernels in situ, and the
-///   arch dispatch of the card it runs on (sm_90a kernels on a Hopper where the block picks them).
+/// - the fused block on the small configs at T = 7 and 300, every valid (permute_x, permute_y), forward and backward, against the
+///   grouped reference on the host (no cuBLAS kernel under the sanitizers): routing, router GEMV/GEMM, silu-mul, top-k
+///   combine and dX reduction kernels in situ, and the arch dispatch of the card it runs on (sm_90a kernels on a
+///   Hopper where the block picks them).
 /// The small-kernel classes (Routing, Elementwise) and the graph replay test run whole beside it (see run.sh).
 /// Category <see cref="Category"/> and <see cref="GpuTest.Category"/>.
 /// </summary>
@@ -42,8 +45,9 @@ public sealed class SanitizerSubsetGpuTests
     public static IEnumerable<object[]> FusedRows() =>
         from config in new[] { "small-k1", "small" }
         from dtype in BlockTestModels.DTypes
+        from tokens in new[] { 7, 300 }   // the decode path (small T, when the block picks it) and the prefill path
         from p in BlockTestModels.Permutes
-        select new object[] { config, dtype, 7, p.X, p.Y, false };
+        select new object[] { config, dtype, tokens, p.X, p.Y, false };
 
     public static string RowName(System.Reflection.MethodInfo method, object[] row) => GroupedGemmGpuTests.RowName(method, row);
 
@@ -70,6 +74,28 @@ public sealed class SanitizerSubsetGpuTests
     [TestMethod]
     [TestCategory(Category), TestCategory(GpuTest.Category)]
     [DynamicData(nameof(FusedRows), DynamicDataDisplayName = nameof(FusedRowName))]
-    public void FusedBlock(string config, ScalarType dtype, int tokens, bool permuteX, bool permuteY, bool autotune) =>
-        new ThreeWayTests().GroupedCublas_Vs_Fused_EveryIntermediate(config, dtype, tokens, permuteX, permuteY, autotune);
+    public void FusedBlock(string config, ScalarType dtype, int tokens, bool permuteX, bool permuteY, bool autotune)
+    {
+        CudaContext context = GpuTest.RequireContext();
+        MoeConfig c = BlockTestModels.Config(config);
+        // NOTE: the grouped reference on the HOST here (not cuBLAS as in ThreeWayTests): the sanitizers then see only
+        // MoeNative's kernels, so every error they count is ours.
+        MoeWeights weights = BlockTestModels.Weights(config, dtype);
+        (float[] x, float[] dY) = BlockTestModels.Inputs(config, dtype, tokens);
+        var reference = new GroupedMoeReference(weights, dtype, HostGemm.Instance);
+        MoeIntermediates expected = reference.Forward(x);
+        MoeGradients expectedGrads = reference.Backward(expected, dY);
+        var options = new FusedBlockOptions { PermuteX = permuteX, PermuteY = permuteY, Autotune = autotune };
+        using var block = new Qwen3MoeFusedBlock(context, weights, dtype, options);
+        MoeIntermediates fused = block.Forward(x, tokens, expected.Routing, intermediates: true);
+        MoeGradients fusedGrads = block.Backward(dY);
+        var log = new ComparisonLog(dtype);
+        log.Equal("gather", fused.Gather, expected.Gather);
+        log.Close("router_logits", fused.RouterLogits, expected.RouterLogits);
+        log.Close("intermediate", fused.Intermediate, expected.Intermediate);
+        log.Close("output", fused.Output, expected.Output);
+        ThreeWayTests.CompareGradients(log, c, fusedGrads, expectedGrads, routerScale: null);
+        log.AssertAll($"grouped (host) vs fused {config} {dtype.ShortName()} T={tokens} {options.Describe()} " +
+            $"(input seed {BlockTestModels.InputSeed(config, dtype, tokens)})");
+    }
 }

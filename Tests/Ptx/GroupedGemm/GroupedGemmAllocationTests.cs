@@ -15,7 +15,7 @@ public sealed class GroupedGemmAllocationTests
     private static readonly (int, int) Sm90 = (9, 0);
     private static readonly GroupedRows TheRows = new(0x80000, 0x90000, Rows, Experts, TopK);
 
-    private static GroupedGemm.GemmPlan? Plan(GroupedGemmLayout layout, ScalarType dtype, GemmConfig? config, RowSource aRows)
+    private static GroupedGemm.GemmPlan? Plan(GroupedGemmLayout layout, ScalarType dtype, GemmConfig? config, RowSource aRows, bool sm90a = false)
     {
         long es = dtype.SizeOf();
         bool weightGrad = layout == GroupedGemmLayout.BackwardWeightTN;
@@ -25,7 +25,7 @@ public sealed class GroupedGemmAllocationTests
         long outRows = weightGrad ? Experts * N : Rows;
         long outCols = layout == GroupedGemmLayout.ForwardNT ? N : K;
         var output = new DeviceRange(0x400000, outRows * outCols * es);
-        return GroupedGemm.Plan(layout, dtype, config, Sm90, 132, a, second, output, DeviceRange.Null, TheRows, N, K, (int)aRows, 0);
+        return GroupedGemm.Plan(layout, dtype, config, Sm90, 132, a, second, output, DeviceRange.Null, TheRows, N, K, (int)aRows, 0, sm90a);
     }
 
     public static IEnumerable<object?[]> Cases()
@@ -36,17 +36,21 @@ public sealed class GroupedGemmAllocationTests
             yield return [layout, ScalarType.Float16, GemmConfig.Mma(64, 64, 4)];
             yield return [layout, ScalarType.Float32, null];
         }
+        // the sm_90a tiles (a 9.0 card; the launch adds only a stack-encoded tensor map)
+        yield return [GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, GemmConfig.Wgmma(128, 4)];
+        yield return [GroupedGemmLayout.BackwardDataNN, ScalarType.Float16, GemmConfig.Wgmma(256, 3)];
     }
 
     [TestMethod]
     [DynamicData(nameof(Cases))]
     public void WarmPlan_AllocatesNothing(GroupedGemmLayout layout, ScalarType dtype, GemmConfig? config)
     {
-        GroupedGemm.GemmPlan? first = Plan(layout, dtype, config, RowSource.Gather);
+        bool sm90a = config?.Family == GemmMath.WgmmaSm90a;
+        GroupedGemm.GemmPlan? first = Plan(layout, dtype, config, RowSource.Gather, sm90a);
         Assert.IsNotNull(first);
         long before = GC.GetAllocatedBytesForCurrentThread();
         GroupedGemm.GemmPlan? last = null;
-        for (int i = 0; i < 100; i++) last = Plan(layout, dtype, config, RowSource.Gather);
+        for (int i = 0; i < 100; i++) last = Plan(layout, dtype, config, RowSource.Gather, sm90a);
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         Assert.AreEqual(0L, allocated, $"{layout} {dtype} {config?.Name ?? "default"}: 100 warm plans allocated {allocated} bytes");
         Assert.AreSame(first.Value.Spec, last!.Value.Spec, "the specialisation is built once and then cached");

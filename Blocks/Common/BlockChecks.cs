@@ -51,10 +51,10 @@ internal static class BlockChecks
     {
         long th = (long)tokens * c.HiddenSize;
         Length(dYLength, th, "dY", $"[T={tokens},H={c.HiddenSize}] (T of the last forward)");
-        Length(dXLength, th, "gradients.X", $"[T={tokens},H={c.HiddenSize}]");
-        Length(routerLength, c.GateElements, "gradients.Router", $"[E={c.NumExperts},H={c.HiddenSize}]");
-        Length(gateUpLength, c.GateUpProjElements, "gradients.GateUp", $"[E={c.NumExperts},2I={2 * c.IntermediateSize},H={c.HiddenSize}]");
-        Length(downLength, c.DownProjElements, "gradients.Down", $"[E={c.NumExperts},H={c.HiddenSize},I={c.IntermediateSize}]");
+        Length(dXLength, th, "gradients.HiddenStates", $"[T={tokens},H={c.HiddenSize}]");
+        Length(routerLength, c.GateElements, "gradients.Gate", $"[E={c.NumExperts},H={c.HiddenSize}]");
+        Length(gateUpLength, c.GateUpProjElements, "gradients.GateUpProj", $"[E={c.NumExperts},2I={2 * c.IntermediateSize},H={c.HiddenSize}]");
+        Length(downLength, c.DownProjElements, "gradients.DownProj", $"[E={c.NumExperts},H={c.HiddenSize},I={c.IntermediateSize}]");
     }
 
     /// <summary>The stream and every buffer of a forward belong to the block's CudaContext object (the Interop rule,
@@ -76,9 +76,9 @@ internal static class BlockChecks
     {
         block.EnsureSameContext(stream.Context, nameof(stream), "the block");
         block.EnsureSameContext(dY.Context, nameof(dY), "the block");
-        block.EnsureSameContext(gradients.HiddenStates.Context, "gradients.X", "the block");
-        block.EnsureSameContext(gradients.Gate.Context, "gradients.Router", "the block");
-        block.EnsureSameContext(gradients.GateUpProj.Context, "gradients.GateUp", "the block");
-        block.EnsureSameContext(gradients.DownProj.Context, "gradients.Down", "the block");
+        block.EnsureSameContext(gradients.HiddenStates.Context, "gradients.HiddenStates", "the block");
+        block.EnsureSameContext(gradients.Gate.Context, "gradients.Gate", "the block");
+        block.EnsureSameContext(gradients.GateUpProj.Context, "gradients.GateUpProj", "the block");
+        block.EnsureSameContext(gradients.DownProj.Context, "gradients.DownProj", "the block");
     }
 }

@@ -61,8 +61,8 @@ public sealed class TuningStore
     /// <summary>Environment variable naming the folder of the stored choices.</summary>
     public const string DirectoryVariable = "MOENATIVE_TUNING_DIR";
 
-    /// <summary>Format of the files; a file of another version is stale.</summary>
-    public const int FormatVersion = 1;
+    /// <summary>Format of the files; a file of another version is stale (2: each entry names its kernel family).</summary>
+    public const int FormatVersion = 2;
 
     private readonly Action<string> _warn;
 
@@ -135,7 +135,7 @@ public sealed class TuningStore
             if (ToChoice(entry, context.DType) is { } choice)
                 choices.Add(choice);
             else
-                _warn($"ignoring a stored kernel choice in {path}: {entry.Gemm} T<={entry.ShapeClassTokens} {entry.BlockM}x{entry.BlockN}x{entry.BlockK} s{entry.Stages} w{entry.Warps} is not a valid config");
+                _warn($"ignoring a stored kernel choice in {path}: {entry.Gemm} T<={entry.ShapeClassTokens} {entry.Family} {entry.BlockM}x{entry.BlockN}x{entry.BlockK} s{entry.Stages} w{entry.Warps} is not a valid config");
         }
         return choices;
     }
@@ -168,6 +168,7 @@ public sealed class TuningStore
                 BlockK = c.Config.BlockK,
                 Stages = c.Config.Stages,
                 Warps = c.Config.Warps,
+                Family = c.Config.Family.ToString(),
                 Milliseconds = double.IsFinite(c.Milliseconds) ? c.Milliseconds : 0,
             }).ToList(),
         };
@@ -221,9 +222,10 @@ public sealed class TuningStore
 
     private static TunedChoice? ToChoice(TuningEntry e, ScalarType dtype)
     {
-        if (!Enum.TryParse(e.Gemm, ignoreCase: false, out FusedGemm gemm) || !Enum.IsDefined(gemm) || e.ShapeClassTokens <= 0)
+        if (!Enum.TryParse(e.Gemm, ignoreCase: false, out FusedGemm gemm) || !Enum.IsDefined(gemm) || e.ShapeClassTokens <= 0
+            || !Enum.TryParse(e.Family, ignoreCase: false, out GemmMath family) || !Enum.IsDefined(family))
             return null;
-        var config = new GemmConfig(e.BlockM, e.BlockN, e.BlockK, e.Stages, e.Warps);
+        var config = new GemmConfig(e.BlockM, e.BlockN, e.BlockK, e.Stages, e.Warps, family);
         return GroupedGemmSpecs.Problem(GemmTuner.LayoutOf(gemm), dtype, config) is null
             ? new TunedChoice(gemm, e.ShapeClassTokens, config, e.Milliseconds)
             : null;
@@ -232,7 +234,7 @@ public sealed class TuningStore
     private static string OneLine(string text) => text.ReplaceLineEndings(" ");
 }
 
-/// <summary>The file format (version 1).</summary>
+/// <summary>The file format (version 2).</summary>
 internal sealed class TuningFile
 {
     public int Version { get; set; }
@@ -252,6 +254,9 @@ internal sealed class TuningEntry
     public int BlockK { get; set; }
     public int Stages { get; set; }
     public int Warps { get; set; }
+
+    /// <summary>The kernel family (<see cref="GemmMath"/> name: MmaSm80, WgmmaSm90a, Ffma).</summary>
+    public string Family { get; set; } = "";
     public double Milliseconds { get; set; }
 }
 

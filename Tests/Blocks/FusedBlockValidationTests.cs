@@ -120,10 +120,10 @@ public sealed class FusedBlockValidationTests
     // Small: H=256, I=128, E=32. [E,H] = 8192, [E,2I,H] = 2097152, [E,H,I] = 1048576.
     [TestMethod]
     [DataRow(1791L, 1792L, 8192L, 2097152L, 1048576L, "dY", DisplayName = "dY short")]
-    [DataRow(1792L, 1791L, 8192L, 2097152L, 1048576L, "gradients.X", DisplayName = "dX short")]
-    [DataRow(1792L, 1792L, 8191L, 2097152L, 1048576L, "gradients.Router", DisplayName = "dRouter short")]
-    [DataRow(1792L, 1792L, 8192L, 2097151L, 1048576L, "gradients.GateUp", DisplayName = "dGateUp short")]
-    [DataRow(1792L, 1792L, 8192L, 2097152L, 1048575L, "gradients.Down", DisplayName = "dDown short")]
+    [DataRow(1792L, 1791L, 8192L, 2097152L, 1048576L, "gradients.HiddenStates", DisplayName = "dX short")]
+    [DataRow(1792L, 1792L, 8191L, 2097152L, 1048576L, "gradients.Gate", DisplayName = "dRouter short")]
+    [DataRow(1792L, 1792L, 8192L, 2097151L, 1048576L, "gradients.GateUpProj", DisplayName = "dGateUp short")]
+    [DataRow(1792L, 1792L, 8192L, 2097152L, 1048575L, "gradients.DownProj", DisplayName = "dDown short")]
     public void BackwardShapes_TooShort_NamesParameter(long dY, long dX, long router, long gateUp, long down, string param)
     {
         var ex = Assert.ThrowsExactly<ArgumentException>(() =>

@@ -45,6 +45,29 @@ public sealed class TuningStoreTests
     }
 
     [TestMethod]
+    public void EveryKernelFamily_RoundTrips()
+    {
+        GemmConfig hopper = GemmConfig.Wgmma(128, 4);
+        TunedChoice[] choices =
+        [
+            new(FusedGemm.FirstForward, 4096, hopper, 0.3),
+            new(FusedGemm.SecondForward, 4096, s_small, 0.2),
+        ];
+        TuningStore store = NewStore();
+        store.Save(s_context, choices);
+
+        IReadOnlyList<TunedChoice> loaded = store.Load(s_context);
+
+        CollectionAssert.AreEquivalent(choices, loaded.ToArray());
+        Assert.AreEqual(GemmMath.WgmmaSm90a, loaded.Single(c => c.Gemm == FusedGemm.FirstForward).Config.Family);
+        Assert.IsEmpty(_warnings, string.Join("\n", _warnings));
+
+        TuningContext fp32 = s_context with { DType = ScalarType.Float32 };
+        store.Save(fp32, [new(FusedGemm.FirstForward, 64, GemmConfig.Ffma64x64, 0.5)]);
+        Assert.AreEqual(GemmConfig.Ffma64x64, store.Load(fp32).Single().Config);
+    }
+
+    [TestMethod]
     public void Save_MergesWithWhatIsStored_NewChoiceForTheSamePairWins()
     {
         TuningStore store = NewStore();
@@ -88,7 +111,7 @@ public sealed class TuningStoreTests
     [DataRow("", "unreadable", DisplayName = "corrupt: empty file")]
     [DataRow("null", "stale (empty)", DisplayName = "corrupt: JSON null")]
     [DataRow("{\"version\": 99, \"context\": \"x\", \"entries\": []}", "format version 99", DisplayName = "stale: other format version")]
-    [DataRow("{\"version\": 1, \"context\": \"card=other\", \"entries\": []}", "another card", DisplayName = "stale: written for another context")]
+    [DataRow("{\"version\": 2, \"context\": \"card=other\", \"entries\": []}", "another card", DisplayName = "stale: written for another context")]
     public void CorruptOrStaleFile_IgnoredWithOneWarning_ThenReplacedBySave(string content, string why)
     {
         TuningStore store = NewStore();

@@ -64,13 +64,13 @@ public sealed class ValidationTests
     }
 
     [TestMethod]
-    [DataRow(0, DisplayName = "router")]
-    [DataRow(1, DisplayName = "gate_up")]
-    [DataRow(2, DisplayName = "down")]
+    [DataRow(0, DisplayName = "gate")]
+    [DataRow(1, DisplayName = "gate_up_proj")]
+    [DataRow(2, DisplayName = "down_proj")]
     public void WeightsOfTheWrongLengthAreRejected(int which)
     {
         float[] r = new float[Tiny.GateElements], gu = new float[Tiny.GateUpProjElements], d = new float[Tiny.DownProjElements];
-        string[] names = ["router", "gateUp", "down"];
+        string[] names = ["gate", "gateUpProj", "downProj"];
         string[] shapes = ["[E=8,H=32]", "[E=8,2I=32,H=32]", "[E=8,H=32,I=16]"];
         ArgumentException e = Assert.Throws<ArgumentException>(() => new MoeWeights(Tiny,
             which == 0 ? new float[1] : r, which == 1 ? new float[1] : gu, which == 2 ? new float[1] : d));

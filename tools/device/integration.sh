@@ -8,6 +8,7 @@
 #      tree's alone at Qwen3-235B-A22B.
 #
 #   tools/device/integration.sh BASE_CLI_DIR     BASE_CLI_DIR: a folder with the base commit's published moenative.dll
+#   MOENATIVE_INTEGRATION_STEPS=tests ...       steps 1 and 2 only (a re-check after a fix)
 #
 # Needs .device/ (tools/device/pack.sh). Time limits per step: MOENATIVE_SHARD_TIMEOUT (330 s), MOENATIVE_SERIAL_TIMEOUT
 # (60 s), MOENATIVE_LOAD_TIMEOUT (60 s), MOENATIVE_BENCH_TIMEOUT (50 s per bench run). Writes 8 files to $OUT (else
@@ -54,6 +55,7 @@ for name in blocks kernels fuzz; do
   note "$name: $(counts "$out/tests-$name.log")"
   grep -E '^failed ' -A8 "$out/tests-$name.log" | head -n 80 >> "$out/summary.txt"
 done
+if [ "${MOENATIVE_INTEGRATION_STEPS:-tests load bench}" = tests ]; then rm -f "$out/cli.log"; cat "$out/summary.txt"; exit 0; fi
 # ---- 3. checkpoint load
 timeout "${MOENATIVE_LOAD_TIMEOUT:-60}" "$run" load > /dev/null 2>&1; note "load exit $?"
 grep -E 'loaded|GB/s|host memory|Maximum resident|Elapsed|error' "$out/load.log" | head -n 20 >> "$out/summary.txt"

@@ -145,8 +145,11 @@ run_sanitize() { # run_sanitize [tools...]; writes sanitize-<tool>.log and sanit
     echo "== compute-sanitizer --tool $t"
     "$sanitizer" --tool "$t" --target-processes all --print-limit 200 \
       "$dotnet" "$pack/tests/MoeNative.Tests.dll" --filter "$sanitize_filter" >"$log" 2>&1
-    errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$log" | awk '{ n += $3 } END { print n + 0 }')
-    [ -n "$(grep -E 'ERROR SUMMARY' "$log")" ] || errors="no summary (sanitizer failed to run; see $log)"
+    # NOTE: racecheck ends with "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)", the others with
+    # "ERROR SUMMARY: E errors".
+    errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error|RACECHECK SUMMARY: [0-9]+ hazards displayed \([0-9]+ error' "$log" \
+      | awk '{ n += ($1 == "RACECHECK" ? substr($6, 2) : $3) } END { print n + 0 }')
+    grep -Eq '(ERROR|RACECHECK) SUMMARY' "$log" || errors="no summary (sanitizer failed to run; see $log)"
     echo "$t: $errors errors; tests: $(test_counts "$log")" | tee -a "$out/sanitize.txt"
     [ "$errors" = 0 ] || failed=1
     grep -Eq '^[[:space:]]*failed:[[:space:]]*0' "$log" || failed=1

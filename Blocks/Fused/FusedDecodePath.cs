@@ -90,7 +90,7 @@ internal sealed class FusedDecodePath : IDisposable
         int tokens)
     {
         MoeConfig c = _config;
-        Reserve();
+        // NOTE: the counters exist here: Applies is true only when the block reserves them with its forward workspace.
         kernels.DecodeGateUpSilu(s, _dtype, x, gateUp, mSizes, gather, g1, act, tokens, c.NumExperts, c.TopK, c.HiddenSize,
             c.IntermediateSize);
         DeviceRange rowScale = _options.FuseMulPost ? w : DeviceRange.Null;

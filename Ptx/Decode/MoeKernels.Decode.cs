@@ -62,7 +62,8 @@ internal sealed partial class MoeKernels
         Need(gather, tk * 4, nameof(gather), $"[TK={tk}] i32");
         if (!firstGemm.IsNull) Need(firstGemm, tk * 2 * inter * es, nameof(firstGemm), $"[TK={tk},2I={2L * inter}] {dtype}");
         Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
-        CheckDecodeAlignment(x, nameof(x), gateUp, nameof(gateUp));
+        Aligned(x, 16, nameof(x)); // 16-byte row loads
+        Aligned(gateUp, 16, nameof(gateUp));
         if (tokens == 0) return;
         var args = new DecodeGateUpSiluArgs
         {
@@ -107,7 +108,8 @@ internal sealed partial class MoeKernels
         if (!weights.IsNull) Need(weights, tk * es, nameof(weights), $"[T={tokens},k={topK}] {dtype}");
         Need(output, (long)tokens * hidden * es, nameof(output), $"[T={tokens},H={hidden}] {dtype}");
         Need(counters, DecodeCounterCount(hidden) * 4L, nameof(counters), $"[H/8={DecodeCounterCount(hidden)}] u32");
-        CheckDecodeAlignment(act, nameof(act), down, nameof(down));
+        Aligned(act, 16, nameof(act)); // 16-byte row loads
+        Aligned(down, 16, nameof(down));
         Aligned(secondGemm, 4, nameof(secondGemm)); // two columns per store
         Aligned(output, 4, nameof(output));
         if (tokens == 0) return;
@@ -133,11 +135,5 @@ internal sealed partial class MoeKernels
             throw new ArgumentException(
                 $"The decode kernels need a bf16/fp16 dtype, 1 <= E <= {DecodeMaxExperts} and H, I positive multiples of 8; got " +
                 $"{dtype}, E={experts}, H={hidden}, I={inter}.", nameof(dtype));
-    }
-
-    private static void CheckDecodeAlignment(DeviceRange a, string aName, DeviceRange b, string bName)
-    {
-        Aligned(a, 16, aName); // 16-byte row loads
-        Aligned(b, 16, bName);
     }
 }

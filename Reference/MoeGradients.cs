@@ -36,12 +36,24 @@ public sealed class MoeGradients
     /// <summary>d up_proj, split out of <see cref="GateUpProj"/> (copied once, then cached). // [E,I,H]</summary>
     public float[] UpProj => _upProj ??= Split(1);
 
+    /// <summary>d gate_proj (<paramref name="up"/> false) or d up_proj (true) as E views into <see cref="GateUpProj"/>,
+    /// one [I,H] block per expert in expert order: what <see cref="GateProj"/> / <see cref="UpProj"/> hold, without
+    /// their copies (a Qwen2-57B-sized layer's halves are 2.35 GB each as floats).</summary>
+    public IReadOnlyList<ReadOnlyMemory<float>> ProjectionBlocks(bool up)
+    {
+        int ih = Config.IntermediateSize * Config.HiddenSize;
+        var blocks = new ReadOnlyMemory<float>[Config.NumExperts];
+        for (int e = 0; e < blocks.Length; e++)
+            blocks[e] = GateUpProj.AsMemory((int)((2L * e + (up ? 1 : 0)) * ih), ih);
+        return blocks;
+    }
+
     private float[] Split(int half)
     {
         int ih = Config.IntermediateSize * Config.HiddenSize;
         var result = new float[(long)Config.NumExperts * ih];
         for (int e = 0; e < Config.NumExperts; e++)
-            GateUpProj.AsSpan((int)((2L * e + half) * ih), ih).CopyTo(result.AsSpan(e * ih, ih));
+            GateUpProj.AsSpan((int)((2L * e + half) * ih), ih).CopyTo(result.AsSpan((int)((long)e * ih), ih));
         return result;
     }
 }

@@ -169,6 +169,16 @@ public static class MoeCheckpoint
         return LoadWeights(config, files, layer, roundTo);
     }
 
+    /// <summary>True when every tensor of the layer's expert block is stored in a dtype whose values
+    /// <paramref name="dtype"/> represents exactly (the same dtype, or any float type for F32), so
+    /// <see cref="LoadWeights(MoeConfig, string, int?, ScalarType)"/> makes no rounded copy. Reads headers only.</summary>
+    public static bool StoredExactlyIn(MoeConfig config, string fileOrDirectory, int? layer, ScalarType dtype)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        using SafetensorsCollection files = SafetensorsCollection.Open(fileOrDirectory);
+        return MoeCheckpointLayout.Resolve(config, files, layer).All(p => dtype == ScalarType.Float32 || p.FileDType == dtype);
+    }
+
     /// <inheritdoc cref="LoadWeights(MoeConfig, string, int?, ScalarType)"/>
     public static MoeWeights LoadWeights(MoeConfig config, SafetensorsCollection files, int? layer = null, ScalarType roundTo = ScalarType.Float32)
     {

@@ -126,8 +126,9 @@ internal static class MoeLayerRunner
         config.RequireExpertLayer(options.Layer);
         int hidden = config.HiddenSize;
         long[] shape = ActivationShape(options.Input, InputName, hidden, null);
+        int weightCopies = MoeCheckpoint.StoredExactlyIn(config, options.Weights, options.Layer, options.DType) ? 1 : 2;
         MoeMemoryEstimate.RequireHostMemory(config, shape.Aggregate(1L, (a, b) => a * b) / hidden, options.GradOutput is not null,
-            $"{options.Input}: tensor '{InputName}' [{string.Join(",", shape)}]", written: true);
+            $"{options.Input}: tensor '{InputName}' [{string.Join(",", shape)}]", written: true, weightCopies: weightCopies);
         if (options.GradOutput is not null) ActivationShape(options.GradOutput, GradOutputName, hidden, shape);
         return shape;
     }
@@ -162,11 +163,14 @@ internal static class MoeLayerRunner
     public static MoeRunSummary WriteOutputs(string path, MoeConfig config, long[] inputShape, MoeIntermediates forward,
         MoeGradients? gradients, IReadOnlyDictionary<string, string> metadata, bool allowNonFinite = false)
     {
-        var values = new List<(string, float[])> { ("output", forward.Output), ("router_logits", forward.RouterLogits) };
+        // NOTE: grad_gate_proj / grad_up_proj are written from views of the fused gradient (no split copies: at
+        // Qwen2-57B dims each half is 2.35 GB of floats).
+        IReadOnlyList<ReadOnlyMemory<float>>? gateBlocks = gradients?.ProjectionBlocks(up: false), upBlocks = gradients?.ProjectionBlocks(up: true);
+        var values = new List<(string, IReadOnlyList<ReadOnlyMemory<float>>)> { ("output", [forward.Output]), ("router_logits", [forward.RouterLogits]) };
         if (gradients is not null)
         {
-            values.AddRange([("grad_hidden_states", gradients.HiddenStates), ("grad_gate", gradients.Gate), ("grad_gate_proj", gradients.GateProj),
-                ("grad_up_proj", gradients.UpProj), ("grad_down_proj", gradients.DownProj)]);
+            values.AddRange([("grad_hidden_states", [gradients.HiddenStates]), ("grad_gate", [gradients.Gate]), ("grad_gate_proj", gateBlocks!),
+                ("grad_up_proj", upBlocks!), ("grad_down_proj", [gradients.DownProj])]);
         }
         IReadOnlyList<string> nonFinite = NonFiniteValues.Describe(values);
         string what = $"the run produced non-finite values in {string.Join(", ", nonFinite)}";
@@ -182,8 +186,8 @@ internal static class MoeLayerRunner
         {
             entries.Add(SafetensorsEntry.FromFloats("grad_hidden_states", inputShape, gradients.HiddenStates));
             entries.Add(SafetensorsEntry.FromFloats("grad_gate", [e, h], gradients.Gate));
-            entries.Add(SafetensorsEntry.FromFloats("grad_gate_proj", [e, i, h], gradients.GateProj));
-            entries.Add(SafetensorsEntry.FromFloats("grad_up_proj", [e, i, h], gradients.UpProj));
+            entries.Add(SafetensorsEntry.FromFloatBlocks("grad_gate_proj", [e, i, h], gateBlocks!));
+            entries.Add(SafetensorsEntry.FromFloatBlocks("grad_up_proj", [e, i, h], upBlocks!));
             entries.Add(SafetensorsEntry.FromFloats("grad_down_proj", [e, h, i], gradients.DownProj));
         }
         SafetensorsWriter.Write(path, entries, metadata);

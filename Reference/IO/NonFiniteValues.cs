@@ -51,14 +51,20 @@ public static class NonFiniteValues
             + "non-finite inputs and weights are refused (--allow-nonfinite runs anyway).");
     }
 
-    /// <summary>Names of the tensors with non-finite values and their counts, e.g. <c>output (12 of 4096)</c>; empty when all are finite.</summary>
-    public static IReadOnlyList<string> Describe(IEnumerable<(string Name, float[] Values)> tensors)
+    /// <summary>Names of the tensors with non-finite values and their counts, e.g. <c>output (12 of 4096)</c>; empty when
+    /// all are finite. A tensor is given as the blocks it is written from, in order (one block for a plain array).</summary>
+    public static IReadOnlyList<string> Describe(IEnumerable<(string Name, IReadOnlyList<ReadOnlyMemory<float>> Blocks)> tensors)
     {
         var bad = new List<string>();
-        foreach ((string name, float[] values) in tensors)
+        foreach ((string name, IReadOnlyList<ReadOnlyMemory<float>> blocks) in tensors)
         {
-            long count = Find(values).Count;
-            if (count > 0) bad.Add(string.Create(CultureInfo.InvariantCulture, $"{name} ({count} of {values.LongLength})"));
+            long count = 0, length = 0;
+            foreach (ReadOnlyMemory<float> block in blocks)
+            {
+                count += Find(block.Span).Count;
+                length += block.Length;
+            }
+            if (count > 0) bad.Add(string.Create(CultureInfo.InvariantCulture, $"{name} ({count} of {length})"));
         }
         return bad;
     }

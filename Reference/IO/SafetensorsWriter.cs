@@ -76,6 +76,22 @@ public sealed class SafetensorsEntry
         return new SafetensorsEntry(name, dtype, shape, ByteSize(name, dtype, shape), s => WriteFloats(s, values.Span, dtype));
     }
 
+    /// <summary>Float values given as consecutive blocks (e.g. views of every expert's half of a fused tensor), written
+    /// in order as one tensor of <paramref name="shape"/>, converted chunk by chunk; nothing is copied: keep the blocks
+    /// unchanged until written.</summary>
+    /// <exception cref="ArgumentException">The blocks do not hold Π shape values, or <paramref name="dtype"/> is not a float type.</exception>
+    public static SafetensorsEntry FromFloatBlocks(string name, long[] shape, IReadOnlyList<ReadOnlyMemory<float>> blocks, SafetensorsDType dtype = SafetensorsDType.F32)
+    {
+        ArgumentNullException.ThrowIfNull(blocks);
+        if (dtype is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
+            throw new ArgumentException($"Tensor '{name}': float values cannot be stored as {dtype}.", nameof(dtype));
+        CheckCount(name, shape, blocks.Sum(b => (long)b.Length));
+        return new SafetensorsEntry(name, dtype, shape, ByteSize(name, dtype, shape), s =>
+        {
+            foreach (ReadOnlyMemory<float> block in blocks) WriteFloats(s, block.Span, dtype);
+        });
+    }
+
     /// <summary>Float values from a span (copied once into an array: for small tensors; pass the array or a
     /// <see cref="ReadOnlyMemory{T}"/> for large ones).</summary>
     public static SafetensorsEntry FromFloats(string name, long[] shape, ReadOnlySpan<float> values, SafetensorsDType dtype = SafetensorsDType.F32) =>

@@ -133,8 +133,10 @@ internal sealed class BlockWorkspaceLayout
         return new BlockWorkspaceLayout(capacityTokens, backward: false, b.Slices);
     }
 
-    /// <summary>Layout of the backward arena (allocated on the first backward only).</summary>
-    public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens)
+    /// <summary>Layout of the backward arena (allocated on the first backward only). <paramref name="gemmScattersDX"/>:
+    /// the GEMM1 dX writes token-slot order itself (the fused block's epilogue scatter), so no expert-order dXp buffer
+    /// is needed; else (cuBLAS, which cannot scatter) it gets one unless <see cref="FusedBlockOptions.PermuteX"/>.</summary>
+    public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool gemmScattersDX = false)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
@@ -147,7 +149,7 @@ internal sealed class BlockWorkspaceLayout
         b.Add(BlockBuffer.DRoutingWeights, tk, 4);
         b.Add(BlockBuffer.DIntermediate, tk * i, s);
         b.Add(BlockBuffer.DFirstGemm, tk * 2 * i, s);
-        if (!options.PermuteX) b.Add(BlockBuffer.DXPermutedExpertOrder, tk * h, s);
+        if (!options.PermuteX && !gemmScattersDX) b.Add(BlockBuffer.DXPermutedExpertOrder, tk * h, s);
         b.Add(BlockBuffer.DXPermutedSlotOrder, tk * h, s);
         b.Add(BlockBuffer.DLogits, t * e, s);
         b.Add(BlockBuffer.DXRouter, t * h, s);

@@ -122,20 +122,11 @@ public sealed partial class Qwen3MoeFusedBlock
         // 4. dG1 = [dg, du] from G1 and dA
         _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, tk, i);
         Probe(s, "bwd_silu_mul");
-        // 5. GEMM1 dX: dXp[r] = dG1[r]·Wgu[e], to token-slot order (stored permuted with PermuteX)
-        if (Options.PermuteX)
-        {
-            RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.FirstBackwardData, dG1, wgu, dXpSlots, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Scatter));
-            Probe(s, "bwd_gemm1_dx");
-        }
-        else
-        {
-            DeviceRange dXpExpert = bw.Range(BlockBuffer.DXPermutedExpertOrder); // [TK,H] expert order
-            RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.FirstBackwardData, dG1, wgu, dXpExpert, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Identity));
-            // NOTE: GatherRows with k = 1 and inverse as the index is the unpermute dXpSlots[p] = dXpExpert[inverse[p]].
-            _kernels.GatherRows(s, dt, dXpExpert, inverse, dXpSlots, tk, 1, h);
-            Probe(s, "bwd_gemm1_dx");
-        }
+        // 5. GEMM1 dX: dXp[r] = dG1[r]·Wgu[e], scattered by the epilogue to token-slot order (row gather[r]) with or
+        //    without PermuteX: the same values as an expert-order result unpermuted by a copy, without the copy's
+        //    TK·H reads and writes (80 us at T = 4096 on an H200, docs/PERF.md)
+        RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.FirstBackwardData, dG1, wgu, dXpSlots, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Scatter));
+        Probe(s, "bwd_gemm1_dx");
         // 6. GEMM1 dW: dWgu[e] = Σ_{r∈e} dG1[r]ᵀ Xp[r]   (Xp[r] = X[gather[r]/k]: gathered while loading with PermuteX,
         //    else copied first)
         DeviceRange xpSource = x;
@@ -205,7 +196,7 @@ public sealed partial class Qwen3MoeFusedBlock
     {
         if (_backwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
         int capacity = BlockWorkspaceLayout.ShapeClassTokens(tokens);
-        var layout = BlockWorkspaceLayout.Backward(Config, DType, Options, capacity);
+        var layout = BlockWorkspaceLayout.Backward(Config, DType, Options, capacity, gemmScattersDX: true);
         _backwardWorkspace?.Dispose();
         _backwardWorkspace = null;
         _backwardWorkspace = new BlockWorkspace(Context, layout);

@@ -48,14 +48,15 @@ public sealed class WorkspaceAndCostTests
     // DIntermediate 32*128*4 = 16384, DFirstGemm 32*256*4 = 32768, DXp expert 32768 (absent with PermuteX),
     // DXp slots 32768, DLogits 8*32*4 = 1024, DXRouter 8*256*4 = 8192.
     [TestMethod]
-    [DataRow(false, 32768 + 256 + 16384 + 32768 + 32768 + 32768 + 1024 + 8192, DisplayName = "plain")]
-    [DataRow(true, 32768 + 256 + 16384 + 32768 + 32768 + 1024 + 8192, DisplayName = "permute_x")]
-    public void BackwardLayout_Small_HandComputedTotal(bool permuteX, long expectedBytes)
+    [DataRow(false, false, 32768 + 256 + 16384 + 32768 + 32768 + 32768 + 1024 + 8192, DisplayName = "plain")]
+    [DataRow(true, false, 32768 + 256 + 16384 + 32768 + 32768 + 1024 + 8192, DisplayName = "permute_x")]
+    [DataRow(false, true, 32768 + 256 + 16384 + 32768 + 32768 + 1024 + 8192, DisplayName = "plain, GEMM scatters dX (fused)")]
+    public void BackwardLayout_Small_HandComputedTotal(bool permuteX, bool gemmScattersDX, long expectedBytes)
     {
         var layout = BlockWorkspaceLayout.Backward(MoeConfig.Preset("small"), ScalarType.Float32,
-            new FusedBlockOptions { PermuteX = permuteX }, capacityTokens: 8);
+            new FusedBlockOptions { PermuteX = permuteX }, capacityTokens: 8, gemmScattersDX);
         Assert.AreEqual(expectedBytes, layout.TotalBytes);
-        Assert.AreEqual(!permuteX, layout.Contains(BlockBuffer.DXPermutedExpertOrder));
+        Assert.AreEqual(!permuteX && !gemmScattersDX, layout.Contains(BlockBuffer.DXPermutedExpertOrder));
     }
 
     [TestMethod]

@@ -64,9 +64,18 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public static int WgmmaRowTableBytes(GroupedGemmLayout layout) => (layout == GroupedGemmLayout.BackwardWeightTN ? 2 : 1) * 8 * WgmmaBlockM;
 
     /// <summary>Dynamic shared memory of the Hopper kernel of <paramref name="layout"/> before the per-expert table:
-    /// 1024 B of alignment slack, the A and B stages, 2 mbarriers per stage and the row table.</summary>
+    /// 1024 B of alignment slack, the A and B stages, the epilogue staging (TN), 2 mbarriers per stage and the row table.</summary>
     public int WgmmaSharedBytesOf(GroupedGemmLayout layout) =>
-        1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + 16 * Stages + WgmmaRowTableBytes(layout);
+        1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + WgmmaStagingBytes(layout) + 16 * Stages + WgmmaRowTableBytes(layout);
+
+    /// <summary>Row pitch of the TN epilogue's staging tile: 128 columns x 2 B + 16 B (the fragment stores of a warp,
+    /// 8 rows x 4 threads, hit 32 distinct banks).</summary>
+    public const int WgmmaStagingPitch = 272;
+
+    /// <summary>The TN kernel's epilogue staging: one [64 rows][128 columns] dtype tile per consumer warpgroup (the
+    /// other layouts store from registers).</summary>
+    public static int WgmmaStagingBytes(GroupedGemmLayout layout) =>
+        layout == GroupedGemmLayout.BackwardWeightTN ? 2 * 64 * WgmmaStagingPitch : 0;
 
     public override string ToString() => Name;
 

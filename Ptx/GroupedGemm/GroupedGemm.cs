@@ -238,11 +238,11 @@ public sealed class GroupedGemm
         {
             if (layout == GroupedGemmLayout.BackwardWeightTN)
             {
-                GemmConfig weightTile = GroupedGemmSm90aSpecs.Default(k);
+                GemmConfig weightTile = GroupedGemmSm90aSpecs.Default(layout, k);
                 if (EstimatedTiles(layout, weightTile, rows, n, k) >= multiprocessors) return weightTile;
             }
             else if (rows.TotalRows / Math.Max(1, Math.Min(rows.Experts, rows.TotalRows)) >= 128)
-                return GroupedGemmSm90aSpecs.Default(layout == GroupedGemmLayout.ForwardNT ? n : k);
+                return GroupedGemmSm90aSpecs.Default(layout, layout == GroupedGemmLayout.ForwardNT ? n : k);
         }
         // the common list only (largest tile first): the BlockK = 64 NT tiles are offered to autotune, not defaulted
         IReadOnlyList<GemmConfig> candidates = GroupedGemmSpecs.CandidateConfigs(dtype);

@@ -33,12 +33,25 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(256, 4),
     ];
 
+    // TN: its 34 KiB epilogue staging leaves room for 128x128 s4/s5 and 128x256 s3 (128x256 s4 measured even with s3
+    // before the staging, docs/PERF.md v12).
+    private static readonly GemmConfig[] WeightCandidates =
+    [
+        GemmConfig.Wgmma(128, 4),
+        GemmConfig.Wgmma(128, 5),
+        GemmConfig.Wgmma(256, 3),
+    ];
+
     /// <summary>The Hopper tiles autotuning may time for (layout, dtype): every layout (NT, NN, TN) for bf16/fp16.</summary>
     public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype) =>
-        Enum.IsDefined(layout) && dtype is (ScalarType.BFloat16 or ScalarType.Float16) ? RowCandidates : [];
+        !Enum.IsDefined(layout) || dtype is not (ScalarType.BFloat16 or ScalarType.Float16) ? []
+        : layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates : RowCandidates;
 
-    /// <summary>The default Hopper tile: 128x256 when the output has at least 256 columns, else 128x128.</summary>
-    public static GemmConfig Default(int columns) => columns >= 256 ? RowCandidates[3] : RowCandidates[0];
+    /// <summary>The default Hopper tile of <paramref name="layout"/>: 128x256 when the output has at least 256 columns
+    /// (s4 row-tiled, s3 TN), else 128x128 s4.</summary>
+    public static GemmConfig Default(GroupedGemmLayout layout, int columns) =>
+        layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates[columns >= 256 ? 2 : 0]
+        : columns >= 256 ? RowCandidates[3] : RowCandidates[0];
 
     /// <summary>Descriptor constant (bits 16-63) of a K-major 128B-swizzled operand: swizzle 128B (bits 62-63 = 1) |
     /// SBO 1024 (next 8 rows) | LBO 16 (unused with this swizzle); the start address is or-ed in.</summary>
@@ -58,7 +71,7 @@ internal static class GroupedGemmSm90aSpecs
         int bn = config.BlockN, s = config.Stages, accs = bn / 2;
         string ptxType = PtxType(dtype);
         int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
-        int barOff = bOff + s * bStage, tabOff = barOff + 16 * s;
+        int stgOff = bOff + s * bStage, barOff = stgOff + GemmConfig.WgmmaStagingBytes(layout), tabOff = barOff + 16 * s;
         int schedOff = tabOff + GemmConfig.WgmmaRowTableBytes(layout);
         var values = new Dictionary<string, string>
         {
@@ -74,12 +87,19 @@ internal static class GroupedGemmSm90aSpecs
             ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff),
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
             ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
-            ["EPI_ROW0"] = Sm90aFragments.EpilogueRow(bn, 0, ptxType), ["EPI_ROW1"] = Sm90aFragments.EpilogueRow(bn, 1, ptxType),
         };
         if (tn)
+        {
             values["B_LOADS"] = Sm90aFragments.WeightGradientBLoads(bn);
+            values["STG_OFF"] = Int(stgOff); values["STG_BYTES"] = Int(64 * GemmConfig.WgmmaStagingPitch);
+            values["STG_PITCH"] = Int(GemmConfig.WgmmaStagingPitch); values["STG_ROW8"] = Int(8 * GemmConfig.WgmmaStagingPitch);
+            values["HALVES"] = Int(bn / 128);
+            values["EPI_STAGE0"] = Sm90aFragments.StagingStores(bn, 0, ptxType, GemmConfig.WgmmaStagingPitch);
+            values["EPI_STAGE1"] = Sm90aFragments.StagingStores(bn, 1, ptxType, GemmConfig.WgmmaStagingPitch);
+        }
         else
         {
+            values["EPI_ROW0"] = Sm90aFragments.EpilogueRow(bn, 0, ptxType); values["EPI_ROW1"] = Sm90aFragments.EpilogueRow(bn, 1, ptxType);
             values["TAG"] = GroupedGemmSpecs.Tag(layout);
             values["B_LOAD"] = Sm90aFragments.WeightLoad(layout, bn);
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16";

@@ -84,6 +84,25 @@ internal static class Sm90aFragments
         return sb.ToString();
     }
 
+    /// <summary>
+    /// The TN epilogue's fragment stores of column half <paramref name="half"/> (columns 128h .. 128h+127 of an
+    /// N = <paramref name="columns"/> accumulator; empty when the tile has no such half): per 8-column block j, D row g
+    /// (acc[4j], acc[4j+1]) and D row g+8 (acc[4j+2], acc[4j+3]) rounded to <paramref name="ptxType"/>x2 and stored as 4
+    /// bytes at st_frag + 16(j - 16h) (+ 8 rows of <paramref name="pitch"/> bytes for row g+8). Registers used: acc*, o, st_frag.
+    /// </summary>
+    public static string StagingStores(int columns, int half, string ptxType, int pitch)
+    {
+        var sb = new StringBuilder();
+        for (int j = 16 * half; j < Math.Min(columns / 8, 16 * half + 16); j++)
+        {
+            int at = 16 * (j - 16 * half);
+            if (sb.Length > 0) sb.Append('\n');
+            sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 1}, acc{4 * j}; st.shared.b32 [st_frag+{at}], o; ")
+              .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 3}, acc{4 * j + 2}; st.shared.b32 [st_frag+{8 * pitch + at}], o;");
+        }
+        return sb.ToString();
+    }
+
     /// <summary>Stores of the probe kernel: the whole m64n128 fragment as f32 pairs, rows d_row0 (g) and d_row1 (g+8).</summary>
     public static string ProbeStores(int columns)
     {

@@ -33,13 +33,14 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(256, 4),
     ];
 
-    // TN: its 34 KiB epilogue staging leaves room for 128x128 s4/s5 and 128x256 s3 (128x256 s4 measured even with s3
-    // before the staging, docs/PERF.md v12).
+    // TN: with its 18 KiB epilogue staging, 128x128 s4/s6 and 128x256 s3/s4 fit; the 4th stage of 128x256 doubles
+    // the stages the producer runs ahead (the consumers hold two slots: the wgmma group in flight and the current).
     private static readonly GemmConfig[] WeightCandidates =
     [
         GemmConfig.Wgmma(128, 4),
-        GemmConfig.Wgmma(128, 5),
+        GemmConfig.Wgmma(128, 6),
         GemmConfig.Wgmma(256, 3),
+        GemmConfig.Wgmma(256, 4),
     ];
 
     /// <summary>The Hopper tiles autotuning may time for (layout, dtype): every layout (NT, NN, TN) for bf16/fp16.</summary>
@@ -47,11 +48,12 @@ internal static class GroupedGemmSm90aSpecs
         !Enum.IsDefined(layout) || dtype is not (ScalarType.BFloat16 or ScalarType.Float16) ? []
         : layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates : RowCandidates;
 
-    /// <summary>The default Hopper tile of <paramref name="layout"/>: 128x256 when the output has at least 256 columns
-    /// (s4 row-tiled, s3 TN), else 128x128 s4.</summary>
-    public static GemmConfig Default(GroupedGemmLayout layout, int columns) =>
-        layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates[columns >= 256 ? 2 : 0]
-        : columns >= 256 ? RowCandidates[3] : RowCandidates[0];
+    /// <summary>The default Hopper tile: 128x256 s4 when the output has at least 256 columns, else 128x128 s4.</summary>
+    public static GemmConfig Default(GroupedGemmLayout layout, int columns)
+    {
+        GemmConfig[] list = layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates : RowCandidates;
+        return columns >= 256 ? list[3] : list[0];
+    }
 
     /// <summary>Descriptor constant (bits 16-63) of a K-major 128B-swizzled operand: swizzle 128B (bits 62-63 = 1) |
     /// SBO 1024 (next 8 rows) | LBO 16 (unused with this swizzle); the start address is or-ed in.</summary>
@@ -92,10 +94,10 @@ internal static class GroupedGemmSm90aSpecs
         {
             values["B_LOADS"] = Sm90aFragments.WeightGradientBLoads(bn);
             values["STG_OFF"] = Int(stgOff); values["STG_BYTES"] = Int(64 * GemmConfig.WgmmaStagingPitch);
-            values["STG_PITCH"] = Int(GemmConfig.WgmmaStagingPitch); values["STG_ROW8"] = Int(8 * GemmConfig.WgmmaStagingPitch);
-            values["HALVES"] = Int(bn / 128);
-            values["EPI_STAGE0"] = Sm90aFragments.StagingStores(bn, 0, ptxType, GemmConfig.WgmmaStagingPitch);
-            values["EPI_STAGE1"] = Sm90aFragments.StagingStores(bn, 1, ptxType, GemmConfig.WgmmaStagingPitch);
+            values["STG_PITCH"] = Int(GemmConfig.WgmmaStagingPitch); values["STG_ROW16"] = Int(16 * GemmConfig.WgmmaStagingPitch);
+            values["PASSES"] = Int(bn / 64);
+            for (int pass = 0; pass < 4; pass++)
+                values[$"EPI_STAGE{pass}"] = Sm90aFragments.StagingStores(bn, pass, ptxType, GemmConfig.WgmmaStagingPitch);
         }
         else
         {

@@ -33,8 +33,8 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(256, 4),
     ];
 
-    // TN: with its 18 KiB epilogue staging, 128x128 s4/s6 and 128x256 s3/s4 fit; the 4th stage of 128x256 doubles
-    // the stages the producer runs ahead (the consumers hold two slots: the wgmma group in flight and the current).
+    // TN: with its 18 KiB epilogue staging, 128x128 s4/s6 and 128x256 s3/s4 fit (a 4th 128x256 stage measured no
+    // faster than 3 on an H200: the mainloop is not bound by the stages in flight, docs/PERF.md v12).
     private static readonly GemmConfig[] WeightCandidates =
     [
         GemmConfig.Wgmma(128, 4),
@@ -48,12 +48,11 @@ internal static class GroupedGemmSm90aSpecs
         !Enum.IsDefined(layout) || dtype is not (ScalarType.BFloat16 or ScalarType.Float16) ? []
         : layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates : RowCandidates;
 
-    /// <summary>The default Hopper tile: 128x256 s4 when the output has at least 256 columns, else 128x128 s4.</summary>
-    public static GemmConfig Default(GroupedGemmLayout layout, int columns)
-    {
-        GemmConfig[] list = layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates : RowCandidates;
-        return columns >= 256 ? list[3] : list[0];
-    }
+    /// <summary>The default Hopper tile: 128x256 (s4 row-tiled; s3 TN, measured even with or faster than s4 on an
+    /// H200, docs/PERF.md v12) when the output has at least 256 columns, else 128x128 s4.</summary>
+    public static GemmConfig Default(GroupedGemmLayout layout, int columns) =>
+        layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates[columns >= 256 ? 2 : 0]
+        : columns >= 256 ? RowCandidates[3] : RowCandidates[0];
 
     /// <summary>Descriptor constant (bits 16-63) of a K-major 128B-swizzled operand: swizzle 128B (bits 62-63 = 1) |
     /// SBO 1024 (next 8 rows) | LBO 16 (unused with this swizzle); the start address is or-ed in.</summary>

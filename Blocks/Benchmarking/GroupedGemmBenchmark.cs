@@ -11,7 +11,8 @@ namespace MoeNative.Blocks.Benchmarking;
 /// <param name="Tokens">T.</param>
 /// <param name="Gemm">gemm1 (X[token] . W_gate_up^T, N = 2I, K = H), gemm2 (act . W_down^T scaled and scattered, N = H,
 /// K = I), gemm2-dx (dY[gathered] . W_down: NN, reduction H, output I), gemm1-dx (dG1 . W_gate_up: NN, reduction 2I,
-/// output H, scattered); N and K are the weight's dims [E, N, K].</param>
+/// output H, scattered), gemm1-dw (dW_gate_up = Σ dG1ᵀ X[token]: TN, reduction = the expert's rows), gemm2-dw
+/// (dW_down = Σ dY[gathered]ᵀ act: TN); N and K are the weight's dims [E, N, K].</param>
 /// <param name="Impl">ours, cublas-grouped (cublasGemmGroupedBatchedEx over the same expert rows, A pre-gathered),
 /// cublas-dense (one cublasGemmEx [R, N, K]: the same FLOPs with no grouping).</param>
 /// <param name="Config">Our tile configuration (name carries the path: sm90a_... or the sm_80 tile), or "-".</param>
@@ -107,6 +108,69 @@ public sealed class GroupedGemmBenchmark(CudaContext context, MoeConfig config, 
                 0.0, s.C.Pointer, ct, nt ? s.N : s.K, CublasComputeType.Compute32F));
             yield return new GemmBenchRow(t, s.Name, "cublas-dense", "-", "cublas", r, s.N, s.K, dense, flops / dense / 1e9);
         }
+
+        // TN (weight gradients, reduction = the expert's rows): dWgu [E, 2I, H] = Σ dG1ᵀ · X[token] (g1 as dG1, X by
+        // token), dWd [E, H, I] = Σ dG2[gathered]ᵀ · act (g2 as dG2); cuBLAS reads the pre-gathered xp / g2 rows
+        using DeviceBuffer<byte> dw1 = new(context, (long)e * 2 * i * h * es);
+        using DeviceBuffer<byte> dw2 = new(context, (long)e * h * i * es);
+        var weightShapes = new (string Name, int N, int K, DeviceRange A, DeviceRange B, DeviceRange BGathered, DeviceRange DW, RowSource ARows, RowSource BRows)[]
+        {
+            ("gemm1-dw", 2 * i, h, g1, x, xp, dw1, RowSource.Identity, RowSource.GatherToken),
+            ("gemm2-dw", h, i, g2, act, act, dw2, RowSource.Gather, RowSource.Identity),
+        };
+        foreach (var s in weightShapes)
+        {
+            double flops = 2.0 * r * s.N * s.K;
+            foreach (GemmConfig cfg in gemm.Candidates(GroupedGemmLayout.BackwardWeightTN, dtype))
+            {
+                double ms = Time(stream, () => gemm.BackwardWeightTN(stream, dtype, cfg, s.A, s.B, s.DW, grouped, s.N, s.K, s.ARows, s.BRows));
+                string path = GroupedGemmSpecs.MathOf(cfg) switch { GemmMath.WgmmaSm90a => "sm90a", GemmMath.MmaSm80 => "sm80", _ => "simt" };
+                yield return new GemmBenchRow(t, s.Name, "ours", cfg.Name, path, r, s.N, s.K, ms, flops / ms / 1e9);
+            }
+            // column-major: dW_e^T [K, N] (ld K) = B_e [K, m_e] (ld K) . A_e^T (A_e [N, m_e], ld N)
+            using var ptrs = CublasWeightPointers(mSizes, s.BGathered, s.A, s.DW, s.N, s.K);
+            double grp = Time(stream, () => CublasWeightGrouped(cublas, mSizes, ptrs, s.N, s.K));
+            yield return new GemmBenchRow(t, s.Name, "cublas-grouped", "-", "cublas", r, s.N, s.K, grp, flops / grp / 1e9);
+            CudaDataType ct = dtype.ToCudaDataType();
+            double dense = Time(stream, () => cublas.GemmEx(CublasOperation.None, CublasOperation.Transpose, s.K, s.N, r,
+                1.0, s.BGathered.Pointer, ct, s.K, s.A.Pointer, ct, s.N, 0.0, s.DW.Pointer, ct, s.K, CublasComputeType.Compute32F));
+            yield return new GemmBenchRow(t, s.Name, "cublas-dense", "-", "cublas", r, s.N, s.K, dense, flops / dense / 1e9);
+        }
+    }
+
+    /// <summary>Device pointer arrays [B_e | A_e | dW_e] of the grouped cuBLAS weight gradient: B rows of K elements,
+    /// A rows of N, dW[e] [N, K].</summary>
+    private DeviceBuffer<ulong> CublasWeightPointers(int[] mSizes, DeviceRange b, DeviceRange a, DeviceRange dw, int n, int k)
+    {
+        int e = mSizes.Length, es = dtype.SizeOf();
+        var host = new ulong[3 * e];
+        long off = 0;
+        for (int x = 0; x < e; x++)
+        {
+            host[x] = b.Pointer + (ulong)(off * k * es);
+            host[e + x] = a.Pointer + (ulong)(off * n * es);
+            host[2 * e + x] = dw.Pointer + (ulong)((long)x * n * k * es);
+            off += mSizes[x];
+        }
+        return DeviceBuffer<ulong>.FromHost(context, host);
+    }
+
+    /// <summary>One group per expert: dW_e^T [K, N] = B_e [K, m_e] . (A_e [N, m_e])^T, column-major.</summary>
+    private void CublasWeightGrouped(CublasHandle cublas, int[] mSizes, DeviceBuffer<ulong> ptrs, int n, int k)
+    {
+        int e = mSizes.Length;
+        CudaDataType ct = dtype.ToCudaDataType();
+        var ta = new CublasOperation[e]; Array.Fill(ta, CublasOperation.None);
+        var tb = new CublasOperation[e]; Array.Fill(tb, CublasOperation.Transpose);
+        var ms = new int[e]; Array.Fill(ms, k);
+        var ns = new int[e]; Array.Fill(ns, n);
+        var lda = new int[e]; Array.Fill(lda, k);
+        var ldb = new int[e]; Array.Fill(ldb, n);
+        var one = new float[e]; Array.Fill(one, 1f);
+        var zero = new float[e];
+        var size = new int[e]; Array.Fill(size, 1);
+        cublas.GemmGroupedBatchedEx(ta, tb, ms, ns, mSizes, one, ptrs.DevicePointer, ct, lda, ptrs.PointerAt(e), ct, ldb, zero,
+            ptrs.PointerAt(2 * e), ct, lda, size, CublasComputeType.Compute32F);
     }
 
     /// <summary>Each token picks k distinct experts; rows in expert order; gather[r] = token slot t*k + j.</summary>

@@ -43,6 +43,10 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     /// <summary>Reduction depth of one Hopper stage: 64 bf16/fp16 = one 128-byte swizzle atom per row.</summary>
     public const int WgmmaBlockK = 64;
 
+    /// <summary>Dynamic shared memory a Hopper tile may use before the per-expert table: the 227 KiB opt-in limit less
+    /// 4 KiB for 1024 experts' m_sizes.</summary>
+    private const int WgmmaSharedLimit = 227 * 1024 - 4 * 1024;
+
     /// <summary>Warps of a Hopper CTA: one producer and two consumer warpgroups.</summary>
     public const int WgmmaWarps = 12;
 
@@ -50,9 +54,28 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public static GemmConfig Wgmma(int blockN, int stages) =>
         new(WgmmaBlockM, blockN, WgmmaBlockK, stages, WgmmaWarps, GemmMath.WgmmaSm90a);
 
-    /// <summary>Dynamic shared memory of a Hopper tile before the per-expert table: 1024 B of alignment slack, the
-    /// A and W stages, 2 mbarriers per stage and the 128-row table (the PTX header lists the same layout).</summary>
-    public int WgmmaSharedBytes => 1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + 16 * Stages + 8 * WgmmaBlockM;
+    /// <summary>Dynamic shared memory of a Hopper row-tiled (NT, NN) tile before the per-expert table: 1024 B of
+    /// alignment slack, the A and W stages, 2 mbarriers per stage and the 128-row table (the PTX header lists the same
+    /// layout).</summary>
+    public int WgmmaSharedBytes => WgmmaSharedBytesOf(GroupedGemmLayout.ForwardNT);
+
+    /// <summary>Bytes of a Hopper kernel's row table: 128 s64 row offsets (NT, NN: one per tile row); the TN kernel
+    /// keeps 64 A and 64 B row offsets per stage, double-buffered (2 x 128 s64).</summary>
+    public static int WgmmaRowTableBytes(GroupedGemmLayout layout) => (layout == GroupedGemmLayout.BackwardWeightTN ? 2 : 1) * 8 * WgmmaBlockM;
+
+    /// <summary>Dynamic shared memory of the Hopper kernel of <paramref name="layout"/> before the per-expert table:
+    /// 1024 B of alignment slack, the A and B stages, the epilogue staging (TN), 2 mbarriers per stage and the row table.</summary>
+    public int WgmmaSharedBytesOf(GroupedGemmLayout layout) =>
+        1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + WgmmaStagingBytes(layout) + 16 * Stages + WgmmaRowTableBytes(layout);
+
+    /// <summary>Row pitch of the TN epilogue's staging tile: 64 columns x 2 B + 16 B (the fragment stores of a warp,
+    /// 8 rows x 4 threads, hit 32 distinct banks).</summary>
+    public const int WgmmaStagingPitch = 144;
+
+    /// <summary>The TN kernel's epilogue staging: one [64 rows][64 columns] dtype tile per consumer warpgroup, one
+    /// 64-column pass at a time (the other layouts store from registers).</summary>
+    public static int WgmmaStagingBytes(GroupedGemmLayout layout) =>
+        layout == GroupedGemmLayout.BackwardWeightTN ? 2 * 64 * WgmmaStagingPitch : 0;
 
     public override string ToString() => Name;
 
@@ -78,8 +101,8 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
                 if (BlockK != WgmmaBlockK) return $"BlockK must be {WgmmaBlockK} (one 128-byte swizzle atom per row); got {BlockK}.";
                 if (Warps != WgmmaWarps) return $"Warps must be {WgmmaWarps} (one producer and two consumer warpgroups); got {Warps}.";
                 if (Stages is < 3 or > 8) return $"Stages must be in 3..8 (the producer arrives Stages-2 groups late); got {Stages}.";
-                if (WgmmaSharedBytes > 227 * 1024 - 4 * 1024)
-                    return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytes} bytes of shared memory; at most {227 * 1024 - 4 * 1024} leave room for 1024 experts.";
+                if (WgmmaSharedBytes > WgmmaSharedLimit)
+                    return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytes} bytes of shared memory; at most {WgmmaSharedLimit} leave room for 1024 experts.";
                 return null;
             default:
                 return $"unknown math {math}.";
@@ -95,8 +118,9 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public string? Problem(GemmMath math, GroupedGemmLayout layout)
     {
         if (!Enum.IsDefined(layout)) return $"Unknown grouped-GEMM layout {layout}.";
-        if (math == GemmMath.WgmmaSm90a && layout == GroupedGemmLayout.BackwardWeightTN)
-            return $"the sm_90a kernels cover ForwardNT and BackwardDataNN so far; {layout} runs the sm_80 kernels.";
-        return Problem(math);
+        if (Problem(math) is { } problem) return problem;
+        if (math == GemmMath.WgmmaSm90a && WgmmaSharedBytesOf(layout) > WgmmaSharedLimit)
+            return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytesOf(layout)} bytes of shared memory for {layout}; at most {WgmmaSharedLimit} leave room for 1024 experts.";
+        return null;
     }
 }

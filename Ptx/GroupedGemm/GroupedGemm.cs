@@ -180,8 +180,9 @@ public sealed class GroupedGemm
     {
         CheckStream(stream);
         GemmPlan? plan = Plan(GroupedGemmLayout.BackwardWeightTN, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
-            a, b, dw, DeviceRange.Null, rows, n, k, (int)aRows, (int)bRows);
+            a, b, dw, DeviceRange.Null, rows, n, k, (int)aRows, (int)bRows, UsesSm90a);
         if (plan is not { } p) return;
+        // the sm_80 and sm_90a TN kernels take the same parameters
         var args = new GroupedGemmBackwardWeightArgs
         {
             A = a.Pointer, B = b.Pointer, DW = dw.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,
@@ -230,11 +231,19 @@ public sealed class GroupedGemm
     {
         GroupedGemmSpecs.Tag(layout); // validates the layout
         CheckArchitecture(computeCapability);
-        // sm_90a (9.0 only): its 128-row tiles once experts average 128 rows or more. Measured on an H200 (docs/PERF.md
-        // v10): at ~64 rows per expert (Qwen3-30B-A3B T = 1024) the sm_80 128x128x64 tile is faster (0.340 vs 0.415 ms).
-        if (sm90a && Sm90aAvailable(computeCapability) && GroupedGemmSm90aSpecs.Candidates(layout, dtype).Count > 0
-            && rows.TotalRows / Math.Max(1, Math.Min(rows.Experts, rows.TotalRows)) >= 128)
-            return GroupedGemmSm90aSpecs.Default(layout == GroupedGemmLayout.ForwardNT ? n : k);
+        // sm_90a (9.0 only), row-tiled (NT, NN): its 128-row tiles once experts average 128 rows or more. Measured on an
+        // H200 (docs/PERF.md v10): at ~64 rows per expert (Qwen3-30B-A3B T = 1024) the sm_80 128x128x64 tile is faster
+        // (0.340 vs 0.415 ms). TN (dW tiles over N x K, the rows are the reduction): once its tiles fill every SM.
+        if (sm90a && Sm90aAvailable(computeCapability) && GroupedGemmSm90aSpecs.Candidates(layout, dtype).Count > 0)
+        {
+            if (layout == GroupedGemmLayout.BackwardWeightTN)
+            {
+                GemmConfig weightTile = GroupedGemmSm90aSpecs.Default(layout, k);
+                if (EstimatedTiles(layout, weightTile, rows, n, k) >= multiprocessors) return weightTile;
+            }
+            else if (rows.TotalRows / Math.Max(1, Math.Min(rows.Experts, rows.TotalRows)) >= 128)
+                return GroupedGemmSm90aSpecs.Default(layout, layout == GroupedGemmLayout.ForwardNT ? n : k);
+        }
         // the common list only (largest tile first): the BlockK = 64 NT tiles are offered to autotune, not defaulted
         IReadOnlyList<GemmConfig> candidates = GroupedGemmSpecs.CandidateConfigs(dtype);
         long activeExperts = Math.Max(1, Math.Min(rows.Experts, rows.TotalRows));
@@ -388,7 +397,8 @@ public sealed class GroupedGemm
             PtxModuleSpec module = spec.ToModuleSpec();
             (object kernel, CudaKernel raw) = spec.Layout switch
             {
-                _ when spec.Math == GemmMath.WgmmaSm90a => Typed<GroupedGemmRowsSm90aArgs>(module, spec.EntryName),
+                _ when spec.Math == GemmMath.WgmmaSm90a && spec.Layout != GroupedGemmLayout.BackwardWeightTN
+                    => Typed<GroupedGemmRowsSm90aArgs>(module, spec.EntryName),
                 GroupedGemmLayout.ForwardNT => Typed<GroupedGemmForwardArgs>(module, spec.EntryName),
                 GroupedGemmLayout.BackwardDataNN => Typed<GroupedGemmBackwardDataArgs>(module, spec.EntryName),
                 _ => Typed<GroupedGemmBackwardWeightArgs>(module, spec.EntryName),

@@ -22,8 +22,10 @@ internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DTyp
     /// <summary>What identifies this specialisation (the spec cache's and the launcher's kernel cache's key).</summary>
     public GroupedGemmSpecKey Key => new(Math, Layout, DType, Config);
 
-    /// <summary>The launch-args struct of this layout (the sm_90a kernels pass W as a tensor map).</summary>
-    public Type ArgsType => Math == GemmMath.WgmmaSm90a ? typeof(GroupedGemmRowsSm90aArgs) : GroupedGemmSpecs.ArgsTypeOf(Layout);
+    /// <summary>The launch-args struct of this layout (the sm_90a NT/NN kernels pass W as a tensor map; the sm_90a TN
+    /// kernel takes the sm_80 TN parameters).</summary>
+    public Type ArgsType => Math == GemmMath.WgmmaSm90a && Layout != GroupedGemmLayout.BackwardWeightTN
+        ? typeof(GroupedGemmRowsSm90aArgs) : GroupedGemmSpecs.ArgsTypeOf(Layout);
 
     /// <summary>Dynamic shared memory the launch adds per expert (the NT tensor-core kernel keeps m_sizes [E] in
     /// shared at offset <see cref="DynamicSharedBytes"/>); the launch passes DynamicSharedBytes + this·E rounded up to 16.</summary>

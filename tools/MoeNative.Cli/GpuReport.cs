@@ -46,7 +46,7 @@ internal static class GpuReport
         if (!Ptx.GroupedGemm.Sm90aAvailable(cc)) return "sm80 (mma.sync) for every layout";
         return Ptx.GroupedGemm.ForcedSm80ByEnvironment
             ? "sm80 (mma.sync) for every layout: MOENATIVE_FORCE_SM80=1"
-            : "sm90a (wgmma + TMA) forward NT and backward-data NN for experts of 128+ rows, sm80 otherwise and for TN (MOENATIVE_FORCE_SM80=1 forces sm80)";
+            : "sm90a (wgmma + TMA) forward NT and backward-data NN for experts of 128+ rows, sm90a (wgmma + cp.async) backward-weight TN once its tiles fill the SMs, sm80 otherwise (MOENATIVE_FORCE_SM80=1 forces sm80)";
     }
 
     private static bool IsSupported(GpuDeviceInfo info) => info.ComputeCapability.CompareTo(MinimumComputeCapability) >= 0;

@@ -3,7 +3,8 @@
 # row per (module, entry, arch): registers, static shared memory (dynamic shared memory is chosen at launch and
 # is not in the table), stack frame, spill stores/loads.
 # Modules whose text says `.target sm_90a` (the Hopper kernels: wgmma, TMA, setmaxnreg) assemble for sm_90a only, and
-# their SASS must show HGMMA (every sm_90a module) and UTMALDG (the grouped GEMMs, which load W through TMA).
+# their SASS must show HGMMA (every sm_90a module) and UTMALDG (the row-tiled grouped GEMMs, which load W through TMA;
+# the TN weight-gradient kernel loads both operands by cp.async).
 # Exit status: 0 when everything assembles with no spills; 1 on any ptxas error or spill; 2 on usage errors
 # (no ptxas: one line saying where it looked, before anything is dumped or written). Temp files are removed on
 # every exit.
@@ -93,7 +94,7 @@ for f in "${files[@]}"; do
         if [ -n "$cuobjdump" ]; then
           sass=$("$cuobjdump" -sass "$cubin" 2>&1)
           grep -q HGMMA <<<"$sass" || { echo "$module: no HGMMA in the SASS"; failures=$((failures + 1)); }
-          if [[ $module == *grouped_gemm* ]] && ! grep -q UTMALDG <<<"$sass"; then
+          if [[ $module == *grouped_gemm_rows* ]] && ! grep -q UTMALDG <<<"$sass"; then
             echo "$module: no UTMALDG in the SASS"; failures=$((failures + 1))
           fi
         else

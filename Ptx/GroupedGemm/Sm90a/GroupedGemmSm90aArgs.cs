@@ -29,8 +29,8 @@ internal struct GroupedGemmRowsSm90aArgs
 [StructLayout(LayoutKind.Sequential)]
 internal struct WgmmaLayoutProbeArgs
 {
-    public ulong A;          // [64, 64] dtype
-    public ulong B;          // [128, 64] (K-major) or [64, 128] (N-major) dtype
+    public ulong A;          // [64 m, 64 k] (K-major) or [64 k, 64 m] (MN-major) dtype
+    public ulong B;          // [128 n, 64 k] (K-major) or [64 k, 128 n] (N-major) dtype
     public ulong D;          // [64, 128] f32 (out)
-    public int BNMajor;      // 0 | 1
+    public int Mode;         // 0 K-major A and B | 1 K-major A, N-major B | 2 MN-major A, N-major B
 }

@@ -10,6 +10,7 @@ namespace MoeNative.Ptx;
 internal static class GroupedGemmSm90aSpecs
 {
     public const string RowsFile = "GroupedGemm/Sm90a/grouped_gemm_rows_wgmma_sm90a.ptx";
+    public const string WeightGradientFile = "GroupedGemm/Sm90a/grouped_gemm_tn_wgmma_sm90a.ptx";
     public const string ProbeFile = "GroupedGemm/Sm90a/wgmma_layout_probe_sm90a.ptx";
 
     /// <summary>Registers per thread at entry (.maxnreg): 168 x 384 threads = 64512 of the SM's 65536.</summary>
@@ -22,7 +23,8 @@ internal static class GroupedGemmSm90aSpecs
     public const int ProbeColumns = 128;
 
     // 128x128 keeps 4-5 stages in flight; 128x256 halves A re-reads (GEMM1 N = 1536 = 6 x 256, GEMM2 N = 2048) with
-    // 3-4 stages (48 KiB each). All 1 CTA per SM (384 threads at 168 registers).
+    // 3-4 stages (48 KiB each). All 1 CTA per SM (384 threads at 168 registers). The TN kernel takes the same tiles
+    // (BlockN tiles dW's K; its stages are 64 expert rows of dY^T and X).
     private static readonly GemmConfig[] RowCandidates =
     [
         GemmConfig.Wgmma(128, 4),
@@ -31,47 +33,84 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(256, 4),
     ];
 
-    /// <summary>The Hopper tiles autotuning may time for (layout, dtype); empty where no sm_90a kernel exists yet (TN).</summary>
-    public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype) =>
-        layout is (GroupedGemmLayout.ForwardNT or GroupedGemmLayout.BackwardDataNN) && dtype is (ScalarType.BFloat16 or ScalarType.Float16)
-            ? RowCandidates : [];
+    // TN: with its 18 KiB epilogue staging, 128x128 s4/s6 and 128x256 s3/s4 fit (a 4th 128x256 stage measured no
+    // faster than 3 on an H200: the mainloop is not bound by the stages in flight, docs/PERF.md v12).
+    private static readonly GemmConfig[] WeightCandidates =
+    [
+        GemmConfig.Wgmma(128, 4),
+        GemmConfig.Wgmma(128, 6),
+        GemmConfig.Wgmma(256, 3),
+        GemmConfig.Wgmma(256, 4),
+    ];
 
-    /// <summary>The default Hopper tile: 128x256 when the output has at least 256 columns, else 128x128.</summary>
-    public static GemmConfig Default(int columns) => columns >= 256 ? RowCandidates[3] : RowCandidates[0];
+    /// <summary>The Hopper tiles autotuning may time for (layout, dtype): every layout (NT, NN, TN) for bf16/fp16.</summary>
+    public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype) =>
+        !Enum.IsDefined(layout) || dtype is not (ScalarType.BFloat16 or ScalarType.Float16) ? []
+        : layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates : RowCandidates;
+
+    /// <summary>The default Hopper tile: 128x256 (s4 row-tiled; s3 TN, measured even with or faster than s4 on an
+    /// H200, docs/PERF.md v12) when the output has at least 256 columns, else 128x128 s4.</summary>
+    public static GemmConfig Default(GroupedGemmLayout layout, int columns) =>
+        layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates[columns >= 256 ? 2 : 0]
+        : columns >= 256 ? RowCandidates[3] : RowCandidates[0];
+
+    /// <summary>Descriptor constant (bits 16-63) of a K-major 128B-swizzled operand: swizzle 128B (bits 62-63 = 1) |
+    /// SBO 1024 (next 8 rows) | LBO 16 (unused with this swizzle); the start address is or-ed in.</summary>
+    private const string KMajorDesc = "0x4000004000010000";
+
+    /// <summary>Descriptor constant of an MN-major (N-major) 128B-swizzled operand stored as 64-column blocks of
+    /// [rows][128 B]: swizzle 128B | SBO 1024 (next 8 reduction rows) | LBO 8192 (next 64-column block).</summary>
+    private const string NMajorDesc = "0x4000004002000000";
 
     /// <summary>The specialisation of (layout, dtype, config); the config is already validated.</summary>
     public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
     {
-        if (layout is not (GroupedGemmLayout.ForwardNT or GroupedGemmLayout.BackwardDataNN))
-            throw new ArgumentException($"No sm_90a kernel for {layout} yet.", nameof(layout));
-        bool nn = layout == GroupedGemmLayout.BackwardDataNN;
+        if (!Enum.IsDefined(layout)) throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown grouped-GEMM layout.");
         if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
             throw new ArgumentException($"The sm_90a kernels take bf16 or fp16; got {dtype}.", nameof(dtype));
+        bool tn = layout == GroupedGemmLayout.BackwardWeightTN, nn = layout == GroupedGemmLayout.BackwardDataNN;
         int bn = config.BlockN, s = config.Stages, accs = bn / 2;
         string ptxType = PtxType(dtype);
         int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
-        int barOff = bOff + s * bStage, tabOff = barOff + 16 * s, schedOff = tabOff + 8 * GemmConfig.WgmmaBlockM;
+        int stgOff = bOff + s * bStage, barOff = stgOff + GemmConfig.WgmmaStagingBytes(layout), tabOff = barOff + 16 * s;
+        int schedOff = tabOff + GemmConfig.WgmmaRowTableBytes(layout);
         var values = new Dictionary<string, string>
         {
-            ["TAG"] = GroupedGemmSpecs.Tag(layout), ["B_LOAD"] = Sm90aFragments.WeightLoad(layout, bn),
-            // B descriptor constant: 128B swizzle | SBO 1024 | LBO 16 (K-major) or 8192 (N-major: next 64-column block)
-            ["B_DESC"] = nn ? "0x4000004002000000" : "0x4000004000010000",
-            ["B_K16_STEP"] = nn ? "128" : "2", ["TRANS_B"] = nn ? "1" : "0",
+            // A: K-major rows (NT, NN; k16 step +32 B) or, for TN, dY^T read MN-major (trans-a 1; k16 step +16 rows)
+            ["A_DESC"] = tn ? NMajorDesc : KMajorDesc, ["A_K16_STEP"] = tn ? "128" : "2", ["TRANS_A"] = tn ? "1" : "0",
+            // B: K-major W (NT) or N-major (NN: W; TN: X rows), k16 step +32 B or +16 rows of 128 B
+            ["B_DESC"] = nn || tn ? NMajorDesc : KMajorDesc, ["B_K16_STEP"] = nn || tn ? "128" : "2", ["TRANS_B"] = nn || tn ? "1" : "0",
             ["DTYPE"] = ptxType, ["DTYPE_NAME"] = dtype.ShortName(),
-            ["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16",
             ["BN"] = Int(bn), ["STAGES"] = Int(s), ["LAG"] = Int(s - 2),
             ["PRODUCER_REGS"] = Int(ProducerRegisters), ["CONSUMER_REGS"] = Int(ConsumerRegisters),
             ["BM"] = Int(GemmConfig.WgmmaBlockM),
             ["B_OFF"] = Int(bOff), ["B_STAGE"] = Int(bStage), ["BAR_OFF"] = Int(barOff), ["EMPTY_OFF"] = Int(barOff + 8 * s),
-            ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff), ["TX_BYTES"] = Int(bStage),
+            ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff),
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
             ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
-            ["EPI_ROW0"] = Sm90aFragments.EpilogueRow(bn, 0, ptxType), ["EPI_ROW1"] = Sm90aFragments.EpilogueRow(bn, 1, ptxType),
         };
-        if (config.WgmmaSharedBytes != schedOff + 1024)
-            throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytes} vs {schedOff + 1024}.");
+        if (tn)
+        {
+            values["B_LOADS"] = Sm90aFragments.WeightGradientBLoads(bn);
+            values["STG_OFF"] = Int(stgOff); values["STG_BYTES"] = Int(64 * GemmConfig.WgmmaStagingPitch);
+            values["STG_PITCH"] = Int(GemmConfig.WgmmaStagingPitch); values["STG_ROW16"] = Int(16 * GemmConfig.WgmmaStagingPitch);
+            values["PASSES"] = Int(bn / 64);
+            for (int pass = 0; pass < 4; pass++)
+                values[$"EPI_STAGE{pass}"] = Sm90aFragments.StagingStores(bn, pass, ptxType, GemmConfig.WgmmaStagingPitch);
+        }
+        else
+        {
+            values["EPI_ROW0"] = Sm90aFragments.EpilogueRow(bn, 0, ptxType); values["EPI_ROW1"] = Sm90aFragments.EpilogueRow(bn, 1, ptxType);
+            values["TAG"] = GroupedGemmSpecs.Tag(layout);
+            values["B_LOAD"] = Sm90aFragments.WeightLoad(layout, bn);
+            values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16";
+            values["TX_BYTES"] = Int(bStage);
+        }
+        if (config.WgmmaSharedBytesOf(layout) != schedOff + 1024)
+            throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytesOf(layout)} vs {schedOff + 1024}.");
         string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}";
-        return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, RowsFile, entry, config.WgmmaSharedBytes, values)
+        return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, tn ? WeightGradientFile : RowsFile, entry,
+            config.WgmmaSharedBytesOf(layout), values)
         {
             SharedBytesPerExpert = 4, // sched [E] i32
         };

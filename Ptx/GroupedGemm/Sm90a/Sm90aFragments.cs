@@ -67,6 +67,42 @@ internal static class Sm90aFragments
         return sb.ToString();
     }
 
+    /// <summary>
+    /// The TN kernel's B (X) chunk loads of one stage row, one per 128-column half h &lt; <paramref name="columns"/>/128:
+    /// src = b_ptr + tmp64 (+256 B per half) when the row exists (p_row) and the half's chunk is inside K (b_ok{h}),
+    /// else zero-filled; destination stage_b + 16384h. Registers used: p, p_row, b_ok0|1, ld_src, b_ptr, tmp64, ld_size, stage_b.
+    /// </summary>
+    public static string WeightGradientBLoads(int columns)
+    {
+        var sb = new StringBuilder();
+        for (int h = 0; h < columns / 128; h++)
+        {
+            if (h > 0) sb.Append("\n    add.s64 tmp64, tmp64, 256;          // the next 128 columns\n");
+            sb.Append(CultureInfo.InvariantCulture, $"    and.pred p, p_row, b_ok{h};\n    mov.u64 ld_src, b_ptr;\n    @p add.u64 ld_src, b_ptr, tmp64;\n")
+              .Append(CultureInfo.InvariantCulture, $"    selp.u32 ld_size, 16, 0, p;\n    cp.async.cg.shared.global [stage_b+{16384 * h}], [ld_src], 16, ld_size;");
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// The TN epilogue's fragment stores of 64-column pass <paramref name="pass"/> (columns 64p .. 64p+63 of an
+    /// N = <paramref name="columns"/> accumulator; empty when the tile has no such pass): per 8-column block j, D row g
+    /// (acc[4j], acc[4j+1]) and D row g+8 (acc[4j+2], acc[4j+3]) rounded to <paramref name="ptxType"/>x2 and stored as 4
+    /// bytes at st_frag + 16(j - 8p) (+ 8 rows of <paramref name="pitch"/> bytes for row g+8). Registers used: acc*, o, st_frag.
+    /// </summary>
+    public static string StagingStores(int columns, int pass, string ptxType, int pitch)
+    {
+        var sb = new StringBuilder();
+        for (int j = 8 * pass; j < Math.Min(columns / 8, 8 * pass + 8); j++)
+        {
+            int at = 16 * (j - 8 * pass);
+            if (sb.Length > 0) sb.Append('\n');
+            sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 1}, acc{4 * j}; st.shared.b32 [st_frag+{at}], o; ")
+              .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 3}, acc{4 * j + 2}; st.shared.b32 [st_frag+{8 * pitch + at}], o;");
+        }
+        return sb.ToString();
+    }
+
     /// <summary>Stores of the probe kernel: the whole m64n128 fragment as f32 pairs, rows d_row0 (g) and d_row1 (g+8).</summary>
     public static string ProbeStores(int columns)
     {

@@ -55,7 +55,7 @@ public sealed class GroupedGemmGpuTests
         (RowSource.Identity, RowTarget.Scatter),             // dX stored in token-slot order (forward used permute_x)
     ];
 
-    private static readonly (RowSource, RowSource)[] WeightModes =
+    internal static readonly (RowSource, RowSource)[] WeightModes =
     [
         (RowSource.Identity, RowSource.Identity),
         (RowSource.Gather, RowSource.Identity),              // dY gathered (permute_y)
@@ -254,7 +254,7 @@ public sealed class GroupedGemmGpuTests
             o => Describe(c, rowOfOutput[o], cfg?.BlockM));
     }
 
-    private static void RunBackwardWeight(CudaContext ctx, GroupedGemm gemm, ScalarType dtype, GemmConfig? cfg, GemmCase c,
+    internal static void RunBackwardWeight(CudaContext ctx, GroupedGemm gemm, ScalarType dtype, GemmConfig? cfg, GemmCase c,
         (RowSource A, RowSource B) mode, int seed, bool checkDeterminism)
     {
         var rng = new Random(seed);

@@ -3,9 +3,10 @@ using MoeNative.Ptx;
 
 namespace MoeNative.Tests.Ptx.GroupedGemmTests;
 
-/// <summary>The Hopper (sm_90a) forward NT and backward-data NN grouped GEMMs on the GPU against the float64 host
-/// product over the sm_80 shape grid (empty and 1-row experts, N/K not multiples of any tile, K below one 64-wide
-/// stage), every row mode, every sm_90a tile; capped persistent grids; the null-config dispatch. Needs a compute capability 9.0 GPU (H100 /
+/// <summary>The Hopper (sm_90a) forward NT, backward-data NN and backward-weight TN grouped GEMMs on the GPU against the
+/// float64 host product over the sm_80 shape grid (empty and 1-row experts, N/K not multiples of any tile, K below one
+/// 64-wide stage; for TN also 63/65/257-row experts and many stages per tile), every row mode, every sm_90a tile;
+/// capped persistent grids; the null-config dispatch. Needs a compute capability 9.0 GPU (H100 /
 /// H200): elsewhere Inconclusive with the reason. Filter: FullyQualifiedName~Sm90a.</summary>
 [TestClass]
 public sealed class Sm90aGroupedGemmGpuTests
@@ -21,6 +22,26 @@ public sealed class Sm90aGroupedGemmGpuTests
         from m in Enumerable.Range(0, layout == GroupedGemmLayout.ForwardNT ? GroupedGemmGpuTests.ForwardModes.Length : GroupedGemmGpuTests.DataModes.Length)
         select new object[] { layout, t, cfg.Name, gc.Name, m };
 
+    /// <summary>TN cases beyond the sm_80 grid: 63 / 65 / 257-row experts (partial last stages, 5 stages in one tile),
+    /// K not a multiple of 128 or 256 (a half-empty second B half), N past one 128-row tile.</summary>
+    internal static readonly GemmCase[] WeightCases =
+    [
+        .. GemmCase.All,
+        new("E5_m63-0-257-65-1_k2_N200_K392", [63, 0, 257, 65, 1], 2, 200, 392),
+        new("E2_m700-76_k4_N136_K264", [700, 76], 4, 136, 264),
+    ];
+
+    /// <summary>(dtype, config, case, mode) rows of the TN kernel: every sm_90a tile x WeightCases x WeightModes.</summary>
+    public static IEnumerable<object[]> WeightRows() =>
+        from t in Dtypes
+        from cfg in GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardWeightTN, t)
+        from gc in WeightCases
+        from m in Enumerable.Range(0, GroupedGemmGpuTests.WeightModes.Length)
+        select new object[] { t, cfg.Name, gc.Name, m };
+
+    public static string WeightRowName(System.Reflection.MethodInfo method, object[] row) =>
+        $"{method.Name}({((ScalarType)row[0]).ShortName()}, {row[1]}, {row[2]}, mode {row[3]})";
+
     public static string RowName(System.Reflection.MethodInfo method, object[] row) =>
         $"{method.Name}({GroupedGemmSpecs.Tag((GroupedGemmLayout)row[0])}, {((ScalarType)row[1]).ShortName()}, {row[2]}, {row[3]}, mode {row[4]})";
 
@@ -33,7 +54,8 @@ public sealed class Sm90aGroupedGemmGpuTests
     }
 
     private static GemmConfig Config(ScalarType t, string name) =>
-        GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, t).Single(c => c.Name == name);
+        GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, t).Concat(GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardWeightTN, t))
+            .First(c => c.Name == name);
 
     [TestMethod]
     [TestCategory(GpuTest.Category)]
@@ -47,6 +69,37 @@ public sealed class Sm90aGroupedGemmGpuTests
             GroupedGemmGpuTests.RunForward(ctx, GroupedGemm.For(ctx), dtype, cfg, c, GroupedGemmGpuTests.ForwardModes[mode], seed: 211 + mode);
         else
             GroupedGemmGpuTests.RunBackwardData(ctx, GroupedGemm.For(ctx), dtype, cfg, c, GroupedGemmGpuTests.DataModes[mode], seed: 241 + mode);
+    }
+
+    /// <summary>dW[e] = Σ_r dY[a(r)]ᵀ X[b(r)] on the sm_90a TN kernel against the float64 host product (experts without
+    /// rows must come back as zeros: the output is poisoned first), then bitwise equal on a second run and on a
+    /// 2-CTA grid (RunBackwardWeight's determinism check).</summary>
+    [TestMethod]
+    [TestCategory(GpuTest.Category)]
+    [DynamicData(nameof(WeightRows), DynamicDataDisplayName = nameof(WeightRowName))]
+    public void WeightGradient_Sm90a_MatchesFloat64(ScalarType dtype, string configName, string caseName, int mode)
+    {
+        CudaContext ctx = RequireHopper();
+        GemmCase c = WeightCases.Single(x => x.Name == caseName);
+        GroupedGemmGpuTests.RunBackwardWeight(ctx, GroupedGemm.For(ctx), dtype, Config(dtype, configName), c,
+            GroupedGemmGpuTests.WeightModes[mode], seed: 271 + mode, checkDeterminism: mode == 3);
+    }
+
+    /// <summary>TN with grids of 1..3 CTAs: each CTA walks every (expert, n-tile, k-tile), empty experts included,
+    /// with the ring running on across tiles and experts.</summary>
+    [TestMethod]
+    [TestCategory(GpuTest.Category)]
+    [DataRow(ScalarType.BFloat16, 1, 128, 4)]
+    [DataRow(ScalarType.BFloat16, 3, 256, 3)]
+    [DataRow(ScalarType.Float16, 2, 256, 4)]
+    [DataRow(ScalarType.Float16, 1, 128, 6)]
+    public void WeightGradient_Sm90a_SmallGridsWalkEveryTile(ScalarType dtype, int gridLimit, int blockN, int stages)
+    {
+        CudaContext ctx = RequireHopper();
+        var gemm = new GroupedGemm(ctx) { GridLimitForTesting = gridLimit };
+        foreach (GemmCase c in WeightCases)
+            GroupedGemmGpuTests.RunBackwardWeight(ctx, gemm, dtype, GemmConfig.Wgmma(blockN, stages), c, GroupedGemmGpuTests.WeightModes[3],
+                seed: 303, checkDeterminism: false);
     }
 
     /// <summary>A grid far smaller than the tile count: each CTA's producer and consumers walk many tiles across
@@ -132,8 +185,10 @@ public sealed class Sm90aGroupedGemmPlanTests
         Assert.IsFalse(ampere.Any(c => c.Family == GemmMath.WgmmaSm90a));
         Assert.IsTrue(GroupedGemm.Candidates(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, (9, 0), sm90a: true)
             .Any(c => c.Family == GemmMath.WgmmaSm90a), "the NN kernel has sm_90a tiles");
-        Assert.IsFalse(GroupedGemm.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, (9, 0), sm90a: true)
-            .Any(c => c.Family == GemmMath.WgmmaSm90a), "no sm_90a TN kernel yet");
+        Assert.IsTrue(GroupedGemm.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, (9, 0), sm90a: true)
+            .Any(c => c.Family == GemmMath.WgmmaSm90a), "the TN kernel has sm_90a tiles");
+        Assert.IsFalse(GroupedGemm.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, (9, 0), sm90a: false)
+            .Any(c => c.Family == GemmMath.WgmmaSm90a), "forced sm_80");
         Assert.IsFalse(GroupedGemm.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.Float32, (9, 0), sm90a: true)
             .Any(c => c.Family == GemmMath.WgmmaSm90a), "fp32 has no wgmma path");
     }
@@ -152,10 +207,47 @@ public sealed class Sm90aGroupedGemmPlanTests
     }
 
     [TestMethod]
-    public void WgmmaConfig_NotForTheWeightGradient()
+    public void WgmmaConfig_EveryLayout()
     {
-        StringAssert.Contains(GemmConfig.Wgmma(128, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "ForwardNT and BackwardDataNN");
-        Assert.IsNull(GemmConfig.Wgmma(128, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardDataNN));
+        foreach (GroupedGemmLayout layout in Enum.GetValues<GroupedGemmLayout>())
+            foreach (GemmConfig cfg in GroupedGemmSm90aSpecs.Candidates(layout, ScalarType.BFloat16))
+                Assert.IsNull(cfg.Problem(GemmMath.WgmmaSm90a, layout), $"{layout} {cfg.Name}");
+        // the TN kernel's double-buffered row table adds 1 KiB, its epilogue staging 2 x 64 x 144 B
+        Assert.AreEqual(GemmConfig.Wgmma(256, 4).WgmmaSharedBytes + 1024 + 2 * 64 * 144,
+            GemmConfig.Wgmma(256, 4).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN));
+        StringAssert.Contains(GemmConfig.Wgmma(128, 7).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "shared memory");
+    }
+
+    [TestMethod]
+    public void TnSpec_ReadsBothOperandsTransposedByCpAsync()
+    {
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4));
+        Assert.AreEqual("grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s4", spec.EntryName);
+        Assert.AreEqual(typeof(GroupedGemmBackwardWeightArgs), spec.ArgsType, "the sm_80 TN parameters");
+        // 1024 slack + 4 x (16 KiB A + 32 KiB B) + 2 staging tiles + 8 mbarriers + the 2 x 128-entry row table
+        Assert.AreEqual(1024 + 4 * (16384 + 32768) + 2 * 64 * 144 + 64 + 2048, spec.DynamicSharedBytes);
+        string ptx = spec.SpecialisedPtx();
+        StringAssert.Contains(ptx, ".entry grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s4(");
+        Assert.AreEqual(2 * 32, System.Text.RegularExpressions.Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag").Count, "32 blocks x 2 rows staged");
+        Assert.AreEqual(4, System.Text.RegularExpressions.Regex.Matches(ptx, @"desc_a, desc_b, 1, 1, 1, 1, 1;").Count, "trans-a 1, trans-b 1");
+        StringAssert.Contains(ptx, "or.b64 desc_a, desc_a, 0x4000004002000000;");   // MN-major A: LBO 8192, SBO 1024
+        StringAssert.Contains(ptx, "or.b64 desc_b, desc_b, 0x4000004002000000;");
+        StringAssert.Contains(ptx, "add.u64 desc_a, desc_a, 128;");                 // k16 step: +16 rows of 128 B
+        Assert.AreEqual(2, System.Text.RegularExpressions.Regex.Matches(ptx, @"cp\.async\.cg\.shared\.global \[stage_b").Count, "BN/128 B halves");
+        Assert.IsFalse(ptx.Contains("cp.async.bulk.tensor", StringComparison.Ordinal), "no TMA: both operands are gathered rows");
+    }
+
+    [TestMethod]
+    public void TnNullConfig_TakesSm90aOnceItsTilesFillTheSms()
+    {
+        const int es = 2;
+        GemmMath MathOf(int experts, int n, int k, bool sm90a) => GroupedGemm.Plan(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, null, (9, 0), 132,
+            new DeviceRange(0x100000, (long)Rows.TotalRows * n * es), new DeviceRange(0x4000000, (long)Rows.TotalRows * k * es),
+            new DeviceRange(0x80000000, (long)experts * n * k * es), DeviceRange.Null,
+            Rows with { Experts = experts }, n, k, 0, 0, sm90a)!.Value.Spec.Math;
+        Assert.AreEqual(GemmMath.WgmmaSm90a, MathOf(8, 1536, 2048, sm90a: true));   // 8 x 12 x 8 tiles
+        Assert.AreEqual(GemmMath.MmaSm80, MathOf(8, 1536, 2048, sm90a: false));
+        Assert.AreEqual(GemmMath.MmaSm80, MathOf(1, 128, 2048, sm90a: true), "8 tiles of 128x256 leave most SMs idle");
     }
 
     [TestMethod]

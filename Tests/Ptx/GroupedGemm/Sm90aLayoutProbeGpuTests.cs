@@ -6,7 +6,8 @@ namespace MoeNative.Tests.Ptx.GroupedGemmTests;
 
 /// <summary>
 /// One warpgroup, one wgmma tile (wgmma_layout_probe_sm90a.ptx): the 128-byte-swizzled shared image, the wgmma
-/// descriptors (K-major A and B; N-major B through trans-b) and the m64n128 accumulator fragment against the float64
+/// descriptors (K-major A and B; N-major B through trans-b; MN-major A through trans-a with N-major B, the operands of
+/// the weight-gradient TN kernel) and the m64n128 accumulator fragment against the float64
 /// host product of fresh random bf16/fp16 inputs, before any full kernel. A wrong swizzle, descriptor field or
 /// fragment map moves or mixes elements and fails here with the (m, n) and the thread that held it.
 /// Needs compute capability 9.0 (Inconclusive elsewhere). Filter: FullyQualifiedName~Sm90a.
@@ -18,23 +19,27 @@ public sealed class Sm90aLayoutProbeGpuTests
 
     [TestMethod]
     [TestCategory(GpuTest.Category)]
-    [DataRow(ScalarType.BFloat16, false)]
-    [DataRow(ScalarType.BFloat16, true)]
-    [DataRow(ScalarType.Float16, false)]
-    [DataRow(ScalarType.Float16, true)]
-    public void WgmmaTile_MatchesFloat64(ScalarType dtype, bool bNMajor)
+    [DataRow(ScalarType.BFloat16, 0)]
+    [DataRow(ScalarType.BFloat16, 1)]
+    [DataRow(ScalarType.BFloat16, 2)]
+    [DataRow(ScalarType.Float16, 0)]
+    [DataRow(ScalarType.Float16, 1)]
+    [DataRow(ScalarType.Float16, 2)]
+    public void WgmmaTile_MatchesFloat64(ScalarType dtype, int mode)
     {
         CudaContext ctx = Sm90aGroupedGemmGpuTests.RequireHopper();
-        int seed = 17 + (bNMajor ? 1 : 0) + (dtype == ScalarType.Float16 ? 2 : 0);
+        bool bNMajor = mode != 0, aMMajor = mode == 2;
+        int seed = 17 + mode + (dtype == ScalarType.Float16 ? 3 : 0);
         var rng = new Random(seed);
-        float[] a = HostData.Random(dtype, M * K, rng);          // [m][k]
+        float[] a = HostData.Random(dtype, M * K, rng);          // K-major [m][k] or MN-major [k][m]
         float[] b = HostData.Random(dtype, N * K, rng);          // K-major [n][k] or N-major [k][n]
         var expected = new double[M * N];
         for (int m = 0; m < M; m++)
             for (int n = 0; n < N; n++)
             {
                 double s = 0;
-                for (int k = 0; k < K; k++) s += (double)a[m * K + k] * (bNMajor ? b[k * N + n] : b[n * K + k]);
+                for (int k = 0; k < K; k++)
+                    s += (double)(aMMajor ? a[k * M + m] : a[m * K + k]) * (bNMajor ? b[k * N + n] : b[n * K + k]);
                 expected[m * N + n] = s;
             }
 
@@ -45,7 +50,7 @@ public sealed class Sm90aLayoutProbeGpuTests
         dd.FillBytes(0xFF, stream); // NaN: an element no thread writes fails
         PtxKernel<WgmmaLayoutProbeArgs> kernel = PtxModuleCache.GetKernel<WgmmaLayoutProbeArgs>(ctx,
             GroupedGemmSm90aSpecs.ProbeModule(dtype), GroupedGemmSm90aSpecs.ProbeEntry(dtype));
-        var args = new WgmmaLayoutProbeArgs { A = da.DevicePointer, B = db.DevicePointer, D = dd.DevicePointer, BNMajor = bNMajor ? 1 : 0 };
+        var args = new WgmmaLayoutProbeArgs { A = da.DevicePointer, B = db.DevicePointer, D = dd.DevicePointer, Mode = mode };
         kernel.Launch(stream, new Dim3(1), new Dim3(128), 0, in args);
         stream.Synchronize();
         float[] actual = dd.ToArray();
@@ -64,6 +69,6 @@ public sealed class Sm90aLayoutProbeGpuTests
                     $"first at D[{m}][{n}] (thread {thread}, acc{4 * (n / 8) + (m % 16 >= 8 ? 2 : 0) + n % 2}): actual {x:G7}, expected {e:G7}");
             }
         }
-        Assert.AreEqual(0, bad, $"{dtype.ShortName()} B {(bNMajor ? "N-major" : "K-major")}, seed {seed}: {bad} of {M * N} elements differ; {first}");
+        Assert.AreEqual(0, bad, $"{dtype.ShortName()} A {(aMMajor ? "MN-major" : "K-major")}, B {(bNMajor ? "N-major" : "K-major")}, seed {seed}: {bad} of {M * N} elements differ; {first}");
     }
 }

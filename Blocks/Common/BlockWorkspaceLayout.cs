@@ -109,8 +109,10 @@ internal sealed class BlockWorkspaceLayout
         return (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)tokens);
     }
 
-    /// <summary>Layout of the forward arena (everything the forward writes and the backward reads).</summary>
-    public static BlockWorkspaceLayout Forward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens)
+    /// <summary>Layout of the forward arena (everything the forward writes and the backward reads).
+    /// <paramref name="copiesXp"/>: the backward copies <c>Xp = X[gather/k]</c> into the arena (null: unless
+    /// <see cref="FusedBlockOptions.PermuteX"/>; the fused block passes false on the sm_90a path, which gathers).</summary>
+    public static BlockWorkspaceLayout Forward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool? copiesXp = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
@@ -126,7 +128,7 @@ internal sealed class BlockWorkspaceLayout
         b.Add(BlockBuffer.MSizes, e, 4);
         b.Add(BlockBuffer.Gather, tk, 4);
         b.Add(BlockBuffer.Inverse, tk, 4);
-        if (!options.PermuteX) b.Add(BlockBuffer.XPermuted, tk * h, s);
+        if (copiesXp ?? !options.PermuteX) b.Add(BlockBuffer.XPermuted, tk * h, s);
         b.Add(BlockBuffer.FirstGemm, tk * 2 * i, s);
         b.Add(BlockBuffer.Intermediate, tk * i, s);
         b.Add(BlockBuffer.SecondGemm, tk * h, s);

@@ -7,9 +7,10 @@ namespace MoeNative.Blocks;
 /// </summary>
 /// <remarks>
 /// <para><b>Permutations</b> (at most one of the two):
-/// <see cref="PermuteX"/>: the first GEMM's backward dX stores its rows straight into token-slot order (no
-/// reorder pass) and its dW gathers X rows while loading. (The forward fuses the token→expert-row gather of X into the
-/// first GEMM's loads either way; without PermuteX the backward makes the <c>Xp [T*k,H]</c> copy its dW reads.)
+/// <see cref="PermuteX"/>: the first GEMM's dW gathers X rows while loading. (The forward fuses the token→expert-row
+/// gather of X into the first GEMM's loads and the backward dX scatters to token-slot order in its stores either way;
+/// without PermuteX the backward on the sm_80 path makes the <c>Xp [T*k,H]</c> copy its dW reads; the sm_90a dW
+/// kernel gathers the rows itself.)
 /// <see cref="PermuteY"/> fuses the expert-row→token-slot scatter into the second GEMM's stores,
 /// and the second GEMM's backward dX/dW then load <c>dU</c> through the same permutation.</para>
 /// <para><b>FuseMulPost</b> multiplies each row of the second GEMM by its routing weight in the epilogue.

@@ -127,14 +127,14 @@ public sealed partial class Qwen3MoeFusedBlock
         //    TK·H reads and writes (80 us at T = 4096 on an H200, docs/PERF.md)
         RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.FirstBackwardData, dG1, wgu, dXpSlots, expertRows, 2 * i, h, RowSource.Identity, RowTarget.Scatter));
         Probe(s, "bwd_gemm1_dx");
-        // 6. GEMM1 dW: dWgu[e] = Σ_{r∈e} dG1[r]ᵀ Xp[r]   (Xp[r] = X[gather[r]/k]: gathered while loading with PermuteX,
-        //    else copied first)
+        // 6. GEMM1 dW: dWgu[e] = Σ_{r∈e} dG1[r]ᵀ Xp[r]   (Xp[r] = X[gather[r]/k]: gathered while loading with PermuteX
+        //    or on the sm_90a path, whose TN producer gathers rows through its row table; else copied first)
         DeviceRange xpSource = x;
         RowSource xpRows = RowSource.GatherToken;
-        if (!Options.PermuteX)
+        if (CopiesXp)
         {
-            // NOTE: the forward gathered X inside GEMM1 and kept no copy; the dW GEMM gains more from a contiguous Xp
-            // than the copy costs (docs/PERF.md), so make it here.
+            // NOTE: the forward gathered X inside GEMM1 and kept no copy; the sm_80 dW GEMM gains more from a
+            // contiguous Xp than the copy costs (docs/PERF.md), so make it here.
             xpSource = fw.Range(BlockBuffer.XPermuted);
             _kernels.GatherRows(s, dt, x, gather, xpSource, tk, k, h);
             xpRows = RowSource.Identity;
@@ -155,6 +155,9 @@ public sealed partial class Qwen3MoeFusedBlock
         Probe(s, "bwd_sum_over_topk");
     }
 
+    /// <summary>Whether the backward copies Xp for GEMM1's dW: without PermuteX on the sm_80 path only.</summary>
+    private bool CopiesXp => !Options.PermuteX && !_gemm.UsesSm90a;
+
     /// <summary>Launches <paramref name="call"/> with the tuner's config for the shape class (timing it first on the
     /// class's first call when autotune is on).</summary>
     private void RunGemm(CudaStream s, int shapeClass, in FusedGemmCall call) =>
@@ -166,7 +169,7 @@ public sealed partial class Qwen3MoeFusedBlock
     {
         if (_forwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
         int capacity = BlockWorkspaceLayout.ShapeClassTokens(tokens);
-        var layout = BlockWorkspaceLayout.Forward(Config, DType, Options, capacity);
+        var layout = BlockWorkspaceLayout.Forward(Config, DType, Options, capacity, copiesXp: CopiesXp);
         // NOTE: the old arena may still be read by queued work on some stream; the driver's cuMemFree waits for
         // the device to finish using it, so disposing here is safe (and not inside a graph capture: see Reserve).
         _forwardWorkspace?.Dispose();

@@ -21,9 +21,9 @@ namespace MoeNative.Blocks;
 /// (<c>Y [T,H] = Σ_j w·U</c>; through <c>inverse</c> unless PermuteY; weights 1 with FuseMulPost).</para>
 /// <para><b>Backward</b>: CombineBackward (<c>dU</c> in G2's layout, <c>dw [T,k] f32</c>) → GEMM2 dX
 /// (<c>dA = dG2·Wd[e]</c>, loading dU through gather with PermuteY) and dW (<c>dWd[e] = Σ dG2ᵀ A</c>) →
-/// SiluMulBackward (<c>dG1 [TK,2I]</c>) → GEMM1 dX (<c>dXp = dG1·Wgu[e]</c>, stored straight to token-slot order
-/// with PermuteX, else in expert order then reordered through <c>inverse</c>) and dW (<c>dWgu[e] = Σ dG1ᵀ Xp</c>,
-/// gathering X rows with PermuteX, else from an Xp copy made here) → RouterBackward (<c>dL [T,E]</c>) → router dW
+/// SiluMulBackward (<c>dG1 [TK,2I]</c>) → GEMM1 dX (<c>dXp = dG1·Wgu[e]</c>, stored straight to token-slot order)
+/// and dW (<c>dWgu[e] = Σ dG1ᵀ Xp</c>, gathering X rows with PermuteX or on the sm_90a path, else from an Xp copy
+/// made here) → RouterBackward (<c>dL [T,E]</c>) → router dW
 /// (<c>dWr = dLᵀ·X</c>, TN one group) and router dX (<c>dXr = dL·Wr</c>, NN one group) → SumOverTopK (<c>dX[t] = dXr[t] + Σ_j dXp[t*k+j]</c>).</para>
 /// <para><b>Saved state</b>: the backward reads the forward's workspace and the caller's X (and routing, when passed
 /// in) buffers: keep them unchanged between a forward and its backward.</para>

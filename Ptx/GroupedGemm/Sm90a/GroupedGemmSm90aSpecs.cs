@@ -39,21 +39,41 @@ internal static class GroupedGemmSm90aSpecs
     /// <summary>The default Hopper tile: 128x256 when the output has at least 256 columns, else 128x128.</summary>
     public static GemmConfig Default(int columns) => columns >= 256 ? RowCandidates[3] : RowCandidates[0];
 
-    /// <summary>The specialisation of (layout, dtype, config); the config is already validated.</summary>
-    public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
+    /// <summary>The fused epilogues of <paramref name="layout"/>: SwiGlu for ForwardNT, DSwiGlu for BackwardDataNN.</summary>
+    public static IReadOnlyList<GroupedGemmEpilogue> FusedEpilogues(GroupedGemmLayout layout) => layout switch
+    {
+        GroupedGemmLayout.ForwardNT => [GroupedGemmEpilogue.SwiGlu],
+        GroupedGemmLayout.BackwardDataNN => [GroupedGemmEpilogue.DSwiGlu],
+        _ => [],
+    };
+
+    /// <summary>Why <paramref name="epilogue"/> cannot run on <paramref name="layout"/>, or null when it can: SwiGlu
+    /// belongs to the forward NT (GEMM1), DSwiGlu to the backward-data NN (GEMM2 dX).</summary>
+    public static string? EpilogueProblem(GroupedGemmLayout layout, GroupedGemmEpilogue epilogue) => epilogue switch
+    {
+        GroupedGemmEpilogue.Plain => null,
+        GroupedGemmEpilogue.SwiGlu => layout == GroupedGemmLayout.ForwardNT ? null : $"the SwiGlu epilogue belongs to ForwardNT; got {layout}.",
+        GroupedGemmEpilogue.DSwiGlu => layout == GroupedGemmLayout.BackwardDataNN ? null : $"the DSwiGlu epilogue belongs to BackwardDataNN; got {layout}.",
+        _ => $"unknown epilogue {epilogue}.",
+    };
+
+    /// <summary>The specialisation of (layout, dtype, config, epilogue); the config is already validated.</summary>
+    public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config,
+        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain)
     {
         if (layout is not (GroupedGemmLayout.ForwardNT or GroupedGemmLayout.BackwardDataNN))
             throw new ArgumentException($"No sm_90a kernel for {layout} yet.", nameof(layout));
         bool nn = layout == GroupedGemmLayout.BackwardDataNN;
         if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
             throw new ArgumentException($"The sm_90a kernels take bf16 or fp16; got {dtype}.", nameof(dtype));
+        if (EpilogueProblem(layout, epilogue) is { } badEpilogue) throw new ArgumentException(badEpilogue, nameof(epilogue));
         int bn = config.BlockN, s = config.Stages, accs = bn / 2;
         string ptxType = PtxType(dtype);
         int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
         int barOff = bOff + s * bStage, tabOff = barOff + 16 * s, schedOff = tabOff + 8 * GemmConfig.WgmmaBlockM;
         var values = new Dictionary<string, string>
         {
-            ["TAG"] = GroupedGemmSpecs.Tag(layout), ["B_LOAD"] = Sm90aFragments.WeightLoad(layout, bn),
+            ["TAG"] = GroupedGemmSpecs.Tag(layout), ["B_LOAD"] = epilogue == GroupedGemmEpilogue.SwiGlu ? Sm90aEpilogues.SwiGluWeightLoad(bn) : Sm90aFragments.WeightLoad(layout, bn),
             // B descriptor constant: 128B swizzle | SBO 1024 | LBO 16 (K-major) or 8192 (N-major: next 64-column block)
             ["B_DESC"] = nn ? "0x4000004002000000" : "0x4000004000010000",
             ["B_K16_STEP"] = nn ? "128" : "2", ["TRANS_B"] = nn ? "1" : "0",
@@ -66,14 +86,15 @@ internal static class GroupedGemmSm90aSpecs
             ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff), ["TX_BYTES"] = Int(bStage),
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
             ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
-            ["EPI_ROW0"] = Sm90aFragments.EpilogueRow(bn, 0, ptxType), ["EPI_ROW1"] = Sm90aFragments.EpilogueRow(bn, 1, ptxType),
         };
+        foreach ((string key, string value) in Sm90aEpilogues.Values(epilogue, bn, ptxType)) values[key] = value;
         if (config.WgmmaSharedBytes != schedOff + 1024)
             throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytes} vs {schedOff + 1024}.");
-        string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}";
+        string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}{Sm90aEpilogues.Tag(epilogue)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}";
         return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, RowsFile, entry, config.WgmmaSharedBytes, values)
         {
             SharedBytesPerExpert = 4, // sched [E] i32
+            Epilogue = epilogue,
         };
     }
 

@@ -15,6 +15,12 @@ namespace MoeNative.Blocks;
 /// <para><b>FuseMulPost</b> multiplies each row of the second GEMM by its routing weight in the epilogue.
 /// The routing-weight gradient then cannot be formed, so it is inference only:
 /// <see cref="Qwen3MoeFusedBlock.Backward{TElem}"/> throws <see cref="InvalidOperationException"/>.</para>
+/// <para><b>InferenceOnly</b> says no backward will follow a forward: on the sm_90a path GEMM1's SwiGLU epilogue then
+/// writes only A, never G1 (the backward's input); <see cref="Qwen3MoeFusedBlock.Backward{TElem}"/> throws
+/// <see cref="InvalidOperationException"/>. Default false: every forward keeps what a backward needs.</para>
+/// <para><b>Fused SwiGLU</b> (not an option): wherever the tuned/explicit/default config of GEMM1 (GEMM2 dX) is an
+/// sm_90a tile, the block runs that tile with the SwiGLU (dSwiGLU) epilogue instead of the GEMM plus the SiluMul
+/// kernel; elsewhere (sm_80, ForceSm80, SIMT) the unfused pair. Both give the same bits for the same tile.</para>
 /// <para><b>Kernel configs</b>: either <see cref="Autotune"/> (time at least
 /// <see cref="MinimumAutotuneCandidates"/> candidates per GEMM on the first call of each shape class and keep the
 /// fastest; the first call of a shape class synchronises the stream for timing) or explicit configs per GEMM layout
@@ -34,6 +40,10 @@ public sealed record FusedBlockOptions
 
     /// <summary>Scale GEMM2's rows by the routing weights in its epilogue. Inference only.</summary>
     public bool FuseMulPost { get; init; }
+
+    /// <summary>No backward follows a forward (serving): GEMM1's fused SwiGLU epilogue skips the G1 [T*k, 2I] write
+    /// and Backward throws. Default false (training: G1 is kept for the backward).</summary>
+    public bool InferenceOnly { get; init; }
 
     /// <summary>
     /// Which expert kernels the forward runs: <see cref="DecodeMode.Auto"/> (default) takes the decode kernels for
@@ -110,10 +120,15 @@ public sealed record FusedBlockOptions
 
     /// <summary>
     /// Throws <see cref="InvalidOperationException"/> when these options cannot run a backward (FuseMulPost: the
-    /// routing weights were multiplied into GEMM2's output, so their gradient cannot be formed).
+    /// routing weights were multiplied into GEMM2's output, so their gradient cannot be formed; InferenceOnly: the
+    /// forward did not keep G1).
     /// </summary>
     public void EnsureTrainable()
     {
+        if (InferenceOnly)
+            throw new InvalidOperationException(
+                "This block was built with InferenceOnly: its forward does not keep G1 (GEMM1's gate/up output) for a backward. " +
+                "Build the block without InferenceOnly to train.");
         if (FuseMulPost)
             throw new InvalidOperationException(
                 "This block was built with FuseMulPost (routing weights multiplied in GEMM2's epilogue), which is inference only: " +
@@ -127,6 +142,7 @@ public sealed record FusedBlockOptions
         if (PermuteX) parts.Add("permute_x");
         if (PermuteY) parts.Add("permute_y");
         if (FuseMulPost) parts.Add("fuse_mul_post");
+        if (InferenceOnly) parts.Add("inference");
         if (Autotune) parts.Add(TuningStore is null ? "autotune" : "autotune stored");
         if (Decode != DecodeMode.Auto) parts.Add($"decode={Decode.ToString().ToLowerInvariant()}");
         if (ForwardConfig is not null) parts.Add($"fwd={ForwardConfig}");

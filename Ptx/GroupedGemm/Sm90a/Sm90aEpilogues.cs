@@ -9,7 +9,7 @@ namespace MoeNative.Ptx;
 /// instruction for instruction, on the same dtype-rounded inputs, so the fused and unfused paths give the same bits:
 /// s = rcp.rn(1 + ex2.approx(-log2(e)·g)); a = (g·s)·u; dg = ((dA·u)·s)·fma(g, 1 − s, 1); du = (dA·g)·s.
 /// Registers (declared in the kernel): acc*, lim, p_col, out0|1, aux0|1, aux_up, out_up, up_bytes, has_aux, p_g1,
-/// o_g, o_u, o_d, e_h0..1 and the f32 temporaries e_g, e_u, e_d, e_s, e_t, e_r, e_q (0..1).
+/// o_g, o_u, o_d, l_g0..7, l_u0..7 (dSwiGLU's G1 loads), e_h0..1 and the f32 temporaries e_g, e_u, e_d, e_s, e_t, e_r, e_q (0..1).
 /// </summary>
 internal static class Sm90aEpilogues
 {
@@ -77,30 +77,40 @@ internal static class Sm90aEpilogues
         return sb.ToString();
     }
 
+    /// <summary>G1 pairs a dSwiGLU row loads ahead of their math (registers l_g0.., l_u0..): all loads of a chunk issue
+    /// before its first store, so their latencies overlap.</summary>
+    public const int DSwiGluLoadChunk = 8;
+
     /// <summary>dSwiGLU row <paramref name="row"/>: per 8-column block j &lt; BN/8, columns e_col + 8j, +1 inside I
-    /// while 8j &lt; lim; dG1's gate half at out, its up half at out + up_bytes.</summary>
+    /// while 8j &lt; lim; dG1's gate half at out, its up half at out + up_bytes. G1 is read through the non-coherent
+    /// path (ld.global.nc: G1 is never written by this kernel), <see cref="DSwiGluLoadChunk"/> blocks at a time.</summary>
     private static string DSwiGluRow(int columns, int row, string ptxType, string widen)
     {
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"    add.u64 aux_up, aux{row}, up_bytes; add.u64 out_up, out{row}, up_bytes;   // the up halves");
-        for (int j = 0; j < columns / 8; j++)
+        for (int j0 = 0; j0 < columns / 8; j0 += DSwiGluLoadChunk)
         {
-            int d = 4 * j + 2 * row;
-            sb.Append('\n').Append(CultureInfo.InvariantCulture,
-                $"    setp.gt.s32 p_col, lim, {8 * j}; cvt.rn.{ptxType}x2.f32 o_d, acc{d + 1}, acc{d};   // dA as stored unfused\n")
-              .Append(CultureInfo.InvariantCulture, $"    @p_col ld.global.b32 o_g, [aux{row}+{16 * j}]; @p_col ld.global.b32 o_u, [aux_up+{16 * j}];\n");
-            Widen(sb, "o_d", "e_d", widen);
-            Widen(sb, "o_g", "e_g", widen);
-            Widen(sb, "o_u", "e_u", widen);
-            for (int i = 0; i < 2; i++)
+            for (int j = j0; j < j0 + DSwiGluLoadChunk; j++)
+                sb.Append('\n').Append(CultureInfo.InvariantCulture,
+                    $"    setp.gt.s32 p_col, lim, {8 * j}; @p_col ld.global.nc.b32 l_g{j - j0}, [aux{row}+{16 * j}]; @p_col ld.global.nc.b32 l_u{j - j0}, [aux_up+{16 * j}];");
+            for (int j = j0; j < j0 + DSwiGluLoadChunk; j++)
             {
-                Sigmoid(sb, $"e_g{i}", $"e_s{i}");
-                sb.Append(CultureInfo.InvariantCulture, $"    sub.f32 e_t{i}, 0f3F800000, e_s{i}; fma.rn.f32 e_t{i}, e_g{i}, e_t{i}, 0f3F800000;   // 1 + g (1 - s)\n")
-                  .Append(CultureInfo.InvariantCulture, $"    mul.f32 e_r{i}, e_d{i}, e_u{i}; mul.f32 e_r{i}, e_r{i}, e_s{i}; mul.f32 e_r{i}, e_r{i}, e_t{i};   // dg\n")
-                  .Append(CultureInfo.InvariantCulture, $"    mul.f32 e_q{i}, e_d{i}, e_g{i}; mul.f32 e_q{i}, e_q{i}, e_s{i};   // du\n");
+                int d = 4 * j + 2 * row;
+                sb.Append('\n').Append(CultureInfo.InvariantCulture,
+                    $"    setp.gt.s32 p_col, lim, {8 * j}; cvt.rn.{ptxType}x2.f32 o_d, acc{d + 1}, acc{d};   // dA as stored unfused\n");
+                Widen(sb, "o_d", "e_d", widen);
+                Widen(sb, $"l_g{j - j0}", "e_g", widen);
+                Widen(sb, $"l_u{j - j0}", "e_u", widen);
+                for (int i = 0; i < 2; i++)
+                {
+                    Sigmoid(sb, $"e_g{i}", $"e_s{i}");
+                    sb.Append(CultureInfo.InvariantCulture, $"    sub.f32 e_t{i}, 0f3F800000, e_s{i}; fma.rn.f32 e_t{i}, e_g{i}, e_t{i}, 0f3F800000;   // 1 + g (1 - s)\n")
+                      .Append(CultureInfo.InvariantCulture, $"    mul.f32 e_r{i}, e_d{i}, e_u{i}; mul.f32 e_r{i}, e_r{i}, e_s{i}; mul.f32 e_r{i}, e_r{i}, e_t{i};   // dg\n")
+                      .Append(CultureInfo.InvariantCulture, $"    mul.f32 e_q{i}, e_d{i}, e_g{i}; mul.f32 e_q{i}, e_q{i}, e_s{i};   // du\n");
+                }
+                sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 o_g, e_r1, e_r0; cvt.rn.{ptxType}x2.f32 o_u, e_q1, e_q0;\n")
+                  .Append(CultureInfo.InvariantCulture, $"    @p_col st.global.b32 [out{row}+{16 * j}], o_g; @p_col st.global.b32 [out_up+{16 * j}], o_u;");
             }
-            sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 o_g, e_r1, e_r0; cvt.rn.{ptxType}x2.f32 o_u, e_q1, e_q0;\n")
-              .Append(CultureInfo.InvariantCulture, $"    @p_col st.global.b32 [out{row}+{16 * j}], o_g; @p_col st.global.b32 [out_up+{16 * j}], o_u;");
         }
         return sb.ToString();
     }

@@ -122,12 +122,12 @@ public sealed partial class Qwen3MoeFusedBlock
         DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
         _kernels.CombineBackward(s, dt, dY, u, rowOfSlot, w, dU, dWeights, tokens, k, h);
         Probe(s, "bwd_combine");
-        // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY); on an sm_90a tile its dSwiGLU
-        //    epilogue makes dG1 (step 4) from dA and G1 directly (no dA round trip)
+        // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY); with FuseSwiGluBackward on an
+        //    sm_90a tile its dSwiGLU epilogue makes dG1 (step 4) from dA and G1 directly (no dA round trip)
         RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
         var gemm2Dx = FusedGemmCall.NN(FusedGemm.SecondBackwardData, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity);
         GemmConfig? gemm2DxConfig = _tuner.Choose(_gemm, s, dt, shapeClass, in gemm2Dx);
-        GemmConfig? hopper2 = gemm2Dx.Sm90aConfig(_gemm, dt, gemm2DxConfig);
+        GemmConfig? hopper2 = Options.FuseSwiGluBackward ? gemm2Dx.Sm90aConfig(_gemm, dt, gemm2DxConfig) : null;
         if (hopper2 is not null)
         {
             _gemm.BackwardDataNNDSwiGlu(s, dt, hopper2, dU, wd, g1, dG1, expertRows, h, i, dG2Rows);

@@ -104,5 +104,7 @@ public sealed class Sm90aFusedEpiloguePlanTests
         StringAssert.Contains(Assert.ThrowsExactly<InvalidOperationException>(options.EnsureTrainable).Message, "InferenceOnly");
         StringAssert.Contains(options.Describe(), "inference");
         new FusedBlockOptions().EnsureTrainable();
+        Assert.IsFalse(new FusedBlockOptions().FuseSwiGluBackward, "the dSwiGLU epilogue is opt-in (measured slower, docs/PERF.md v12)");
+        StringAssert.Contains(new FusedBlockOptions { FuseSwiGluBackward = true }.Describe(), "fuse_dswiglu");
     }
 }

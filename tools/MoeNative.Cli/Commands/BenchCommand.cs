@@ -12,7 +12,7 @@ namespace MoeNative.Cli.Commands;
 /// <summary>What <c>bench</c> times.</summary>
 public sealed record BenchOptions(
     string Config, int[] SeqLens, ScalarType DType, bool Backward, string? Json,
-    bool Reference, bool Graph, bool Autotune, int Seed, bool Gemm = false, bool Inference = false);
+    bool Reference, bool Graph, bool Autotune, int Seed, bool Gemm = false, bool Inference = false, bool FuseDSwiGlu = false);
 
 /// <summary>
 /// <c>bench</c>: times the whole fused block (X on the device to Y on the device; with <c>--backward</c> also
@@ -46,9 +46,14 @@ public static class BenchCommand
             Description = "Time the forward of an inference-only block (FusedBlockOptions.InferenceOnly: G1 is not kept for a backward). Excludes --backward.",
         };
 
+        var fuseDSwiGlu = new Option<bool>("--fuse-dswiglu")
+        {
+            Description = "GEMM2 dX runs the dSwiGLU epilogue on sm_90a tiles (FusedBlockOptions.FuseSwiGluBackward).",
+        };
+
         var command = new Command("bench", "Time the fused block (and the cuBLAS grouped reference): ms, TFLOP/s, GB/s, % of the floor. GPU only.")
         {
-            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm, inference,
+            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm, inference, fuseDSwiGlu,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new BenchOptions(
             parse.GetValue(config)!,
@@ -61,7 +66,8 @@ public static class BenchCommand
             !parse.GetValue(noAutotune),
             parse.GetValue(seed),
             parse.GetValue(gemm),
-            parse.GetValue(inference)))));
+            parse.GetValue(inference),
+            parse.GetValue(fuseDSwiGlu)))));
         return command;
     }
 
@@ -80,7 +86,7 @@ public static class BenchCommand
             DType = o.DType,
             Tokens = o.SeqLens,
             Backward = o.Backward,
-            Fused = new FusedBlockOptions { Autotune = o.Autotune, InferenceOnly = o.Inference },
+            Fused = new FusedBlockOptions { Autotune = o.Autotune, InferenceOnly = o.Inference, FuseSwiGluBackward = o.FuseDSwiGlu },
             UseGraph = o.Graph,
             IncludeReference = o.Reference,
             Seed = o.Seed,

@@ -112,13 +112,13 @@ public sealed class Sm90aFusedEpilogueGpuTests
         Console.WriteLine($"RunSwiGlu {dtype.ShortName()} {cfg?.Name ?? "default"} {c.Name} {source} range {range}: seed {seed}");
         var rng = new Random(seed);
         int inter = c.N, k = c.K, r = c.Rows;
-        int[] gather = Permutation(r, rng);
+        int[] gather = GroupedGemmGpuTests.Permutation(r, rng);
         int aRows = source == RowSource.GatherToken ? c.Tokens : r;
         float[] x = HostData.Random(dtype, (long)aRows * k, rng, -range, range);
         float[] w = HostData.Random(dtype, (long)c.Experts * 2 * inter * k, rng, -range, range);
 
         var g1 = new double[(long)r * 2 * inter];
-        ForEachRow(c, (e, row) =>
+        GroupedGemmGpuTests.ForEachRow(c, (e, row) =>
         {
             int ar = source == RowSource.GatherToken ? gather[row] / c.TopK : row;
             for (int col = 0; col < 2 * inter; col++)
@@ -131,8 +131,8 @@ public sealed class Sm90aFusedEpilogueGpuTests
         });
 
         using var stream = new CudaStream(ctx);
-        using DeviceBuffer<int> dm = Upload(ctx, c.MSizes);
-        using DeviceBuffer<int> dg = Upload(ctx, gather);
+        using DeviceBuffer<int> dm = GroupedGemmGpuTests.Upload(ctx, c.MSizes);
+        using DeviceBuffer<int> dg = GroupedGemmGpuTests.Upload(ctx, gather);
         using DeviceBuffer<byte> dx = HostData.Upload(ctx, dtype, x);
         using DeviceBuffer<byte> dw = HostData.Upload(ctx, dtype, w);
         long es = dtype.SizeOf();
@@ -176,7 +176,7 @@ public sealed class Sm90aFusedEpilogueGpuTests
         Console.WriteLine($"RunDSwiGlu {dtype.ShortName()} {cfg?.Name ?? "default"} {c.Name} {source}: seed {seed}");
         var rng = new Random(seed);
         int inter = c.N, n = c.K, r = c.Rows;
-        int[] gather = Permutation(r, rng);
+        int[] gather = GroupedGemmGpuTests.Permutation(r, rng);
         float[] dy = HostData.Random(dtype, (long)r * n, rng);
         float[] w = HostData.Random(dtype, (long)c.Experts * n * inter, rng);
         float[] g1 = HostData.Random(dtype, (long)r * 2 * inter, rng, -4.0, 4.0);
@@ -185,7 +185,7 @@ public sealed class Sm90aFusedEpilogueGpuTests
             if (q % (2 * inter) < inter) g1[q] = HostData.Round(dtype, -90.0 - q % 5 * 1000.0);
 
         var dAHost = new double[(long)r * inter];
-        ForEachRow(c, (e, row) =>
+        GroupedGemmGpuTests.ForEachRow(c, (e, row) =>
         {
             int ar = source == RowSource.Gather ? gather[row] : row;
             for (int q = 0; q < n; q++)
@@ -197,8 +197,8 @@ public sealed class Sm90aFusedEpilogueGpuTests
         });
 
         using var stream = new CudaStream(ctx);
-        using DeviceBuffer<int> dm = Upload(ctx, c.MSizes);
-        using DeviceBuffer<int> dg = Upload(ctx, gather);
+        using DeviceBuffer<int> dm = GroupedGemmGpuTests.Upload(ctx, c.MSizes);
+        using DeviceBuffer<int> dg = GroupedGemmGpuTests.Upload(ctx, gather);
         using DeviceBuffer<byte> ddy = HostData.Upload(ctx, dtype, dy);
         using DeviceBuffer<byte> dw = HostData.Upload(ctx, dtype, w);
         using DeviceBuffer<byte> dg1 = HostData.Upload(ctx, dtype, g1);
@@ -233,27 +233,6 @@ public sealed class Sm90aFusedEpilogueGpuTests
     }
 
     // ============================================================================================== helpers
-
-    private static void ForEachRow(GemmCase c, Action<int, int> body)
-    {
-        int r = 0;
-        for (int e = 0; e < c.Experts; e++)
-            for (int i = 0; i < c.MSizes[e]; i++, r++) body(e, r);
-    }
-
-    private static int[] Permutation(int n, Random rng)
-    {
-        int[] p = Enumerable.Range(0, n).ToArray();
-        rng.Shuffle(p);
-        return p;
-    }
-
-    private static DeviceBuffer<int> Upload(CudaContext ctx, int[] values)
-    {
-        var buf = new DeviceBuffer<int>(ctx, Math.Max(values.Length, 1));
-        if (values.Length > 0) buf.CopyFromHost(values);
-        return buf;
-    }
 
     private static void AssertClose(string name, ScalarType dtype, float[] actual, double[] expected)
     {

@@ -78,5 +78,7 @@ public sealed record BlockBenchmarkOptions
         Fused.Validate(nameof(Fused));
         if (Backward && Fused.FuseMulPost)
             throw new ArgumentException("FuseMulPost is inference only: it cannot be timed with the backward.", nameof(Fused));
+        if (Backward && Fused.InferenceOnly)
+            throw new ArgumentException("InferenceOnly blocks run no backward: time them without Backward.", nameof(Fused));
     }
 }

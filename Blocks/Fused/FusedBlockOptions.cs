@@ -16,6 +16,13 @@ namespace MoeNative.Blocks;
 /// <para><b>FuseMulPost</b> multiplies each row of the second GEMM by its routing weight in the epilogue.
 /// The routing-weight gradient then cannot be formed, so it is inference only:
 /// <see cref="Qwen3MoeFusedBlock.Backward{TElem}"/> throws <see cref="InvalidOperationException"/>.</para>
+/// <para><b>InferenceOnly</b> says no backward will follow a forward: on the sm_90a path GEMM1's SwiGLU epilogue then
+/// writes only A, never G1 (the backward's input); <see cref="Qwen3MoeFusedBlock.Backward{TElem}"/> throws
+/// <see cref="InvalidOperationException"/>. Default false: every forward keeps what a backward needs.</para>
+/// <para><b>Fused SwiGLU</b>: wherever the tuned/explicit/default config of GEMM1 is an sm_90a tile, the block runs
+/// that tile with the SwiGLU epilogue instead of the GEMM plus SiluMulForward; elsewhere (sm_80, ForceSm80, SIMT) the
+/// unfused pair. With <see cref="FuseSwiGluBackward"/>, GEMM2 dX on an sm_90a tile likewise runs the dSwiGLU epilogue
+/// instead of the GEMM plus SiluMulBackward. Fused and unfused give the same bits for the same tile.</para>
 /// <para><b>Kernel configs</b>: either <see cref="Autotune"/> (time at least
 /// <see cref="MinimumAutotuneCandidates"/> candidates per GEMM on the first call of each shape class and keep the
 /// fastest; the first call of a shape class synchronises the stream for timing) or explicit configs per GEMM layout
@@ -35,6 +42,17 @@ public sealed record FusedBlockOptions
 
     /// <summary>Scale GEMM2's rows by the routing weights in its epilogue. Inference only.</summary>
     public bool FuseMulPost { get; init; }
+
+    /// <summary>
+    /// GEMM2 dX on an sm_90a tile runs the dSwiGLU epilogue (reads G1, writes dG1; no dA, no SiluMulBackward launch).
+    /// Default false: on an H200 it measured slower than the unfused pair (docs/PERF.md v13: 1369 vs 775 + 299 us at
+    /// Qwen3-30B-A3B T = 16384; the epilogue's math is not overlapped with the next tile's wgmma).
+    /// </summary>
+    public bool FuseSwiGluBackward { get; init; }
+
+    /// <summary>No backward follows a forward (serving): GEMM1's fused SwiGLU epilogue skips the G1 [T*k, 2I] write
+    /// and Backward throws. Default false (training: G1 is kept for the backward).</summary>
+    public bool InferenceOnly { get; init; }
 
     /// <summary>
     /// Which expert kernels the forward runs: <see cref="DecodeMode.Auto"/> (default) takes the decode kernels for
@@ -111,10 +129,15 @@ public sealed record FusedBlockOptions
 
     /// <summary>
     /// Throws <see cref="InvalidOperationException"/> when these options cannot run a backward (FuseMulPost: the
-    /// routing weights were multiplied into GEMM2's output, so their gradient cannot be formed).
+    /// routing weights were multiplied into GEMM2's output, so their gradient cannot be formed; InferenceOnly: the
+    /// forward did not keep G1).
     /// </summary>
     public void EnsureTrainable()
     {
+        if (InferenceOnly)
+            throw new InvalidOperationException(
+                "This block was built with InferenceOnly: its forward does not keep G1 (GEMM1's gate/up output) for a backward. " +
+                "Build the block without InferenceOnly to train.");
         if (FuseMulPost)
             throw new InvalidOperationException(
                 "This block was built with FuseMulPost (routing weights multiplied in GEMM2's epilogue), which is inference only: " +
@@ -128,6 +151,8 @@ public sealed record FusedBlockOptions
         if (PermuteX) parts.Add("permute_x");
         if (PermuteY) parts.Add("permute_y");
         if (FuseMulPost) parts.Add("fuse_mul_post");
+        if (InferenceOnly) parts.Add("inference");
+        if (FuseSwiGluBackward) parts.Add("fuse_dswiglu");
         if (Autotune) parts.Add(TuningStore is null ? "autotune" : "autotune stored");
         if (Decode != DecodeMode.Auto) parts.Add($"decode={Decode.ToString().ToLowerInvariant()}");
         if (ForwardConfig is not null) parts.Add($"fwd={ForwardConfig}");

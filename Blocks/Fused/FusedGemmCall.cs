@@ -28,6 +28,11 @@ internal readonly record struct FusedGemmCall(FusedGemm Gemm, DeviceRange A, Dev
         RowSource aRows, RowSource bRows) =>
         new(gemm, a, b, dw, rows, n, k, aRows, RowTarget.Identity, bRows, DeviceRange.Null);
 
+    /// <summary>The sm_90a tile this call launches with <paramref name="config"/> (NT, NN), or null when it runs an
+    /// sm_80/SIMT kernel: where a fused SwiGLU/dSwiGLU epilogue can replace it with the same bits.</summary>
+    public GemmConfig? Sm90aConfig(GroupedGemm gemm, ScalarType dtype, GemmConfig? config) =>
+        Layout == GroupedGemmLayout.BackwardWeightTN ? null : gemm.Sm90aConfigFor(Layout, dtype, config, A, B, C, Rows, N, K, ARows, CRows);
+
     /// <summary>Enqueues the GEMM on <paramref name="stream"/> with <paramref name="config"/> (null: the default).</summary>
     public void Launch(GroupedGemm gemm, CudaStream stream, ScalarType dtype, GemmConfig? config)
     {

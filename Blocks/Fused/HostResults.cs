@@ -65,7 +65,8 @@ internal static class HostResults
         float[] firstGemm = [], intermediate = [], secondGemm = [], unpermuted = [];
         if (all)
         {
-            firstGemm = DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.FirstGemm), (long)tk * 2 * i, dt);
+            // NOTE: an InferenceOnly forward does not write G1 on the sm_90a path: it is reported empty on every path.
+            firstGemm = block.Options.InferenceOnly ? [] : DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.FirstGemm), (long)tk * 2 * i, dt);
             intermediate = DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.Intermediate), (long)tk * i, dt);
             float[] g2 = DeviceTransfer.Download(arena, ws.Offset(BlockBuffer.SecondGemm), (long)tk * h, dt);
             // GEMM2's buffer is expert order, or token-slot order with PermuteY; the other layout is a row

@@ -59,13 +59,23 @@ public sealed partial class Qwen3MoeFusedBlock
         //    same A values as a gathered copy (bit-identical G1), without the copy's TK·H writes and reads.
         DeviceRange a1 = x;
         RowSource a1Rows = RowSource.GatherToken;
-        // 5. G1 = Xp·Wgu[e]ᵀ
+        // 5. G1 = Xp·Wgu[e]ᵀ, 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]: on an sm_90a tile one launch (SwiGLU epilogue;
+        //    G1 written only for a backward), else the GEMM then the SiluMul kernel (same bits)
         DeviceRange wgu = _weights.GateUpProjRange;
-        RunGemm(s, shapeClass, FusedGemmCall.NT(FusedGemm.FirstForward, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null));
-        Probe(s, "gemm1");
-        // 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]
-        _kernels.SiluMulForward(s, dt, g1, act, tk, i);
-        Probe(s, "silu_mul");
+        var gemm1 = FusedGemmCall.NT(FusedGemm.FirstForward, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null);
+        GemmConfig? gemm1Config = _tuner.Choose(_gemm, s, dt, shapeClass, in gemm1);
+        if (gemm1.Sm90aConfig(_gemm, dt, gemm1Config) is { } hopper1)
+        {
+            _gemm.ForwardNTSwiGlu(s, dt, hopper1, a1, wgu, act, Options.InferenceOnly ? DeviceRange.Null : g1, expertRows, i, h, a1Rows);
+            Probe(s, "gemm1_swiglu");
+        }
+        else
+        {
+            gemm1.Launch(_gemm, s, dt, gemm1Config);
+            Probe(s, "gemm1");
+            _kernels.SiluMulForward(s, dt, g1, act, tk, i);
+            Probe(s, "silu_mul");
+        }
         // 7. G2 = A·Wd[e]ᵀ (scatter to token-slot order with PermuteY; × w with FuseMulPost)
         DeviceRange wd = _weights.DownProjRange;
         RowTarget g2Rows = Options.PermuteY ? RowTarget.Scatter : RowTarget.Identity;
@@ -112,16 +122,31 @@ public sealed partial class Qwen3MoeFusedBlock
         DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
         _kernels.CombineBackward(s, dt, dY, u, rowOfSlot, w, dU, dWeights, tokens, k, h);
         Probe(s, "bwd_combine");
-        // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY)
+        // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY); with FuseSwiGluBackward on an
+        //    sm_90a tile its dSwiGLU epilogue makes dG1 (step 4) from dA and G1 directly (no dA round trip)
         RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
-        RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.SecondBackwardData, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity));
-        Probe(s, "bwd_gemm2_dx");
+        var gemm2Dx = FusedGemmCall.NN(FusedGemm.SecondBackwardData, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity);
+        GemmConfig? gemm2DxConfig = _tuner.Choose(_gemm, s, dt, shapeClass, in gemm2Dx);
+        GemmConfig? hopper2 = Options.FuseSwiGluBackward ? gemm2Dx.Sm90aConfig(_gemm, dt, gemm2DxConfig) : null;
+        if (hopper2 is not null)
+        {
+            _gemm.BackwardDataNNDSwiGlu(s, dt, hopper2, dU, wd, g1, dG1, expertRows, h, i, dG2Rows);
+            Probe(s, "bwd_gemm2_dx_dswiglu");
+        }
+        else
+        {
+            gemm2Dx.Launch(_gemm, s, dt, gemm2DxConfig);
+            Probe(s, "bwd_gemm2_dx");
+        }
         // 3. GEMM2 dW: dWd[e] = Σ_{r∈e} dG2[r]ᵀ A[r]
         RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.SecondBackwardWeight, dU, act, dDown, expertRows, h, i, dG2Rows, RowSource.Identity));
         Probe(s, "bwd_gemm2_dw");
-        // 4. dG1 = [dg, du] from G1 and dA
-        _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, tk, i);
-        Probe(s, "bwd_silu_mul");
+        // 4. dG1 = [dg, du] from G1 and dA (done by step 2's epilogue on an sm_90a tile)
+        if (hopper2 is null)
+        {
+            _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, tk, i);
+            Probe(s, "bwd_silu_mul");
+        }
         // 5. GEMM1 dX: dXp[r] = dG1[r]·Wgu[e], scattered by the epilogue to token-slot order (row gather[r]) with or
         //    without PermuteX: the same values as an expert-order result unpermuted by a copy, without the copy's
         //    TK·H reads and writes (80 us at T = 4096 on an H200, docs/PERF.md)

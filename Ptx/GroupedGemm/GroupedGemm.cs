@@ -20,7 +20,7 @@ namespace MoeNative.Ptx;
 /// then enqueues one launch on the given stream: no synchronisation, no allocation after the first call per
 /// specialisation (which JIT-compiles it). Outputs are overwritten, never accumulated.
 /// </summary>
-public sealed class GroupedGemm
+public sealed partial class GroupedGemm
 {
     private static readonly ConditionalWeakTable<CudaContext, GroupedGemm> Instances = new();
 
@@ -278,9 +278,11 @@ public sealed class GroupedGemm
     internal static GemmPlan? Plan(GroupedGemmLayout layout, ScalarType dtype, GemmConfig? config,
         (int Major, int Minor) computeCapability, int multiprocessors,
         DeviceRange a, DeviceRange second, DeviceRange output, DeviceRange rowScale, GroupedRows rows, int n, int k, int aMode, int mode2,
-        bool sm90a = false)
+        bool sm90a = false, GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain, DeviceRange aux = default)
     {
         GroupedGemmSpecs.Tag(layout); // validates the layout
+        bool fused = epilogue != GroupedGemmEpilogue.Plain;
+        if (fused) CheckFusedCall(layout, epilogue, dtype, rowScale, n, k, mode2);
         GemmMath math = GroupedGemmSpecs.MathFor(dtype);
         CheckArchitecture(computeCapability);
         int es = dtype.SizeOf();
@@ -320,13 +322,13 @@ public sealed class GroupedGemm
             case GroupedGemmLayout.ForwardNT:
                 Need(a, aRowsCount * k * es, nameof(a), $"[{aRowsCount},K={k}] {dtype}");
                 Need(second, e * n * k * es, "w", $"[E={e},N={n},K={k}] {dtype}");
-                Need(output, r * n * es, "c", $"[T*k={r},N={n}] {dtype}");
+                if (!fused) Need(output, r * n * es, "c", $"[T*k={r},N={n}] {dtype}");
                 if (!rowScale.IsNull) Need(rowScale, r * es, nameof(rowScale), $"[T*k={r}] {dtype}");
                 break;
             case GroupedGemmLayout.BackwardDataNN:
                 Need(a, aRowsCount * n * es, nameof(a), $"[{aRowsCount},N={n}] {dtype}");
                 Need(second, e * n * k * es, "w", $"[E={e},N={n},K={k}] {dtype}");
-                Need(output, r * k * es, "c", $"[T*k={r},K={k}] {dtype}");
+                if (!fused) Need(output, r * k * es, "c", $"[T*k={r},K={k}] {dtype}");
                 break;
             default:
                 long bRowsCount = mode2 == (int)RowSource.GatherToken ? tokens : r;
@@ -340,13 +342,15 @@ public sealed class GroupedGemm
         Aligned(second, elem, weightGrad ? "b" : "w");
         Aligned(output, elem, weightGrad ? "dw" : "c");
         Aligned(rowScale, elem, nameof(rowScale));
+        if (fused) CheckFusedOperands(epilogue, dtype, a, second, output, aux, r, aRowsCount, n, k);
 
         // tensor cores move 16-byte chunks (8 elements): every row start and base must be 16-byte aligned
         bool tensorCoreShape = math != GemmMath.Ffma && n % 8 == 0 && k % 8 == 0
             && a.Pointer % 16 == 0 && second.Pointer % 16 == 0 && output.Pointer % 16 == 0;
-        GemmConfig cfg = !tensorCoreShape || config == GemmConfig.Ffma64x64 ? GemmConfig.Ffma64x64
+        GemmConfig cfg = fused ? FusedConfig(layout, epilogue, config, computeCapability, sm90a, tensorCoreShape, n, k)
+            : !tensorCoreShape || config == GemmConfig.Ffma64x64 ? GemmConfig.Ffma64x64
             : config ?? DefaultConfig(layout, dtype, computeCapability, multiprocessors, rows, n, k, sm90a);
-        GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, dtype, cfg);
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, dtype, cfg, epilogue);
         return new GemmPlan(spec, EstimatedTiles(layout, cfg, rows, n, k), rows.Experts);
     }
 

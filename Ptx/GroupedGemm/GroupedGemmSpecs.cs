@@ -17,10 +17,13 @@ internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DTyp
     string File, string EntryName, int DynamicSharedBytes, IReadOnlyDictionary<string, string> Values)
 {
     /// <summary>Unique module name: file without extension + dtype + tile, e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.bf16.128x128x32_s4_w8.</summary>
-    public string ModuleName => $"{Path.ChangeExtension(File, null)}{(Math == GemmMath.WgmmaSm90a ? "." + GroupedGemmSpecs.Tag(Layout) : "")}.{DType.ShortName()}.{Config.Name}";
+    public string ModuleName => $"{Path.ChangeExtension(File, null)}{(Math == GemmMath.WgmmaSm90a ? "." + GroupedGemmSpecs.Tag(Layout) + Sm90aEpilogues.Tag(Epilogue) : "")}.{DType.ShortName()}.{Config.Name}";
 
     /// <summary>What identifies this specialisation (the spec cache's and the launcher's kernel cache's key).</summary>
-    public GroupedGemmSpecKey Key => new(Math, Layout, DType, Config);
+    public GroupedGemmSpecKey Key => new(Math, Layout, DType, Config, Epilogue);
+
+    /// <summary>The epilogue (<see cref="GroupedGemmEpilogue.Plain"/> except for the fused sm_90a variants).</summary>
+    public GroupedGemmEpilogue Epilogue { get; init; }
 
     /// <summary>The launch-args struct of this layout (the sm_90a NT/NN kernels pass W as a tensor map; the sm_90a TN
     /// kernel takes the sm_80 TN parameters).</summary>
@@ -46,9 +49,10 @@ internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DTyp
 /// <summary>
 /// What selects one grouped-GEMM specialisation: the instruction family (<see cref="GemmMath"/>, which names the
 /// architecture: SIMT FFMA, sm_80 mma.sync; an sm_90a family adds its own value), the layout, the storage dtype and
-/// the tile configuration.
+/// the tile configuration, and the epilogue (the fused ones exist on sm_90a only).
 /// </summary>
-public readonly record struct GroupedGemmSpecKey(GemmMath Math, GroupedGemmLayout Layout, ScalarType DType, GemmConfig Config);
+public readonly record struct GroupedGemmSpecKey(GemmMath Math, GroupedGemmLayout Layout, ScalarType DType, GemmConfig Config,
+    GroupedGemmEpilogue Epilogue = GroupedGemmEpilogue.Plain);
 
 /// <summary>
 /// Builds <see cref="GroupedGemmSpec"/>s: file names, entry names and the template values each PTX file expects
@@ -97,7 +101,11 @@ internal static class GroupedGemmSpecs
                 foreach (GemmConfig config in CandidateConfigs(layout, dtype))
                     yield return Create(layout, dtype, config);
                 foreach (GemmConfig config in GroupedGemmSm90aSpecs.Candidates(layout, dtype))
+                {
                     yield return Create(layout, dtype, config);
+                    foreach (GroupedGemmEpilogue fused in GroupedGemmSm90aSpecs.FusedEpilogues(layout))
+                        yield return Create(layout, dtype, config, fused);
+                }
             }
     }
 
@@ -202,24 +210,29 @@ internal static class GroupedGemmSpecs
 
     /// <summary>The specialisation of (layout, dtype, config), built once per process and then returned from a cache
     /// keyed by <see cref="GroupedGemmSpecKey"/> (a call's planning allocates nothing once its spec exists).</summary>
-    /// <exception cref="ArgumentException">The configuration is invalid for this dtype (message says why).</exception>
-    public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
+    /// <exception cref="ArgumentException">The configuration is invalid for this dtype (message says why), or a fused
+    /// <paramref name="epilogue"/> with a configuration that is not sm_90a or a layout it does not belong to.</exception>
+    public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config,
+        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain)
     {
         ArgumentNullException.ThrowIfNull(config);
-        var key = new GroupedGemmSpecKey(MathOf(config), layout, dtype, config);
+        var key = new GroupedGemmSpecKey(MathOf(config), layout, dtype, config, epilogue);
         if (Built.TryGetValue(key, out GroupedGemmSpec? spec)) return spec;
         // NOTE: an invalid configuration throws in Build and is never cached.
-        return Built.GetOrAdd(key, Build(layout, dtype, config));
+        return Built.GetOrAdd(key, Build(layout, dtype, config, epilogue));
     }
 
-    private static GroupedGemmSpec Build(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
+    private static GroupedGemmSpec Build(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config, GroupedGemmEpilogue epilogue)
     {
         string tag = Tag(layout);
         if (Problem(layout, dtype, config) is { } problem)
             throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));
         GemmMath math = MathOf(config);
         if (math == GemmMath.WgmmaSm90a)
-            return GroupedGemmSm90aSpecs.Create(layout, dtype, config);
+            return GroupedGemmSm90aSpecs.Create(layout, dtype, config, epilogue);
+        if (epilogue != GroupedGemmEpilogue.Plain)
+            throw new ArgumentException(
+                $"The {epilogue} epilogue exists on the sm_90a kernels only; {config.Name} is an {math} configuration (run the plain GEMM and the SwiGLU kernel instead).", nameof(config));
         if (math == GemmMath.Ffma)
             return new GroupedGemmSpec(layout, dtype, math, config, $"GroupedGemm/grouped_gemm_{tag}_ffma.ptx",
                 $"grouped_gemm_{tag}_sm80_{dtype.ShortName()}_ffma_64x64x16", 0, FfmaValues(dtype));

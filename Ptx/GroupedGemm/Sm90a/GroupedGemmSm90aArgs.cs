@@ -6,7 +6,8 @@ namespace MoeNative.Ptx;
 /// <summary>.entry parameters of <c>grouped_gemm_{nt,nn}_sm90a_*</c> (the row-tiled Hopper kernels): the weight travels
 /// as a tensor map (first, after the 48-byte gap that puts it on a 64-byte aligned parameter address, see
 /// CudaTensorMap), the rest as in <see cref="GroupedGemmForwardArgs"/> without the W pointer. N = output columns,
-/// K = reduction (for NN: the forward's K and N); RowScale 0 for NN.</summary>
+/// K = reduction (for NN: the forward's K and N); RowScale 0 for NN. Aux: the fused epilogues' G1 (swiglu: out or 0,
+/// dswiglu: in), 0 for the plain epilogue.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct GroupedGemmRowsSm90aArgs
 {
@@ -23,6 +24,7 @@ internal struct GroupedGemmRowsSm90aArgs
     public int AMode;        // RowSource
     public int CMode;        // RowTarget
     public int TopK;         // k
+    public ulong Aux;        // G1 [T*k, 2I] dtype or 0 (GroupedGemmEpilogue)
 }
 
 /// <summary>.entry parameters of <c>wgmma_layout_probe_sm90a_*</c> (test kernel).</summary>

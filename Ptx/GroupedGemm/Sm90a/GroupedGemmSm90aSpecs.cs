@@ -62,13 +62,33 @@ internal static class GroupedGemmSm90aSpecs
     /// [rows][128 B]: swizzle 128B | SBO 1024 (next 8 reduction rows) | LBO 8192 (next 64-column block).</summary>
     private const string NMajorDesc = "0x4000004002000000";
 
-    /// <summary>The specialisation of (layout, dtype, config); the config is already validated.</summary>
-    public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config)
+    /// <summary>The fused epilogues of <paramref name="layout"/>: SwiGlu for ForwardNT, DSwiGlu for BackwardDataNN.</summary>
+    public static IReadOnlyList<GroupedGemmEpilogue> FusedEpilogues(GroupedGemmLayout layout) => layout switch
+    {
+        GroupedGemmLayout.ForwardNT => [GroupedGemmEpilogue.SwiGlu],
+        GroupedGemmLayout.BackwardDataNN => [GroupedGemmEpilogue.DSwiGlu],
+        _ => [],
+    };
+
+    /// <summary>Why <paramref name="epilogue"/> cannot run on <paramref name="layout"/>, or null when it can: SwiGlu
+    /// belongs to the forward NT (GEMM1), DSwiGlu to the backward-data NN (GEMM2 dX).</summary>
+    public static string? EpilogueProblem(GroupedGemmLayout layout, GroupedGemmEpilogue epilogue) => epilogue switch
+    {
+        GroupedGemmEpilogue.Plain => null,
+        GroupedGemmEpilogue.SwiGlu => layout == GroupedGemmLayout.ForwardNT ? null : $"the SwiGlu epilogue belongs to ForwardNT; got {layout}.",
+        GroupedGemmEpilogue.DSwiGlu => layout == GroupedGemmLayout.BackwardDataNN ? null : $"the DSwiGlu epilogue belongs to BackwardDataNN; got {layout}.",
+        _ => $"unknown epilogue {epilogue}.",
+    };
+
+    /// <summary>The specialisation of (layout, dtype, config, epilogue); the config is already validated.</summary>
+    public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config,
+        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain)
     {
         if (!Enum.IsDefined(layout)) throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown grouped-GEMM layout.");
         if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
             throw new ArgumentException($"The sm_90a kernels take bf16 or fp16; got {dtype}.", nameof(dtype));
         bool tn = layout == GroupedGemmLayout.BackwardWeightTN, nn = layout == GroupedGemmLayout.BackwardDataNN;
+        if (EpilogueProblem(layout, epilogue) is { } badEpilogue) throw new ArgumentException(badEpilogue, nameof(epilogue));
         int bn = config.BlockN, s = config.Stages, accs = bn / 2;
         string ptxType = PtxType(dtype);
         int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
@@ -100,19 +120,20 @@ internal static class GroupedGemmSm90aSpecs
         }
         else
         {
-            values["EPI_ROW0"] = Sm90aFragments.EpilogueRow(bn, 0, ptxType); values["EPI_ROW1"] = Sm90aFragments.EpilogueRow(bn, 1, ptxType);
+            foreach ((string key, string value) in Sm90aEpilogues.Values(epilogue, bn, ptxType)) values[key] = value;
             values["TAG"] = GroupedGemmSpecs.Tag(layout);
-            values["B_LOAD"] = Sm90aFragments.WeightLoad(layout, bn);
+            values["B_LOAD"] = epilogue == GroupedGemmEpilogue.SwiGlu ? Sm90aEpilogues.SwiGluWeightLoad(bn) : Sm90aFragments.WeightLoad(layout, bn);
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16";
             values["TX_BYTES"] = Int(bStage);
         }
         if (config.WgmmaSharedBytesOf(layout) != schedOff + 1024)
             throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytesOf(layout)} vs {schedOff + 1024}.");
-        string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}";
+        string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}{Sm90aEpilogues.Tag(epilogue)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}";
         return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, tn ? WeightGradientFile : RowsFile, entry,
             config.WgmmaSharedBytesOf(layout), values)
         {
             SharedBytesPerExpert = 4, // sched [E] i32
+            Epilogue = epilogue,
         };
     }
 

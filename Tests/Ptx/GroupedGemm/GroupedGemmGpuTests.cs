@@ -305,7 +305,7 @@ public sealed class GroupedGemmGpuTests
 
     // ============================================================================================== helpers
 
-    private static void ForEachRow(GemmCase c, Action<int, int> body)
+    internal static void ForEachRow(GemmCase c, Action<int, int> body)
     {
         int r = 0;
         for (int e = 0; e < c.Experts; e++)
@@ -319,7 +319,7 @@ public sealed class GroupedGemmGpuTests
         _ => r,
     };
 
-    private static int[] Permutation(int n, Random rng)
+    internal static int[] Permutation(int n, Random rng)
     {
         int[] p = Identity(n);
         rng.Shuffle(p);
@@ -335,7 +335,7 @@ public sealed class GroupedGemmGpuTests
         return inv;
     }
 
-    private static DeviceBuffer<int> Upload(CudaContext ctx, int[] values)
+    internal static DeviceBuffer<int> Upload(CudaContext ctx, int[] values)
     {
         var buf = new DeviceBuffer<int>(ctx, Math.Max(values.Length, 1));
         if (values.Length > 0) buf.CopyFromHost(values);

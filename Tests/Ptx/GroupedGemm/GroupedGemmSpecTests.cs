@@ -9,10 +9,10 @@ namespace MoeNative.Tests.Ptx.GroupedGemmTests;
 public sealed class GroupedGemmSpecTests
 {
     public static IEnumerable<object[]> Specs() =>
-        GroupedGemmSpecs.All().Select(s => new object[] { s.Layout, s.DType, s.Config.Name });
+        GroupedGemmSpecs.All().Select(s => new object[] { s.Layout, s.DType, s.Config.Name, s.Epilogue });
 
-    private static GroupedGemmSpec Spec(GroupedGemmLayout layout, ScalarType dtype, string configName) =>
-        GroupedGemmSpecs.All().Single(s => s.Layout == layout && s.DType == dtype && s.Config.Name == configName);
+    private static GroupedGemmSpec Spec(GroupedGemmLayout layout, ScalarType dtype, string configName, GroupedGemmEpilogue epilogue) =>
+        GroupedGemmSpecs.All().Single(s => s.Layout == layout && s.DType == dtype && s.Config.Name == configName && s.Epilogue == epilogue);
 
     [TestMethod]
     [DataRow(ScalarType.BFloat16)]
@@ -99,9 +99,10 @@ public sealed class GroupedGemmSpecTests
 
     [TestMethod]
     [DynamicData(nameof(Specs))]
-    public void Specialisation_MatchesArgsStruct_AndNamesArchDtypeLayoutTile(GroupedGemmLayout layout, ScalarType dtype, string configName)
+    public void Specialisation_MatchesArgsStruct_AndNamesArchDtypeLayoutTile(GroupedGemmLayout layout, ScalarType dtype, string configName,
+        GroupedGemmEpilogue epilogue)
     {
-        GroupedGemmSpec spec = Spec(layout, dtype, configName);
+        GroupedGemmSpec spec = Spec(layout, dtype, configName, epilogue);
         string ptx = spec.SpecialisedPtx(); // strict: throws on a missing or unused template value
         Assert.IsFalse(ptx.Contains("{{", StringComparison.Ordinal), "no placeholder left");
         IReadOnlyList<PtxSignature> entries = PtxSignature.ParseAll(ptx);
@@ -111,7 +112,8 @@ public sealed class GroupedGemmSpecTests
         Assert.IsTrue(entries[0].TypesMatch(cs), entries[0].DescribeMismatch(cs));
         string tag = GroupedGemmSpecs.Tag(layout);
         string arch = spec.Math == GemmMath.WgmmaSm90a ? "sm90a" : "sm80";
-        StringAssert.StartsWith(spec.EntryName, $"grouped_gemm_{tag}_{arch}_{dtype.ShortName()}_");
+        string fused = epilogue switch { GroupedGemmEpilogue.SwiGlu => "_swiglu", GroupedGemmEpilogue.DSwiGlu => "_dswiglu", _ => "" };
+        StringAssert.StartsWith(spec.EntryName, $"grouped_gemm_{tag}{fused}_{arch}_{dtype.ShortName()}_");
         StringAssert.Contains(spec.EntryName, $"{spec.Config.BlockM}x{spec.Config.BlockN}x{spec.Config.BlockK}");
         if (spec.Math == GemmMath.MmaSm80)
         {
@@ -122,9 +124,10 @@ public sealed class GroupedGemmSpecTests
 
     [TestMethod]
     [DynamicData(nameof(Specs))]
-    public void SharedMemory_FitsA100AndH100_AndCoversPipelineAndCTile(GroupedGemmLayout layout, ScalarType dtype, string configName)
+    public void SharedMemory_FitsA100AndH100_AndCoversPipelineAndCTile(GroupedGemmLayout layout, ScalarType dtype, string configName,
+        GroupedGemmEpilogue epilogue)
     {
-        GroupedGemmSpec spec = Spec(layout, dtype, configName);
+        GroupedGemmSpec spec = Spec(layout, dtype, configName, epilogue);
         if (spec.Math == GemmMath.WgmmaSm90a)
         {
             // Hopper only (227 KiB opt-in), with room for the 4*E m_sizes table; covers 1024 B of alignment slack
@@ -158,9 +161,10 @@ public sealed class GroupedGemmSpecTests
         Assert.AreEqual(names.Length, names.Distinct().Count());
         HashSet<string> catalog = PtxCatalog.All().Select(m => m.ModuleName).ToHashSet();
         foreach (string name in names) Assert.Contains(name, catalog);
-        // per layout: fp32 FFMA + for bf16 and fp16 the FFMA fallback, every sm_80 tensor-core candidate and every sm_90a tile
+        // per layout: fp32 FFMA + for bf16 and fp16 the FFMA fallback, every sm_80 tensor-core candidate and every sm_90a
+        // tile, plain and with each fused epilogue of the layout
         Assert.AreEqual(Enum.GetValues<GroupedGemmLayout>().Sum(l => 1 + 2 * (1 + GroupedGemmSpecs.CandidateConfigs(l, ScalarType.BFloat16).Count
-            + GroupedGemmSm90aSpecs.Candidates(l, ScalarType.BFloat16).Count)), names.Length);
+            + GroupedGemmSm90aSpecs.Candidates(l, ScalarType.BFloat16).Count * (1 + GroupedGemmSm90aSpecs.FusedEpilogues(l).Count))), names.Length);
     }
 
     [TestMethod]

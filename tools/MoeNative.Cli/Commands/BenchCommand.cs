@@ -12,7 +12,7 @@ namespace MoeNative.Cli.Commands;
 /// <summary>What <c>bench</c> times.</summary>
 public sealed record BenchOptions(
     string Config, int[] SeqLens, ScalarType DType, bool Backward, string? Json,
-    bool Reference, bool Graph, bool Autotune, int Seed, bool Gemm = false);
+    bool Reference, bool Graph, bool Autotune, int Seed, bool Gemm = false, bool Inference = false, bool FuseDSwiGlu = false);
 
 /// <summary>
 /// <c>bench</c>: times the whole fused block (X on the device to Y on the device; with <c>--backward</c> also
@@ -41,9 +41,19 @@ public static class BenchCommand
             Description = "Time each expert GEMM alone (every tile of ours, sm_80 and sm_90a, beside cublasGemmGroupedBatchedEx and a dense cuBLAS GEMM of equal FLOPs), in TFLOP/s.",
         };
 
+        var inference = new Option<bool>("--inference")
+        {
+            Description = "Time the forward of an inference-only block (FusedBlockOptions.InferenceOnly: G1 is not kept for a backward). Excludes --backward.",
+        };
+
+        var fuseDSwiGlu = new Option<bool>("--fuse-dswiglu")
+        {
+            Description = "GEMM2 dX runs the dSwiGLU epilogue on sm_90a tiles (FusedBlockOptions.FuseSwiGluBackward).",
+        };
+
         var command = new Command("bench", "Time the fused block (and the cuBLAS grouped reference): ms, TFLOP/s, GB/s, % of the floor. GPU only.")
         {
-            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm,
+            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm, inference, fuseDSwiGlu,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new BenchOptions(
             parse.GetValue(config)!,
@@ -55,7 +65,9 @@ public static class BenchCommand
             !parse.GetValue(noGraph),
             !parse.GetValue(noAutotune),
             parse.GetValue(seed),
-            parse.GetValue(gemm)))));
+            parse.GetValue(gemm),
+            parse.GetValue(inference),
+            parse.GetValue(fuseDSwiGlu)))));
         return command;
     }
 
@@ -63,6 +75,7 @@ public static class BenchCommand
     {
         MoeConfig config = MoeConfig.Resolve(o.Config);
         if (o.SeqLens.Any(t => t <= 0)) throw new CliUsageException("--seqlen: every T must be positive");
+        if (o.Inference && o.Backward) throw new CliUsageException("--inference times an inference-only block: it excludes --backward");
         if (o.Json is not null && Directory.Exists(o.Json)) throw new CliUsageException($"--json {o.Json} is a folder; give a file name");
         DeviceSelection.UseGpu(console, DeviceChoice.Gpu, "bench");
         if (o.Gemm) return RunGemm(console, config, o);
@@ -73,13 +86,13 @@ public static class BenchCommand
             DType = o.DType,
             Tokens = o.SeqLens,
             Backward = o.Backward,
-            Fused = new FusedBlockOptions { Autotune = o.Autotune },
+            Fused = new FusedBlockOptions { Autotune = o.Autotune, InferenceOnly = o.Inference, FuseSwiGluBackward = o.FuseDSwiGlu },
             UseGraph = o.Graph,
             IncludeReference = o.Reference,
             Seed = o.Seed,
         };
         using CudaContext context = CudaContext.Create(0);
-        console.Out.WriteLine($"bench: {config}; {o.DType.ShortName()}; T = {string.Join(",", o.SeqLens)}; {(o.Backward ? "fwd and fwd+bwd" : "fwd")}; device {context}");
+        console.Out.WriteLine($"bench: {config}; {o.DType.ShortName()}; T = {string.Join(",", o.SeqLens)}; {(o.Backward ? "fwd and fwd+bwd" : o.Inference ? "fwd (inference only)" : "fwd")}; device {context}");
         var benchmark = new BlockBenchmark(context, options);
         console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"floor rates: {benchmark.Rates.TensorTflops:0} TFLOP/s, {benchmark.Rates.BandwidthTBps:0.00} TB/s ({benchmark.Rates.Source})"));

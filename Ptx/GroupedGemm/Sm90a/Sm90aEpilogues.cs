@@ -1,0 +1,159 @@
+using System.Globalization;
+using System.Text;
+
+namespace MoeNative.Ptx;
+
+/// <summary>
+/// The fused epilogues of grouped_gemm_rows_wgmma_sm90a.ptx (EPI_ROW0/1 and the swiglu W load), generated per
+/// accumulator register. The f32 math is exactly that of Elementwise/silu_mul.ptx (sigmoid8.ptx and its two bodies),
+/// instruction for instruction, on the same dtype-rounded inputs, so the fused and unfused paths give the same bits:
+/// s = rcp.rn(1 + ex2.approx(-log2(e)·g)); a = (g·s)·u; dg = ((dA·u)·s)·fma(g, 1 − s, 1); du = (dA·g)·s.
+/// Registers (declared in the kernel): acc*, lim, p_col, out0|1, aux0|1, aux_up, out_up, up_bytes, has_aux, p_g1,
+/// o_g, o_u, o_d, l_g0..1, l_u0..1 (dSwiGLU's G1 loads), p_slow, p_e, e_v, e_w (FastThenExact), e_h0..1 and the f32 temporaries e_g, e_u, e_d, e_s, e_t, e_r, e_q (0..1).
+/// </summary>
+internal static class Sm90aEpilogues
+{
+    /// <summary>The template values that select <paramref name="epilogue"/> in the row-tiled kernel.</summary>
+    public static IEnumerable<KeyValuePair<string, string>> Values(GroupedGemmEpilogue epilogue, int columns, string ptxType)
+    {
+        string widen = "cvt.f32." + ptxType;
+        yield return new("EPI_TAG", Tag(epilogue));
+        yield return new("EPI_COL_SHIFT", epilogue == GroupedGemmEpilogue.SwiGlu ? "1" : "0");
+        yield return new("EPI_PITCH_SHIFT", epilogue == GroupedGemmEpilogue.DSwiGlu ? "1" : "0");
+        for (int row = 0; row < 2; row++)
+            yield return new($"EPI_ROW{row}", epilogue switch
+            {
+                GroupedGemmEpilogue.SwiGlu => SwiGluRow(columns, row, ptxType, widen),
+                GroupedGemmEpilogue.DSwiGlu => DSwiGluRow(columns, row, ptxType, widen),
+                _ => Sm90aFragments.EpilogueRow(columns, row, ptxType),
+            });
+    }
+
+    /// <summary>"" | "_swiglu" | "_dswiglu": the entry-name part of the epilogue.</summary>
+    public static string Tag(GroupedGemmEpilogue epilogue) => epilogue switch
+    {
+        GroupedGemmEpilogue.Plain => "",
+        GroupedGemmEpilogue.SwiGlu => "_swiglu",
+        GroupedGemmEpilogue.DSwiGlu => "_dswiglu",
+        _ => throw new ArgumentOutOfRangeException(nameof(epilogue), epilogue, "Expected Plain, SwiGlu or DSwiGlu."),
+    };
+
+    /// <summary>
+    /// The swiglu W stage (after the leader's expect_tx on <c>bar</c>): W [E, 2I, K] seen as (K, I, 2E), two boxes
+    /// (64 k, BN/2 rows, 1): gate rows n0/2.. of half 2e to stage_b, up rows of half 2e+1 to stage_b + BN/2·128.
+    /// </summary>
+    public static string SwiGluWeightLoad(int columns)
+    {
+        const string Tma = "    cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes";
+        return "    shr.u32 b_col, n0, 1; shl.b32 b_e, e_cur, 1;   // first gate/up row n0/2; gate half of expert e: 2e\n"
+            + Tma + " [stage_b], [w_map, {k_coord, b_col, b_e}], [bar];   // gate rows: box (64 k, BN/2 rows, 1)\n"
+            + string.Create(CultureInfo.InvariantCulture, $"    add.u32 b_e, b_e, 1; add.u32 b_dst, stage_b, {columns / 2 * 128};   // up half 2e+1, stage rows BN/2..\n")
+            + Tma + " [b_dst], [w_map, {k_coord, b_col, b_e}], [bar];   // up rows";
+    }
+
+    /// <summary>SwiGLU row <paramref name="row"/>: per 8-column block j &lt; BN/16 of the gate half (its up block is
+    /// j + BN/16), columns e_col + 8j, +1 inside I while 8j &lt; lim. Two passes (<see cref="FastThenExact"/>).</summary>
+    private static string SwiGluRow(int columns, int row, string ptxType, string widen)
+    {
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"    add.u64 aux_up, aux{row}, up_bytes;   // &G1[r, I + e_col]");
+        FastThenExact(sb, "SWIGLU", row, exact =>
+        {
+            int half = columns / 16;
+            for (int j = 0; j < half; j++)
+            {
+                int g = 4 * j + 2 * row, u = 4 * (j + half) + 2 * row;
+                sb.Append('\n').Append(CultureInfo.InvariantCulture,
+                    $"    setp.gt.s32 p_col, lim, {8 * j}; and.pred p_g1, p_col, has_aux; ")
+                  .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o_g, acc{g + 1}, acc{g}; cvt.rn.{ptxType}x2.f32 o_u, acc{u + 1}, acc{u};\n")
+                  .Append(CultureInfo.InvariantCulture, $"    @p_g1 st.global.b32 [aux{row}+{16 * j}], o_g; @p_g1 st.global.b32 [aux_up+{16 * j}], o_u;\n");
+                Widen(sb, "o_g", "e_g", widen);
+                Widen(sb, "o_u", "e_u", widen);
+                for (int i = 0; i < 2; i++)
+                {
+                    Sigmoid(sb, $"e_g{i}", $"e_s{i}", exact);
+                    sb.Append(CultureInfo.InvariantCulture, $"    mul.f32 e_r{i}, e_g{i}, e_s{i}; mul.f32 e_r{i}, e_r{i}, e_u{i};   // silu(g) u\n");
+                }
+                sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 o_d, e_r1, e_r0; @p_col st.global.b32 [out{row}+{16 * j}], o_d;");
+            }
+        });
+        return sb.ToString();
+    }
+
+    /// <summary>G1 pairs a dSwiGLU row loads ahead of their math (registers l_g0.., l_u0..): all loads of a chunk issue
+    /// before its first store, so their latencies overlap.</summary>
+    public const int DSwiGluLoadChunk = 2;
+
+    /// <summary>dSwiGLU row <paramref name="row"/>: per 8-column block j &lt; BN/8, columns e_col + 8j, +1 inside I
+    /// while 8j &lt; lim; dG1's gate half at out, its up half at out + up_bytes. G1 is read through the non-coherent
+    /// path (ld.global.nc: G1 is never written by this kernel), <see cref="DSwiGluLoadChunk"/> blocks at a time. Two
+    /// passes (<see cref="FastThenExact"/>).</summary>
+    private static string DSwiGluRow(int columns, int row, string ptxType, string widen)
+    {
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"    add.u64 aux_up, aux{row}, up_bytes; add.u64 out_up, out{row}, up_bytes;   // the up halves");
+        FastThenExact(sb, "DSWIGLU", row, exact =>
+        {
+            for (int j0 = 0; j0 < columns / 8; j0 += DSwiGluLoadChunk)
+            {
+                for (int j = j0; j < j0 + DSwiGluLoadChunk; j++)
+                    sb.Append('\n').Append(CultureInfo.InvariantCulture,
+                        $"    setp.gt.s32 p_col, lim, {8 * j}; @p_col ld.global.nc.b32 l_g{j - j0}, [aux{row}+{16 * j}]; @p_col ld.global.nc.b32 l_u{j - j0}, [aux_up+{16 * j}];");
+                for (int j = j0; j < j0 + DSwiGluLoadChunk; j++)
+                {
+                    int d = 4 * j + 2 * row;
+                    sb.Append('\n').Append(CultureInfo.InvariantCulture,
+                        $"    setp.gt.s32 p_col, lim, {8 * j}; cvt.rn.{ptxType}x2.f32 o_d, acc{d + 1}, acc{d};   // dA as stored unfused\n");
+                    Widen(sb, "o_d", "e_d", widen);
+                    Widen(sb, $"l_g{j - j0}", "e_g", widen);
+                    Widen(sb, $"l_u{j - j0}", "e_u", widen);
+                    for (int i = 0; i < 2; i++)
+                    {
+                        Sigmoid(sb, $"e_g{i}", $"e_s{i}", exact);
+                        sb.Append(CultureInfo.InvariantCulture, $"    sub.f32 e_t{i}, 0f3F800000, e_s{i}; fma.rn.f32 e_t{i}, e_g{i}, e_t{i}, 0f3F800000;   // 1 + g (1 - s)\n")
+                          .Append(CultureInfo.InvariantCulture, $"    mul.f32 e_r{i}, e_d{i}, e_u{i}; mul.f32 e_r{i}, e_r{i}, e_s{i}; mul.f32 e_r{i}, e_r{i}, e_t{i};   // dg\n")
+                          .Append(CultureInfo.InvariantCulture, $"    mul.f32 e_q{i}, e_d{i}, e_g{i}; mul.f32 e_q{i}, e_q{i}, e_s{i};   // du\n");
+                    }
+                    sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 o_g, e_r1, e_r0; cvt.rn.{ptxType}x2.f32 o_u, e_q1, e_q0;\n")
+                      .Append(CultureInfo.InvariantCulture, $"    @p_col st.global.b32 [out{row}+{16 * j}], o_g; @p_col st.global.b32 [out_up+{16 * j}], o_u;");
+                }
+            }
+        });
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// A row's epilogue twice: first with rcp.rn's fast path written out branch-free (so ptxas can interleave the
+    /// row's elements; rcp.rn itself compiles to a range test and a branch around a slow-path call per element, which
+    /// serialises them), collecting in p_slow whether any denominator left that path's range; then, only if one did
+    /// (d = 1 + e^-g ≥ 2^126 or NaN: g ≤ -87), the whole row again with rcp.rn, overwriting the same outputs. The
+    /// result is rcp.rn's in both cases, so the bits stay those of silu_mul.ptx.
+    /// </summary>
+    private static void FastThenExact(StringBuilder sb, string tag, int row, Action<bool> body)
+    {
+        sb.Append("\n    setp.ne.s32 p_slow, lim, lim;   // false: no denominator outside rcp.rn's fast path yet");
+        body(false);
+        sb.Append(CultureInfo.InvariantCulture, $"\n    @!p_slow bra EPI_{tag}_ROW{row}_DONE;   // rare: redo the row with rcp.rn");
+        body(true);
+        sb.Append(CultureInfo.InvariantCulture, $"\nEPI_{tag}_ROW{row}_DONE:");
+    }
+
+    /// <summary>f32 F0, F1 = the two dtype halves of b32 <paramref name="packed"/> (low half = the lower column).</summary>
+    private static void Widen(StringBuilder sb, string packed, string f, string widen) =>
+        sb.Append(CultureInfo.InvariantCulture, $"    mov.b32 {{e_h0, e_h1}}, {packed}; {widen} {f}0, e_h0; {widen} {f}1, e_h1;\n");
+
+    /// <summary>s = sigmoid(g) as sigmoid8.ptx: 1 / (1 + 2^(-g log2 e)), ex2.approx then rcp.rn; not
+    /// <paramref name="exact"/>: rcp.rn's fast path as ptxas emits it for sm_90 (MUFU.RCP r; t = d·r − 1; r += r·(−t)),
+    /// exact for d in [1, 2^126), which p_slow marks otherwise.</summary>
+    private static void Sigmoid(StringBuilder sb, string g, string s, bool exact)
+    {
+        sb.Append(CultureInfo.InvariantCulture, $"    mul.f32 {s}, {g}, 0fBFB8AA3B; ex2.approx.f32 {s}, {s}; add.f32 {s}, {s}, 0f3F800000;   // d = 1 + e^-g\n");
+        if (exact)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"    rcp.rn.f32 {s}, {s};   // sigmoid(g)\n");
+            return;
+        }
+        sb.Append(CultureInfo.InvariantCulture, $"    setp.geu.f32 p_e, {s}, 0f7E800000; or.pred p_slow, p_slow, p_e;   // d >= 2^126 or NaN: rcp.rn's slow path\n")
+          .Append(CultureInfo.InvariantCulture, $"    rcp.approx.ftz.f32 e_v, {s}; fma.rn.f32 e_w, {s}, e_v, 0fBF800000; neg.ftz.f32 e_w, e_w; fma.rn.f32 {s}, e_v, e_w, e_v;   // sigmoid(g)\n");
+    }
+}

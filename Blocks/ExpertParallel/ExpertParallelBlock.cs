@@ -57,7 +57,7 @@ public sealed partial class ExpertParallelBlock : IMoeDeviceBlock
         ArgumentNullException.ThrowIfNull(weights);
         options ??= ExpertParallelOptions.Default;
         ExpertParallelChecks.Options(options, nameof(options));
-        MoeConfig c = weights.Config;
+        MoeConfig c = weights.Config.Validate();
         ExpertPartition partition = ExpertParallelChecks.Partition(c, communicator.Size, nameof(communicator));
         _comm = communicator;
         Options = options;

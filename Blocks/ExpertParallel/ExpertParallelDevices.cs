@@ -16,5 +16,12 @@ public static class ExpertParallelDevices
     /// <summary>Null when <paramref name="available"/> GPUs are enough for <paramref name="ranks"/> ranks; else why not.</summary>
     public static string? Shortage(int ranks, int available) => available >= ranks ? null
         : $"expert parallelism over {ranks} ranks needs {ranks} GPUs (one per rank, NCCL); this machine has {available}" +
-          (available == 0 ? $" ({Gpu.UnavailableReason?.Split('\n')[0] ?? "no usable GPU"})" : "") + ".";
+          (available == 0 ? $" ({FirstSentence(Gpu.UnavailableReason ?? "no usable GPU")})" : "") + ".";
+
+    private static string FirstSentence(string reason)
+    {
+        string line = reason.Split('\n')[0];
+        int tried = line.IndexOf(" Tried, in order:", StringComparison.Ordinal);
+        return (tried >= 0 ? line[..tried] : line).TrimEnd('.', ' ');
+    }
 }

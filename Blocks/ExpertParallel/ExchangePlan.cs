@@ -23,7 +23,7 @@ namespace MoeNative.Blocks;
 public sealed class ExchangePlan
 {
     private int[] _sendCounts = [], _sendOffsets = [], _receiveCounts = [], _receiveOffsets = [];
-    private int[] _localExpertRows = [], _localGather = [];
+    private int[] _localExpertRows = [], _localGather = [], _localInverse = [];
 
     /// <param name="partition">Which rank holds which experts.</param>
     /// <param name="rank">This rank.</param>
@@ -78,6 +78,9 @@ public sealed class ExchangePlan
     /// <summary>Local expert-ordered row → receive row. // [R]</summary>
     public ReadOnlySpan<int> LocalGather => _localGather.AsSpan(0, TotalReceived);
 
+    /// <summary>Receive row → local expert-ordered row (the inverse permutation of <see cref="LocalGather"/>). // [R]</summary>
+    public ReadOnlySpan<int> LocalInverse => _localInverse.AsSpan(0, TotalReceived);
+
     /// <summary>Where rank r's count message to rank d starts in its m_sizes [E], and its length (E_d).</summary>
     public (int Offset, int Length) CountSlice(int destination) =>
         (Partition.FirstExpert(destination), Partition.ExpertCount(destination));
@@ -131,7 +134,11 @@ public sealed class ExchangePlan
             _receiveCounts[s] = rows;
             offset += rows;
         }
-        if (_localGather.Length < received) _localGather = new int[Math.Max((int)received, 2 * _localGather.Length)];
+        if (_localGather.Length < received)
+        {
+            _localGather = new int[Math.Max((int)received, 2 * _localGather.Length)];
+            _localInverse = new int[_localGather.Length];
+        }
         int q = 0;
         for (int e = 0; e < el; e++)
         {
@@ -142,7 +149,11 @@ public sealed class ExchangePlan
                 int start = _receiveOffsets[s];
                 for (int before = 0; before < e; before++) start += receivedCounts[s * el + before];
                 int count = receivedCounts[s * el + e];
-                for (int i = 0; i < count; i++) _localGather[q++] = start + i;
+                for (int i = 0; i < count; i++, q++)
+                {
+                    _localGather[q] = start + i;
+                    _localInverse[start + i] = q;
+                }
                 rows += count;
             }
             _localExpertRows[e] = rows;

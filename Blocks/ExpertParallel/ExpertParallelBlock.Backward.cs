@@ -29,7 +29,7 @@ public sealed partial class ExpertParallelBlock
         DeviceRange dXpSlots = b.DXpSlots!.AsRange();      // [TK,H] token-slot order
         DeviceRange dLogits = b.DLogits!.AsRange(), dXRouter = b.DXRouter!.AsRange();
         DeviceRange received = b.ReceivedRows!.AsRange();  // [R,H] receive order: the forward's X rows
-        DeviceRange dReceived = b.ReceivedGrad!.AsRange(); // [R,H] receive order: dU rows
+        DeviceRange dReceived = b.ReceivedGrad!.AsRange(); // [R,H] receive order: dU rows (then the Xp copy)
         DeviceRange dXpLocal = b.ReturnRows!.AsRange();    // [R,H] receive order: dXp rows
         DeviceRange g1 = b.FirstGemm!.AsRange(), act = b.Intermediate!.AsRange();
         DeviceRange dAct = b.DIntermediate!.AsRange(), dG1 = b.DFirstGemm!.AsRange();
@@ -39,17 +39,22 @@ public sealed partial class ExpertParallelBlock
         _kernels.CombineBackward(s, dt, dY, u, inverse, w, dU, dWeights, tokens, k, h);
         ExchangeRows(s, dU, dReceived, h, toExperts: true, "output gradients to the experts' ranks");
 
-        // 2. the local experts, as the fused block: GEMM2 dX and dW (dG2 rows through the local gather), SwiGLU
-        //    backward, GEMM1 dX (scattered to receive order) and dW (X rows through the local gather)
-        RunGemm(s, localClass, FusedGemmCall.NN(FusedGemm.SecondBackwardData, dReceived, _down.AsRange(), dAct, local, h, i,
-            RowSource.Gather, RowTarget.Identity));
-        RunGemm(s, localClass, FusedGemmCall.TN(FusedGemm.SecondBackwardWeight, dReceived, act, dDown, local, h, i,
-            RowSource.Gather, RowSource.Identity));
+        // 2. the local experts, with the fused block's GEMM calls: dG2 = dU rows in local expert order (copied through
+        //    the local gather), GEMM2 dX and dW, SwiGLU backward, GEMM1 dX scattered to receive order, GEMM1 dW on an
+        //    Xp copy in local expert order (made in dReceived's buffer, free by then)
+        DeviceRange localGather = b.LocalGather!.AsRange(), dG2 = b.LocalRows!.AsRange();
+        _kernels.GatherRows(s, dt, dReceived, localGather, dG2, rows, 1, h);
+        RunGemm(s, localClass, FusedGemmCall.NN(FusedGemm.SecondBackwardData, dG2, _down.AsRange(), dAct, local, h, i,
+            RowSource.Identity, RowTarget.Identity));
+        RunGemm(s, localClass, FusedGemmCall.TN(FusedGemm.SecondBackwardWeight, dG2, act, dDown, local, h, i,
+            RowSource.Identity, RowSource.Identity));
         _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, rows, i);
         RunGemm(s, localClass, FusedGemmCall.NN(FusedGemm.FirstBackwardData, dG1, _gateUp.AsRange(), dXpLocal, local, 2 * i, h,
             RowSource.Identity, RowTarget.Scatter));
-        RunGemm(s, localClass, FusedGemmCall.TN(FusedGemm.FirstBackwardWeight, dG1, received, dGateUp, local, 2 * i, h,
-            RowSource.Identity, RowSource.Gather));
+        DeviceRange xpLocal = dReceived;
+        _kernels.GatherRows(s, dt, received, localGather, xpLocal, rows, 1, h);
+        RunGemm(s, localClass, FusedGemmCall.TN(FusedGemm.FirstBackwardWeight, dG1, xpLocal, dGateUp, local, 2 * i, h,
+            RowSource.Identity, RowSource.Identity));
 
         // 3. dXp rows back into the sender's expert order, then to token-slot order (dXpSlots[p] = dXpBack[inverse[p]])
         ExchangeRows(s, dXpLocal, dXpBack, h, toExperts: false, "input gradients back to the tokens' ranks");

@@ -61,16 +61,18 @@ public sealed partial class ExpertParallelBlock
         DeviceRange received = b.ReceivedRows!.AsRange(), returned = b.ReturnRows!.AsRange(); // [R,H] receive order
         ExchangeRows(s, sendRows, received, h, toExperts: true, "token rows to the experts' ranks");
 
-        // 4. the local experts: G1 = Xp·Wgu[e]ᵀ (rows through the local gather), A = silu(G1a)⊙G1b, G2 = A·Wd[e]ᵀ
-        //    scattered back to receive order
+        // 4. the local experts, with the fused block's GEMM calls (the same row modes, so the same kernels):
+        //    G1 = Xp·Wgu[e]ᵀ (rows through the local gather), A = silu(G1a)⊙G1b, G2 = A·Wd[e]ᵀ in local expert order,
+        //    then copied to receive order (returned[p] = G2[localInverse[p]])
         GroupedRows local = LocalRows(rows);
         int localClass = LocalShapeClass(rows);
-        DeviceRange g1 = b.FirstGemm!.AsRange(), act = b.Intermediate!.AsRange();
+        DeviceRange g1 = b.FirstGemm!.AsRange(), act = b.Intermediate!.AsRange(), g2 = b.LocalRows!.AsRange();
         RunGemm(s, localClass, FusedGemmCall.NT(FusedGemm.FirstForward, received, _gateUp.AsRange(), g1, local, 2 * i, h,
             RowSource.GatherToken, RowTarget.Identity, DeviceRange.Null));
         _kernels.SiluMulForward(s, dt, g1, act, rows, i);
-        RunGemm(s, localClass, FusedGemmCall.NT(FusedGemm.SecondForward, act, _down.AsRange(), returned, local, h, i,
-            RowSource.Identity, RowTarget.Scatter, DeviceRange.Null));
+        RunGemm(s, localClass, FusedGemmCall.NT(FusedGemm.SecondForward, act, _down.AsRange(), g2, local, h, i,
+            RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
+        _kernels.GatherRows(s, dt, g2, b.LocalInverse!.AsRange(), returned, rows, 1, h);
 
         // 5. results back to the senders, into U in their expert order; 6. Y[t] = Σ_j w[t,j]·U[inverse[t*k+j]]
         ExchangeRows(s, returned, expertOut, h, toExperts: false, "expert outputs back to the tokens' ranks");
@@ -131,7 +133,7 @@ public sealed partial class ExpertParallelBlock
         _plan.Build(hostMSizes, hostCounts, tokenSlots);
     }
 
-    /// <summary>Local m_sizes [E_r] and local gather [R] through pinned memory to the device (asynchronous).</summary>
+    /// <summary>Local m_sizes [E_r], local gather and inverse [R] through pinned memory to the device (asynchronous).</summary>
     private void UploadLocalTables(CudaStream s)
     {
         ExpertParallelBuffers b = _buffers;
@@ -141,8 +143,10 @@ public sealed partial class ExpertParallelBlock
         Span<int> tables = MemoryMarshal.Cast<byte, int>(b.HostLocalTables!.Span);
         _plan.LocalExpertRows.CopyTo(tables);
         _plan.LocalGather.CopyTo(tables[el..]);
+        _plan.LocalInverse.CopyTo(tables[(el + rows)..]);
         b.LocalMSizes.CopyFromHostAsync(tables[..el], s);
         b.LocalGather!.CopyFromHostAsync(tables.Slice(el, rows), s);
+        b.LocalInverse!.CopyFromHostAsync(tables.Slice(el + rows, rows), s);
         _tablesUploaded.Record(s);
         _tablesPending = true;
     }

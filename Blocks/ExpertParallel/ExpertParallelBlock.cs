@@ -17,8 +17,8 @@ namespace MoeNative.Blocks;
 /// m_sizes slice; the counts come to the host: <b>the block's one host synchronisation</b>, because NCCL takes message
 /// sizes from the host) → <see cref="ExchangePlan"/> → <c>Xp [TK,H]</c> gathered in expert order (rows of each
 /// destination contiguous) → token exchange (grouped send/recv; source-major receive rows <c>[R,H]</c>) → the fused
-/// block's grouped GEMMs on the local experts (GEMM1 reading rows through the plan's local gather, SwiGLU, GEMM2
-/// scattering back to receive order) → results exchanged back along the same slices into <c>U [TK,H]</c> (expert
+/// block's grouped GEMM calls on the local experts (GEMM1 reading rows through the plan's local gather, SwiGLU, GEMM2
+/// in local expert order, copied back to receive order) → results exchanged back along the same slices into <c>U [TK,H]</c> (expert
 /// order) → combine <c>Y[t] = Σ_j w[t,j]·U[inverse[t*k+j]]</c> in j order (deterministic).</para>
 /// <para><b>Backward</b> in reverse: combine backward (<c>dU</c>, <c>dw</c>) → dU rows to the experts' ranks →
 /// GEMM2 dX and dW, SwiGLU backward, GEMM1 dX (scattered to receive order) and dW on the local experts → dXp rows back
@@ -162,19 +162,7 @@ public sealed partial class ExpertParallelBlock : IMoeDeviceBlock
     {
         ThrowIfDisposed();
         using BlockEntryGuard.Scope entry = _entry.Enter(this);
-        ArgumentNullException.ThrowIfNull(stream);
-        ArgumentNullException.ThrowIfNull(x);
-        ArgumentNullException.ThrowIfNull(y);
-        if (routing is not null)
-        {
-            ArgumentNullException.ThrowIfNull(routing.Selected, nameof(routing));
-            ArgumentNullException.ThrowIfNull(routing.Weights, nameof(routing));
-        }
-        BlockChecks.ElementType(DType, typeof(TElem), nameof(x));
-        BlockChecks.ForwardShapes(Config, DType, tokens, x.Length, y.Length, routing?.Selected.Length, routing?.Weights.Length);
-        BlockChecks.ForwardContexts(Context, stream, x, y, routing);
-        if (ReferenceEquals(x, y) || (tokens > 0 && x.DevicePointer == y.DevicePointer))
-            throw new ArgumentException("x and y must be different buffers.", nameof(y));
+        BlockChecks.Forward(Context, Config, DType, stream, x, y, tokens, routing);
         _saved = default;
         ForwardCore(stream, tokens == 0 ? DeviceRange.Null : x.AsRange(), tokens == 0 ? DeviceRange.Null : y.AsRange(), tokens,
             routing?.Selected.AsRange() ?? DeviceRange.Null, routing?.Weights.AsRange() ?? DeviceRange.Null);
@@ -192,13 +180,7 @@ public sealed partial class ExpertParallelBlock : IMoeDeviceBlock
     {
         ThrowIfDisposed();
         using BlockEntryGuard.Scope entry = _entry.Enter(this);
-        ArgumentNullException.ThrowIfNull(stream);
-        ArgumentNullException.ThrowIfNull(dY);
-        ArgumentNullException.ThrowIfNull(gradients);
-        ArgumentNullException.ThrowIfNull(gradients.HiddenStates, nameof(gradients));
-        ArgumentNullException.ThrowIfNull(gradients.Gate, nameof(gradients));
-        ArgumentNullException.ThrowIfNull(gradients.GateUpProj, nameof(gradients));
-        ArgumentNullException.ThrowIfNull(gradients.DownProj, nameof(gradients));
+        BlockChecks.BackwardArguments(stream, dY, gradients);
         BlockChecks.ElementType(DType, typeof(TElem), nameof(dY));
         if (!_saved.Valid)
             throw new InvalidOperationException("Backward needs a preceding Forward on this block (on every rank).");

@@ -34,15 +34,17 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
     public readonly DeviceBuffer<int> LocalMSizes = new(context, localExperts);             // [E_r] i32
     public readonly PinnedHostBuffer HostMSizes = new(context, 4 * config.NumExperts);      // [E] i32
     public readonly PinnedHostBuffer HostReceivedCounts = new(context, 4 * ranks * localExperts); // [N,E_r] i32
-    public PinnedHostBuffer? HostLocalTables;   // [E_r + Rcap] i32: local m_sizes, then local gather
+    public PinnedHostBuffer? HostLocalTables;   // [E_r + 2 Rcap] i32: local m_sizes, local gather, local inverse
     // ---- expert side (forward) ------------------------------------------------------------------------------------
     public DeviceBuffer<int>? LocalGather;      // [R] i32: local expert-ordered row -> receive row
+    public DeviceBuffer<int>? LocalInverse;     // [R] i32: receive row -> local expert-ordered row
     public DeviceBuffer<byte>? ReceivedRows;    // [R,H] dtype, receive order: X rows (kept for the backward's dW)
     public DeviceBuffer<byte>? FirstGemm;       // [R,2I] dtype, local expert order
     public DeviceBuffer<byte>? Intermediate;    // [R,I] dtype, local expert order
     public DeviceBuffer<byte>? ReturnRows;      // [R,H] dtype, receive order: expert outputs (forward), dXp (backward)
+    public DeviceBuffer<byte>? LocalRows;       // [R,H] dtype, local expert order: G2 (forward), dG2 (backward)
     // ---- expert side (backward) -----------------------------------------------------------------------------------
-    public DeviceBuffer<byte>? ReceivedGrad;    // [R,H] dtype, receive order: dU rows
+    public DeviceBuffer<byte>? ReceivedGrad;    // [R,H] dtype, receive order: dU rows; then Xp in local expert order
     public DeviceBuffer<byte>? DIntermediate;   // [R,I] dtype
     public DeviceBuffer<byte>? DFirstGemm;      // [R,2I] dtype
 
@@ -102,13 +104,17 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
             LocalGather?.Dispose();
             LocalGather = null;
             LocalGather = new DeviceBuffer<int>(context, r);
+            LocalInverse?.Dispose();
+            LocalInverse = null;
+            LocalInverse = new DeviceBuffer<int>(context, r);
             HostLocalTables?.Dispose();
             HostLocalTables = null;
-            HostLocalTables = new PinnedHostBuffer(context, checked(4 * (localExperts + cap)));
+            HostLocalTables = new PinnedHostBuffer(context, checked(4 * (localExperts + 2 * cap)));
             Grow(ref ReceivedRows, r * h * _es);
             Grow(ref FirstGemm, r * 2 * i * _es);
             Grow(ref Intermediate, r * i * _es);
             Grow(ref ReturnRows, r * h * _es);
+            Grow(ref LocalRows, r * h * _es);
             _rowBackward = false;
         }
         RowCapacity = cap;
@@ -133,7 +139,7 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
     {
         foreach (IDisposable? d in (IDisposable?[])[Logits, Probs, Selected, RoutingWeights, Gather, Inverse, SendRows, ExpertOut, Iota,
                      DExpertOut, DRoutingWeights, DXpSlots, DLogits, DXRouter, MSizes, ReceivedCounts, LocalMSizes, HostMSizes,
-                     HostReceivedCounts, HostLocalTables, LocalGather, ReceivedRows, FirstGemm, Intermediate, ReturnRows,
+                     HostReceivedCounts, HostLocalTables, LocalGather, LocalInverse, ReceivedRows, FirstGemm, Intermediate, ReturnRows, LocalRows,
                      ReceivedGrad, DIntermediate, DFirstGemm])
             d?.Dispose();
     }

@@ -84,6 +84,8 @@ public sealed class ExchangePlanTests
             ExchangePlan p = plans[d];
             output[d] = Enumerable.Repeat(-1, p.TotalReceived).ToArray();
             Assert.AreEqual(p.TotalReceived, p.LocalGather.ToArray().Distinct().Count(), "the local gather is a permutation");
+            for (int row = 0; row < p.TotalReceived; row++)
+                Assert.AreEqual(row, p.LocalGather[p.LocalInverse[row]], "LocalInverse inverts LocalGather");
             int q = 0;
             for (int e = 0; e < p.LocalExperts; e++)
             {

@@ -7,8 +7,8 @@ namespace MoeNative.Blocks;
 /// One process driving an expert-parallel layer over several GPUs: rank r on <c>contexts[r]</c> (one GPU each), a
 /// non-blocking NCCL communicator per rank (<see cref="NcclCommunicator.InitRanks"/>), a stream and an
 /// <see cref="ExpertParallelBlock"/> per rank. <see cref="Run"/> runs each rank's work on its own thread, as NCCL needs
-/// (a rank's host waits for its peers); the first rank that fails cancels the others, which abort their communicators,
-/// and <see cref="Run"/> throws with every rank's error: never a hang.
+/// (a rank's host waits for its peers); a rank that fails aborts its communicator and cancels the others, which abort
+/// theirs, and <see cref="Run"/> throws with every rank's error: never a hang.
 /// </summary>
 public sealed class ExpertParallelGroup : IDisposable
 {
@@ -113,6 +113,9 @@ public sealed class ExpertParallelGroup : IDisposable
                 catch (Exception e)
                 {
                     errors[rank] = (e, Interlocked.Increment(ref order));
+                    // NOTE: abort this rank's communicator (from its own thread): NCCL work it enqueued before failing
+                    // must not wait for ever on the device (nor make freeing its buffers wait); then cancel the others.
+                    _comms[rank].Abort();
                     _failed.Cancel();
                 }
             })

@@ -279,6 +279,8 @@ public sealed class ExpertParallelGpuTests
 
     private static void Check(string name, float[] actual, ReadOnlySpan<float> expected, double tol, int seed)
     {
+        Assert.HasCount(expected.Length, actual, name);
+        if (expected.Length == 0) return; // a rank without tokens: nothing to compare
         TensorComparison cmp = TensorComparison.Scaled(name, actual, expected, tol);
         Assert.IsTrue(cmp.AllClose, $"seed {seed}: {cmp}");
     }

@@ -27,7 +27,7 @@ internal static class ExpertParallelBench
         try
         {
             console.Out.WriteLine($"bench --ep {ranks}: {config}; {o.DType.ShortName()}; T per rank = {string.Join(",", o.SeqLens)}; " +
-                $"{(o.Backward ? "fwd and fwd+bwd" : "fwd")}; NCCL {NcclCommunicator.VersionText}");
+                $"{(o.Backward ? "fwd and fwd+bwd" : "fwd")}; NCCL {NcclCommunicator.VersionText} (NCCL_NVLS_ENABLE={Environment.GetEnvironmentVariable("NCCL_NVLS_ENABLE")})");
         }
         catch (DllNotFoundException e)
         {

@@ -40,8 +40,8 @@ public sealed partial class ExpertParallelBlock
         ExchangeRows(s, dU, dReceived, h, toExperts: true, "output gradients to the experts' ranks");
 
         // 2. the local experts, with the fused block's GEMM calls: dG2 = dU rows in local expert order (copied through
-        //    the local gather), GEMM2 dX and dW, SwiGLU backward, GEMM1 dX scattered to receive order, GEMM1 dW on an
-        //    Xp copy in local expert order (made in dReceived's buffer, free by then)
+        //    the local gather), GEMM2 dX and dW, SwiGLU backward, GEMM1 dX scattered to receive order, GEMM1 dW (on sm_80
+        //    from an Xp copy in local expert order, made in dReceived's buffer, free by then)
         DeviceRange localGather = b.LocalGather!.AsRange(), dG2 = b.LocalRows!.AsRange();
         _kernels.GatherRows(s, dt, dReceived, localGather, dG2, rows, 1, h);
         RunGemm(s, localClass, FusedGemmCall.NN(FusedGemm.SecondBackwardData, dG2, _down.AsRange(), dAct, local, h, i,
@@ -51,10 +51,18 @@ public sealed partial class ExpertParallelBlock
         _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, rows, i);
         RunGemm(s, localClass, FusedGemmCall.NN(FusedGemm.FirstBackwardData, dG1, _gateUp.AsRange(), dXpLocal, local, 2 * i, h,
             RowSource.Identity, RowTarget.Scatter));
-        DeviceRange xpLocal = dReceived;
-        _kernels.GatherRows(s, dt, received, localGather, xpLocal, rows, 1, h);
-        RunGemm(s, localClass, FusedGemmCall.TN(FusedGemm.FirstBackwardWeight, dG1, xpLocal, dGateUp, local, 2 * i, h,
-            RowSource.Identity, RowSource.Identity));
+        // NOTE: the fused block's rule (without PermuteX): the sm_80 dW reads a contiguous Xp copy, the sm_90a dW gathers
+        // the rows itself (here through the local gather: GatherToken with k = 1).
+        DeviceRange xp = received;
+        RowSource xpRows = RowSource.GatherToken;
+        if (!_gemm.UsesSm90a)
+        {
+            xp = dReceived;
+            _kernels.GatherRows(s, dt, received, localGather, xp, rows, 1, h);
+            xpRows = RowSource.Identity;
+        }
+        RunGemm(s, localClass, FusedGemmCall.TN(FusedGemm.FirstBackwardWeight, dG1, xp, dGateUp, local, 2 * i, h,
+            RowSource.Identity, xpRows));
 
         // 3. dXp rows back into the sender's expert order, then to token-slot order (dXpSlots[p] = dXpBack[inverse[p]])
         ExchangeRows(s, dXpLocal, dXpBack, h, toExperts: false, "input gradients back to the tokens' ranks");

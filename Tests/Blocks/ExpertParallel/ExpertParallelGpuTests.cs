@@ -308,7 +308,8 @@ public sealed class ExpertParallelGpuTests
                 Assert.IsLessThan(options.ExchangeTimeout.TotalSeconds, clock.Elapsed.TotalSeconds, "the failure cancelled rank 0's wait");
                 Assert.HasCount(2, ex!.InnerExceptions);
                 Assert.IsInstanceOfType<InvalidOperationException>(ex.InnerExceptions[0], "the first failure first");
-                Assert.IsInstanceOfType<OperationCanceledException>(ex.InnerExceptions[1], ex.InnerExceptions[1].ToString());
+                // rank 0 stops through the cancellation, or through NCCL seeing rank 1's communicator go (a remote error)
+                Assert.IsTrue(ex.InnerExceptions[1] is OperationCanceledException or NcclException, ex.InnerExceptions[1].ToString());
                 Assert.IsTrue(group.Blocks[0].Communicator.IsAborted, "rank 0 aborted its communicator");
             }
             finally

@@ -244,7 +244,7 @@ public sealed partial class NcclCommunicator : IDisposable
         foreach (NcclCommunicator? c in communicators)
         {
             if (c is null || c._handle.IsClosed || c._handle.IsGone) continue;
-            if (c.IsBlocking || c.StartFinalize()) started.Add(c);
+            if (c.StartFinalize()) started.Add(c);
         }
         foreach (NcclCommunicator c in started)
         {
@@ -255,8 +255,7 @@ public sealed partial class NcclCommunicator : IDisposable
 
     private static void Flush(NcclCommunicator c)
     {
-        if (c.IsBlocking || !c.StartFinalize()) return;
-        c.CompleteFinalize();
+        if (c.StartFinalize() && !c.IsBlocking) c.CompleteFinalize();
     }
 
     private bool StartFinalize()

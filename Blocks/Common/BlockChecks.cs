@@ -31,6 +31,39 @@ internal static class BlockChecks
             throw new ArgumentException($"{paramName} must hold {shape.ToStringAndClear()} = {required} elements, has {actual}.", paramName);
     }
 
+    /// <summary>Every check of a device block's forward, in order: stream, x, y and (when given) routing's buffers not
+    /// null; the element type; the shapes; the contexts; x and y distinct.</summary>
+    public static void Forward<TElem>(CudaContext context, MoeConfig config, ScalarType dtype, CudaStream stream,
+        DeviceBuffer<TElem> x, DeviceBuffer<TElem> y, int tokens, DeviceRouting<TElem>? routing) where TElem : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(x);
+        ArgumentNullException.ThrowIfNull(y);
+        if (routing is not null)
+        {
+            ArgumentNullException.ThrowIfNull(routing.Selected, nameof(routing));
+            ArgumentNullException.ThrowIfNull(routing.Weights, nameof(routing));
+        }
+        ElementType(dtype, typeof(TElem), nameof(x));
+        ForwardShapes(config, dtype, tokens, x.Length, y.Length, routing?.Selected.Length, routing?.Weights.Length);
+        ForwardContexts(context, stream, x, y, routing);
+        if (ReferenceEquals(x, y) || (tokens > 0 && x.DevicePointer == y.DevicePointer))
+            throw new ArgumentException("x and y must be different buffers.", nameof(y));
+    }
+
+    /// <summary>Backward arguments of a device block: stream, dY and the four gradient buffers are not null.</summary>
+    public static void BackwardArguments<TElem>(CudaStream stream, DeviceBuffer<TElem> dY, DeviceGradients<TElem> gradients)
+        where TElem : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(dY);
+        ArgumentNullException.ThrowIfNull(gradients);
+        ArgumentNullException.ThrowIfNull(gradients.HiddenStates, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.Gate, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.GateUpProj, nameof(gradients));
+        ArgumentNullException.ThrowIfNull(gradients.DownProj, nameof(gradients));
+    }
+
     /// <summary>Forward: x and y [T,H]; routing (when given) Selected [T,k] and Weights [T,k].</summary>
     public static void ForwardShapes(MoeConfig c, ScalarType dtype, int tokens, long xLength, long yLength,
         long? selectedLength, long? weightsLength)

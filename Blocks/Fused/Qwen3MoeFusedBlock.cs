@@ -182,19 +182,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     {
         ThrowIfDisposed();
         using BlockEntryGuard.Scope entry = _entry.Enter(this);
-        ArgumentNullException.ThrowIfNull(stream);
-        ArgumentNullException.ThrowIfNull(x);
-        ArgumentNullException.ThrowIfNull(y);
-        if (routing is not null)
-        {
-            ArgumentNullException.ThrowIfNull(routing.Selected, nameof(routing));
-            ArgumentNullException.ThrowIfNull(routing.Weights, nameof(routing));
-        }
-        BlockChecks.ElementType(DType, typeof(TElem), nameof(x));
-        BlockChecks.ForwardShapes(Config, DType, tokens, x.Length, y.Length, routing?.Selected.Length, routing?.Weights.Length);
-        BlockChecks.ForwardContexts(Context, stream, x, y, routing);
-        if (ReferenceEquals(x, y) || (tokens > 0 && x.DevicePointer == y.DevicePointer))
-            throw new ArgumentException("x and y must be different buffers.", nameof(y));
+        BlockChecks.Forward(Context, Config, DType, stream, x, y, tokens, routing);
         if (tokens == 0)
         {
             _saved = new SavedForward(0, DeviceRange.Null, DeviceRange.Null, DeviceRange.Null, true);
@@ -217,13 +205,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         ThrowIfDisposed();
         using BlockEntryGuard.Scope entry = _entry.Enter(this);
         ThrowIfInferenceOnly();
-        ArgumentNullException.ThrowIfNull(stream);
-        ArgumentNullException.ThrowIfNull(dY);
-        ArgumentNullException.ThrowIfNull(gradients);
-        ArgumentNullException.ThrowIfNull(gradients.HiddenStates, nameof(gradients));
-        ArgumentNullException.ThrowIfNull(gradients.Gate, nameof(gradients));
-        ArgumentNullException.ThrowIfNull(gradients.GateUpProj, nameof(gradients));
-        ArgumentNullException.ThrowIfNull(gradients.DownProj, nameof(gradients));
+        BlockChecks.BackwardArguments(stream, dY, gradients);
         BlockChecks.ElementType(DType, typeof(TElem), nameof(dY));
         if (!_saved.Valid)
             throw new InvalidOperationException("Backward needs a preceding Forward on this block (its workspace holds the saved activations).");

@@ -3,8 +3,10 @@ using System.Runtime.InteropServices;
 namespace MoeNative.Interop.Native;
 
 /// <summary>
-/// The few C library calls MoeNative needs on Linux, named after the C API. Only <c>stat(2)</c>: the file type
-/// (regular file, FIFO, device) and identity (device, inode) of a path, which .NET does not expose.
+/// The few C library calls MoeNative needs on Linux, named after the C API: <c>stat(2)</c> (the file type
+/// (regular file, FIFO, device) and identity (device, inode) of a path, which .NET does not expose) and
+/// <c>setenv(3)</c> (native libraries such as NCCL read the C environment, which
+/// <see cref="Environment.SetEnvironmentVariable(string, string)"/> does not change on Unix).
 /// </summary>
 internal static unsafe partial class LibC
 {
@@ -13,6 +15,10 @@ internal static unsafe partial class LibC
     /// <summary>int stat(const char *path, struct stat *buf); follows symbolic links; 0 on success, -1 and errno on failure.</summary>
     [LibraryImport(Lib, EntryPoint = "stat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     internal static partial int stat(string path, byte* buf);
+
+    /// <summary>int setenv(const char *name, const char *value, int overwrite); 0 on success, -1 and errno on failure.</summary>
+    [LibraryImport(Lib, EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    internal static partial int setenv(string name, string value, int overwrite);
 
     /// <summary>Bytes reserved for <c>struct stat</c> (144 on x86_64, 128 on aarch64).</summary>
     internal const int StatBufferBytes = 256;

@@ -11,6 +11,8 @@ internal enum NativeLibraryKind
     CudaDriver,
     /// <summary>cuBLAS v2 (libcublas / cublas64_NN).</summary>
     Cublas,
+    /// <summary>NCCL 2 (libnccl.so.2; also found in the site-packages of the <c>python3</c> on PATH, package nvidia-nccl-cu13).</summary>
+    Nccl,
 }
 
 /// <summary>One candidate tried while loading a native library: what was tried, where the name came from, and
@@ -19,9 +21,10 @@ internal readonly record struct NativeLibraryAttempt(string Candidate, string So
 
 /// <summary>
 /// Library names and their resolution. <c>[LibraryImport]</c> declarations name the logical libraries
-/// <see cref="CudaDriver"/> and <see cref="Cublas"/>; a <see cref="NativeLibrary.SetDllImportResolver"/> callback,
-/// registered once by the static constructors of <see cref="CuDriver"/> and <see cref="Cublas"/>, maps them to a
-/// handle: the path in <see cref="CudaDriverVariable"/> / <see cref="CublasVariable"/> first, then the usual names.
+/// <see cref="CudaDriver"/>, <see cref="Cublas"/> and <see cref="Nccl"/>; a <see cref="NativeLibrary.SetDllImportResolver"/>
+/// callback, registered once by the static constructors of the binding classes, maps them to a handle: the path in
+/// the kind's variable (<see cref="CudaDriverVariable"/>, <see cref="CublasVariable"/>, <see cref="NcclVariable"/>)
+/// first, then the usual names (for NCCL also the pip package's folder, <see cref="NcclLibraryPaths"/>).
 /// NOTE: the managed entry points (<see cref="CudaContext.Create"/>, <see cref="CublasHandle"/>, <see cref="Gpu"/>)
 /// call <see cref="Require"/> before their first native call, so a missing library surfaces as our
 /// <see cref="DllNotFoundException"/> (every name and path tried, both variables) and never as a loader message.
@@ -36,11 +39,15 @@ internal static class NativeLibraries
     public const string CudaDriverVariable = "MOENATIVE_CUDA_DRIVER";
     /// <summary>Environment variable: full path of the cuBLAS library, tried before the default names.</summary>
     public const string CublasVariable = "MOENATIVE_CUBLAS";
+    /// <summary>Logical name of the NCCL library used by <c>[LibraryImport]</c>.</summary>
+    public const string Nccl = "moenative-nccl";
+    /// <summary>Environment variable: full path of libnccl.so.2, tried before the default names.</summary>
+    public const string NcclVariable = "MOENATIVE_NCCL";
 
     private static readonly Lock s_gate = new();
     private static bool s_resolverRegistered;
-    private static IntPtr s_driver, s_cublas;
-    private static string? s_driverFailure, s_cublasFailure;
+    private static readonly IntPtr[] s_handles = new IntPtr[3];     // per NativeLibraryKind
+    private static readonly string?[] s_failures = new string?[3];  // per NativeLibraryKind
 
     /// <summary>Default names, in the order tried, for the current OS.</summary>
     public static IReadOnlyList<string> DefaultNames(NativeLibraryKind kind) => (kind, OperatingSystem.IsWindows()) switch
@@ -49,11 +56,18 @@ internal static class NativeLibraries
         (NativeLibraryKind.CudaDriver, true) => ["nvcuda.dll"],
         (NativeLibraryKind.Cublas, false) => ["libcublas.so.13", "libcublas.so.12"],
         (NativeLibraryKind.Cublas, true) => ["cublas64_13.dll", "cublas64_12.dll"],
+        (NativeLibraryKind.Nccl, false) => ["libnccl.so.2", "libnccl.so", .. NcclLibraryPaths.PythonPackageCandidates()],
+        (NativeLibraryKind.Nccl, true) => ["nccl.dll"],
         _ => throw new ArgumentOutOfRangeException(nameof(kind)),
     };
 
-    public static string VariableOf(NativeLibraryKind kind) =>
-        kind == NativeLibraryKind.CudaDriver ? CudaDriverVariable : CublasVariable;
+    public static string VariableOf(NativeLibraryKind kind) => kind switch
+    {
+        NativeLibraryKind.CudaDriver => CudaDriverVariable,
+        NativeLibraryKind.Cublas => CublasVariable,
+        NativeLibraryKind.Nccl => NcclVariable,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+    };
 
     /// <summary>Registers the resolver for this assembly (idempotent, thread-safe, never throws).</summary>
     public static void EnsureResolverRegistered()
@@ -78,6 +92,7 @@ internal static class NativeLibraries
     {
         CudaDriver => Require(NativeLibraryKind.CudaDriver),
         Cublas => Require(NativeLibraryKind.Cublas),
+        Nccl => Require(NativeLibraryKind.Nccl),
         _ => IntPtr.Zero,
     };
 
@@ -97,8 +112,9 @@ internal static class NativeLibraries
         EnsureResolverRegistered();
         lock (s_gate)
         {
-            ref IntPtr cached = ref kind == NativeLibraryKind.CudaDriver ? ref s_driver : ref s_cublas;
-            ref string? cachedFailure = ref kind == NativeLibraryKind.CudaDriver ? ref s_driverFailure : ref s_cublasFailure;
+            VariableOf(kind); // validates the kind
+            ref IntPtr cached = ref s_handles[(int)kind];
+            ref string? cachedFailure = ref s_failures[(int)kind];
             if (cached == IntPtr.Zero && cachedFailure is null)
             {
                 (IntPtr h, IReadOnlyList<NativeLibraryAttempt> attempts) = Probe(kind, Environment.GetEnvironmentVariable(VariableOf(kind)));
@@ -163,22 +179,26 @@ internal static class NativeLibraries
     }
 
     /// <summary>The <see cref="DllNotFoundException"/> message: the library, every candidate tried in order with
-    /// its source and error, and both override variables with their current values.</summary>
+    /// its source and error, and the override variables with their current values.</summary>
     public static string BuildNotFoundMessage(NativeLibraryKind kind, IReadOnlyList<NativeLibraryAttempt> attempts)
     {
         var sb = new StringBuilder();
-        sb.Append(kind == NativeLibraryKind.CudaDriver
-            ? "Could not load the CUDA driver library (libcuda; an NVIDIA driver must be installed)."
-            : "Could not load the cuBLAS library (libcublas from the CUDA toolkit 12 or 13).");
+        sb.Append(kind switch
+        {
+            NativeLibraryKind.CudaDriver => "Could not load the CUDA driver library (libcuda; an NVIDIA driver must be installed).",
+            NativeLibraryKind.Cublas => "Could not load the cuBLAS library (libcublas from the CUDA toolkit 12 or 13).",
+            _ => "Could not load the NCCL library (libnccl.so.2: from the CUDA toolkit's NCCL package, or pip's nvidia-nccl-cu13 / nvidia-nccl-cu12, whose nvidia/nccl/lib folder is searched in the site-packages of the python3 on PATH).",
+        });
         sb.Append(" Tried, in order:");
         if (attempts.Count == 0)
             sb.Append(" nothing");
         foreach (NativeLibraryAttempt a in attempts)
             sb.Append("\n  '").Append(a.Candidate).Append("' (").Append(a.Source).Append("): ").Append(a.Error ?? "loaded");
-        sb.Append("\nSet ").Append(CudaDriverVariable).Append(" (CUDA driver) or ").Append(CublasVariable)
-          .Append(" (cuBLAS) to the full path of the library to load it from elsewhere. Currently ")
+        sb.Append("\nSet ").Append(CudaDriverVariable).Append(" (CUDA driver), ").Append(CublasVariable).Append(" (cuBLAS) or ")
+          .Append(NcclVariable).Append(" (NCCL) to the full path of the library to load it from elsewhere. Currently ")
           .Append(CudaDriverVariable).Append('=').Append(Describe(Environment.GetEnvironmentVariable(CudaDriverVariable)))
           .Append(", ").Append(CublasVariable).Append('=').Append(Describe(Environment.GetEnvironmentVariable(CublasVariable)))
+          .Append(", ").Append(NcclVariable).Append('=').Append(Describe(Environment.GetEnvironmentVariable(NcclVariable)))
           .Append('.');
         return sb.ToString();
     }

@@ -20,6 +20,8 @@
 # Logs, TRX and JSON go to $OUT when it is set (the device tool brings that folder back), else ./artifacts/device.
 # At most 9 files are written there: summary.txt, ptx.log, tests.log, tests.trx, verify.log, bench.log, bench.json,
 # cli.log, load.log. `sanitize` writes sanitize-<tool>.log per tool and sanitize.txt (the counts).
+# NCCL (the expert-parallel tests and `cli bench --ep N`): MOENATIVE_NCCL is set to pip's nvidia/nccl/lib/libnccl.so.2
+# of the python3 on PATH when found (unless already set); NCCL_NVLS_ENABLE=0.
 # Environment for `all`: MOENATIVE_STEPS (default "ptx tests verify bench": the steps to run, in that order),
 #   MOENATIVE_VERIFY_ARGS (default "--device gpu"),
 #   MOENATIVE_BENCH_ARGS (default "--config qwen3-30b-a3b --seqlen 1,128,1024,4096,16384 --backward").
@@ -52,6 +54,14 @@ export DOTNET_ROOT PATH="$DOTNET_ROOT:$PATH"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
 export COLUMNS=${COLUMNS:-160}   # Spectre tables: wide enough when stdout is a pipe
 dotnet=$DOTNET_ROOT/dotnet
+
+# ---- NCCL (expert parallelism): pip's nvidia-nccl-cu13 of the python3 on PATH unless MOENATIVE_NCCL is set --------
+if [ -z "${MOENATIVE_NCCL:-}" ] && command -v python3 >/dev/null; then
+  nccl=$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)
+  if [ -n "$nccl" ] && [ -f "$nccl" ]; then export MOENATIVE_NCCL=$nccl; fi
+fi
+export NCCL_NVLS_ENABLE=0   # NVLink multicast off on shared multi-GPU machines (issue 13); the library sets it too
+echo "nccl: ${MOENATIVE_NCCL:-(MOENATIVE_NCCL not set: the library probes libnccl.so.2 and the python3 site-packages)}"
 
 # ---- the card ----------------------------------------------------------------------------------------------
 if command -v nvidia-smi >/dev/null; then

@@ -161,6 +161,6 @@ public sealed partial class GroupedGemm
         if (!sm90a || !Sm90aAvailable(computeCapability))
             throw new NotSupportedException(
                 $"The {epilogue} epilogue needs the sm_90a kernels: the device is {computeCapability.Major}.{computeCapability.Minor}{(Sm90aAvailable(computeCapability) ? " and ForceSm80 is set" : " (sm_90a runs on 9.0 only)")}; pass no fused call here (the unfused GEMM + SwiGLU kernel give the same result).");
-        return GroupedGemmSm90aSpecs.Default(layout == GroupedGemmLayout.ForwardNT ? n : k);
+        return GroupedGemmSm90aSpecs.Default(layout, layout == GroupedGemmLayout.ForwardNT ? n : k);
     }
 }

@@ -143,7 +143,7 @@ public sealed class Sm90aFusedEpilogueGpuTests
         using var actPlain = new DeviceBuffer<byte>(ctx, r * (long)inter * es);
         foreach (DeviceBuffer<byte> b in new[] { g1Fused, actFused, actInference, g1Plain, actPlain }) b.FillBytes(0xFF, stream);
         var rows = new GroupedRows(dm.DevicePointer, dg.DevicePointer, r, c.Experts, c.TopK);
-        GemmConfig tile = cfg ?? GroupedGemmSm90aSpecs.Default(2 * inter);
+        GemmConfig tile = cfg ?? GroupedGemmSm90aSpecs.Default(GroupedGemmLayout.ForwardNT, 2 * inter);
 
         gemm.ForwardNTSwiGlu(stream, dtype, cfg, dx, dw, actFused, g1Fused, rows, inter, k, source);
         gemm.ForwardNTSwiGlu(stream, dtype, cfg, dx, dw, actInference, DeviceRange.Null, rows, inter, k, source);
@@ -208,7 +208,7 @@ public sealed class Sm90aFusedEpilogueGpuTests
         using var dG1Plain = new DeviceBuffer<byte>(ctx, r * 2L * inter * es);
         foreach (DeviceBuffer<byte> b in new[] { dG1Fused, dAPlain, dG1Plain }) b.FillBytes(0xFF, stream);
         var rows = new GroupedRows(dm.DevicePointer, dg.DevicePointer, r, c.Experts, c.TopK);
-        GemmConfig tile = cfg ?? GroupedGemmSm90aSpecs.Default(inter);
+        GemmConfig tile = cfg ?? GroupedGemmSm90aSpecs.Default(GroupedGemmLayout.BackwardDataNN, inter);
 
         gemm.BackwardDataNNDSwiGlu(stream, dtype, cfg, ddy, dw, dg1, dG1Fused, rows, n, inter, source);
         gemm.BackwardDataNN(stream, dtype, tile, ddy, dw, dAPlain, rows, n, inter, source, RowTarget.Identity);

@@ -35,7 +35,7 @@ public sealed class Sm90aFusedEpiloguePlanTests
         GroupedGemmSpec spec = SwiGlu(null)!.Value.Spec;
         Assert.AreEqual(GemmMath.WgmmaSm90a, spec.Math);
         Assert.AreEqual(GroupedGemmEpilogue.SwiGlu, spec.Epilogue);
-        Assert.AreEqual(GroupedGemmSm90aSpecs.Default(2 * I), spec.Config);
+        Assert.AreEqual(GroupedGemmSm90aSpecs.Default(GroupedGemmLayout.ForwardNT, 2 * I), spec.Config);
         Assert.IsNotNull(SwiGlu(null, g1: 0), "inference: G1 may be null");
     }
 

@@ -12,7 +12,8 @@ namespace MoeNative.Cli.Commands;
 /// <summary>What <c>bench</c> times.</summary>
 public sealed record BenchOptions(
     string Config, int[] SeqLens, ScalarType DType, bool Backward, string? Json,
-    bool Reference, bool Graph, bool Autotune, int Seed, bool Gemm = false, bool Inference = false, bool FuseDSwiGlu = false);
+    bool Reference, bool Graph, bool Autotune, int Seed, bool Gemm = false, bool Inference = false, bool FuseDSwiGlu = false,
+    int? ExpertParallelRanks = null);
 
 /// <summary>
 /// <c>bench</c>: times the whole fused block (X on the device to Y on the device; with <c>--backward</c> also
@@ -51,13 +52,20 @@ public static class BenchCommand
             Description = "GEMM2 dX runs the dSwiGLU epilogue on sm_90a tiles (FusedBlockOptions.FuseSwiGluBackward).",
         };
 
+        var ep = new Option<int?>("--ep")
+        {
+            Description = "Time one expert-parallel layer over N GPUs (NCCL, one rank per GPU): per-layer time and the exchange's share; " +
+                          $"defaults: --config {ExpertParallelBench.DefaultConfig} --seqlen {string.Join(',', ExpertParallelBench.DefaultSeqLens)} (T per rank).",
+            HelpName = "N",
+        };
+
         var command = new Command("bench", "Time the fused block (and the cuBLAS grouped reference): ms, TFLOP/s, GB/s, % of the floor. GPU only.")
         {
-            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm, inference, fuseDSwiGlu,
+            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm, inference, fuseDSwiGlu, ep,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new BenchOptions(
-            parse.GetValue(config)!,
-            parse.GetValue(seqlen)!.Values,
+            parse.GetValue(ep) is not null && parse.GetResult(config) is not { Implicit: false } ? ExpertParallelBench.DefaultConfig : parse.GetValue(config)!,
+            parse.GetValue(ep) is not null && parse.GetResult(seqlen) is not { Implicit: false } ? ExpertParallelBench.DefaultSeqLens : parse.GetValue(seqlen)!.Values,
             parse.GetValue(dtype).Type,
             parse.GetValue(backward),
             parse.GetValue(json),
@@ -67,7 +75,8 @@ public static class BenchCommand
             parse.GetValue(seed),
             parse.GetValue(gemm),
             parse.GetValue(inference),
-            parse.GetValue(fuseDSwiGlu)))));
+            parse.GetValue(fuseDSwiGlu),
+            parse.GetValue(ep)))));
         return command;
     }
 
@@ -77,6 +86,7 @@ public static class BenchCommand
         if (o.SeqLens.Any(t => t <= 0)) throw new CliUsageException("--seqlen: every T must be positive");
         if (o.Inference && o.Backward) throw new CliUsageException("--inference times an inference-only block: it excludes --backward");
         if (o.Json is not null && Directory.Exists(o.Json)) throw new CliUsageException($"--json {o.Json} is a folder; give a file name");
+        if (o.ExpertParallelRanks is { } ranks) return ExpertParallelBench.Run(console, config, o, ranks);
         DeviceSelection.UseGpu(console, DeviceChoice.Gpu, "bench");
         if (o.Gemm) return RunGemm(console, config, o);
 

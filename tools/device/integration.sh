@@ -4,16 +4,20 @@
 #      reference legs runs side by side): blocks | kernels + interop + reference + cli | fuzz;
 #   2. the stateful tests alone (soak and concurrency: they watch the device's free memory);
 #   3. the synthetic 8-layer Qwen3-30B-A3B checkpoint: write, load onto the GPU, run every layer (run.sh load);
-#   4. bench, fwd and fwd+bwd: this tree's CLI beside a base CLI (same machine, same call) at Qwen3-30B-A3B, and this
-#      tree's alone at Qwen3-235B-A22B.
+#   4. compute-sanitizer (memcheck, racecheck) over the sanitizer subset (run.sh sanitize);
+#   5. bench, fwd and fwd+bwd: this tree's CLI beside a base CLI (same machine, same call) at Qwen3-30B-A3B, and this
+#      tree's alone at Qwen3-235B-A22B; the decode rows T = 1..64 of both configs, new beside base; the
+#      expert-parallel layer on one rank (bench --ep 1); the per-step breakdown of the new tree at T = 4096, 16384.
 #
 #   tools/device/integration.sh BASE_CLI_DIR     BASE_CLI_DIR: a folder with the base commit's published moenative.dll
-#   MOENATIVE_INTEGRATION_STEPS=tests ...       steps 1 and 2 only (a re-check after a fix)
+#   MOENATIVE_INTEGRATION_STEPS="tests sanitize" ...   the steps to run (default "tests load bench"; any of
+#                                                 tests, sanitize, load, bench)
 #
 # Needs .device/ (tools/device/pack.sh). Time limits per step: MOENATIVE_SHARD_TIMEOUT (330 s), MOENATIVE_SERIAL_TIMEOUT
-# (60 s), MOENATIVE_LOAD_TIMEOUT (60 s), MOENATIVE_BENCH_TIMEOUT (50 s per bench run). Writes 8 files to $OUT (else
-# artifacts/device): summary.txt, tests-{blocks,kernels,fuzz}.log (the stateful tests' output is appended to the fuzz
-# log), perf.log, load.log, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}.json.
+# (60 s), MOENATIVE_LOAD_TIMEOUT (60 s), MOENATIVE_SANITIZE_TIMEOUT (240 s; MOENATIVE_SANITIZE_TOOLS), MOENATIVE_BENCH_TIMEOUT
+# (50 s per bench run). Writes at most 8 files to $OUT (else artifacts/device; the device tool brings back 8):
+# summary.txt, tests-{blocks,kernels,fuzz}.log (the stateful tests' output is appended to the fuzz log), load.log or
+# sanitize.txt, perf.log, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}{,-decode}.json (with bench, skip load or tests).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=${OUT:-$root/artifacts/device}
@@ -34,6 +38,8 @@ counts() { # "N passed, N failed, N skipped" from one runner log (summed over th
        END { if (n == 0) print "no test summary (timed out?)"; else printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$1"
 }
 
+steps=" ${MOENATIVE_INTEGRATION_STEPS:-tests load bench} "
+if [[ $steps == *" tests "* ]]; then
 # ---- 1. shards in parallel
 declare -A shard=(
   [blocks]="TestCategory=Gpu&FullyQualifiedName~MoeNative.Tests.Blocks.&FullyQualifiedName!~SoakAndConcurrency"
@@ -55,20 +61,42 @@ for name in blocks kernels fuzz; do
   note "$name: $(counts "$out/tests-$name.log")"
   grep -E '^failed ' -A8 "$out/tests-$name.log" | head -n 80 >> "$out/summary.txt"
 done
-if [ "${MOENATIVE_INTEGRATION_STEPS:-tests load bench}" = tests ]; then rm -f "$out/cli.log"; cat "$out/summary.txt"; exit 0; fi
+fi
 # ---- 3. checkpoint load
-timeout "${MOENATIVE_LOAD_TIMEOUT:-60}" "$run" load > /dev/null 2>&1; note "load exit $?"
-grep -E 'loaded|GB/s|host memory|Maximum resident|Elapsed|error' "$out/load.log" | head -n 20 >> "$out/summary.txt"
-# ---- 4. bench, new beside base (Qwen3-30B-A3B), new alone (Qwen3-235B-A22B)
-bench() { # bench TIMEOUT CLI CONFIG SEQLENS [JSON]
-  timeout "$1" "$dotnet" "$2" bench --config "$3" --seqlen "$4" --backward --no-reference ${5:+--json "$5"} 2>&1 \
+if [[ $steps == *" load "* ]]; then
+  timeout "${MOENATIVE_LOAD_TIMEOUT:-60}" "$run" load > /dev/null 2>&1; note "load exit $?"
+  grep -E 'loaded|GB/s|host memory|Maximum resident|Elapsed|error' "$out/load.log" | head -n 20 >> "$out/summary.txt"
+fi
+# ---- 4. sanitizers
+if [[ $steps == *" sanitize "* ]]; then
+  timeout "${MOENATIVE_SANITIZE_TIMEOUT:-240}" "$run" sanitize ${MOENATIVE_SANITIZE_TOOLS:-memcheck racecheck} > /dev/null 2>&1
+  note "sanitize exit $?"; cat "$out/sanitize.txt" >> "$out/summary.txt" 2>/dev/null
+  rm -f "$out"/sanitize-*.log
+fi
+# ---- 5. bench, new beside base (Qwen3-30B-A3B), new alone (Qwen3-235B-A22B), decode rows, one expert-parallel rank
+bench() { # bench TIMEOUT CLI CONFIG SEQLENS JSON|"" [ARGS...]
+  local t=$1 c=$2 cfg=$3 seq=$4 js=$5; shift 5
+  timeout "$t" "$dotnet" "$c" bench --config "$cfg" --seqlen "$seq" --no-reference ${js:+--json "$js"} "$@" 2>&1 \
     | grep -E '^  (fused|cublas)|error' | grep -v ' T='
 }
-{
-  echo "== new qwen3-30b-a3b"; bench "${MOENATIVE_BENCH_TIMEOUT:-50}" "$cli" qwen3-30b-a3b 1,8,1024,4096,16384 "$out/bench-new-qwen3-30b-a3b.json"
-  echo "== base qwen3-30b-a3b"; bench "${MOENATIVE_BENCH_TIMEOUT:-50}" "$base/moenative.dll" qwen3-30b-a3b 1,8,1024,4096,16384
-  echo "== new qwen3-235b-a22b"; bench "${MOENATIVE_BENCH_TIMEOUT:-50}" "$cli" qwen3-235b-a22b 1,4096 "$out/bench-new-qwen3-235b-a22b.json"
-} > "$out/perf.log" 2>&1
-note "bench done"
+if [[ $steps == *" bench "* ]]; then
+  t=${MOENATIVE_BENCH_TIMEOUT:-50}
+  {
+    echo "== new qwen3-30b-a3b"; bench "$t" "$cli" qwen3-30b-a3b 1,8,1024,4096,16384 "$out/bench-new-qwen3-30b-a3b.json" --backward
+    echo "== base qwen3-30b-a3b"; bench "$t" "$base/moenative.dll" qwen3-30b-a3b 1,8,1024,4096,16384 "" --backward
+    echo "== new qwen3-235b-a22b"; bench "$t" "$cli" qwen3-235b-a22b 1,4096 "$out/bench-new-qwen3-235b-a22b.json" --backward
+    echo "== base qwen3-235b-a22b"; bench "$t" "$base/moenative.dll" qwen3-235b-a22b 1,4096 "" --backward
+    for cfg in qwen3-30b-a3b qwen3-235b-a22b; do
+      echo "== new $cfg decode"; bench "$t" "$cli" $cfg 1,2,4,8,16,32,64 "$out/bench-new-$cfg-decode.json"
+      echo "== base $cfg decode"; bench "$t" "$base/moenative.dll" $cfg 1,2,4,8,16,32,64 ""
+    done
+    echo "== new qwen3-30b-a3b inference"; bench "$t" "$cli" qwen3-30b-a3b 4096,16384 "" --inference
+    echo "== ep 1"; timeout "$t" "$dotnet" "$cli" bench --ep 1 --seqlen 1024,4096 --backward 2>&1 | tail -n 12
+    echo "== breakdown (direct launches)"
+    MOENATIVE_BENCH_BREAKDOWN=$out/perf.breakdown timeout "$t" "$dotnet" "$cli" bench --config qwen3-30b-a3b --seqlen 4096,16384 --backward --no-reference > /dev/null 2>&1
+    cat "$out/perf.breakdown"; rm -f "$out/perf.breakdown"
+  } > "$out/perf.log" 2>&1
+  note "bench done"
+fi
 rm -f "$out/cli.log"
 cat "$out/summary.txt" "$out/perf.log"

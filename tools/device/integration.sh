@@ -6,7 +6,7 @@
 #   3. the synthetic 8-layer Qwen3-30B-A3B checkpoint: write, load onto the GPU, run every layer (run.sh load);
 #   4. compute-sanitizer (memcheck, racecheck) over the sanitizer subset (run.sh sanitize);
 #   5. bench, fwd and fwd+bwd: this tree's CLI beside a base CLI (same machine, same call) at Qwen3-30B-A3B, and this
-#      tree's alone at Qwen3-235B-A22B; the decode rows T = 1..64 of both configs, new beside base; the
+#      Qwen3-235B-A22B, with the decode rows T = 1..64 of both configs; the
 #      expert-parallel layer on one rank (bench --ep 1); the per-step breakdown of the new tree at T = 4096, 16384.
 #
 #   tools/device/integration.sh BASE_CLI_DIR     BASE_CLI_DIR: a folder with the base commit's published moenative.dll
@@ -17,7 +17,7 @@
 # (60 s), MOENATIVE_LOAD_TIMEOUT (60 s), MOENATIVE_SANITIZE_TIMEOUT (240 s; MOENATIVE_SANITIZE_TOOLS), MOENATIVE_BENCH_TIMEOUT
 # (50 s per bench run). Writes at most 8 files to $OUT (else artifacts/device; the device tool brings back 8):
 # summary.txt, tests-{blocks,kernels,fuzz}.log (the stateful tests' output is appended to the fuzz log), load.log or
-# sanitize.txt, perf.log, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}{,-decode}.json (with bench, skip load or tests).
+# sanitize.txt, perf.log, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}.json.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=${OUT:-$root/artifacts/device}
@@ -73,7 +73,7 @@ if [[ $steps == *" sanitize "* ]]; then
   note "sanitize exit $?"; cat "$out/sanitize.txt" >> "$out/summary.txt" 2>/dev/null
   rm -f "$out"/sanitize-*.log
 fi
-# ---- 5. bench, new beside base (Qwen3-30B-A3B), new alone (Qwen3-235B-A22B), decode rows, one expert-parallel rank
+# ---- 5. bench, new beside base (both configs, decode rows included), inference, one expert-parallel rank, breakdown
 bench() { # bench TIMEOUT CLI CONFIG SEQLENS JSON|"" [ARGS...]
   local t=$1 c=$2 cfg=$3 seq=$4 js=$5; shift 5
   timeout "$t" "$dotnet" "$c" bench --config "$cfg" --seqlen "$seq" --no-reference ${js:+--json "$js"} "$@" 2>&1 \
@@ -82,13 +82,10 @@ bench() { # bench TIMEOUT CLI CONFIG SEQLENS JSON|"" [ARGS...]
 if [[ $steps == *" bench "* ]]; then
   t=${MOENATIVE_BENCH_TIMEOUT:-50}
   {
-    echo "== new qwen3-30b-a3b"; bench "$t" "$cli" qwen3-30b-a3b 1,8,1024,4096,16384 "$out/bench-new-qwen3-30b-a3b.json" --backward
-    echo "== base qwen3-30b-a3b"; bench "$t" "$base/moenative.dll" qwen3-30b-a3b 1,8,1024,4096,16384 "" --backward
-    echo "== new qwen3-235b-a22b"; bench "$t" "$cli" qwen3-235b-a22b 1,4096 "$out/bench-new-qwen3-235b-a22b.json" --backward
-    echo "== base qwen3-235b-a22b"; bench "$t" "$base/moenative.dll" qwen3-235b-a22b 1,4096 "" --backward
     for cfg in qwen3-30b-a3b qwen3-235b-a22b; do
-      echo "== new $cfg decode"; bench "$t" "$cli" $cfg 1,2,4,8,16,32,64 "$out/bench-new-$cfg-decode.json"
-      echo "== base $cfg decode"; bench "$t" "$base/moenative.dll" $cfg 1,2,4,8,16,32,64 ""
+      seq=1,2,4,8,16,32,64,1024,4096,16384; [ $cfg = qwen3-235b-a22b ] && seq=1,2,4,8,16,32,64,4096
+      echo "== new $cfg"; bench "$t" "$cli" $cfg $seq "$out/bench-new-$cfg.json" --backward
+      echo "== base $cfg"; bench "$t" "$base/moenative.dll" $cfg $seq "" --backward
     done
     echo "== new qwen3-30b-a3b inference"; bench "$t" "$cli" qwen3-30b-a3b 4096,16384 "" --inference
     echo "== ep 1"; timeout "$t" "$dotnet" "$cli" bench --ep 1 --seqlen 1024,4096 --backward 2>&1 | tail -n 12

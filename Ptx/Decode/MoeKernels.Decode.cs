@@ -16,8 +16,24 @@ internal sealed partial class MoeKernels
     private const int DecodeBlock = 128;             // 4 warps
     private const int DecodeGateColumnsPerCta = 4;   // one intermediate column (gate + up row) per warp
 
-    private readonly PtxKernel<DecodeGateUpSiluArgs>?[] _decodeGateUp = new PtxKernel<DecodeGateUpSiluArgs>?[3];
-    private readonly PtxKernel<DecodeDownCombineArgs>?[] _decodeDown = new PtxKernel<DecodeDownCombineArgs>?[3];
+    private const int DecodeWidths = 4;              // entries per dtype: 1, 2, 4, 8 rows per pass
+
+    // [dtype slot * 4 + width index]
+    private readonly PtxKernel<DecodeGateUpSiluArgs>?[] _decodeGateUp = new PtxKernel<DecodeGateUpSiluArgs>?[3 * DecodeWidths];
+    private readonly PtxKernel<DecodeDownCombineArgs>?[] _decodeDown = new PtxKernel<DecodeDownCombineArgs>?[3 * DecodeWidths];
+
+    /// <summary>
+    /// Activation rows per pass over a warp's weight rows for a T-token step: an expert gets at most T rows, so the
+    /// narrowest entry that covers min(T, 8) rows in one pass (T = 1: 2 accumulators per lane instead of 16, so more
+    /// CTAs stay resident). Every width sums each row in the same order: the choice never changes a bit.
+    /// </summary>
+    public static int DecodeRowsPerPass(int tokens) => tokens switch
+    {
+        <= 1 => 1,
+        2 => 2,
+        <= 4 => 4,
+        _ => 8,
+    };
 
     /// <summary>
     /// Whether the decode kernels handle these dims: a 16-bit storage dtype, 1 &lt;= E &lt;= 256, H and I positive
@@ -70,7 +86,7 @@ internal sealed partial class MoeKernels
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
         };
-        Kernel(_decodeGateUp, dtype, _ => MoeKernelModules.DecodeExperts(), MoeKernelModules.DecodeGateUpSiluEntry)
+        DecodeKernel(_decodeGateUp, dtype, DecodeRowsPerPass(tokens), MoeKernelModules.DecodeGateUpSiluEntry)
             .Launch(stream, new Dim3(CeilDiv(inter, DecodeGateColumnsPerCta), (uint)Math.Min(experts, tk)), new Dim3(DecodeBlock), 0, in args);
     }
 
@@ -120,8 +136,23 @@ internal sealed partial class MoeKernels
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
             SlotOrder = slotOrder ? 1 : 0,
         };
-        Kernel(_decodeDown, dtype, _ => MoeKernelModules.DecodeExperts(), MoeKernelModules.DecodeDownCombineEntry)
+        DecodeKernel(_decodeDown, dtype, DecodeRowsPerPass(tokens), MoeKernelModules.DecodeDownCombineEntry)
             .Launch(stream, new Dim3((uint)DecodeCounterCount(hidden), (uint)Math.Min(experts, tk)), new Dim3(DecodeBlock), 0, in args);
+    }
+
+    /// <summary>The (dtype, rows-per-pass) entry of the decode module, loaded once; <paramref name="entry"/> is a static
+    /// method group (no closure: launches stay allocation-free).</summary>
+    private PtxKernel<TArgs> DecodeKernel<TArgs>(PtxKernel<TArgs>?[] cache, ScalarType dtype, int rows,
+        Func<ScalarType, int, string> entry) where TArgs : unmanaged
+    {
+        int slot = Slot(dtype) * DecodeWidths + System.Numerics.BitOperations.Log2((uint)rows);
+        if (Volatile.Read(ref cache[slot]) is { } hit) return hit;
+        lock (_gate)
+        {
+            if (cache[slot] is null)
+                Volatile.Write(ref cache[slot], PtxModuleCache.GetKernel<TArgs>(Context, MoeKernelModules.DecodeExperts(), entry(dtype, rows)));
+            return cache[slot]!;
+        }
     }
 
     private static void CheckDecodeDims(ScalarType dtype, int tokens, int experts, int topK, int hidden, int inter)

@@ -13,11 +13,12 @@ internal static partial class MoeKernelModules
     public static string ModuleName(string file, ScalarType? dtype) =>
         Path.ChangeExtension(file, null) + (dtype is { } t ? "." + t.ShortName() : "");
 
-    /// <summary>Every small-kernel specialisation (5 files x 3 dtypes + routing indices + the router GEMV + the decode kernels x 2 dtypes).</summary>
+    /// <summary>Every small-kernel specialisation (5 files x 3 dtypes + routing indices + the router GEMV + the one-launch decode routing + the decode kernels x 2 dtypes).</summary>
     public static IEnumerable<PtxModuleSpec> All()
     {
         yield return RoutingIndices();
         yield return RouterLogitsGemv();
+        yield return RoutingDecode();
         yield return DecodeExperts();
         foreach (ScalarType t in PtxDtype.All)
         {

@@ -105,7 +105,10 @@ public sealed class DecodePathTests
         Assert.IsEmpty(failures, string.Join("; ", failures));
     }
 
-    /// <summary>Auto: T = 1 and T = 8 both take the decode kernels, so a token alone is bitwise its row of the T = 8 batch.</summary>
+    /// <summary>
+    /// Auto: T = 1, 2, 3 and 8 all take the decode kernels (the 1-, 2-, 4- and 8-row entries) and the one-launch
+    /// routing, so a token alone is bitwise its row of each batch.
+    /// </summary>
     [TestMethod]
     public void DecodeAuto_IsBatchInvariant_UpToItsThreshold()
     {
@@ -114,11 +117,13 @@ public sealed class DecodePathTests
         int h = BlockTestModels.Config(config).HiddenSize, t8 = FusedDecodePath.AutoMaxTokens;
         using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, ScalarType.BFloat16));
         (float[] x, _) = BlockTestModels.Inputs(config, ScalarType.BFloat16, t8);
-        float[] batch = block.Forward(x, t8).Output;
-        for (int t = 0; t < t8; t++)
+        var alone = new float[t8][];
+        for (int t = 0; t < t8; t++) alone[t] = block.Forward(x.AsSpan(t * h, h).ToArray(), 1).Output;
+        foreach (int tokens in new[] { 2, 3, t8 })
         {
-            float[] alone = block.Forward(x.AsSpan(t * h, h).ToArray(), 1).Output;
-            Assert.AreEqual(0, CountDifferent(alone, batch.AsSpan(t * h, h)), $"token {t}: T=1 and T={t8} differ");
+            float[] batch = block.Forward(x.AsSpan(0, tokens * h).ToArray(), tokens).Output;
+            for (int t = 0; t < tokens; t++)
+                Assert.AreEqual(0, CountDifferent(alone[t], batch.AsSpan(t * h, h)), $"token {t}: T=1 and T={tokens} differ");
         }
     }
 

@@ -127,6 +127,47 @@ public sealed class DecodePathTests
         }
     }
 
+    /// <summary>
+    /// Auto with its own routing (T &lt;= 8: the one-launch <c>moe_routing_decode</c>) against the same block given that
+    /// routing back (the four routing kernels): every intermediate of the forward and the five gradients bitwise equal.
+    /// </summary>
+    [TestMethod]
+    [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 1)]
+    [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 8)]
+    [DataRow("small", ScalarType.Float16, 5)]
+    [DataRow("small-k1", ScalarType.BFloat16, 3)]
+    public void OneLaunchRouting_IsBitwiseTheFourKernelRouting_ForwardAndBackward(string config, ScalarType dtype, int tokens)
+    {
+        CudaContext context = GpuTest.RequireContext();
+        (float[] x, float[] dy) = BlockTestModels.Inputs(config, dtype, tokens);
+        using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, dtype));
+        MoeIntermediates own = block.Forward(x, tokens, routing: null, intermediates: true);
+        MoeGradients ownGrads = block.Backward(dy);
+        MoeIntermediates given = block.Forward(x, tokens, own.Routing, intermediates: true);
+        MoeGradients givenGrads = block.Backward(dy);
+
+        var failures = new List<string>();
+        void Same(string name, ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+        {
+            int n = a.Length == b.Length ? CountDifferent(a, b) : -1;
+            if (n != 0) failures.Add(n < 0 ? $"{name}: lengths {a.Length} vs {b.Length}" : $"{name}: {n} of {a.Length} differ");
+        }
+        Same("router_logits", own.RouterLogits, given.RouterLogits);
+        Same("router_probs", own.RouterProbs, given.RouterProbs);
+        CollectionAssert.AreEqual(own.TokenCounts, given.TokenCounts, "token_counts");
+        CollectionAssert.AreEqual(own.Gather, given.Gather, "gather");
+        CollectionAssert.AreEqual(own.Indices.Inverse, given.Indices.Inverse, "inverse");
+        Same("first_gemm", own.FirstGemm, given.FirstGemm);
+        Same("intermediate", own.Intermediate, given.Intermediate);
+        Same("second_gemm", own.SecondGemm, given.SecondGemm);
+        Same("output", own.Output, given.Output);
+        Same("grad hidden_states", ownGrads.HiddenStates, givenGrads.HiddenStates);
+        Same("grad gate", ownGrads.Gate, givenGrads.Gate);
+        Same("grad gate_up_proj", ownGrads.GateUpProj, givenGrads.GateUpProj);
+        Same("grad down_proj", ownGrads.DownProj, givenGrads.DownProj);
+        Assert.IsEmpty(failures, string.Join("; ", failures));
+    }
+
     private static int CountDifferent(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         int n = 0;

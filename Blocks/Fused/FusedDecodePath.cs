@@ -38,6 +38,7 @@ internal sealed class FusedDecodePath : IDisposable
         _dtype = dtype;
         _options = options;
         Supported = MoeKernels.CanDecode(dtype, config.NumExperts, config.HiddenSize, config.IntermediateSize);
+        Programmatic = context.ComputeCapability.Major >= 9 && !ProgrammaticOffByEnvironment;
         if (options.Decode == DecodeMode.Always && !Supported)
             throw new ArgumentException(
                 $"Decode = Always needs a bf16/fp16 block with E <= {MoeKernels.DecodeMaxExperts} and H, I multiples of 8; " +
@@ -46,6 +47,16 @@ internal sealed class FusedDecodePath : IDisposable
 
     /// <summary>Whether the config and dtype allow the decode kernels at all.</summary>
     public bool Supported { get; }
+
+    /// <summary>
+    /// Whether the decode step runs with programmatic dependent launch: compute capability 9.0+ and not
+    /// MOENATIVE_NO_PDL=1. The decode gate/up kernel then starts while the one-launch routing ends, the down kernel
+    /// while the gate/up kernel ends (each waits on the device: griddepcontrol); the values are the same either way.
+    /// </summary>
+    public bool Programmatic { get; }
+
+    /// <summary>MOENATIVE_NO_PDL is "1": plain launches (the sm_80 specialisations) on every card.</summary>
+    public static bool ProgrammaticOffByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_NO_PDL") == "1";
 
     /// <summary>Whether a forward of <paramref name="tokens"/> tokens on <paramref name="x"/> runs the decode kernels.</summary>
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> and an X that is not 16-byte aligned.</exception>
@@ -100,7 +111,7 @@ internal sealed class FusedDecodePath : IDisposable
         MoeConfig c = _config;
         // NOTE: the counter exists here: Applies is true only when the block reserves it with its forward workspace.
         kernels.RoutingDecode(s, _dtype, x, wr, logits, probs, sel, w, mSizes, gather, inverse, _routeCounter!.AsRange(),
-            tokens, c.NumExperts, c.TopK, c.HiddenSize, c.NormTopKProb);
+            tokens, c.NumExperts, c.TopK, c.HiddenSize, c.NormTopKProb, Programmatic);
     }
 
     /// <summary>
@@ -124,11 +135,12 @@ internal sealed class FusedDecodePath : IDisposable
         MoeConfig c = _config;
         // NOTE: the counters exist here: Applies is true only when the block reserves them with its forward workspace.
         kernels.DecodeGateUpSilu(s, _dtype, x, gateUp, mSizes, gather, g1, act, tokens, c.NumExperts, c.TopK, c.HiddenSize,
-            c.IntermediateSize);
+            c.IntermediateSize, Programmatic);
         DeviceRange rowScale = _options.FuseMulPost ? w : DeviceRange.Null;
         DeviceRange combineWeights = _options.FuseMulPost ? DeviceRange.Null : w;
         kernels.DecodeDownCombine(s, _dtype, act, down, mSizes, gather, inverse, rowScale, g2, combineWeights, y,
-            _counters!.AsRange(), tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, slotOrder: _options.PermuteY);
+            _counters!.AsRange(), tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, slotOrder: _options.PermuteY,
+            Programmatic);
     }
 
     public void Dispose()

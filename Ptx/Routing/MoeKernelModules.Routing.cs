@@ -31,9 +31,9 @@ internal static partial class MoeKernelModules
         [new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.BFloat16), typeof(RouterLogitsGemvArgs)),
          new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.Float16), typeof(RouterLogitsGemvArgs))]);
 
-    /// <summary>One module, both 16-bit entries (the file has no placeholders: its includes write out each dtype's entry).</summary>
-    public static PtxModuleSpec RoutingDecode() => new(ModuleName(RoutingDecodeFile, null),
-        PtxTemplate.Specialise(PtxLibrary.ReadComposed(RoutingDecodeFile), new Dictionary<string, string>()),
-        [new PtxKernelSpec(RoutingDecodeEntry(ScalarType.BFloat16), typeof(RoutingDecodeArgs)),
-         new PtxKernelSpec(RoutingDecodeEntry(ScalarType.Float16), typeof(RoutingDecodeArgs))]);
+    /// <summary>One module, both 16-bit entries (its includes write out each dtype's entry); plain sm_80, or sm_90
+    /// whose kernels let the next (programmatically launched) kernel start early.</summary>
+    public static PtxModuleSpec RoutingDecode(bool programmatic) => LaunchSpecialised(RoutingDecodeFile, programmatic,
+        new PtxKernelSpec(RoutingDecodeEntry(ScalarType.BFloat16), typeof(RoutingDecodeArgs)),
+        new PtxKernelSpec(RoutingDecodeEntry(ScalarType.Float16), typeof(RoutingDecodeArgs)));
 }

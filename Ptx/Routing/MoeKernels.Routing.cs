@@ -18,7 +18,7 @@ internal sealed partial class MoeKernels
     private readonly PtxKernel<RouterSoftmaxTopKArgs>?[] _routerForward = new PtxKernel<RouterSoftmaxTopKArgs>?[3];
     private readonly PtxKernel<RouterSoftmaxTopKBackwardArgs>?[] _routerBackward = new PtxKernel<RouterSoftmaxTopKBackwardArgs>?[3];
     private readonly PtxKernel<RouterLogitsGemvArgs>?[] _routerLogitsGemv = new PtxKernel<RouterLogitsGemvArgs>?[3];
-    private readonly PtxKernel<RoutingDecodeArgs>?[] _routingDecode = new PtxKernel<RoutingDecodeArgs>?[3];
+    private readonly PtxKernel<RoutingDecodeArgs>?[] _routingDecode = new PtxKernel<RoutingDecodeArgs>?[6]; // [programmatic * 3 + dtype slot]
     private PtxKernel<RoutingCountArgs>? _routingCount;
     private PtxKernel<RoutingScatterArgs>? _routingScatter;
 
@@ -172,7 +172,9 @@ internal sealed partial class MoeKernels
     /// The routing of a decode step in one launch: the outputs of <see cref="RouterLogitsGemv"/>, <see cref="RouterForward"/>
     /// and <see cref="RoutingIndices"/> bit for bit (logits, probs, sel, w, m_sizes, gather, inverse), with no host sync.
     /// <paramref name="counter"/> [1] u32 must be 0 before the launch and is left 0 after it (one per stream: two
-    /// launches in flight must not share it). Only where <see cref="CanRoutingDecode"/> holds.
+    /// launches in flight must not share it). Only where <see cref="CanRoutingDecode"/> holds. With
+    /// <paramref name="programmatic"/> (the sm_90 module) it lets a programmatically launched decode kernel after it
+    /// start at once (that kernel waits for this grid on the device); itself it is launched plainly.
     /// </summary>
     public void RoutingDecode(CudaStream stream, ScalarType dtype,
         DeviceRange x,        // [T,H] dtype
@@ -185,10 +187,11 @@ internal sealed partial class MoeKernels
         DeviceRange gather,   // [TK] i32 out
         DeviceRange inverse,  // [TK] i32 out
         DeviceRange counter,  // [1] u32, zero
-        int tokens, int experts, int topK, int hidden, bool normTopK)
+        int tokens, int experts, int topK, int hidden, bool normTopK, bool programmatic = false)
     {
         CheckStream(stream);
         CheckRouterDims(tokens, experts, topK);
+        CheckProgrammatic(programmatic);
         if (!CanRoutingDecode(dtype, tokens, experts, hidden, x, wr, logits))
             throw new ArgumentException(
                 $"The one-launch decode routing needs a bf16/fp16 dtype, 1 <= T <= {RoutingDecodeMaxTokens}, E <= {RouterMaxExperts}, " +
@@ -211,7 +214,8 @@ internal sealed partial class MoeKernels
             Weights = weights.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
             Counter = counter.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, NormTopK = normTopK ? 1 : 0,
         };
-        Kernel(_routingDecode, dtype, _ => MoeKernelModules.RoutingDecode(), MoeKernelModules.RoutingDecodeEntry)
+        Kernel(_routingDecode, (programmatic ? 3 : 0) + Slot(dtype), (dtype, programmatic), static k => MoeKernelModules.RoutingDecode(k.programmatic),
+            static k => MoeKernelModules.RoutingDecodeEntry(k.dtype))
             .Launch(stream, new Dim3(CeilDiv(experts, 2)), new Dim3(128), 0, in args);
     }
 

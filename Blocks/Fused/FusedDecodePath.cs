@@ -38,7 +38,7 @@ internal sealed class FusedDecodePath : IDisposable
         _dtype = dtype;
         _options = options;
         Supported = MoeKernels.CanDecode(dtype, config.NumExperts, config.HiddenSize, config.IntermediateSize);
-        Programmatic = context.ComputeCapability.Major >= 9 && !ProgrammaticOffByEnvironment;
+        Programmatic = context.ComputeCapability.Major >= 9 && ProgrammaticByEnvironment;
         if (options.Decode == DecodeMode.Always && !Supported)
             throw new ArgumentException(
                 $"Decode = Always needs a bf16/fp16 block with E <= {MoeKernels.DecodeMaxExperts} and H, I multiples of 8; " +
@@ -49,14 +49,15 @@ internal sealed class FusedDecodePath : IDisposable
     public bool Supported { get; }
 
     /// <summary>
-    /// Whether the decode step runs with programmatic dependent launch: compute capability 9.0+ and not
-    /// MOENATIVE_NO_PDL=1. The decode gate/up kernel then starts while the one-launch routing ends, the down kernel
-    /// while the gate/up kernel ends (each waits on the device: griddepcontrol); the values are the same either way.
+    /// Whether the decode step runs with programmatic dependent launch: compute capability 9.0+ and
+    /// MOENATIVE_DECODE_PDL=1. The decode gate/up kernel then starts while the one-launch routing ends, the down kernel
+    /// while the gate/up kernel ends (each waits on the device: griddepcontrol); the values are the same either way
+    /// (DecodeProgrammaticLaunchTests). Opt-in until an H200 bench shows it faster (docs/PERF.md, v12).
     /// </summary>
     public bool Programmatic { get; }
 
-    /// <summary>MOENATIVE_NO_PDL is "1": plain launches (the sm_80 specialisations) on every card.</summary>
-    public static bool ProgrammaticOffByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_NO_PDL") == "1";
+    /// <summary>MOENATIVE_DECODE_PDL is "1": the sm_90 specialisations with programmatic launch where the card has them.</summary>
+    public static bool ProgrammaticByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_DECODE_PDL") == "1";
 
     /// <summary>Whether a forward of <paramref name="tokens"/> tokens on <paramref name="x"/> runs the decode kernels.</summary>
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> and an X that is not 16-byte aligned.</exception>

@@ -5,8 +5,9 @@ using MoeNative.Reference;
 namespace MoeNative.Blocks;
 
 /// <summary>
-/// The fused block's decode regime: after the routing kernels, two launches replace GEMM1, SwiGLU, GEMM2 and the
-/// combine: <c>moe_decode_gate_up_silu</c> (G1 and A of every hit expert's rows) and <c>moe_decode_down_combine</c>
+/// The fused block's decode regime: the routing in one launch (<c>moe_routing_decode</c>: router GEMV, softmax, top-k,
+/// m_sizes, gather, inverse, the four routing kernels' outputs bit for bit) when the block routes itself and T ≤ 8, then
+/// two launches replace GEMM1, SwiGLU, GEMM2 and the combine: <c>moe_decode_gate_up_silu</c> (G1 and A of every hit expert's rows) and <c>moe_decode_down_combine</c>
 /// (G2, the routing-weight scale, and Y = Σ_j w·U in j order). Every SM streams a slice of each hit expert's weights,
 /// so few tokens read the weights once at the card's bandwidth instead of walking a few tall tiles. The workspace gets
 /// the same G1, A and G2 (U) as the grouped path writes, so the backward runs unchanged after a decode forward.
@@ -27,6 +28,7 @@ internal sealed class FusedDecodePath : IDisposable
     private readonly ScalarType _dtype;
     private readonly FusedBlockOptions _options;
     private DeviceBuffer<uint>? _counters; // [H/8] u32 tickets of moe_decode_down_combine: 0 between launches
+    private DeviceBuffer<uint>? _routeCounter; // [1] u32 ticket of moe_routing_decode: 0 between launches
 
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> for a config the decode kernels cannot run.</exception>
     public FusedDecodePath(CudaContext context, MoeConfig config, ScalarType dtype, FusedBlockOptions options)
@@ -36,6 +38,7 @@ internal sealed class FusedDecodePath : IDisposable
         _dtype = dtype;
         _options = options;
         Supported = MoeKernels.CanDecode(dtype, config.NumExperts, config.HiddenSize, config.IntermediateSize);
+        Programmatic = context.ComputeCapability.Major >= 9 && ProgrammaticByEnvironment;
         if (options.Decode == DecodeMode.Always && !Supported)
             throw new ArgumentException(
                 $"Decode = Always needs a bf16/fp16 block with E <= {MoeKernels.DecodeMaxExperts} and H, I multiples of 8; " +
@@ -44,6 +47,17 @@ internal sealed class FusedDecodePath : IDisposable
 
     /// <summary>Whether the config and dtype allow the decode kernels at all.</summary>
     public bool Supported { get; }
+
+    /// <summary>
+    /// Whether the decode step runs with programmatic dependent launch: compute capability 9.0+ and
+    /// MOENATIVE_DECODE_PDL=1. The decode gate/up kernel then starts while the one-launch routing ends, the down kernel
+    /// while the gate/up kernel ends (each waits on the device: griddepcontrol); the values are the same either way
+    /// (DecodeProgrammaticLaunchTests). Opt-in until an H200 bench shows it faster (docs/PERF.md, v12).
+    /// </summary>
+    public bool Programmatic { get; }
+
+    /// <summary>MOENATIVE_DECODE_PDL is "1": the sm_90 specialisations with programmatic launch where the card has them.</summary>
+    public static bool ProgrammaticByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_DECODE_PDL") == "1";
 
     /// <summary>Whether a forward of <paramref name="tokens"/> tokens on <paramref name="x"/> runs the decode kernels.</summary>
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> and an X that is not 16-byte aligned.</exception>
@@ -66,9 +80,39 @@ internal sealed class FusedDecodePath : IDisposable
     public void Reserve()
     {
         if (_counters is not null) return;
+        var routeCounter = new DeviceBuffer<uint>(_context, 1);
+        routeCounter.FillBytes(0);
         var counters = new DeviceBuffer<uint>(_context, MoeKernels.DecodeCounterCount(_config.HiddenSize));
         counters.FillBytes(0);
+        _routeCounter = routeCounter;
         _counters = counters;
+    }
+
+    /// <summary>Whether a decode forward (<see cref="Applies"/>) that routes itself takes the one-launch routing.</summary>
+    public bool RoutesInOneLaunch(int tokens, DeviceRange x, DeviceRange wr, DeviceRange logits) =>
+        MoeKernels.CanRoutingDecode(_dtype, tokens, _config.NumExperts, _config.HiddenSize, x, wr, logits);
+
+    /// <summary>
+    /// Router logits, softmax, top-k, renorm, m_sizes, gather and inverse in one launch on <paramref name="s"/> (the
+    /// outputs of the four routing kernels, bit for bit). Only where <see cref="Applies"/> and
+    /// <see cref="RoutesInOneLaunch"/> hold.
+    /// </summary>
+    public void Route(MoeKernels kernels, CudaStream s,
+        DeviceRange x,       // [T,H] dtype
+        DeviceRange wr,      // [E,H] dtype
+        DeviceRange logits,  // [T,E] dtype out
+        DeviceRange probs,   // [T,E] f32 out
+        DeviceRange sel,     // [T,k] i32 out
+        DeviceRange w,       // [T,k] dtype out
+        DeviceRange mSizes,  // [E] i32 out
+        DeviceRange gather,  // [TK] i32 out
+        DeviceRange inverse, // [TK] i32 out
+        int tokens)
+    {
+        MoeConfig c = _config;
+        // NOTE: the counter exists here: Applies is true only when the block reserves it with its forward workspace.
+        kernels.RoutingDecode(s, _dtype, x, wr, logits, probs, sel, w, mSizes, gather, inverse, _routeCounter!.AsRange(),
+            tokens, c.NumExperts, c.TopK, c.HiddenSize, c.NormTopKProb, Programmatic);
     }
 
     /// <summary>
@@ -92,12 +136,17 @@ internal sealed class FusedDecodePath : IDisposable
         MoeConfig c = _config;
         // NOTE: the counters exist here: Applies is true only when the block reserves them with its forward workspace.
         kernels.DecodeGateUpSilu(s, _dtype, x, gateUp, mSizes, gather, g1, act, tokens, c.NumExperts, c.TopK, c.HiddenSize,
-            c.IntermediateSize);
+            c.IntermediateSize, Programmatic);
         DeviceRange rowScale = _options.FuseMulPost ? w : DeviceRange.Null;
         DeviceRange combineWeights = _options.FuseMulPost ? DeviceRange.Null : w;
         kernels.DecodeDownCombine(s, _dtype, act, down, mSizes, gather, inverse, rowScale, g2, combineWeights, y,
-            _counters!.AsRange(), tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, slotOrder: _options.PermuteY);
+            _counters!.AsRange(), tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, slotOrder: _options.PermuteY,
+            Programmatic);
     }
 
-    public void Dispose() => _counters?.Dispose();
+    public void Dispose()
+    {
+        _counters?.Dispose();
+        _routeCounter?.Dispose();
+    }
 }

@@ -30,25 +30,35 @@ public sealed partial class Qwen3MoeFusedBlock
         var routerRows = new GroupedRows(_iota!.PointerAt(tokens), 0, tokens, 1, 1); // one group of T rows
         var expertRows = new GroupedRows(mSizes.Pointer, gather.Pointer, tk, e, k);
 
-        // 1. router logits L = X·Wrᵀ: a GEMV kernel for small T (a tiled GEMM would walk H in series on one or two
-        //    CTAs), else the grouped NT GEMM with one group
         DeviceRange wr = _weights.GateRange;
-        if (MoeKernels.CanRouterLogitsGemv(dt, tokens, h, x, wr, logits))
-            _kernels.RouterLogitsGemv(s, dt, x, wr, logits, tokens, e, h);
-        else
-            RunGemm(s, shapeClass, FusedGemmCall.NT(FusedGemm.RouterForward, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
-        Probe(s, "router_logits");
-        // 2. softmax (fp32), top-k, renorm, cast
-        _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
-        Probe(s, "router_softmax_topk");
+        bool decode = _decode.Applies(tokens, x);
         DeviceRange sel = selectedIn.IsNull ? selOwn : selectedIn;
         DeviceRange w = weightsIn.IsNull ? wOwn : weightsIn;
-        // 3. m_sizes, stable gather, inverse
-        _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e);
-        Probe(s, "routing_indices");
+        if (decode && selectedIn.IsNull && weightsIn.IsNull && _decode.RoutesInOneLaunch(tokens, x, wr, logits))
+        {
+            // 1-3 for a decode step that routes itself: one launch writes L, probs, sel, w, m_sizes, gather, inverse
+            _decode.Route(_kernels, s, x, wr, logits, probs, selOwn, wOwn, mSizes, gather, inverse, tokens);
+            Probe(s, "routing_decode");
+        }
+        else
+        {
+            // 1. router logits L = X·Wrᵀ: a GEMV kernel for small T (a tiled GEMM would walk H in series on one or two
+            //    CTAs), else the grouped NT GEMM with one group
+            if (MoeKernels.CanRouterLogitsGemv(dt, tokens, h, x, wr, logits))
+                _kernels.RouterLogitsGemv(s, dt, x, wr, logits, tokens, e, h);
+            else
+                RunGemm(s, shapeClass, FusedGemmCall.NT(FusedGemm.RouterForward, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
+            Probe(s, "router_logits");
+            // 2. softmax (fp32), top-k, renorm, cast
+            _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
+            Probe(s, "router_softmax_topk");
+            // 3. m_sizes, stable gather, inverse
+            _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e);
+            Probe(s, "routing_indices");
+        }
         // 4-8 for few tokens: the decode kernels (two launches stream the hit experts' weights once) write the same
         //    G1, A, G2 and Y as the grouped path below
-        if (_decode.Applies(tokens, x))
+        if (decode)
         {
             _decode.Forward(_kernels, s, x, _weights.GateUpProjRange, _weights.DownProjRange, mSizes, gather, inverse, w, g1, act, g2, y, tokens);
             Probe(s, "decode_experts");

@@ -11,15 +11,18 @@ internal static partial class MoeKernelModules
     /// <summary>The storage dtypes the decode kernels have entries for.</summary>
     public static IReadOnlyList<ScalarType> DecodeDtypes { get; } = [ScalarType.BFloat16, ScalarType.Float16];
 
-    public static string DecodeGateUpSiluEntry(ScalarType t) => $"moe_decode_gate_up_silu_{t.ShortName()}";
-    public static string DecodeDownCombineEntry(ScalarType t) => $"moe_decode_down_combine_{t.ShortName()}";
+    /// <summary>Activation rows per pass over the weight rows the decode entries are written for (the _rN suffix).</summary>
+    public static IReadOnlyList<int> DecodeRowsPerPass { get; } = [1, 2, 4, 8];
 
-    /// <summary>One module, both 16-bit dtypes (the file has no placeholders: its includes write out each dtype's entries).</summary>
-    public static PtxModuleSpec DecodeExperts() => new(ModuleName(DecodeExpertsFile, null),
-        PtxTemplate.Specialise(PtxLibrary.ReadComposed(DecodeExpertsFile), new Dictionary<string, string>()),
-        [.. DecodeDtypes.SelectMany(t => new[]
+    public static string DecodeGateUpSiluEntry(ScalarType t, int rows) => $"moe_decode_gate_up_silu_{t.ShortName()}_r{rows}";
+    public static string DecodeDownCombineEntry(ScalarType t, int rows) => $"moe_decode_down_combine_{t.ShortName()}_r{rows}";
+
+    /// <summary>One module, both 16-bit dtypes x every pass width (its includes write out each (dtype, rows) pair's
+    /// entries); plain sm_80, or sm_90 with programmatic dependent launch (<paramref name="programmatic"/>).</summary>
+    public static PtxModuleSpec DecodeExperts(bool programmatic) => LaunchSpecialised(DecodeExpertsFile, programmatic,
+        [.. DecodeDtypes.SelectMany(t => DecodeRowsPerPass.SelectMany(rows => new[]
         {
-            new PtxKernelSpec(DecodeGateUpSiluEntry(t), typeof(DecodeGateUpSiluArgs)),
-            new PtxKernelSpec(DecodeDownCombineEntry(t), typeof(DecodeDownCombineArgs)),
-        })]);
+            new PtxKernelSpec(DecodeGateUpSiluEntry(t, rows), typeof(DecodeGateUpSiluArgs)),
+            new PtxKernelSpec(DecodeDownCombineEntry(t, rows), typeof(DecodeDownCombineArgs)),
+        }))]);
 }

@@ -16,8 +16,28 @@ internal sealed partial class MoeKernels
     private const int DecodeBlock = 128;             // 4 warps
     private const int DecodeGateColumnsPerCta = 4;   // one intermediate column (gate + up row) per warp
 
-    private readonly PtxKernel<DecodeGateUpSiluArgs>?[] _decodeGateUp = new PtxKernel<DecodeGateUpSiluArgs>?[3];
-    private readonly PtxKernel<DecodeDownCombineArgs>?[] _decodeDown = new PtxKernel<DecodeDownCombineArgs>?[3];
+    private const int DecodeWidths = 4;              // entries per dtype: 1, 2, 4, 8 rows per pass
+
+    // [(programmatic ? 12 : 0) + dtype slot * 4 + width index]
+    private readonly PtxKernel<DecodeGateUpSiluArgs>?[] _decodeGateUp = new PtxKernel<DecodeGateUpSiluArgs>?[2 * 3 * DecodeWidths];
+    private readonly PtxKernel<DecodeDownCombineArgs>?[] _decodeDown = new PtxKernel<DecodeDownCombineArgs>?[2 * 3 * DecodeWidths];
+
+    /// <summary>Whether this device runs the decode step with programmatic dependent launch (compute capability 9.0+;
+    /// the sm_90 specialisations of the one-launch routing and the decode kernels).</summary>
+    public bool CanLaunchProgrammatic => Context.ComputeCapability.Major >= 9;
+
+    /// <summary>
+    /// Activation rows per pass over a warp's weight rows for a T-token step: an expert gets at most T rows, so the
+    /// narrowest entry that covers min(T, 8) rows in one pass (T = 1: 2 accumulators per lane instead of 16, so more
+    /// CTAs stay resident). Every width sums each row in the same order: the choice never changes a bit.
+    /// </summary>
+    public static int DecodeRowsPerPass(int tokens) => tokens switch
+    {
+        <= 1 => 1,
+        2 => 2,
+        <= 4 => 4,
+        _ => 8,
+    };
 
     /// <summary>
     /// Whether the decode kernels handle these dims: a 16-bit storage dtype, 1 &lt;= E &lt;= 256, H and I positive
@@ -41,7 +61,9 @@ internal sealed partial class MoeKernels
     /// <summary>
     /// GEMM1 + SwiGLU for the rows of every hit expert: G1[r] = X[gather[r]/k] · Wgu[e(r)]ᵀ (dtype; written when
     /// <paramref name="firstGemm"/> is not null), A[r, i] = silu(G1[r, i]) * G1[r, I+i] (fp32 math, one rounding).
-    /// Overwrites its outputs. Bitwise the same for a token whatever the rest of the batch.
+    /// Overwrites its outputs. Bitwise the same for a token whatever the rest of the batch. With
+    /// <paramref name="programmatic"/> (<see cref="CanLaunchProgrammatic"/>) it is launched with programmatic stream
+    /// serialisation: it starts while the routing kernel before it ends and waits for it on the device.
     /// </summary>
     public void DecodeGateUpSilu(CudaStream stream, ScalarType dtype,
         DeviceRange x,         // [T,H] dtype
@@ -50,10 +72,11 @@ internal sealed partial class MoeKernels
         DeviceRange gather,    // [TK] i32
         DeviceRange firstGemm, // G1 [TK,2I] dtype out, or Null
         DeviceRange act,       // A [TK,I] dtype out
-        int tokens, int experts, int topK, int hidden, int inter)
+        int tokens, int experts, int topK, int hidden, int inter, bool programmatic = false)
     {
         CheckStream(stream);
         CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
+        CheckProgrammatic(programmatic);
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(x, (long)tokens * hidden * es, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
@@ -70,8 +93,12 @@ internal sealed partial class MoeKernels
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
         };
-        Kernel(_decodeGateUp, dtype, _ => MoeKernelModules.DecodeExperts(), MoeKernelModules.DecodeGateUpSiluEntry)
-            .Launch(stream, new Dim3(CeilDiv(inter, DecodeGateColumnsPerCta), (uint)Math.Min(experts, tk)), new Dim3(DecodeBlock), 0, in args);
+        var key = new DecodeKey(dtype, DecodeRowsPerPass(tokens), programmatic);
+        PtxKernel<DecodeGateUpSiluArgs> kernel = Kernel(_decodeGateUp, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic),
+            static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows));
+        var grid = new Dim3(CeilDiv(inter, DecodeGateColumnsPerCta), (uint)Math.Min(experts, tk));
+        if (programmatic) kernel.LaunchProgrammatic(stream, grid, new Dim3(DecodeBlock), 0, in args);
+        else kernel.Launch(stream, grid, new Dim3(DecodeBlock), 0, in args);
     }
 
     /// <summary>
@@ -79,7 +106,9 @@ internal sealed partial class MoeKernels
     /// gather[r] with <paramref name="slotOrder"/>; scale(r) = rowScale[gather[r]] or 1), then
     /// Y[t] = Σ_j w[t,j] · G2[row(t*k+j)] in j order (w = 1 when <paramref name="weights"/> is null) — the sums of
     /// moe_topk_combine. <paramref name="counters"/> [H/8] u32 must be 0 before the launch and are left 0 after it
-    /// (one buffer per stream: two launches in flight must not share it). Overwrites G2 and Y.
+    /// (one buffer per stream: two launches in flight must not share it). Overwrites G2 and Y. With
+    /// <paramref name="programmatic"/> it starts while <see cref="DecodeGateUpSilu"/> ends: it finds its expert and
+    /// sends its weight rows to L2 first, then waits for A on the device.
     /// </summary>
     public void DecodeDownCombine(CudaStream stream, ScalarType dtype,
         DeviceRange act,        // A [TK,I] dtype (expert order)
@@ -92,10 +121,11 @@ internal sealed partial class MoeKernels
         DeviceRange weights,    // [T,k] dtype, or Null = all 1
         DeviceRange output,     // Y [T,H] dtype out
         DeviceRange counters,   // [H/8] u32, zero
-        int tokens, int experts, int topK, int hidden, int inter, bool slotOrder)
+        int tokens, int experts, int topK, int hidden, int inter, bool slotOrder, bool programmatic = false)
     {
         CheckStream(stream);
         CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
+        CheckProgrammatic(programmatic);
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
@@ -120,8 +150,26 @@ internal sealed partial class MoeKernels
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
             SlotOrder = slotOrder ? 1 : 0,
         };
-        Kernel(_decodeDown, dtype, _ => MoeKernelModules.DecodeExperts(), MoeKernelModules.DecodeDownCombineEntry)
-            .Launch(stream, new Dim3((uint)DecodeCounterCount(hidden), (uint)Math.Min(experts, tk)), new Dim3(DecodeBlock), 0, in args);
+        var key = new DecodeKey(dtype, DecodeRowsPerPass(tokens), programmatic);
+        PtxKernel<DecodeDownCombineArgs> kernel = Kernel(_decodeDown, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic),
+            static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows));
+        var grid = new Dim3((uint)DecodeCounterCount(hidden), (uint)Math.Min(experts, tk));
+        if (programmatic) kernel.LaunchProgrammatic(stream, grid, new Dim3(DecodeBlock), 0, in args);
+        else kernel.Launch(stream, grid, new Dim3(DecodeBlock), 0, in args);
+    }
+
+    /// <summary>Which decode entry: dtype, rows per pass, plain or programmatic module; <see cref="Slot"/> indexes the caches.</summary>
+    private readonly record struct DecodeKey(ScalarType Dtype, int Rows, bool Programmatic)
+    {
+        public int Slot => (Programmatic ? 3 * DecodeWidths : 0) + MoeKernels.Slot(Dtype) * DecodeWidths + System.Numerics.BitOperations.Log2((uint)Rows);
+    }
+
+    private void CheckProgrammatic(bool programmatic)
+    {
+        if (programmatic && !CanLaunchProgrammatic)
+            throw new ArgumentException(
+                $"Programmatic dependent launch needs compute capability 9.0 or newer; this device is {Context.ComputeCapability.Major}.{Context.ComputeCapability.Minor}.",
+                nameof(programmatic));
     }
 
     private static void CheckDecodeDims(ScalarType dtype, int tokens, int experts, int topK, int hidden, int inter)

@@ -8,10 +8,12 @@ internal static partial class MoeKernelModules
     public const string RouterFile = "Routing/router_softmax_topk.ptx";
     public const string RoutingIndicesFile = "Routing/routing_indices.ptx";
     public const string RouterLogitsGemvFile = "Routing/router_logits_gemv.ptx";
+    public const string RoutingDecodeFile = "Routing/routing_decode.ptx";
 
     public static string RouterForwardEntry(ScalarType t) => $"moe_router_softmax_topk_{t.ShortName()}";
     public static string RouterBackwardEntry(ScalarType t) => $"moe_router_softmax_topk_backward_{t.ShortName()}";
     public static string RouterLogitsGemvEntry(ScalarType t) => $"moe_router_logits_gemv_{t.ShortName()}";
+    public static string RoutingDecodeEntry(ScalarType t) => $"moe_routing_decode_{t.ShortName()}";
     public const string RoutingCountEntry = "moe_routing_count_experts_i32";
     public const string RoutingScatterEntry = "moe_routing_scatter_stable_i32";
 
@@ -28,4 +30,10 @@ internal static partial class MoeKernelModules
         PtxTemplate.Specialise(PtxLibrary.ReadComposed(RouterLogitsGemvFile), new Dictionary<string, string>()),
         [new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.BFloat16), typeof(RouterLogitsGemvArgs)),
          new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.Float16), typeof(RouterLogitsGemvArgs))]);
+
+    /// <summary>One module, both 16-bit entries (its includes write out each dtype's entry); plain sm_80, or sm_90
+    /// whose kernels let the next (programmatically launched) kernel start early.</summary>
+    public static PtxModuleSpec RoutingDecode(bool programmatic) => LaunchSpecialised(RoutingDecodeFile, programmatic,
+        new PtxKernelSpec(RoutingDecodeEntry(ScalarType.BFloat16), typeof(RoutingDecodeArgs)),
+        new PtxKernelSpec(RoutingDecodeEntry(ScalarType.Float16), typeof(RoutingDecodeArgs)));
 }

@@ -18,6 +18,7 @@ internal sealed partial class MoeKernels
     private readonly PtxKernel<RouterSoftmaxTopKArgs>?[] _routerForward = new PtxKernel<RouterSoftmaxTopKArgs>?[3];
     private readonly PtxKernel<RouterSoftmaxTopKBackwardArgs>?[] _routerBackward = new PtxKernel<RouterSoftmaxTopKBackwardArgs>?[3];
     private readonly PtxKernel<RouterLogitsGemvArgs>?[] _routerLogitsGemv = new PtxKernel<RouterLogitsGemvArgs>?[3];
+    private readonly PtxKernel<RoutingDecodeArgs>?[] _routingDecode = new PtxKernel<RoutingDecodeArgs>?[6]; // [programmatic * 3 + dtype slot]
     private PtxKernel<RoutingCountArgs>? _routingCount;
     private PtxKernel<RoutingScatterArgs>? _routingScatter;
 
@@ -155,6 +156,67 @@ internal sealed partial class MoeKernels
             TokenSlots = tokenSlots, Experts = experts,
         };
         RoutingScatter().Launch(stream, new Dim3((uint)experts), new Dim3(RoutingBlock), 0, in scatter);
+    }
+
+    // ============================================================================================== one-launch decode routing
+    /// <summary>Largest T <see cref="RoutingDecode"/> takes: its CTAs' GEMV covers 8 tokens, and the last CTA's four
+    /// warps run the softmax/top-k of every token alone.</summary>
+    public const int RoutingDecodeMaxTokens = 8;
+
+    /// <summary>True when <see cref="RoutingDecode"/> takes this call: <see cref="CanRouterLogitsGemv"/>, T &lt;= 8 and
+    /// 1 &lt;= E &lt;= <see cref="RouterMaxExperts"/>.</summary>
+    public static bool CanRoutingDecode(ScalarType dtype, int tokens, int experts, int hidden, DeviceRange x, DeviceRange wr, DeviceRange logits) =>
+        tokens <= RoutingDecodeMaxTokens && experts is >= 1 and <= RouterMaxExperts && CanRouterLogitsGemv(dtype, tokens, hidden, x, wr, logits);
+
+    /// <summary>
+    /// The routing of a decode step in one launch: the outputs of <see cref="RouterLogitsGemv"/>, <see cref="RouterForward"/>
+    /// and <see cref="RoutingIndices"/> bit for bit (logits, probs, sel, w, m_sizes, gather, inverse), with no host sync.
+    /// <paramref name="counter"/> [1] u32 must be 0 before the launch and is left 0 after it (one per stream: two
+    /// launches in flight must not share it). Only where <see cref="CanRoutingDecode"/> holds. With
+    /// <paramref name="programmatic"/> (the sm_90 module) it lets a programmatically launched decode kernel after it
+    /// start at once (that kernel waits for this grid on the device); itself it is launched plainly.
+    /// </summary>
+    public void RoutingDecode(CudaStream stream, ScalarType dtype,
+        DeviceRange x,        // [T,H] dtype
+        DeviceRange wr,       // [E,H] dtype
+        DeviceRange logits,   // [T,E] dtype out
+        DeviceRange probs,    // [T,E] f32 out
+        DeviceRange selected, // [T,k] i32 out
+        DeviceRange weights,  // [T,k] dtype out
+        DeviceRange mSizes,   // [E] i32 out
+        DeviceRange gather,   // [TK] i32 out
+        DeviceRange inverse,  // [TK] i32 out
+        DeviceRange counter,  // [1] u32, zero
+        int tokens, int experts, int topK, int hidden, bool normTopK, bool programmatic = false)
+    {
+        CheckStream(stream);
+        CheckRouterDims(tokens, experts, topK);
+        CheckProgrammatic(programmatic);
+        if (!CanRoutingDecode(dtype, tokens, experts, hidden, x, wr, logits))
+            throw new ArgumentException(
+                $"The one-launch decode routing needs a bf16/fp16 dtype, 1 <= T <= {RoutingDecodeMaxTokens}, E <= {RouterMaxExperts}, " +
+                $"H a positive multiple of 8 and X, Wr, L 16-byte aligned; got {dtype}, T={tokens}, E={experts}, H={hidden}.", nameof(tokens));
+        const int es = 2;
+        long te = (long)tokens * experts, tk = (long)tokens * topK;
+        Need(x, (long)tokens * hidden * es, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
+        Need(wr, (long)experts * hidden * es, nameof(wr), $"[E={experts},H={hidden}] {dtype}");
+        Need(logits, te * es, nameof(logits), $"[T={tokens},E={experts}] {dtype}");
+        Need(probs, te * 4, nameof(probs), $"[T={tokens},E={experts}] f32");
+        Need(selected, tk * 4, nameof(selected), $"[T={tokens},k={topK}] i32");
+        Need(weights, tk * es, nameof(weights), $"[T={tokens},k={topK}] {dtype}");
+        Need(mSizes, experts * 4L, nameof(mSizes), $"[E={experts}] i32");
+        Need(gather, tk * 4, nameof(gather), $"[TK={tk}] i32");
+        Need(inverse, tk * 4, nameof(inverse), $"[TK={tk}] i32");
+        Need(counter, 4, nameof(counter), $"[1] u32");
+        var args = new RoutingDecodeArgs
+        {
+            X = x.Pointer, Wr = wr.Pointer, Logits = logits.Pointer, Probs = probs.Pointer, Selected = selected.Pointer,
+            Weights = weights.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
+            Counter = counter.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, NormTopK = normTopK ? 1 : 0,
+        };
+        Kernel(_routingDecode, (programmatic ? 3 : 0) + Slot(dtype), (dtype, programmatic), static k => MoeKernelModules.RoutingDecode(k.programmatic),
+            static k => MoeKernelModules.RoutingDecodeEntry(k.dtype))
+            .Launch(stream, new Dim3(CeilDiv(experts, 2)), new Dim3(128), 0, in args);
     }
 
     // ============================================================================================== checks and loading

@@ -68,3 +68,24 @@ internal struct RouterLogitsGemvArgs
     public int Experts;     // E
     public int Hidden;      // H (multiple of 8)
 }
+
+/// <summary><c>moe_routing_decode_{bf16|fp16}</c>: the whole routing of T &lt;= 8 tokens in one launch, grid (⌈E/2⌉) x 128.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct RoutingDecodeArgs
+{
+    public ulong X;         // [T,H] dtype in
+    public ulong Wr;        // [E,H] dtype in
+    public ulong Logits;    // [T,E] dtype out
+    public ulong Probs;     // [T,E] f32 out
+    public ulong Selected;  // [T,k] i32 out
+    public ulong Weights;   // [T,k] dtype out
+    public ulong MSizes;    // [E] i32 out
+    public ulong Gather;    // [TK] i32 out
+    public ulong Inverse;   // [TK] i32 out
+    public ulong Counter;   // [1] u32: 0 before the launch, left 0 after it
+    public int Tokens;      // T (1..8)
+    public int Experts;     // E (1..256)
+    public int TopK;        // k
+    public int Hidden;      // H (multiple of 8)
+    public int NormTopK;    // 1: divide by the sum of the k selected probs
+}

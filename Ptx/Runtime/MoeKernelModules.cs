@@ -13,12 +13,16 @@ internal static partial class MoeKernelModules
     public static string ModuleName(string file, ScalarType? dtype) =>
         Path.ChangeExtension(file, null) + (dtype is { } t ? "." + t.ShortName() : "");
 
-    /// <summary>Every small-kernel specialisation (5 files x 3 dtypes + routing indices + the router GEMV + the decode kernels x 2 dtypes).</summary>
+    /// <summary>Every small-kernel specialisation (5 files x 3 dtypes + routing indices + the router GEMV + the one-launch decode routing and the decode kernels, each plain (sm_80) and with programmatic launch (sm_90)).</summary>
     public static IEnumerable<PtxModuleSpec> All()
     {
         yield return RoutingIndices();
         yield return RouterLogitsGemv();
-        yield return DecodeExperts();
+        foreach (bool programmatic in new[] { false, true })
+        {
+            yield return RoutingDecode(programmatic);
+            yield return DecodeExperts(programmatic);
+        }
         foreach (ScalarType t in PtxDtype.All)
         {
             yield return Router(t);
@@ -37,5 +41,24 @@ internal static partial class MoeKernelModules
         IReadOnlyList<string> used = PtxTemplate.Placeholders(text);
         var values = PtxDtype.Constants(t).Where(kv => used.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
         return new(ModuleName(file, t), PtxTemplate.Specialise(text, values), kernels);
+    }
+
+    /// <summary>Module-name suffix of the sm_90 specialisations with programmatic dependent launch.</summary>
+    public const string ProgrammaticSuffix = ".sm90_pdl";
+
+    /// <summary>
+    /// <paramref name="file"/> specialised by the decode-step launch placeholders it uses: TARGET sm_90 with GRID_WAIT =
+    /// griddepcontrol.wait and GRID_LAUNCH = griddepcontrol.launch_dependents when <paramref name="programmatic"/>
+    /// (the kernels are then launched with programmatic stream serialisation), else TARGET sm_80 and comments.
+    /// </summary>
+    public static PtxModuleSpec LaunchSpecialised(string file, bool programmatic, params PtxKernelSpec[] kernels)
+    {
+        string text = PtxLibrary.ReadComposed(file);
+        IReadOnlyList<string> used = PtxTemplate.Placeholders(text);
+        Dictionary<string, string> all = programmatic
+            ? new() { ["TARGET"] = "sm_90", ["GRID_WAIT"] = "griddepcontrol.wait;", ["GRID_LAUNCH"] = "griddepcontrol.launch_dependents;" }
+            : new() { ["TARGET"] = "sm_80", ["GRID_WAIT"] = "// (griddepcontrol.wait: sm_90 module only)", ["GRID_LAUNCH"] = "// (griddepcontrol.launch_dependents: sm_90 module only)" };
+        var values = all.Where(kv => used.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        return new(ModuleName(file, null) + (programmatic ? ProgrammaticSuffix : ""), PtxTemplate.Specialise(text, values), kernels);
     }
 }

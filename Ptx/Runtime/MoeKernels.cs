@@ -65,13 +65,18 @@ internal sealed partial class MoeKernels
     };
 
     private PtxKernel<TArgs> Kernel<TArgs>(PtxKernel<TArgs>?[] cache, ScalarType dtype,
-        Func<ScalarType, PtxModuleSpec> module, Func<ScalarType, string> entry) where TArgs : unmanaged
+        Func<ScalarType, PtxModuleSpec> module, Func<ScalarType, string> entry) where TArgs : unmanaged =>
+        Kernel(cache, Slot(dtype), dtype, module, entry);
+
+    /// <summary>A kernel of a module with several specialisations: <c>cache[slot]</c>, loaded once from
+    /// <c>module(key)</c> and <c>entry(key)</c>. Pass static lambdas (no closure: launches stay allocation-free).</summary>
+    private PtxKernel<TArgs> Kernel<TArgs, TKey>(PtxKernel<TArgs>?[] cache, int slot, TKey key,
+        Func<TKey, PtxModuleSpec> module, Func<TKey, string> entry) where TArgs : unmanaged
     {
-        int slot = Slot(dtype);
         if (Volatile.Read(ref cache[slot]) is { } hit) return hit;
         lock (_gate)
         {
-            if (cache[slot] is null) Volatile.Write(ref cache[slot], PtxModuleCache.GetKernel<TArgs>(Context, module(dtype), entry(dtype)));
+            if (cache[slot] is null) Volatile.Write(ref cache[slot], PtxModuleCache.GetKernel<TArgs>(Context, module(key), entry(key)));
             return cache[slot]!;
         }
     }

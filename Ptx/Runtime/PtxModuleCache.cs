@@ -126,4 +126,10 @@ internal sealed class PtxKernel<TArgs> where TArgs : unmanaged
     /// <summary>Allocation-free launch on <paramref name="stream"/>; no synchronisation.</summary>
     public void Launch(CudaStream stream, Dim3 grid, Dim3 block, int dynamicSharedBytes, in TArgs args) =>
         Kernel.Launch(stream, grid, block, dynamicSharedBytes, in args);
+
+    /// <summary>Allocation-free launch with programmatic stream serialisation (cuLaunchKernelEx, sm_90+): the kernel may
+    /// start before the previous kernel on <paramref name="stream"/> has finished, so its PTX must run
+    /// griddepcontrol.wait before it reads anything that kernel writes.</summary>
+    public void LaunchProgrammatic(CudaStream stream, Dim3 grid, Dim3 block, int dynamicSharedBytes, in TArgs args) =>
+        Kernel.LaunchEx(stream, grid, block, dynamicSharedBytes, in args, new LaunchAttributes(ProgrammaticStreamSerialization: true));
 }

@@ -105,7 +105,10 @@ public sealed class DecodePathTests
         Assert.IsEmpty(failures, string.Join("; ", failures));
     }
 
-    /// <summary>Auto: T = 1 and T = 8 both take the decode kernels, so a token alone is bitwise its row of the T = 8 batch.</summary>
+    /// <summary>
+    /// Auto: T = 1, 2, 3 and 8 all take the decode kernels (the 1-, 2-, 4- and 8-row entries) and the one-launch
+    /// routing, so a token alone is bitwise its row of each batch.
+    /// </summary>
     [TestMethod]
     public void DecodeAuto_IsBatchInvariant_UpToItsThreshold()
     {
@@ -114,12 +117,55 @@ public sealed class DecodePathTests
         int h = BlockTestModels.Config(config).HiddenSize, t8 = FusedDecodePath.AutoMaxTokens;
         using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, ScalarType.BFloat16));
         (float[] x, _) = BlockTestModels.Inputs(config, ScalarType.BFloat16, t8);
-        float[] batch = block.Forward(x, t8).Output;
-        for (int t = 0; t < t8; t++)
+        var alone = new float[t8][];
+        for (int t = 0; t < t8; t++) alone[t] = block.Forward(x.AsSpan(t * h, h).ToArray(), 1).Output;
+        foreach (int tokens in new[] { 2, 3, t8 })
         {
-            float[] alone = block.Forward(x.AsSpan(t * h, h).ToArray(), 1).Output;
-            Assert.AreEqual(0, CountDifferent(alone, batch.AsSpan(t * h, h)), $"token {t}: T=1 and T={t8} differ");
+            float[] batch = block.Forward(x.AsSpan(0, tokens * h).ToArray(), tokens).Output;
+            for (int t = 0; t < tokens; t++)
+                Assert.AreEqual(0, CountDifferent(alone[t], batch.AsSpan(t * h, h)), $"token {t}: T=1 and T={tokens} differ");
         }
+    }
+
+    /// <summary>
+    /// Auto with its own routing (T &lt;= 8: the one-launch <c>moe_routing_decode</c>) against the same block given that
+    /// routing back (the four routing kernels): every intermediate of the forward and the five gradients bitwise equal.
+    /// </summary>
+    [TestMethod]
+    [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 1)]
+    [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 8)]
+    [DataRow("small", ScalarType.Float16, 5)]
+    [DataRow("small-k1", ScalarType.BFloat16, 3)]
+    public void OneLaunchRouting_IsBitwiseTheFourKernelRouting_ForwardAndBackward(string config, ScalarType dtype, int tokens)
+    {
+        CudaContext context = GpuTest.RequireContext();
+        (float[] x, float[] dy) = BlockTestModels.Inputs(config, dtype, tokens);
+        using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, dtype));
+        MoeIntermediates own = block.Forward(x, tokens, routing: null, intermediates: true);
+        MoeGradients ownGrads = block.Backward(dy);
+        MoeIntermediates given = block.Forward(x, tokens, own.Routing, intermediates: true);
+        MoeGradients givenGrads = block.Backward(dy);
+
+        var failures = new List<string>();
+        void Same(string name, ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+        {
+            int n = a.Length == b.Length ? CountDifferent(a, b) : -1;
+            if (n != 0) failures.Add(n < 0 ? $"{name}: lengths {a.Length} vs {b.Length}" : $"{name}: {n} of {a.Length} differ");
+        }
+        Same("router_logits", own.RouterLogits, given.RouterLogits);
+        Same("router_probs", own.RouterProbs, given.RouterProbs);
+        CollectionAssert.AreEqual(own.TokenCounts, given.TokenCounts, "token_counts");
+        CollectionAssert.AreEqual(own.Gather, given.Gather, "gather");
+        CollectionAssert.AreEqual(own.Indices.Inverse, given.Indices.Inverse, "inverse");
+        Same("first_gemm", own.FirstGemm, given.FirstGemm);
+        Same("intermediate", own.Intermediate, given.Intermediate);
+        Same("second_gemm", own.SecondGemm, given.SecondGemm);
+        Same("output", own.Output, given.Output);
+        Same("grad hidden_states", ownGrads.HiddenStates, givenGrads.HiddenStates);
+        Same("grad gate", ownGrads.Gate, givenGrads.Gate);
+        Same("grad gate_up_proj", ownGrads.GateUpProj, givenGrads.GateUpProj);
+        Same("grad down_proj", ownGrads.DownProj, givenGrads.DownProj);
+        Assert.IsEmpty(failures, string.Join("; ", failures));
     }
 
     private static int CountDifferent(ReadOnlySpan<float> a, ReadOnlySpan<float> b)

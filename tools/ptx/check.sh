@@ -5,6 +5,8 @@
 # Modules whose text says `.target sm_90a` (the Hopper kernels: wgmma, TMA, setmaxnreg) assemble for sm_90a only, and
 # their SASS must show HGMMA (every sm_90a module) and UTMALDG (the row-tiled grouped GEMMs, which load W through TMA;
 # the TN weight-gradient kernel loads both operands by cp.async).
+# Modules whose text says `.target sm_90` (the decode kernels' programmatic-dependent-launch specialisations)
+# assemble for the sm_90* archs only.
 # Exit status: 0 when everything assembles with no spills; 1 on any ptxas error or spill; 2 on usage errors
 # (no ptxas: one line saying where it looked, before anything is dumped or written). Temp files are removed on
 # every exit.
@@ -83,6 +85,11 @@ for f in "${files[@]}"; do
     hopper=1; file_archs=()
     for a in "${archs[@]}"; do [[ $a == sm_90* ]] && file_archs+=("$a"); done
     [ ${#file_archs[@]} -gt 0 ] || { echo "$module: an sm_90a module, but ARCHS has no sm_90a"; continue; }
+  elif grep -q '^\.target sm_90$' "$f"; then
+    # sm_90 modules (griddepcontrol: programmatic dependent launch) assemble for sm_90 / sm_90a only, no HGMMA check
+    file_archs=()
+    for a in "${archs[@]}"; do [[ $a == sm_90* ]] && file_archs+=("$a"); done
+    [ ${#file_archs[@]} -gt 0 ] || { echo "$module: an sm_90 module, but ARCHS has no sm_90*"; continue; }
   fi
   for a in "${file_archs[@]}"; do
     if [ $hopper = 1 ]; then

@@ -29,6 +29,20 @@ public sealed class DecodeKernelRulesTests
     }
 
     [TestMethod]
+    [DataRow(1, 1)]
+    [DataRow(2, 2)]
+    [DataRow(3, 4)]
+    [DataRow(4, 4)]
+    [DataRow(5, 8)]
+    [DataRow(8, 8)]
+    [DataRow(64, 8)]
+    public void RowsPerPass_IsTheNarrowestEntryCoveringMinTAndEight(int tokens, int rows)
+    {
+        Assert.AreEqual(rows, MoeKernels.DecodeRowsPerPass(tokens));
+        CollectionAssert.Contains(MoeKernelModules.DecodeRowsPerPass.ToArray(), rows, "the module has no entry for this width");
+    }
+
+    [TestMethod]
     public void CounterCount_IsOnePerEightColumns() => Assert.AreEqual(256, MoeKernels.DecodeCounterCount(2048));
 
     [TestMethod]

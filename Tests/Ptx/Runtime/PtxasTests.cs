@@ -7,15 +7,21 @@ namespace MoeNative.Tests.Ptx.Runtime;
 /// <summary>
 /// Assembles every catalogued specialisation with ptxas (the PTXAS env var, else ptxas on PATH, /usr/local/cuda/bin,
 /// /opt/cuda124/usr/bin: <see cref="PtxasLocations"/>)
-/// for sm_80 and sm_90 (modules that target sm_90a, the Hopper kernels, for sm_90a only): no errors, no spills, no
+/// for sm_80 and sm_90 (modules that target sm_90a, the Hopper kernels, for sm_90a only; modules that target sm_90,
+/// the programmatic-launch specialisations, for sm_90 only): no errors, no spills, no
 /// local memory. Inconclusive when no ptxas is found.
 /// </summary>
 [TestClass]
 public sealed partial class PtxasTests
 {
     public static IEnumerable<object[]> ModulesAndArchs() =>
-        PtxCatalog.All().SelectMany(m => (m.Ptx.Contains("\n.target sm_90a", StringComparison.Ordinal) ? new[] { "sm_90a" } : ["sm_80", "sm_90"])
-            .Select(a => new object[] { m.ModuleName, a }));
+        PtxCatalog.All().SelectMany(m => Archs(m.Ptx).Select(a => new object[] { m.ModuleName, a }));
+
+    // sm_90a modules (the Hopper kernels) for sm_90a only; sm_90 modules (griddepcontrol) for sm_90; the rest for both.
+    private static string[] Archs(string ptx) =>
+        ptx.Contains("\n.target sm_90a", StringComparison.Ordinal) ? ["sm_90a"]
+        : ptx.Contains("\n.target sm_90\n", StringComparison.Ordinal) ? ["sm_90"]
+        : ["sm_80", "sm_90"];
 
     [TestMethod]
     [DynamicData(nameof(ModulesAndArchs))]

@@ -1,0 +1,114 @@
+using MoeNative.Interop;
+using MoeNative.Ptx;
+
+namespace MoeNative.Tests.Ptx.Decode;
+
+/// <summary>
+/// The decode step (one-launch routing, gate/up + SwiGLU, down + combine) with programmatic dependent launch (the sm_90
+/// specialisations, griddepcontrol) against the same step launched plainly (sm_80 specialisations): every output
+/// bitwise equal, on fresh random inputs from a printed seed, outputs poisoned before each run; the programmatic step
+/// three times back to back on the stream (each step's routing must see the previous step's down kernel done) and
+/// once as a CUDA graph replayed twice.
+/// </summary>
+[TestClass]
+[TestCategory(GpuTest.Category)]
+[DoNotParallelize]
+public sealed class DecodeProgrammaticLaunchTests
+{
+    private const int E = 32, H = 1024, I = 256, K = 4;
+
+    [TestMethod]
+    [DataRow(ScalarType.BFloat16, 1)]
+    [DataRow(ScalarType.BFloat16, 8)]
+    [DataRow(ScalarType.Float16, 3)]
+    public void ProgrammaticStep_IsBitwiseThePlainStep(ScalarType dtype, int T)
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        MoeKernels kernels = MoeKernels.For(ctx);
+        if (!kernels.CanLaunchProgrammatic)
+            Assert.Inconclusive($"programmatic dependent launch needs compute capability 9.0+; this GPU is {ctx.ComputeCapability}");
+        int seed = 9700 + T + (int)dtype;
+        Console.WriteLine($"seed {seed}");
+        var rng = new HostRandom(seed);
+        using var stream = new CudaStream(ctx);
+        using var x = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)T * H)));
+        using var wr = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H, 0.05)));
+        using var wgu = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * 2 * I * H, 0.03)));
+        using var wd = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H * I, 0.03)));
+        using var plain = new StepBuffers(ctx, dtype, T);
+        using var pdl = new StepBuffers(ctx, dtype, T);
+        ctx.Synchronize();
+
+        plain.Poison(stream);
+        Step(kernels, stream, dtype, T, x, wr, wgu, wd, plain, programmatic: false);
+        stream.Synchronize();
+        byte[][] expected = plain.Download();
+
+        pdl.Poison(stream);
+        for (int i = 0; i < 3; i++) Step(kernels, stream, dtype, T, x, wr, wgu, wd, pdl, programmatic: true);
+        stream.Synchronize();
+        Compare(expected, pdl.Download(), "three back-to-back programmatic steps");
+
+        pdl.Poison(stream);
+        stream.Synchronize();
+        using CudaGraph graph = CudaGraph.Capture(stream, s => Step(kernels, s, dtype, T, x, wr, wgu, wd, pdl, programmatic: true));
+        graph.Launch(stream);
+        graph.Launch(stream);
+        stream.Synchronize();
+        Compare(expected, pdl.Download(), "a captured programmatic step replayed twice");
+    }
+
+    private static void Step(MoeKernels kernels, CudaStream s, ScalarType dtype, int T, DeviceTensor x, DeviceTensor wr,
+        DeviceTensor wgu, DeviceTensor wd, StepBuffers b, bool programmatic)
+    {
+        kernels.RoutingDecode(s, dtype, x.Range, wr.Range, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b.RouteCounter,
+            T, E, K, H, normTopK: true, programmatic);
+        kernels.DecodeGateUpSilu(s, dtype, x.Range, wgu.Range, b[4], b[5], b[7], b[8], T, E, K, H, I, programmatic);
+        kernels.DecodeDownCombine(s, dtype, b[8], wd.Range, b[4], b[5], b[6], DeviceRange.Null, b[9], b[3], b[10],
+            b.DownCounters, T, E, K, H, I, slotOrder: false, programmatic);
+    }
+
+    private static void Compare(byte[][] expected, byte[][] actual, string what)
+    {
+        for (int i = 0; i < StepBuffers.Names.Length; i++)
+            CollectionAssert.AreEqual(expected[i], actual[i], $"{what}: {StepBuffers.Names[i]} differs from the plain step's");
+    }
+
+    /// <summary>Every output of one decode step as raw device bytes, and the two ticket counters (zero).</summary>
+    private sealed class StepBuffers : IDisposable
+    {
+        public static readonly string[] Names = ["logits", "probs", "sel", "w", "m_sizes", "gather", "inverse", "G1", "A", "G2", "Y"];
+        private readonly DeviceBuffer<byte>[] _outputs;
+        private readonly DeviceBuffer<uint> _routeCounter, _downCounters;
+
+        public StepBuffers(CudaContext ctx, ScalarType dtype, int T)
+        {
+            long tk = (long)T * K;
+            int es = HostDtype.Size(dtype);
+            long[] bytes = [T * (long)E * es, T * (long)E * 4, tk * 4, tk * es, E * 4L, tk * 4, tk * 4, tk * 2 * I * es, tk * I * es, tk * H * es, (long)T * H * es];
+            _outputs = [.. bytes.Select(n => new DeviceBuffer<byte>(ctx, n))];
+            _routeCounter = new DeviceBuffer<uint>(ctx, 1);
+            _downCounters = new DeviceBuffer<uint>(ctx, MoeKernels.DecodeCounterCount(H));
+            _routeCounter.FillBytes(0);
+            _downCounters.FillBytes(0);
+        }
+
+        public DeviceRange this[int i] => _outputs[i].AsRange();
+        public DeviceRange RouteCounter => _routeCounter.AsRange();
+        public DeviceRange DownCounters => _downCounters.AsRange();
+
+        public void Poison(CudaStream stream)
+        {
+            foreach (DeviceBuffer<byte> b in _outputs) b.FillBytes(0xFF, stream);
+        }
+
+        public byte[][] Download() => [.. _outputs.Select(b => b.ToArray())];
+
+        public void Dispose()
+        {
+            foreach (DeviceBuffer<byte> b in _outputs) b.Dispose();
+            _routeCounter.Dispose();
+            _downCounters.Dispose();
+        }
+    }
+}

@@ -53,8 +53,9 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
     private bool _tokenBackward, _rowBackward;
 
     /// <summary>True when <see cref="EnsureTokens"/> / <see cref="EnsureRows"/> would reallocate (the caller drains the
-    /// stream first: freeing memory an NCCL kernel still waits on would block).</summary>
-    public bool TokensNeedGrowth(int tokens, bool backward) => tokens > TokenCapacity || (backward && !_tokenBackward);
+    /// stream first: freeing memory an NCCL kernel still waits on would block). T = 0 still needs the buffers of one
+    /// token (a rank that routes nothing still exchanges counts and rows).</summary>
+    public bool TokensNeedGrowth(int tokens, bool backward) => Math.Max(1, tokens) > TokenCapacity || (backward && !_tokenBackward);
 
     public bool RowsNeedGrowth(int rows, bool backward) => rows > RowCapacity || (backward && !_rowBackward);
 

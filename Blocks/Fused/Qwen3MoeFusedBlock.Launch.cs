@@ -70,11 +70,11 @@ public sealed partial class Qwen3MoeFusedBlock
         DeviceRange a1 = x;
         RowSource a1Rows = RowSource.GatherToken;
         // 5. G1 = Xp·Wgu[e]ᵀ, 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]: on an sm_90a tile one launch (SwiGLU epilogue;
-        //    G1 written only for a backward), else the GEMM then the SiluMul kernel (same bits)
+        //    G1 written only for a backward; I a multiple of 8), else the GEMM then the SiluMul kernel (same bits)
         DeviceRange wgu = _weights.GateUpProjRange;
         var gemm1 = FusedGemmCall.NT(FusedGemm.FirstForward, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null);
         GemmConfig? gemm1Config = _tuner.Choose(_gemm, s, dt, shapeClass, in gemm1);
-        if (gemm1.Sm90aConfig(_gemm, dt, gemm1Config) is { } hopper1)
+        if (GroupedGemm.FusedEpiloguesFit(i) && gemm1.Sm90aConfig(_gemm, dt, gemm1Config) is { } hopper1)
         {
             _gemm.ForwardNTSwiGlu(s, dt, hopper1, a1, wgu, act, Options.InferenceOnly ? DeviceRange.Null : g1, expertRows, i, h, a1Rows);
             Probe(s, "gemm1_swiglu");
@@ -137,7 +137,7 @@ public sealed partial class Qwen3MoeFusedBlock
         RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
         var gemm2Dx = FusedGemmCall.NN(FusedGemm.SecondBackwardData, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity);
         GemmConfig? gemm2DxConfig = _tuner.Choose(_gemm, s, dt, shapeClass, in gemm2Dx);
-        GemmConfig? hopper2 = Options.FuseSwiGluBackward ? gemm2Dx.Sm90aConfig(_gemm, dt, gemm2DxConfig) : null;
+        GemmConfig? hopper2 = Options.FuseSwiGluBackward && GroupedGemm.FusedEpiloguesFit(i) ? gemm2Dx.Sm90aConfig(_gemm, dt, gemm2DxConfig) : null;
         if (hopper2 is not null)
         {
             _gemm.BackwardDataNNDSwiGlu(s, dt, hopper2, dU, wd, g1, dG1, expertRows, h, i, dG2Rows);

@@ -103,6 +103,10 @@ public sealed partial class GroupedGemm
 
     // ============================================================================================== checks
 
+    /// <summary>Whether an intermediate size I suits the fused SwiGLU/dSwiGLU epilogues: a multiple of 8 (16-byte rows
+    /// of A and G1's halves, 4-byte column pairs). A block with another I runs the unfused GEMM + SiluMul pair.</summary>
+    public static bool FusedEpiloguesFit(int intermediate) => intermediate > 0 && intermediate % 8 == 0;
+
     /// <summary>What a fused call needs before the common checks: its layout, dtype, no row scale, expert-ordered
     /// output rows, I a multiple of 8 (kernel N = 2I for SwiGlu, kernel K = I for DSwiGlu).</summary>
     private static void CheckFusedCall(GroupedGemmLayout layout, GroupedGemmEpilogue epilogue, ScalarType dtype, DeviceRange rowScale,
@@ -115,7 +119,7 @@ public sealed partial class GroupedGemm
         if (cMode != (int)RowTarget.Identity)
             throw new ArgumentException($"The {epilogue} epilogue writes expert-ordered rows (RowTarget.Identity), the rows of G1.", "cRows");
         int inter = epilogue == GroupedGemmEpilogue.SwiGlu ? n / 2 : k;
-        if (inter % 8 != 0 || (epilogue == GroupedGemmEpilogue.SwiGlu && n % 2 != 0))
+        if (!FusedEpiloguesFit(inter) || (epilogue == GroupedGemmEpilogue.SwiGlu && n % 2 != 0))
             throw new ArgumentOutOfRangeException("intermediate", inter, "I must be a multiple of 8 for the fused epilogues (16-byte rows, 4-byte column pairs).");
     }
 

@@ -30,6 +30,15 @@ public sealed class Sm90aFusedEpiloguePlanTests
     }
 
     [TestMethod]
+    [DataRow(768, true)]
+    [DataRow(8, true)]
+    [DataRow(28, false, DisplayName = "I = 28 (a fuzz shape): the block runs the unfused pair")]
+    [DataRow(4, false)]
+    [DataRow(0, false)]
+    public void FusedEpiloguesFit_OnlyMultiplesOfEight(int intermediate, bool fits) =>
+        Assert.AreEqual(fits, GroupedGemm.FusedEpiloguesFit(intermediate));
+
+    [TestMethod]
     public void SwiGlu_NullConfigOnSm90a_TakesTheSm90aDefault_WithTheSwiGluSpec()
     {
         GroupedGemmSpec spec = SwiGlu(null)!.Value.Spec;

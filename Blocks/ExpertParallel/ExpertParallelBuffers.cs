@@ -53,11 +53,11 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
     private bool _tokenBackward, _rowBackward;
 
     /// <summary>True when <see cref="EnsureTokens"/> / <see cref="EnsureRows"/> would reallocate (the caller drains the
-    /// stream first: freeing memory an NCCL kernel still waits on would block). T = 0 still needs the buffers of one
-    /// token (a rank that routes nothing still exchanges counts and rows).</summary>
+    /// stream first: freeing memory an NCCL kernel still waits on would block). T = 0 tokens or 0 received rows still
+    /// need the buffers of one (a rank that routes or receives nothing still exchanges counts and uploads its tables).</summary>
     public bool TokensNeedGrowth(int tokens, bool backward) => Math.Max(1, tokens) > TokenCapacity || (backward && !_tokenBackward);
 
-    public bool RowsNeedGrowth(int rows, bool backward) => rows > RowCapacity || (backward && !_rowBackward);
+    public bool RowsNeedGrowth(int rows, bool backward) => Math.Max(1, rows) > RowCapacity || (backward && !_rowBackward);
 
     /// <summary>Token-side buffers for T tokens (and the backward's when asked).</summary>
     public void EnsureTokens(int tokens, bool backward)

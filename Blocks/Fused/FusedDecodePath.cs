@@ -49,15 +49,15 @@ internal sealed class FusedDecodePath : IDisposable
     public bool Supported { get; }
 
     /// <summary>
-    /// Whether the decode step runs with programmatic dependent launch: compute capability 9.0+ and
-    /// MOENATIVE_DECODE_PDL=1. The decode gate/up kernel then starts while the one-launch routing ends, the down kernel
+    /// Whether the decode step runs with programmatic dependent launch: compute capability 9.0+ unless
+    /// MOENATIVE_DECODE_PDL=0. The decode gate/up kernel then starts while the one-launch routing ends, the down kernel
     /// while the gate/up kernel ends (each waits on the device: griddepcontrol); the values are the same either way
-    /// (DecodeProgrammaticLaunchTests). Opt-in until an H200 bench shows it faster (docs/PERF.md, v12).
+    /// (DecodeProgrammaticLaunchTests). On by default: 1-4 us faster at T = 1..8 on an H200 (docs/PERF.md, v12).
     /// </summary>
     public bool Programmatic { get; }
 
-    /// <summary>MOENATIVE_DECODE_PDL is "1": the sm_90 specialisations with programmatic launch where the card has them.</summary>
-    public static bool ProgrammaticByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_DECODE_PDL") == "1";
+    /// <summary>MOENATIVE_DECODE_PDL is not "0": the sm_90 specialisations with programmatic launch where the card has them.</summary>
+    public static bool ProgrammaticByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_DECODE_PDL") != "0";
 
     /// <summary>Whether a forward of <paramref name="tokens"/> tokens on <paramref name="x"/> runs the decode kernels.</summary>
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> and an X that is not 16-byte aligned.</exception>

@@ -73,7 +73,7 @@ if [[ $steps == *" sanitize "* ]]; then
   note "sanitize exit $?"; cat "$out/sanitize.txt" >> "$out/summary.txt" 2>/dev/null
   rm -f "$out"/sanitize-*.log
 fi
-# ---- 5. bench, new beside base (both configs, decode rows included), decode with PDL, inference, one expert-parallel rank, breakdown
+# ---- 5. bench, new beside base (both configs, decode rows included), decode without PDL, inference, one expert-parallel rank, breakdown
 bench() { # bench TIMEOUT CLI CONFIG SEQLENS JSON|"" [ARGS...]
   local t=$1 c=$2 cfg=$3 seq=$4 js=$5; shift 5
   timeout "$t" "$dotnet" "$c" bench --config "$cfg" --seqlen "$seq" --no-reference ${js:+--json "$js"} "$@" 2>&1 \
@@ -88,7 +88,7 @@ if [[ $steps == *" bench "* ]]; then
       echo "== base $cfg"; bench "$t" "$base/moenative.dll" $cfg $seq "" --backward
     done
     for cfg in qwen3-30b-a3b qwen3-235b-a22b; do
-      echo "== new $cfg decode with PDL"; MOENATIVE_DECODE_PDL=1 bench "$t" "$cli" $cfg 1,2,4,8 ""
+      echo "== new $cfg decode without PDL"; MOENATIVE_DECODE_PDL=0 bench "$t" "$cli" $cfg 1,2,4,8 ""
     done
     echo "== new qwen3-30b-a3b inference"; bench "$t" "$cli" qwen3-30b-a3b 4096,16384 "" --inference
     echo "== ep 1"; timeout "$t" "$dotnet" "$cli" bench --ep 1 --seqlen 1024,4096 --backward 2>&1 | tail -n 12

@@ -55,7 +55,7 @@ public sealed partial class ExpertParallelBlock
         // the rows itself (here through the local gather: GatherToken with k = 1).
         DeviceRange xp = received;
         RowSource xpRows = RowSource.GatherToken;
-        if (!_gemm.UsesSm90a)
+        if (!_gemm.WeightGradientGathersRows)
         {
             xp = dReceived;
             _kernels.GatherRows(s, dt, received, localGather, xp, rows, 1, h);

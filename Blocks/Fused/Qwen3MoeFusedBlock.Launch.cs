@@ -190,8 +190,8 @@ public sealed partial class Qwen3MoeFusedBlock
         Probe(s, "bwd_sum_over_topk");
     }
 
-    /// <summary>Whether the backward copies Xp for GEMM1's dW: without PermuteX on the sm_80 path only.</summary>
-    private bool CopiesXp => !Options.PermuteX && !_gemm.UsesSm90a;
+    /// <summary>Whether the backward copies Xp for GEMM1's dW: without PermuteX, where the dW GEMM does not gather.</summary>
+    private bool CopiesXp => !Options.PermuteX && !_gemm.WeightGradientGathersRows;
 
     /// <summary>Launches <paramref name="call"/> with the tuner's config for the shape class (timing it first on the
     /// class's first call when autotune is on).</summary>

@@ -51,12 +51,7 @@ internal sealed partial class MoeKernels
         DeviceRange act,    // [R,I] dtype out
         int rows, int inter)
     {
-        CheckStream(stream);
-        int es = ElementSize(dtype);
-        NonNegative(rows, nameof(rows));
-        NonNegative(inter, nameof(inter));
-        if (inter > int.MaxValue / 2) throw new ArgumentOutOfRangeException(nameof(inter), inter, "2I must fit in int.");
-        Need(gateUp, (long)rows * 2 * inter * es, nameof(gateUp), $"[R={rows},2I={2L * inter}] {dtype}");
+        int es = CheckSiluMul(stream, dtype, gateUp, rows, inter);
         Need(act, (long)rows * inter * es, nameof(act), $"[R={rows},I={inter}] {dtype}");
         if (rows == 0 || inter == 0) return;
         var args = new SiluMulArgs
@@ -77,12 +72,7 @@ internal sealed partial class MoeKernels
         DeviceRange dGateUp, // [R,2I] dtype out (overwritten)
         int rows, int inter)
     {
-        CheckStream(stream);
-        int es = ElementSize(dtype);
-        NonNegative(rows, nameof(rows));
-        NonNegative(inter, nameof(inter));
-        if (inter > int.MaxValue / 2) throw new ArgumentOutOfRangeException(nameof(inter), inter, "2I must fit in int.");
-        Need(gateUp, (long)rows * 2 * inter * es, nameof(gateUp), $"[R={rows},2I={2L * inter}] {dtype}");
+        int es = CheckSiluMul(stream, dtype, gateUp, rows, inter);
         Need(dAct, (long)rows * inter * es, nameof(dAct), $"[R={rows},I={inter}] {dtype}");
         Need(dGateUp, (long)rows * 2 * inter * es, nameof(dGateUp), $"[R={rows},2I={2L * inter}] {dtype}");
         if (rows == 0 || inter == 0) return;
@@ -93,6 +83,18 @@ internal sealed partial class MoeKernels
         };
         Kernel(_siluMulBackward, dtype, MoeKernelModules.SiluMul, MoeKernelModules.SiluMulBackwardEntry)
             .Launch(stream, new Dim3((uint)rows), new Dim3(RowBlock), 0, in args);
+    }
+
+    /// <summary>The checks the SwiGLU forward and backward share (stream, dtype, R and I, G1 [R,2I]); returns the element size.</summary>
+    private int CheckSiluMul(CudaStream stream, ScalarType dtype, DeviceRange gateUp, int rows, int inter)
+    {
+        CheckStream(stream);
+        int es = ElementSize(dtype);
+        NonNegative(rows, nameof(rows));
+        NonNegative(inter, nameof(inter));
+        if (inter > int.MaxValue / 2) throw new ArgumentOutOfRangeException(nameof(inter), inter, "2I must fit in int.");
+        Need(gateUp, (long)rows * 2 * inter * es, nameof(gateUp), $"[R={rows},2I={2L * inter}] {dtype}");
+        return es;
     }
 
     // ============================================================================================== top-k combine

@@ -64,6 +64,11 @@ public sealed partial class GroupedGemm
     /// <summary>Whether sm_90a kernels run on a device of compute capability <paramref name="cc"/> (9.0 exactly).</summary>
     public static bool Sm90aAvailable((int Major, int Minor) cc) => cc == (9, 0);
 
+    /// <summary>Whether the weight-gradient (TN) GEMM should read gathered rows directly rather than a contiguous copy
+    /// made first: on the sm_90a path (its producer gathers through a row table at the cost of contiguous rows); the
+    /// sm_80 TN kernel gains more from contiguous rows than the copy costs (docs/PERF.md v4, v14).</summary>
+    public bool WeightGradientGathersRows => UsesSm90a;
+
     /// <summary>"sm90a" or "sm80": the path a null configuration of (layout, dtype) takes on this instance's device
     /// for large problems (for info, bench JSON and autotune records; each config name also carries its path).</summary>
     public string PathName(GroupedGemmLayout layout, ScalarType dtype) =>

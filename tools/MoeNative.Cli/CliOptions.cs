@@ -52,6 +52,14 @@ internal static class CliOptions
         HelpName = "NAME|config.json",
     };
 
+    /// <summary><c>-w, --weights FILE|DIR</c>: a checkpoint (a .safetensors file or a folder of shards with its index), required.</summary>
+    public static Option<string> Weights(string description) => new("--weights", Names.Weights)
+    {
+        Description = description,
+        HelpName = "FILE|DIR",
+        Required = true,
+    };
+
     /// <summary><c>-t, --seqlen T</c>: one token count, positive.</summary>
     public static Option<int?> SeqLen(string description) => new("--seqlen", Names.SeqLen)
     {

@@ -20,12 +20,7 @@ public static class LoadCommand
     {
         Option<string?> config = CliOptions.Config();
         config.Required = true;
-        var weights = new Option<string>("--weights", CliOptions.Names.Weights)
-        {
-            HelpName = "DIR|FILE",
-            Description = "A checkpoint folder (shards with model.safetensors.index.json) or a .safetensors file with model.layers.L.mlp.* names.",
-            Required = true,
-        };
+        var weights = CliOptions.Weights("A checkpoint folder (shards with model.safetensors.index.json) or a .safetensors file with model.layers.L.mlp.* names.");
         var dtype = CliOptions.OptionalDtype("Device dtype. Default: the dtype of the first layer's gate.weight.");
         var layers = CliOptions.IntList("--layers", [], "Decoder layers to load, e.g. 0,1,5 (default: every MoE layer).");
         var chunk = new Option<int>("--chunk-mib") { Description = "Pinned staging chunk (two are used), MiB.", DefaultValueFactory = _ => CheckpointLoadOptions.DefaultChunkBytes >> 20 };

@@ -35,12 +35,7 @@ public static class RunCommand
     {
         Option<string?> config = CliOptions.Config();
         config.Required = true;
-        var weights = new Option<string>("--weights", CliOptions.Names.Weights)
-        {
-            Description = "Weights: a .safetensors file or a checkpoint folder (shards with model.safetensors.index.json).",
-            HelpName = "FILE|DIR",
-            Required = true,
-        };
+        var weights = CliOptions.Weights("Weights: a .safetensors file or a checkpoint folder (shards with model.safetensors.index.json).");
         var layer = new Option<int?>("--layer", CliOptions.Names.Layer)
         {
             Description = "Decoder layer L: reads model.layers.L.mlp.* (default: bare names gate.weight, experts.*).",

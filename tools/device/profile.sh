@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# profile.sh: Nsight Compute over the fused block's kernels at one T, from what tools/device/pack.sh put in .device/
+# (found relative to this script). One forward+backward of `bench` with the default (non-autotuned) configs and direct
+# launches, each matching kernel profiled once: speed of light, warp states (stall reasons), scheduler, memory.
+#
+#   tools/device/profile.sh [CONFIG] [T] [KERNEL_REGEX] [COUNT]
+#       CONFIG        default qwen3-30b-a3b
+#       T             default 4096
+#       KERNEL_REGEX  default "sm90a|router|sum_over|combine|silu" (ncu -k regex:...)
+#       COUNT         kernels to profile (ncu -c), default 14
+#
+# Writes ncu.log (the details page) and ncu-raw.csv (a few raw metrics per kernel) to $OUT, else ./artifacts/device.
+# The clocks are left alone (--clock-control none), as DEVICE.md asks.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=${OUT:-$root/artifacts/device}
+config=${1:-qwen3-30b-a3b}
+tokens=${2:-4096}
+regex=${3:-sm90a|router|sum_over|combine|silu}
+count=${4:-14}
+mkdir -p "$out"
+"$here/run.sh" cli info > /dev/null 2>&1 || { echo "profile.sh: run.sh cli info failed"; exit 1; }   # unpacks the runtime
+dotnet=${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 PATH="$PATH:/usr/local/cuda/bin"
+ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+bench=("$dotnet" "$root/.device/cli/moenative.dll" bench --config "$config" --seqlen "$tokens" --backward --no-reference
+       --no-graph --no-autotune)
+timeout 240 "$ncu" --clock-control none --target-processes all -k "regex:$regex" -c "$count" \
+  --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+  --section LaunchStats --section Occupancy "${bench[@]}" > "$out/ncu.log" 2>&1
+echo "ncu rc=$? ($(grep -c '^  [a-z_0-9]*.*(' "$out/ncu.log") kernel sections)"
+timeout 120 "$ncu" --clock-control none --target-processes all -k "regex:$regex" -c "$count" --csv --page raw \
+  --metrics gpu__time_duration.sum,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum,dram__bytes.sum \
+  "${bench[@]}" > "$out/ncu-raw.csv" 2>&1
+echo "ncu raw rc=$?"
+grep -E '^  [a-z_0-9]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Stall|Warp Cycles Per Issued|Issued Warp' "$out/ncu.log" | head -n 200

@@ -212,29 +212,24 @@ public sealed class Sm90aGroupedGemmPlanTests
         foreach (GroupedGemmLayout layout in Enum.GetValues<GroupedGemmLayout>())
             foreach (GemmConfig cfg in GroupedGemmSm90aSpecs.Candidates(layout, ScalarType.BFloat16))
                 Assert.IsNull(cfg.Problem(GemmMath.WgmmaSm90a, layout), $"{layout} {cfg.Name}");
-        // the TN kernel's double-buffered row table adds 1 KiB, its epilogue staging 2 x 64 rows x (2 BN + 16) B
-        Assert.AreEqual(GemmConfig.Wgmma(256, 3).WgmmaSharedBytes + 1024 + 2 * 64 * 528,
-            GemmConfig.Wgmma(256, 3).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN));
-        StringAssert.Contains(GemmConfig.Wgmma(256, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "shared memory");
+        // the TN kernel's double-buffered row table adds 1 KiB, its epilogue staging 2 x 64 x 144 B
+        Assert.AreEqual(GemmConfig.Wgmma(256, 4).WgmmaSharedBytes + 1024 + 2 * 64 * 144,
+            GemmConfig.Wgmma(256, 4).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN));
         StringAssert.Contains(GemmConfig.Wgmma(128, 7).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "shared memory");
     }
 
     [TestMethod]
     public void TnSpec_ReadsBothOperandsTransposedByCpAsync()
     {
-        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 3));
-        Assert.AreEqual("grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s3", spec.EntryName);
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4));
+        Assert.AreEqual("grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s4", spec.EntryName);
         Assert.AreEqual(typeof(GroupedGemmBackwardWeightArgs), spec.ArgsType, "the sm_80 TN parameters");
-        // 1024 slack + 3 x (16 KiB A + 32 KiB B) + 2 staging tiles of 64 x 528 B + 6 mbarriers + the 2 x 128-entry row table
-        Assert.AreEqual(1024 + 3 * (16384 + 32768) + 2 * 64 * 528 + 48 + 2048, spec.DynamicSharedBytes);
+        // 1024 slack + 4 x (16 KiB A + 32 KiB B) + 2 staging tiles + 8 mbarriers + the 2 x 128-entry row table
+        Assert.AreEqual(1024 + 4 * (16384 + 32768) + 2 * 64 * 144 + 64 + 2048, spec.DynamicSharedBytes);
         string ptx = spec.SpecialisedPtx();
-        StringAssert.Contains(ptx, ".entry grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s3(");
+        StringAssert.Contains(ptx, ".entry grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s4(");
         Assert.AreEqual(2 * 32, System.Text.RegularExpressions.Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag").Count, "32 blocks x 2 rows staged");
-        StringAssert.Contains(ptx, "st.shared.b32 [st_frag+496], o;");             // block 31 at 16 x 31 B of the row
-        StringAssert.Contains(ptx, "st.shared.b32 [st_frag+4720], o;");            // row g+8: 8 x 528 + 496
-        StringAssert.Contains(ptx, "cp.async.bulk.global.shared::cta.bulk_group [cp_out], [utmp], cp_bytes;");
-        // 4 wgmmas for a full stage, 3 more for the expert's last stage of 1..3 k16 steps with rows
-        Assert.AreEqual(7, System.Text.RegularExpressions.Regex.Matches(ptx, @"desc_a, desc_b, 1, 1, 1, 1, 1;").Count, "trans-a 1, trans-b 1");
+        Assert.AreEqual(4, System.Text.RegularExpressions.Regex.Matches(ptx, @"desc_a, desc_b, 1, 1, 1, 1, 1;").Count, "trans-a 1, trans-b 1");
         StringAssert.Contains(ptx, "or.b64 desc_a, desc_a, 0x4000004002000000;");   // MN-major A: LBO 8192, SBO 1024
         StringAssert.Contains(ptx, "or.b64 desc_b, desc_b, 0x4000004002000000;");
         StringAssert.Contains(ptx, "add.u64 desc_a, desc_a, 128;");                 // k16 step: +16 rows of 128 B

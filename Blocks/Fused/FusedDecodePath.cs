@@ -29,8 +29,10 @@ internal sealed class FusedDecodePath : IDisposable
     private readonly FusedBlockOptions _options;
     private DeviceBuffer<uint>? _counters; // [H/8] u32 tickets of moe_decode_down_combine: 0 between launches
     private DeviceBuffer<uint>? _routeCounter; // [1] u32 ticket of moe_routing_decode: 0 between launches
+    private readonly string? _tuningOverride; // MOENATIVE_DECODE_TUNING as read at construction (null: the defaults)
 
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> for a config the decode kernels cannot run.</exception>
+    /// <exception cref="FormatException">MOENATIVE_DECODE_TUNING is set and does not parse (<see cref="DecodeTuning.Override"/>).</exception>
     public FusedDecodePath(CudaContext context, MoeConfig config, ScalarType dtype, FusedBlockOptions options)
     {
         _context = context;
@@ -39,6 +41,8 @@ internal sealed class FusedDecodePath : IDisposable
         _options = options;
         Supported = MoeKernels.CanDecode(dtype, config.NumExperts, config.HiddenSize, config.IntermediateSize);
         Programmatic = context.ComputeCapability.Major >= 9 && ProgrammaticByEnvironment;
+        _tuningOverride = Environment.GetEnvironmentVariable(DecodeTuning.EnvironmentVariable);
+        DecodeTuning.Override(DecodeTuning.For(1), _tuningOverride); // a bad override fails here, before any launch
         if (options.Decode == DecodeMode.Always && !Supported)
             throw new ArgumentException(
                 $"Decode = Always needs a bf16/fp16 block with E <= {MoeKernels.DecodeMaxExperts} and H, I multiples of 8; " +
@@ -115,6 +119,10 @@ internal sealed class FusedDecodePath : IDisposable
             tokens, c.NumExperts, c.TopK, c.HiddenSize, c.NormTopKProb, Programmatic);
     }
 
+    /// <summary>The step's cut at T = <paramref name="tokens"/>: <see cref="DecodeTuning.For"/>, with what
+    /// MOENATIVE_DECODE_TUNING names replaced (for measurements).</summary>
+    public DecodeTuning Tuning(int tokens) => DecodeTuning.Override(DecodeTuning.For(tokens), _tuningOverride);
+
     /// <summary>
     /// GEMM1 + SwiGLU, then GEMM2 + scale + combine on <paramref name="s"/>, from the routing kernels' outputs. With
     /// FuseMulPost G2 rows are scaled by w and summed with weight 1; with PermuteY G2 is stored in token-slot order.
@@ -134,14 +142,15 @@ internal sealed class FusedDecodePath : IDisposable
         int tokens)
     {
         MoeConfig c = _config;
+        DecodeTuning tuning = Tuning(tokens);
         // NOTE: the counters exist here: Applies is true only when the block reserves them with its forward workspace.
         kernels.DecodeGateUpSilu(s, _dtype, x, gateUp, mSizes, gather, g1, act, tokens, c.NumExperts, c.TopK, c.HiddenSize,
-            c.IntermediateSize, Programmatic);
+            c.IntermediateSize, Programmatic, tuning);
         DeviceRange rowScale = _options.FuseMulPost ? w : DeviceRange.Null;
         DeviceRange combineWeights = _options.FuseMulPost ? DeviceRange.Null : w;
         kernels.DecodeDownCombine(s, _dtype, act, down, mSizes, gather, inverse, rowScale, g2, combineWeights, y,
             _counters!.AsRange(), tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, slotOrder: _options.PermuteY,
-            Programmatic);
+            Programmatic, tuning);
     }
 
     public void Dispose()

@@ -6,7 +6,7 @@ namespace MoeNative.Ptx;
 // (ulong = .u64 device pointer, int = .s32). Dimension legend: T tokens, k top-k, TK = T*k token slots, E experts,
 // H hidden, I intermediate; r expert-ordered row, p = t*k + j token slot; gather[r] = p; inverse[p] = r.
 
-/// <summary><c>moe_decode_gate_up_silu_{dtype}</c>: grid (ceil(I/4), min(E, TK)), block 128.</summary>
+/// <summary><c>moe_decode_gate_up_silu_{dtype}</c>: grid (G &lt;= ceil(I/4), min(E, TK)), block 128.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct DecodeGateUpSiluArgs
 {
@@ -20,6 +20,7 @@ internal struct DecodeGateUpSiluArgs
     public int TopK;        // k
     public int Hidden;      // H (multiple of 8)
     public int Inter;       // I
+    public int Prefetch;    // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
 }
 
 /// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (H/8, min(E, TK)), block 128.</summary>
@@ -42,4 +43,5 @@ internal struct DecodeDownCombineArgs
     public int Hidden;       // H (multiple of 8)
     public int Inter;        // I (multiple of 8)
     public int SlotOrder;    // 0: G2 in expert order (row r); 1: token-slot order (row gather[r])
+    public int Prefetch;     // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
 }

@@ -29,17 +29,48 @@ public sealed class DecodeKernelRulesTests
     }
 
     [TestMethod]
-    [DataRow(1, 1)]
-    [DataRow(2, 2)]
-    [DataRow(3, 4)]
-    [DataRow(4, 4)]
-    [DataRow(5, 8)]
-    [DataRow(8, 8)]
-    [DataRow(64, 8)]
-    public void RowsPerPass_IsTheNarrowestEntryCoveringMinTAndEight(int tokens, int rows)
+    [DataRow(1, 1, true)]
+    [DataRow(2, 2, true)]
+    [DataRow(3, 2, false)]
+    [DataRow(8, 2, false)]
+    [DataRow(64, 2, false)]
+    public void DefaultTuning_HasAnEntryForItsWidth(int tokens, int rows, bool prefetch)
     {
-        Assert.AreEqual(rows, MoeKernels.DecodeRowsPerPass(tokens));
+        DecodeTuning t = DecodeTuning.For(tokens);
+        Assert.AreEqual(rows, t.RowsPerPass);
+        Assert.AreEqual(prefetch, t.Prefetch);
+        Assert.AreEqual(0, t.GateColumnsPerWarp, "the default walks columns until the grid fits one wave");
         CollectionAssert.Contains(MoeKernelModules.DecodeRowsPerPass.ToArray(), rows, "the module has no entry for this width");
+    }
+
+    [TestMethod]
+    [DataRow(1, 768, 8L, 132, 192, DisplayName = "30B T=1: 192 x 8 CTAs fit 132 x 12 resident: one column per warp")]
+    [DataRow(1, 1536, 8L, 132, 192, DisplayName = "235B T=1: 384 x 8 over 1584 -> 2 columns per warp")]
+    [DataRow(2, 768, 64L, 132, 18, DisplayName = "30B T=8 (2-row entry): 192 x 64 over 132 x 9 -> 11 columns per warp")]
+    [DataRow(1, 8, 1L, 132, 2, DisplayName = "tiny I: one column per warp")]
+    public void GateGridColumns_FitsOneWave(int rows, int inter, long gridExperts, int sms, int expected)
+    {
+        var t = new DecodeTuning(rows, 0, false);
+        int grid = t.GateGridColumns(inter, gridExperts, sms);
+        Assert.AreEqual(expected, grid);
+        Assert.IsLessThanOrEqualTo((long)sms * DecodeTuning.ResidentGateCtas(rows), grid * gridExperts);
+        Assert.AreEqual((inter + 3) / 4, new DecodeTuning(rows, 1, false).GateGridColumns(inter, gridExperts, sms), "one column per warp: ceil(I/4) CTAs");
+        Assert.AreEqual(((inter + 3) / 4 + 2) / 3, new DecodeTuning(rows, 3, false).GateGridColumns(inter, gridExperts, sms));
+    }
+
+    [TestMethod]
+    public void TuningOverride_ReplacesTheNamedFields_AndRefusesBadText()
+    {
+        var d = new DecodeTuning(1, 0, true);
+        Assert.AreEqual(d, DecodeTuning.Override(d, null));
+        Assert.AreEqual(d, DecodeTuning.Override(d, " "));
+        Assert.AreEqual(new DecodeTuning(4, 0, true), DecodeTuning.Override(d, "rows=4"));
+        Assert.AreEqual(new DecodeTuning(8, 3, false), DecodeTuning.Override(d, "rows=8, cols=3,prefetch=0"));
+        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "speed=1", "rows=x" })
+        {
+            var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuning.Override(d, bad), bad);
+            StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);
+        }
     }
 
     [TestMethod]

@@ -1,0 +1,104 @@
+using System.Globalization;
+
+namespace MoeNative.Ptx;
+
+/// <summary>
+/// How one decode step (decode_experts.ptx) is cut over the card. No choice changes a value: every pass width, column
+/// walk and prefetch distance sums each row in the same order (batch invariance holds whatever is picked).
+/// </summary>
+/// <param name="RowsPerPass">Activation rows per pass over a warp's weight rows: the _rN entry (1, 2, 4 or 8), for both kernels.</param>
+/// <param name="GateColumnsPerWarp">Intermediate columns each gate/up warp walks one after the other; 0 = as many as
+/// make the grid fit the card in one wave (<see cref="GateGridColumns"/>).</param>
+/// <param name="Prefetch">Whether each warp asks L2 for its weight rows 2 KB ahead of its loads, in both kernels.</param>
+internal readonly record struct DecodeTuning(int RowsPerPass, int GateColumnsPerWarp, bool Prefetch)
+{
+    /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset).</summary>
+    public const string EnvironmentVariable = "MOENATIVE_DECODE_TUNING";
+
+    private const int GateColumnsPerCta = 4; // one intermediate column (gate + up row) per warp at a time
+
+    /// <summary>
+    /// The default for a T-token step: the 1-row entry at T = 1 (2 accumulators per lane instead of 16, so more CTAs
+    /// stay resident), the 2-row entry above (most hit experts have one or two rows at T ≤ 16; an expert with more
+    /// takes several passes, the later ones from L2, and the wider entries' registers cost resident warps); gate/up
+    /// warps walking columns
+    /// until the grid fits one wave; the 2 KB prefetch at T = 1 and 2 only (past that the warps' prefetches together
+    /// ask more of L2 than it holds at Qwen3-235B-A22B).
+    /// </summary>
+    public static DecodeTuning For(int tokens) => new(RowsPerPassFor(tokens), 0, Prefetch: tokens <= 2);
+
+    /// <summary>The default pass width of a T-token step (see <see cref="For"/>).</summary>
+    public static int RowsPerPassFor(int tokens) => tokens <= 1 ? 1 : 2;
+
+    /// <summary>
+    /// Resident gate/up CTAs per SM of each pass width (ptxas 12.4 -v, sm_90: r1 40 registers, r2 56, r4 56, r8 64 at
+    /// 128 threads: 65536 registers / (regs x 128)); the one-wave column walk divides by it.
+    /// </summary>
+    public static int ResidentGateCtas(int rowsPerPass) => rowsPerPass switch
+    {
+        1 => 12,
+        2 or 4 => 9,
+        _ => 8,
+    };
+
+    /// <summary>
+    /// grid.x of the gate/up kernel: ceil(I/4) CTAs of 4 columns when each warp owns one column, else fewer, each warp
+    /// walking <see cref="GateColumnsPerWarp"/> columns (0: the fewest columns per warp that fit the
+    /// ceil(I/4) x min(E, TK) CTAs in one wave of <see cref="ResidentGateCtas"/> per SM).
+    /// </summary>
+    public int GateGridColumns(int inter, long gridExperts, int multiprocessors)
+    {
+        int columnCtas = (inter + GateColumnsPerCta - 1) / GateColumnsPerCta;
+        long perWarp = GateColumnsPerWarp;
+        if (perWarp == 0)
+        {
+            long wave = (long)Math.Max(1, multiprocessors) * ResidentGateCtas(RowsPerPass);
+            perWarp = Math.Max(1, (columnCtas * gridExperts + wave - 1) / wave);
+        }
+        return (int)((columnCtas + perWarp - 1) / perWarp);
+    }
+
+    /// <exception cref="ArgumentOutOfRangeException">A width without an entry or a negative column count.</exception>
+    public void Validate(string paramName)
+    {
+        if (RowsPerPass is not (1 or 2 or 4 or 8))
+            throw new ArgumentOutOfRangeException(paramName, RowsPerPass, "RowsPerPass must be 1, 2, 4 or 8 (the decode entries' widths).");
+        if (GateColumnsPerWarp < 0)
+            throw new ArgumentOutOfRangeException(paramName, GateColumnsPerWarp, "GateColumnsPerWarp must be >= 0 (0: fit one wave).");
+    }
+
+    /// <summary>
+    /// <paramref name="defaults"/> with the fields that <paramref name="text"/> names replaced: comma-separated
+    /// <c>rows=N</c>, <c>cols=N</c>, <c>prefetch=0|1</c>; null or empty text leaves them as they are.
+    /// </summary>
+    /// <exception cref="FormatException">An unknown key, a value that is not an integer, or a tuning that does not
+    /// validate; the message names <see cref="EnvironmentVariable"/>.</exception>
+    public static DecodeTuning Override(DecodeTuning defaults, string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text)) return defaults;
+        DecodeTuning t = defaults;
+        foreach (string part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            string[] kv = part.Split('=', 2, StringSplitOptions.TrimEntries);
+            if (kv.Length != 2 || !int.TryParse(kv[1], NumberStyles.None, CultureInfo.InvariantCulture, out int v))
+                throw new FormatException($"{EnvironmentVariable}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch).");
+            t = kv[0] switch
+            {
+                "rows" => t with { RowsPerPass = v },
+                "cols" => t with { GateColumnsPerWarp = v },
+                "prefetch" when v <= 1 => t with { Prefetch = v == 1 },
+                "prefetch" => throw new FormatException($"{EnvironmentVariable}: prefetch must be 0 or 1, got {v}."),
+                _ => throw new FormatException($"{EnvironmentVariable}: unknown key '{kv[0]}' (keys: rows, cols, prefetch)."),
+            };
+        }
+        try
+        {
+            t.Validate(nameof(text));
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new FormatException($"{EnvironmentVariable}={text}: {e.Message}", e);
+        }
+        return t;
+    }
+}

@@ -21,9 +21,10 @@ internal struct DecodeGateUpSiluArgs
     public int Hidden;      // H (multiple of 8)
     public int Inter;       // I
     public int Prefetch;    // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
+    public uint TopKMagic;  // ceil(2^32 / k) for k >= 2, 0 for k = 1 (the kernel's slot / k without a division)
 }
 
-/// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (H/8, min(E, TK)), block 128.</summary>
+/// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (ceil(H/8/32) /// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (H/8, min(E, TK)), block 128.</summary>lt;= D /// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (H/8, min(E, TK)), block 128.</summary>lt;= H/8, min(E, TK)), block 128.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct DecodeDownCombineArgs
 {

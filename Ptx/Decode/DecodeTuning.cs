@@ -7,10 +7,11 @@ namespace MoeNative.Ptx;
 /// walk and prefetch distance sums each row in the same order (batch invariance holds whatever is picked).
 /// </summary>
 /// <param name="RowsPerPass">Activation rows per pass over a warp's weight rows: the _rN entry (1, 2, 4 or 8), for both kernels.</param>
-/// <param name="GateColumnsPerWarp">Intermediate columns each gate/up warp walks one after the other; 0 = as many as
-/// make the grid fit the card in one wave (<see cref="GateGridColumns"/>).</param>
+/// <param name="ColumnsPerWarp">How many columns each warp walks one after the other: intermediate columns in the
+/// gate/up kernel, 8-column blocks (one per CTA at a time) in the down kernel (at most 32); 0 = as many as make each
+/// grid fit the card in one wave (<see cref="GateGridColumns"/>, <see cref="DownGridBlocks"/>).</param>
 /// <param name="Prefetch">Whether each warp asks L2 for its weight rows 2 KB ahead of its loads, in both kernels.</param>
-internal readonly record struct DecodeTuning(int RowsPerPass, int GateColumnsPerWarp, bool Prefetch)
+internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool Prefetch)
 {
     /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset).</summary>
     public const string EnvironmentVariable = "MOENATIVE_DECODE_TUNING";
@@ -31,25 +32,56 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int GateColumnsPer
     public static int RowsPerPassFor(int tokens) => tokens <= 1 ? 1 : 2;
 
     /// <summary>
-    /// Resident gate/up CTAs per SM of each pass width (ptxas 12.4 -v, sm_90: r1 40 registers, r2 56, r4 56, r8 64 at
+    /// Resident gate/up CTAs per SM of each pass width (ptxas 12.4 -v, sm_90: r1 48 registers, r2 56, r4 56, r8 80 at
     /// 128 threads: 65536 registers / (regs x 128)); the one-wave column walk divides by it.
     /// </summary>
     public static int ResidentGateCtas(int rowsPerPass) => rowsPerPass switch
     {
-        1 => 12,
+        1 => 10,
         2 or 4 => 9,
+        _ => 6,
+    };
+
+    /// <summary>Resident down CTAs per SM of each pass width (ptxas 12.4 -v, sm_90: r1 38 registers (allocated 40), r2 48,
+    /// r4 56, r8 64).</summary>
+    public static int ResidentDownCtas(int rowsPerPass) => rowsPerPass switch
+    {
+        1 => 12,
+        2 => 10,
+        4 => 9,
         _ => 8,
     };
 
+    /// <summary>Most 8-column blocks one down CTA walks (its ticket mask is one u32).</summary>
+    public const int MaxDownBlocksPerCta = 32;
+
+    /// <summary>
+    /// grid.x of the down kernel: H/8 CTAs of one 8-column block each, or fewer, each walking blocks x, x + grid.x, ...
+    /// (<see cref="ColumnsPerWarp"/> of them, at most <see cref="MaxDownBlocksPerCta"/>; 0: the fewest that fit the
+    /// H/8 x min(E, TK) CTAs in one wave of <see cref="ResidentDownCtas"/> per SM).
+    /// </summary>
+    public int DownGridBlocks(int hidden, long gridExperts, int multiprocessors)
+    {
+        int blocks = hidden / MoeKernels.DecodeColumnsPerCta;
+        long perCta = ColumnsPerWarp;
+        if (perCta == 0)
+        {
+            long wave = (long)Math.Max(1, multiprocessors) * ResidentDownCtas(RowsPerPass);
+            perCta = Math.Max(1, (blocks * gridExperts + wave - 1) / wave);
+        }
+        perCta = Math.Min(perCta, MaxDownBlocksPerCta);
+        return (int)((blocks + perCta - 1) / perCta);
+    }
+
     /// <summary>
     /// grid.x of the gate/up kernel: ceil(I/4) CTAs of 4 columns when each warp owns one column, else fewer, each warp
-    /// walking <see cref="GateColumnsPerWarp"/> columns (0: the fewest columns per warp that fit the
+    /// walking <see cref="ColumnsPerWarp"/> columns (0: the fewest columns per warp that fit the
     /// ceil(I/4) x min(E, TK) CTAs in one wave of <see cref="ResidentGateCtas"/> per SM).
     /// </summary>
     public int GateGridColumns(int inter, long gridExperts, int multiprocessors)
     {
         int columnCtas = (inter + GateColumnsPerCta - 1) / GateColumnsPerCta;
-        long perWarp = GateColumnsPerWarp;
+        long perWarp = ColumnsPerWarp;
         if (perWarp == 0)
         {
             long wave = (long)Math.Max(1, multiprocessors) * ResidentGateCtas(RowsPerPass);
@@ -63,8 +95,8 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int GateColumnsPer
     {
         if (RowsPerPass is not (1 or 2 or 4 or 8))
             throw new ArgumentOutOfRangeException(paramName, RowsPerPass, "RowsPerPass must be 1, 2, 4 or 8 (the decode entries' widths).");
-        if (GateColumnsPerWarp < 0)
-            throw new ArgumentOutOfRangeException(paramName, GateColumnsPerWarp, "GateColumnsPerWarp must be >= 0 (0: fit one wave).");
+        if (ColumnsPerWarp < 0)
+            throw new ArgumentOutOfRangeException(paramName, ColumnsPerWarp, "ColumnsPerWarp must be >= 0 (0: fit one wave).");
     }
 
     /// <summary>
@@ -85,7 +117,7 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int GateColumnsPer
             t = kv[0] switch
             {
                 "rows" => t with { RowsPerPass = v },
-                "cols" => t with { GateColumnsPerWarp = v },
+                "cols" => t with { ColumnsPerWarp = v },
                 "prefetch" when v <= 1 => t with { Prefetch = v == 1 },
                 "prefetch" => throw new FormatException($"{EnvironmentVariable}: prefetch must be 0 or 1, got {v}."),
                 _ => throw new FormatException($"{EnvironmentVariable}: unknown key '{kv[0]}' (keys: rows, cols, prefetch)."),

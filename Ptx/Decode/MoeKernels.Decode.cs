@@ -10,7 +10,7 @@ internal sealed partial class MoeKernels
     /// <summary>Largest E the decode kernels handle (eight groups of 32 expert counts per warp).</summary>
     public const int DecodeMaxExperts = 256;
 
-    /// <summary>Columns of Y one decode GEMM2 CTA owns (and the length of one ticket counter's block).</summary>
+    /// <summary>Columns of Y in one decode GEMM2 column block (one ticket counter each; a CTA walks one or more blocks).</summary>
     public const int DecodeColumnsPerCta = 8;
 
     private const int DecodeBlock = 128;             // 4 warps
@@ -82,7 +82,7 @@ internal sealed partial class MoeKernels
         {
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            Prefetch = cut.Prefetch ? 1 : 0,
+            Prefetch = cut.Prefetch ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK),
         };
         var key = new DecodeKey(dtype, cut.RowsPerPass, programmatic);
         PtxKernel<DecodeGateUpSiluArgs> kernel = Kernel(_decodeGateUp, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic),
@@ -101,7 +101,7 @@ internal sealed partial class MoeKernels
     /// (one buffer per stream: two launches in flight must not share it). Overwrites G2 and Y. With
     /// <paramref name="programmatic"/> it starts while <see cref="DecodeGateUpSilu"/> ends: it finds its expert and
     /// sends its weight rows to L2 first, then waits for A on the device. <paramref name="tuning"/> as for
-    /// <see cref="DecodeGateUpSilu"/> (its column walk is the gate/up kernel's only).
+    /// <see cref="DecodeGateUpSilu"/> (here the walk is over 8-column blocks, each with its own ticket counter).
     /// </summary>
     public void DecodeDownCombine(CudaStream stream, ScalarType dtype,
         DeviceRange act,        // A [TK,I] dtype (expert order)
@@ -148,10 +148,14 @@ internal sealed partial class MoeKernels
         var key = new DecodeKey(dtype, cut.RowsPerPass, programmatic);
         PtxKernel<DecodeDownCombineArgs> kernel = Kernel(_decodeDown, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic),
             static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows));
-        var grid = new Dim3((uint)DecodeCounterCount(hidden), (uint)Math.Min(experts, tk));
+        long gridExperts = Math.Min(experts, tk);
+        var grid = new Dim3((uint)cut.DownGridBlocks(hidden, gridExperts, Context.MultiprocessorCount), (uint)gridExperts);
         if (programmatic) kernel.LaunchProgrammatic(stream, grid, new Dim3(DecodeBlock), 0, in args);
         else kernel.Launch(stream, grid, new Dim3(DecodeBlock), 0, in args);
     }
+
+    /// <summary>ceil(2^32 / k) for k &gt;= 2 (the gate/up kernel's mulhi quotient slot / k, corrected by one step), 0 for k = 1.</summary>
+    public static uint DecodeDivisionMagic(int topK) => topK <= 1 ? 0u : (uint)(((1UL << 32) + (ulong)(topK - 1)) / (ulong)topK);
 
     /// <summary>Which decode entry: dtype, rows per pass, plain or programmatic module; <see cref="Slot"/> indexes the caches.</summary>
     private readonly record struct DecodeKey(ScalarType Dtype, int Rows, bool Programmatic)

@@ -24,7 +24,7 @@ internal struct DecodeGateUpSiluArgs
     public uint TopKMagic;  // ceil(2^32 / k) for k >= 2, 0 for k = 1 (the kernel's slot / k without a division)
 }
 
-/// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (ceil(H/8/32) /// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (H/8, min(E, TK)), block 128.</summary>lt;= D /// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (H/8, min(E, TK)), block 128.</summary>lt;= H/8, min(E, TK)), block 128.</summary>
+/// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (D, min(E, TK)), ceil(H/8/32) &lt;= D &lt;= H/8, block 128.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct DecodeDownCombineArgs
 {

@@ -17,9 +17,9 @@ internal sealed class FusedDecodePath : IDisposable
 {
     /// <summary>
     /// Largest T that <see cref="DecodeMode.Auto"/> sends through the decode kernels: measured, NVIDIA H200, bf16, graph
-    /// replay (docs/PERF.md, v9): faster than the grouped path up to T = 8 at Qwen3-30B-A3B (0.172 vs 0.196 ms) and
-    /// Qwen3-235B-A22B (0.574 vs 0.618 ms), slower from T = 16 (0.300 vs 0.284 ms) where the FFMA dot products of up to
-    /// 8 rows per weight pass stop keeping up with the weight stream.
+    /// replay (docs/PERF.md, decode session 4): the decode kernels win up to T = 8 at Qwen3-30B-A3B (0.148 ms) and
+    /// Qwen3-235B-A22B (0.560), the grouped GEMMs from T = 16 (30B: 0.272 against 0.330 for the decode kernels;
+    /// 235B: 0.826 against 1.161), where the FFMA dot products stop keeping up with the weight stream.
     /// </summary>
     public const int AutoMaxTokens = 8;
 

@@ -19,14 +19,18 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     private const int GateColumnsPerCta = 4; // one intermediate column (gate + up row) per warp at a time
 
     /// <summary>
-    /// The default for a T-token step: the 1-row entry at T = 1 (2 accumulators per lane instead of 16, so more CTAs
-    /// stay resident), the 2-row entry above (most hit experts have one or two rows at T ≤ 16; an expert with more
-    /// takes several passes, the later ones from L2, and the wider entries' registers cost resident warps); gate/up
-    /// warps walking columns
-    /// until the grid fits one wave; the 2 KB prefetch at T = 1 and 2 only (past that the warps' prefetches together
-    /// ask more of L2 than it holds at Qwen3-235B-A22B).
+    /// The default for a T-token step, each choice the best measured on an NVIDIA H200 (docs/PERF.md, decode session 4):
+    /// the 1-row entry at T = 1 (2 accumulators per lane instead of 16, so more CTAs stay resident), the 2-row entry
+    /// above (most hit experts have one or two rows at T ≤ 8; the 8-row entry at T = 8: 0.208 ms against 0.148 at
+    /// Qwen3-30B-A3B); the one-wave column walk up to T = 4 (30B T=1 0.041 against 0.044 with one column per warp) and
+    /// one column per warp from T = 5 (30B T=8: 0.148 against 0.193 walking: once experts have several rows, the
+    /// one-wave grid waits for the few that take two passes); no L2 prefetch (every T of both configs measured
+    /// faster without: 30B T=1 0.039 vs 0.041, Qwen3-235B-A22B T=1 0.095 vs 0.106, T=8 0.560 vs 0.633).
     /// </summary>
-    public static DecodeTuning For(int tokens) => new(RowsPerPassFor(tokens), 0, Prefetch: tokens <= 2);
+    public static DecodeTuning For(int tokens) => new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : 1, Prefetch: false);
+
+    /// <summary>Largest T whose default walks columns to fit one wave (<see cref="For"/>).</summary>
+    public const int MaxWalkTokens = 4;
 
     /// <summary>The default pass width of a T-token step (see <see cref="For"/>).</summary>
     public static int RowsPerPassFor(int tokens) => tokens <= 1 ? 1 : 2;

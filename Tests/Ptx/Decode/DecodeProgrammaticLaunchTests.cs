@@ -28,30 +28,25 @@ public sealed class DecodeProgrammaticLaunchTests
         if (!kernels.CanLaunchProgrammatic)
             Assert.Inconclusive($"programmatic dependent launch needs compute capability 9.0+; this GPU is {ctx.ComputeCapability}");
         int seed = 9700 + T + (int)dtype;
-        Console.WriteLine($"seed {seed}");
-        var rng = new HostRandom(seed);
+        using var inputs = new StepInputs(ctx, dtype, T, seed);
         using var stream = new CudaStream(ctx);
-        using var x = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)T * H)));
-        using var wr = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H, 0.05)));
-        using var wgu = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * 2 * I * H, 0.03)));
-        using var wd = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H * I, 0.03)));
         using var plain = new StepBuffers(ctx, dtype, T);
         using var pdl = new StepBuffers(ctx, dtype, T);
         ctx.Synchronize();
 
         plain.Poison(stream);
-        Step(kernels, stream, dtype, T, x, wr, wgu, wd, plain, programmatic: false);
+        Step(kernels, stream, dtype, T, inputs, plain, programmatic: false);
         stream.Synchronize();
         byte[][] expected = plain.Download();
 
         pdl.Poison(stream);
-        for (int i = 0; i < 3; i++) Step(kernels, stream, dtype, T, x, wr, wgu, wd, pdl, programmatic: true);
+        for (int i = 0; i < 3; i++) Step(kernels, stream, dtype, T, inputs, pdl, programmatic: true);
         stream.Synchronize();
         Compare(expected, pdl.Download(), "three back-to-back programmatic steps");
 
         pdl.Poison(stream);
         stream.Synchronize();
-        using CudaGraph graph = CudaGraph.Capture(stream, s => Step(kernels, s, dtype, T, x, wr, wgu, wd, pdl, programmatic: true));
+        using CudaGraph graph = CudaGraph.Capture(stream, s => Step(kernels, s, dtype, T, inputs, pdl, programmatic: true));
         graph.Launch(stream);
         graph.Launch(stream);
         stream.Synchronize();
@@ -74,19 +69,14 @@ public sealed class DecodeProgrammaticLaunchTests
         CudaContext ctx = GpuTest.RequireContext();
         MoeKernels kernels = MoeKernels.For(ctx);
         int seed = 9800 + T + (int)dtype;
-        Console.WriteLine($"seed {seed}");
-        var rng = new HostRandom(seed);
+        using var inputs = new StepInputs(ctx, dtype, T, seed);
         using var stream = new CudaStream(ctx);
-        using var x = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)T * H)));
-        using var wr = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H, 0.05)));
-        using var wgu = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * 2 * I * H, 0.03)));
-        using var wd = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H * I, 0.03)));
         using var reference = new StepBuffers(ctx, dtype, T);
         using var cut = new StepBuffers(ctx, dtype, T);
         ctx.Synchronize();
 
         reference.Poison(stream);
-        Step(kernels, stream, dtype, T, x, wr, wgu, wd, reference, programmatic: false);
+        Step(kernels, stream, dtype, T, inputs, reference, programmatic: false);
         stream.Synchronize();
         byte[][] expected = reference.Download();
 
@@ -98,7 +88,7 @@ public sealed class DecodeProgrammaticLaunchTests
                     {
                         var tuning = new DecodeTuning(rows, columns, prefetch);
                         cut.Poison(stream);
-                        Step(kernels, stream, dtype, T, x, wr, wgu, wd, cut, programmatic, tuning);
+                        Step(kernels, stream, dtype, T, inputs, cut, programmatic, tuning);
                         stream.Synchronize();
                         Compare(expected, cut.Download(), $"{tuning}, programmatic {programmatic}");
                     }
@@ -118,14 +108,41 @@ public sealed class DecodeProgrammaticLaunchTests
         Assert.AreEqual("tuning", e.ParamName);
     }
 
-    private static void Step(MoeKernels kernels, CudaStream s, ScalarType dtype, int T, DeviceTensor x, DeviceTensor wr,
-        DeviceTensor wgu, DeviceTensor wd, StepBuffers b, bool programmatic, DecodeTuning? tuning = null)
+    private static void Step(MoeKernels kernels, CudaStream s, ScalarType dtype, int T, StepInputs a, StepBuffers b,
+        bool programmatic, DecodeTuning? tuning = null)
     {
-        kernels.RoutingDecode(s, dtype, x.Range, wr.Range, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b.RouteCounter,
+        kernels.RoutingDecode(s, dtype, a.X.Range, a.Wr.Range, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b.RouteCounter,
             T, E, K, H, normTopK: true, programmatic);
-        kernels.DecodeGateUpSilu(s, dtype, x.Range, wgu.Range, b[4], b[5], b[7], b[8], T, E, K, H, I, programmatic, tuning);
-        kernels.DecodeDownCombine(s, dtype, b[8], wd.Range, b[4], b[5], b[6], DeviceRange.Null, b[9], b[3], b[10],
+        kernels.DecodeGateUpSilu(s, dtype, a.X.Range, a.Wgu.Range, b[4], b[5], b[7], b[8], T, E, K, H, I, programmatic, tuning);
+        kernels.DecodeDownCombine(s, dtype, b[8], a.Wd.Range, b[4], b[5], b[6], DeviceRange.Null, b[9], b[3], b[10],
             b.DownCounters, T, E, K, H, I, slotOrder: false, programmatic, tuning);
+    }
+
+    /// <summary>Fresh random X [T,H], Wr [E,H], Wgu [E,2I,H] and Wd [E,H,I] from a seed (printed), rounded to the dtype.</summary>
+    private sealed class StepInputs : IDisposable
+    {
+        public StepInputs(CudaContext ctx, ScalarType dtype, int T, int seed)
+        {
+            Console.WriteLine($"seed {seed}");
+            var rng = new HostRandom(seed);
+            X = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)T * H)));
+            Wr = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H, 0.05)));
+            Wgu = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * 2 * I * H, 0.03)));
+            Wd = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H * I, 0.03)));
+        }
+
+        public DeviceTensor X { get; }
+        public DeviceTensor Wr { get; }
+        public DeviceTensor Wgu { get; }
+        public DeviceTensor Wd { get; }
+
+        public void Dispose()
+        {
+            X.Dispose();
+            Wr.Dispose();
+            Wgu.Dispose();
+            Wd.Dispose();
+        }
     }
 
     private static void Compare(byte[][] expected, byte[][] actual, string what)

@@ -29,10 +29,10 @@ internal sealed class FusedDecodePath : IDisposable
     private readonly FusedBlockOptions _options;
     private DeviceBuffer<uint>? _counters; // [H/8] u32 tickets of moe_decode_down_combine: 0 between launches
     private DeviceBuffer<uint>? _routeCounter; // [1] u32 ticket of moe_routing_decode: 0 between launches
-    private readonly string? _tuningOverride; // MOENATIVE_DECODE_TUNING as read at construction (null: the defaults)
+    private readonly DecodeTuningOverride _tuningOverride; // MOENATIVE_DECODE_TUNING as read at construction
 
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> for a config the decode kernels cannot run.</exception>
-    /// <exception cref="FormatException">MOENATIVE_DECODE_TUNING is set and does not parse (<see cref="DecodeTuning.Override"/>).</exception>
+    /// <exception cref="FormatException">MOENATIVE_DECODE_TUNING is set and does not parse (<see cref="DecodeTuningOverride.Parse"/>).</exception>
     public FusedDecodePath(CudaContext context, MoeConfig config, ScalarType dtype, FusedBlockOptions options)
     {
         _context = context;
@@ -41,8 +41,7 @@ internal sealed class FusedDecodePath : IDisposable
         _options = options;
         Supported = MoeKernels.CanDecode(dtype, config.NumExperts, config.HiddenSize, config.IntermediateSize);
         Programmatic = context.ComputeCapability.Major >= 9 && ProgrammaticByEnvironment;
-        _tuningOverride = Environment.GetEnvironmentVariable(DecodeTuning.EnvironmentVariable);
-        DecodeTuning.Override(DecodeTuning.For(1), _tuningOverride); // a bad override fails here, before any launch
+        _tuningOverride = DecodeTuningOverride.FromEnvironment(); // a bad override fails here, before any launch
         if (options.Decode == DecodeMode.Always && !Supported)
             throw new ArgumentException(
                 $"Decode = Always needs a bf16/fp16 block with E <= {MoeKernels.DecodeMaxExperts} and H, I multiples of 8; " +
@@ -121,7 +120,7 @@ internal sealed class FusedDecodePath : IDisposable
 
     /// <summary>The step's cut at T = <paramref name="tokens"/>: <see cref="DecodeTuning.For"/>, with what
     /// MOENATIVE_DECODE_TUNING names replaced (for measurements).</summary>
-    public DecodeTuning Tuning(int tokens) => DecodeTuning.Override(DecodeTuning.For(tokens), _tuningOverride);
+    public DecodeTuning Tuning(int tokens) => _tuningOverride.Apply(DecodeTuning.For(tokens));
 
     /// <summary>
     /// GEMM1 + SwiGLU, then GEMM2 + scale + combine on <paramref name="s"/>, from the routing kernels' outputs. With

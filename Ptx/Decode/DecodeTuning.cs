@@ -13,7 +13,7 @@ namespace MoeNative.Ptx;
 /// <param name="Prefetch">Whether each warp asks L2 for its weight rows 2 KB ahead of its loads, in both kernels.</param>
 internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool Prefetch)
 {
-    /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset).</summary>
+    /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset; <see cref="DecodeTuningOverride"/>).</summary>
     public const string EnvironmentVariable = "MOENATIVE_DECODE_TUNING";
 
     private const int GateColumnsPerCta = 4; // one intermediate column (gate + up row) per warp at a time
@@ -102,39 +102,46 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
         if (ColumnsPerWarp < 0)
             throw new ArgumentOutOfRangeException(paramName, ColumnsPerWarp, "ColumnsPerWarp must be >= 0 (0: fit one wave).");
     }
+}
 
-    /// <summary>
-    /// <paramref name="defaults"/> with the fields that <paramref name="text"/> names replaced: comma-separated
-    /// <c>rows=N</c>, <c>cols=N</c>, <c>prefetch=0|1</c>; null or empty text leaves them as they are.
-    /// </summary>
-    /// <exception cref="FormatException">An unknown key, a value that is not an integer, or a tuning that does not
-    /// validate; the message names <see cref="EnvironmentVariable"/>.</exception>
-    public static DecodeTuning Override(DecodeTuning defaults, string? text)
+/// <summary>
+/// What <see cref="DecodeTuning.EnvironmentVariable"/> names, parsed once: the fields it replaces in a default
+/// <see cref="DecodeTuning"/> (null: kept), for measurements. <see cref="Apply"/> allocates nothing.
+/// </summary>
+internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? Prefetch)
+{
+    /// <summary><see cref="DecodeTuning.EnvironmentVariable"/> as set now (unset or empty: no override).</summary>
+    /// <exception cref="FormatException">See <see cref="Parse"/>.</exception>
+    public static DecodeTuningOverride FromEnvironment() => Parse(Environment.GetEnvironmentVariable(DecodeTuning.EnvironmentVariable));
+
+    /// <summary>Comma-separated <c>rows=1|2|4|8</c>, <c>cols=N</c> (N &gt;= 0), <c>prefetch=0|1</c>, any subset; null or
+    /// blank text overrides nothing.</summary>
+    /// <exception cref="FormatException">An unknown key, a value that is not a non-negative integer, or one out of its
+    /// range; the message names <see cref="DecodeTuning.EnvironmentVariable"/>.</exception>
+    public static DecodeTuningOverride Parse(string? text)
     {
-        if (string.IsNullOrWhiteSpace(text)) return defaults;
-        DecodeTuning t = defaults;
+        var o = new DecodeTuningOverride();
+        if (string.IsNullOrWhiteSpace(text)) return o;
+        const string name = DecodeTuning.EnvironmentVariable;
         foreach (string part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             string[] kv = part.Split('=', 2, StringSplitOptions.TrimEntries);
             if (kv.Length != 2 || !int.TryParse(kv[1], NumberStyles.None, CultureInfo.InvariantCulture, out int v))
-                throw new FormatException($"{EnvironmentVariable}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch).");
-            t = kv[0] switch
+                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch).");
+            o = kv[0] switch
             {
-                "rows" => t with { RowsPerPass = v },
-                "cols" => t with { ColumnsPerWarp = v },
-                "prefetch" when v <= 1 => t with { Prefetch = v == 1 },
-                "prefetch" => throw new FormatException($"{EnvironmentVariable}: prefetch must be 0 or 1, got {v}."),
-                _ => throw new FormatException($"{EnvironmentVariable}: unknown key '{kv[0]}' (keys: rows, cols, prefetch)."),
+                "rows" when v is 1 or 2 or 4 or 8 => o with { RowsPerPass = v },
+                "rows" => throw new FormatException($"{name}: rows must be 1, 2, 4 or 8 (the decode entries' widths), got {v}."),
+                "cols" => o with { ColumnsPerWarp = v },
+                "prefetch" when v <= 1 => o with { Prefetch = v == 1 },
+                "prefetch" => throw new FormatException($"{name}: prefetch must be 0 or 1, got {v}."),
+                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch)."),
             };
         }
-        try
-        {
-            t.Validate(nameof(text));
-        }
-        catch (ArgumentOutOfRangeException e)
-        {
-            throw new FormatException($"{EnvironmentVariable}={text}: {e.Message}", e);
-        }
-        return t;
+        return o;
     }
+
+    /// <summary><paramref name="defaults"/> with the named fields replaced.</summary>
+    public DecodeTuning Apply(DecodeTuning defaults) =>
+        new(RowsPerPass ?? defaults.RowsPerPass, ColumnsPerWarp ?? defaults.ColumnsPerWarp, Prefetch ?? defaults.Prefetch);
 }

@@ -80,13 +80,13 @@ public sealed class DecodeKernelRulesTests
     public void TuningOverride_ReplacesTheNamedFields_AndRefusesBadText()
     {
         var d = new DecodeTuning(1, 0, true);
-        Assert.AreEqual(d, DecodeTuning.Override(d, null));
-        Assert.AreEqual(d, DecodeTuning.Override(d, " "));
-        Assert.AreEqual(new DecodeTuning(4, 0, true), DecodeTuning.Override(d, "rows=4"));
-        Assert.AreEqual(new DecodeTuning(8, 3, false), DecodeTuning.Override(d, "rows=8, cols=3,prefetch=0"));
+        Assert.AreEqual(d, DecodeTuningOverride.Parse(null).Apply(d));
+        Assert.AreEqual(d, DecodeTuningOverride.Parse(" ").Apply(d));
+        Assert.AreEqual(new DecodeTuning(4, 0, true), DecodeTuningOverride.Parse("rows=4").Apply(d));
+        Assert.AreEqual(new DecodeTuning(8, 3, false), DecodeTuningOverride.Parse("rows=8, cols=3,prefetch=0").Apply(d));
         foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "speed=1", "rows=x" })
         {
-            var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuning.Override(d, bad), bad);
+            var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuningOverride.Parse(bad), bad);
             StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);
         }
     }

@@ -67,13 +67,7 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     public int DownGridBlocks(int hidden, long gridExperts, int multiprocessors)
     {
         int blocks = hidden / MoeKernels.DecodeColumnsPerCta;
-        long perCta = ColumnsPerWarp;
-        if (perCta == 0)
-        {
-            long wave = (long)Math.Max(1, multiprocessors) * ResidentDownCtas(RowsPerPass);
-            perCta = Math.Max(1, (blocks * gridExperts + wave - 1) / wave);
-        }
-        perCta = Math.Min(perCta, MaxDownBlocksPerCta);
+        long perCta = Math.Min(WalkLength(blocks, gridExperts, multiprocessors, ResidentDownCtas(RowsPerPass)), MaxDownBlocksPerCta);
         return (int)((blocks + perCta - 1) / perCta);
     }
 
@@ -85,13 +79,18 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     public int GateGridColumns(int inter, long gridExperts, int multiprocessors)
     {
         int columnCtas = (inter + GateColumnsPerCta - 1) / GateColumnsPerCta;
-        long perWarp = ColumnsPerWarp;
-        if (perWarp == 0)
-        {
-            long wave = (long)Math.Max(1, multiprocessors) * ResidentGateCtas(RowsPerPass);
-            perWarp = Math.Max(1, (columnCtas * gridExperts + wave - 1) / wave);
-        }
+        long perWarp = WalkLength(columnCtas, gridExperts, multiprocessors, ResidentGateCtas(RowsPerPass));
         return (int)((columnCtas + perWarp - 1) / perWarp);
+    }
+
+    /// <summary>Columns (or blocks) per walk: <see cref="ColumnsPerWarp"/>, or when 0 the fewest that fit
+    /// <paramref name="units"/> x <paramref name="gridExperts"/> one-column CTAs in one wave of
+    /// <paramref name="resident"/> per SM.</summary>
+    private long WalkLength(long units, long gridExperts, int multiprocessors, int resident)
+    {
+        if (ColumnsPerWarp > 0) return ColumnsPerWarp;
+        long wave = (long)Math.Max(1, multiprocessors) * resident;
+        return Math.Max(1, (units * gridExperts + wave - 1) / wave);
     }
 
     /// <exception cref="ArgumentOutOfRangeException">A width without an entry or a negative column count.</exception>

@@ -17,9 +17,9 @@ internal sealed class FusedDecodePath : IDisposable
 {
     /// <summary>
     /// Largest T that <see cref="DecodeMode.Auto"/> sends through the decode kernels: measured, NVIDIA H200, bf16, graph
-    /// replay (docs/PERF.md, v9): faster than the grouped path up to T = 8 at Qwen3-30B-A3B (0.172 vs 0.196 ms) and
-    /// Qwen3-235B-A22B (0.574 vs 0.618 ms), slower from T = 16 (0.300 vs 0.284 ms) where the FFMA dot products of up to
-    /// 8 rows per weight pass stop keeping up with the weight stream.
+    /// replay (docs/PERF.md, decode session 4): the decode kernels win up to T = 8 at Qwen3-30B-A3B (0.148 ms) and
+    /// Qwen3-235B-A22B (0.560), the grouped GEMMs from T = 16 (30B: 0.272 against 0.330 for the decode kernels;
+    /// 235B: 0.826 against 1.161), where the FFMA dot products stop keeping up with the weight stream.
     /// </summary>
     public const int AutoMaxTokens = 8;
 
@@ -29,8 +29,10 @@ internal sealed class FusedDecodePath : IDisposable
     private readonly FusedBlockOptions _options;
     private DeviceBuffer<uint>? _counters; // [H/8] u32 tickets of moe_decode_down_combine: 0 between launches
     private DeviceBuffer<uint>? _routeCounter; // [1] u32 ticket of moe_routing_decode: 0 between launches
+    private readonly DecodeTuningOverride _tuningOverride; // MOENATIVE_DECODE_TUNING as read at construction
 
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> for a config the decode kernels cannot run.</exception>
+    /// <exception cref="FormatException">MOENATIVE_DECODE_TUNING is set and does not parse (<see cref="DecodeTuningOverride.Parse"/>).</exception>
     public FusedDecodePath(CudaContext context, MoeConfig config, ScalarType dtype, FusedBlockOptions options)
     {
         _context = context;
@@ -39,6 +41,7 @@ internal sealed class FusedDecodePath : IDisposable
         _options = options;
         Supported = MoeKernels.CanDecode(dtype, config.NumExperts, config.HiddenSize, config.IntermediateSize);
         Programmatic = context.ComputeCapability.Major >= 9 && ProgrammaticByEnvironment;
+        _tuningOverride = DecodeTuningOverride.FromEnvironment(); // a bad override fails here, before any launch
         if (options.Decode == DecodeMode.Always && !Supported)
             throw new ArgumentException(
                 $"Decode = Always needs a bf16/fp16 block with E <= {MoeKernels.DecodeMaxExperts} and H, I multiples of 8; " +
@@ -115,6 +118,10 @@ internal sealed class FusedDecodePath : IDisposable
             tokens, c.NumExperts, c.TopK, c.HiddenSize, c.NormTopKProb, Programmatic);
     }
 
+    /// <summary>The step's cut at T = <paramref name="tokens"/>: <see cref="DecodeTuning.For"/>, with what
+    /// MOENATIVE_DECODE_TUNING names replaced (for measurements).</summary>
+    public DecodeTuning Tuning(int tokens) => _tuningOverride.Apply(DecodeTuning.For(tokens));
+
     /// <summary>
     /// GEMM1 + SwiGLU, then GEMM2 + scale + combine on <paramref name="s"/>, from the routing kernels' outputs. With
     /// FuseMulPost G2 rows are scaled by w and summed with weight 1; with PermuteY G2 is stored in token-slot order.
@@ -134,14 +141,15 @@ internal sealed class FusedDecodePath : IDisposable
         int tokens)
     {
         MoeConfig c = _config;
+        DecodeTuning tuning = Tuning(tokens);
         // NOTE: the counters exist here: Applies is true only when the block reserves them with its forward workspace.
         kernels.DecodeGateUpSilu(s, _dtype, x, gateUp, mSizes, gather, g1, act, tokens, c.NumExperts, c.TopK, c.HiddenSize,
-            c.IntermediateSize, Programmatic);
+            c.IntermediateSize, Programmatic, tuning);
         DeviceRange rowScale = _options.FuseMulPost ? w : DeviceRange.Null;
         DeviceRange combineWeights = _options.FuseMulPost ? DeviceRange.Null : w;
         kernels.DecodeDownCombine(s, _dtype, act, down, mSizes, gather, inverse, rowScale, g2, combineWeights, y,
             _counters!.AsRange(), tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, slotOrder: _options.PermuteY,
-            Programmatic);
+            Programmatic, tuning);
     }
 
     public void Dispose()

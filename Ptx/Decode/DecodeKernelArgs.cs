@@ -6,7 +6,7 @@ namespace MoeNative.Ptx;
 // (ulong = .u64 device pointer, int = .s32). Dimension legend: T tokens, k top-k, TK = T*k token slots, E experts,
 // H hidden, I intermediate; r expert-ordered row, p = t*k + j token slot; gather[r] = p; inverse[p] = r.
 
-/// <summary><c>moe_decode_gate_up_silu_{dtype}</c>: grid (ceil(I/4), min(E, TK)), block 128.</summary>
+/// <summary><c>moe_decode_gate_up_silu_{dtype}</c>: grid (G &lt;= ceil(I/4), min(E, TK)), block 128.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct DecodeGateUpSiluArgs
 {
@@ -20,9 +20,11 @@ internal struct DecodeGateUpSiluArgs
     public int TopK;        // k
     public int Hidden;      // H (multiple of 8)
     public int Inter;       // I
+    public int Prefetch;    // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
+    public uint TopKMagic;  // ceil(2^32 / k) for k >= 2, 0 for k = 1 (the kernel's slot / k without a division)
 }
 
-/// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (H/8, min(E, TK)), block 128.</summary>
+/// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (D, min(E, TK)), ceil(H/8/32) &lt;= D &lt;= H/8, block 128.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct DecodeDownCombineArgs
 {
@@ -42,4 +44,5 @@ internal struct DecodeDownCombineArgs
     public int Hidden;       // H (multiple of 8)
     public int Inter;        // I (multiple of 8)
     public int SlotOrder;    // 0: G2 in expert order (row r); 1: token-slot order (row gather[r])
+    public int Prefetch;     // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
 }

@@ -10,11 +10,10 @@ internal sealed partial class MoeKernels
     /// <summary>Largest E the decode kernels handle (eight groups of 32 expert counts per warp).</summary>
     public const int DecodeMaxExperts = 256;
 
-    /// <summary>Columns of Y one decode GEMM2 CTA owns (and the length of one ticket counter's block).</summary>
+    /// <summary>Columns of Y in one decode GEMM2 column block (one ticket counter each; a CTA walks one or more blocks).</summary>
     public const int DecodeColumnsPerCta = 8;
 
     private const int DecodeBlock = 128;             // 4 warps
-    private const int DecodeGateColumnsPerCta = 4;   // one intermediate column (gate + up row) per warp
 
     private const int DecodeWidths = 4;              // entries per dtype: 1, 2, 4, 8 rows per pass
 
@@ -25,19 +24,6 @@ internal sealed partial class MoeKernels
     /// <summary>Whether this device runs the decode step with programmatic dependent launch (compute capability 9.0+;
     /// the sm_90 specialisations of the one-launch routing and the decode kernels).</summary>
     public bool CanLaunchProgrammatic => Context.ComputeCapability.Major >= 9;
-
-    /// <summary>
-    /// Activation rows per pass over a warp's weight rows for a T-token step: an expert gets at most T rows, so the
-    /// narrowest entry that covers min(T, 8) rows in one pass (T = 1: 2 accumulators per lane instead of 16, so more
-    /// CTAs stay resident). Every width sums each row in the same order: the choice never changes a bit.
-    /// </summary>
-    public static int DecodeRowsPerPass(int tokens) => tokens switch
-    {
-        <= 1 => 1,
-        2 => 2,
-        <= 4 => 4,
-        _ => 8,
-    };
 
     /// <summary>
     /// Whether the decode kernels handle these dims: a 16-bit storage dtype, 1 &lt;= E &lt;= 256, H and I positive
@@ -64,6 +50,8 @@ internal sealed partial class MoeKernels
     /// Overwrites its outputs. Bitwise the same for a token whatever the rest of the batch. With
     /// <paramref name="programmatic"/> (<see cref="CanLaunchProgrammatic"/>) it is launched with programmatic stream
     /// serialisation: it starts while the routing kernel before it ends and waits for it on the device.
+    /// <paramref name="tuning"/> (default <see cref="DecodeTuning.For"/>) picks the pass width, the column walk and the
+    /// prefetch distance; no choice changes a value.
     /// </summary>
     public void DecodeGateUpSilu(CudaStream stream, ScalarType dtype,
         DeviceRange x,         // [T,H] dtype
@@ -72,11 +60,13 @@ internal sealed partial class MoeKernels
         DeviceRange gather,    // [TK] i32
         DeviceRange firstGemm, // G1 [TK,2I] dtype out, or Null
         DeviceRange act,       // A [TK,I] dtype out
-        int tokens, int experts, int topK, int hidden, int inter, bool programmatic = false)
+        int tokens, int experts, int topK, int hidden, int inter, bool programmatic = false, DecodeTuning? tuning = null)
     {
         CheckStream(stream);
         CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
         CheckProgrammatic(programmatic);
+        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens);
+        cut.Validate(nameof(tuning));
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(x, (long)tokens * hidden * es, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
@@ -92,11 +82,13 @@ internal sealed partial class MoeKernels
         {
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
+            Prefetch = cut.Prefetch ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK),
         };
-        var key = new DecodeKey(dtype, DecodeRowsPerPass(tokens), programmatic);
+        var key = new DecodeKey(dtype, cut.RowsPerPass, programmatic);
         PtxKernel<DecodeGateUpSiluArgs> kernel = Kernel(_decodeGateUp, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic),
             static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows));
-        var grid = new Dim3(CeilDiv(inter, DecodeGateColumnsPerCta), (uint)Math.Min(experts, tk));
+        long gridExperts = Math.Min(experts, tk);
+        var grid = new Dim3((uint)cut.GateGridColumns(inter, gridExperts, Context.MultiprocessorCount), (uint)gridExperts);
         if (programmatic) kernel.LaunchProgrammatic(stream, grid, new Dim3(DecodeBlock), 0, in args);
         else kernel.Launch(stream, grid, new Dim3(DecodeBlock), 0, in args);
     }
@@ -108,7 +100,8 @@ internal sealed partial class MoeKernels
     /// moe_topk_combine. <paramref name="counters"/> [H/8] u32 must be 0 before the launch and are left 0 after it
     /// (one buffer per stream: two launches in flight must not share it). Overwrites G2 and Y. With
     /// <paramref name="programmatic"/> it starts while <see cref="DecodeGateUpSilu"/> ends: it finds its expert and
-    /// sends its weight rows to L2 first, then waits for A on the device.
+    /// sends its weight rows to L2 first, then waits for A on the device. <paramref name="tuning"/> as for
+    /// <see cref="DecodeGateUpSilu"/> (here the walk is over 8-column blocks, each with its own ticket counter).
     /// </summary>
     public void DecodeDownCombine(CudaStream stream, ScalarType dtype,
         DeviceRange act,        // A [TK,I] dtype (expert order)
@@ -121,11 +114,13 @@ internal sealed partial class MoeKernels
         DeviceRange weights,    // [T,k] dtype, or Null = all 1
         DeviceRange output,     // Y [T,H] dtype out
         DeviceRange counters,   // [H/8] u32, zero
-        int tokens, int experts, int topK, int hidden, int inter, bool slotOrder, bool programmatic = false)
+        int tokens, int experts, int topK, int hidden, int inter, bool slotOrder, bool programmatic = false, DecodeTuning? tuning = null)
     {
         CheckStream(stream);
         CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
         CheckProgrammatic(programmatic);
+        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens);
+        cut.Validate(nameof(tuning));
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
@@ -148,15 +143,19 @@ internal sealed partial class MoeKernels
             Act = act.Pointer, Down = down.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
             RowScale = rowScale.Pointer, SecondGemm = secondGemm.Pointer, Weights = weights.Pointer, Output = output.Pointer,
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            SlotOrder = slotOrder ? 1 : 0,
+            SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.Prefetch ? 1 : 0,
         };
-        var key = new DecodeKey(dtype, DecodeRowsPerPass(tokens), programmatic);
+        var key = new DecodeKey(dtype, cut.RowsPerPass, programmatic);
         PtxKernel<DecodeDownCombineArgs> kernel = Kernel(_decodeDown, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic),
             static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows));
-        var grid = new Dim3((uint)DecodeCounterCount(hidden), (uint)Math.Min(experts, tk));
+        long gridExperts = Math.Min(experts, tk);
+        var grid = new Dim3((uint)cut.DownGridBlocks(hidden, gridExperts, Context.MultiprocessorCount), (uint)gridExperts);
         if (programmatic) kernel.LaunchProgrammatic(stream, grid, new Dim3(DecodeBlock), 0, in args);
         else kernel.Launch(stream, grid, new Dim3(DecodeBlock), 0, in args);
     }
+
+    /// <summary>ceil(2^32 / k) for k &gt;= 2 (the gate/up kernel's mulhi quotient slot / k, corrected by one step), 0 for k = 1.</summary>
+    public static uint DecodeDivisionMagic(int topK) => topK <= 1 ? 0u : (uint)(((1UL << 32) + (ulong)(topK - 1)) / (ulong)topK);
 
     /// <summary>Which decode entry: dtype, rows per pass, plain or programmatic module; <see cref="Slot"/> indexes the caches.</summary>
     private readonly record struct DecodeKey(ScalarType Dtype, int Rows, bool Programmatic)

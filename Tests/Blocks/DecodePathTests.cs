@@ -106,8 +106,8 @@ public sealed class DecodePathTests
     }
 
     /// <summary>
-    /// Auto: T = 1, 2, 3 and 8 all take the decode kernels (the 1-, 2-, 4- and 8-row entries) and the one-launch
-    /// routing, so a token alone is bitwise its row of each batch.
+    /// Auto: T = 1, 2, 3 and 8 all take the decode kernels (the 1- and 2-row entries, the one-wave column walk up to
+    /// T = 4 and one column per warp above) and the one-launch routing, so a token alone is bitwise its row of each batch.
     /// </summary>
     [TestMethod]
     public void DecodeAuto_IsBatchInvariant_UpToItsThreshold()

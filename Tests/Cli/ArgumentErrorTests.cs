@@ -22,6 +22,7 @@ public sealed class ArgumentErrorTests
     [DataRow(new[] { "bench", "--seqlen", "1,x" }, "x", DisplayName = "bench: bad token list")]
     [DataRow(new[] { "bench", "--dtype", "int8" }, "int8", DisplayName = "bench: unknown dtype")]
     [DataRow(new[] { "bench", "--inference", "--backward" }, "--inference", DisplayName = "bench: --inference with --backward")]
+    [DataRow(new[] { "bench", "--decode", "sometimes" }, "sometimes", DisplayName = "bench: unknown decode mode")]
     [DataRow(new[] { "run", "--weights", "w", "--input", "i", "--output", "o" }, "--config", DisplayName = "run: missing --config")]
     [DataRow(new[] { "ptx", "dump" }, "--output", DisplayName = "ptx dump: missing --output")]
     public void BadCommandLine_OneErrorLine_ExitTwo(string[] args, string mentioned)

@@ -29,17 +29,83 @@ public sealed class DecodeKernelRulesTests
     }
 
     [TestMethod]
-    [DataRow(1, 1)]
-    [DataRow(2, 2)]
-    [DataRow(3, 4)]
-    [DataRow(4, 4)]
-    [DataRow(5, 8)]
-    [DataRow(8, 8)]
-    [DataRow(64, 8)]
-    public void RowsPerPass_IsTheNarrowestEntryCoveringMinTAndEight(int tokens, int rows)
+    [DataRow(1, 1, 0)]
+    [DataRow(2, 2, 0)]
+    [DataRow(3, 2, 0)]
+    [DataRow(4, 2, 0)]
+    [DataRow(5, 2, 1)]
+    [DataRow(8, 2, 1)]
+    [DataRow(64, 2, 1)]
+    public void DefaultTuning_IsTheMeasuredBest_WithAnEntryForItsWidth(int tokens, int rows, int columns)
     {
-        Assert.AreEqual(rows, MoeKernels.DecodeRowsPerPass(tokens));
+        DecodeTuning t = DecodeTuning.For(tokens);
+        Assert.AreEqual(rows, t.RowsPerPass);
+        Assert.AreEqual(columns, t.ColumnsPerWarp, "walk to one wave up to T = 4, one column per warp above");
+        Assert.IsFalse(t.Prefetch, "the L2 prefetch measured slower at every T");
         CollectionAssert.Contains(MoeKernelModules.DecodeRowsPerPass.ToArray(), rows, "the module has no entry for this width");
+    }
+
+    [TestMethod]
+    [DataRow(1, 768, 8L, 132, 96, DisplayName = "30B T=1: 192 x 8 CTAs over 132 x 10 resident -> 2 columns per warp")]
+    [DataRow(1, 1536, 8L, 132, 128, DisplayName = "235B T=1: 384 x 8 over 1320 -> 3 columns per warp")]
+    [DataRow(2, 768, 64L, 132, 18, DisplayName = "30B T=8 (2-row entry): 192 x 64 over 132 x 9 -> 11 columns per warp")]
+    [DataRow(1, 8, 1L, 132, 2, DisplayName = "tiny I: one column per warp")]
+    public void GateGridColumns_FitsOneWave(int rows, int inter, long gridExperts, int sms, int expected)
+    {
+        var t = new DecodeTuning(rows, 0, false);
+        int grid = t.GateGridColumns(inter, gridExperts, sms);
+        Assert.AreEqual(expected, grid);
+        Assert.IsLessThanOrEqualTo((long)sms * DecodeTuning.ResidentGateCtas(rows), grid * gridExperts);
+        Assert.AreEqual((inter + 3) / 4, new DecodeTuning(rows, 1, false).GateGridColumns(inter, gridExperts, sms), "one column per warp: ceil(I/4) CTAs");
+        Assert.AreEqual(((inter + 3) / 4 + 2) / 3, new DecodeTuning(rows, 3, false).GateGridColumns(inter, gridExperts, sms));
+    }
+
+    [TestMethod]
+    [DataRow(1, 2048, 8L, 132, 128, DisplayName = "30B T=1: 256 x 8 CTAs over 132 x 12 resident -> 2 blocks per CTA")]
+    [DataRow(1, 4096, 8L, 132, 171, DisplayName = "235B T=1: 512 x 8 over 1584 -> 3 blocks per CTA")]
+    [DataRow(2, 2048, 64L, 132, 20, DisplayName = "30B T=8 (2-row entry): 256 x 64 over 1320 -> 13 blocks per CTA")]
+    [DataRow(2, 4096, 256L, 1, 16, DisplayName = "one SM: capped at 32 blocks per CTA")]
+    public void DownGridBlocks_FitsOneWave_AtMost32BlocksPerCta(int rows, int hidden, long gridExperts, int sms, int expected)
+    {
+        var t = new DecodeTuning(rows, 0, false);
+        int grid = t.DownGridBlocks(hidden, gridExperts, sms);
+        Assert.AreEqual(expected, grid);
+        int blocks = hidden / 8;
+        Assert.IsLessThanOrEqualTo(DecodeTuning.MaxDownBlocksPerCta, (blocks + grid - 1) / grid);
+        Assert.AreEqual(blocks, new DecodeTuning(rows, 1, false).DownGridBlocks(hidden, gridExperts, sms), "one block per CTA: H/8 CTAs");
+        Assert.AreEqual((blocks + 31) / 32, new DecodeTuning(rows, 1000, false).DownGridBlocks(hidden, gridExperts, sms));
+    }
+
+    [TestMethod]
+    public void TuningOverride_ReplacesTheNamedFields_AndRefusesBadText()
+    {
+        var d = new DecodeTuning(1, 0, true);
+        Assert.AreEqual(d, DecodeTuningOverride.Parse(null).Apply(d));
+        Assert.AreEqual(d, DecodeTuningOverride.Parse(" ").Apply(d));
+        Assert.AreEqual(new DecodeTuning(4, 0, true), DecodeTuningOverride.Parse("rows=4").Apply(d));
+        Assert.AreEqual(new DecodeTuning(8, 3, false), DecodeTuningOverride.Parse("rows=8, cols=3,prefetch=0").Apply(d));
+        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "speed=1", "rows=x" })
+        {
+            var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuningOverride.Parse(bad), bad);
+            StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);
+        }
+    }
+
+    [TestMethod]
+    public void DivisionMagic_GivesTheQuotientAfterOneStep_ForEveryKAndLargeSlots()
+    {
+        Assert.AreEqual(0u, MoeKernels.DecodeDivisionMagic(1));
+        foreach (int k in new[] { 2, 3, 7, 8, 10, 128, 255, 256 })
+        {
+            uint m = MoeKernels.DecodeDivisionMagic(k);
+            foreach (long slot in new long[] { 0, 1, k - 1, k, 5L * k + k - 1, 1 << 24, (1L << 31) - 1, (1L << 31) - k, 123456789 })
+            {
+                // the kernel's steps (decode_row_token.ptx): q = mulhi(slot, m); q -= (q * k > slot)
+                uint q = (uint)(((ulong)slot * m) >> 32);
+                if ((ulong)q * (ulong)k > (ulong)slot) q--;
+                Assert.AreEqual(slot / k, (long)q, $"k={k} slot={slot}");
+            }
+        }
     }
 
     [TestMethod]

@@ -28,44 +28,121 @@ public sealed class DecodeProgrammaticLaunchTests
         if (!kernels.CanLaunchProgrammatic)
             Assert.Inconclusive($"programmatic dependent launch needs compute capability 9.0+; this GPU is {ctx.ComputeCapability}");
         int seed = 9700 + T + (int)dtype;
-        Console.WriteLine($"seed {seed}");
-        var rng = new HostRandom(seed);
+        using var inputs = new StepInputs(ctx, dtype, T, seed);
         using var stream = new CudaStream(ctx);
-        using var x = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)T * H)));
-        using var wr = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H, 0.05)));
-        using var wgu = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * 2 * I * H, 0.03)));
-        using var wd = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H * I, 0.03)));
         using var plain = new StepBuffers(ctx, dtype, T);
         using var pdl = new StepBuffers(ctx, dtype, T);
         ctx.Synchronize();
 
         plain.Poison(stream);
-        Step(kernels, stream, dtype, T, x, wr, wgu, wd, plain, programmatic: false);
+        Step(kernels, stream, dtype, T, inputs, plain, programmatic: false);
         stream.Synchronize();
         byte[][] expected = plain.Download();
 
         pdl.Poison(stream);
-        for (int i = 0; i < 3; i++) Step(kernels, stream, dtype, T, x, wr, wgu, wd, pdl, programmatic: true);
+        for (int i = 0; i < 3; i++) Step(kernels, stream, dtype, T, inputs, pdl, programmatic: true);
         stream.Synchronize();
         Compare(expected, pdl.Download(), "three back-to-back programmatic steps");
 
         pdl.Poison(stream);
         stream.Synchronize();
-        using CudaGraph graph = CudaGraph.Capture(stream, s => Step(kernels, s, dtype, T, x, wr, wgu, wd, pdl, programmatic: true));
+        using CudaGraph graph = CudaGraph.Capture(stream, s => Step(kernels, s, dtype, T, inputs, pdl, programmatic: true));
         graph.Launch(stream);
         graph.Launch(stream);
         stream.Synchronize();
         Compare(expected, pdl.Download(), "a captured programmatic step replayed twice");
     }
 
-    private static void Step(MoeKernels kernels, CudaStream s, ScalarType dtype, int T, DeviceTensor x, DeviceTensor wr,
-        DeviceTensor wgu, DeviceTensor wd, StepBuffers b, bool programmatic)
+    /// <summary>
+    /// Every decode cut (<see cref="DecodeTuning"/>: each pass width, one column per warp, a 3-column walk and the
+    /// one-wave walk, prefetch on and off) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
+    /// the default cut itself is checked against the grouped reference by DecodePathTests. Fresh random inputs from a
+    /// printed seed, outputs poisoned before each run. T = 5 and 8 (k = 4 of E = 32) give experts more rows than the narrow widths take
+    /// in one pass.
+    /// </summary>
+    [TestMethod]
+    [DataRow(ScalarType.BFloat16, 1)]
+    [DataRow(ScalarType.BFloat16, 5)]
+    [DataRow(ScalarType.Float16, 8)]
+    public void EveryTuning_IsBitwiseTheDefaultStep(ScalarType dtype, int T)
     {
-        kernels.RoutingDecode(s, dtype, x.Range, wr.Range, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b.RouteCounter,
+        CudaContext ctx = GpuTest.RequireContext();
+        MoeKernels kernels = MoeKernels.For(ctx);
+        int seed = 9800 + T + (int)dtype;
+        using var inputs = new StepInputs(ctx, dtype, T, seed);
+        using var stream = new CudaStream(ctx);
+        using var reference = new StepBuffers(ctx, dtype, T);
+        using var cut = new StepBuffers(ctx, dtype, T);
+        ctx.Synchronize();
+
+        reference.Poison(stream);
+        Step(kernels, stream, dtype, T, inputs, reference, programmatic: false);
+        stream.Synchronize();
+        byte[][] expected = reference.Download();
+
+        bool[] launches = kernels.CanLaunchProgrammatic ? [false, true] : [false];
+        foreach (int rows in MoeKernelModules.DecodeRowsPerPass)
+            foreach (int columns in new[] { 0, 1, 3 })
+                foreach (bool prefetch in new[] { false, true })
+                    foreach (bool programmatic in launches)
+                    {
+                        var tuning = new DecodeTuning(rows, columns, prefetch);
+                        cut.Poison(stream);
+                        Step(kernels, stream, dtype, T, inputs, cut, programmatic, tuning);
+                        stream.Synchronize();
+                        Compare(expected, cut.Download(), $"{tuning}, programmatic {programmatic}");
+                    }
+    }
+
+    [TestMethod]
+    public void BadTuning_IsRefusedBeforeAnyLaunch()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        MoeKernels kernels = MoeKernels.For(ctx);
+        using var stream = new CudaStream(ctx);
+        using var b = new StepBuffers(ctx, ScalarType.BFloat16, 1);
+        using var x = new DeviceBuffer<byte>(ctx, (long)H * 2);
+        using var wgu = new DeviceBuffer<byte>(ctx, (long)E * 2 * I * H * 2);
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernels.DecodeGateUpSilu(stream, ScalarType.BFloat16,
+            x.AsRange(), wgu.AsRange(), b[4], b[5], b[7], b[8], 1, E, K, H, I, tuning: new DecodeTuning(3, 0, false)));
+        Assert.AreEqual("tuning", e.ParamName);
+    }
+
+    private static void Step(MoeKernels kernels, CudaStream s, ScalarType dtype, int T, StepInputs a, StepBuffers b,
+        bool programmatic, DecodeTuning? tuning = null)
+    {
+        kernels.RoutingDecode(s, dtype, a.X.Range, a.Wr.Range, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b.RouteCounter,
             T, E, K, H, normTopK: true, programmatic);
-        kernels.DecodeGateUpSilu(s, dtype, x.Range, wgu.Range, b[4], b[5], b[7], b[8], T, E, K, H, I, programmatic);
-        kernels.DecodeDownCombine(s, dtype, b[8], wd.Range, b[4], b[5], b[6], DeviceRange.Null, b[9], b[3], b[10],
-            b.DownCounters, T, E, K, H, I, slotOrder: false, programmatic);
+        kernels.DecodeGateUpSilu(s, dtype, a.X.Range, a.Wgu.Range, b[4], b[5], b[7], b[8], T, E, K, H, I, programmatic, tuning);
+        kernels.DecodeDownCombine(s, dtype, b[8], a.Wd.Range, b[4], b[5], b[6], DeviceRange.Null, b[9], b[3], b[10],
+            b.DownCounters, T, E, K, H, I, slotOrder: false, programmatic, tuning);
+    }
+
+    /// <summary>Fresh random X [T,H], Wr [E,H], Wgu [E,2I,H] and Wd [E,H,I] from a seed (printed), rounded to the dtype.</summary>
+    private sealed class StepInputs : IDisposable
+    {
+        public StepInputs(CudaContext ctx, ScalarType dtype, int T, int seed)
+        {
+            Console.WriteLine($"seed {seed}");
+            var rng = new HostRandom(seed);
+            X = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)T * H)));
+            Wr = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H, 0.05)));
+            Wgu = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * 2 * I * H, 0.03)));
+            Wd = DeviceTensor.Upload(ctx, dtype, HostDtype.Rounded(dtype, rng.Normal((long)E * H * I, 0.03)));
+        }
+
+        public DeviceTensor X { get; }
+        public DeviceTensor Wr { get; }
+        public DeviceTensor Wgu { get; }
+        public DeviceTensor Wd { get; }
+
+        public void Dispose()
+        {
+            X.Dispose();
+            Wr.Dispose();
+            Wgu.Dispose();
+            Wd.Dispose();
+        }
     }
 
     private static void Compare(byte[][] expected, byte[][] actual, string what)

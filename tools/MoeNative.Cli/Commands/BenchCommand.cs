@@ -13,7 +13,7 @@ namespace MoeNative.Cli.Commands;
 public sealed record BenchOptions(
     string Config, int[] SeqLens, ScalarType DType, bool Backward, string? Json,
     bool Reference, bool Graph, bool Autotune, int Seed, bool Gemm = false, bool Inference = false, bool FuseDSwiGlu = false,
-    int? ExpertParallelRanks = null);
+    int? ExpertParallelRanks = null, DecodeMode Decode = DecodeMode.Auto);
 
 /// <summary>
 /// <c>bench</c>: times the whole fused block (X on the device to Y on the device; with <c>--backward</c> also
@@ -52,6 +52,12 @@ public static class BenchCommand
             Description = "GEMM2 dX runs the dSwiGLU epilogue on sm_90a tiles (FusedBlockOptions.FuseSwiGluBackward).",
         };
 
+        var decode = new Option<DecodeMode>("--decode")
+        {
+            Description = "Which expert kernels the fused forward runs: auto (the decode kernels for small T), off (the grouped GEMMs), always (the decode kernels at every T).",
+            DefaultValueFactory = _ => DecodeMode.Auto,
+        };
+
         var ep = new Option<int?>("--ep")
         {
             Description = "Time one expert-parallel layer over N GPUs (NCCL, one rank per GPU): per-layer time and the exchange's share; " +
@@ -61,7 +67,7 @@ public static class BenchCommand
 
         var command = new Command("bench", "Time the fused block (and the cuBLAS grouped reference): ms, TFLOP/s, GB/s, % of the floor. GPU only.")
         {
-            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm, inference, fuseDSwiGlu, ep,
+            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm, inference, fuseDSwiGlu, ep, decode,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new BenchOptions(
             parse.GetValue(ep) is not null && parse.GetResult(config) is not { Implicit: false } ? ExpertParallelBench.DefaultConfig : parse.GetValue(config)!,
@@ -76,7 +82,8 @@ public static class BenchCommand
             parse.GetValue(gemm),
             parse.GetValue(inference),
             parse.GetValue(fuseDSwiGlu),
-            parse.GetValue(ep)))));
+            parse.GetValue(ep),
+            parse.GetValue(decode)))));
         return command;
     }
 
@@ -96,7 +103,7 @@ public static class BenchCommand
             DType = o.DType,
             Tokens = o.SeqLens,
             Backward = o.Backward,
-            Fused = new FusedBlockOptions { Autotune = o.Autotune, InferenceOnly = o.Inference, FuseSwiGluBackward = o.FuseDSwiGlu },
+            Fused = new FusedBlockOptions { Autotune = o.Autotune, InferenceOnly = o.Inference, FuseSwiGluBackward = o.FuseDSwiGlu, Decode = o.Decode },
             UseGraph = o.Graph,
             IncludeReference = o.Reference,
             Seed = o.Seed,

@@ -1,0 +1,146 @@
+using System.Globalization;
+
+namespace MoeNative.Ptx;
+
+/// <summary>
+/// How one decode step (decode_experts.ptx) is cut over the card. No choice changes a value: every pass width, column
+/// walk and prefetch distance sums each row in the same order (batch invariance holds whatever is picked).
+/// </summary>
+/// <param name="RowsPerPass">Activation rows per pass over a warp's weight rows: the _rN entry (1, 2, 4 or 8), for both kernels.</param>
+/// <param name="ColumnsPerWarp">How many columns each warp walks one after the other: intermediate columns in the
+/// gate/up kernel, 8-column blocks (one per CTA at a time) in the down kernel (at most 32); 0 = as many as make each
+/// grid fit the card in one wave (<see cref="GateGridColumns"/>, <see cref="DownGridBlocks"/>).</param>
+/// <param name="Prefetch">Whether each warp asks L2 for its weight rows 2 KB ahead of its loads, in both kernels.</param>
+internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool Prefetch)
+{
+    /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset; <see cref="DecodeTuningOverride"/>).</summary>
+    public const string EnvironmentVariable = "MOENATIVE_DECODE_TUNING";
+
+    private const int GateColumnsPerCta = 4; // one intermediate column (gate + up row) per warp at a time
+
+    /// <summary>
+    /// The default for a T-token step, each choice the best measured on an NVIDIA H200 (docs/PERF.md, decode session 4):
+    /// the 1-row entry at T = 1 (2 accumulators per lane instead of 16, so more CTAs stay resident), the 2-row entry
+    /// above (most hit experts have one or two rows at T ≤ 8; the 8-row entry at T = 8: 0.208 ms against 0.148 at
+    /// Qwen3-30B-A3B); the one-wave column walk up to T = 4 (30B T=1 0.041 against 0.044 with one column per warp) and
+    /// one column per warp from T = 5 (30B T=8: 0.148 against 0.193 walking: once experts have several rows, the
+    /// one-wave grid waits for the few that take two passes); no L2 prefetch (every T of both configs measured
+    /// faster without: 30B T=1 0.039 vs 0.041, Qwen3-235B-A22B T=1 0.095 vs 0.106, T=8 0.560 vs 0.633).
+    /// </summary>
+    public static DecodeTuning For(int tokens) => new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : 1, Prefetch: false);
+
+    /// <summary>Largest T whose default walks columns to fit one wave (<see cref="For"/>).</summary>
+    public const int MaxWalkTokens = 4;
+
+    /// <summary>The default pass width of a T-token step (see <see cref="For"/>).</summary>
+    public static int RowsPerPassFor(int tokens) => tokens <= 1 ? 1 : 2;
+
+    /// <summary>
+    /// Resident gate/up CTAs per SM of each pass width (ptxas 12.4 -v, sm_90: r1 48 registers, r2 56, r4 56, r8 80 at
+    /// 128 threads: 65536 registers / (regs x 128)); the one-wave column walk divides by it.
+    /// </summary>
+    public static int ResidentGateCtas(int rowsPerPass) => rowsPerPass switch
+    {
+        1 => 10,
+        2 or 4 => 9,
+        _ => 6,
+    };
+
+    /// <summary>Resident down CTAs per SM of each pass width (ptxas 12.4 -v, sm_90: r1 38 registers (allocated 40), r2 48,
+    /// r4 56, r8 64).</summary>
+    public static int ResidentDownCtas(int rowsPerPass) => rowsPerPass switch
+    {
+        1 => 12,
+        2 => 10,
+        4 => 9,
+        _ => 8,
+    };
+
+    /// <summary>Most 8-column blocks one down CTA walks (its ticket mask is one u32).</summary>
+    public const int MaxDownBlocksPerCta = 32;
+
+    /// <summary>
+    /// grid.x of the down kernel: H/8 CTAs of one 8-column block each, or fewer, each walking blocks x, x + grid.x, ...
+    /// (<see cref="ColumnsPerWarp"/> of them, at most <see cref="MaxDownBlocksPerCta"/>; 0: the fewest that fit the
+    /// H/8 x min(E, TK) CTAs in one wave of <see cref="ResidentDownCtas"/> per SM).
+    /// </summary>
+    public int DownGridBlocks(int hidden, long gridExperts, int multiprocessors)
+    {
+        int blocks = hidden / MoeKernels.DecodeColumnsPerCta;
+        long perCta = Math.Min(WalkLength(blocks, gridExperts, multiprocessors, ResidentDownCtas(RowsPerPass)), MaxDownBlocksPerCta);
+        return (int)((blocks + perCta - 1) / perCta);
+    }
+
+    /// <summary>
+    /// grid.x of the gate/up kernel: ceil(I/4) CTAs of 4 columns when each warp owns one column, else fewer, each warp
+    /// walking <see cref="ColumnsPerWarp"/> columns (0: the fewest columns per warp that fit the
+    /// ceil(I/4) x min(E, TK) CTAs in one wave of <see cref="ResidentGateCtas"/> per SM).
+    /// </summary>
+    public int GateGridColumns(int inter, long gridExperts, int multiprocessors)
+    {
+        int columnCtas = (inter + GateColumnsPerCta - 1) / GateColumnsPerCta;
+        long perWarp = WalkLength(columnCtas, gridExperts, multiprocessors, ResidentGateCtas(RowsPerPass));
+        return (int)((columnCtas + perWarp - 1) / perWarp);
+    }
+
+    /// <summary>Columns (or blocks) per walk: <see cref="ColumnsPerWarp"/>, or when 0 the fewest that fit
+    /// <paramref name="units"/> x <paramref name="gridExperts"/> one-column CTAs in one wave of
+    /// <paramref name="resident"/> per SM.</summary>
+    private long WalkLength(long units, long gridExperts, int multiprocessors, int resident)
+    {
+        if (ColumnsPerWarp > 0) return ColumnsPerWarp;
+        long wave = (long)Math.Max(1, multiprocessors) * resident;
+        return Math.Max(1, (units * gridExperts + wave - 1) / wave);
+    }
+
+    /// <exception cref="ArgumentOutOfRangeException">A width without an entry or a negative column count.</exception>
+    public void Validate(string paramName)
+    {
+        if (RowsPerPass is not (1 or 2 or 4 or 8))
+            throw new ArgumentOutOfRangeException(paramName, RowsPerPass, "RowsPerPass must be 1, 2, 4 or 8 (the decode entries' widths).");
+        if (ColumnsPerWarp < 0)
+            throw new ArgumentOutOfRangeException(paramName, ColumnsPerWarp, "ColumnsPerWarp must be >= 0 (0: fit one wave).");
+    }
+}
+
+/// <summary>
+/// What <see cref="DecodeTuning.EnvironmentVariable"/> names, parsed once: the fields it replaces in a default
+/// <see cref="DecodeTuning"/> (null: kept), for measurements. <see cref="Apply"/> allocates nothing.
+/// </summary>
+internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? Prefetch)
+{
+    /// <summary><see cref="DecodeTuning.EnvironmentVariable"/> as set now (unset or empty: no override).</summary>
+    /// <exception cref="FormatException">See <see cref="Parse"/>.</exception>
+    public static DecodeTuningOverride FromEnvironment() => Parse(Environment.GetEnvironmentVariable(DecodeTuning.EnvironmentVariable));
+
+    /// <summary>Comma-separated <c>rows=1|2|4|8</c>, <c>cols=N</c> (N &gt;= 0), <c>prefetch=0|1</c>, any subset; null or
+    /// blank text overrides nothing.</summary>
+    /// <exception cref="FormatException">An unknown key, a value that is not a non-negative integer, or one out of its
+    /// range; the message names <see cref="DecodeTuning.EnvironmentVariable"/>.</exception>
+    public static DecodeTuningOverride Parse(string? text)
+    {
+        var o = new DecodeTuningOverride();
+        if (string.IsNullOrWhiteSpace(text)) return o;
+        const string name = DecodeTuning.EnvironmentVariable;
+        foreach (string part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            string[] kv = part.Split('=', 2, StringSplitOptions.TrimEntries);
+            if (kv.Length != 2 || !int.TryParse(kv[1], NumberStyles.None, CultureInfo.InvariantCulture, out int v))
+                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch).");
+            o = kv[0] switch
+            {
+                "rows" when v is 1 or 2 or 4 or 8 => o with { RowsPerPass = v },
+                "rows" => throw new FormatException($"{name}: rows must be 1, 2, 4 or 8 (the decode entries' widths), got {v}."),
+                "cols" => o with { ColumnsPerWarp = v },
+                "prefetch" when v <= 1 => o with { Prefetch = v == 1 },
+                "prefetch" => throw new FormatException($"{name}: prefetch must be 0 or 1, got {v}."),
+                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch)."),
+            };
+        }
+        return o;
+    }
+
+    /// <summary><paramref name="defaults"/> with the named fields replaced.</summary>
+    public DecodeTuning Apply(DecodeTuning defaults) =>
+        new(RowsPerPass ?? defaults.RowsPerPass, ColumnsPerWarp ?? defaults.ColumnsPerWarp, Prefetch ?? defaults.Prefetch);
+}

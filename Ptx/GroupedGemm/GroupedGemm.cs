@@ -107,8 +107,7 @@ public sealed partial class GroupedGemm
         {
             var hopper = new GroupedGemmRowsSm90aArgs
             {
-                // a cluster of 2 loads half the stage per CTA: box (64 k, BN/2 n, 1)
-                WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [GemmConfig.WgmmaBlockK, p.Spec.Config.BlockN / p.Spec.Config.Cluster, 1]),
+                WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [GemmConfig.WgmmaBlockK, p.Spec.Config.BlockN, 1]),
                 A = a.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = rowScale.Pointer,
                 Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
             };
@@ -394,15 +393,7 @@ public sealed partial class GroupedGemm
         long resident = (long)Context.MultiprocessorCount * CtasPerSm(spec, loaded.RegistersPerThread, smem);
         long cap = GridLimitForTesting is { } limit ? Math.Max(limit, 1) : long.MaxValue;
         uint grid = (uint)Math.Clamp(Math.Min(Math.Min(plan.Tiles, resident), cap), 1, int.MaxValue);
-        int cluster = spec.Config.Cluster; // the grid is whole clusters (.reqnctapercluster), each walking pairs of m-tiles
-        var kernel = (PtxKernel<TArgs>)loaded.Kernel;
-        if (cluster > 1)
-        {
-            grid = (uint)Math.Max(cluster, grid / cluster * cluster);
-            kernel.LaunchClustered(stream, new Dim3(grid), new Dim3((uint)spec.Config.Threads), smem, in args, (uint)cluster);
-        }
-        else
-            kernel.Launch(stream, new Dim3(grid), new Dim3((uint)spec.Config.Threads), smem, in args);
+        ((PtxKernel<TArgs>)loaded.Kernel).Launch(stream, new Dim3(grid), new Dim3((uint)spec.Config.Threads), smem, in args);
     }
 
     private LoadedGemm Load(GroupedGemmSpec spec)

@@ -1,5 +1,6 @@
 using MoeNative.Reference;
 using MoeNative.Interop;
+using MoeNative.Ptx;
 
 namespace MoeNative.Blocks;
 
@@ -22,6 +23,8 @@ internal enum BlockBuffer
     Gather,
     /// <summary>i32 [TK] inverse[p] = expert-ordered row r of token slot p.</summary>
     Inverse,
+    /// <summary>i32 [64,E] scratch of the routing indices (per-chunk counts, then per-chunk first rows).</summary>
+    RoutingCounts,
     /// <summary>dtype [TK,H] X rows in expert order (absent with PermuteX; the fused forward gathers X inside GEMM1, its backward fills this for the GEMM1 dW).</summary>
     XPermuted,
     /// <summary>dtype [TK,2I] GEMM1 output, expert order.</summary>
@@ -128,6 +131,7 @@ internal sealed class BlockWorkspaceLayout
         b.Add(BlockBuffer.MSizes, e, 4);
         b.Add(BlockBuffer.Gather, tk, 4);
         b.Add(BlockBuffer.Inverse, tk, 4);
+        b.Add(BlockBuffer.RoutingCounts, MoeKernels.RoutingIndicesScratchBytes(config.NumExperts) / 4, 4);
         if (copiesXp ?? !options.PermuteX) b.Add(BlockBuffer.XPermuted, tk * h, s);
         b.Add(BlockBuffer.FirstGemm, tk * 2 * i, s);
         b.Add(BlockBuffer.Intermediate, tk * i, s);

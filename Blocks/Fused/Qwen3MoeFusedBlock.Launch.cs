@@ -24,6 +24,7 @@ public sealed partial class Qwen3MoeFusedBlock
         DeviceRange mSizes = ws.Range(BlockBuffer.MSizes);            // [E]    i32
         DeviceRange gather = ws.Range(BlockBuffer.Gather);            // [TK]   i32
         DeviceRange inverse = ws.Range(BlockBuffer.Inverse);          // [TK]   i32
+        DeviceRange routingCounts = ws.Range(BlockBuffer.RoutingCounts); // [64,E] i32 scratch
         DeviceRange g1 = ws.Range(BlockBuffer.FirstGemm);             // [TK,2I] dtype, expert order
         DeviceRange act = ws.Range(BlockBuffer.Intermediate);         // [TK,I]  dtype, expert order
         DeviceRange g2 = ws.Range(BlockBuffer.SecondGemm);            // [TK,H]  dtype, expert order (token-slot order with PermuteY)
@@ -53,7 +54,7 @@ public sealed partial class Qwen3MoeFusedBlock
             _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
             Probe(s, "router_softmax_topk");
             // 3. m_sizes, stable gather, inverse
-            _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e);
+            _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, routingCounts, tk, e);
             Probe(s, "routing_indices");
         }
         // 4-8 for few tokens: the decode kernels (two launches stream the hit experts' weights once) write the same

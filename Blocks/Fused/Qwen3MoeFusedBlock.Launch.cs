@@ -44,12 +44,9 @@ public sealed partial class Qwen3MoeFusedBlock
         else
         {
             // 1. router logits L = X·Wrᵀ: a GEMV kernel for small T (a tiled GEMM would walk H in series on one or two
-            //    CTAs), the router tensor-core kernel (64 tokens x all experts per CTA) past it, else (fp32, H not a
-            //    multiple of 64, E > 256) the grouped NT GEMM with one group
+            //    CTAs), else the grouped NT GEMM with one group
             if (MoeKernels.CanRouterLogitsGemv(dt, tokens, h, x, wr, logits))
                 _kernels.RouterLogitsGemv(s, dt, x, wr, logits, tokens, e, h);
-            else if (MoeKernels.CanRouterLogitsMma(dt, tokens, e, h, x, wr, logits))
-                _kernels.RouterLogitsMma(s, dt, x, wr, logits, tokens, e, h);
             else
                 RunGemm(s, shapeClass, FusedGemmCall.NT(FusedGemm.RouterForward, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
             Probe(s, "router_logits");

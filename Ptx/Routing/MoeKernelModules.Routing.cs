@@ -10,14 +10,12 @@ internal static partial class MoeKernelModules
     public const string RouterLogitsGemvFile = "Routing/router_logits_gemv.ptx";
     public const string RoutingDecodeFile = "Routing/routing_decode.ptx";
     public const string RouterDwReduceFile = "Routing/router_dw_reduce.ptx";
-    public const string RouterLogitsMmaFile = "Routing/router_logits_mma.ptx";
 
     public static string RouterForwardEntry(ScalarType t) => $"moe_router_softmax_topk_{t.ShortName()}";
     public static string RouterBackwardEntry(ScalarType t) => $"moe_router_softmax_topk_backward_{t.ShortName()}";
     public static string RouterLogitsGemvEntry(ScalarType t) => $"moe_router_logits_gemv_{t.ShortName()}";
     public static string RoutingDecodeEntry(ScalarType t) => $"moe_routing_decode_{t.ShortName()}";
     public static string RouterDwReduceEntry(ScalarType t) => $"moe_router_dw_reduce_{t.ShortName()}";
-    public static string RouterLogitsMmaEntry(ScalarType t) => $"moe_router_logits_mma_{t.ShortName()}";
     public const string RoutingCountEntry = "moe_routing_count_chunks_i32";
     public const string RoutingScanEntry = "moe_routing_scan_chunks_i32";
     public const string RoutingScatterEntry = "moe_routing_scatter_chunks_i32";
@@ -39,12 +37,6 @@ internal static partial class MoeKernelModules
         PtxTemplate.Specialise(PtxLibrary.ReadComposed(RouterLogitsGemvFile), new Dictionary<string, string>()),
         [new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.BFloat16), typeof(RouterLogitsGemvArgs)),
          new PtxKernelSpec(RouterLogitsGemvEntry(ScalarType.Float16), typeof(RouterLogitsGemvArgs))]);
-
-    /// <summary>One module, both 16-bit entries (the file includes its entry fragment once per dtype).</summary>
-    public static PtxModuleSpec RouterLogitsMma() => new(ModuleName(RouterLogitsMmaFile, null),
-        PtxTemplate.Specialise(PtxLibrary.ReadComposed(RouterLogitsMmaFile), new Dictionary<string, string>()),
-        [new PtxKernelSpec(RouterLogitsMmaEntry(ScalarType.BFloat16), typeof(RouterLogitsGemvArgs)),
-         new PtxKernelSpec(RouterLogitsMmaEntry(ScalarType.Float16), typeof(RouterLogitsGemvArgs))]);
 
     /// <summary>One module, both 16-bit entries (its includes write out each dtype's entry); plain sm_80, or sm_90
     /// whose kernels let the next (programmatically launched) kernel start early.</summary>

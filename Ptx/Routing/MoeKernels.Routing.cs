@@ -20,8 +20,6 @@ internal sealed partial class MoeKernels
     private readonly PtxKernel<RouterSoftmaxTopKBackwardArgs>?[] _routerBackward = new PtxKernel<RouterSoftmaxTopKBackwardArgs>?[3];
     private readonly PtxKernel<RouterDwReduceArgs>?[] _routerDwReduce = new PtxKernel<RouterDwReduceArgs>?[3];
     private readonly PtxKernel<RouterLogitsGemvArgs>?[] _routerLogitsGemv = new PtxKernel<RouterLogitsGemvArgs>?[3];
-    private readonly PtxKernel<RouterLogitsGemvArgs>?[] _routerLogitsMma = new PtxKernel<RouterLogitsGemvArgs>?[3];
-    private readonly bool[] _routerLogitsMmaSharedSet = new bool[3];
     private readonly PtxKernel<RoutingDecodeArgs>?[] _routingDecode = new PtxKernel<RoutingDecodeArgs>?[6]; // [programmatic * 3 + dtype slot]
     private readonly PtxKernel<RoutingCountArgs>?[] _routingCount = new PtxKernel<RoutingCountArgs>?[1];
     private readonly PtxKernel<RoutingScanArgs>?[] _routingScan = new PtxKernel<RoutingScanArgs>?[1];
@@ -159,58 +157,6 @@ internal sealed partial class MoeKernels
         };
         Kernel(_routerLogitsGemv, dtype, _ => MoeKernelModules.RouterLogitsGemv(), MoeKernelModules.RouterLogitsGemvEntry)
             .Launch(stream, new Dim3(CeilDiv(experts, 2), CeilDiv(tokens, 8)), new Dim3(128), 0, in args);
-    }
-
-    /// <summary>Dynamic shared memory of <see cref="RouterLogitsMma"/>: 4 stages x (64 X rows + 128 Wr rows) x 128 bytes.</summary>
-    public const int RouterLogitsMmaSharedBytes = 4 * (64 + 128) * 128;
-
-    /// <summary>True when <see cref="RouterLogitsMma"/> takes this call: 16-bit dtype, T past
-    /// <see cref="RouterLogitsGemvMaxTokens"/> (the GEMV's range), 1 &lt;= E &lt;= <see cref="RouterMaxExperts"/>, H a positive
-    /// multiple of 64, every pointer 16-byte aligned.</summary>
-    public static bool CanRouterLogitsMma(ScalarType dtype, int tokens, int experts, int hidden, DeviceRange x, DeviceRange wr, DeviceRange logits) =>
-        dtype is ScalarType.BFloat16 or ScalarType.Float16 && tokens > RouterLogitsGemvMaxTokens && experts is >= 1 and <= RouterMaxExperts
-        && hidden > 0 && hidden % 64 == 0 && x.Pointer % 16 == 0 && wr.Pointer % 16 == 0 && logits.Pointer % 16 == 0;
-
-    /// <summary>
-    /// Router logits for many tokens: <c>L[t, e] = Σ_h X[t, h]·Wr[e, h]</c> on tensor cores (mma.sync m16n8k16, fp32
-    /// accumulation in a fixed order: deterministic), one rounding to <paramref name="dtype"/>. Grid (⌈T/64⌉, ⌈E/128⌉) x
-    /// 256 threads, a 4-stage cp.async ring of 64-wide k-steps (Routing/router_logits_mma.ptx). Any T &gt;= 0 runs; the block
-    /// takes it where <see cref="CanRouterLogitsMma"/> holds.
-    /// </summary>
-    public void RouterLogitsMma(CudaStream stream, ScalarType dtype,
-        DeviceRange x,       // [T,H] dtype
-        DeviceRange wr,      // [E,H] dtype
-        DeviceRange logits,  // [T,E] dtype out
-        int tokens, int experts, int hidden)
-    {
-        CheckStream(stream);
-        if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
-            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "The router tensor-core kernel takes BFloat16 or Float16.");
-        NonNegative(tokens, nameof(tokens));
-        if (experts < 1 || experts > RouterMaxExperts)
-            throw new ArgumentOutOfRangeException(nameof(experts), experts, $"E must be in [1, {RouterMaxExperts}].");
-        if (hidden < 64 || hidden % 64 != 0) throw new ArgumentOutOfRangeException(nameof(hidden), hidden, "H must be a positive multiple of 64.");
-        Need(x, (long)tokens * hidden * 2, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
-        Need(wr, (long)experts * hidden * 2, nameof(wr), $"[E={experts},H={hidden}] {dtype}");
-        Need(logits, (long)tokens * experts * 2, nameof(logits), $"[T={tokens},E={experts}] {dtype}");
-        Aligned(x, 16, nameof(x));
-        Aligned(wr, 16, nameof(wr));
-        Aligned(logits, 16, nameof(logits));
-        if (RouterLogitsMmaSharedBytes > Context.MaxSharedMemoryPerBlockOptin)
-            throw new NotSupportedException($"The router tensor-core kernel needs {RouterLogitsMmaSharedBytes} bytes of shared memory; {Context.Name} allows {Context.MaxSharedMemoryPerBlockOptin}.");
-        if (tokens == 0) return;
-        var args = new RouterLogitsGemvArgs
-        {
-            X = x.Pointer, Wr = wr.Pointer, Logits = logits.Pointer, Tokens = tokens, Experts = experts, Hidden = hidden,
-        };
-        PtxKernel<RouterLogitsGemvArgs> kernel = Kernel(_routerLogitsMma, dtype, _ => MoeKernelModules.RouterLogitsMma(), MoeKernelModules.RouterLogitsMmaEntry);
-        int slot = Slot(dtype);
-        if (!Volatile.Read(ref _routerLogitsMmaSharedSet[slot]))
-        {
-            kernel.Kernel.SetMaxDynamicSharedMemory(RouterLogitsMmaSharedBytes);
-            Volatile.Write(ref _routerLogitsMmaSharedSet[slot], true);
-        }
-        kernel.Launch(stream, new Dim3(CeilDiv(tokens, 64), CeilDiv(experts, 128)), new Dim3(256), RouterLogitsMmaSharedBytes, in args);
     }
 
     // ============================================================================================== routing indices

@@ -69,8 +69,7 @@ internal struct RoutingScatterArgs
     public int ChunkSlots;  // S
 }
 
-/// <summary><c>moe_router_logits_gemv_{bf16|fp16}</c>: L [T,E] = X·Wrᵀ for small T, two experts x eight tokens per CTA;
-/// also <c>moe_router_logits_mma_{bf16|fp16}</c> (many T, tensor cores, 64 tokens x 128 experts per CTA; H multiple of 64).</summary>
+/// <summary><c>moe_router_logits_gemv_{bf16|fp16}</c>: L [T,E] = X·Wrᵀ for small T, two experts x eight tokens per CTA.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct RouterLogitsGemvArgs
 {

@@ -13,12 +13,11 @@ internal static partial class MoeKernelModules
     public static string ModuleName(string file, ScalarType? dtype) =>
         Path.ChangeExtension(file, null) + (dtype is { } t ? "." + t.ShortName() : "");
 
-    /// <summary>Every small-kernel specialisation (6 files x 3 dtypes + routing indices + the router GEMV and tensor-core kernel + the one-launch decode routing and the decode kernels, each plain (sm_80) and with programmatic launch (sm_90)).</summary>
+    /// <summary>Every small-kernel specialisation (6 files x 3 dtypes + routing indices + the router GEMV + the one-launch decode routing and the decode kernels, each plain (sm_80) and with programmatic launch (sm_90)).</summary>
     public static IEnumerable<PtxModuleSpec> All()
     {
         yield return RoutingIndices();
         yield return RouterLogitsGemv();
-        yield return RouterLogitsMma();
         foreach (bool programmatic in new[] { false, true })
         {
             yield return RoutingDecode(programmatic);

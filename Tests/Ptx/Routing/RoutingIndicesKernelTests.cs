@@ -123,7 +123,8 @@ public sealed class RoutingIndicesKernelTests
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernels.RoutingIndices(stream, sel, m, sel, sel, counts, -1, 4));
         var ex = Assert.ThrowsExactly<ArgumentException>(() => kernels.RoutingIndices(stream, sel, m, sel, sel, counts, 16, 5));
         Assert.AreEqual("mSizes", ex.ParamName);
-        ex = Assert.ThrowsExactly<ArgumentException>(() => kernels.RoutingIndices(stream, sel, m, sel, sel, m, 16, 4));
+        using var shortCounts = new DeviceBuffer<int>(ctx, 3); // TK = 16 is one chunk: [1, E=4] needs 4 ints
+        ex = Assert.ThrowsExactly<ArgumentException>(() => kernels.RoutingIndices(stream, sel, m, sel, sel, shortCounts, 16, 4));
         Assert.AreEqual("counts", ex.ParamName);
         ex = Assert.ThrowsExactly<ArgumentException>(() => kernels.RoutingIndices(stream, sel, m, sel, sel, counts, 17, 4));
         Assert.AreEqual("selected", ex.ParamName);

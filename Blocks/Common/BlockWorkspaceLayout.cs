@@ -1,5 +1,6 @@
 using MoeNative.Reference;
 using MoeNative.Interop;
+using MoeNative.Ptx;
 
 namespace MoeNative.Blocks;
 
@@ -22,6 +23,8 @@ internal enum BlockBuffer
     Gather,
     /// <summary>i32 [TK] inverse[p] = expert-ordered row r of token slot p.</summary>
     Inverse,
+    /// <summary>i32 [64,E] scratch of the routing indices (per-chunk counts, then per-chunk first rows).</summary>
+    RoutingCounts,
     /// <summary>dtype [TK,H] X rows in expert order (absent with PermuteX; the fused forward gathers X inside GEMM1, its backward fills this for the GEMM1 dW).</summary>
     XPermuted,
     /// <summary>dtype [TK,2I] GEMM1 output, expert order.</summary>
@@ -48,6 +51,8 @@ internal enum BlockBuffer
     DLogits,
     /// <summary>dtype [T,H] router part of dX (the addend of the sum over k).</summary>
     DXRouter,
+    /// <summary>dtype [G,E,H] the router dW's partials, one per group of rows (<see cref="RouterRowSplit"/>).</summary>
+    RouterWeightPartials,
 }
 
 /// <summary>One slice of a workspace arena: byte offset, byte size and element count.</summary>
@@ -128,6 +133,7 @@ internal sealed class BlockWorkspaceLayout
         b.Add(BlockBuffer.MSizes, e, 4);
         b.Add(BlockBuffer.Gather, tk, 4);
         b.Add(BlockBuffer.Inverse, tk, 4);
+        b.Add(BlockBuffer.RoutingCounts, MoeKernels.RoutingIndicesScratchBytes(config.NumExperts) / 4, 4);
         if (copiesXp ?? !options.PermuteX) b.Add(BlockBuffer.XPermuted, tk * h, s);
         b.Add(BlockBuffer.FirstGemm, tk * 2 * i, s);
         b.Add(BlockBuffer.Intermediate, tk * i, s);
@@ -137,8 +143,10 @@ internal sealed class BlockWorkspaceLayout
 
     /// <summary>Layout of the backward arena (allocated on the first backward only). <paramref name="gemmScattersDX"/>:
     /// the GEMM1 dX writes token-slot order itself (the fused block's epilogue scatter), so no expert-order dXp buffer
-    /// is needed; else (cuBLAS, which cannot scatter) it gets one unless <see cref="FusedBlockOptions.PermuteX"/>.</summary>
-    public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool gemmScattersDX = false)
+    /// is needed; else (cuBLAS, which cannot scatter) it gets one unless <see cref="FusedBlockOptions.PermuteX"/>.
+    /// <paramref name="routerSplit"/>: the router dW runs split over row chunks (the fused block), with its partials here.</summary>
+    public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool gemmScattersDX = false,
+        bool routerSplit = false)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
@@ -155,6 +163,7 @@ internal sealed class BlockWorkspaceLayout
         b.Add(BlockBuffer.DXPermutedSlotOrder, tk * h, s);
         b.Add(BlockBuffer.DLogits, t * e, s);
         b.Add(BlockBuffer.DXRouter, t * h, s);
+        if (routerSplit) b.Add(BlockBuffer.RouterWeightPartials, RouterRowSplit.GroupsFor(capacityTokens) * e * h, s);
         return new BlockWorkspaceLayout(capacityTokens, backward: true, b.Slices);
     }
 

@@ -118,7 +118,7 @@ public sealed class CublasDeviceGroupedBlock : IMoeDeviceBlock
         }
         _selected = sel;
         _routingWeights = w;
-        _kernels.RoutingIndices(stream, sel, mSizes, gather, inverse, tk, e);
+        _kernels.RoutingIndices(stream, sel, mSizes, gather, inverse, ws.Range(BlockBuffer.RoutingCounts), tk, e);
         _kernels.GatherRows(stream, dt, x.AsRange(), gather, xp, tk, k, h);
         // NOTE: cuBLAS needs the group shapes on the host: the one synchronisation of this block.
         stream.Synchronize();

@@ -46,7 +46,7 @@ public sealed partial class ExpertParallelBlock
                     RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
             _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
         }
-        _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, tk, e); // TK = 0 still writes m_sizes = 0
+        _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, b.RoutingCounts.AsRange(), tk, e); // TK = 0 still writes m_sizes = 0
 
         // 2. count exchange and the plan (the host synchronisation)
         Probe(s, "exchange_begin");

@@ -1,4 +1,5 @@
 using MoeNative.Interop;
+using MoeNative.Ptx;
 using MoeNative.Reference;
 
 namespace MoeNative.Blocks;
@@ -30,6 +31,7 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
     public DeviceBuffer<byte>? DXRouter;        // [T,H] dtype
     // ---- counts (fixed size) --------------------------------------------------------------------------------------
     public readonly DeviceBuffer<int> MSizes = new(context, config.NumExperts);             // [E] i32
+    public readonly DeviceBuffer<byte> RoutingCounts = new(context, MoeKernels.RoutingIndicesScratchBytes(config.NumExperts)); // [64,E] i32 scratch
     public readonly DeviceBuffer<int> ReceivedCounts = new(context, (long)ranks * localExperts); // [N,E_r] i32
     public readonly DeviceBuffer<int> LocalMSizes = new(context, localExperts);             // [E_r] i32
     public readonly PinnedHostBuffer HostMSizes = new(context, 4 * config.NumExperts);      // [E] i32
@@ -139,7 +141,7 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
     public void Dispose()
     {
         foreach (IDisposable? d in (IDisposable?[])[Logits, Probs, Selected, RoutingWeights, Gather, Inverse, SendRows, ExpertOut, Iota,
-                     DExpertOut, DRoutingWeights, DXpSlots, DLogits, DXRouter, MSizes, ReceivedCounts, LocalMSizes, HostMSizes,
+                     DExpertOut, DRoutingWeights, DXpSlots, DLogits, DXRouter, MSizes, RoutingCounts, ReceivedCounts, LocalMSizes, HostMSizes,
                      HostReceivedCounts, HostLocalTables, LocalGather, LocalInverse, ReceivedRows, FirstGemm, Intermediate, ReturnRows, LocalRows,
                      ReceivedGrad, DIntermediate, DFirstGemm])
             d?.Dispose();

@@ -13,14 +13,17 @@ internal sealed partial class MoeKernels
     public const int RoutingMaxExperts = 12288;
 
     private const int RouterBlock = 256;  // 8 warps = 8 tokens per CTA
-    private const int RoutingBlock = 1024;
+    private const int RoutingChunkBlock = 256; // count and scatter: 8 warps per chunk
+    private const int RoutingScanBlock = 1024;
 
     private readonly PtxKernel<RouterSoftmaxTopKArgs>?[] _routerForward = new PtxKernel<RouterSoftmaxTopKArgs>?[3];
     private readonly PtxKernel<RouterSoftmaxTopKBackwardArgs>?[] _routerBackward = new PtxKernel<RouterSoftmaxTopKBackwardArgs>?[3];
+    private readonly PtxKernel<RouterDwReduceArgs>?[] _routerDwReduce = new PtxKernel<RouterDwReduceArgs>?[3];
     private readonly PtxKernel<RouterLogitsGemvArgs>?[] _routerLogitsGemv = new PtxKernel<RouterLogitsGemvArgs>?[3];
     private readonly PtxKernel<RoutingDecodeArgs>?[] _routingDecode = new PtxKernel<RoutingDecodeArgs>?[6]; // [programmatic * 3 + dtype slot]
-    private PtxKernel<RoutingCountArgs>? _routingCount;
-    private PtxKernel<RoutingScatterArgs>? _routingScatter;
+    private readonly PtxKernel<RoutingCountArgs>?[] _routingCount = new PtxKernel<RoutingCountArgs>?[1];
+    private readonly PtxKernel<RoutingScanArgs>?[] _routingScan = new PtxKernel<RoutingScanArgs>?[1];
+    private readonly PtxKernel<RoutingScatterArgs>?[] _routingScatter = new PtxKernel<RoutingScatterArgs>?[1];
 
     // ============================================================================================== router
     /// <summary>
@@ -81,6 +84,38 @@ internal sealed partial class MoeKernels
             .Launch(stream, new Dim3(CeilDiv(tokens, RouterBlock / 32)), new Dim3(RouterBlock), 0, in args);
     }
 
+    /// <summary>
+    /// Router weight gradient, second pass of a split over token rows: <c>dWr[e, h] = Σ_s partial[s, e, h]</c>, fp32 sums in
+    /// s order (deterministic), one rounding to <paramref name="dtype"/>. The partials are the grouped TN GEMM's output
+    /// with one group per chunk of rows (<c>Blocks/Common/RouterRowSplit.cs</c>).
+    /// </summary>
+    public void RouterWeightGradReduce(CudaStream stream, ScalarType dtype,
+        DeviceRange partials, // [S,E,H] dtype
+        DeviceRange dRouter,  // [E,H] dtype out
+        int splits, int experts, int hidden)
+    {
+        CheckStream(stream);
+        int es = ElementSize(dtype);
+        if (splits < 1) throw new ArgumentOutOfRangeException(nameof(splits), splits, "S must be >= 1.");
+        if (experts < 1) throw new ArgumentOutOfRangeException(nameof(experts), experts, "E must be >= 1.");
+        NonNegative(hidden, nameof(hidden));
+        long n = (long)experts * hidden;
+        if (n > int.MaxValue - 1024) throw new ArgumentOutOfRangeException(nameof(hidden), hidden, $"E*H = {n} is too large for this kernel's 32-bit element index.");
+        Need(partials, splits * n * es, nameof(partials), $"[S={splits},E={experts},H={hidden}] {dtype}");
+        Need(dRouter, n * es, nameof(dRouter), $"[E={experts},H={hidden}] {dtype}");
+        if (partials.Pointer < dRouter.Pointer + (ulong)(n * es) && dRouter.Pointer < partials.Pointer + (ulong)(splits * n * es))
+            throw new ArgumentException("dRouter must not overlap the partials.", nameof(dRouter));
+        if (n == 0) return;
+        int count = (int)n;
+        var args = new RouterDwReduceArgs
+        {
+            Partials = partials.Pointer, Output = dRouter.Pointer, Count = count, Splits = splits,
+            Vectorised = count % 8 == 0 && partials.Pointer % 16 == 0 && dRouter.Pointer % 16 == 0 ? 1 : 0,
+        };
+        Kernel(_routerDwReduce, dtype, MoeKernelModules.RouterDwReduce, MoeKernelModules.RouterDwReduceEntry)
+            .Launch(stream, new Dim3(CeilDiv(count, 1024)), new Dim3(128), 0, in args);
+    }
+
     /// <summary>Largest T for which <see cref="CanRouterLogitsGemv"/> says yes: each warp re-reads X (T x H) once per expert
     /// pair, which stays cheaper than the tiled GEMM's serial k-walk up to a few hundred tokens.</summary>
     public const int RouterLogitsGemvMaxTokens = 256;
@@ -125,16 +160,43 @@ internal sealed partial class MoeKernels
     }
 
     // ============================================================================================== routing indices
+    /// <summary>Most chunks <see cref="RoutingIndices"/> splits the slots into (its scan reads C x E counts).</summary>
+    public const int RoutingMaxChunks = 64;
+
+    /// <summary>Fewest slots per chunk (four 256-slot steps: a chunk's scatter CTA has work enough for its setup).</summary>
+    public const int RoutingMinChunkSlots = 1024;
+
+    /// <summary>Slots per chunk S (a multiple of 256) and chunk count C = ceil(TK / S) >= 1 for TK slots: C up to
+    /// <see cref="RoutingMaxChunks"/>, each at least <see cref="RoutingMinChunkSlots"/> slots.</summary>
+    public static (int ChunkSlots, int Chunks) RoutingChunking(int tokenSlots)
+    {
+        NonNegative(tokenSlots, nameof(tokenSlots));
+        long perChunk = ((long)tokenSlots + RoutingMaxChunks - 1) / RoutingMaxChunks;
+        int chunkSlots = (int)Math.Max(RoutingMinChunkSlots, (perChunk + 255) / 256 * 256);
+        int chunks = (int)Math.Max(1, ((long)tokenSlots + chunkSlots - 1) / chunkSlots);
+        return (chunkSlots, chunks);
+    }
+
+    /// <summary>Bytes of the <c>counts</c> scratch <see cref="RoutingIndices"/> needs for any TK: [<see cref="RoutingMaxChunks"/>, E] i32.</summary>
+    public static long RoutingIndicesScratchBytes(int experts)
+    {
+        if (experts < 1) throw new ArgumentOutOfRangeException(nameof(experts), experts, "E must be >= 1.");
+        return (long)RoutingMaxChunks * experts * 4;
+    }
+
     /// <summary>
     /// m_sizes = histogram of sel; gather = stable argsort of sel (rows of one expert in increasing p); inverse[gather[r]] = r.
-    /// Two launches, deterministic, no host sync. Ids must be in [0, E): an out-of-range id is not counted and leaves
-    /// its gather/inverse entries unwritten. TK = 0 still writes m_sizes = 0.
+    /// Three launches over chunks of slots (<see cref="RoutingChunking"/>): per-chunk counts, one scan (m_sizes and
+    /// each chunk's first row per expert, in a fixed order), per-chunk stable scatter. Deterministic, no host sync.
+    /// Ids must be in [0, E): an out-of-range id is not counted and leaves its gather/inverse entries unwritten.
+    /// TK = 0 still writes m_sizes = 0.
     /// </summary>
     public void RoutingIndices(CudaStream stream,
         DeviceRange selected, // [TK] i32 (sel [T,k] flattened)
         DeviceRange mSizes,   // [E] i32 out
         DeviceRange gather,   // [TK] i32 out
         DeviceRange inverse,  // [TK] i32 out
+        DeviceRange counts,   // [C,E] i32 scratch (RoutingIndicesScratchBytes)
         int tokenSlots, int experts)
     {
         CheckStream(stream);
@@ -143,19 +205,26 @@ internal sealed partial class MoeKernels
             throw new ArgumentOutOfRangeException(nameof(experts), experts, $"E must be in [1, {RoutingMaxExperts}].");
         if (tokenSlots > int.MaxValue - 4096)
             throw new ArgumentOutOfRangeException(nameof(tokenSlots), tokenSlots, "TK too large for 32-bit slot indices.");
+        (int chunkSlots, int chunks) = RoutingChunking(tokenSlots);
         Need(selected, tokenSlots * 4L, nameof(selected), $"[TK={tokenSlots}] i32");
         Need(mSizes, experts * 4L, nameof(mSizes), $"[E={experts}] i32");
         Need(gather, tokenSlots * 4L, nameof(gather), $"[TK={tokenSlots}] i32");
         Need(inverse, tokenSlots * 4L, nameof(inverse), $"[TK={tokenSlots}] i32");
-        var count = new RoutingCountArgs { Selected = selected.Pointer, MSizes = mSizes.Pointer, TokenSlots = tokenSlots, Experts = experts };
-        RoutingCount().Launch(stream, new Dim3(1), new Dim3(RoutingBlock), experts * 4, in count);
+        Need(counts, (long)chunks * experts * 4, nameof(counts), $"[C={chunks},E={experts}] i32 scratch");
+        var count = new RoutingCountArgs { Selected = selected.Pointer, Counts = counts.Pointer, TokenSlots = tokenSlots, Experts = experts, ChunkSlots = chunkSlots };
+        Kernel(_routingCount, 0, 0, static _ => MoeKernelModules.RoutingIndices(), static _ => MoeKernelModules.RoutingCountEntry)
+            .Launch(stream, new Dim3((uint)chunks), new Dim3(RoutingChunkBlock), experts * 4, in count);
+        var scan = new RoutingScanArgs { Counts = counts.Pointer, MSizes = mSizes.Pointer, Chunks = chunks, Experts = experts };
+        Kernel(_routingScan, 0, 0, static _ => MoeKernelModules.RoutingIndices(), static _ => MoeKernelModules.RoutingScanEntry)
+            .Launch(stream, new Dim3(1), new Dim3(RoutingScanBlock), 0, in scan);
         if (tokenSlots == 0) return;
         var scatter = new RoutingScatterArgs
         {
-            Selected = selected.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
-            TokenSlots = tokenSlots, Experts = experts,
+            Selected = selected.Pointer, Bases = counts.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
+            TokenSlots = tokenSlots, Experts = experts, ChunkSlots = chunkSlots,
         };
-        RoutingScatter().Launch(stream, new Dim3((uint)experts), new Dim3(RoutingBlock), 0, in scatter);
+        Kernel(_routingScatter, 0, 0, static _ => MoeKernelModules.RoutingIndices(), static _ => MoeKernelModules.RoutingScatterEntry)
+            .Launch(stream, new Dim3((uint)chunks), new Dim3(RoutingChunkBlock), experts * 4, in scatter);
     }
 
     // ============================================================================================== one-launch decode routing
@@ -227,25 +296,5 @@ internal sealed partial class MoeKernels
             throw new ArgumentOutOfRangeException(nameof(experts), experts, $"E must be in [1, {RouterMaxExperts}].");
         if (topK < 1 || topK > experts)
             throw new ArgumentOutOfRangeException(nameof(topK), topK, $"k must be in [1, E={experts}].");
-    }
-
-    private PtxKernel<RoutingCountArgs> RoutingCount()
-    {
-        if (Volatile.Read(ref _routingCount) is { } hit) return hit;
-        lock (_gate)
-        {
-            if (_routingCount is null) Volatile.Write(ref _routingCount, PtxModuleCache.GetKernel<RoutingCountArgs>(Context, MoeKernelModules.RoutingIndices(), MoeKernelModules.RoutingCountEntry));
-            return _routingCount;
-        }
-    }
-
-    private PtxKernel<RoutingScatterArgs> RoutingScatter()
-    {
-        if (Volatile.Read(ref _routingScatter) is { } hit) return hit;
-        lock (_gate)
-        {
-            if (_routingScatter is null) Volatile.Write(ref _routingScatter, PtxModuleCache.GetKernel<RoutingScatterArgs>(Context, MoeKernelModules.RoutingIndices(), MoeKernelModules.RoutingScatterEntry));
-            return _routingScatter;
-        }
     }
 }

@@ -35,26 +35,38 @@ internal struct RouterSoftmaxTopKBackwardArgs
     public int NormTopK;    // 1 when the forward renormalised
 }
 
-/// <summary><c>moe_routing_count_experts_i32</c>: one CTA, shared-memory histogram (E ints of dynamic shared memory).</summary>
+/// <summary><c>moe_routing_count_chunks_i32</c>: one CTA per chunk of S slots, shared-memory histogram (E ints of dynamic shared memory).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct RoutingCountArgs
 {
     public ulong Selected;  // [TK] i32 in
-    public ulong MSizes;    // [E] i32 out
+    public ulong Counts;    // [C,E] i32 out: ids of expert e in chunk c
     public int TokenSlots;  // TK
+    public int Experts;     // E
+    public int ChunkSlots;  // S (multiple of 256)
+}
+
+/// <summary><c>moe_routing_scan_chunks_i32</c>: one CTA; m_sizes and, in place, the first row of each (chunk, expert).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct RoutingScanArgs
+{
+    public ulong Counts;    // [C,E] i32 in: counts; out: off_e + counts of expert e in the earlier chunks
+    public ulong MSizes;    // [E] i32 out
+    public int Chunks;      // C
     public int Experts;     // E
 }
 
-/// <summary><c>moe_routing_scatter_stable_i32</c>: one CTA per expert, scans all slots in order.</summary>
+/// <summary><c>moe_routing_scatter_chunks_i32</c>: one CTA per chunk, walks its slots in order.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct RoutingScatterArgs
 {
     public ulong Selected;  // [TK] i32 in
-    public ulong MSizes;    // [E] i32 in (from the count kernel)
+    public ulong Bases;     // [C,E] i32 in (from the scan)
     public ulong Gather;    // [TK] i32 out: gather[r] = p
     public ulong Inverse;   // [TK] i32 out: inverse[p] = r
     public int TokenSlots;  // TK
     public int Experts;     // E
+    public int ChunkSlots;  // S
 }
 
 /// <summary><c>moe_router_logits_gemv_{bf16|fp16}</c>: L [T,E] = X·Wrᵀ for small T, two experts x eight tokens per CTA.</summary>
@@ -88,4 +100,15 @@ internal struct RoutingDecodeArgs
     public int TopK;        // k
     public int Hidden;      // H (multiple of 8)
     public int NormTopK;    // 1: divide by the sum of the k selected probs
+}
+
+/// <summary><c>moe_router_dw_reduce_{dtype}</c>: dWr = the sum of S row-chunk partials in chunk order, 8 elements per thread.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct RouterDwReduceArgs
+{
+    public ulong Partials;  // [S,E,H] dtype in
+    public ulong Output;    // [E,H] dtype out
+    public int Count;       // n = E*H
+    public int Splits;      // S
+    public int Vectorised;  // 1: 16-byte loads/stores
 }

@@ -29,11 +29,11 @@ public sealed class WorkspaceAndCostTests
 
     // Hand-computed for "small" (H=256, I=128, E=32, k=4) at capacity 8 (TK = 32), bf16 (2 bytes):
     // Logits 8*32*2 = 512, Probs 8*32*4 = 1024, Selected 32*4 = 128 -> 256 aligned, RoutingWeights 32*2 = 64 -> 256,
-    // MSizes 32*4 = 128 -> 256, Gather 128 -> 256, Inverse 128 -> 256, XPermuted 32*256*2 = 16384,
+    // MSizes 32*4 = 128 -> 256, Gather 128 -> 256, Inverse 128 -> 256, RoutingCounts 64*32*4 = 8192, XPermuted 32*256*2 = 16384,
     // FirstGemm 32*256*2 = 16384, Intermediate 32*128*2 = 8192, SecondGemm 32*256*2 = 16384.
     [TestMethod]
-    [DataRow(false, 512 + 1024 + 256 + 256 + 256 + 256 + 256 + 16384 + 16384 + 8192 + 16384, DisplayName = "plain")]
-    [DataRow(true, 512 + 1024 + 256 + 256 + 256 + 256 + 256 + 16384 + 8192 + 16384, DisplayName = "permute_x (no Xp)")]
+    [DataRow(false, 512 + 1024 + 256 + 256 + 256 + 256 + 256 + 8192 + 16384 + 16384 + 8192 + 16384, DisplayName = "plain")]
+    [DataRow(true, 512 + 1024 + 256 + 256 + 256 + 256 + 256 + 8192 + 16384 + 8192 + 16384, DisplayName = "permute_x (no Xp)")]
     public void ForwardLayout_Small_HandComputedTotal(bool permuteX, long expectedBytes)
     {
         var layout = BlockWorkspaceLayout.Forward(MoeConfig.Preset("small"), ScalarType.BFloat16,
@@ -57,6 +57,22 @@ public sealed class WorkspaceAndCostTests
             new FusedBlockOptions { PermuteX = permuteX }, capacityTokens: 8, gemmScattersDX);
         Assert.AreEqual(expectedBytes, layout.TotalBytes);
         Assert.AreEqual(!permuteX && !gemmScattersDX, layout.Contains(BlockBuffer.DXPermutedExpertOrder));
+    }
+
+    // The fused block's backward with the router dW split: + RouterWeightPartials [G,E,H], G = 1 + capacity / P,
+    // P = max(256, capacity / 32): Qwen3-30B-A3B (E=128, H=2048) bf16 at capacity 16384: P = 512, G = 33,
+    // 33 * 128 * 2048 * 2 = 17301504 bytes (a multiple of 256); at capacity 8: G = 1, 524288 bytes.
+    [TestMethod]
+    [DataRow(16384, 17301504L)]
+    [DataRow(8, 524288L)]
+    public void BackwardLayout_RouterSplit_AddsThePartials(int capacity, long partialBytes)
+    {
+        MoeConfig c = MoeConfig.Preset("qwen3-30b-a3b");
+        var plain = BlockWorkspaceLayout.Backward(c, ScalarType.BFloat16, FusedBlockOptions.Default, capacity, gemmScattersDX: true);
+        var split = BlockWorkspaceLayout.Backward(c, ScalarType.BFloat16, FusedBlockOptions.Default, capacity, gemmScattersDX: true, routerSplit: true);
+        Assert.IsFalse(plain.Contains(BlockBuffer.RouterWeightPartials));
+        Assert.AreEqual(partialBytes, split[BlockBuffer.RouterWeightPartials].Bytes);
+        Assert.AreEqual(plain.TotalBytes + partialBytes, split.TotalBytes);
     }
 
     [TestMethod]

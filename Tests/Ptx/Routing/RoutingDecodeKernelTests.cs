@@ -39,13 +39,14 @@ public sealed class RoutingDecodeKernelTests
         using var one = new RoutingOutputs(ctx, dtype, T, E, k);
         using var counter = new DeviceBuffer<uint>(ctx, 1);
         counter.FillBytes(0);
+        using var routingCounts = new DeviceBuffer<byte>(ctx, MoeKernels.RoutingIndicesScratchBytes(E));
         MoeKernels kernels = MoeKernels.For(ctx);
         Assert.IsTrue(MoeKernels.CanRoutingDecode(dtype, T, E, H, dX.Range, dWr.Range, three.Logits));
 
         three.Poison(stream);
         kernels.RouterLogitsGemv(stream, dtype, dX.Range, dWr.Range, three.Logits, T, E, H);
         kernels.RouterForward(stream, dtype, three.Logits, three.Probs, three.Selected, three.Weights, T, E, k, norm);
-        kernels.RoutingIndices(stream, three.Selected, three.MSizes, three.Gather, three.Inverse, T * k, E);
+        kernels.RoutingIndices(stream, three.Selected, three.MSizes, three.Gather, three.Inverse, routingCounts.AsRange(), T * k, E);
         stream.Synchronize();
         byte[][] expected = three.Download();
         Assert.AreEqual(T * k, MemoryMarshalInts(expected[4]).Sum(), "the four-kernel m_sizes must add up to TK");

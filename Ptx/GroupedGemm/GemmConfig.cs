@@ -100,7 +100,7 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
                 if (BlockN is not (128 or 256)) return $"BlockN must be 128 or 256 (one wgmma m64nBlockN per k16 step); got {BlockN}.";
                 if (BlockK != WgmmaBlockK) return $"BlockK must be {WgmmaBlockK} (one 128-byte swizzle atom per row); got {BlockK}.";
                 if (Warps != WgmmaWarps) return $"Warps must be {WgmmaWarps} (one producer and two consumer warpgroups); got {Warps}.";
-                if (Stages is < 3 or > 8) return $"Stages must be in 3..8 (the producer arrives Stages-2 groups late); got {Stages}.";
+                if (Stages is < 3 or > 8) return $"Stages must be in 3..8; got {Stages}.";
                 if (WgmmaSharedBytes > WgmmaSharedLimit)
                     return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytes} bytes of shared memory; at most {WgmmaSharedLimit} leave room for 1024 experts.";
                 return null;

@@ -101,7 +101,7 @@ internal static class GroupedGemmSm90aSpecs
             // B: K-major W (NT) or N-major (NN: W; TN: X rows), k16 step +32 B or +16 rows of 128 B
             ["B_DESC"] = nn || tn ? NMajorDesc : KMajorDesc, ["B_K16_STEP"] = nn || tn ? "128" : "2", ["TRANS_B"] = nn || tn ? "1" : "0",
             ["DTYPE"] = ptxType, ["DTYPE_NAME"] = dtype.ShortName(),
-            ["BN"] = Int(bn), ["STAGES"] = Int(s), ["LAG"] = Int(s - 2),
+            ["BN"] = Int(bn), ["STAGES"] = Int(s),
             ["PRODUCER_REGS"] = Int(ProducerRegisters), ["CONSUMER_REGS"] = Int(ConsumerRegisters),
             ["BM"] = Int(GemmConfig.WgmmaBlockM),
             ["B_OFF"] = Int(bOff), ["B_STAGE"] = Int(bStage), ["BAR_OFF"] = Int(barOff), ["EMPTY_OFF"] = Int(barOff + 8 * s),

@@ -51,8 +51,6 @@ internal enum BlockBuffer
     DLogits,
     /// <summary>dtype [T,H] router part of dX (the addend of the sum over k).</summary>
     DXRouter,
-    /// <summary>dtype [G,E,H] the router dW's partials, one per group of rows (<see cref="RouterRowSplit"/>).</summary>
-    RouterWeightPartials,
 }
 
 /// <summary>One slice of a workspace arena: byte offset, byte size and element count.</summary>
@@ -143,10 +141,8 @@ internal sealed class BlockWorkspaceLayout
 
     /// <summary>Layout of the backward arena (allocated on the first backward only). <paramref name="gemmScattersDX"/>:
     /// the GEMM1 dX writes token-slot order itself (the fused block's epilogue scatter), so no expert-order dXp buffer
-    /// is needed; else (cuBLAS, which cannot scatter) it gets one unless <see cref="FusedBlockOptions.PermuteX"/>.
-    /// <paramref name="routerSplit"/>: the router dW runs split over row chunks (the fused block), with its partials here.</summary>
-    public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool gemmScattersDX = false,
-        bool routerSplit = false)
+    /// is needed; else (cuBLAS, which cannot scatter) it gets one unless <see cref="FusedBlockOptions.PermuteX"/>.</summary>
+    public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool gemmScattersDX = false)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
@@ -163,7 +159,6 @@ internal sealed class BlockWorkspaceLayout
         b.Add(BlockBuffer.DXPermutedSlotOrder, tk * h, s);
         b.Add(BlockBuffer.DLogits, t * e, s);
         b.Add(BlockBuffer.DXRouter, t * h, s);
-        if (routerSplit) b.Add(BlockBuffer.RouterWeightPartials, RouterRowSplit.GroupsFor(capacityTokens) * e * h, s);
         return new BlockWorkspaceLayout(capacityTokens, backward: true, b.Slices);
     }
 

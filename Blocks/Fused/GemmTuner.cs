@@ -22,7 +22,7 @@ public enum FusedGemm
     FirstBackwardWeight,
     /// <summary>dX_router [T,H] = dL · Wr (NN, one group).</summary>
     RouterBackwardData,
-    /// <summary>dWr [E,H] = dLᵀ X (TN: one group, or from one chunk of rows on one group per chunk, summed after; RouterRowSplit).</summary>
+    /// <summary>dWr [E,H] = dLᵀ X (TN, one group).</summary>
     RouterBackwardWeight,
 }
 

@@ -59,22 +59,6 @@ public sealed class WorkspaceAndCostTests
         Assert.AreEqual(!permuteX && !gemmScattersDX, layout.Contains(BlockBuffer.DXPermutedExpertOrder));
     }
 
-    // The fused block's backward with the router dW split: + RouterWeightPartials [G,E,H], G = 1 + capacity / P,
-    // P = max(256, capacity / 32): Qwen3-30B-A3B (E=128, H=2048) bf16 at capacity 16384: P = 512, G = 33,
-    // 33 * 128 * 2048 * 2 = 17301504 bytes (a multiple of 256); at capacity 8: G = 1, 524288 bytes.
-    [TestMethod]
-    [DataRow(16384, 17301504L)]
-    [DataRow(8, 524288L)]
-    public void BackwardLayout_RouterSplit_AddsThePartials(int capacity, long partialBytes)
-    {
-        MoeConfig c = MoeConfig.Preset("qwen3-30b-a3b");
-        var plain = BlockWorkspaceLayout.Backward(c, ScalarType.BFloat16, FusedBlockOptions.Default, capacity, gemmScattersDX: true);
-        var split = BlockWorkspaceLayout.Backward(c, ScalarType.BFloat16, FusedBlockOptions.Default, capacity, gemmScattersDX: true, routerSplit: true);
-        Assert.IsFalse(plain.Contains(BlockBuffer.RouterWeightPartials));
-        Assert.AreEqual(partialBytes, split[BlockBuffer.RouterWeightPartials].Bytes);
-        Assert.AreEqual(plain.TotalBytes + partialBytes, split.TotalBytes);
-    }
-
     [TestMethod]
     [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 1024)]
     [DataRow("qwen3-30b-a3b", ScalarType.Float32, 16384)]

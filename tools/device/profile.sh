@@ -10,7 +10,7 @@
 #       COUNT         kernels to profile (ncu -c), default 14
 #
 # Writes ncu.log (the details page) and ncu-raw.csv (a few raw metrics per kernel) to $OUT, else ./artifacts/device.
-# The clocks are left alone (--clock-control none), as DEVICE.md asks.
+# The clocks are left alone (--clock-control none): the device is shared and its settings stay as they are.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)

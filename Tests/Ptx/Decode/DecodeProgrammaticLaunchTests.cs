@@ -34,10 +34,7 @@ public sealed class DecodeProgrammaticLaunchTests
         using var pdl = new StepBuffers(ctx, dtype, T);
         ctx.Synchronize();
 
-        plain.Poison(stream);
-        Step(kernels, stream, dtype, T, inputs, plain, programmatic: false);
-        stream.Synchronize();
-        byte[][] expected = plain.Download();
+        byte[][] expected = DefaultStep(kernels, stream, dtype, T, inputs, plain);
 
         pdl.Poison(stream);
         for (int i = 0; i < 3; i++) Step(kernels, stream, dtype, T, inputs, pdl, programmatic: true);
@@ -75,10 +72,7 @@ public sealed class DecodeProgrammaticLaunchTests
         using var cut = new StepBuffers(ctx, dtype, T);
         ctx.Synchronize();
 
-        reference.Poison(stream);
-        Step(kernels, stream, dtype, T, inputs, reference, programmatic: false);
-        stream.Synchronize();
-        byte[][] expected = reference.Download();
+        byte[][] expected = DefaultStep(kernels, stream, dtype, T, inputs, reference);
 
         bool[] launches = kernels.CanLaunchProgrammatic ? [false, true] : [false];
         foreach (int rows in MoeKernelModules.DecodeRowsPerPass)
@@ -106,6 +100,15 @@ public sealed class DecodeProgrammaticLaunchTests
         var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernels.DecodeGateUpSilu(stream, ScalarType.BFloat16,
             x.AsRange(), wgu.AsRange(), b[4], b[5], b[7], b[8], 1, E, K, H, I, tuning: new DecodeTuning(3, 0, false)));
         Assert.AreEqual("tuning", e.ParamName);
+    }
+
+    /// <summary>The plain-launch step at the default tuning into poisoned <paramref name="b"/>: every output, downloaded.</summary>
+    private static byte[][] DefaultStep(MoeKernels kernels, CudaStream s, ScalarType dtype, int T, StepInputs a, StepBuffers b)
+    {
+        b.Poison(s);
+        Step(kernels, s, dtype, T, a, b, programmatic: false);
+        s.Synchronize();
+        return b.Download();
     }
 
     private static void Step(MoeKernels kernels, CudaStream s, ScalarType dtype, int T, StepInputs a, StepBuffers b,

@@ -168,6 +168,7 @@ public sealed class TuningStore
                 BlockK = c.Config.BlockK,
                 Stages = c.Config.Stages,
                 Warps = c.Config.Warps,
+                Cluster = c.Config.Cluster,
                 Family = c.Config.Family.ToString(),
                 Milliseconds = double.IsFinite(c.Milliseconds) ? c.Milliseconds : 0,
             }).ToList(),
@@ -225,7 +226,7 @@ public sealed class TuningStore
         if (!Enum.TryParse(e.Gemm, ignoreCase: false, out FusedGemm gemm) || !Enum.IsDefined(gemm) || e.ShapeClassTokens <= 0
             || !Enum.TryParse(e.Family, ignoreCase: false, out GemmMath family) || !Enum.IsDefined(family))
             return null;
-        var config = new GemmConfig(e.BlockM, e.BlockN, e.BlockK, e.Stages, e.Warps, family);
+        var config = new GemmConfig(e.BlockM, e.BlockN, e.BlockK, e.Stages, e.Warps, family, Math.Max(e.Cluster, 1));
         return GroupedGemmSpecs.Problem(GemmTuner.LayoutOf(gemm), dtype, config) is null
             ? new TunedChoice(gemm, e.ShapeClassTokens, config, e.Milliseconds)
             : null;
@@ -254,6 +255,9 @@ internal sealed class TuningEntry
     public int BlockK { get; set; }
     public int Stages { get; set; }
     public int Warps { get; set; }
+
+    /// <summary>CTAs per cluster (1; 2 for the sm_90a W-multicast tiles); absent in older files = 1.</summary>
+    public int Cluster { get; set; } = 1;
 
     /// <summary>The kernel family (<see cref="GemmMath"/> name: MmaSm80, WgmmaSm90a, Ffma).</summary>
     public string Family { get; set; } = "";

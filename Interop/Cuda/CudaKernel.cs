@@ -77,6 +77,40 @@ public sealed class CudaKernel
         GC.KeepAlive(Module);
     }
 
+    /// <summary>
+    /// How many clusters of <paramref name="clusterX"/> CTAs (along x) of <paramref name="block"/> threads and
+    /// <paramref name="dynamicSharedBytes"/> of dynamic shared memory the device runs at once
+    /// (cuOccupancyMaxActiveClusters). A persistent grid larger than this many clusters runs its last clusters in a
+    /// second wave: on a GPU whose clusters of 2 do not tile every SM this is less than half the SM count.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="clusterX"/> is 0, the block is empty or over
+    /// 1024 threads, or the shared memory is negative.</exception>
+    public unsafe int MaxActiveClusters(Dim3 block, int dynamicSharedBytes, uint clusterX)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(clusterX);
+        if (block.X == 0 || block.Y == 0 || block.Z == 0 || block.Volume > 1024)
+            throw new ArgumentOutOfRangeException(nameof(block), block, $"Block of '{Name}' must have 1..1024 threads.");
+        ArgumentOutOfRangeException.ThrowIfNegative(dynamicSharedBytes);
+        IntPtr f = Handle;
+        CUlaunchAttribute attribute = default;
+        attribute.Id = CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        attribute.ClusterDimX = clusterX;
+        attribute.ClusterDimY = 1;
+        attribute.ClusterDimZ = 1;
+        CUlaunchConfig config = default;
+        config.GridDimX = clusterX; config.GridDimY = 1; config.GridDimZ = 1;
+        config.BlockDimX = block.X; config.BlockDimY = block.Y; config.BlockDimZ = block.Z;
+        config.SharedMemBytes = (uint)dynamicSharedBytes;
+        config.Attrs = &attribute;
+        config.NumAttrs = 1;
+        Context.MakeCurrent();
+        int clusters;
+        CuDriver.cuOccupancyMaxActiveClusters(&clusters, f, &config)
+            .Check(nameof(CuDriver.cuOccupancyMaxActiveClusters), $"'{Name}' block {block} shared {dynamicSharedBytes} cluster {clusterX}");
+        GC.KeepAlive(Module);
+        return clusters;
+    }
+
     /// <summary>Launches on <paramref name="stream"/> (cuLaunchKernel). Allocation-free.</summary>
     /// <exception cref="ArgumentException">Zero grid/block dimension, negative shared memory, a stream of
     /// another context, or an args struct whose size does not match the entry's parameter list.</exception>

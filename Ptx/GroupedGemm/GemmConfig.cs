@@ -12,9 +12,12 @@ namespace MoeNative.Ptx;
 /// chunk of the expert's rows reduced per stage.
 /// <para><paramref name="Family"/> <see cref="GemmMath.WgmmaSm90a"/> marks a Hopper tile (<see cref="Wgmma"/>): 128 rows
 /// (two consumer warpgroups of m64), BlockN 128 or 256, BlockK 64 (one 128-byte swizzle atom), 12 warps (one producer
-/// warpgroup), Stages = depth of the mbarrier ring; its name starts with <c>sm90a_</c>.</para>
+/// warpgroup), Stages = depth of the mbarrier ring; its name starts with <c>sm90a_</c>. <paramref name="Cluster"/> 2
+/// (row-tiled Hopper tiles only, name suffix <c>_c2</c>) launches clusters of 2 CTAs that compute two m-tiles of the
+/// same (expert, n-tile), each loading half of the W stage and multicasting it to both (half the W bytes out of L2).</para>
 /// </summary>
-public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, int Warps, GemmMath Family = GemmMath.MmaSm80)
+public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, int Warps, GemmMath Family = GemmMath.MmaSm80,
+    int Cluster = 1)
 {
     /// <summary>The only SIMT FFMA configuration.</summary>
     public static GemmConfig Ffma64x64 { get; } = new(64, 64, 16, 2, 8);
@@ -35,7 +38,8 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public int Threads => Warps * 32;
 
     /// <summary>Short name used in module and entry names: <c>128x128x32_s4_w8</c> (Hopper: <c>sm90a_128x128x64_s4_w12</c>).</summary>
-    public string Name => (Family == GemmMath.WgmmaSm90a ? "sm90a_" : "") + $"{BlockM}x{BlockN}x{BlockK}_s{Stages}_w{Warps}";
+    public string Name => (Family == GemmMath.WgmmaSm90a ? "sm90a_" : "") + $"{BlockM}x{BlockN}x{BlockK}_s{Stages}_w{Warps}"
+        + (Cluster == 1 ? "" : $"_c{Cluster}");
 
     /// <summary>Rows of the Hopper tile (two consumer warpgroups x m64).</summary>
     public const int WgmmaBlockM = 128;
@@ -50,9 +54,10 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     /// <summary>Warps of a Hopper CTA: one producer and two consumer warpgroups.</summary>
     public const int WgmmaWarps = 12;
 
-    /// <summary>Hopper (sm_90a) tile: 128 x <paramref name="blockN"/> x 64, <paramref name="stages"/> ring stages.</summary>
-    public static GemmConfig Wgmma(int blockN, int stages) =>
-        new(WgmmaBlockM, blockN, WgmmaBlockK, stages, WgmmaWarps, GemmMath.WgmmaSm90a);
+    /// <summary>Hopper (sm_90a) tile: 128 x <paramref name="blockN"/> x 64, <paramref name="stages"/> ring stages, in
+    /// clusters of <paramref name="cluster"/> CTAs (1, or 2: the W stage multicast to both).</summary>
+    public static GemmConfig Wgmma(int blockN, int stages, int cluster = 1) =>
+        new(WgmmaBlockM, blockN, WgmmaBlockK, stages, WgmmaWarps, GemmMath.WgmmaSm90a, cluster);
 
     /// <summary>Dynamic shared memory of a Hopper row-tiled (NT, NN) tile before the per-expert table: 1024 B of
     /// alignment slack, the A and W stages, 2 mbarriers per stage and the 128-row table (the PTX header lists the same
@@ -87,6 +92,7 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
             case GemmMath.Ffma:
                 return this == Ffma64x64 ? null : $"the fp32 FFMA kernel has the single configuration {Ffma64x64.Name}; got {Name}.";
             case GemmMath.MmaSm80:
+                if (Cluster != 1) return $"only the sm_90a tiles run in clusters; got Cluster = {Cluster}.";
                 if (BlockM is not (64 or 128)) return $"BlockM must be 64 or 128 (warp tile {MmaWarpTileM} rows); got {BlockM}.";
                 if (BlockN is not (32 or 64 or 128)) return $"BlockN must be 32, 64 or 128 (warp tile {MmaWarpTileN} columns); got {BlockN}.";
                 if (BlockK is not (MmaBlockK or MmaBlockKWide))
@@ -101,6 +107,7 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
                 if (BlockK != WgmmaBlockK) return $"BlockK must be {WgmmaBlockK} (one 128-byte swizzle atom per row); got {BlockK}.";
                 if (Warps != WgmmaWarps) return $"Warps must be {WgmmaWarps} (one producer and two consumer warpgroups); got {Warps}.";
                 if (Stages is < 3 or > 8) return $"Stages must be in 3..8; got {Stages}.";
+                if (Cluster is not (1 or 2)) return $"Cluster must be 1 or 2 CTAs; got {Cluster}.";
                 if (WgmmaSharedBytes > WgmmaSharedLimit)
                     return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytes} bytes of shared memory; at most {WgmmaSharedLimit} leave room for 1024 experts.";
                 return null;
@@ -119,6 +126,8 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     {
         if (!Enum.IsDefined(layout)) return $"Unknown grouped-GEMM layout {layout}.";
         if (Problem(math) is { } problem) return problem;
+        if (Cluster != 1 && layout == GroupedGemmLayout.BackwardWeightTN)
+            return $"the TN kernel runs without clusters (each dW tile reduces its own rows); got Cluster = {Cluster}.";
         if (math == GemmMath.WgmmaSm90a && WgmmaSharedBytesOf(layout) > WgmmaSharedLimit)
             return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytesOf(layout)} bytes of shared memory for {layout}; at most {WgmmaSharedLimit} leave room for 1024 experts.";
         return null;

@@ -107,7 +107,8 @@ public sealed partial class GroupedGemm
         {
             var hopper = new GroupedGemmRowsSm90aArgs
             {
-                WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [GemmConfig.WgmmaBlockK, p.Spec.Config.BlockN, 1]),
+                // a cluster of 2 loads half the stage per CTA: box (64 k, BN/2 n, 1)
+                WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [GemmConfig.WgmmaBlockK, p.Spec.Config.BlockN / p.Spec.Config.Cluster, 1]),
                 A = a.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = rowScale.Pointer,
                 Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
             };
@@ -376,10 +377,23 @@ public sealed partial class GroupedGemm
 
     // ============================================================================================== launching
 
-    private sealed class LoadedGemm(object kernel, int registersPerThread)
+    private sealed class LoadedGemm(object kernel, CudaKernel raw)
     {
+        private long _clusters = -1; // (dynamic shared bytes << 32) | max active clusters at that size; -1 = not asked
+
         public object Kernel { get; } = kernel;
-        public int RegistersPerThread { get; } = registersPerThread;
+        public int RegistersPerThread { get; } = raw.NumRegisters;
+
+        /// <summary>The most clusters of <paramref name="cluster"/> CTAs that run at once with
+        /// <paramref name="smem"/> bytes (cuOccupancyMaxActiveClusters, asked once per shared size, then cached).</summary>
+        public int MaxActiveClusters(int threads, int smem, int cluster)
+        {
+            long known = Volatile.Read(ref _clusters);
+            if (known >= 0 && (int)(known >> 32) == smem) return (int)(known & 0xFFFF_FFFF);
+            int clusters = raw.MaxActiveClusters(new Dim3((uint)threads), smem, (uint)cluster);
+            Volatile.Write(ref _clusters, ((long)smem << 32) | (uint)clusters);
+            return clusters;
+        }
     }
 
     private void Launch<TArgs>(GemmPlan plan, CudaStream stream, in TArgs args) where TArgs : unmanaged
@@ -393,7 +407,18 @@ public sealed partial class GroupedGemm
         long resident = (long)Context.MultiprocessorCount * CtasPerSm(spec, loaded.RegistersPerThread, smem);
         long cap = GridLimitForTesting is { } limit ? Math.Max(limit, 1) : long.MaxValue;
         uint grid = (uint)Math.Clamp(Math.Min(Math.Min(plan.Tiles, resident), cap), 1, int.MaxValue);
-        ((PtxKernel<TArgs>)loaded.Kernel).Launch(stream, new Dim3(grid), new Dim3((uint)spec.Config.Threads), smem, in args);
+        int cluster = spec.Config.Cluster; // the grid is whole clusters (.reqnctapercluster), each walking pairs of m-tiles
+        var kernel = (PtxKernel<TArgs>)loaded.Kernel;
+        if (cluster > 1)
+        {
+            // NOTE: no more clusters than run at once (an SM whose GPC has no partner for it stays out of every
+            // pair): a persistent cluster past that count would wait for a whole wave of the others.
+            long clusters = Math.Min(grid / cluster, loaded.MaxActiveClusters(spec.Config.Threads, smem, cluster));
+            grid = (uint)(Math.Max(clusters, 1) * cluster);
+            kernel.LaunchClustered(stream, new Dim3(grid), new Dim3((uint)spec.Config.Threads), smem, in args, (uint)cluster);
+        }
+        else
+            kernel.Launch(stream, new Dim3(grid), new Dim3((uint)spec.Config.Threads), smem, in args);
     }
 
     private LoadedGemm Load(GroupedGemmSpec spec)
@@ -419,7 +444,7 @@ public sealed partial class GroupedGemm
             // allow up to the opt-in limit (the launch checks its own total).
             if (spec.DynamicSharedBytes > 48 * 1024 || (spec.SharedBytesPerExpert > 0 && Context.MaxSharedMemoryPerBlockOptin > 48 * 1024))
                 raw.SetMaxDynamicSharedMemory(spec.SharedBytesPerExpert > 0 ? Context.MaxSharedMemoryPerBlockOptin : spec.DynamicSharedBytes);
-            var loaded = new LoadedGemm(kernel, raw.NumRegisters);
+            var loaded = new LoadedGemm(kernel, raw);
             _loaded[key] = loaded;
             return loaded;
         }

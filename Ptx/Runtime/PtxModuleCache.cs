@@ -132,4 +132,9 @@ internal sealed class PtxKernel<TArgs> where TArgs : unmanaged
     /// griddepcontrol.wait before it reads anything that kernel writes.</summary>
     public void LaunchProgrammatic(CudaStream stream, Dim3 grid, Dim3 block, int dynamicSharedBytes, in TArgs args) =>
         Kernel.LaunchEx(stream, grid, block, dynamicSharedBytes, in args, new LaunchAttributes(ProgrammaticStreamSerialization: true));
+
+    /// <summary>Allocation-free launch in clusters of <paramref name="clusterX"/> CTAs along x (cuLaunchKernelEx; the
+    /// kernel's .reqnctapercluster says the same, and the grid is a multiple of it).</summary>
+    public void LaunchClustered(CudaStream stream, Dim3 grid, Dim3 block, int dynamicSharedBytes, in TArgs args, uint clusterX) =>
+        Kernel.LaunchEx(stream, grid, block, dynamicSharedBytes, in args, new LaunchAttributes(ClusterDim: new Dim3(clusterX, 1, 1)));
 }

@@ -25,12 +25,17 @@ internal static class GroupedGemmSm90aSpecs
     // 128x128 keeps 4-5 stages in flight; 128x256 halves A re-reads (GEMM1 N = 1536 = 6 x 256, GEMM2 N = 2048) with
     // 3-4 stages (48 KiB each). All 1 CTA per SM (384 threads at 168 registers). The TN kernel takes the same tiles
     // (BlockN tiles dW's K; its stages are 64 expert rows of dY^T and X).
+    // The _c2 tiles run in clusters of 2 CTAs that multicast each W stage (half the W bytes out of L2: the GEMMs are
+    // L2-bandwidth bound, docs/PERF.md session 4); an expert with an odd m-tile count leaves one CTA of its last pair
+    // idle, so autotune decides per shape.
     private static readonly GemmConfig[] RowCandidates =
     [
         GemmConfig.Wgmma(128, 4),
         GemmConfig.Wgmma(128, 5),
         GemmConfig.Wgmma(256, 3),
         GemmConfig.Wgmma(256, 4),
+        GemmConfig.Wgmma(128, 4, cluster: 2),
+        GemmConfig.Wgmma(256, 4, cluster: 2),
     ];
 
     // TN: with its 18 KiB epilogue staging, 128x128 s4/s6 and 128x256 s3/s4 fit (a 4th 128x256 stage measured no
@@ -103,7 +108,6 @@ internal static class GroupedGemmSm90aSpecs
             ["DTYPE"] = ptxType, ["DTYPE_NAME"] = dtype.ShortName(),
             ["BN"] = Int(bn), ["STAGES"] = Int(s),
             ["PRODUCER_REGS"] = Int(ProducerRegisters), ["CONSUMER_REGS"] = Int(ConsumerRegisters),
-            ["BM"] = Int(GemmConfig.WgmmaBlockM),
             ["B_OFF"] = Int(bOff), ["B_STAGE"] = Int(bStage), ["BAR_OFF"] = Int(barOff), ["EMPTY_OFF"] = Int(barOff + 8 * s),
             ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff),
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
@@ -112,6 +116,8 @@ internal static class GroupedGemmSm90aSpecs
         if (tn)
         {
             values["B_LOADS"] = Sm90aFragments.WeightGradientBLoads(bn);
+            values["BM"] = Int(GemmConfig.WgmmaBlockM);
+            foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
             values["STG_OFF"] = Int(stgOff); values["STG_BYTES"] = Int(64 * GemmConfig.WgmmaStagingPitch);
             values["STG_PITCH"] = Int(GemmConfig.WgmmaStagingPitch); values["STG_ROW16"] = Int(16 * GemmConfig.WgmmaStagingPitch);
             values["PASSES"] = Int(bn / 64);
@@ -122,13 +128,16 @@ internal static class GroupedGemmSm90aSpecs
         {
             foreach ((string key, string value) in Sm90aEpilogues.Values(epilogue, bn, ptxType)) values[key] = value;
             values["TAG"] = GroupedGemmSpecs.Tag(layout);
-            values["B_LOAD"] = epilogue == GroupedGemmEpilogue.SwiGlu ? Sm90aEpilogues.SwiGluWeightLoad(bn) : Sm90aFragments.WeightLoad(layout, bn);
+            values["B_LOAD"] = config.Cluster == 2 ? Sm90aCluster.WeightLoad(layout, bn, epilogue == GroupedGemmEpilogue.SwiGlu)
+                : epilogue == GroupedGemmEpilogue.SwiGlu ? Sm90aEpilogues.SwiGluWeightLoad(bn) : Sm90aFragments.WeightLoad(layout, bn);
+            foreach ((string key, string value) in Sm90aCluster.Rows(config.Cluster, bn)) values[key] = value;
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16";
             values["TX_BYTES"] = Int(bStage);
         }
         if (config.WgmmaSharedBytesOf(layout) != schedOff + 1024)
             throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytesOf(layout)} vs {schedOff + 1024}.");
-        string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}{Sm90aEpilogues.Tag(epilogue)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}";
+        string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}{Sm90aEpilogues.Tag(epilogue)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}"
+            + (config.Cluster == 1 ? "" : $"_c{config.Cluster}");
         return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, tn ? WeightGradientFile : RowsFile, entry,
             config.WgmmaSharedBytesOf(layout), values)
         {

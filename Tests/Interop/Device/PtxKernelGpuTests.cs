@@ -84,6 +84,28 @@ public sealed class PtxKernelGpuTests
     }
 
     [TestMethod]
+    [DataRow(1u)]
+    [DataRow(2u)]
+    public void MaxActiveClusters_CoversAtMostTheSmsAndAtLeastOneCluster(uint clusterSize)
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        if (ctx.ComputeCapability.Major < 9)
+            Assert.Inconclusive($"Thread-block clusters need sm_90+; this is {ctx.Info.SmName}.");
+        using CudaModule module = CudaModule.Load(ctx, TestKernels.ClusterShapePtx, "interop-test-cluster-occupancy");
+        CudaKernel kernel = module.GetKernel(TestKernels.ClusterShapeEntry, TestKernels.ClusterShapeParameters);
+        // 1024 threads and 200 KiB: one CTA per SM, so clusters x size is the number of SMs that can be paired
+        kernel.SetMaxDynamicSharedMemory(200 * 1024);
+        int clusters = kernel.MaxActiveClusters(new Dim3(1024), 200 * 1024, clusterSize);
+        Console.WriteLine($"{ctx.Name}: {clusters} clusters of {clusterSize} at one CTA per SM ({ctx.MultiprocessorCount} SMs)");
+        Assert.IsGreaterThanOrEqualTo(1, clusters);
+        Assert.IsLessThanOrEqualTo(ctx.MultiprocessorCount, clusters * (int)clusterSize);
+        if (clusterSize == 1)
+            Assert.AreEqual(ctx.MultiprocessorCount, clusters, "clusters of one are CTAs: one per SM");
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernel.MaxActiveClusters(new Dim3(1024), 200 * 1024, 0));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernel.MaxActiveClusters(new Dim3(2048), 0, clusterSize));
+    }
+
+    [TestMethod]
     public void KernelAttributes_AreReadable()
     {
         CudaContext ctx = GpuTest.RequireContext();

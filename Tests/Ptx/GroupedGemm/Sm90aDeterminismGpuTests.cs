@@ -20,19 +20,21 @@ public sealed class Sm90aDeterminismGpuTests
 
     [TestMethod]
     [TestCategory(GpuTest.Category)]
-    [DataRow(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, 128, 4)]
-    [DataRow(GroupedGemmLayout.ForwardNT, ScalarType.Float16, 256, 3)]
-    [DataRow(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, 256, 4)]
-    [DataRow(GroupedGemmLayout.BackwardDataNN, ScalarType.Float16, 128, 5)]
-    [DataRow(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, 128, 4)]
-    [DataRow(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, 256, 4)]
-    [DataRow(GroupedGemmLayout.BackwardWeightTN, ScalarType.Float16, 128, 6)]
-    [DataRow(GroupedGemmLayout.BackwardWeightTN, ScalarType.Float16, 256, 3)]
-    public void Sm90a_RunsAndGraphReplays_AreBitIdentical(GroupedGemmLayout layout, ScalarType dtype, int blockN, int stages)
+    [DataRow(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, 128, 4, 1)]
+    [DataRow(GroupedGemmLayout.ForwardNT, ScalarType.Float16, 256, 3, 1)]
+    [DataRow(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, 256, 4, 1)]
+    [DataRow(GroupedGemmLayout.BackwardDataNN, ScalarType.Float16, 128, 5, 1)]
+    [DataRow(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, 128, 4, 1)]
+    [DataRow(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, 256, 4, 1)]
+    [DataRow(GroupedGemmLayout.BackwardWeightTN, ScalarType.Float16, 128, 6, 1)]
+    [DataRow(GroupedGemmLayout.BackwardWeightTN, ScalarType.Float16, 256, 3, 1)]
+    [DataRow(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, 256, 4, 2)]
+    [DataRow(GroupedGemmLayout.BackwardDataNN, ScalarType.Float16, 128, 4, 2)]
+    public void Sm90a_RunsAndGraphReplays_AreBitIdentical(GroupedGemmLayout layout, ScalarType dtype, int blockN, int stages, int cluster)
     {
         CudaContext ctx = Sm90aGroupedGemmGpuTests.RequireHopper();
-        GemmConfig cfg = GemmConfig.Wgmma(blockN, stages);
-        int seed = 500 + (int)layout * 10 + blockN / 128 + stages;
+        GemmConfig cfg = GemmConfig.Wgmma(blockN, stages, cluster);
+        int seed = 500 + (int)layout * 10 + blockN / 128 + stages + 100 * (cluster - 1);
         var rng = new Random(seed);
         int rows = MSizes.Sum(), experts = MSizes.Length;
         int[] gather = Enumerable.Range(0, rows).ToArray();

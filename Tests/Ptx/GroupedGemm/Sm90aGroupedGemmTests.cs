@@ -106,17 +106,20 @@ public sealed class Sm90aGroupedGemmGpuTests
     /// experts (empty ones too) with the ring running on across tile boundaries.</summary>
     [TestMethod]
     [TestCategory(GpuTest.Category)]
-    [DataRow(ScalarType.BFloat16, 1, 128, 4)]
-    [DataRow(ScalarType.BFloat16, 3, 256, 3)]
-    [DataRow(ScalarType.Float16, 2, 128, 5)]
-    public void ForwardNT_Sm90a_SmallGridsWalkEveryTile(ScalarType dtype, int gridLimit, int blockN, int stages)
+    [DataRow(ScalarType.BFloat16, 1, 128, 4, 1)]
+    [DataRow(ScalarType.BFloat16, 3, 256, 3, 1)]
+    [DataRow(ScalarType.Float16, 2, 128, 5, 1)]
+    [DataRow(ScalarType.BFloat16, 1, 256, 4, 2)]   // one cluster (the grid rounds up to 2 CTAs) walks every pair of m-tiles
+    [DataRow(ScalarType.Float16, 5, 128, 4, 2)]    // two clusters (5 rounds down to 4 CTAs)
+    public void ForwardNT_Sm90a_SmallGridsWalkEveryTile(ScalarType dtype, int gridLimit, int blockN, int stages, int cluster)
     {
         CudaContext ctx = RequireHopper();
         var gemm = new GroupedGemm(ctx) { GridLimitForTesting = gridLimit };
+        GemmConfig cfg = GemmConfig.Wgmma(blockN, stages, cluster);
         foreach (GemmCase c in GemmCase.All)
         {
-            GroupedGemmGpuTests.RunForward(ctx, gemm, dtype, GemmConfig.Wgmma(blockN, stages), c, GroupedGemmGpuTests.ForwardModes[4], seed: 301);
-            GroupedGemmGpuTests.RunBackwardData(ctx, gemm, dtype, GemmConfig.Wgmma(blockN, stages), c, GroupedGemmGpuTests.DataModes[2], seed: 302);
+            GroupedGemmGpuTests.RunForward(ctx, gemm, dtype, cfg, c, GroupedGemmGpuTests.ForwardModes[4], seed: 301);
+            GroupedGemmGpuTests.RunBackwardData(ctx, gemm, dtype, cfg, c, GroupedGemmGpuTests.DataModes[2], seed: 302);
         }
     }
 
@@ -258,6 +261,50 @@ public sealed class Sm90aGroupedGemmPlanTests
         StringAssert.Contains(ptx, "desc_a, desc_b, 1, 1, 1, 0, 1;");           // trans-b 1
         StringAssert.Contains(ptx, "or.b64 desc_b, desc_b, 0x4000004002000000;");  // LBO 8192, SBO 1024
         Assert.AreEqual(4, System.Text.RegularExpressions.Regex.Matches(ptx, @"\[w_map, \{b_col, k_coord, e_cur\}\]").Count, "BN/64 boxes per stage");
+    }
+
+    [TestMethod]
+    [DataRow(GroupedGemmLayout.ForwardNT, GroupedGemmEpilogue.Plain, 1, DisplayName = "NT: one (64, BN/2) box per rank")]
+    [DataRow(GroupedGemmLayout.BackwardDataNN, GroupedGemmEpilogue.Plain, 2, DisplayName = "NN: BN/128 of the BN/64 boxes per rank")]
+    [DataRow(GroupedGemmLayout.ForwardNT, GroupedGemmEpilogue.SwiGlu, 1, DisplayName = "SwiGLU: the gate or the up box")]
+    public void ClusterSpec_MulticastsHalfTheWStageAndPairsTheMTiles(GroupedGemmLayout layout, GroupedGemmEpilogue epilogue, int boxesPerRank)
+    {
+        GemmConfig c2 = GemmConfig.Wgmma(256, 4, cluster: 2);
+        Assert.AreEqual("sm90a_128x256x64_s4_w12_c2", c2.Name);
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, ScalarType.BFloat16, c2, epilogue);
+        StringAssert.EndsWith(spec.EntryName, "_wgmma_128x256x64_s4_c2");
+        Assert.AreEqual(GroupedGemmSpecs.Create(layout, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4), epilogue).DynamicSharedBytes,
+            spec.DynamicSharedBytes, "the same shared layout as the single-CTA tile");
+        string ptx = spec.SpecialisedPtx();
+        StringAssert.Contains(ptx, ".reqnctapercluster 2, 1, 1");
+        Assert.AreEqual(boxesPerRank, System.Text.RegularExpressions.Regex.Matches(ptx, @"\.multicast::cluster \[b_dst\], \[w_map, \{[a-z_0-9, ]+\}\], \[bar\], cta_mask;").Count);
+        StringAssert.Contains(ptx, "mbarrier.init.shared::cta.b64 [bar], 8;");         // this CTA's consumer warps arrive...
+        Assert.AreEqual(2, System.Text.RegularExpressions.Regex.Matches(ptx, @"@p(_leader)? mbarrier\.arrive\.expect_tx\.shared::cta\.b64 _, \[bar\], 1;").Count,
+            "... each expecting one tx unit");
+        Assert.AreEqual(2, System.Text.RegularExpressions.Regex.Matches(ptx, @"@p(_leader)? mbarrier\.complete_tx\.relaxed\.cluster\.shared::cluster\.b64 \[peer_bar\], 1;").Count,
+            "the peer's warps complete them (relaxed: no fence in the k-loop)");
+        Assert.IsFalse(ptx.Contains("mbarrier.arrive.release.cluster", StringComparison.Ordinal), "a remote release arrive puts MEMBAR.ALL.GPU in the k-loop");
+        Assert.AreEqual(2, System.Text.RegularExpressions.Regex.Matches(ptx, @"add\.u32 m0, m0, rank_m;").Count, "producer and consumers");
+        StringAssert.Contains(ptx, "mul.lo.u32 m0, m_tile, 256;");                      // the walk's unit: a pair of m-tiles
+        StringAssert.Contains(ptx, "mov.u32 tile, %clusterid.x;");
+        Assert.AreEqual(3, System.Text.RegularExpressions.Regex.Matches(ptx, @"barrier\.cluster\.wait\.acquire\.aligned;").Count, "after the init, at both exits");
+
+        string single = System.Text.RegularExpressions.Regex.Replace(   // the code without the comments (the header describes both modes)
+            GroupedGemmSpecs.Create(layout, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4), epilogue).SpecialisedPtx(), "//[^\n]*", "");
+        foreach (string clusterOnly in new[] { "reqnctapercluster", "multicast", "barrier.cluster", "shared::cluster.b64", "expect_tx.shared::cta.b64 _, [bar], 1", "%clusterid" })
+            Assert.IsFalse(single.Contains(clusterOnly, StringComparison.Ordinal), clusterOnly);
+        StringAssert.Contains(single, "mbarrier.init.shared::cta.b64 [bar], 8;");
+    }
+
+    [TestMethod]
+    public void ClusterConfig_OnlyForTheRowTiledHopperKernels()
+    {
+        Assert.IsNull(GemmConfig.Wgmma(128, 4, cluster: 2).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardDataNN));
+        StringAssert.Contains(GemmConfig.Wgmma(128, 4, cluster: 2).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "without clusters");
+        StringAssert.Contains(GemmConfig.Wgmma(128, 4, cluster: 3).Problem(GemmMath.WgmmaSm90a) ?? "(accepted)", "Cluster must be 1 or 2");
+        StringAssert.Contains((GemmConfig.Mma(128, 128, 4) with { Cluster = 2 }).Problem(GemmMath.MmaSm80) ?? "(accepted)", "only the sm_90a tiles");
+        Assert.IsTrue(GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16).Any(c => c.Cluster == 2));
+        Assert.IsFalse(GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16).Any(c => c.Cluster == 2));
     }
 
     [TestMethod]

@@ -73,13 +73,13 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public int WgmmaSharedBytesOf(GroupedGemmLayout layout) =>
         1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + WgmmaStagingBytes(layout) + 16 * Stages + WgmmaRowTableBytes(layout);
 
-    /// <summary>Row pitch of the TN epilogue's staging tile: 64 columns x 2 B + 16 B (the fragment stores of a warp,
-    /// 8 rows x 4 threads, hit 32 distinct banks).</summary>
-    public const int WgmmaStagingPitch = 144;
+    /// <summary>Row pitch of the TN epilogue's staging tile: BlockN columns x 2 B + 16 B (the fragment stores of a
+    /// warp, 8 rows x 4 threads, hit 32 distinct banks; rows stay 16-byte aligned for the bulk copies).</summary>
+    public int WgmmaStagingPitch => 2 * BlockN + 16;
 
-    /// <summary>The TN kernel's epilogue staging: one [64 rows][64 columns] dtype tile per consumer warpgroup, one
-    /// 64-column pass at a time (the other layouts store from registers).</summary>
-    public static int WgmmaStagingBytes(GroupedGemmLayout layout) =>
+    /// <summary>The TN kernel's epilogue staging: one whole [64 rows][BlockN columns] dtype tile per consumer
+    /// warpgroup, copied to dW by bulk async copies while the next tile runs (the other layouts store from registers).</summary>
+    public int WgmmaStagingBytes(GroupedGemmLayout layout) =>
         layout == GroupedGemmLayout.BackwardWeightTN ? 2 * 64 * WgmmaStagingPitch : 0;
 
     public override string ToString() => Name;

@@ -38,14 +38,14 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(256, 4, cluster: 2),
     ];
 
-    // TN: with its 18 KiB epilogue staging, 128x128 s4/s6 and 128x256 s3/s4 fit (a 4th 128x256 stage measured no
-    // faster than 3 on an H200: the mainloop is not bound by the stages in flight, docs/PERF.md v12).
+    // TN: with its whole-tile epilogue staging (2 x 64 rows x (2 BN + 16) B: 34 / 66 KiB), 128x128 s4/s5 and 128x256
+    // s3 fit; 128x128 s6 and 128x256 s4 do not (a 4th 128x256 stage measured no faster than 3 on an H200 with the
+    // 18 KiB staging of v12: the mainloop is not bound by the stages in flight, docs/PERF.md v12).
     private static readonly GemmConfig[] WeightCandidates =
     [
         GemmConfig.Wgmma(128, 4),
-        GemmConfig.Wgmma(128, 6),
+        GemmConfig.Wgmma(128, 5),
         GemmConfig.Wgmma(256, 3),
-        GemmConfig.Wgmma(256, 4),
     ];
 
     /// <summary>The Hopper tiles autotuning may time for (layout, dtype): every layout (NT, NN, TN) for bf16/fp16.</summary>
@@ -54,7 +54,8 @@ internal static class GroupedGemmSm90aSpecs
         : layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates : RowCandidates;
 
     /// <summary>The default Hopper tile: 128x256 (s4 row-tiled; s3 TN, measured even with or faster than s4 on an
-    /// H200, docs/PERF.md v12) when the output has at least 256 columns, else 128x128 s4.</summary>
+    /// H200, docs/PERF.md v12, and the only 128x256 TN tile that fits its staging) when the output has at least 256
+    /// columns, else 128x128 s4.</summary>
     public static GemmConfig Default(GroupedGemmLayout layout, int columns) =>
         layout == GroupedGemmLayout.BackwardWeightTN ? WeightCandidates[columns >= 256 ? 2 : 0]
         : columns >= 256 ? RowCandidates[3] : RowCandidates[0];
@@ -97,7 +98,7 @@ internal static class GroupedGemmSm90aSpecs
         int bn = config.BlockN, s = config.Stages, accs = bn / 2;
         string ptxType = PtxType(dtype);
         int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
-        int stgOff = bOff + s * bStage, barOff = stgOff + GemmConfig.WgmmaStagingBytes(layout), tabOff = barOff + 16 * s;
+        int stgOff = bOff + s * bStage, barOff = stgOff + config.WgmmaStagingBytes(layout), tabOff = barOff + 16 * s;
         int schedOff = tabOff + GemmConfig.WgmmaRowTableBytes(layout);
         var values = new Dictionary<string, string>
         {
@@ -118,11 +119,9 @@ internal static class GroupedGemmSm90aSpecs
             values["B_LOADS"] = Sm90aFragments.WeightGradientBLoads(bn);
             values["BM"] = Int(GemmConfig.WgmmaBlockM);
             foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
-            values["STG_OFF"] = Int(stgOff); values["STG_BYTES"] = Int(64 * GemmConfig.WgmmaStagingPitch);
-            values["STG_PITCH"] = Int(GemmConfig.WgmmaStagingPitch); values["STG_ROW16"] = Int(16 * GemmConfig.WgmmaStagingPitch);
-            values["PASSES"] = Int(bn / 64);
-            for (int pass = 0; pass < 4; pass++)
-                values[$"EPI_STAGE{pass}"] = Sm90aFragments.StagingStores(bn, pass, ptxType, GemmConfig.WgmmaStagingPitch);
+            values["STG_OFF"] = Int(stgOff); values["STG_BYTES"] = Int(64 * config.WgmmaStagingPitch);
+            values["STG_PITCH"] = Int(config.WgmmaStagingPitch);
+            values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, ptxType, config.WgmmaStagingPitch);
         }
         else
         {

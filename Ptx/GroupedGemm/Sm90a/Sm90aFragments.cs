@@ -85,17 +85,17 @@ internal static class Sm90aFragments
     }
 
     /// <summary>
-    /// The TN epilogue's fragment stores of 64-column pass <paramref name="pass"/> (columns 64p .. 64p+63 of an
-    /// N = <paramref name="columns"/> accumulator; empty when the tile has no such pass): per 8-column block j, D row g
-    /// (acc[4j], acc[4j+1]) and D row g+8 (acc[4j+2], acc[4j+3]) rounded to <paramref name="ptxType"/>x2 and stored as 4
-    /// bytes at st_frag + 16(j - 8p) (+ 8 rows of <paramref name="pitch"/> bytes for row g+8). Registers used: acc*, o, st_frag.
+    /// The TN epilogue's fragment stores of the whole N = <paramref name="columns"/> accumulator into the staging
+    /// tile: per 8-column block j, D row g (acc[4j], acc[4j+1]) and D row g+8 (acc[4j+2], acc[4j+3]) rounded to
+    /// <paramref name="ptxType"/>x2 and stored as 4 bytes at st_frag + 16j (+ 8 rows of <paramref name="pitch"/> bytes
+    /// for row g+8). Registers used: acc*, o, st_frag.
     /// </summary>
-    public static string StagingStores(int columns, int pass, string ptxType, int pitch)
+    public static string StagingStores(int columns, string ptxType, int pitch)
     {
         var sb = new StringBuilder();
-        for (int j = 8 * pass; j < Math.Min(columns / 8, 8 * pass + 8); j++)
+        for (int j = 0; j < columns / 8; j++)
         {
-            int at = 16 * (j - 8 * pass);
+            int at = 16 * j;
             if (sb.Length > 0) sb.Append('\n');
             sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 1}, acc{4 * j}; st.shared.b32 [st_frag+{at}], o; ")
               .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 3}, acc{4 * j + 2}; st.shared.b32 [st_frag+{8 * pitch + at}], o;");

@@ -91,8 +91,8 @@ public sealed class Sm90aGroupedGemmGpuTests
     [TestCategory(GpuTest.Category)]
     [DataRow(ScalarType.BFloat16, 1, 128, 4)]
     [DataRow(ScalarType.BFloat16, 3, 256, 3)]
-    [DataRow(ScalarType.Float16, 2, 256, 4)]
-    [DataRow(ScalarType.Float16, 1, 128, 6)]
+    [DataRow(ScalarType.Float16, 2, 256, 3)]
+    [DataRow(ScalarType.Float16, 1, 128, 5)]
     public void WeightGradient_Sm90a_SmallGridsWalkEveryTile(ScalarType dtype, int gridLimit, int blockN, int stages)
     {
         CudaContext ctx = RequireHopper();
@@ -215,22 +215,31 @@ public sealed class Sm90aGroupedGemmPlanTests
         foreach (GroupedGemmLayout layout in Enum.GetValues<GroupedGemmLayout>())
             foreach (GemmConfig cfg in GroupedGemmSm90aSpecs.Candidates(layout, ScalarType.BFloat16))
                 Assert.IsNull(cfg.Problem(GemmMath.WgmmaSm90a, layout), $"{layout} {cfg.Name}");
-        // the TN kernel's double-buffered row table adds 1 KiB, its epilogue staging 2 x 64 x 144 B
-        Assert.AreEqual(GemmConfig.Wgmma(256, 4).WgmmaSharedBytes + 1024 + 2 * 64 * 144,
-            GemmConfig.Wgmma(256, 4).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN));
-        StringAssert.Contains(GemmConfig.Wgmma(128, 7).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "shared memory");
+        // the TN kernel's double-buffered row table adds 1 KiB, its whole-tile epilogue staging 2 x 64 rows x (2 BN + 16) B
+        Assert.AreEqual(GemmConfig.Wgmma(256, 3).WgmmaSharedBytes + 1024 + 2 * 64 * 528,
+            GemmConfig.Wgmma(256, 3).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN));
+        Assert.AreEqual(GemmConfig.Wgmma(128, 5).WgmmaSharedBytes + 1024 + 2 * 64 * 272,
+            GemmConfig.Wgmma(128, 5).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN));
+        // 128x256 s4 (265 280 B) and 128x128 s6 (234 592 B) no longer fit 223 KiB with the staging; as row tiles they do
+        StringAssert.Contains(GemmConfig.Wgmma(256, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "shared memory");
+        StringAssert.Contains(GemmConfig.Wgmma(128, 6).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "shared memory");
+        Assert.IsNull(GemmConfig.Wgmma(256, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.ForwardNT));
+        CollectionAssert.AreEqual(new[] { "sm90a_128x128x64_s4_w12", "sm90a_128x128x64_s5_w12", "sm90a_128x256x64_s3_w12" },
+            GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16).Select(c => c.Name).ToArray());
+        Assert.AreEqual(GemmConfig.Wgmma(256, 3), GroupedGemmSm90aSpecs.Default(GroupedGemmLayout.BackwardWeightTN, 2048));
+        Assert.AreEqual(GemmConfig.Wgmma(128, 4), GroupedGemmSm90aSpecs.Default(GroupedGemmLayout.BackwardWeightTN, 136));
     }
 
     [TestMethod]
     public void TnSpec_ReadsBothOperandsTransposedByCpAsync()
     {
-        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4));
-        Assert.AreEqual("grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s4", spec.EntryName);
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 3));
+        Assert.AreEqual("grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s3", spec.EntryName);
         Assert.AreEqual(typeof(GroupedGemmBackwardWeightArgs), spec.ArgsType, "the sm_80 TN parameters");
-        // 1024 slack + 4 x (16 KiB A + 32 KiB B) + 2 staging tiles + 8 mbarriers + the 2 x 128-entry row table
-        Assert.AreEqual(1024 + 4 * (16384 + 32768) + 2 * 64 * 144 + 64 + 2048, spec.DynamicSharedBytes);
+        // 1024 slack + 3 x (16 KiB A + 32 KiB B) + 2 staging tiles of 64 x 528 B + 6 mbarriers + the 2 x 128-entry row table
+        Assert.AreEqual(1024 + 3 * (16384 + 32768) + 2 * 64 * 528 + 48 + 2048, spec.DynamicSharedBytes);
         string ptx = spec.SpecialisedPtx();
-        StringAssert.Contains(ptx, ".entry grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s4(");
+        StringAssert.Contains(ptx, ".entry grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s3(");
         Assert.AreEqual(2 * 32, System.Text.RegularExpressions.Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag").Count, "32 blocks x 2 rows staged");
         Assert.AreEqual(4, System.Text.RegularExpressions.Regex.Matches(ptx, @"desc_a, desc_b, 1, 1, 1, 1, 1;").Count, "trans-a 1, trans-b 1");
         StringAssert.Contains(ptx, "or.b64 desc_a, desc_a, 0x4000004002000000;");   // MN-major A: LBO 8192, SBO 1024
@@ -238,6 +247,65 @@ public sealed class Sm90aGroupedGemmPlanTests
         StringAssert.Contains(ptx, "add.u64 desc_a, desc_a, 128;");                 // k16 step: +16 rows of 128 B
         Assert.AreEqual(2, System.Text.RegularExpressions.Regex.Matches(ptx, @"cp\.async\.cg\.shared\.global \[stage_b").Count, "BN/128 B halves");
         Assert.IsFalse(ptx.Contains("cp.async.bulk.tensor", StringComparison.Ordinal), "no TMA: both operands are gathered rows");
+    }
+
+    /// <summary>The TN epilogue stages the whole 64 x BN tile of a consumer: every fragment store of a warp (8 rows g x
+    /// 4 threads q at (16w + g) * pitch + 4q + offset) hits 32 distinct banks, the offsets cover columns 0 .. BN-1 of rows
+    /// g and g+8 exactly once, staging rows stay 16-byte aligned for the bulk copies.</summary>
+    [TestMethod]
+    [DataRow(128, 5, 272)]
+    [DataRow(256, 3, 528)]
+    public void TnEpilogue_StagesTheWholeTileConflictFree(int blockN, int stages, int pitch)
+    {
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.Float16, GemmConfig.Wgmma(blockN, stages));
+        Assert.AreEqual(pitch.ToString(System.Globalization.CultureInfo.InvariantCulture), spec.Values["STG_PITCH"]);
+        Assert.AreEqual(0, int.Parse(spec.Values["STG_OFF"], System.Globalization.CultureInfo.InvariantCulture) % 16, "staging 16-byte aligned");
+        string ptx = spec.SpecialisedPtx();
+        int[] offsets = System.Text.RegularExpressions.Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag\+(\d+)\]")
+            .Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        Assert.AreEqual(2 * blockN / 8, offsets.Length, "BN/8 column blocks x rows g, g+8");
+        var elements = new HashSet<(int Row, int Col)>();
+        foreach (int at in offsets)
+        {
+            var banks = new HashSet<int>();
+            for (int lane = 0; lane < 32; lane++)
+            {
+                int g = lane / 4, q = lane % 4, address = g * pitch + 4 * q + at;
+                banks.Add(address / 4 % 32);
+                // the 2 elements this lane stores (any warp: rows relative to 16w)
+                int row = address / pitch, col = address % pitch / 2;
+                Assert.IsTrue(col + 1 < blockN, $"offset {at}: column {col} past the tile");
+                Assert.IsTrue(elements.Add((row, col)) && elements.Add((row, col + 1)), $"offset {at} lane {lane} stores twice");
+            }
+            Assert.AreEqual(32, banks.Count, $"st.shared.b32 [st_frag+{at}]: bank conflicts");
+        }
+        Assert.AreEqual(16 * blockN, elements.Count, "16 rows x BN columns per warp");
+    }
+
+    /// <summary>The TN epilogue overlaps the next tile: each warp waits only for its own lanes' copies of the previous
+    /// tile (wait_group.read before the staging stores), syncs within the warp (no warpgroup barrier in the consumer),
+    /// fences the async proxy, then one bulk copy per staging row; the consumer's end waits for its last copies.</summary>
+    [TestMethod]
+    public void TnEpilogue_BulkCopiesOverlapTheNextTile()
+    {
+        string ptx = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(128, 4)).SpecialisedPtx();
+        // instructions only (a line's first token, after an optional guard), not the header's comments
+        int Count(string s) => System.Text.RegularExpressions.Regex.Matches(ptx, @"(?m)^\s*(@!?\w+\s+)?" + System.Text.RegularExpressions.Regex.Escape(s)).Count;
+        int At(string s) { int i = ptx.IndexOf(s, StringComparison.Ordinal); Assert.IsTrue(i >= 0, s); return i; }
+        Assert.AreEqual(2, Count("bar.sync "), "only ring_init's CTA barrier and the producer's bar.sync 1: no warpgroup barrier in the epilogue");
+        Assert.AreEqual(2, Count("bar.warp.sync 0xffffffff;"));
+        Assert.AreEqual(1, Count("cp.async.bulk.global.shared::cta.bulk_group [cp_out], [cp_rd], cp_bytes;"));
+        int read = At("@p_copier cp.async.bulk.wait_group.read 0;"), firstStore = At("st.shared.b32 [st_frag+0]");
+        int lastStore = ptx.LastIndexOf("st.shared.b32 [st_frag+", StringComparison.Ordinal);
+        int fence = ptx.IndexOf("fence.proxy.async.shared::cta;", lastStore, StringComparison.Ordinal);
+        int copy = At("cp.async.bulk.global.shared::cta.bulk_group"), commit = At("@p_copier cp.async.bulk.commit_group;");
+        int kLoopEnd = At("wgmma.wait_group.sync.aligned 0;");
+        Assert.IsTrue(kLoopEnd < read && read < firstStore && lastStore < fence && fence < copy && copy < commit,
+            "k-loop end < wait_group.read < staging stores < fence.proxy.async < bulk copy < commit");
+        int done = ptx.LastIndexOf("ALL_DONE:", StringComparison.Ordinal);
+        Assert.IsTrue(done > commit && ptx.IndexOf("cp.async.bulk.wait_group 0;", done, StringComparison.Ordinal) > done,
+            "the consumer waits for its last copies before ret");
+        Assert.IsFalse(ptx.Contains("st.global", StringComparison.Ordinal), "dW leaves only through the bulk copies");
     }
 
     [TestMethod]

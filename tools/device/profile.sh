@@ -8,6 +8,8 @@
 #       T             default 4096
 #       KERNEL_REGEX  default "sm90a|router|sum_over|combine|silu" (ncu -k regex:...)
 #       COUNT         kernels to profile (ncu -c), default 14
+#   MOENATIVE_PROFILE_SECTIONS  the ncu sections of the details page (default: SpeedOfLight WarpStateStats SchedulerStats
+#                 MemoryWorkloadAnalysis LaunchStats Occupancy; e.g. add SourceCounters for the top stall locations)
 #
 # Writes ncu.log (the details page) and ncu-raw.csv (a few raw metrics per kernel) to $OUT, else ./artifacts/device.
 # The clocks are left alone (--clock-control none): the device is shared and its settings stay as they are.
@@ -26,9 +28,12 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 bench=("$dotnet" "$root/.device/cli/moenative.dll" bench --config "$config" --seqlen "$tokens" --backward --no-reference
        --no-graph --no-autotune)
-timeout 240 "$ncu" --clock-control none --target-processes all -k "regex:$regex" -c "$count" \
-  --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
-  --section LaunchStats --section Occupancy "${bench[@]}" > "$out/ncu.log" 2>&1
+sections=()
+for s in ${MOENATIVE_PROFILE_SECTIONS:-SpeedOfLight WarpStateStats SchedulerStats MemoryWorkloadAnalysis LaunchStats Occupancy}; do
+  sections+=(--section "$s")
+done
+timeout 240 "$ncu" --clock-control none --target-processes all -k "regex:$regex" -c "$count" "${sections[@]}" \
+  "${bench[@]}" > "$out/ncu.log" 2>&1
 echo "ncu rc=$? ($(grep -c '^  [a-z_0-9]*.*(' "$out/ncu.log") kernel sections)"
 timeout 120 "$ncu" --clock-control none --target-processes all -k "regex:$regex" -c "$count" --csv --page raw \
   --metrics gpu__time_duration.sum,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum,dram__bytes.sum \

@@ -65,11 +65,7 @@ internal sealed partial class MoeKernels
         DeviceRange act,       // A [TK,I] dtype out
         int tokens, int experts, int topK, int hidden, int inter, bool programmatic = false, DecodeTuning? tuning = null)
     {
-        CheckStream(stream);
-        CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
-        CheckProgrammatic(programmatic);
-        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens);
-        cut.Validate(nameof(tuning));
+        DecodeTuning cut = CheckDecodeLaunch(stream, dtype, tokens, experts, topK, hidden, inter, programmatic, tuning);
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(x, (long)tokens * hidden * es, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
@@ -114,11 +110,7 @@ internal sealed partial class MoeKernels
         DeviceRange counters,   // [H/8] u32, zero
         int tokens, int experts, int topK, int hidden, int inter, bool slotOrder, bool programmatic = false, DecodeTuning? tuning = null)
     {
-        CheckStream(stream);
-        CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
-        CheckProgrammatic(programmatic);
-        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens);
-        cut.Validate(nameof(tuning));
+        DecodeTuning cut = CheckDecodeLaunch(stream, dtype, tokens, experts, topK, hidden, inter, programmatic, tuning);
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
@@ -173,6 +165,19 @@ internal sealed partial class MoeKernels
     private readonly record struct DecodeKey(ScalarType Dtype, int Rows, bool Programmatic)
     {
         public int Slot => (Programmatic ? 3 * DecodeWidths : 0) + MoeKernels.Slot(Dtype) * DecodeWidths + System.Numerics.BitOperations.Log2((uint)Rows);
+    }
+
+    /// <summary>The checks both decode launchers make first (stream, dims, programmatic launch, the cut); returns the cut
+    /// (<paramref name="tuning"/>, or <see cref="DecodeTuning.For"/> when null).</summary>
+    private DecodeTuning CheckDecodeLaunch(CudaStream stream, ScalarType dtype, int tokens, int experts, int topK, int hidden, int inter,
+        bool programmatic, DecodeTuning? tuning)
+    {
+        CheckStream(stream);
+        CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
+        CheckProgrammatic(programmatic);
+        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens);
+        cut.Validate(nameof(tuning));
+        return cut;
     }
 
     private void CheckProgrammatic(bool programmatic)

@@ -81,7 +81,7 @@ internal sealed partial class MoeKernels
         {
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            Prefetch = cut.Prefetch ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK),
+            Prefetch = cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK),
         };
         LaunchDecode(stream, _decodeGateUp, _decodeGateUpResident, static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows),
             new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.GateColumnCtas(inter), int.MaxValue, Math.Min(experts, tk), in args);
@@ -133,7 +133,7 @@ internal sealed partial class MoeKernels
             Act = act.Pointer, Down = down.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
             RowScale = rowScale.Pointer, SecondGemm = secondGemm.Pointer, Weights = weights.Pointer, Output = output.Pointer,
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.Prefetch ? 1 : 0,
+            SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.PrefetchDown ? 1 : 0,
         };
         LaunchDecode(stream, _decodeDown, _decodeDownResident, static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows),
             new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.DownColumnBlocks(hidden), DecodeTuning.MaxDownBlocksPerCta,

@@ -41,7 +41,8 @@ public sealed class DecodeKernelRulesTests
         DecodeTuning t = DecodeTuning.For(tokens);
         Assert.AreEqual(rows, t.RowsPerPass);
         Assert.AreEqual(columns, t.ColumnsPerWarp, "walk to one wave up to T = 4, one column per warp above");
-        Assert.IsFalse(t.Prefetch, "the L2 prefetch measured slower at every T");
+        Assert.IsFalse(t.PrefetchGateUp, "the L2 prefetch measured slower at every T");
+        Assert.IsFalse(t.PrefetchDown, "the L2 prefetch measured slower at every T");
         CollectionAssert.Contains(MoeKernelModules.DecodeRowsPerPass.ToArray(), rows, "the module has no entry for this width");
     }
 
@@ -57,11 +58,11 @@ public sealed class DecodeKernelRulesTests
     {
         int units = DecodeTuning.GateColumnCtas(inter);
         Assert.AreEqual((inter + 3) / 4, units, "a warp per column, 4 per CTA");
-        int grid = new DecodeTuning(1, 0, false).GridX(units, int.MaxValue, gridExperts, sms, resident);
+        int grid = new DecodeTuning(1, 0, false, false).GridX(units, int.MaxValue, gridExperts, sms, resident);
         Assert.AreEqual(expected, grid);
         Assert.IsLessThanOrEqualTo((long)sms * Math.Max(1, resident), grid * gridExperts, "one wave");
-        Assert.AreEqual(units, new DecodeTuning(2, 1, false).GridX(units, int.MaxValue, gridExperts, sms, resident), "one column per warp: ceil(I/4) CTAs");
-        Assert.AreEqual((units + 2) / 3, new DecodeTuning(2, 3, false).GridX(units, int.MaxValue, gridExperts, sms, resident));
+        Assert.AreEqual(units, new DecodeTuning(2, 1, false, false).GridX(units, int.MaxValue, gridExperts, sms, resident), "one column per warp: ceil(I/4) CTAs");
+        Assert.AreEqual((units + 2) / 3, new DecodeTuning(2, 3, false, false).GridX(units, int.MaxValue, gridExperts, sms, resident));
     }
 
     [TestMethod]
@@ -75,22 +76,25 @@ public sealed class DecodeKernelRulesTests
         int blocks = DecodeTuning.DownColumnBlocks(hidden);
         Assert.AreEqual(hidden / 8, blocks);
         const int cap = DecodeTuning.MaxDownBlocksPerCta;
-        int grid = new DecodeTuning(1, 0, false).GridX(blocks, cap, gridExperts, sms, resident);
+        int grid = new DecodeTuning(1, 0, false, false).GridX(blocks, cap, gridExperts, sms, resident);
         Assert.AreEqual(expected, grid);
         Assert.IsLessThanOrEqualTo(cap, (blocks + grid - 1) / grid);
-        Assert.AreEqual(blocks, new DecodeTuning(2, 1, false).GridX(blocks, cap, gridExperts, sms, resident), "one block per CTA: H/8 CTAs");
-        Assert.AreEqual((blocks + 31) / 32, new DecodeTuning(2, 1000, false).GridX(blocks, cap, gridExperts, sms, resident));
+        Assert.AreEqual(blocks, new DecodeTuning(2, 1, false, false).GridX(blocks, cap, gridExperts, sms, resident), "one block per CTA: H/8 CTAs");
+        Assert.AreEqual((blocks + 31) / 32, new DecodeTuning(2, 1000, false, false).GridX(blocks, cap, gridExperts, sms, resident));
     }
 
     [TestMethod]
     public void TuningOverride_ReplacesTheNamedFields_AndRefusesBadText()
     {
-        var d = new DecodeTuning(1, 0, true);
+        var d = new DecodeTuning(1, 0, true, true);
         Assert.AreEqual(d, DecodeTuningOverride.Parse(null).Apply(d));
         Assert.AreEqual(d, DecodeTuningOverride.Parse(" ").Apply(d));
-        Assert.AreEqual(new DecodeTuning(4, 0, true), DecodeTuningOverride.Parse("rows=4").Apply(d));
-        Assert.AreEqual(new DecodeTuning(8, 3, false), DecodeTuningOverride.Parse("rows=8, cols=3,prefetch=0").Apply(d));
-        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "speed=1", "rows=x" })
+        Assert.AreEqual(new DecodeTuning(4, 0, true, true), DecodeTuningOverride.Parse("rows=4").Apply(d));
+        Assert.AreEqual(new DecodeTuning(8, 3, false, false), DecodeTuningOverride.Parse("rows=8, cols=3,prefetch=0").Apply(d));
+        Assert.AreEqual(new DecodeTuning(1, 0, false, true), DecodeTuningOverride.Parse("prefetch_gate=0").Apply(d));
+        Assert.AreEqual(new DecodeTuning(2, 1, false, true), DecodeTuningOverride.Parse("prefetch=0,prefetch_down=1").Apply(new DecodeTuning(2, 1, true, false)));
+        Assert.AreEqual(new DecodeTuning(2, 1, true, false), DecodeTuningOverride.Parse("prefetch_down=1,prefetch=0,prefetch_gate=1").Apply(d with { RowsPerPass = 2, ColumnsPerWarp = 1 }));
+        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "speed=1", "rows=x" })
         {
             var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuningOverride.Parse(bad), bad);
             StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);

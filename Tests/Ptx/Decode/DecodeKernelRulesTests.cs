@@ -47,40 +47,31 @@ public sealed class DecodeKernelRulesTests
     }
 
     [TestMethod]
-    [DataRow(768, 8L, 132, 10, 96, DisplayName = "30B T=1 (r1, 10 resident): 192 x 8 CTAs over 1320 -> 2 columns per warp")]
-    [DataRow(1536, 8L, 132, 10, 128, DisplayName = "235B T=1: 384 x 8 over 1320 -> 3 columns per warp")]
-    [DataRow(1536, 8L, 132, 7, 96, DisplayName = "235B T=1, 7 resident (a JIT with more registers): 3072 over 924 -> 4")]
-    [DataRow(768, 64L, 132, 9, 18, DisplayName = "30B T=8 (r2, 9 resident): 192 x 64 over 1188 -> 11 columns per warp")]
-    [DataRow(768, 64L, 132, 6, 12, DisplayName = "30B T=8, 6 resident: 12288 over 792 -> 16 columns per warp")]
-    [DataRow(8, 1L, 132, 10, 2, DisplayName = "tiny I: one column per warp")]
-    [DataRow(768, 8L, 132, 0, 16, DisplayName = "0 resident (does not fit) counts as 1: 1536 over 132 -> 12 columns per warp")]
-    public void GateGrid_FitsOneWaveOfTheResidentCtas(int inter, long gridExperts, int sms, int resident, int expected)
+    [DataRow(false, 768, 8L, 132, 10, 96, DisplayName = "gate/up 30B T=1 (r1, 10 resident): 192 x 8 CTAs over 1320 -> 2 columns per warp")]
+    [DataRow(false, 1536, 8L, 132, 10, 128, DisplayName = "gate/up 235B T=1: 384 x 8 over 1320 -> 3 columns per warp")]
+    [DataRow(false, 1536, 8L, 132, 7, 96, DisplayName = "gate/up 235B T=1, 7 resident (a JIT with more registers): 3072 over 924 -> 4")]
+    [DataRow(false, 768, 64L, 132, 9, 18, DisplayName = "gate/up 30B T=8 (r2, 9 resident): 192 x 64 over 1188 -> 11 columns per warp")]
+    [DataRow(false, 768, 64L, 132, 6, 12, DisplayName = "gate/up 30B T=8, 6 resident: 12288 over 792 -> 16 columns per warp")]
+    [DataRow(false, 8, 1L, 132, 10, 2, DisplayName = "gate/up tiny I: one column per warp")]
+    [DataRow(false, 768, 8L, 132, 0, 16, DisplayName = "gate/up 0 resident (does not fit) counts as 1: 1536 over 132 -> 12 columns per warp")]
+    [DataRow(true, 2048, 8L, 132, 12, 128, DisplayName = "down 30B T=1 (r1, 12 resident): 256 x 8 CTAs over 1584 -> 2 blocks per CTA")]
+    [DataRow(true, 4096, 8L, 132, 12, 171, DisplayName = "down 235B T=1: 512 x 8 over 1584 -> 3 blocks per CTA")]
+    [DataRow(true, 4096, 8L, 132, 10, 128, DisplayName = "down 235B T=1, 10 resident: 4096 over 1320 -> 4 blocks per CTA")]
+    [DataRow(true, 2048, 64L, 132, 10, 20, DisplayName = "down 30B T=8 (r2, 10 resident): 256 x 64 over 1320 -> 13 blocks per CTA")]
+    [DataRow(true, 4096, 256L, 1, 10, 16, DisplayName = "down on one SM: capped at 32 blocks per CTA")]
+    public void Grid_FitsOneWaveOfTheResidentCtas(bool down, int dim, long gridExperts, int sms, int resident, int expected)
     {
-        int units = DecodeTuning.GateColumnCtas(inter);
-        Assert.AreEqual((inter + 3) / 4, units, "a warp per column, 4 per CTA");
-        int grid = new DecodeTuning(1, 0, false, false).GridX(units, int.MaxValue, gridExperts, sms, resident);
+        // gate/up: dim = I, a warp per column (4 per CTA); down: dim = H, 8 columns per CTA, at most 32 blocks per CTA
+        int units = down ? DecodeTuning.DownColumnBlocks(dim) : DecodeTuning.GateColumnCtas(dim);
+        Assert.AreEqual(down ? dim / 8 : (dim + 3) / 4, units);
+        int cap = down ? DecodeTuning.MaxDownBlocksPerCta : int.MaxValue;
+        int grid = new DecodeTuning(1, 0, false, false).GridX(units, cap, gridExperts, sms, resident);
         Assert.AreEqual(expected, grid);
-        Assert.IsLessThanOrEqualTo((long)sms * Math.Max(1, resident), grid * gridExperts, "one wave");
-        Assert.AreEqual(units, new DecodeTuning(2, 1, false, false).GridX(units, int.MaxValue, gridExperts, sms, resident), "one column per warp: ceil(I/4) CTAs");
-        Assert.AreEqual((units + 2) / 3, new DecodeTuning(2, 3, false, false).GridX(units, int.MaxValue, gridExperts, sms, resident));
-    }
-
-    [TestMethod]
-    [DataRow(2048, 8L, 132, 12, 128, DisplayName = "30B T=1 (r1, 12 resident): 256 x 8 CTAs over 1584 -> 2 blocks per CTA")]
-    [DataRow(4096, 8L, 132, 12, 171, DisplayName = "235B T=1: 512 x 8 over 1584 -> 3 blocks per CTA")]
-    [DataRow(4096, 8L, 132, 10, 128, DisplayName = "235B T=1, 10 resident: 4096 over 1320 -> 4 blocks per CTA")]
-    [DataRow(2048, 64L, 132, 10, 20, DisplayName = "30B T=8 (r2, 10 resident): 256 x 64 over 1320 -> 13 blocks per CTA")]
-    [DataRow(4096, 256L, 1, 10, 16, DisplayName = "one SM: capped at 32 blocks per CTA")]
-    public void DownGrid_FitsOneWave_AtMost32BlocksPerCta(int hidden, long gridExperts, int sms, int resident, int expected)
-    {
-        int blocks = DecodeTuning.DownColumnBlocks(hidden);
-        Assert.AreEqual(hidden / 8, blocks);
-        const int cap = DecodeTuning.MaxDownBlocksPerCta;
-        int grid = new DecodeTuning(1, 0, false, false).GridX(blocks, cap, gridExperts, sms, resident);
-        Assert.AreEqual(expected, grid);
-        Assert.IsLessThanOrEqualTo(cap, (blocks + grid - 1) / grid);
-        Assert.AreEqual(blocks, new DecodeTuning(2, 1, false, false).GridX(blocks, cap, gridExperts, sms, resident), "one block per CTA: H/8 CTAs");
-        Assert.AreEqual((blocks + 31) / 32, new DecodeTuning(2, 1000, false, false).GridX(blocks, cap, gridExperts, sms, resident));
+        Assert.IsLessThanOrEqualTo(cap, (units + grid - 1) / grid, "walk length");
+        if (!down) Assert.IsLessThanOrEqualTo((long)sms * Math.Max(1, resident), grid * gridExperts, "one wave");
+        Assert.AreEqual(units, new DecodeTuning(2, 1, false, false).GridX(units, cap, gridExperts, sms, resident), "one unit per CTA");
+        Assert.AreEqual((units + 2) / 3, new DecodeTuning(2, 3, false, false).GridX(units, cap, gridExperts, sms, resident), "a 3-unit walk");
+        Assert.AreEqual(down ? (units + 31) / 32 : 1, new DecodeTuning(2, 1000, false, false).GridX(units, cap, gridExperts, sms, resident), "the cap");
     }
 
     [TestMethod]

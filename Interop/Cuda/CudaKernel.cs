@@ -61,6 +61,27 @@ public sealed class CudaKernel
     /// <summary>Largest block this kernel can launch with (CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK).</summary>
     public int MaxThreadsPerBlock => GetAttribute(CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK);
 
+    /// <summary>
+    /// CTAs of <paramref name="blockThreads"/> threads with <paramref name="dynamicSharedBytes"/> of dynamic shared
+    /// memory that one SM holds at once for this kernel, as the driver's JIT allocated it (registers, static shared
+    /// memory, the SM's thread, block and register limits): cuOccupancyMaxActiveBlocksPerMultiprocessor. 0 when one
+    /// CTA does not fit. Ask once per loaded kernel and keep the answer: it does not change.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A block outside 1..1024 threads or negative shared memory.</exception>
+    public unsafe int MaxActiveBlocksPerMultiprocessor(int blockThreads, int dynamicSharedBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(blockThreads, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(blockThreads, 1024);
+        ArgumentOutOfRangeException.ThrowIfNegative(dynamicSharedBytes);
+        IntPtr f = Handle;
+        Context.MakeCurrent();
+        int blocks;
+        CuDriver.cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, f, blockThreads, (nuint)dynamicSharedBytes)
+            .Check(nameof(CuDriver.cuOccupancyMaxActiveBlocksPerMultiprocessor), $"'{Name}' block {blockThreads} shared {dynamicSharedBytes}");
+        GC.KeepAlive(Module);
+        return blocks;
+    }
+
     /// <summary>Allows launches with up to <paramref name="bytes"/> of dynamic shared memory
     /// (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; required above 48 KiB).</summary>
     /// <exception cref="ArgumentOutOfRangeException">Negative or above the device's opt-in limit.</exception>

@@ -9,9 +9,11 @@ namespace MoeNative.Ptx;
 /// <param name="RowsPerPass">Activation rows per pass over a warp's weight rows: the _rN entry (1, 2, 4 or 8), for both kernels.</param>
 /// <param name="ColumnsPerWarp">How many columns each warp walks one after the other: intermediate columns in the
 /// gate/up kernel, 8-column blocks (one per CTA at a time) in the down kernel (at most 32); 0 = as many as make each
-/// grid fit the card in one wave (<see cref="GateGridColumns"/>, <see cref="DownGridBlocks"/>).</param>
-/// <param name="Prefetch">Whether each warp asks L2 for its weight rows 2 KB ahead of its loads, in both kernels.</param>
-internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool Prefetch)
+/// grid fit the card in one wave (<see cref="GridX"/>).</param>
+/// <param name="PrefetchGateUp">Whether each gate/up warp asks L2 for its weight rows 2 KB ahead of its loads.</param>
+/// <param name="PrefetchDown">Whether each down warp does: its first 2 KB per row before it waits for the gate/up kernel
+/// (with programmatic launch, while that kernel's last CTAs still run), then 2 KB ahead of its loads.</param>
+internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool PrefetchGateUp, bool PrefetchDown)
 {
     /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset; <see cref="DecodeTuningOverride"/>).</summary>
     public const string EnvironmentVariable = "MOENATIVE_DECODE_TUNING";
@@ -27,7 +29,7 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     /// one-wave grid waits for the few that take two passes); no L2 prefetch (every T of both configs measured
     /// faster without: 30B T=1 0.039 vs 0.041, Qwen3-235B-A22B T=1 0.095 vs 0.106, T=8 0.560 vs 0.633).
     /// </summary>
-    public static DecodeTuning For(int tokens) => new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : 1, Prefetch: false);
+    public static DecodeTuning For(int tokens) => new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : 1, PrefetchGateUp: false, PrefetchDown: false);
 
     /// <summary>Largest T whose default walks columns to fit one wave (<see cref="For"/>).</summary>
     public const int MaxWalkTokens = 4;
@@ -35,61 +37,32 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     /// <summary>The default pass width of a T-token step (see <see cref="For"/>).</summary>
     public static int RowsPerPassFor(int tokens) => tokens <= 1 ? 1 : 2;
 
-    /// <summary>
-    /// Resident gate/up CTAs per SM of each pass width (ptxas 12.4 -v, sm_90: r1 48 registers, r2 56, r4 56, r8 80 at
-    /// 128 threads: 65536 registers / (regs x 128)); the one-wave column walk divides by it.
-    /// </summary>
-    public static int ResidentGateCtas(int rowsPerPass) => rowsPerPass switch
-    {
-        1 => 10,
-        2 or 4 => 9,
-        _ => 6,
-    };
-
-    /// <summary>Resident down CTAs per SM of each pass width (ptxas 12.4 -v, sm_90: r1 38 registers (allocated 40), r2 48,
-    /// r4 56, r8 64).</summary>
-    public static int ResidentDownCtas(int rowsPerPass) => rowsPerPass switch
-    {
-        1 => 12,
-        2 => 10,
-        4 => 9,
-        _ => 8,
-    };
-
     /// <summary>Most 8-column blocks one down CTA walks (its ticket mask is one u32).</summary>
     public const int MaxDownBlocksPerCta = 32;
 
-    /// <summary>
-    /// grid.x of the down kernel: H/8 CTAs of one 8-column block each, or fewer, each walking blocks x, x + grid.x, ...
-    /// (<see cref="ColumnsPerWarp"/> of them, at most <see cref="MaxDownBlocksPerCta"/>; 0: the fewest that fit the
-    /// H/8 x min(E, TK) CTAs in one wave of <see cref="ResidentDownCtas"/> per SM).
-    /// </summary>
-    public int DownGridBlocks(int hidden, long gridExperts, int multiprocessors)
-    {
-        int blocks = hidden / MoeKernels.DecodeColumnsPerCta;
-        long perCta = Math.Min(WalkLength(blocks, gridExperts, multiprocessors, ResidentDownCtas(RowsPerPass)), MaxDownBlocksPerCta);
-        return (int)((blocks + perCta - 1) / perCta);
-    }
+    /// <summary>One-column CTAs of the gate/up kernel per expert: ceil(I/4) (a warp per intermediate column).</summary>
+    public static int GateColumnCtas(int inter) => (inter + GateColumnsPerCta - 1) / GateColumnsPerCta;
+
+    /// <summary>One-block CTAs of the down kernel per expert: H/8 (8 output columns each).</summary>
+    public static int DownColumnBlocks(int hidden) => hidden / MoeKernels.DecodeColumnsPerCta;
 
     /// <summary>
-    /// grid.x of the gate/up kernel: ceil(I/4) CTAs of 4 columns when each warp owns one column, else fewer, each warp
-    /// walking <see cref="ColumnsPerWarp"/> columns (0: the fewest columns per warp that fit the
-    /// ceil(I/4) x min(E, TK) CTAs in one wave of <see cref="ResidentGateCtas"/> per SM).
+    /// grid.x of a decode kernel over <paramref name="units"/> one-unit CTAs per expert (<see cref="GateColumnCtas"/>,
+    /// <see cref="DownColumnBlocks"/>): each CTA walks units x, x + grid.x, ..., <see cref="ColumnsPerWarp"/> of them
+    /// (at most <paramref name="maxWalk"/>); when 0, the fewest that fit the units x <paramref name="gridExperts"/> CTAs
+    /// in one wave of <paramref name="residentCtas"/> per SM (the loaded kernel's occupancy, as the driver allocated it).
     /// </summary>
-    public int GateGridColumns(int inter, long gridExperts, int multiprocessors)
+    public int GridX(int units, int maxWalk, long gridExperts, int multiprocessors, int residentCtas)
     {
-        int columnCtas = (inter + GateColumnsPerCta - 1) / GateColumnsPerCta;
-        long perWarp = WalkLength(columnCtas, gridExperts, multiprocessors, ResidentGateCtas(RowsPerPass));
-        return (int)((columnCtas + perWarp - 1) / perWarp);
+        long walk = Math.Min(ColumnsPerWarp > 0 ? ColumnsPerWarp : OneWaveWalk(units, gridExperts, multiprocessors, residentCtas), maxWalk);
+        return (int)((units + walk - 1) / walk);
     }
 
-    /// <summary>Columns (or blocks) per walk: <see cref="ColumnsPerWarp"/>, or when 0 the fewest that fit
-    /// <paramref name="units"/> x <paramref name="gridExperts"/> one-column CTAs in one wave of
-    /// <paramref name="resident"/> per SM.</summary>
-    private long WalkLength(long units, long gridExperts, int multiprocessors, int resident)
+    /// <summary>The fewest units per CTA that fit <paramref name="units"/> x <paramref name="gridExperts"/> one-unit CTAs
+    /// in one wave of <paramref name="residentCtas"/> per SM (at least 1).</summary>
+    private static long OneWaveWalk(long units, long gridExperts, int multiprocessors, int residentCtas)
     {
-        if (ColumnsPerWarp > 0) return ColumnsPerWarp;
-        long wave = (long)Math.Max(1, multiprocessors) * resident;
+        long wave = (long)Math.Max(1, multiprocessors) * Math.Max(1, residentCtas);
         return Math.Max(1, (units * gridExperts + wave - 1) / wave);
     }
 
@@ -107,14 +80,15 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
 /// What <see cref="DecodeTuning.EnvironmentVariable"/> names, parsed once: the fields it replaces in a default
 /// <see cref="DecodeTuning"/> (null: kept), for measurements. <see cref="Apply"/> allocates nothing.
 /// </summary>
-internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? Prefetch)
+internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? PrefetchGateUp, bool? PrefetchDown)
 {
     /// <summary><see cref="DecodeTuning.EnvironmentVariable"/> as set now (unset or empty: no override).</summary>
     /// <exception cref="FormatException">See <see cref="Parse"/>.</exception>
     public static DecodeTuningOverride FromEnvironment() => Parse(Environment.GetEnvironmentVariable(DecodeTuning.EnvironmentVariable));
 
-    /// <summary>Comma-separated <c>rows=1|2|4|8</c>, <c>cols=N</c> (N &gt;= 0), <c>prefetch=0|1</c>, any subset; null or
-    /// blank text overrides nothing.</summary>
+    /// <summary>Comma-separated <c>rows=1|2|4|8</c>, <c>cols=N</c> (N &gt;= 0), <c>prefetch=0|1</c> (both kernels),
+    /// <c>prefetch_gate=0|1</c>, <c>prefetch_down=0|1</c> (one kernel each; a later key wins), any subset; null or blank
+    /// text overrides nothing.</summary>
     /// <exception cref="FormatException">An unknown key, a value that is not a non-negative integer, or one out of its
     /// range; the message names <see cref="DecodeTuning.EnvironmentVariable"/>.</exception>
     public static DecodeTuningOverride Parse(string? text)
@@ -126,15 +100,17 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
         {
             string[] kv = part.Split('=', 2, StringSplitOptions.TrimEntries);
             if (kv.Length != 2 || !int.TryParse(kv[1], NumberStyles.None, CultureInfo.InvariantCulture, out int v))
-                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch).");
+                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch, prefetch_gate, prefetch_down).");
             o = kv[0] switch
             {
                 "rows" when v is 1 or 2 or 4 or 8 => o with { RowsPerPass = v },
                 "rows" => throw new FormatException($"{name}: rows must be 1, 2, 4 or 8 (the decode entries' widths), got {v}."),
                 "cols" => o with { ColumnsPerWarp = v },
-                "prefetch" when v <= 1 => o with { Prefetch = v == 1 },
-                "prefetch" => throw new FormatException($"{name}: prefetch must be 0 or 1, got {v}."),
-                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch)."),
+                "prefetch" or "prefetch_gate" or "prefetch_down" when v > 1 => throw new FormatException($"{name}: {kv[0]} must be 0 or 1, got {v}."),
+                "prefetch" => o with { PrefetchGateUp = v == 1, PrefetchDown = v == 1 },
+                "prefetch_gate" => o with { PrefetchGateUp = v == 1 },
+                "prefetch_down" => o with { PrefetchDown = v == 1 },
+                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch, prefetch_gate, prefetch_down)."),
             };
         }
         return o;
@@ -142,5 +118,6 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
 
     /// <summary><paramref name="defaults"/> with the named fields replaced.</summary>
     public DecodeTuning Apply(DecodeTuning defaults) =>
-        new(RowsPerPass ?? defaults.RowsPerPass, ColumnsPerWarp ?? defaults.ColumnsPerWarp, Prefetch ?? defaults.Prefetch);
+        new(RowsPerPass ?? defaults.RowsPerPass, ColumnsPerWarp ?? defaults.ColumnsPerWarp, PrefetchGateUp ?? defaults.PrefetchGateUp,
+            PrefetchDown ?? defaults.PrefetchDown);
 }

@@ -20,6 +20,9 @@ internal sealed partial class MoeKernels
     // [(programmatic ? 12 : 0) + dtype slot * 4 + width index]
     private readonly PtxKernel<DecodeGateUpSiluArgs>?[] _decodeGateUp = new PtxKernel<DecodeGateUpSiluArgs>?[2 * 3 * DecodeWidths];
     private readonly PtxKernel<DecodeDownCombineArgs>?[] _decodeDown = new PtxKernel<DecodeDownCombineArgs>?[2 * 3 * DecodeWidths];
+    // resident CTAs per SM of each loaded entry (same index; 0 until its first launch asks the driver)
+    private readonly int[] _decodeGateUpResident = new int[2 * 3 * DecodeWidths];
+    private readonly int[] _decodeDownResident = new int[2 * 3 * DecodeWidths];
 
     /// <summary>Whether this device runs the decode step with programmatic dependent launch (compute capability 9.0+;
     /// the sm_90 specialisations of the one-launch routing and the decode kernels).</summary>
@@ -62,11 +65,7 @@ internal sealed partial class MoeKernels
         DeviceRange act,       // A [TK,I] dtype out
         int tokens, int experts, int topK, int hidden, int inter, bool programmatic = false, DecodeTuning? tuning = null)
     {
-        CheckStream(stream);
-        CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
-        CheckProgrammatic(programmatic);
-        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens);
-        cut.Validate(nameof(tuning));
+        DecodeTuning cut = CheckDecodeLaunch(stream, dtype, tokens, experts, topK, hidden, inter, programmatic, tuning);
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(x, (long)tokens * hidden * es, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
@@ -82,15 +81,10 @@ internal sealed partial class MoeKernels
         {
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            Prefetch = cut.Prefetch ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK),
+            Prefetch = cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK),
         };
-        var key = new DecodeKey(dtype, cut.RowsPerPass, programmatic);
-        PtxKernel<DecodeGateUpSiluArgs> kernel = Kernel(_decodeGateUp, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic),
-            static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows));
-        long gridExperts = Math.Min(experts, tk);
-        var grid = new Dim3((uint)cut.GateGridColumns(inter, gridExperts, Context.MultiprocessorCount), (uint)gridExperts);
-        if (programmatic) kernel.LaunchProgrammatic(stream, grid, new Dim3(DecodeBlock), 0, in args);
-        else kernel.Launch(stream, grid, new Dim3(DecodeBlock), 0, in args);
+        LaunchDecode(stream, _decodeGateUp, _decodeGateUpResident, static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows),
+            new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.GateColumnCtas(inter), int.MaxValue, Math.Min(experts, tk), in args);
     }
 
     /// <summary>
@@ -116,11 +110,7 @@ internal sealed partial class MoeKernels
         DeviceRange counters,   // [H/8] u32, zero
         int tokens, int experts, int topK, int hidden, int inter, bool slotOrder, bool programmatic = false, DecodeTuning? tuning = null)
     {
-        CheckStream(stream);
-        CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
-        CheckProgrammatic(programmatic);
-        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens);
-        cut.Validate(nameof(tuning));
+        DecodeTuning cut = CheckDecodeLaunch(stream, dtype, tokens, experts, topK, hidden, inter, programmatic, tuning);
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
@@ -143,14 +133,28 @@ internal sealed partial class MoeKernels
             Act = act.Pointer, Down = down.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
             RowScale = rowScale.Pointer, SecondGemm = secondGemm.Pointer, Weights = weights.Pointer, Output = output.Pointer,
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.Prefetch ? 1 : 0,
+            SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.PrefetchDown ? 1 : 0,
         };
-        var key = new DecodeKey(dtype, cut.RowsPerPass, programmatic);
-        PtxKernel<DecodeDownCombineArgs> kernel = Kernel(_decodeDown, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic),
-            static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows));
-        long gridExperts = Math.Min(experts, tk);
-        var grid = new Dim3((uint)cut.DownGridBlocks(hidden, gridExperts, Context.MultiprocessorCount), (uint)gridExperts);
-        if (programmatic) kernel.LaunchProgrammatic(stream, grid, new Dim3(DecodeBlock), 0, in args);
+        LaunchDecode(stream, _decodeDown, _decodeDownResident, static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows),
+            new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.DownColumnBlocks(hidden), DecodeTuning.MaxDownBlocksPerCta,
+            Math.Min(experts, tk), in args);
+    }
+
+    /// <summary>
+    /// Launches the decode entry <paramref name="entry"/>(<paramref name="key"/>) on grid (x, <paramref name="gridExperts"/>),
+    /// block 128, plainly or with programmatic stream serialisation (<see cref="DecodeKey.Programmatic"/>); x from
+    /// <paramref name="cut"/> over <paramref name="units"/> one-unit CTAs per expert, each walking at most
+    /// <paramref name="maxWalk"/> (<see cref="DecodeTuning.GridX"/>), with the loaded kernel's resident CTAs per SM
+    /// asked of the driver once (<paramref name="resident"/>[slot], 0 until then). Allocation-free after the first launch.
+    /// </summary>
+    private void LaunchDecode<TArgs>(CudaStream stream, PtxKernel<TArgs>?[] cache, int[] resident, Func<DecodeKey, string> entry,
+        DecodeKey key, DecodeTuning cut, int units, int maxWalk, long gridExperts, in TArgs args) where TArgs : unmanaged
+    {
+        PtxKernel<TArgs> kernel = Kernel(cache, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic), entry);
+        int perSm = Volatile.Read(ref resident[key.Slot]);
+        if (perSm == 0) Volatile.Write(ref resident[key.Slot], perSm = kernel.Kernel.MaxActiveBlocksPerMultiprocessor(DecodeBlock, 0));
+        var grid = new Dim3((uint)cut.GridX(units, maxWalk, gridExperts, Context.MultiprocessorCount, perSm), (uint)gridExperts);
+        if (key.Programmatic) kernel.LaunchProgrammatic(stream, grid, new Dim3(DecodeBlock), 0, in args);
         else kernel.Launch(stream, grid, new Dim3(DecodeBlock), 0, in args);
     }
 
@@ -161,6 +165,19 @@ internal sealed partial class MoeKernels
     private readonly record struct DecodeKey(ScalarType Dtype, int Rows, bool Programmatic)
     {
         public int Slot => (Programmatic ? 3 * DecodeWidths : 0) + MoeKernels.Slot(Dtype) * DecodeWidths + System.Numerics.BitOperations.Log2((uint)Rows);
+    }
+
+    /// <summary>The checks both decode launchers make first (stream, dims, programmatic launch, the cut); returns the cut
+    /// (<paramref name="tuning"/>, or <see cref="DecodeTuning.For"/> when null).</summary>
+    private DecodeTuning CheckDecodeLaunch(CudaStream stream, ScalarType dtype, int tokens, int experts, int topK, int hidden, int inter,
+        bool programmatic, DecodeTuning? tuning)
+    {
+        CheckStream(stream);
+        CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
+        CheckProgrammatic(programmatic);
+        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens);
+        cut.Validate(nameof(tuning));
+        return cut;
     }
 
     private void CheckProgrammatic(bool programmatic)

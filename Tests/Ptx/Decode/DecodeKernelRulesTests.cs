@@ -41,50 +41,51 @@ public sealed class DecodeKernelRulesTests
         DecodeTuning t = DecodeTuning.For(tokens);
         Assert.AreEqual(rows, t.RowsPerPass);
         Assert.AreEqual(columns, t.ColumnsPerWarp, "walk to one wave up to T = 4, one column per warp above");
-        Assert.IsFalse(t.Prefetch, "the L2 prefetch measured slower at every T");
+        Assert.IsFalse(t.PrefetchGateUp, "the L2 prefetch measured slower at every T");
+        Assert.IsFalse(t.PrefetchDown, "the L2 prefetch measured slower at every T");
         CollectionAssert.Contains(MoeKernelModules.DecodeRowsPerPass.ToArray(), rows, "the module has no entry for this width");
     }
 
     [TestMethod]
-    [DataRow(1, 768, 8L, 132, 96, DisplayName = "30B T=1: 192 x 8 CTAs over 132 x 10 resident -> 2 columns per warp")]
-    [DataRow(1, 1536, 8L, 132, 128, DisplayName = "235B T=1: 384 x 8 over 1320 -> 3 columns per warp")]
-    [DataRow(2, 768, 64L, 132, 18, DisplayName = "30B T=8 (2-row entry): 192 x 64 over 132 x 9 -> 11 columns per warp")]
-    [DataRow(1, 8, 1L, 132, 2, DisplayName = "tiny I: one column per warp")]
-    public void GateGridColumns_FitsOneWave(int rows, int inter, long gridExperts, int sms, int expected)
+    [DataRow(false, 768, 8L, 132, 10, 96, DisplayName = "gate/up 30B T=1 (r1, 10 resident): 192 x 8 CTAs over 1320 -> 2 columns per warp")]
+    [DataRow(false, 1536, 8L, 132, 10, 128, DisplayName = "gate/up 235B T=1: 384 x 8 over 1320 -> 3 columns per warp")]
+    [DataRow(false, 1536, 8L, 132, 7, 96, DisplayName = "gate/up 235B T=1, 7 resident (a JIT with more registers): 3072 over 924 -> 4")]
+    [DataRow(false, 768, 64L, 132, 9, 18, DisplayName = "gate/up 30B T=8 (r2, 9 resident): 192 x 64 over 1188 -> 11 columns per warp")]
+    [DataRow(false, 768, 64L, 132, 6, 12, DisplayName = "gate/up 30B T=8, 6 resident: 12288 over 792 -> 16 columns per warp")]
+    [DataRow(false, 8, 1L, 132, 10, 2, DisplayName = "gate/up tiny I: one column per warp")]
+    [DataRow(false, 768, 8L, 132, 0, 16, DisplayName = "gate/up 0 resident (does not fit) counts as 1: 1536 over 132 -> 12 columns per warp")]
+    [DataRow(true, 2048, 8L, 132, 12, 128, DisplayName = "down 30B T=1 (r1, 12 resident): 256 x 8 CTAs over 1584 -> 2 blocks per CTA")]
+    [DataRow(true, 4096, 8L, 132, 12, 171, DisplayName = "down 235B T=1: 512 x 8 over 1584 -> 3 blocks per CTA")]
+    [DataRow(true, 4096, 8L, 132, 10, 128, DisplayName = "down 235B T=1, 10 resident: 4096 over 1320 -> 4 blocks per CTA")]
+    [DataRow(true, 2048, 64L, 132, 10, 20, DisplayName = "down 30B T=8 (r2, 10 resident): 256 x 64 over 1320 -> 13 blocks per CTA")]
+    [DataRow(true, 4096, 256L, 1, 10, 16, DisplayName = "down on one SM: capped at 32 blocks per CTA")]
+    public void Grid_FitsOneWaveOfTheResidentCtas(bool down, int dim, long gridExperts, int sms, int resident, int expected)
     {
-        var t = new DecodeTuning(rows, 0, false);
-        int grid = t.GateGridColumns(inter, gridExperts, sms);
+        // gate/up: dim = I, a warp per column (4 per CTA); down: dim = H, 8 columns per CTA, at most 32 blocks per CTA
+        int units = down ? DecodeTuning.DownColumnBlocks(dim) : DecodeTuning.GateColumnCtas(dim);
+        Assert.AreEqual(down ? dim / 8 : (dim + 3) / 4, units);
+        int cap = down ? DecodeTuning.MaxDownBlocksPerCta : int.MaxValue;
+        int grid = new DecodeTuning(1, 0, false, false).GridX(units, cap, gridExperts, sms, resident);
         Assert.AreEqual(expected, grid);
-        Assert.IsLessThanOrEqualTo((long)sms * DecodeTuning.ResidentGateCtas(rows), grid * gridExperts);
-        Assert.AreEqual((inter + 3) / 4, new DecodeTuning(rows, 1, false).GateGridColumns(inter, gridExperts, sms), "one column per warp: ceil(I/4) CTAs");
-        Assert.AreEqual(((inter + 3) / 4 + 2) / 3, new DecodeTuning(rows, 3, false).GateGridColumns(inter, gridExperts, sms));
-    }
-
-    [TestMethod]
-    [DataRow(1, 2048, 8L, 132, 128, DisplayName = "30B T=1: 256 x 8 CTAs over 132 x 12 resident -> 2 blocks per CTA")]
-    [DataRow(1, 4096, 8L, 132, 171, DisplayName = "235B T=1: 512 x 8 over 1584 -> 3 blocks per CTA")]
-    [DataRow(2, 2048, 64L, 132, 20, DisplayName = "30B T=8 (2-row entry): 256 x 64 over 1320 -> 13 blocks per CTA")]
-    [DataRow(2, 4096, 256L, 1, 16, DisplayName = "one SM: capped at 32 blocks per CTA")]
-    public void DownGridBlocks_FitsOneWave_AtMost32BlocksPerCta(int rows, int hidden, long gridExperts, int sms, int expected)
-    {
-        var t = new DecodeTuning(rows, 0, false);
-        int grid = t.DownGridBlocks(hidden, gridExperts, sms);
-        Assert.AreEqual(expected, grid);
-        int blocks = hidden / 8;
-        Assert.IsLessThanOrEqualTo(DecodeTuning.MaxDownBlocksPerCta, (blocks + grid - 1) / grid);
-        Assert.AreEqual(blocks, new DecodeTuning(rows, 1, false).DownGridBlocks(hidden, gridExperts, sms), "one block per CTA: H/8 CTAs");
-        Assert.AreEqual((blocks + 31) / 32, new DecodeTuning(rows, 1000, false).DownGridBlocks(hidden, gridExperts, sms));
+        Assert.IsLessThanOrEqualTo(cap, (units + grid - 1) / grid, "walk length");
+        if (!down) Assert.IsLessThanOrEqualTo((long)sms * Math.Max(1, resident), grid * gridExperts, "one wave");
+        Assert.AreEqual(units, new DecodeTuning(2, 1, false, false).GridX(units, cap, gridExperts, sms, resident), "one unit per CTA");
+        Assert.AreEqual((units + 2) / 3, new DecodeTuning(2, 3, false, false).GridX(units, cap, gridExperts, sms, resident), "a 3-unit walk");
+        Assert.AreEqual(down ? (units + 31) / 32 : 1, new DecodeTuning(2, 1000, false, false).GridX(units, cap, gridExperts, sms, resident), "the cap");
     }
 
     [TestMethod]
     public void TuningOverride_ReplacesTheNamedFields_AndRefusesBadText()
     {
-        var d = new DecodeTuning(1, 0, true);
+        var d = new DecodeTuning(1, 0, true, true);
         Assert.AreEqual(d, DecodeTuningOverride.Parse(null).Apply(d));
         Assert.AreEqual(d, DecodeTuningOverride.Parse(" ").Apply(d));
-        Assert.AreEqual(new DecodeTuning(4, 0, true), DecodeTuningOverride.Parse("rows=4").Apply(d));
-        Assert.AreEqual(new DecodeTuning(8, 3, false), DecodeTuningOverride.Parse("rows=8, cols=3,prefetch=0").Apply(d));
-        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "speed=1", "rows=x" })
+        Assert.AreEqual(new DecodeTuning(4, 0, true, true), DecodeTuningOverride.Parse("rows=4").Apply(d));
+        Assert.AreEqual(new DecodeTuning(8, 3, false, false), DecodeTuningOverride.Parse("rows=8, cols=3,prefetch=0").Apply(d));
+        Assert.AreEqual(new DecodeTuning(1, 0, false, true), DecodeTuningOverride.Parse("prefetch_gate=0").Apply(d));
+        Assert.AreEqual(new DecodeTuning(2, 1, false, true), DecodeTuningOverride.Parse("prefetch=0,prefetch_down=1").Apply(new DecodeTuning(2, 1, true, false)));
+        Assert.AreEqual(new DecodeTuning(2, 1, true, false), DecodeTuningOverride.Parse("prefetch_down=1,prefetch=0,prefetch_gate=1").Apply(d with { RowsPerPass = 2, ColumnsPerWarp = 1 }));
+        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "speed=1", "rows=x" })
         {
             var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuningOverride.Parse(bad), bad);
             StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);

@@ -52,7 +52,7 @@ public sealed class DecodeProgrammaticLaunchTests
 
     /// <summary>
     /// Every decode cut (<see cref="DecodeTuning"/>: each pass width, one column per warp, a 3-column walk and the
-    /// one-wave walk, prefetch on and off) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
+    /// one-wave walk, prefetch off, on in both kernels and in the down kernel only) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
     /// the default cut itself is checked against the grouped reference by DecodePathTests. Fresh random inputs from a
     /// printed seed, outputs poisoned before each run. T = 5 and 8 (k = 4 of E = 32) give experts more rows than the narrow widths take
     /// in one pass.
@@ -77,10 +77,10 @@ public sealed class DecodeProgrammaticLaunchTests
         bool[] launches = kernels.CanLaunchProgrammatic ? [false, true] : [false];
         foreach (int rows in MoeKernelModules.DecodeRowsPerPass)
             foreach (int columns in new[] { 0, 1, 3 })
-                foreach (bool prefetch in new[] { false, true })
+                foreach ((bool prefetchGateUp, bool prefetchDown) in new[] { (false, false), (true, true), (false, true) })
                     foreach (bool programmatic in launches)
                     {
-                        var tuning = new DecodeTuning(rows, columns, prefetch);
+                        var tuning = new DecodeTuning(rows, columns, prefetchGateUp, prefetchDown);
                         cut.Poison(stream);
                         Step(kernels, stream, dtype, T, inputs, cut, programmatic, tuning);
                         stream.Synchronize();
@@ -98,7 +98,7 @@ public sealed class DecodeProgrammaticLaunchTests
         using var x = new DeviceBuffer<byte>(ctx, (long)H * 2);
         using var wgu = new DeviceBuffer<byte>(ctx, (long)E * 2 * I * H * 2);
         var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernels.DecodeGateUpSilu(stream, ScalarType.BFloat16,
-            x.AsRange(), wgu.AsRange(), b[4], b[5], b[7], b[8], 1, E, K, H, I, tuning: new DecodeTuning(3, 0, false)));
+            x.AsRange(), wgu.AsRange(), b[4], b[5], b[7], b[8], 1, E, K, H, I, tuning: new DecodeTuning(3, 0, false, false)));
         Assert.AreEqual("tuning", e.ParamName);
     }
 

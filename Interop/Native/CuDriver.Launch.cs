@@ -64,9 +64,4 @@ internal static unsafe partial class CuDriver
 
     [LibraryImport(Lib, EntryPoint = "cuLaunchKernelEx")]
     internal static partial CUresult cuLaunchKernelEx(CUlaunchConfig* config, IntPtr f, void** kernelParams, void** extra);
-
-    /// <summary>The most clusters of <paramref name="config"/>'s cluster dimension (an attribute) that can run at
-    /// once for <paramref name="func"/> with its block and dynamic shared memory (CUDA 11.8+; the grid is ignored).</summary>
-    [LibraryImport(Lib, EntryPoint = "cuOccupancyMaxActiveClusters")]
-    internal static partial CUresult cuOccupancyMaxActiveClusters(int* numClusters, IntPtr func, CUlaunchConfig* config);
 }

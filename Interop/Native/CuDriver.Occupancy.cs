@@ -9,4 +9,9 @@ internal static unsafe partial class CuDriver
     /// (its registers, static shared memory and the SM's limits).</summary>
     [LibraryImport(Lib, EntryPoint = "cuOccupancyMaxActiveBlocksPerMultiprocessor")]
     internal static partial CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int* numBlocks, IntPtr func, int blockSize, nuint dynamicSMemSize);
+
+    /// <summary>The most clusters of <paramref name="config"/>'s cluster dimension (an attribute) that can run at
+    /// once for <paramref name="func"/> with its block and dynamic shared memory (CUDA 11.8+; the grid is ignored).</summary>
+    [LibraryImport(Lib, EntryPoint = "cuOccupancyMaxActiveClusters")]
+    internal static partial CUresult cuOccupancyMaxActiveClusters(int* numClusters, IntPtr func, CUlaunchConfig* config);
 }

@@ -118,9 +118,15 @@ internal sealed class FusedDecodePath : IDisposable
             tokens, c.NumExperts, c.TopK, c.HiddenSize, c.NormTopKProb, Programmatic);
     }
 
-    /// <summary>The step's cut at T = <paramref name="tokens"/>: <see cref="DecodeTuning.For"/>, with what
+    /// <summary>The step's cut at T = <paramref name="tokens"/>: <see cref="DecodeTuning.For"/>, the L2 fill of the down
+    /// weights where they fit (<see cref="DecodeTuning.FillDownFits"/> for this config and card), with what
     /// MOENATIVE_DECODE_TUNING names replaced (for measurements).</summary>
-    public DecodeTuning Tuning(int tokens) => _tuningOverride.Apply(DecodeTuning.For(tokens));
+    public DecodeTuning Tuning(int tokens)
+    {
+        MoeConfig c = _config;
+        bool fill = DecodeTuning.FillDownFits(tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, _context.L2CacheBytes);
+        return _tuningOverride.Apply(DecodeTuning.For(tokens) with { FillDown = fill });
+    }
 
     /// <summary>
     /// GEMM1 + SwiGLU, then GEMM2 + scale + combine on <paramref name="s"/>, from the routing kernels' outputs. With
@@ -143,7 +149,7 @@ internal sealed class FusedDecodePath : IDisposable
         MoeConfig c = _config;
         DecodeTuning tuning = Tuning(tokens);
         // NOTE: the counters exist here: Applies is true only when the block reserves them with its forward workspace.
-        kernels.DecodeGateUpSilu(s, _dtype, x, gateUp, mSizes, gather, g1, act, tokens, c.NumExperts, c.TopK, c.HiddenSize,
+        kernels.DecodeGateUpSilu(s, _dtype, x, gateUp, down, mSizes, gather, g1, act, tokens, c.NumExperts, c.TopK, c.HiddenSize,
             c.IntermediateSize, Programmatic, tuning);
         DeviceRange rowScale = _options.FuseMulPost ? w : DeviceRange.Null;
         DeviceRange combineWeights = _options.FuseMulPost ? DeviceRange.Null : w;

@@ -13,7 +13,9 @@ namespace MoeNative.Ptx;
 /// <param name="PrefetchGateUp">Whether each gate/up warp asks L2 for its weight rows 2 KB ahead of its loads.</param>
 /// <param name="PrefetchDown">Whether each down warp does: its first 2 KB per row before it waits for the gate/up kernel
 /// (with programmatic launch, while that kernel's last CTAs still run), then 2 KB ahead of its loads.</param>
-internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool PrefetchGateUp, bool PrefetchDown)
+/// <param name="FillDown">Whether the gate/up kernel asks L2 for the down kernel's weights of its experts while it streams
+/// its own (evict_first), so the down kernel reads them from L2 (<see cref="FillDownFits"/> says when they fit).</param>
+internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool PrefetchGateUp, bool PrefetchDown, bool FillDown = false)
 {
     /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset; <see cref="DecodeTuningOverride"/>).</summary>
     public const string EnvironmentVariable = "MOENATIVE_DECODE_TUNING";
@@ -30,6 +32,15 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     /// faster without: 30B T=1 0.039 vs 0.041, Qwen3-235B-A22B T=1 0.095 vs 0.106, T=8 0.560 vs 0.633).
     /// </summary>
     public static DecodeTuning For(int tokens) => new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : 1, PrefetchGateUp: false, PrefetchDown: false);
+
+    /// <summary>
+    /// Whether the down weights of a T-token step's hit experts (at most min(E, T*k) experts, H*I 16-bit elements each)
+    /// fit in half of an L2 of <paramref name="l2Bytes"/>: then the gate/up kernel fills L2 with them
+    /// (<see cref="FillDown"/>); the other half holds what the gate/up kernel streams meanwhile. Qwen3-30B-A3B on a
+    /// 60 MiB L2: T = 1 (8 x 3 MiB), not T = 2; Qwen3-235B-A22B (12 MiB per expert): never.
+    /// </summary>
+    public static bool FillDownFits(int tokens, int experts, int topK, int hidden, int inter, long l2Bytes) =>
+        tokens > 0 && Math.Min(experts, (long)tokens * topK) * hidden * inter * 2 <= l2Bytes / 2;
 
     /// <summary>Largest T whose default walks columns to fit one wave (<see cref="For"/>).</summary>
     public const int MaxWalkTokens = 4;
@@ -80,14 +91,15 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
 /// What <see cref="DecodeTuning.EnvironmentVariable"/> names, parsed once: the fields it replaces in a default
 /// <see cref="DecodeTuning"/> (null: kept), for measurements. <see cref="Apply"/> allocates nothing.
 /// </summary>
-internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? PrefetchGateUp, bool? PrefetchDown)
+internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? PrefetchGateUp, bool? PrefetchDown, bool? FillDown = null)
 {
     /// <summary><see cref="DecodeTuning.EnvironmentVariable"/> as set now (unset or empty: no override).</summary>
     /// <exception cref="FormatException">See <see cref="Parse"/>.</exception>
     public static DecodeTuningOverride FromEnvironment() => Parse(Environment.GetEnvironmentVariable(DecodeTuning.EnvironmentVariable));
 
     /// <summary>Comma-separated <c>rows=1|2|4|8</c>, <c>cols=N</c> (N &gt;= 0), <c>prefetch=0|1</c> (both kernels),
-    /// <c>prefetch_gate=0|1</c>, <c>prefetch_down=0|1</c> (one kernel each; a later key wins), any subset; null or blank
+    /// <c>prefetch_gate=0|1</c>, <c>prefetch_down=0|1</c> (one kernel each; a later key wins), <c>fill_down=0|1</c>
+    /// (<see cref="DecodeTuning.FillDown"/>), any subset; null or blank
     /// text overrides nothing.</summary>
     /// <exception cref="FormatException">An unknown key, a value that is not a non-negative integer, or one out of its
     /// range; the message names <see cref="DecodeTuning.EnvironmentVariable"/>.</exception>
@@ -100,17 +112,18 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
         {
             string[] kv = part.Split('=', 2, StringSplitOptions.TrimEntries);
             if (kv.Length != 2 || !int.TryParse(kv[1], NumberStyles.None, CultureInfo.InvariantCulture, out int v))
-                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch, prefetch_gate, prefetch_down).");
+                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down).");
             o = kv[0] switch
             {
                 "rows" when v is 1 or 2 or 4 or 8 => o with { RowsPerPass = v },
                 "rows" => throw new FormatException($"{name}: rows must be 1, 2, 4 or 8 (the decode entries' widths), got {v}."),
                 "cols" => o with { ColumnsPerWarp = v },
-                "prefetch" or "prefetch_gate" or "prefetch_down" when v > 1 => throw new FormatException($"{name}: {kv[0]} must be 0 or 1, got {v}."),
+                "prefetch" or "prefetch_gate" or "prefetch_down" or "fill_down" when v > 1 => throw new FormatException($"{name}: {kv[0]} must be 0 or 1, got {v}."),
                 "prefetch" => o with { PrefetchGateUp = v == 1, PrefetchDown = v == 1 },
                 "prefetch_gate" => o with { PrefetchGateUp = v == 1 },
                 "prefetch_down" => o with { PrefetchDown = v == 1 },
-                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch, prefetch_gate, prefetch_down)."),
+                "fill_down" => o with { FillDown = v == 1 },
+                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down)."),
             };
         }
         return o;
@@ -119,5 +132,5 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
     /// <summary><paramref name="defaults"/> with the named fields replaced.</summary>
     public DecodeTuning Apply(DecodeTuning defaults) =>
         new(RowsPerPass ?? defaults.RowsPerPass, ColumnsPerWarp ?? defaults.ColumnsPerWarp, PrefetchGateUp ?? defaults.PrefetchGateUp,
-            PrefetchDown ?? defaults.PrefetchDown);
+            PrefetchDown ?? defaults.PrefetchDown, FillDown ?? defaults.FillDown);
 }

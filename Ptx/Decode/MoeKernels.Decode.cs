@@ -54,11 +54,14 @@ internal sealed partial class MoeKernels
     /// <paramref name="programmatic"/> (<see cref="CanLaunchProgrammatic"/>) it is launched with programmatic stream
     /// serialisation: it starts while the routing kernel before it ends and waits for it on the device.
     /// <paramref name="tuning"/> (default <see cref="DecodeTuning.For"/>) picks the pass width, the column walk and the
-    /// prefetch distance; no choice changes a value.
+    /// prefetch distance, and with <see cref="DecodeTuning.FillDown"/> has this kernel ask L2 for <paramref name="down"/>'s
+    /// rows of its experts for <see cref="DecodeDownCombine"/>; no choice changes a value.
     /// </summary>
+    /// <exception cref="ArgumentException"><see cref="DecodeTuning.FillDown"/> without <paramref name="down"/>.</exception>
     public void DecodeGateUpSilu(CudaStream stream, ScalarType dtype,
         DeviceRange x,         // [T,H] dtype
         DeviceRange gateUp,    // Wgu [E,2I,H] dtype
+        DeviceRange down,      // Wd [E,H,I] dtype: read by the L2 fill only (FillDown), else may be Null
         DeviceRange mSizes,    // [E] i32
         DeviceRange gather,    // [TK] i32
         DeviceRange firstGemm, // G1 [TK,2I] dtype out, or Null
@@ -74,6 +77,9 @@ internal sealed partial class MoeKernels
         Need(gather, tk * 4, nameof(gather), $"[TK={tk}] i32");
         if (!firstGemm.IsNull) Need(firstGemm, tk * 2 * inter * es, nameof(firstGemm), $"[TK={tk},2I={2L * inter}] {dtype}");
         Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
+        if (cut.FillDown && down.IsNull)
+            throw new ArgumentException("The tuning fills L2 with the down weights (FillDown) but no down weights were given.", nameof(down));
+        if (!down.IsNull) Need(down, (long)experts * hidden * inter * es, nameof(down), $"[E={experts},H={hidden},I={inter}] {dtype}");
         Aligned(x, 16, nameof(x)); // 16-byte row loads
         Aligned(gateUp, 16, nameof(gateUp));
         if (tokens == 0) return;
@@ -81,7 +87,7 @@ internal sealed partial class MoeKernels
         {
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            Prefetch = cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK),
+            Prefetch = cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK), Fill = cut.FillDown ? down.Pointer : 0,
         };
         LaunchDecode(stream, _decodeGateUp, _decodeGateUpResident, static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows),
             new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.GateColumnCtas(inter), int.MaxValue, Math.Min(experts, tk), in args);

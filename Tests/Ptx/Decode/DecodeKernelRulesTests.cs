@@ -85,12 +85,24 @@ public sealed class DecodeKernelRulesTests
         Assert.AreEqual(new DecodeTuning(1, 0, false, true), DecodeTuningOverride.Parse("prefetch_gate=0").Apply(d));
         Assert.AreEqual(new DecodeTuning(2, 1, false, true), DecodeTuningOverride.Parse("prefetch=0,prefetch_down=1").Apply(new DecodeTuning(2, 1, true, false)));
         Assert.AreEqual(new DecodeTuning(2, 1, true, false), DecodeTuningOverride.Parse("prefetch_down=1,prefetch=0,prefetch_gate=1").Apply(d with { RowsPerPass = 2, ColumnsPerWarp = 1 }));
-        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "speed=1", "rows=x" })
+        Assert.AreEqual(new DecodeTuning(1, 0, true, true, FillDown: true), DecodeTuningOverride.Parse("fill_down=1").Apply(d));
+        Assert.AreEqual(d, DecodeTuningOverride.Parse("fill_down=0").Apply(d with { FillDown = true }));
+        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "fill_down=2", "speed=1", "rows=x" })
         {
             var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuningOverride.Parse(bad), bad);
             StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);
         }
     }
+
+    [TestMethod]
+    // hit experts x H x I x 2 bytes of down weights against half of a 60 MiB L2 (31,457,280 bytes)
+    [DataRow(1, 128, 8, 2048, 768, true, DisplayName = "Qwen3-30B-A3B T=1: 8 x 3,145,728 = 25,165,824")]
+    [DataRow(2, 128, 8, 2048, 768, false, DisplayName = "Qwen3-30B-A3B T=2: 16 x 3,145,728 = 50,331,648")]
+    [DataRow(1, 128, 8, 4096, 1536, false, DisplayName = "Qwen3-235B-A22B T=1: 8 x 12,582,912")]
+    [DataRow(64, 8, 2, 2048, 768, true, DisplayName = "E = 8 caps the hits: 8 x 3,145,728 whatever T")]
+    [DataRow(0, 128, 8, 2048, 768, false, DisplayName = "no tokens, no fill")]
+    public void FillDown_WhereTheHitExpertsDownWeightsFitHalfOfL2(int tokens, int experts, int topK, int hidden, int inter, bool expected) =>
+        Assert.AreEqual(expected, DecodeTuning.FillDownFits(tokens, experts, topK, hidden, inter, 60L << 20));
 
     [TestMethod]
     public void DivisionMagic_GivesTheQuotientAfterOneStep_ForEveryKAndLargeSlots()

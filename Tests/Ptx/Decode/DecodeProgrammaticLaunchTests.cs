@@ -52,7 +52,7 @@ public sealed class DecodeProgrammaticLaunchTests
 
     /// <summary>
     /// Every decode cut (<see cref="DecodeTuning"/>: each pass width, one column per warp, a 3-column walk and the
-    /// one-wave walk, prefetch off, on in both kernels and in the down kernel only) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
+    /// one-wave walk, prefetch off, on in both kernels and in the down kernel only, the L2 fill of the down weights) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
     /// the default cut itself is checked against the grouped reference by DecodePathTests. Fresh random inputs from a
     /// printed seed, outputs poisoned before each run. T = 5 and 8 (k = 4 of E = 32) give experts more rows than the narrow widths take
     /// in one pass.
@@ -77,10 +77,10 @@ public sealed class DecodeProgrammaticLaunchTests
         bool[] launches = kernels.CanLaunchProgrammatic ? [false, true] : [false];
         foreach (int rows in MoeKernelModules.DecodeRowsPerPass)
             foreach (int columns in new[] { 0, 1, 3 })
-                foreach ((bool prefetchGateUp, bool prefetchDown) in new[] { (false, false), (true, true), (false, true) })
+                foreach ((bool prefetchGateUp, bool prefetchDown, bool fillDown) in new[] { (false, false, false), (true, true, false), (false, true, false), (false, false, true) })
                     foreach (bool programmatic in launches)
                     {
-                        var tuning = new DecodeTuning(rows, columns, prefetchGateUp, prefetchDown);
+                        var tuning = new DecodeTuning(rows, columns, prefetchGateUp, prefetchDown, fillDown);
                         cut.Poison(stream);
                         Step(kernels, stream, dtype, T, inputs, cut, programmatic, tuning);
                         stream.Synchronize();
@@ -98,8 +98,11 @@ public sealed class DecodeProgrammaticLaunchTests
         using var x = new DeviceBuffer<byte>(ctx, (long)H * 2);
         using var wgu = new DeviceBuffer<byte>(ctx, (long)E * 2 * I * H * 2);
         var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernels.DecodeGateUpSilu(stream, ScalarType.BFloat16,
-            x.AsRange(), wgu.AsRange(), b[4], b[5], b[7], b[8], 1, E, K, H, I, tuning: new DecodeTuning(3, 0, false, false)));
+            x.AsRange(), wgu.AsRange(), DeviceRange.Null, b[4], b[5], b[7], b[8], 1, E, K, H, I, tuning: new DecodeTuning(3, 0, false, false)));
         Assert.AreEqual("tuning", e.ParamName);
+        var fill = Assert.ThrowsExactly<ArgumentException>(() => kernels.DecodeGateUpSilu(stream, ScalarType.BFloat16,
+            x.AsRange(), wgu.AsRange(), DeviceRange.Null, b[4], b[5], b[7], b[8], 1, E, K, H, I, tuning: new DecodeTuning(1, 0, false, false, FillDown: true)));
+        Assert.AreEqual("down", fill.ParamName);
     }
 
     /// <summary>The plain-launch step at the default tuning into poisoned <paramref name="b"/>: every output, downloaded.</summary>
@@ -116,7 +119,7 @@ public sealed class DecodeProgrammaticLaunchTests
     {
         kernels.RoutingDecode(s, dtype, a.X.Range, a.Wr.Range, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b.RouteCounter,
             T, E, K, H, normTopK: true, programmatic);
-        kernels.DecodeGateUpSilu(s, dtype, a.X.Range, a.Wgu.Range, b[4], b[5], b[7], b[8], T, E, K, H, I, programmatic, tuning);
+        kernels.DecodeGateUpSilu(s, dtype, a.X.Range, a.Wgu.Range, a.Wd.Range, b[4], b[5], b[7], b[8], T, E, K, H, I, programmatic, tuning);
         kernels.DecodeDownCombine(s, dtype, b[8], a.Wd.Range, b[4], b[5], b[6], DeviceRange.Null, b[9], b[3], b[10],
             b.DownCounters, T, E, K, H, I, slotOrder: false, programmatic, tuning);
     }

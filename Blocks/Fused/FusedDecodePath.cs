@@ -118,15 +118,10 @@ internal sealed class FusedDecodePath : IDisposable
             tokens, c.NumExperts, c.TopK, c.HiddenSize, c.NormTopKProb, Programmatic);
     }
 
-    /// <summary>The step's cut at T = <paramref name="tokens"/>: <see cref="DecodeTuning.For"/>, the L2 fill of the down
-    /// weights where they fit (<see cref="DecodeTuning.FillDownFits"/> for this config and card), with what
-    /// MOENATIVE_DECODE_TUNING names replaced (for measurements).</summary>
-    public DecodeTuning Tuning(int tokens)
-    {
-        MoeConfig c = _config;
-        bool fill = DecodeTuning.FillDownFits(tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, _context.L2CacheBytes);
-        return _tuningOverride.Apply(DecodeTuning.For(tokens) with { FillDown = fill });
-    }
+    /// <summary>The step's cut at T = <paramref name="tokens"/>: <see cref="DecodeTuning.For"/> (the L2 fill of the down
+    /// weights up to <see cref="DecodeTuning.MaxFillTokens"/>), with what MOENATIVE_DECODE_TUNING names replaced (for
+    /// measurements).</summary>
+    public DecodeTuning Tuning(int tokens) => _tuningOverride.Apply(DecodeTuning.For(tokens));
 
     /// <summary>
     /// GEMM1 + SwiGLU, then GEMM2 + scale + combine on <paramref name="s"/>, from the routing kernels' outputs. With

@@ -22,7 +22,8 @@ internal struct DecodeGateUpSiluArgs
     public int Inter;       // I
     public int Prefetch;    // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
     public uint TopKMagic;  // ceil(2^32 / k) for k >= 2, 0 for k = 1 (the kernel's slot / k without a division)
-    public ulong Fill;      // Wd [E,H,I] dtype: the down kernel's weights, asked of L2 by this kernel; 0 = no fill
+    public ulong Fill;      // Wd [E,H,I] dtype: the down kernel's weights, asked of L2 by this kernel
+    public ulong FillBytes; // bytes of each hit expert's Wd[e] asked of L2, from its start (<= H*I*2); 0 = no fill
 }
 
 /// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (D, min(E, TK)), ceil(H/8/32) &lt;= D &lt;= H/8, block 128.</summary>

@@ -14,7 +14,7 @@ namespace MoeNative.Ptx;
 /// <param name="PrefetchDown">Whether each down warp does: its first 2 KB per row before it waits for the gate/up kernel
 /// (with programmatic launch, while that kernel's last CTAs still run), then 2 KB ahead of its loads.</param>
 /// <param name="FillDown">Whether the gate/up kernel asks L2 for the down kernel's weights of its experts while it streams
-/// its own (evict_first), so the down kernel reads them from L2 (<see cref="FillDownFits"/> says when they fit).</param>
+/// its own (evict_first), so the down kernel reads them from L2 (as many bytes as <see cref="FillDownBytes"/> gives).</param>
 internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool PrefetchGateUp, bool PrefetchDown, bool FillDown = false)
 {
     /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset; <see cref="DecodeTuningOverride"/>).</summary>
@@ -29,18 +29,28 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     /// Qwen3-30B-A3B); the one-wave column walk up to T = 4 (30B T=1 0.041 against 0.044 with one column per warp) and
     /// one column per warp from T = 5 (30B T=8: 0.148 against 0.193 walking: once experts have several rows, the
     /// one-wave grid waits for the few that take two passes); no L2 prefetch (every T of both configs measured
-    /// faster without: 30B T=1 0.039 vs 0.041, Qwen3-235B-A22B T=1 0.095 vs 0.106, T=8 0.560 vs 0.633).
+    /// faster without: 30B T=1 0.039 vs 0.041, Qwen3-235B-A22B T=1 0.095 vs 0.106, T=8 0.560 vs 0.633); the L2 fill of
+    /// the down weights up to T = <see cref="MaxFillTokens"/> (session 5: 30B T=1 0.033 against 0.036 without).
     /// </summary>
-    public static DecodeTuning For(int tokens) => new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : 1, PrefetchGateUp: false, PrefetchDown: false);
+    public static DecodeTuning For(int tokens) =>
+        new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : 1, PrefetchGateUp: false, PrefetchDown: false, FillDown: tokens <= MaxFillTokens);
 
     /// <summary>
-    /// Whether the down weights of a T-token step's hit experts (at most min(E, T*k) experts, H*I 16-bit elements each)
-    /// fit in half of an L2 of <paramref name="l2Bytes"/>: then the gate/up kernel fills L2 with them
-    /// (<see cref="FillDown"/>); the other half holds what the gate/up kernel streams meanwhile. Qwen3-30B-A3B on a
-    /// 60 MiB L2: T = 1 (8 x 3 MiB), not T = 2; Qwen3-235B-A22B (12 MiB per expert): never.
+    /// How many bytes of each hit expert's down weights (H*I 16-bit elements, from the start) the gate/up kernel asks
+    /// L2 for (<see cref="FillDown"/>): as many as let the step's hit experts (at most min(E, T*k)) take half of an L2
+    /// of <paramref name="l2Bytes"/> (the other half holds what the gate/up kernel streams meanwhile), whole 128-byte
+    /// lines, at most all of them; 0 when not one line fits. Qwen3-30B-A3B on a 60 MiB L2: all 3 MiB at T = 1, 60% at
+    /// T = 2; Qwen3-235B-A22B (12 MiB per expert): 31% at T = 1.
     /// </summary>
-    public static bool FillDownFits(int tokens, int experts, int topK, int hidden, int inter, long l2Bytes) =>
-        tokens > 0 && Math.Min(experts, (long)tokens * topK) * hidden * inter * 2 <= l2Bytes / 2;
+    public static long FillDownBytes(int tokens, int experts, int topK, int hidden, int inter, long l2Bytes)
+    {
+        long hits = Math.Min(experts, (long)tokens * topK), perExpert = (long)hidden * inter * 2;
+        if (hits <= 0) return 0;
+        return Math.Min(perExpert, l2Bytes / 2 / hits / 128 * 128);
+    }
+
+    /// <summary>Largest T whose default fills L2 with the down weights (<see cref="FillDown"/>, <see cref="FillDownBytes"/>).</summary>
+    public const int MaxFillTokens = 4;
 
     /// <summary>Largest T whose default walks columns to fit one wave (<see cref="For"/>).</summary>
     public const int MaxWalkTokens = 4;

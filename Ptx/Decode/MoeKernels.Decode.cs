@@ -87,7 +87,8 @@ internal sealed partial class MoeKernels
         {
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            Prefetch = cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK), Fill = cut.FillDown ? down.Pointer : 0,
+            Prefetch = cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK), Fill = down.Pointer,
+            FillBytes = cut.FillDown ? (ulong)DecodeTuning.FillDownBytes(tokens, experts, topK, hidden, inter, Context.L2CacheBytes) : 0,
         };
         LaunchDecode(stream, _decodeGateUp, _decodeGateUpResident, static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows),
             new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.GateColumnCtas(inter), int.MaxValue, Math.Min(experts, tk), in args);

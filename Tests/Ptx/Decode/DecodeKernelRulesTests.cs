@@ -43,6 +43,7 @@ public sealed class DecodeKernelRulesTests
         Assert.AreEqual(columns, t.ColumnsPerWarp, "walk to one wave up to T = 4, one column per warp above");
         Assert.IsFalse(t.PrefetchGateUp, "the L2 prefetch measured slower at every T");
         Assert.IsFalse(t.PrefetchDown, "the L2 prefetch measured slower at every T");
+        Assert.AreEqual(tokens <= 4, t.FillDown, "the L2 fill of the down weights up to T = 4");
         CollectionAssert.Contains(MoeKernelModules.DecodeRowsPerPass.ToArray(), rows, "the module has no entry for this width");
     }
 
@@ -95,14 +96,15 @@ public sealed class DecodeKernelRulesTests
     }
 
     [TestMethod]
-    // hit experts x H x I x 2 bytes of down weights against half of a 60 MiB L2 (31,457,280 bytes)
-    [DataRow(1, 128, 8, 2048, 768, true, DisplayName = "Qwen3-30B-A3B T=1: 8 x 3,145,728 = 25,165,824")]
-    [DataRow(2, 128, 8, 2048, 768, false, DisplayName = "Qwen3-30B-A3B T=2: 16 x 3,145,728 = 50,331,648")]
-    [DataRow(1, 128, 8, 4096, 1536, false, DisplayName = "Qwen3-235B-A22B T=1: 8 x 12,582,912")]
-    [DataRow(64, 8, 2, 2048, 768, true, DisplayName = "E = 8 caps the hits: 8 x 3,145,728 whatever T")]
-    [DataRow(0, 128, 8, 2048, 768, false, DisplayName = "no tokens, no fill")]
-    public void FillDown_WhereTheHitExpertsDownWeightsFitHalfOfL2(int tokens, int experts, int topK, int hidden, int inter, bool expected) =>
-        Assert.AreEqual(expected, DecodeTuning.FillDownFits(tokens, experts, topK, hidden, inter, 60L << 20));
+    // min(Wd[e] = H x I x 2 bytes, half of a 60 MiB L2 (31,457,280 bytes) / hit experts, in whole 128-byte lines)
+    [DataRow(1, 128, 8, 2048, 768, 3_145_728L, DisplayName = "Qwen3-30B-A3B T=1: all of 8 x 3,145,728")]
+    [DataRow(2, 128, 8, 2048, 768, 1_966_080L, DisplayName = "Qwen3-30B-A3B T=2: 31,457,280 / 16")]
+    [DataRow(1, 128, 8, 4096, 1536, 3_932_160L, DisplayName = "Qwen3-235B-A22B T=1: 31,457,280 / 8 of 12,582,912")]
+    [DataRow(3, 128, 7, 2048, 768, 1_497_856L, DisplayName = "21 hits: 1,497,965 down to whole lines")]
+    [DataRow(64, 8, 2, 2048, 768, 3_145_728L, DisplayName = "E = 8 caps the hits whatever T")]
+    [DataRow(0, 128, 8, 2048, 768, 0L, DisplayName = "no tokens, no fill")]
+    public void FillDownBytes_TakesHalfOfL2OverTheHitExperts(int tokens, int experts, int topK, int hidden, int inter, long expected) =>
+        Assert.AreEqual(expected, DecodeTuning.FillDownBytes(tokens, experts, topK, hidden, inter, 60L << 20));
 
     [TestMethod]
     public void DivisionMagic_GivesTheQuotientAfterOneStep_ForEveryKAndLargeSlots()

@@ -13,20 +13,40 @@ namespace MoeNative.Ptx;
 /// </summary>
 internal static class Sm90aEpilogues
 {
-    /// <summary>The template values that select <paramref name="epilogue"/> in the row-tiled kernel.</summary>
-    public static IEnumerable<KeyValuePair<string, string>> Values(GroupedGemmEpilogue epilogue, int columns, string ptxType)
+    /// <summary>The template values that select <paramref name="epilogue"/> in the row-tiled kernel, from registers
+    /// or (<paramref name="staged"/>: plain and SwiGlu only) through the staging tile of row pitch <paramref name="pitch"/>.
+    /// Staged plain stages the scaled C tile (one segment of BN columns per row, to C row c(r)); staged SwiGlu stages
+    /// the G1 tile when p_aux != 0 (the gate and up halves, two segments of BN/2 columns, to G1 row c(r) columns n0/2..
+    /// and I + n0/2..) and still writes A from registers.</summary>
+    public static IEnumerable<KeyValuePair<string, string>> Values(GroupedGemmEpilogue epilogue, int columns, string ptxType,
+        bool staged, int pitch)
     {
+        if (staged && epilogue == GroupedGemmEpilogue.DSwiGlu)
+            throw new ArgumentException("The dSwiGLU epilogue stores from registers (its dG1 tile is 2 BN columns wide).", nameof(staged));
         string widen = "cvt.f32." + ptxType;
+        bool swiGlu = epilogue == GroupedGemmEpilogue.SwiGlu;
         yield return new("EPI_TAG", Tag(epilogue));
-        yield return new("EPI_COL_SHIFT", epilogue == GroupedGemmEpilogue.SwiGlu ? "1" : "0");
+        yield return new("EPI_COL_SHIFT", swiGlu ? "1" : "0");
         yield return new("EPI_PITCH_SHIFT", epilogue == GroupedGemmEpilogue.DSwiGlu ? "1" : "0");
         for (int row = 0; row < 2; row++)
             yield return new($"EPI_ROW{row}", epilogue switch
             {
-                GroupedGemmEpilogue.SwiGlu => SwiGluRow(columns, row, ptxType, widen),
+                GroupedGemmEpilogue.SwiGlu => SwiGluRow(columns, row, ptxType, widen, g1Stores: !staged),
                 GroupedGemmEpilogue.DSwiGlu => DSwiGluRow(columns, row, ptxType, widen),
-                _ => Sm90aFragments.EpilogueRow(columns, row, ptxType),
+                _ => staged ? "" : Sm90aFragments.EpilogueRow(columns, row, ptxType),
             });
+        yield return new("STAGED", staged ? "1" : "0");
+        yield return new("STG_TAG", staged ? "_stg" : "");
+        yield return new("STG_NEEDS_AUX", swiGlu ? "1" : "0");
+        yield return new("STG_DST", swiGlu ? "aux_ptr" : "c_ptr");
+        yield return new("STG_ROW_PITCH", swiGlu ? "aux_pitch" : "c_pitch");
+        int segment = swiGlu ? columns / 2 : columns;
+        yield return new("STG_SEG_COLS", segment.ToString(CultureInfo.InvariantCulture));
+        yield return new("EPI_STAGE", staged ? Sm90aFragments.StagingStores(columns, ptxType, pitch, scaled: !swiGlu) : "");
+        yield return new("STG_SECOND", staged && swiGlu
+            ? string.Create(CultureInfo.InvariantCulture, $"    add.u64 cp_out, cp_out, up_bytes; add.u32 cp_rd, cp_rd, {2 * segment};   // the up half: G1 column I + n0/2.., staging byte BN\n")
+              + "    @p_cp cp.async.bulk.global.shared::cta.bulk_group [cp_out], [cp_rd], cp_bytes;"
+            : "");
     }
 
     /// <summary>"" | "_swiglu" | "_dswiglu": the entry-name part of the epilogue.</summary>
@@ -52,21 +72,23 @@ internal static class Sm90aEpilogues
     }
 
     /// <summary>SwiGLU row <paramref name="row"/>: per 8-column block j &lt; BN/16 of the gate half (its up block is
-    /// j + BN/16), columns e_col + 8j, +1 inside I while 8j &lt; lim. Two passes (<see cref="FastThenExact"/>).</summary>
-    private static string SwiGluRow(int columns, int row, string ptxType, string widen)
+    /// j + BN/16), columns e_col + 8j, +1 inside I while 8j &lt; lim; G1 stored from registers when
+    /// <paramref name="g1Stores"/> (else the staged epilogue writes it). Two passes (<see cref="FastThenExact"/>).</summary>
+    private static string SwiGluRow(int columns, int row, string ptxType, string widen, bool g1Stores)
     {
         var sb = new StringBuilder();
-        sb.Append(CultureInfo.InvariantCulture, $"    add.u64 aux_up, aux{row}, up_bytes;   // &G1[r, I + e_col]");
+        if (g1Stores) sb.Append(CultureInfo.InvariantCulture, $"    add.u64 aux_up, aux{row}, up_bytes;   // &G1[r, I + e_col]");
         FastThenExact(sb, "SWIGLU", row, exact =>
         {
             int half = columns / 16;
             for (int j = 0; j < half; j++)
             {
                 int g = 4 * j + 2 * row, u = 4 * (j + half) + 2 * row;
-                sb.Append('\n').Append(CultureInfo.InvariantCulture,
-                    $"    setp.gt.s32 p_col, lim, {8 * j}; and.pred p_g1, p_col, has_aux; ")
-                  .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o_g, acc{g + 1}, acc{g}; cvt.rn.{ptxType}x2.f32 o_u, acc{u + 1}, acc{u};\n")
-                  .Append(CultureInfo.InvariantCulture, $"    @p_g1 st.global.b32 [aux{row}+{16 * j}], o_g; @p_g1 st.global.b32 [aux_up+{16 * j}], o_u;\n");
+                sb.Append('\n').Append(CultureInfo.InvariantCulture, $"    setp.gt.s32 p_col, lim, {8 * j}; ")
+                  .Append(g1Stores ? "and.pred p_g1, p_col, has_aux; " : "")
+                  .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o_g, acc{g + 1}, acc{g}; cvt.rn.{ptxType}x2.f32 o_u, acc{u + 1}, acc{u};\n");
+                if (g1Stores)
+                    sb.Append(CultureInfo.InvariantCulture, $"    @p_g1 st.global.b32 [aux{row}+{16 * j}], o_g; @p_g1 st.global.b32 [aux_up+{16 * j}], o_u;\n");
                 Widen(sb, "o_g", "e_g", widen);
                 Widen(sb, "o_u", "e_u", widen);
                 for (int i = 0; i < 2; i++)

@@ -65,7 +65,7 @@ public sealed class Sm90aStagedEpiloguePlanTests
     [TestMethod]
     [DataRow(128, 4)]
     [DataRow(256, 3)]
-    public void StagedSwiGlu_StagesG1InTwoSegmentsAndWritesActFromRegisters(int blockN, int stages)
+    public void StagedSwiGlu_StagesG1_CopiesItForTraining_AndComputesActFromTheStaging(int blockN, int stages)
     {
         GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.Float16, GemmConfig.Wgmma(blockN, stages, staged: true),
             GroupedGemmEpilogue.SwiGlu);
@@ -75,16 +75,41 @@ public sealed class Sm90aStagedEpiloguePlanTests
         AssertStagingCoversTheTileConflictFree(ptx, blockN, pitch);
         // G1 = the accumulator rounded (gate columns then up columns: the staging row is [gate BN/2 | up BN/2])
         Assert.AreEqual(2 * blockN / 8, Regex.Matches(ptx, @"cvt\.rn\.f16x2\.f32 o, acc\d+, acc\d+; st\.shared\.b32 \[st_frag\+").Count);
-        Assert.IsFalse(Regex.IsMatch(ptx, @"st\.global\.b32 \[aux"), "G1 leaves only through the bulk copies");
-        Assert.IsFalse(ptx.Contains("and.pred p_g1", StringComparison.Ordinal));
-        // A from registers: 2 rows x BN/16 gate blocks x 2 passes (fast, exact)
-        Assert.AreEqual(2 * (blockN / 16) * 2, Regex.Matches(ptx, @"@p_col st\.global\.b32 \[out[01]\+\d+\], o_d;").Count);
         Assert.AreEqual(2, Count(ptx, "@p_cp cp.async.bulk.global.shared::cta.bulk_group [cp_out], [cp_rd], cp_bytes;"), "gate and up segments");
         StringAssert.Contains(ptx, "add.u64 cp_out, aux_ptr, tmp64;");
         StringAssert.Contains(ptx, $"add.u64 cp_out, cp_out, up_bytes; add.u32 cp_rd, cp_rd, {blockN};");
         StringAssert.Contains(ptx, $"min.s32 cp_bytes, cp_bytes, {blockN / 2};");
-        StringAssert.Contains(ptx, "setp.eq.u32 p, 1, 0;");   // STG_NEEDS_AUX: stg_on only with p_aux != 0
+        int g1Only = ptx.IndexOf("and.pred p_cp, p_cp, has_aux;", StringComparison.Ordinal);
+        Assert.IsTrue(g1Only > 0 && g1Only < ptx.IndexOf("@p_cp cp.async.bulk.global", StringComparison.Ordinal), "G1 copied only with p_aux != 0");
+        // A: one 16-byte store of 8 columns per lane and staging row, in the fast and the exact pass; nothing else global
+        Assert.AreEqual(2, Count(ptx, "@p_act st.global.v4.b32 [act_dst], {a_o0, a_o1, a_o2, a_o3};"));
+        Assert.AreEqual(2, Regex.Matches(ptx, @"(?m)^\s*(@!?\w+\s+)?st\.global").Count, "A only through the two v4 stores, G1 only through the bulk copies");
+        Assert.AreEqual(2, Count(ptx, "vote.sync.any.pred p_slow, p_slow, 0xffffffff;") + Count(ptx, "@!p_slow bra.uni EPI_ACT_DONE;"));
+        int chunks = blockN / 16, rowsPerPass = 32 / chunks, passes = 16 / rowsPerPass;
+        StringAssert.Contains(ptx, $"and.b32 act_cc, lane, {chunks - 1};");
+        StringAssert.Contains(ptx, $"setp.lt.u32 p, act_i, {passes};");
+        StringAssert.Contains(ptx, $"mad.lo.u32 act_row, act_i, {rowsPerPass}, act_r0;");
+        StringAssert.Contains(ptx, $"mad.lo.u32 utmp, act_i, {rowsPerPass * pitch}, act_rd0;");
+        StringAssert.Contains(ptx, $"[utmp+{blockN}];");   // the up chunk, BN/2 columns after the gate chunk
+        // the act reads: every (staging row, 8-column chunk) of the warp's 16 rows once; each quarter-warp's 16-byte
+        // loads hit 32 distinct banks
+        var seen = new HashSet<(int Row, int Chunk)>();
+        for (int i = 0; i < passes; i++)
+            for (int quarter = 0; quarter < 4; quarter++)
+            {
+                var banks = new HashSet<int>();
+                for (int lane = 8 * quarter; lane < 8 * quarter + 8; lane++)
+                {
+                    int row = rowsPerPass * i + lane / chunks, chunk = lane % chunks, address = row * pitch + 16 * chunk;
+                    Assert.IsTrue(seen.Add((row, chunk)), $"pass {i} lane {lane}: chunk read twice");
+                    for (int word = 0; word < 4; word++) banks.Add((address / 4 + word) % 32);
+                }
+                Assert.AreEqual(32, banks.Count, $"pass {i} quarter {quarter}: bank conflicts");
+            }
+        Assert.AreEqual(16 * chunks, seen.Count, "16 rows x BN/16 chunks per warp");
         AssertOverlapOrder(ptx);
+        Assert.IsTrue(ptx.IndexOf("@p_copier cp.async.bulk.commit_group;", StringComparison.Ordinal) < ptx.IndexOf("EPI_ACT_FAST:", StringComparison.Ordinal),
+            "the G1 copies are issued before the act math");
     }
 
     [TestMethod]

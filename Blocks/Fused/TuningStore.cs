@@ -169,6 +169,7 @@ public sealed class TuningStore
                 Stages = c.Config.Stages,
                 Warps = c.Config.Warps,
                 Cluster = c.Config.Cluster,
+                StagedEpilogue = c.Config.StagedEpilogue,
                 Family = c.Config.Family.ToString(),
                 Milliseconds = double.IsFinite(c.Milliseconds) ? c.Milliseconds : 0,
             }).ToList(),
@@ -226,7 +227,7 @@ public sealed class TuningStore
         if (!Enum.TryParse(e.Gemm, ignoreCase: false, out FusedGemm gemm) || !Enum.IsDefined(gemm) || e.ShapeClassTokens <= 0
             || !Enum.TryParse(e.Family, ignoreCase: false, out GemmMath family) || !Enum.IsDefined(family))
             return null;
-        var config = new GemmConfig(e.BlockM, e.BlockN, e.BlockK, e.Stages, e.Warps, family, Math.Max(e.Cluster, 1));
+        var config = new GemmConfig(e.BlockM, e.BlockN, e.BlockK, e.Stages, e.Warps, family, Math.Max(e.Cluster, 1), e.StagedEpilogue);
         return GroupedGemmSpecs.Problem(GemmTuner.LayoutOf(gemm), dtype, config) is null
             ? new TunedChoice(gemm, e.ShapeClassTokens, config, e.Milliseconds)
             : null;
@@ -258,6 +259,9 @@ internal sealed class TuningEntry
 
     /// <summary>CTAs per cluster (1; 2 for the sm_90a W-multicast tiles); absent in older files = 1.</summary>
     public int Cluster { get; set; } = 1;
+
+    /// <summary>The sm_90a row tile's staged epilogue (<see cref="GemmConfig.StagedEpilogue"/>); absent in older files = false.</summary>
+    public bool StagedEpilogue { get; set; }
 
     /// <summary>The kernel family (<see cref="GemmMath"/> name: MmaSm80, WgmmaSm90a, Ffma).</summary>
     public string Family { get; set; } = "";

@@ -14,10 +14,13 @@ namespace MoeNative.Ptx;
 /// (two consumer warpgroups of m64), BlockN 128 or 256, BlockK 64 (one 128-byte swizzle atom), 12 warps (one producer
 /// warpgroup), Stages = depth of the mbarrier ring; its name starts with <c>sm90a_</c>. <paramref name="Cluster"/> 2
 /// (row-tiled Hopper tiles only, name suffix <c>_c2</c>) launches clusters of 2 CTAs that compute two m-tiles of the
-/// same (expert, n-tile), each loading half of the W stage and multicasting it to both (half the W bytes out of L2).</para>
+/// same (expert, n-tile), each loading half of the W stage and multicasting it to both (half the W bytes out of L2).
+/// <paramref name="StagedEpilogue"/> (row-tiled Hopper tiles only, name suffix <c>_stg</c>): the plain and SwiGLU
+/// epilogues write the tile into shared staging and leave it through per-row bulk async copies that overlap the next
+/// tile (the register-store tiles stay beside them: the staging costs a stage of 128x256).</para>
 /// </summary>
 public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, int Warps, GemmMath Family = GemmMath.MmaSm80,
-    int Cluster = 1)
+    int Cluster = 1, bool StagedEpilogue = false)
 {
     /// <summary>The only SIMT FFMA configuration.</summary>
     public static GemmConfig Ffma64x64 { get; } = new(64, 64, 16, 2, 8);
@@ -37,9 +40,10 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     /// <summary>Threads per CTA.</summary>
     public int Threads => Warps * 32;
 
-    /// <summary>Short name used in module and entry names: <c>128x128x32_s4_w8</c> (Hopper: <c>sm90a_128x128x64_s4_w12</c>).</summary>
+    /// <summary>Short name used in module and entry names: <c>128x128x32_s4_w8</c> (Hopper: <c>sm90a_128x128x64_s4_w12</c>,
+    /// <c>_c2</c> in clusters of 2, <c>_stg</c> with the staged epilogue).</summary>
     public string Name => (Family == GemmMath.WgmmaSm90a ? "sm90a_" : "") + $"{BlockM}x{BlockN}x{BlockK}_s{Stages}_w{Warps}"
-        + (Cluster == 1 ? "" : $"_c{Cluster}");
+        + (Cluster == 1 ? "" : $"_c{Cluster}") + (StagedEpilogue ? "_stg" : "");
 
     /// <summary>Rows of the Hopper tile (two consumer warpgroups x m64).</summary>
     public const int WgmmaBlockM = 128;
@@ -55,13 +59,14 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public const int WgmmaWarps = 12;
 
     /// <summary>Hopper (sm_90a) tile: 128 x <paramref name="blockN"/> x 64, <paramref name="stages"/> ring stages, in
-    /// clusters of <paramref name="cluster"/> CTAs (1, or 2: the W stage multicast to both).</summary>
-    public static GemmConfig Wgmma(int blockN, int stages, int cluster = 1) =>
-        new(WgmmaBlockM, blockN, WgmmaBlockK, stages, WgmmaWarps, GemmMath.WgmmaSm90a, cluster);
+    /// clusters of <paramref name="cluster"/> CTAs (1, or 2: the W stage multicast to both), the epilogue from
+    /// registers or (<paramref name="staged"/>) through shared staging and bulk async copies.</summary>
+    public static GemmConfig Wgmma(int blockN, int stages, int cluster = 1, bool staged = false) =>
+        new(WgmmaBlockM, blockN, WgmmaBlockK, stages, WgmmaWarps, GemmMath.WgmmaSm90a, cluster, staged);
 
     /// <summary>Dynamic shared memory of a Hopper row-tiled (NT, NN) tile before the per-expert table: 1024 B of
-    /// alignment slack, the A and W stages, 2 mbarriers per stage and the 128-row table (the PTX header lists the same
-    /// layout).</summary>
+    /// alignment slack, the A and W stages, the epilogue staging (<see cref="StagedEpilogue"/>), 2 mbarriers per stage
+    /// and the 128-row table (the PTX header lists the same layout).</summary>
     public int WgmmaSharedBytes => WgmmaSharedBytesOf(GroupedGemmLayout.ForwardNT);
 
     /// <summary>Bytes of a Hopper kernel's row table: 128 s64 row offsets (NT, NN: one per tile row); the TN kernel
@@ -69,18 +74,20 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public static int WgmmaRowTableBytes(GroupedGemmLayout layout) => (layout == GroupedGemmLayout.BackwardWeightTN ? 2 : 1) * 8 * WgmmaBlockM;
 
     /// <summary>Dynamic shared memory of the Hopper kernel of <paramref name="layout"/> before the per-expert table:
-    /// 1024 B of alignment slack, the A and B stages, the epilogue staging (TN), 2 mbarriers per stage and the row table.</summary>
+    /// 1024 B of alignment slack, the A and B stages, the epilogue staging (TN; row-tiled with <see cref="StagedEpilogue"/>),
+    /// 2 mbarriers per stage and the row table.</summary>
     public int WgmmaSharedBytesOf(GroupedGemmLayout layout) =>
         1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + WgmmaStagingBytes(layout) + 16 * Stages + WgmmaRowTableBytes(layout);
 
-    /// <summary>Row pitch of the TN epilogue's staging tile: BlockN columns x 2 B + 16 B (the fragment stores of a
-    /// warp, 8 rows x 4 threads, hit 32 distinct banks; rows stay 16-byte aligned for the bulk copies).</summary>
+    /// <summary>Row pitch of the epilogue staging tile (TN; staged row tiles): BlockN columns x 2 B + 16 B (the
+    /// fragment stores of a warp, 8 rows x 4 threads, hit 32 distinct banks; rows stay 16-byte aligned for the bulk copies).</summary>
     public int WgmmaStagingPitch => 2 * BlockN + 16;
 
-    /// <summary>The TN kernel's epilogue staging: one whole [64 rows][BlockN columns] dtype tile per consumer
-    /// warpgroup, copied to dW by bulk async copies while the next tile runs (the other layouts store from registers).</summary>
+    /// <summary>The epilogue staging of the TN kernel and of a <see cref="StagedEpilogue"/> row tile: one whole
+    /// [64 rows][BlockN columns] dtype tile per consumer warpgroup, copied out by bulk async copies while the next tile
+    /// runs (the other row tiles store from registers).</summary>
     public int WgmmaStagingBytes(GroupedGemmLayout layout) =>
-        layout == GroupedGemmLayout.BackwardWeightTN ? 2 * 64 * WgmmaStagingPitch : 0;
+        layout == GroupedGemmLayout.BackwardWeightTN || StagedEpilogue ? 2 * 64 * WgmmaStagingPitch : 0;
 
     public override string ToString() => Name;
 
@@ -93,6 +100,7 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
                 return this == Ffma64x64 ? null : $"the fp32 FFMA kernel has the single configuration {Ffma64x64.Name}; got {Name}.";
             case GemmMath.MmaSm80:
                 if (Cluster != 1) return $"only the sm_90a tiles run in clusters; got Cluster = {Cluster}.";
+                if (StagedEpilogue) return "only the sm_90a row tiles have the staged epilogue; got StagedEpilogue = true.";
                 if (BlockM is not (64 or 128)) return $"BlockM must be 64 or 128 (warp tile {MmaWarpTileM} rows); got {BlockM}.";
                 if (BlockN is not (32 or 64 or 128)) return $"BlockN must be 32, 64 or 128 (warp tile {MmaWarpTileN} columns); got {BlockN}.";
                 if (BlockK is not (MmaBlockK or MmaBlockKWide))
@@ -128,6 +136,8 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
         if (Problem(math) is { } problem) return problem;
         if (Cluster != 1 && layout == GroupedGemmLayout.BackwardWeightTN)
             return $"the TN kernel runs without clusters (each dW tile reduces its own rows); got Cluster = {Cluster}.";
+        if (StagedEpilogue && layout == GroupedGemmLayout.BackwardWeightTN)
+            return "the TN kernel always stages its epilogue; StagedEpilogue selects the row tiles' staged variant (pass false).";
         if (math == GemmMath.WgmmaSm90a && WgmmaSharedBytesOf(layout) > WgmmaSharedLimit)
             return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytesOf(layout)} bytes of shared memory for {layout}; at most {WgmmaSharedLimit} leave room for 1024 experts.";
         return null;

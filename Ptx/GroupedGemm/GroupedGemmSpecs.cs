@@ -104,7 +104,8 @@ internal static class GroupedGemmSpecs
                 {
                     yield return Create(layout, dtype, config);
                     foreach (GroupedGemmEpilogue fused in GroupedGemmSm90aSpecs.FusedEpilogues(layout))
-                        yield return Create(layout, dtype, config, fused);
+                        if (!(config.StagedEpilogue && fused == GroupedGemmEpilogue.DSwiGlu)) // runs as its register-store twin
+                            yield return Create(layout, dtype, config, fused);
                 }
             }
     }

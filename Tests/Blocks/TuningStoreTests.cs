@@ -53,6 +53,7 @@ public sealed class TuningStoreTests
             new(FusedGemm.FirstForward, 4096, hopper, 0.3),
             new(FusedGemm.SecondForward, 4096, s_small, 0.2),
             new(FusedGemm.FirstBackwardData, 4096, GemmConfig.Wgmma(256, 4, cluster: 2), 0.4),
+            new(FusedGemm.SecondBackwardData, 4096, GemmConfig.Wgmma(256, 3, staged: true), 0.5),
         ];
         TuningStore store = NewStore();
         store.Save(s_context, choices);
@@ -62,6 +63,8 @@ public sealed class TuningStoreTests
         CollectionAssert.AreEquivalent(choices, loaded.ToArray());
         Assert.AreEqual(GemmMath.WgmmaSm90a, loaded.Single(c => c.Gemm == FusedGemm.FirstForward).Config.Family);
         Assert.AreEqual(2, loaded.Single(c => c.Gemm == FusedGemm.FirstBackwardData).Config.Cluster, "the cluster size is stored");
+        Assert.IsTrue(loaded.Single(c => c.Gemm == FusedGemm.SecondBackwardData).Config.StagedEpilogue, "the staged epilogue is stored");
+        Assert.IsFalse(loaded.Single(c => c.Gemm == FusedGemm.FirstForward).Config.StagedEpilogue);
         Assert.IsEmpty(_warnings, string.Join("\n", _warnings));
 
         TuningContext fp32 = s_context with { DType = ScalarType.Float32 };

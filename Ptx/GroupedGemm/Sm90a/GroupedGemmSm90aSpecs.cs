@@ -36,6 +36,12 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(256, 4),
         GemmConfig.Wgmma(128, 4, cluster: 2),
         GemmConfig.Wgmma(256, 4, cluster: 2),
+        // the staged epilogue (2 x 64 rows x (2 BN + 16) B: 34 / 66 KiB, as the TN kernel's): the tile leaves through
+        // per-row bulk async copies while the next tile runs; 128x256 fits 3 stages with it, not 4 (beside the
+        // register-store s4 tiles above: autotune weighs the stage against the exposed stores per shape)
+        GemmConfig.Wgmma(128, 4, staged: true),
+        GemmConfig.Wgmma(256, 3, staged: true),
+        GemmConfig.Wgmma(256, 3, cluster: 2, staged: true),
     ];
 
     // TN: with its whole-tile epilogue staging (2 x 64 rows x (2 BN + 16) B: 34 / 66 KiB), 128x128 s4/s5 and 128x256
@@ -86,10 +92,13 @@ internal static class GroupedGemmSm90aSpecs
         _ => $"unknown epilogue {epilogue}.",
     };
 
-    /// <summary>The specialisation of (layout, dtype, config, epilogue); the config is already validated.</summary>
+    /// <summary>The specialisation of (layout, dtype, config, epilogue); the config is already validated. The dSwiGLU
+    /// epilogue stores from registers: a <see cref="GemmConfig.StagedEpilogue"/> tile (autotune times GEMM2 dX as the
+    /// plain NN GEMM) runs as its register-store twin.</summary>
     public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config,
         GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain)
     {
+        if (epilogue == GroupedGemmEpilogue.DSwiGlu && config.StagedEpilogue) config = config with { StagedEpilogue = false };
         if (!Enum.IsDefined(layout)) throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown grouped-GEMM layout.");
         if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
             throw new ArgumentException($"The sm_90a kernels take bf16 or fp16; got {dtype}.", nameof(dtype));
@@ -113,19 +122,20 @@ internal static class GroupedGemmSm90aSpecs
             ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff),
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
             ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
+            // the epilogue staging (TN; staged row tiles), one [64 rows][BN columns] tile per consumer
+            ["STG_OFF"] = Int(stgOff), ["STG_BYTES"] = Int(64 * config.WgmmaStagingPitch), ["STG_PITCH"] = Int(config.WgmmaStagingPitch),
         };
         if (tn)
         {
             values["B_LOADS"] = Sm90aFragments.WeightGradientBLoads(bn);
             values["BM"] = Int(GemmConfig.WgmmaBlockM);
             foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
-            values["STG_OFF"] = Int(stgOff); values["STG_BYTES"] = Int(64 * config.WgmmaStagingPitch);
-            values["STG_PITCH"] = Int(config.WgmmaStagingPitch);
-            values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, ptxType, config.WgmmaStagingPitch);
+            values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, ptxType, config.WgmmaStagingPitch, scaled: false);
         }
         else
         {
-            foreach ((string key, string value) in Sm90aEpilogues.Values(epilogue, bn, ptxType)) values[key] = value;
+            foreach ((string key, string value) in Sm90aEpilogues.Values(epilogue, bn, ptxType, config.StagedEpilogue, config.WgmmaStagingPitch))
+                values[key] = value;
             values["TAG"] = GroupedGemmSpecs.Tag(layout);
             values["B_LOAD"] = config.Cluster == 2 ? Sm90aCluster.WeightLoad(layout, bn, epilogue == GroupedGemmEpilogue.SwiGlu)
                 : epilogue == GroupedGemmEpilogue.SwiGlu ? Sm90aEpilogues.SwiGluWeightLoad(bn) : Sm90aFragments.WeightLoad(layout, bn);
@@ -136,7 +146,7 @@ internal static class GroupedGemmSm90aSpecs
         if (config.WgmmaSharedBytesOf(layout) != schedOff + 1024)
             throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytesOf(layout)} vs {schedOff + 1024}.");
         string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}{Sm90aEpilogues.Tag(epilogue)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}"
-            + (config.Cluster == 1 ? "" : $"_c{config.Cluster}");
+            + (config.Cluster == 1 ? "" : $"_c{config.Cluster}") + (config.StagedEpilogue ? "_stg" : "");
         return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, tn ? WeightGradientFile : RowsFile, entry,
             config.WgmmaSharedBytesOf(layout), values)
         {

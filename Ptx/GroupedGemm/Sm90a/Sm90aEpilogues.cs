@@ -13,20 +13,107 @@ namespace MoeNative.Ptx;
 /// </summary>
 internal static class Sm90aEpilogues
 {
-    /// <summary>The template values that select <paramref name="epilogue"/> in the row-tiled kernel.</summary>
-    public static IEnumerable<KeyValuePair<string, string>> Values(GroupedGemmEpilogue epilogue, int columns, string ptxType)
+    /// <summary>The template values that select <paramref name="epilogue"/> in the row-tiled kernel, from registers
+    /// or (<paramref name="staged"/>: plain and SwiGlu only) through the staging tile of row pitch <paramref name="pitch"/>.
+    /// Staged plain stages the scaled C tile (one segment of BN columns per row, to C row c(r)). Staged SwiGlu stages
+    /// the G1 tile (rounded accumulator: [gate BN/2 | up BN/2] per row), copies it out when p_aux != 0 (two segments of
+    /// BN/2 columns, to G1 row c(r) columns n0/2.. and I + n0/2..) and computes A from the staged G1
+    /// (<see cref="SwiGluStagedAct"/>: 16-byte stores of whole 8-column chunks).</summary>
+    public static IEnumerable<KeyValuePair<string, string>> Values(GroupedGemmEpilogue epilogue, int columns, string ptxType,
+        bool staged, int pitch)
     {
+        if (staged && epilogue == GroupedGemmEpilogue.DSwiGlu)
+            throw new ArgumentException("The dSwiGLU epilogue stores from registers (its dG1 tile is 2 BN columns wide).", nameof(staged));
         string widen = "cvt.f32." + ptxType;
+        bool swiGlu = epilogue == GroupedGemmEpilogue.SwiGlu;
         yield return new("EPI_TAG", Tag(epilogue));
-        yield return new("EPI_COL_SHIFT", epilogue == GroupedGemmEpilogue.SwiGlu ? "1" : "0");
+        yield return new("EPI_COL_SHIFT", swiGlu ? "1" : "0");
         yield return new("EPI_PITCH_SHIFT", epilogue == GroupedGemmEpilogue.DSwiGlu ? "1" : "0");
         for (int row = 0; row < 2; row++)
-            yield return new($"EPI_ROW{row}", epilogue switch
+            yield return new($"EPI_ROW{row}", staged ? "" : epilogue switch
             {
                 GroupedGemmEpilogue.SwiGlu => SwiGluRow(columns, row, ptxType, widen),
                 GroupedGemmEpilogue.DSwiGlu => DSwiGluRow(columns, row, ptxType, widen),
                 _ => Sm90aFragments.EpilogueRow(columns, row, ptxType),
             });
+        yield return new("STAGED", staged ? "1" : "0");
+        yield return new("STG_TAG", staged ? "_stg" : "");
+        yield return new("STG_DST", swiGlu ? "aux_ptr" : "c_ptr");
+        yield return new("STG_ROW_PITCH", swiGlu ? "aux_pitch" : "c_pitch");
+        int segment = swiGlu ? columns / 2 : columns;
+        yield return new("STG_SEG_COLS", segment.ToString(CultureInfo.InvariantCulture));
+        yield return new("EPI_STAGE", staged ? Sm90aFragments.StagingStores(columns, ptxType, pitch, scaled: !swiGlu) : "");
+        bool stagedSwiGlu = staged && swiGlu;
+        yield return new("STG_ACT_SETUP", stagedSwiGlu ? SwiGluStagedActSetup : "");
+        yield return new("STG_SECOND", stagedSwiGlu
+            ? string.Create(CultureInfo.InvariantCulture, $"    add.u64 cp_out, cp_out, up_bytes; add.u32 cp_rd, cp_rd, {2 * segment};   // the up half: G1 column I + n0/2.., staging byte BN\n")
+              + "    @p_cp cp.async.bulk.global.shared::cta.bulk_group [cp_out], [cp_rd], cp_bytes;"
+            : "");
+        yield return new("STG_ACT", stagedSwiGlu ? SwiGluStagedAct(columns, ptxType, widen, pitch) : "");
+    }
+
+    /// <summary>Staged SwiGLU, in the copier lanes after cp_out: cp_act = &amp;A[c(r), n0/2] of the lane's staging row
+    /// (0 when the row is past the expert: the act lanes take it by shfl), then the G1 copies only with p_aux != 0.</summary>
+    private const string SwiGluStagedActSetup =
+        "    mul.wide.s32 tmp64, r_c, c_pitch;\n    add.s64 tmp64, tmp64, t_off;\n    shl.b64 tmp64, tmp64, 1;\n"
+        + "    add.u64 cp_act, c_ptr, tmp64;\n    selp.b64 cp_act, cp_act, 0, p_cp;   // &A[c(r), n0/2], 0 = no row\n"
+        + "    mov.b64 {cp_act_lo, cp_act_hi}, cp_act;\n"
+        + "    and.pred p_cp, p_cp, has_aux;       // G1 copied out only for training (p_aux != 0)";
+
+    /// <summary>
+    /// Staged SwiGLU's A from the staged G1 (after the G1 copies are issued; they only read the staging too): lane l
+    /// takes 8-column chunk cc = l % C (C = BN/16 chunks of the BN/2 act columns) of staging rows
+    /// 16w + (32/C)·i + l / C, i &lt; BN/32: ld.shared.v4 of its gate and up chunks (a quarter-warp reads 128
+    /// contiguous bytes), the math of <see cref="SwiGluRow"/> on the same rounded values, one st.global.v4 of the
+    /// 8 act values to A[c(r), n0/2 + 8cc] (a warp writes whole rows' 16-byte chunks) when the row is inside the expert
+    /// (its pointer from copier lane (32/C)·i + l / C by shfl; 0 = none) and the chunk inside I. Two passes as
+    /// <see cref="FastThenExact"/>, the redo decided warp-wide (vote.any: the pass has shfls).
+    /// </summary>
+    private static string SwiGluStagedAct(int columns, string ptxType, string widen, int pitch)
+    {
+        int chunks = columns / 16, rowsPerPass = 32 / chunks, passes = 16 / rowsPerPass, shift = chunks == 16 ? 4 : 3;
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"    // ---- A from the staged G1: lane l, chunk l % {chunks}, rows 16w + {rowsPerPass}i + l / {chunks} (i < {passes})\n")
+          .Append(CultureInfo.InvariantCulture, $"    and.b32 act_cc, lane, {chunks - 1};\n    shr.u32 act_r0, lane, {shift};\n")
+          .Append("    shl.b32 utmp, warp, 4;\n    add.u32 utmp, utmp, act_r0;\n")
+          .Append(CultureInfo.InvariantCulture, $"    mul.lo.u32 act_rd0, utmp, {pitch};\n    shl.b32 utmp, act_cc, 4;\n")
+          .Append("    add.u32 act_rd0, act_rd0, utmp;\n    add.u32 act_rd0, act_rd0, stg;      // &stg[16w + act_r0][8 act_cc] (gate)\n")
+          .Append("    cvt.u64.u32 act_off, utmp;           // the chunk's bytes inside the A row segment\n")
+          .Append("    shr.u32 tmp, n0, 1;\n    shl.b32 utmp, act_cc, 3;\n    add.s32 tmp, tmp, utmp;\n")
+          .Append("    setp.lt.s32 p_actcol, tmp, epi_cols;   // the chunk's 8 columns inside I (I % 8 == 0)\n")
+          .Append("    setp.ne.s32 p_slow, lim, lim;   // false: no denominator outside rcp.rn's fast path yet");
+        for (int pass = 0; pass < 2; pass++)
+        {
+            bool exact = pass == 1;
+            string loop = exact ? "EPI_ACT_EXACT" : "EPI_ACT_FAST";
+            sb.Append(CultureInfo.InvariantCulture, $"\n    mov.u32 act_i, 0;\n{loop}:\n")
+              .Append(CultureInfo.InvariantCulture, $"    mad.lo.u32 act_row, act_i, {rowsPerPass}, act_r0;   // the staging row inside the warp's 16\n")
+              .Append("    shfl.sync.idx.b32 act_lo, cp_act_lo, act_row, 31, 0xffffffff;\n")
+              .Append("    shfl.sync.idx.b32 act_hi, cp_act_hi, act_row, 31, 0xffffffff;\n")
+              .Append("    mov.b64 act_dst, {act_lo, act_hi};\n    setp.ne.u64 p_act, act_dst, 0;\n    and.pred p_act, p_act, p_actcol;\n")
+              .Append(CultureInfo.InvariantCulture, $"    mad.lo.u32 utmp, act_i, {rowsPerPass * pitch}, act_rd0;\n")
+              .Append("    ld.shared.v4.b32 {a_g0, a_g1, a_g2, a_g3}, [utmp];\n")
+              .Append(CultureInfo.InvariantCulture, $"    ld.shared.v4.b32 {{a_u0, a_u1, a_u2, a_u3}}, [utmp+{columns}];   // the up chunk: BN/2 columns on\n");
+            for (int k = 0; k < 4; k++)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"    mov.b32 {{e_h0, e_h1}}, a_g{k}; {widen} f_g{2 * k}, e_h0; {widen} f_g{2 * k + 1}, e_h1;\n")
+                  .Append(CultureInfo.InvariantCulture, $"    mov.b32 {{e_h0, e_h1}}, a_u{k}; {widen} f_u{2 * k}, e_h0; {widen} f_u{2 * k + 1}, e_h1;\n");
+            }
+            for (int e = 0; e < 8; e++)
+            {
+                Sigmoid(sb, $"f_g{e}", $"f_s{e}", exact);
+                sb.Append(CultureInfo.InvariantCulture, $"    mul.f32 f_r{e}, f_g{e}, f_s{e}; mul.f32 f_r{e}, f_r{e}, f_u{e};   // silu(g) u\n");
+            }
+            for (int k = 0; k < 4; k++)
+                sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 a_o{k}, f_r{2 * k + 1}, f_r{2 * k};\n");
+            sb.Append("    add.u64 act_dst, act_dst, act_off;\n    @p_act st.global.v4.b32 [act_dst], {a_o0, a_o1, a_o2, a_o3};\n")
+              .Append(CultureInfo.InvariantCulture, $"    add.u32 act_i, act_i, 1;\n    setp.lt.u32 p, act_i, {passes};\n    @p bra.uni {loop};");
+            if (!exact)
+                sb.Append("\n    vote.sync.any.pred p_slow, p_slow, 0xffffffff;   // warp-wide: the redo has shfls\n")
+                  .Append("    @!p_slow bra.uni EPI_ACT_DONE;   // rare: redo every chunk with rcp.rn");
+        }
+        sb.Append("\nEPI_ACT_DONE:");
+        return sb.ToString();
     }
 
     /// <summary>"" | "_swiglu" | "_dswiglu": the entry-name part of the epilogue.</summary>

@@ -85,20 +85,27 @@ internal static class Sm90aFragments
     }
 
     /// <summary>
-    /// The TN epilogue's fragment stores of the whole N = <paramref name="columns"/> accumulator into the staging
-    /// tile: per 8-column block j, D row g (acc[4j], acc[4j+1]) and D row g+8 (acc[4j+2], acc[4j+3]) rounded to
-    /// <paramref name="ptxType"/>x2 and stored as 4 bytes at st_frag + 16j (+ 8 rows of <paramref name="pitch"/> bytes
-    /// for row g+8). Registers used: acc*, o, st_frag.
+    /// The staged epilogues' fragment stores (TN; the row tiles' plain and SwiGLU) of the whole N =
+    /// <paramref name="columns"/> accumulator into the staging tile: per 8-column block j, D row g (acc[4j], acc[4j+1])
+    /// and D row g+8 (acc[4j+2], acc[4j+3]), multiplied by scale0 | scale1 in f32 when <paramref name="scaled"/> (as
+    /// <see cref="EpilogueRow"/>), rounded to <paramref name="ptxType"/>x2 and stored as 4 bytes at st_frag + 16j
+    /// (+ 8 rows of <paramref name="pitch"/> bytes for row g+8). Registers used: acc*, o, st_frag (scaled: x0, x1, scale0|1).
     /// </summary>
-    public static string StagingStores(int columns, string ptxType, int pitch)
+    public static string StagingStores(int columns, string ptxType, int pitch, bool scaled)
     {
         var sb = new StringBuilder();
         for (int j = 0; j < columns / 8; j++)
         {
-            int at = 16 * j;
-            if (sb.Length > 0) sb.Append('\n');
-            sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 1}, acc{4 * j}; st.shared.b32 [st_frag+{at}], o; ")
-              .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 3}, acc{4 * j + 2}; st.shared.b32 [st_frag+{8 * pitch + at}], o;");
+            for (int row = 0; row < 2; row++)
+            {
+                int lo = 4 * j + 2 * row, hi = lo + 1, at = 16 * j + 8 * pitch * row;
+                sb.Append(sb.Length > 0 ? (row == 0 ? "\n    " : " ") : "    ");
+                if (scaled)
+                    sb.Append(CultureInfo.InvariantCulture, $"mul.f32 x0, acc{lo}, scale{row}; mul.f32 x1, acc{hi}, scale{row}; cvt.rn.{ptxType}x2.f32 o, x1, x0; ");
+                else
+                    sb.Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{hi}, acc{lo}; ");
+                sb.Append(CultureInfo.InvariantCulture, $"st.shared.b32 [st_frag+{at}], o;");
+            }
         }
         return sb.ToString();
     }

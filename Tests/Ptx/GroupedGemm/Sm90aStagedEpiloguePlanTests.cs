@@ -1,0 +1,182 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using MoeNative.Interop;
+using MoeNative.Ptx;
+
+namespace MoeNative.Tests.Ptx.GroupedGemmTests;
+
+/// <summary>
+/// The sm_90a row tiles' staged epilogue on the CPU (no GPU): which tiles fit, the specialised PTX of the plain and
+/// SwiGLU staged epilogues (conflict-free staging stores covering the tile once, the order wait_group.read &lt; stores &lt;
+/// fence &lt; bulk copies &lt; commit with no warpgroup barrier, which values leave through bulk copies and which from
+/// registers), the register-store tiles unchanged, and dSwiGLU running staged tiles as their register twins.
+/// </summary>
+[TestClass]
+public sealed class Sm90aStagedEpiloguePlanTests
+{
+    [TestMethod]
+    public void StagedRowTiles_AreCandidatesWhereTheStagingFits()
+    {
+        string[] staged = GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16)
+            .Where(c => c.StagedEpilogue).Select(c => c.Name).ToArray();
+        CollectionAssert.AreEqual(new[] { "sm90a_128x128x64_s4_w12_stg", "sm90a_128x256x64_s3_w12_stg", "sm90a_128x256x64_s3_w12_c2_stg" }, staged);
+        Assert.IsTrue(GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16).Contains(GemmConfig.Wgmma(256, 4)),
+            "the register-store 128x256 s4 tile stays beside the staged s3");
+        Assert.IsFalse(GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16).Any(c => c.StagedEpilogue));
+        // the staging: 2 consumers x 64 rows x (2 BN + 16) B, as the TN kernel's
+        Assert.AreEqual(GemmConfig.Wgmma(256, 3).WgmmaSharedBytes + 2 * 64 * 528, GemmConfig.Wgmma(256, 3, staged: true).WgmmaSharedBytes);
+        Assert.AreEqual(GemmConfig.Wgmma(128, 4).WgmmaSharedBytes + 2 * 64 * 272,
+            GemmConfig.Wgmma(128, 4, staged: true).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardDataNN));
+        foreach (GroupedGemmLayout layout in new[] { GroupedGemmLayout.ForwardNT, GroupedGemmLayout.BackwardDataNN })
+        {
+            Assert.IsNull(GemmConfig.Wgmma(256, 3, staged: true).Problem(GemmMath.WgmmaSm90a, layout));
+            StringAssert.Contains(GemmConfig.Wgmma(256, 4, staged: true).Problem(GemmMath.WgmmaSm90a, layout) ?? "(accepted)", "shared memory");
+        }
+        StringAssert.Contains(GemmConfig.Wgmma(128, 4, staged: true).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "TN kernel always stages");
+        StringAssert.Contains((GemmConfig.Mma(128, 128, 4) with { StagedEpilogue = true }).Problem(GemmMath.MmaSm80) ?? "(accepted)", "staged epilogue");
+        Assert.AreEqual(GemmConfig.Wgmma(256, 4), GroupedGemmSm90aSpecs.Default(GroupedGemmLayout.ForwardNT, 1536), "the default stays the register-store s4 tile");
+    }
+
+    [TestMethod]
+    [DataRow(128, 4)]
+    [DataRow(256, 3)]
+    public void StagedPlain_StagesTheScaledTileConflictFreeThenOneBulkCopyPerRow(int blockN, int stages)
+    {
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, GemmConfig.Wgmma(blockN, stages, staged: true));
+        Assert.AreEqual($"grouped_gemm_nt_sm90a_bf16_wgmma_128x{blockN}x64_s{stages}_stg", spec.EntryName);
+        Assert.AreEqual("1", spec.Values["STAGED"]);
+        int pitch = 2 * blockN + 16;
+        Assert.AreEqual(Int(pitch), spec.Values["STG_PITCH"]);
+        Assert.AreEqual(stages * (16384 + blockN * 128), int.Parse(spec.Values["STG_OFF"], CultureInfo.InvariantCulture), "staging after the W stages");
+        Assert.AreEqual(int.Parse(spec.Values["STG_OFF"], CultureInfo.InvariantCulture) + 2 * 64 * pitch, int.Parse(spec.Values["BAR_OFF"], CultureInfo.InvariantCulture));
+        string ptx = spec.SpecialisedPtx();
+        StringAssert.Contains(ptx, $".entry grouped_gemm_nt_sm90a_bf16_wgmma_128x{blockN}x64_s{stages}_stg(");
+        AssertStagingCoversTheTileConflictFree(ptx, blockN, pitch);
+        // every staged pair is the register path's math: scaled in f32 by its row's scale, then rounded
+        Assert.AreEqual(blockN / 8, Regex.Matches(ptx, @"mul\.f32 x0, acc\d+, scale0; mul\.f32 x1, acc\d+, scale0; cvt\.rn\.bf16x2\.f32 o, x1, x0; st\.shared\.b32 \[st_frag\+").Count);
+        Assert.AreEqual(blockN / 8, Regex.Matches(ptx, @"mul\.f32 x0, acc\d+, scale1; mul\.f32 x1, acc\d+, scale1; cvt\.rn\.bf16x2\.f32 o, x1, x0; st\.shared\.b32 \[st_frag\+").Count);
+        Assert.AreEqual(0, Count(ptx, "st.global"), "C leaves only through the bulk copies");
+        Assert.AreEqual(1, Count(ptx, "@p_cp cp.async.bulk.global.shared::cta.bulk_group [cp_out], [cp_rd], cp_bytes;"));
+        StringAssert.Contains(ptx, "add.u64 cp_out, c_ptr, tmp64;");
+        StringAssert.Contains(ptx, $"min.s32 cp_bytes, cp_bytes, {blockN};");
+        AssertOverlapOrder(ptx);
+    }
+
+    [TestMethod]
+    [DataRow(128, 4)]
+    [DataRow(256, 3)]
+    public void StagedSwiGlu_StagesG1_CopiesItForTraining_AndComputesActFromTheStaging(int blockN, int stages)
+    {
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.Float16, GemmConfig.Wgmma(blockN, stages, staged: true),
+            GroupedGemmEpilogue.SwiGlu);
+        Assert.AreEqual($"grouped_gemm_nt_swiglu_sm90a_fp16_wgmma_128x{blockN}x64_s{stages}_stg", spec.EntryName);
+        string ptx = spec.SpecialisedPtx();
+        int pitch = 2 * blockN + 16;
+        AssertStagingCoversTheTileConflictFree(ptx, blockN, pitch);
+        // G1 = the accumulator rounded (gate columns then up columns: the staging row is [gate BN/2 | up BN/2])
+        Assert.AreEqual(2 * blockN / 8, Regex.Matches(ptx, @"cvt\.rn\.f16x2\.f32 o, acc\d+, acc\d+; st\.shared\.b32 \[st_frag\+").Count);
+        Assert.AreEqual(2, Count(ptx, "@p_cp cp.async.bulk.global.shared::cta.bulk_group [cp_out], [cp_rd], cp_bytes;"), "gate and up segments");
+        StringAssert.Contains(ptx, "add.u64 cp_out, aux_ptr, tmp64;");
+        StringAssert.Contains(ptx, $"add.u64 cp_out, cp_out, up_bytes; add.u32 cp_rd, cp_rd, {blockN};");
+        StringAssert.Contains(ptx, $"min.s32 cp_bytes, cp_bytes, {blockN / 2};");
+        int g1Only = ptx.IndexOf("and.pred p_cp, p_cp, has_aux;", StringComparison.Ordinal);
+        Assert.IsTrue(g1Only > 0 && g1Only < ptx.IndexOf("@p_cp cp.async.bulk.global", StringComparison.Ordinal), "G1 copied only with p_aux != 0");
+        // A: one 16-byte store of 8 columns per lane and staging row, in the fast and the exact pass; nothing else global
+        Assert.AreEqual(2, Count(ptx, "@p_act st.global.v4.b32 [act_dst], {a_o0, a_o1, a_o2, a_o3};"));
+        Assert.AreEqual(2, Regex.Matches(ptx, @"(?m)^\s*(@!?\w+\s+)?st\.global").Count, "A only through the two v4 stores, G1 only through the bulk copies");
+        Assert.AreEqual(2, Count(ptx, "vote.sync.any.pred p_slow, p_slow, 0xffffffff;") + Count(ptx, "@!p_slow bra.uni EPI_ACT_DONE;"));
+        int chunks = blockN / 16, rowsPerPass = 32 / chunks, passes = 16 / rowsPerPass;
+        StringAssert.Contains(ptx, $"and.b32 act_cc, lane, {chunks - 1};");
+        StringAssert.Contains(ptx, $"setp.lt.u32 p, act_i, {passes};");
+        StringAssert.Contains(ptx, $"mad.lo.u32 act_row, act_i, {rowsPerPass}, act_r0;");
+        StringAssert.Contains(ptx, $"mad.lo.u32 utmp, act_i, {rowsPerPass * pitch}, act_rd0;");
+        StringAssert.Contains(ptx, $"[utmp+{blockN}];");   // the up chunk, BN/2 columns after the gate chunk
+        // the act reads: every (staging row, 8-column chunk) of the warp's 16 rows once; each quarter-warp's 16-byte
+        // loads hit 32 distinct banks
+        var seen = new HashSet<(int Row, int Chunk)>();
+        for (int i = 0; i < passes; i++)
+            for (int quarter = 0; quarter < 4; quarter++)
+            {
+                var banks = new HashSet<int>();
+                for (int lane = 8 * quarter; lane < 8 * quarter + 8; lane++)
+                {
+                    int row = rowsPerPass * i + lane / chunks, chunk = lane % chunks, address = row * pitch + 16 * chunk;
+                    Assert.IsTrue(seen.Add((row, chunk)), $"pass {i} lane {lane}: chunk read twice");
+                    for (int word = 0; word < 4; word++) banks.Add((address / 4 + word) % 32);
+                }
+                Assert.AreEqual(32, banks.Count, $"pass {i} quarter {quarter}: bank conflicts");
+            }
+        Assert.AreEqual(16 * chunks, seen.Count, "16 rows x BN/16 chunks per warp");
+        AssertOverlapOrder(ptx);
+        Assert.IsTrue(ptx.IndexOf("@p_copier cp.async.bulk.commit_group;", StringComparison.Ordinal) < ptx.IndexOf("EPI_ACT_FAST:", StringComparison.Ordinal),
+            "the G1 copies are issued before the act math");
+    }
+
+    [TestMethod]
+    public void RegisterTiles_StageNothing_AndDSwiGluRunsStagedTilesAsTheirTwins()
+    {
+        GroupedGemmSpec plain = GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4));
+        Assert.AreEqual("0", plain.Values["STAGED"]);
+        Assert.AreEqual("", plain.Values["EPI_STAGE"]);
+        Assert.AreEqual(plain.Values["STG_OFF"], plain.Values["BAR_OFF"], "no staging bytes");
+        string ptx = plain.SpecialisedPtx();
+        StringAssert.Contains(ptx, "setp.ne.u32 stg_on, 0, 0;");
+        Assert.AreEqual(2 * 32, Regex.Matches(ptx, @"@p_col st\.global\.b32 \[out[01]\+").Count, "C from registers");
+        Assert.AreEqual(0, Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag").Count);
+
+        GroupedGemmSpec dswiglu = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 3, staged: true),
+            GroupedGemmEpilogue.DSwiGlu);
+        Assert.AreEqual(GemmConfig.Wgmma(256, 3), dswiglu.Config);
+        Assert.AreEqual("grouped_gemm_nn_dswiglu_sm90a_bf16_wgmma_128x256x64_s3", dswiglu.EntryName);
+        Assert.AreEqual("0", dswiglu.Values["STAGED"]);
+        Assert.ThrowsExactly<ArgumentException>(() => Sm90aEpilogues.Values(GroupedGemmEpilogue.DSwiGlu, 256, "bf16", staged: true, 528).ToArray());
+    }
+
+    /// <summary>Every staging store of a warp (8 rows g x 4 threads q at g * pitch + 4q + offset) hits 32 distinct
+    /// banks, and the offsets cover columns 0 .. BN-1 of the warp's rows g and g+8 exactly once.</summary>
+    private static void AssertStagingCoversTheTileConflictFree(string ptx, int blockN, int pitch)
+    {
+        int[] offsets = Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag\+(\d+)\]").Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToArray();
+        Assert.AreEqual(2 * blockN / 8, offsets.Length, "BN/8 column blocks x rows g, g+8");
+        var elements = new HashSet<(int Row, int Col)>();
+        foreach (int at in offsets)
+        {
+            var banks = new HashSet<int>();
+            for (int lane = 0; lane < 32; lane++)
+            {
+                int address = lane / 4 * pitch + 4 * (lane % 4) + at;
+                banks.Add(address / 4 % 32);
+                int row = address / pitch, col = address % pitch / 2;
+                Assert.IsTrue(col + 1 < blockN, $"offset {at}: column {col} past the tile");
+                Assert.IsTrue(elements.Add((row, col)) && elements.Add((row, col + 1)), $"offset {at} lane {lane} stores twice");
+            }
+            Assert.AreEqual(32, banks.Count, $"st.shared.b32 [st_frag+{at}]: bank conflicts");
+        }
+        Assert.AreEqual(16 * blockN, elements.Count, "16 rows x BN columns per warp");
+    }
+
+    /// <summary>k-loop end &lt; wait_group.read &lt; staging stores &lt; fence.proxy.async &lt; bulk copies &lt; commit, only
+    /// warp barriers in the consumer, and the consumer's end waits for its last copies.</summary>
+    private static void AssertOverlapOrder(string ptx)
+    {
+        int At(string s) { int i = ptx.IndexOf(s, StringComparison.Ordinal); Assert.IsTrue(i >= 0, s); return i; }
+        int consumer = At("CONSUMER:");
+        Assert.AreEqual(-1, ptx.IndexOf("bar.sync", consumer, StringComparison.Ordinal), "no warpgroup barrier in the consumer");
+        Assert.AreEqual(2, Count(ptx, "bar.warp.sync 0xffffffff;"));
+        int kLoopEnd = At("wgmma.wait_group.sync.aligned 0;"), read = At("@p_copier cp.async.bulk.wait_group.read 0;");
+        int firstStore = At("st.shared.b32 [st_frag+0]"), lastStore = ptx.LastIndexOf("st.shared.b32 [st_frag+", StringComparison.Ordinal);
+        int fence = ptx.IndexOf("fence.proxy.async.shared::cta;", lastStore, StringComparison.Ordinal);
+        int copy = At("@p_cp cp.async.bulk.global.shared::cta.bulk_group"), lastCopy = ptx.LastIndexOf("@p_cp cp.async.bulk.global", StringComparison.Ordinal);
+        int commit = At("@p_copier cp.async.bulk.commit_group;");
+        Assert.IsTrue(kLoopEnd < read && read < firstStore && lastStore < fence && fence < copy && lastCopy < commit,
+            "k-loop end < wait_group.read < staging stores < fence.proxy.async < bulk copies < commit");
+        int done = ptx.LastIndexOf("ALL_DONE:", StringComparison.Ordinal);
+        Assert.IsTrue(done > commit && ptx.IndexOf("@stg_on cp.async.bulk.wait_group 0;", done, StringComparison.Ordinal) > done,
+            "the consumer waits for its last copies before ret");
+    }
+
+    /// <summary>Instructions only (a line's first token, after an optional guard), not the header's comments.</summary>
+    private static int Count(string ptx, string s) => Regex.Matches(ptx, @"(?m)^\s*(@!?\w+\s+)?" + Regex.Escape(s)).Count;
+
+    private static string Int(int v) => v.ToString(CultureInfo.InvariantCulture);
+}

@@ -36,17 +36,17 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
         new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : 1, PrefetchGateUp: false, PrefetchDown: false, FillDown: tokens <= MaxFillTokens);
 
     /// <summary>
-    /// How many bytes of each hit expert's down weights (H*I 16-bit elements, from the start) the gate/up kernel asks
-    /// L2 for (<see cref="FillDown"/>): as many as let the step's hit experts (at most min(E, T*k)) take half of an L2
-    /// of <paramref name="l2Bytes"/> (the other half holds what the gate/up kernel streams meanwhile), whole 128-byte
-    /// lines, at most all of them; 0 when not one line fits. Qwen3-30B-A3B on a 60 MiB L2: all 3 MiB at T = 1, 60% at
-    /// T = 2; Qwen3-235B-A22B (12 MiB per expert): 31% at T = 1.
+    /// How many bytes of each hit expert's down weights (H*I 16-bit elements) the gate/up kernel asks L2 for
+    /// (<see cref="FillDown"/>): all of them when the step's hit experts (at most min(E, T*k)) take at most half of an
+    /// L2 of <paramref name="l2Bytes"/> (the other half holds what the gate/up kernel streams meanwhile), else none.
+    /// Measured on an NVIDIA H200 (docs/PERF.md, decode v16): the whole fill wins (Qwen3-30B-A3B T=1 0.033 ms against
+    /// 0.036), a part of each expert loses (30B T=2 at 60%: 0.056 against 0.054, T=4 0.093 against 0.090;
+    /// Qwen3-235B-A22B T=1 at 31%: 0.094 against 0.091), so only whole fills are made (the kernel takes any length).
     /// </summary>
     public static long FillDownBytes(int tokens, int experts, int topK, int hidden, int inter, long l2Bytes)
     {
         long hits = Math.Min(experts, (long)tokens * topK), perExpert = (long)hidden * inter * 2;
-        if (hits <= 0) return 0;
-        return Math.Min(perExpert, l2Bytes / 2 / hits / 128 * 128);
+        return hits > 0 && hits * perExpert <= l2Bytes / 2 ? perExpert : 0;
     }
 
     /// <summary>Largest T whose default fills L2 with the down weights (<see cref="FillDown"/>, <see cref="FillDownBytes"/>).</summary>

@@ -96,14 +96,14 @@ public sealed class DecodeKernelRulesTests
     }
 
     [TestMethod]
-    // min(Wd[e] = H x I x 2 bytes, half of a 60 MiB L2 (31,457,280 bytes) / hit experts, in whole 128-byte lines)
-    [DataRow(1, 128, 8, 2048, 768, 3_145_728L, DisplayName = "Qwen3-30B-A3B T=1: all of 8 x 3,145,728")]
-    [DataRow(2, 128, 8, 2048, 768, 1_966_080L, DisplayName = "Qwen3-30B-A3B T=2: 31,457,280 / 16")]
-    [DataRow(1, 128, 8, 4096, 1536, 3_932_160L, DisplayName = "Qwen3-235B-A22B T=1: 31,457,280 / 8 of 12,582,912")]
-    [DataRow(3, 128, 7, 2048, 768, 1_497_856L, DisplayName = "21 hits: 1,497,965 down to whole lines")]
+    // all of Wd[e] = H x I x 2 bytes when the hit experts' take at most half of a 60 MiB L2 (31,457,280 bytes), else 0
+    [DataRow(1, 128, 8, 2048, 768, 3_145_728L, DisplayName = "Qwen3-30B-A3B T=1: 8 x 3,145,728 = 25,165,824 fits")]
+    [DataRow(2, 128, 8, 2048, 768, 0L, DisplayName = "Qwen3-30B-A3B T=2: 16 x 3,145,728 = 50,331,648 does not")]
+    [DataRow(1, 128, 8, 4096, 1536, 0L, DisplayName = "Qwen3-235B-A22B T=1: 8 x 12,582,912 does not")]
+    [DataRow(1, 128, 10, 2048, 768, 3_145_728L, DisplayName = "10 hits: 31,457,280 exactly fits")]
     [DataRow(64, 8, 2, 2048, 768, 3_145_728L, DisplayName = "E = 8 caps the hits whatever T")]
     [DataRow(0, 128, 8, 2048, 768, 0L, DisplayName = "no tokens, no fill")]
-    public void FillDownBytes_TakesHalfOfL2OverTheHitExperts(int tokens, int experts, int topK, int hidden, int inter, long expected) =>
+    public void FillDownBytes_AllOfEachExpertWhenTheHitsFitHalfOfL2_ElseNone(int tokens, int experts, int topK, int hidden, int inter, long expected) =>
         Assert.AreEqual(expected, DecodeTuning.FillDownBytes(tokens, experts, topK, hidden, inter, 60L << 20));
 
     [TestMethod]

@@ -8,7 +8,7 @@ namespace MoeNative.Tests.Ptx.GroupedGemmTests;
 /// and per-row bulk async copies) changes only the store path, so every staged tile must give the bytes of its
 /// register-store twin (the same tile with StagedEpilogue = false) on the same inputs: plain NT with gathered A rows,
 /// rows scattered to gather[r] and scaled by the routing weight (GEMM2); plain NN scattered (GEMM1 dX); SwiGLU with G1
-/// (training) and without (inference). Experts of 0, 1, 63, 65, 300 and 129 rows; N and I multiples of 8 but of no
+/// (training) and without (inference). Experts of 0, 1, 63, 65, 300, 129 and 18 rows; N and I multiples of 8 but of no
 /// tile (N tails). Each on the full grid and on a 3-CTA grid (every CTA walks many tiles: the staging is reused
 /// behind the previous tile's copies). Outputs poisoned (0xFF) before each run. Correctness against the float64 host
 /// is Sm90aGroupedGemmGpuTests' and Sm90aFusedEpilogueGpuTests' job (they take every candidate, the staged ones too).
@@ -17,7 +17,7 @@ namespace MoeNative.Tests.Ptx.GroupedGemmTests;
 [TestClass]
 public sealed class Sm90aStagedEpilogueGpuTests
 {
-    private static readonly int[] MSizes = [300, 0, 1, 63, 65, 129, 0, 17];
+    private static readonly int[] MSizes = [300, 0, 1, 63, 65, 129, 0, 18]; // 576 rows: a multiple of TopK (RowSource.GatherToken)
     private const int TopK = 2, N = 264, K = 200, Intermediate = 136;
 
     public static IEnumerable<object[]> Rows() =>

@@ -48,6 +48,10 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(256, 3),
     ];
 
+    /// <summary>The default Hopper tile of the f32-output TN GEMM: 128x128 s4, the only TN candidate whose f32 staging
+    /// (2 x 64 x 544 B) fits beside its stages (s5 and 128x256 s3 do not).</summary>
+    public static GemmConfig Float32OutputDefault => WeightCandidates[0];
+
     /// <summary>The Hopper tiles autotuning may time for (layout, dtype): every layout (NT, NN, TN) for bf16/fp16.</summary>
     public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype) =>
         !Enum.IsDefined(layout) || dtype is not (ScalarType.BFloat16 or ScalarType.Float16) ? []
@@ -87,8 +91,9 @@ internal static class GroupedGemmSm90aSpecs
     };
 
     /// <summary>The specialisation of (layout, dtype, config, epilogue); the config is already validated.</summary>
+    /// <remarks><paramref name="float32Output"/> (TN, plain, already validated): dW staged and stored as f32.</remarks>
     public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config,
-        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain)
+        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain, bool float32Output = false)
     {
         if (!Enum.IsDefined(layout)) throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown grouped-GEMM layout.");
         if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
@@ -98,7 +103,7 @@ internal static class GroupedGemmSm90aSpecs
         int bn = config.BlockN, s = config.Stages, accs = bn / 2;
         string ptxType = PtxType(dtype);
         int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
-        int stgOff = bOff + s * bStage, barOff = stgOff + config.WgmmaStagingBytes(layout), tabOff = barOff + 16 * s;
+        int stgOff = bOff + s * bStage, barOff = stgOff + config.WgmmaStagingBytes(layout, float32Output), tabOff = barOff + 16 * s;
         int schedOff = tabOff + GemmConfig.WgmmaRowTableBytes(layout);
         var values = new Dictionary<string, string>
         {
@@ -119,9 +124,12 @@ internal static class GroupedGemmSm90aSpecs
             values["B_LOADS"] = Sm90aFragments.WeightGradientBLoads(bn);
             values["BM"] = Int(GemmConfig.WgmmaBlockM);
             foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
-            values["STG_OFF"] = Int(stgOff); values["STG_BYTES"] = Int(64 * config.WgmmaStagingPitch);
-            values["STG_PITCH"] = Int(config.WgmmaStagingPitch);
-            values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, ptxType, config.WgmmaStagingPitch);
+            int pitch = config.WgmmaStagingPitchOf(float32Output);
+            values["STG_OFF"] = Int(stgOff); values["STG_BYTES"] = Int(64 * pitch);
+            values["STG_PITCH"] = Int(pitch);
+            values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, float32Output ? null : ptxType, pitch);
+            foreach ((string key, string value) in GroupedGemmSpecs.OutputValues(float32Output)) values[key] = value;
+            values["STG_Q_SHIFT"] = float32Output ? "3" : "2";
         }
         else
         {
@@ -133,15 +141,16 @@ internal static class GroupedGemmSm90aSpecs
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16";
             values["TX_BYTES"] = Int(bStage);
         }
-        if (config.WgmmaSharedBytesOf(layout) != schedOff + 1024)
-            throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytesOf(layout)} vs {schedOff + 1024}.");
+        int shared = config.WgmmaSharedBytesOf(layout, float32Output);
+        if (shared != schedOff + 1024)
+            throw new InvalidOperationException($"Shared layout mismatch: {shared} vs {schedOff + 1024}.");
         string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}{Sm90aEpilogues.Tag(epilogue)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}"
-            + (config.Cluster == 1 ? "" : $"_c{config.Cluster}");
-        return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, tn ? WeightGradientFile : RowsFile, entry,
-            config.WgmmaSharedBytesOf(layout), values)
+            + (config.Cluster == 1 ? "" : $"_c{config.Cluster}") + GroupedGemmSpecs.OutputTag(float32Output);
+        return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, tn ? WeightGradientFile : RowsFile, entry, shared, values)
         {
             SharedBytesPerExpert = 4, // sched [E] i32
             Epilogue = epilogue,
+            Float32Output = float32Output,
         };
     }
 

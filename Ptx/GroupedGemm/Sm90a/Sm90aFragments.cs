@@ -86,19 +86,26 @@ internal static class Sm90aFragments
 
     /// <summary>
     /// The TN epilogue's fragment stores of the whole N = <paramref name="columns"/> accumulator into the staging
-    /// tile: per 8-column block j, D row g (acc[4j], acc[4j+1]) and D row g+8 (acc[4j+2], acc[4j+3]) rounded to
-    /// <paramref name="ptxType"/>x2 and stored as 4 bytes at st_frag + 16j (+ 8 rows of <paramref name="pitch"/> bytes
-    /// for row g+8). Registers used: acc*, o, st_frag.
+    /// tile (pitch <paramref name="pitch"/> bytes): per 8-column block j, D row g (acc[4j], acc[4j+1]) and D row g+8
+    /// (acc[4j+2], acc[4j+3]), 8 rows further. <paramref name="ptxType"/> bf16|f16: each pair rounded to ptxTypex2 and
+    /// stored as 4 bytes at st_frag + 16j; null (the f32 output): each pair as it is, one 8-byte st.shared.v2.f32 at
+    /// st_frag + 32j. Registers used: acc*, o, st_frag.
     /// </summary>
-    public static string StagingStores(int columns, string ptxType, int pitch)
+    public static string StagingStores(int columns, string? ptxType, int pitch)
     {
         var sb = new StringBuilder();
         for (int j = 0; j < columns / 8; j++)
         {
-            int at = 16 * j;
-            if (sb.Length > 0) sb.Append('\n');
-            sb.Append(CultureInfo.InvariantCulture, $"    cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 1}, acc{4 * j}; st.shared.b32 [st_frag+{at}], o; ")
-              .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{4 * j + 3}, acc{4 * j + 2}; st.shared.b32 [st_frag+{8 * pitch + at}], o;");
+            sb.Append(j > 0 ? "\n    " : "    ");
+            for (int row = 0; row < 2; row++)
+            {
+                int lo = 4 * j + 2 * row, at = (ptxType is null ? 32 * j : 16 * j) + 8 * pitch * row;
+                if (row > 0) sb.Append(' ');
+                if (ptxType is null)
+                    sb.Append(CultureInfo.InvariantCulture, $"st.shared.v2.f32 [st_frag+{at}], {{acc{lo}, acc{lo + 1}}};");
+                else
+                    sb.Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{lo + 1}, acc{lo}; st.shared.b32 [st_frag+{at}], o;");
+            }
         }
         return sb.ToString();
     }

@@ -192,11 +192,19 @@ public sealed class FusedBlockGpuTests
         (float[] x, float[] dY) = BlockTestModels.Inputs(Config, ScalarType.BFloat16, Tokens);
         block.Forward(x, Tokens);
         block.Backward(dY);
+        // the router dW's row split (f32 partials) runs from a shape class of 1024 on: a second call there
+        const int SplitTokens = MoeNative.Blocks.RouterRowSplit.MinSplitClass;
+        (float[] x2, float[] dY2) = BlockTestModels.Inputs(Config, ScalarType.BFloat16, SplitTokens);
+        block.Forward(x2, SplitTokens);
+        block.Backward(dY2);
         foreach (FusedGemm gemm in Enum.GetValues<FusedGemm>())
         {
-            int timed = block.AutotuneTimings.Count(t => t.Gemm == gemm && !double.IsNaN(t.Milliseconds));
+            int at = gemm == FusedGemm.RouterBackwardWeightSplit ? SplitTokens : Tokens;
+            int timed = block.AutotuneTimings.Count(t => t.Gemm == gemm && t.ShapeClassTokens == at && !double.IsNaN(t.Milliseconds));
             Assert.IsGreaterThanOrEqualTo(FusedBlockOptions.MinimumAutotuneCandidates, timed, $"{gemm}: {timed} candidates timed");
-            Assert.IsTrue(block.ChosenConfigs.ContainsKey((gemm, Tokens)), $"{gemm}: no config chosen");
+            Assert.IsTrue(block.ChosenConfigs.ContainsKey((gemm, at)), $"{gemm}: no config chosen");
         }
+        Assert.IsFalse(block.ChosenConfigs.ContainsKey((FusedGemm.RouterBackwardWeight, SplitTokens)), "T = 1024 ran the one-group router dW");
+        Assert.IsFalse(block.ChosenConfigs.ContainsKey((FusedGemm.RouterBackwardWeightSplit, Tokens)), "T = 512 ran the router dW split");
     }
 }

@@ -88,13 +88,22 @@ internal sealed class RouterRowSplit : IDisposable
         int experts, int hidden)
     {
         ArgumentNullException.ThrowIfNull(options);
-        if (_table is null || !SplitsClass(tokens) || tokens > CapacityTokens) return null;
-        if (!GroupedGemm.SuitsFloat32Output(dtype, experts, hidden, dLogits, x, partials)) return null;
-        if (!partials.CanHold((long)GroupsFor(tokens) * experts * hidden * 4)) return null;
-        if (!options.Autotune && options.ExplicitConfig(FusedGemm.RouterBackwardWeightSplit) is { } explicitConfig
-            && GroupedGemmSpecs.Float32OutputProblem(GroupedGemmLayout.BackwardWeightTN, dtype, explicitConfig, GroupedGemmEpilogue.Plain) is not null)
-            return null;
+        if (_table is null || tokens > CapacityTokens || !Takes(tokens, dtype, options, dLogits, x, partials, experts, hidden)) return null;
         return FusedGemmCall.TNFloat32(FusedGemm.RouterBackwardWeightSplit, dLogits, x, partials, Rows(tokens), experts, hidden);
+    }
+
+    /// <summary>Whether the split takes T = <paramref name="tokens"/> with these operands and options (the rule of the
+    /// class remarks, no device needed): a shape class of at least <see cref="MinSplitClass"/>, the f32-output GEMM's
+    /// shape (<see cref="GroupedGemm.SuitsFloat32Output"/>), room for the G partials, and autotune or a TN tile with the
+    /// f32 epilogue (or none: the default).</summary>
+    public static bool Takes(int tokens, ScalarType dtype, FusedBlockOptions options, DeviceRange dLogits, DeviceRange x, DeviceRange partials,
+        int experts, int hidden)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (!SplitsClass(tokens) || !GroupedGemm.SuitsFloat32Output(dtype, experts, hidden, dLogits, x, partials)) return false;
+        if (!partials.CanHold((long)GroupsFor(tokens) * experts * hidden * 4)) return false;
+        return options.Autotune || options.ExplicitConfig(FusedGemm.RouterBackwardWeightSplit) is not { } explicitConfig
+            || GroupedGemmSpecs.Float32OutputProblem(GroupedGemmLayout.BackwardWeightTN, dtype, explicitConfig, GroupedGemmEpilogue.Plain) is null;
     }
 
     /// <summary>The groups of <paramref name="tokens"/> rows: m_sizes [1 + T / P] from the table of P (no upload).</summary>

@@ -106,6 +106,42 @@ public sealed class RouterWeightGradSplitTests
     public void Split_PartialsBytes_AreF32OfTheCapacitysGroups(int capacity, ScalarType dtype, long bytes) =>
         Assert.AreEqual(bytes, RouterRowSplit.PartialsBytes(capacity, dtype, 128, 2048));
 
+    // Which calls split (CPU: the rule alone). Qwen3-30B-A3B shapes at T = 4096 (G = 17) with aligned operands split; each
+    // other row changes one thing that keeps the one-group GEMM.
+    [TestMethod]
+    [DataRow("split", true)]
+    [DataRow("small T", false)]
+    [DataRow("fp32", false)]
+    [DataRow("E not a multiple of 8", false)]
+    [DataRow("H not a multiple of 8", false)]
+    [DataRow("unaligned X", false)]
+    [DataRow("partials too small", false)]
+    [DataRow("explicit SIMT tile", false)]
+    [DataRow("explicit sm90a 128x256 s3", false)]
+    [DataRow("explicit sm80 tile", true)]
+    [DataRow("explicit sm90a 128x128 s4", true)]
+    [DataRow("autotune", true)]
+    public void Split_Takes_OnlyWhereTheF32GemmRunsAndPays(string change, bool splits)
+    {
+        int tokens = change == "small T" ? 512 : 4096, e = change == "E not a multiple of 8" ? 63 : 128, h = change == "H not a multiple of 8" ? 2044 : 2048;
+        ScalarType dtype = change == "fp32" ? ScalarType.Float32 : ScalarType.BFloat16;
+        var dL = new DeviceRange(0x1000000, (long)tokens * e * 2);
+        var x = new DeviceRange(change == "unaligned X" ? 0x2000008UL : 0x2000000UL, (long)tokens * h * 2);
+        long need = (long)RouterRowSplit.GroupsFor(tokens) * e * h * 4;
+        var partials = new DeviceRange(0x40000000, change == "partials too small" ? need - 4 : need);
+        FusedBlockOptions options = change switch
+        {
+            "explicit SIMT tile" => new FusedBlockOptions { BackwardWeightConfig = GemmConfig.Ffma64x64 },
+            "explicit sm90a 128x256 s3" => new FusedBlockOptions { BackwardWeightConfig = GemmConfig.Wgmma(256, 3) },
+            "explicit sm80 tile" => new FusedBlockOptions { BackwardWeightConfig = GemmConfig.Mma(128, 128, 4) },
+            "explicit sm90a 128x128 s4" => new FusedBlockOptions { GemmConfigs = new Dictionary<FusedGemm, GemmConfig> { [FusedGemm.RouterBackwardWeightSplit] = GemmConfig.Wgmma(128, 4) } },
+            "autotune" => new FusedBlockOptions { Autotune = true },
+            _ => FusedBlockOptions.Default,
+        };
+        Assert.AreEqual(17, RouterRowSplit.GroupsFor(4096));
+        Assert.AreEqual(splits, RouterRowSplit.Takes(tokens, dtype, options, dL, x, partials, e, h), change);
+    }
+
     [TestMethod]
     [TestCategory(GpuTest.Category)]
     [DataRow(1024, 513)]

@@ -31,6 +31,10 @@ internal sealed class RouterRowSplit : IDisposable
     /// <summary>Smallest shape class that splits (T &gt; 512): 3 to 33 groups of at least 256 rows.</summary>
     public const int MinSplitClass = 1024;
 
+    /// <summary>Largest shape class that splits (4M tokens; its table of P = 131072 is 34.6 MB): above it the tables would
+    /// outgrow one host array, and the one-group GEMM's time is small beside the rest of such a layer.</summary>
+    public const int MaxSplitClass = 1 << 22;
+
     /// <summary>Groups of every table: enough for any T (T / P &lt;= class(T) / P &lt;= 32).</summary>
     public const int TableGroups = MaxChunks + 1;
 
@@ -43,7 +47,7 @@ internal sealed class RouterRowSplit : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacityTokens);
         CapacityTokens = capacityTokens;
         if (BlockWorkspaceLayout.ShapeClassTokens(capacityTokens) < MinSplitClass) return;
-        int largest = ChunkRowsFor(capacityTokens);
+        int largest = ChunkRowsFor(Math.Min(capacityTokens, MaxSplitClass));
         var table = new int[TableOffset(largest * 2)];
         for (int p = MinChunkRows; p <= largest; p *= 2)
         {
@@ -66,15 +70,16 @@ internal sealed class RouterRowSplit : IDisposable
     /// <summary>G for T rows: 1 + T / P (the first group holds T mod P rows, maybe none).</summary>
     public static int GroupsFor(int tokens) => 1 + tokens / ChunkRowsFor(tokens);
 
-    /// <summary>Whether T rows are split by shape class (<see cref="MinSplitClass"/>), before the shape checks of
-    /// <see cref="Plan"/>.</summary>
-    public static bool SplitsClass(int tokens) => tokens > 0 && BlockWorkspaceLayout.ShapeClassTokens(tokens) >= MinSplitClass;
+    /// <summary>Whether T rows are split by shape class (<see cref="MinSplitClass"/> to <see cref="MaxSplitClass"/>),
+    /// before the shape checks of <see cref="Takes"/>.</summary>
+    public static bool SplitsClass(int tokens) =>
+        tokens > 0 && tokens <= MaxSplitClass && BlockWorkspaceLayout.ShapeClassTokens(tokens) >= MinSplitClass;
 
     /// <summary>Bytes of the f32 partials [G,E,H] for up to <paramref name="capacityTokens"/> rows: G of the capacity
     /// (no T below it has more groups), 0 when nothing splits (a shape class below <see cref="MinSplitClass"/>, or fp32).</summary>
     public static long PartialsBytes(int capacityTokens, ScalarType dtype, int experts, int hidden) =>
-        SplitsClass(capacityTokens) && dtype is ScalarType.BFloat16 or ScalarType.Float16
-            ? (long)GroupsFor(capacityTokens) * experts * hidden * 4 : 0;
+        SplitsClass(Math.Min(capacityTokens, MaxSplitClass)) && dtype is ScalarType.BFloat16 or ScalarType.Float16
+            ? (long)GroupsFor(Math.Min(capacityTokens, MaxSplitClass)) * experts * hidden * 4 : 0;
 
     /// <summary>
     /// The split GEMM of dWr for T = <paramref name="tokens"/> (partials [G,E,H] f32 = per-chunk dLᵀX), or null when T
@@ -111,7 +116,7 @@ internal sealed class RouterRowSplit : IDisposable
     {
         if (_table is null || !SplitsClass(tokens) || tokens > CapacityTokens)
             throw new ArgumentOutOfRangeException(nameof(tokens), tokens,
-                $"T must be in [{MinSplitClass / 2 + 1}, {CapacityTokens}] (a shape class of at least {MinSplitClass}, within the capacity).");
+                $"T must be in [{MinSplitClass / 2 + 1}, {Math.Min(CapacityTokens, MaxSplitClass)}] (a shape class of {MinSplitClass} to {MaxSplitClass}, within the capacity).");
         int p = ChunkRowsFor(tokens);
         return new GroupedRows(_table.PointerAt(TableOffset(p) + (long)(tokens % p) * TableGroups), 0, tokens, GroupsFor(tokens), 1);
     }

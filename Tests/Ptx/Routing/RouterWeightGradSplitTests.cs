@@ -89,6 +89,8 @@ public sealed class RouterWeightGradSplitTests
     [DataRow(9999, 512, 20, true)]
     [DataRow(16384, 512, 33, true)]
     [DataRow(65536, 2048, 33, true)]
+    [DataRow(1 << 22, 131072, 33, true)]
+    [DataRow((1 << 22) + 1, 262144, 17, false)]
     public void Split_ChunkRowsAndGroups_FollowT(int tokens, int chunkRows, int groups, bool splits)
     {
         Assert.AreEqual(chunkRows, RouterRowSplit.ChunkRowsFor(tokens));
@@ -103,6 +105,7 @@ public sealed class RouterWeightGradSplitTests
     [DataRow(1024, ScalarType.Float16, 5242880L)]
     [DataRow(512, ScalarType.BFloat16, 0L)]
     [DataRow(16384, ScalarType.Float32, 0L)]
+    [DataRow(1 << 24, ScalarType.BFloat16, 34603008L)] // G of the largest class that splits
     public void Split_PartialsBytes_AreF32OfTheCapacitysGroups(int capacity, ScalarType dtype, long bytes) =>
         Assert.AreEqual(bytes, RouterRowSplit.PartialsBytes(capacity, dtype, 128, 2048));
 

@@ -51,6 +51,8 @@ internal enum BlockBuffer
     DLogits,
     /// <summary>dtype [T,H] router part of dX (the addend of the sum over k).</summary>
     DXRouter,
+    /// <summary>f32 [G,E,H] the router dW's partials, one per group of rows (<see cref="RouterRowSplit"/>; G of the capacity).</summary>
+    RouterWeightPartials,
 }
 
 /// <summary>One slice of a workspace arena: byte offset, byte size and element count.</summary>
@@ -141,8 +143,11 @@ internal sealed class BlockWorkspaceLayout
 
     /// <summary>Layout of the backward arena (allocated on the first backward only). <paramref name="gemmScattersDX"/>:
     /// the GEMM1 dX writes token-slot order itself (the fused block's epilogue scatter), so no expert-order dXp buffer
-    /// is needed; else (cuBLAS, which cannot scatter) it gets one unless <see cref="FusedBlockOptions.PermuteX"/>.</summary>
-    public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool gemmScattersDX = false)
+    /// is needed; else (cuBLAS, which cannot scatter) it gets one unless <see cref="FusedBlockOptions.PermuteX"/>.
+    /// <paramref name="routerSplit"/>: the router dW may run split over row chunks (the fused block), with its f32 partials
+    /// here when the capacity's shape class splits (<see cref="RouterRowSplit.PartialsBytes"/>; none for fp32).</summary>
+    public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool gemmScattersDX = false,
+        bool routerSplit = false)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
@@ -159,6 +164,8 @@ internal sealed class BlockWorkspaceLayout
         b.Add(BlockBuffer.DXPermutedSlotOrder, tk * h, s);
         b.Add(BlockBuffer.DLogits, t * e, s);
         b.Add(BlockBuffer.DXRouter, t * h, s);
+        long partialBytes = routerSplit ? RouterRowSplit.PartialsBytes(capacityTokens, dtype, (int)e, (int)h) : 0;
+        if (partialBytes > 0) b.Add(BlockBuffer.RouterWeightPartials, partialBytes / 4, 4);
         return new BlockWorkspaceLayout(capacityTokens, backward: true, b.Slices);
     }
 

@@ -68,11 +68,19 @@ public sealed partial class ExpertParallelBlock
         ExchangeRows(s, dXpLocal, dXpBack, h, toExperts: false, "input gradients back to the tokens' ranks");
         _kernels.GatherRows(s, dt, dXpBack, inverse, dXpSlots, tk, 1, h);
 
-        // 4. router: dL from dw, dWr = dLᵀ·X (this rank's tokens), dXr = dL·Wr; dX[t] = dXr[t] + Σ_j dXp[t*k+j]
+        // 4. router: dL from dw, dWr = dLᵀ·X (this rank's tokens; split over row chunks as in the fused block, the same
+        //    plan), dXr = dL·Wr; dX[t] = dXr[t] + Σ_j dXp[t*k+j]
         _kernels.RouterBackward(s, dt, probs, sel, dWeights, dLogits, tokens, e, k, c.NormTopKProb);
         GroupedRows routerRows = RouterRows(tokens);
-        RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.RouterBackwardWeight, dLogits, x, dRouter, routerRows, e, h,
-            RowSource.Identity, RowSource.Identity));
+        DeviceRange partials = b.RouterWeightPartials?.AsRange() ?? DeviceRange.Null; // [G,E,H] f32
+        if (b.RouterSplit!.Plan(tokens, dt, Options.Kernels, dLogits, x, partials, e, h) is { } split)
+        {
+            RunGemm(s, shapeClass, split);
+            _kernels.RouterWeightGradReduce(s, dt, partials, dRouter, split.Rows.Experts, e, h);
+        }
+        else
+            RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.RouterBackwardWeight, dLogits, x, dRouter, routerRows, e, h,
+                RowSource.Identity, RowSource.Identity));
         if (tokens > 0)
             RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.RouterBackwardData, dLogits, _router.AsRange(), dXRouter, routerRows, e, h,
                 RowSource.Identity, RowTarget.Identity));

@@ -23,12 +23,14 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
     public DeviceBuffer<byte>? SendRows;        // [TK,H] dtype, expert order: Xp out (forward), dXp back (backward)
     public DeviceBuffer<byte>? ExpertOut;       // [TK,H] dtype, expert order: U, the experts' rows back
     public DeviceBuffer<int>? Iota;             // [Tcap+1] i32: iota[t] = t; &iota[T] is m_sizes [1] of a one-group GEMM
+    public RouterRowSplit? RouterSplit;         // m_sizes of the router dW's groups of rows (Tcap), as the fused block's
     // ---- token side (backward) ------------------------------------------------------------------------------------
     public DeviceBuffer<byte>? DExpertOut;      // [TK,H] dtype, expert order: dU
     public DeviceBuffer<byte>? DRoutingWeights; // [T,k] f32
     public DeviceBuffer<byte>? DXpSlots;        // [TK,H] dtype, token-slot order
     public DeviceBuffer<byte>? DLogits;         // [T,E] dtype
     public DeviceBuffer<byte>? DXRouter;        // [T,H] dtype
+    public DeviceBuffer<byte>? RouterWeightPartials; // [G,E,H] f32: the router dW's row-chunk partials (null: nothing splits)
     // ---- counts (fixed size) --------------------------------------------------------------------------------------
     public readonly DeviceBuffer<int> MSizes = new(context, config.NumExperts);             // [E] i32
     public readonly DeviceBuffer<byte> RoutingCounts = new(context, MoeKernels.RoutingIndicesScratchBytes(config.NumExperts)); // [64,E] i32 scratch
@@ -82,6 +84,9 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
             var iota = new int[cap + 1];
             for (int i = 0; i <= cap; i++) iota[i] = i;
             Iota = DeviceBuffer<int>.FromHost(context, iota);
+            RouterSplit?.Dispose();
+            RouterSplit = null;
+            RouterSplit = new RouterRowSplit(context, cap);
             _tokenBackward = false;
         }
         TokenCapacity = cap;
@@ -92,6 +97,8 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
             Grow(ref DXpSlots, tk * h * _es);
             Grow(ref DLogits, t * e * _es);
             Grow(ref DXRouter, t * h * _es);
+            long partialBytes = RouterRowSplit.PartialsBytes(cap, dtype, (int)e, (int)h);
+            if (partialBytes > 0) Grow(ref RouterWeightPartials, partialBytes);
             _tokenBackward = true;
         }
     }
@@ -141,7 +148,7 @@ internal sealed class ExpertParallelBuffers(CudaContext context, MoeConfig confi
     public void Dispose()
     {
         foreach (IDisposable? d in (IDisposable?[])[Logits, Probs, Selected, RoutingWeights, Gather, Inverse, SendRows, ExpertOut, Iota,
-                     DExpertOut, DRoutingWeights, DXpSlots, DLogits, DXRouter, MSizes, RoutingCounts, ReceivedCounts, LocalMSizes, HostMSizes,
+                     RouterSplit, DExpertOut, DRoutingWeights, DXpSlots, DLogits, DXRouter, RouterWeightPartials, MSizes, RoutingCounts, ReceivedCounts, LocalMSizes, HostMSizes,
                      HostReceivedCounts, HostLocalTables, LocalGather, LocalInverse, ReceivedRows, FirstGemm, Intermediate, ReturnRows, LocalRows,
                      ReceivedGrad, DIntermediate, DFirstGemm])
             d?.Dispose();

@@ -6,10 +6,11 @@ namespace MoeNative.Blocks;
 /// <summary>
 /// One grouped-GEMM launch of the fused block with everything but its tile config: what the tuner times and the
 /// block then launches with the chosen config (a value, so a steady-state call allocates nothing). Operands as in
-/// <see cref="GroupedGemm"/>: NT/NN <c>B</c> = W [E,N,K], TN <c>B</c> = the second row operand.
+/// <see cref="GroupedGemm"/>: NT/NN <c>B</c> = W [E,N,K], TN <c>B</c> = the second row operand. <c>Float32Output</c>
+/// (TN only): C is f32, stored unrounded (<see cref="GroupedGemm.BackwardWeightTNFloat32"/>).
 /// </summary>
 internal readonly record struct FusedGemmCall(FusedGemm Gemm, DeviceRange A, DeviceRange B, DeviceRange C, GroupedRows Rows,
-    int N, int K, RowSource ARows, RowTarget CRows, RowSource BRows, DeviceRange RowScale)
+    int N, int K, RowSource ARows, RowTarget CRows, RowSource BRows, DeviceRange RowScale, bool Float32Output = false)
 {
     public GroupedGemmLayout Layout => GemmTuner.LayoutOf(Gemm);
 
@@ -28,6 +29,15 @@ internal readonly record struct FusedGemmCall(FusedGemm Gemm, DeviceRange A, Dev
         RowSource aRows, RowSource bRows) =>
         new(gemm, a, b, dw, rows, n, k, aRows, RowTarget.Identity, bRows, DeviceRange.Null);
 
+    /// <summary>Backward weight TN with an f32 output, both row operands as they are: dW [E,N,K] f32 = Σ_{r∈e} A[r]ᵀ B[r].</summary>
+    public static FusedGemmCall TNFloat32(FusedGemm gemm, DeviceRange a, DeviceRange b, DeviceRange dw, GroupedRows rows, int n, int k) =>
+        new(gemm, a, b, dw, rows, n, k, RowSource.Identity, RowTarget.Identity, RowSource.Identity, DeviceRange.Null, Float32Output: true);
+
+    /// <summary>The configurations autotuning may time for this call on <paramref name="gemm"/>'s path (the f32-output
+    /// ones for an f32-output call).</summary>
+    public IReadOnlyList<GemmConfig> Candidates(GroupedGemm gemm, ScalarType dtype) =>
+        Float32Output ? gemm.Float32OutputCandidates(dtype) : gemm.Candidates(Layout, dtype);
+
     /// <summary>The sm_90a tile this call launches with <paramref name="config"/> (NT, NN), or null when it runs an
     /// sm_80/SIMT kernel: where a fused SwiGLU/dSwiGLU epilogue can replace it with the same bits.</summary>
     public GemmConfig? Sm90aConfig(GroupedGemm gemm, ScalarType dtype, GemmConfig? config) =>
@@ -45,7 +55,8 @@ internal readonly record struct FusedGemmCall(FusedGemm Gemm, DeviceRange A, Dev
                 gemm.BackwardDataNN(stream, dtype, config, A, B, C, Rows, N, K, ARows, CRows);
                 break;
             default:
-                gemm.BackwardWeightTN(stream, dtype, config, A, B, C, Rows, N, K, ARows, BRows);
+                if (Float32Output) gemm.BackwardWeightTNFloat32(stream, dtype, config, A, B, C, Rows, N, K, ARows, BRows);
+                else gemm.BackwardWeightTN(stream, dtype, config, A, B, C, Rows, N, K, ARows, BRows);
                 break;
         }
     }

@@ -22,8 +22,11 @@ public enum FusedGemm
     FirstBackwardWeight,
     /// <summary>dX_router [T,H] = dL · Wr (NN, one group).</summary>
     RouterBackwardData,
-    /// <summary>dWr [E,H] = dLᵀ X (TN, one group).</summary>
+    /// <summary>dWr [E,H] = dLᵀ X (TN, one group): T in a shape class below <see cref="RouterRowSplit.MinSplitClass"/>, or shapes the split does not take.</summary>
     RouterBackwardWeight,
+    /// <summary>The router dW's partials [G,E,H] f32, one per chunk of rows (TN with an f32 output, one group per chunk;
+    /// summed after: <see cref="RouterRowSplit"/>).</summary>
+    RouterBackwardWeightSplit,
 }
 
 /// <summary>One autotune measurement: config, best time of the repetitions in ms (NaN when the candidate failed).</summary>
@@ -83,9 +86,9 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
     // captures parameters allocates its closure on entry to the method that declares them, even when it returns early).
     private GemmConfig ChooseFirst(GroupedGemm gemm, CudaStream stream, ScalarType dtype, int shapeClass, FusedGemmCall call)
     {
-        // NOTE: the candidate list depends only on layout, dtype and card today; a shape-aware filter (e.g. dropping
+        // NOTE: the candidate list depends only on layout, dtype, output (f32 or dtype) and card today; a shape-aware filter (e.g. dropping
         // 128-row tiles for decode) would slot in here, from call.Rows / N / K.
-        IReadOnlyList<GemmConfig> candidates = gemm.Candidates(call.Layout, dtype); // this instance's path (ForceSm80 honoured)
+        IReadOnlyList<GemmConfig> candidates = call.Candidates(gemm, dtype); // this instance's path (ForceSm80 honoured)
         return Decide(call.Gemm, shapeClass, candidates, () => Tune(gemm, stream, dtype, shapeClass, call, candidates));
     }
 

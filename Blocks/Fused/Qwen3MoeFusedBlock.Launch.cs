@@ -180,8 +180,17 @@ public sealed partial class Qwen3MoeFusedBlock
         // 7. router: dL = P ⊙ (dP − Σ_e P_e dP_e) from dw
         _kernels.RouterBackward(s, dt, probs, sel, dWeights, dLogits, tokens, e, k, c.NormTopKProb);
         Probe(s, "bwd_router");
-        // 8. router dW: dWr = dLᵀ·X
-        RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.RouterBackwardWeight, dLogits, x, dRouter, routerRows, e, h, RowSource.Identity, RowSource.Identity));
+        // 8. router dW: dWr = dLᵀ·X; from a shape class of 1024 tokens on, split over row chunks (one GEMM group each,
+        //    an f32 partial [E,H] per group) and the partials summed in group order, rounded once (RouterRowSplit; the
+        //    expert-parallel block runs the same plan)
+        DeviceRange partials = bw.Layout.Contains(BlockBuffer.RouterWeightPartials) ? bw.Range(BlockBuffer.RouterWeightPartials) : DeviceRange.Null; // [G,E,H] f32
+        if (_routerSplit!.Plan(tokens, dt, Options, dLogits, x, partials, e, h) is { } split)
+        {
+            RunGemm(s, shapeClass, split);
+            _kernels.RouterWeightGradReduce(s, dt, partials, dRouter, split.Rows.Experts, e, h);
+        }
+        else
+            RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.RouterBackwardWeight, dLogits, x, dRouter, routerRows, e, h, RowSource.Identity, RowSource.Identity));
         Probe(s, "bwd_router_dw");
         // 9. router dX: dXr = dL·Wr
         RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.RouterBackwardData, dLogits, wr, dXRouter, routerRows, e, h, RowSource.Identity, RowTarget.Identity));
@@ -220,6 +229,9 @@ public sealed partial class Qwen3MoeFusedBlock
         for (int t = 0; t <= capacity; t++) iota[t] = t;
         _iota = new DeviceBuffer<int>(Context, iota.Length);
         _iota.CopyFromHost(iota);
+        _routerSplit?.Dispose();
+        _routerSplit = null;
+        _routerSplit = new RouterRowSplit(Context, capacity);
         if (Options.FuseMulPost)
         {
             _ones?.Dispose();
@@ -235,7 +247,7 @@ public sealed partial class Qwen3MoeFusedBlock
     {
         if (_backwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
         int capacity = BlockWorkspaceLayout.ShapeClassTokens(tokens);
-        var layout = BlockWorkspaceLayout.Backward(Config, DType, Options, capacity, gemmScattersDX: true);
+        var layout = BlockWorkspaceLayout.Backward(Config, DType, Options, capacity, gemmScattersDX: true, routerSplit: true);
         _backwardWorkspace?.Dispose();
         _backwardWorkspace = null;
         _backwardWorkspace = new BlockWorkspace(Context, layout);

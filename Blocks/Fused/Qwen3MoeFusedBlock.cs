@@ -50,6 +50,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
     private BlockWorkspace? _backwardWorkspace;    // per shape class, grow-only, allocated on the first backward
     private DeviceBuffer<int>? _iota;              // [Tcap+1] i32: iota[t] = t; &iota[T] is m_sizes [1] of a one-group GEMM
     private DeviceBuffer<byte>? _ones;             // [Tcap*k] dtype, all 1 (FuseMulPost combine weights)
+    private RouterRowSplit? _routerSplit;          // m_sizes of the router dW's groups of rows (Tcap)
     private HostIo? _hostIo;                       // staging buffers of the host API
     private CudaStream? _hostStream;
     private SavedForward _saved;
@@ -248,6 +249,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         _forwardWorkspace?.Dispose();
         _backwardWorkspace?.Dispose();
         _iota?.Dispose();
+        _routerSplit?.Dispose();
         _ones?.Dispose();
         _decode.Dispose();
         _hostStream?.Dispose();

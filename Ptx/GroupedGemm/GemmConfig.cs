@@ -74,20 +74,25 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public static int WgmmaRowTableBytes(GroupedGemmLayout layout) => (layout == GroupedGemmLayout.BackwardWeightTN ? 2 : 1) * 8 * WgmmaBlockM;
 
     /// <summary>Dynamic shared memory of the Hopper kernel of <paramref name="layout"/> before the per-expert table:
-    /// 1024 B of alignment slack, the A and B stages, the epilogue staging (TN; row-tiled with <see cref="StagedEpilogue"/>),
-    /// 2 mbarriers per stage and the row table.</summary>
-    public int WgmmaSharedBytesOf(GroupedGemmLayout layout) =>
-        1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + WgmmaStagingBytes(layout) + 16 * Stages + WgmmaRowTableBytes(layout);
+    /// 1024 B of alignment slack, the A and B stages, the epilogue staging (TN, f32 elements when
+    /// <paramref name="float32Output"/>; row-tiled with <see cref="StagedEpilogue"/>), 2 mbarriers per stage and the row table.</summary>
+    public int WgmmaSharedBytesOf(GroupedGemmLayout layout, bool float32Output = false) =>
+        1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + WgmmaStagingBytes(layout, float32Output) + 16 * Stages + WgmmaRowTableBytes(layout);
 
-    /// <summary>Row pitch of the epilogue staging tile (TN; staged row tiles): BlockN columns x 2 B + 16 B (the
+    /// <summary>Row pitch of the epilogue staging tile (TN; staged row tiles): BlockN columns x 2 B + 16 B (the 4-byte
     /// fragment stores of a warp, 8 rows x 4 threads, hit 32 distinct banks; rows stay 16-byte aligned for the bulk copies).</summary>
-    public int WgmmaStagingPitch => 2 * BlockN + 16;
+    public int WgmmaStagingPitch => WgmmaStagingPitchOf(float32Output: false);
 
-    /// <summary>The epilogue staging of the TN kernel and of a <see cref="StagedEpilogue"/> row tile: one whole
-    /// [64 rows][BlockN columns] dtype tile per consumer warpgroup, copied out by bulk async copies while the next tile
-    /// runs (the other row tiles store from registers).</summary>
-    public int WgmmaStagingBytes(GroupedGemmLayout layout) =>
-        layout == GroupedGemmLayout.BackwardWeightTN || StagedEpilogue ? 2 * 64 * WgmmaStagingPitch : 0;
+    /// <summary>Row pitch of the staging tile: <see cref="WgmmaStagingPitch"/> for dtype elements; for f32 elements (the
+    /// TN kernel's f32 output) BlockN x 4 B + 32 B (the 8-byte fragment stores go in two half-warp phases, 4 rows x 4
+    /// threads each, which then hit 32 distinct banks, as the sm_80 C tile's pitch).</summary>
+    public int WgmmaStagingPitchOf(bool float32Output) => float32Output ? 4 * BlockN + 32 : 2 * BlockN + 16;
+
+    /// <summary>The epilogue staging of the TN kernel (dtype, or f32 when <paramref name="float32Output"/>) and of a
+    /// <see cref="StagedEpilogue"/> row tile: one whole [64 rows][BlockN columns] tile per consumer warpgroup, copied
+    /// out by bulk async copies while the next tile runs (the other row tiles store from registers).</summary>
+    public int WgmmaStagingBytes(GroupedGemmLayout layout, bool float32Output = false) =>
+        layout == GroupedGemmLayout.BackwardWeightTN || StagedEpilogue ? 2 * 64 * WgmmaStagingPitchOf(float32Output) : 0;
 
     public override string ToString() => Name;
 
@@ -140,6 +145,18 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
             return "the TN kernel always stages its epilogue; StagedEpilogue selects the row tiles' staged variant (pass false).";
         if (math == GemmMath.WgmmaSm90a && WgmmaSharedBytesOf(layout) > WgmmaSharedLimit)
             return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytesOf(layout)} bytes of shared memory for {layout}; at most {WgmmaSharedLimit} leave room for 1024 experts.";
+        return null;
+    }
+
+    /// <summary>Why this configuration cannot run the TN GEMM with an f32 output (dW stored unrounded), or null when it
+    /// can: the sm_80 and sm_90a tensor-core kernels have that epilogue (the SIMT kernel does not); an sm_90a tile needs
+    /// its f32 staging (2 x 64 rows x (4 BN + 32) B) to fit beside the stages.</summary>
+    public string? Float32OutputProblem(GemmMath math)
+    {
+        if (Problem(math, GroupedGemmLayout.BackwardWeightTN) is { } problem) return problem;
+        if (math == GemmMath.Ffma) return $"the SIMT FFMA kernel has no f32-output epilogue (a tensor-core tile is needed); got {Name}.";
+        if (math == GemmMath.WgmmaSm90a && WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN, float32Output: true) > WgmmaSharedLimit)
+            return $"{Stages} stages of 128x{BlockN}x64 with the f32 staging need {WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN, float32Output: true)} bytes of shared memory; at most {WgmmaSharedLimit} leave room for 1024 experts.";
         return null;
     }
 }

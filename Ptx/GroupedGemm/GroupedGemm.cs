@@ -197,35 +197,6 @@ public sealed partial class GroupedGemm
         Launch(p, stream, in args);
     }
 
-    /// <summary>The configurations autotuning may time for (layout, dtype) on <paramref name="context"/>'s device
-    /// (with the sm_90a tiles on a 9.0 device unless MOENATIVE_FORCE_SM80=1).</summary>
-    public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype, CudaContext context)
-    {
-        ArgumentNullException.ThrowIfNull(context);
-        return Candidates(layout, dtype, context.ComputeCapability, Sm90aAvailable(context.ComputeCapability) && !ForcedSm80ByEnvironment);
-    }
-
-    /// <summary>The configurations autotuning may time for (layout, dtype) on this instance's device and path.</summary>
-    public IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype) =>
-        Candidates(layout, dtype, Context.ComputeCapability, UsesSm90a);
-
-    /// <summary>The sm_80 candidates, then the sm_90a ones when <paramref name="sm90a"/> (a 9.0 device only).</summary>
-    public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype, (int Major, int Minor) computeCapability, bool sm90a)
-    {
-        IReadOnlyList<GemmConfig> common = Candidates(layout, dtype, computeCapability);
-        IReadOnlyList<GemmConfig> hopper = sm90a && Sm90aAvailable(computeCapability) ? GroupedGemmSm90aSpecs.Candidates(layout, dtype) : [];
-        return hopper.Count == 0 ? common : [.. common, .. hopper];
-    }
-
-    /// <summary>The configurations autotuning may time for (layout, dtype) on a device of compute capability <paramref name="computeCapability"/>.</summary>
-    /// <exception cref="NotSupportedException">The device is older than sm_80.</exception>
-    public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype, (int Major, int Minor) computeCapability)
-    {
-        GroupedGemmSpecs.Tag(layout); // validates the layout
-        CheckArchitecture(computeCapability);
-        return GroupedGemmSpecs.CandidateConfigs(layout, dtype);
-    }
-
     /// <summary>
     /// The configuration used when a call passes null: among the candidates (largest tile first) the first whose
     /// (estimated) tile count still fills every SM once; decode-sized problems fall through to the smallest tile.
@@ -284,9 +255,10 @@ public sealed partial class GroupedGemm
     internal static GemmPlan? Plan(GroupedGemmLayout layout, ScalarType dtype, GemmConfig? config,
         (int Major, int Minor) computeCapability, int multiprocessors,
         DeviceRange a, DeviceRange second, DeviceRange output, DeviceRange rowScale, GroupedRows rows, int n, int k, int aMode, int mode2,
-        bool sm90a = false, GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain, DeviceRange aux = default)
+        bool sm90a = false, GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain, DeviceRange aux = default, bool float32Output = false)
     {
         GroupedGemmSpecs.Tag(layout); // validates the layout
+        if (float32Output) CheckFloat32OutputCall(layout, dtype, epilogue, config);
         bool fused = epilogue != GroupedGemmEpilogue.Plain;
         if (fused) CheckFusedCall(layout, epilogue, dtype, rowScale, n, k, mode2);
         GemmMath math = GroupedGemmSpecs.MathFor(dtype);
@@ -340,7 +312,7 @@ public sealed partial class GroupedGemm
                 long bRowsCount = mode2 == (int)RowSource.GatherToken ? tokens : r;
                 if (r > 0) Need(a, aRowsCount * n * es, nameof(a), $"[{aRowsCount},N={n}] {dtype}");
                 if (r > 0) Need(second, bRowsCount * k * es, "b", $"[{bRowsCount},K={k}] {dtype}");
-                Need(output, e * n * k * es, "dw", $"[E={e},N={n},K={k}] {dtype}");
+                Need(output, e * n * k * (float32Output ? 4 : es), "dw", $"[E={e},N={n},K={k}] {(float32Output ? "f32" : dtype.ToString())}");
                 break;
         }
         ulong elem = (ulong)es;
@@ -353,10 +325,11 @@ public sealed partial class GroupedGemm
         // tensor cores move 16-byte chunks (8 elements): every row start and base must be 16-byte aligned
         bool tensorCoreShape = math != GemmMath.Ffma && n % 8 == 0 && k % 8 == 0
             && a.Pointer % 16 == 0 && second.Pointer % 16 == 0 && output.Pointer % 16 == 0;
-        GemmConfig cfg = fused ? FusedConfig(layout, epilogue, config, computeCapability, sm90a, tensorCoreShape, n, k)
+        GemmConfig cfg = float32Output ? Float32OutputConfig(dtype, config, computeCapability, multiprocessors, sm90a, tensorCoreShape, rows, n, k, a, second, output)
+            : fused ? FusedConfig(layout, epilogue, config, computeCapability, sm90a, tensorCoreShape, n, k)
             : !tensorCoreShape || config == GemmConfig.Ffma64x64 ? GemmConfig.Ffma64x64
             : config ?? DefaultConfig(layout, dtype, computeCapability, multiprocessors, rows, n, k, sm90a);
-        GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, dtype, cfg, epilogue);
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(layout, dtype, cfg, epilogue, float32Output);
         return new GemmPlan(spec, EstimatedTiles(layout, cfg, rows, n, k), rows.Experts);
     }
 

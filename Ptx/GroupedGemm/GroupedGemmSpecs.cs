@@ -17,13 +17,17 @@ internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DTyp
     string File, string EntryName, int DynamicSharedBytes, IReadOnlyDictionary<string, string> Values)
 {
     /// <summary>Unique module name: file without extension + dtype + tile, e.g. GroupedGemm/grouped_gemm_nt_mma_sm80.bf16.128x128x32_s4_w8.</summary>
-    public string ModuleName => $"{Path.ChangeExtension(File, null)}{(Math == GemmMath.WgmmaSm90a ? "." + GroupedGemmSpecs.Tag(Layout) + Sm90aEpilogues.Tag(Epilogue) : "")}.{DType.ShortName()}.{Config.Name}";
+    public string ModuleName => $"{Path.ChangeExtension(File, null)}{(Math == GemmMath.WgmmaSm90a ? "." + GroupedGemmSpecs.Tag(Layout) + Sm90aEpilogues.Tag(Epilogue) : "")}.{DType.ShortName()}.{Config.Name}"
+        + GroupedGemmSpecs.OutputTag(Float32Output);
 
     /// <summary>What identifies this specialisation (the spec cache's and the launcher's kernel cache's key).</summary>
-    public GroupedGemmSpecKey Key => new(Math, Layout, DType, Config, Epilogue);
+    public GroupedGemmSpecKey Key => new(Math, Layout, DType, Config, Epilogue, Float32Output);
 
     /// <summary>The epilogue (<see cref="GroupedGemmEpilogue.Plain"/> except for the fused sm_90a variants).</summary>
     public GroupedGemmEpilogue Epilogue { get; init; }
+
+    /// <summary>TN only: dW is stored as f32, unrounded (the router dW's row-chunk partials), instead of the dtype.</summary>
+    public bool Float32Output { get; init; }
 
     /// <summary>The launch-args struct of this layout (the sm_90a NT/NN kernels pass W as a tensor map; the sm_90a TN
     /// kernel takes the sm_80 TN parameters).</summary>
@@ -49,10 +53,10 @@ internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DTyp
 /// <summary>
 /// What selects one grouped-GEMM specialisation: the instruction family (<see cref="GemmMath"/>, which names the
 /// architecture: SIMT FFMA, sm_80 mma.sync; an sm_90a family adds its own value), the layout, the storage dtype and
-/// the tile configuration, and the epilogue (the fused ones exist on sm_90a only).
+/// the tile configuration, the epilogue (the fused ones exist on sm_90a only) and, for TN, whether dW is stored as f32.
 /// </summary>
 public readonly record struct GroupedGemmSpecKey(GemmMath Math, GroupedGemmLayout Layout, ScalarType DType, GemmConfig Config,
-    GroupedGemmEpilogue Epilogue = GroupedGemmEpilogue.Plain);
+    GroupedGemmEpilogue Epilogue = GroupedGemmEpilogue.Plain, bool Float32Output = false);
 
 /// <summary>
 /// Builds <see cref="GroupedGemmSpec"/>s: file names, entry names and the template values each PTX file expects
@@ -62,6 +66,17 @@ internal static class GroupedGemmSpecs
 {
     /// <summary>Bytes of one K-major stage row of BK elements: 2*BK B of data + 16 B pad (80 or 144; /16 odd).</summary>
     public static int KMajorPitchOf(int blockK) => 2 * blockK + 16;
+
+    /// <summary>"" | "_f32out": the module- and entry-name part of a TN kernel whose dW is stored as f32.</summary>
+    public static string OutputTag(bool float32Output) => float32Output ? "_f32out" : "";
+
+    /// <summary>The TN tensor-core kernels' output template values: OUT_TAG (entry-name part), OUT_SHIFT (log2 of the
+    /// output element's bytes: 1 dtype, 2 f32).</summary>
+    internal static IEnumerable<KeyValuePair<string, string>> OutputValues(bool float32Output)
+    {
+        yield return new("OUT_TAG", OutputTag(float32Output));
+        yield return new("OUT_SHIFT", float32Output ? "2" : "1");
+    }
 
     /// <summary>Short layout tag used in file and entry names.</summary>
     public static string Tag(GroupedGemmLayout layout) => layout switch
@@ -100,6 +115,8 @@ internal static class GroupedGemmSpecs
                 if (dtype != ScalarType.Float32) yield return Create(layout, dtype, GemmConfig.Ffma64x64);
                 foreach (GemmConfig config in CandidateConfigs(layout, dtype))
                     yield return Create(layout, dtype, config);
+                foreach (GemmConfig config in Float32OutputCandidates(layout, dtype, sm90a: true))
+                    yield return Create(layout, dtype, config, float32Output: true);
                 foreach (GemmConfig config in GroupedGemmSm90aSpecs.Candidates(layout, dtype))
                 {
                     yield return Create(layout, dtype, config);
@@ -177,6 +194,16 @@ internal static class GroupedGemmSpecs
         GemmConfig.Mma(64, 32, 8),
     ];
 
+    /// <summary>The configurations of the f32-output TN GEMM for <paramref name="dtype"/>: the tensor-core candidates of
+    /// TN (and with <paramref name="sm90a"/> the Hopper ones) that have its epilogue within their shared memory; none for
+    /// other layouts or fp32 (SIMT only).</summary>
+    public static IReadOnlyList<GemmConfig> Float32OutputCandidates(GroupedGemmLayout layout, ScalarType dtype, bool sm90a)
+    {
+        if (layout != GroupedGemmLayout.BackwardWeightTN || MathFor(dtype) != GemmMath.MmaSm80) return [];
+        IEnumerable<GemmConfig> all = sm90a ? CandidateConfigs(layout, dtype).Concat(GroupedGemmSm90aSpecs.Candidates(layout, dtype)) : CandidateConfigs(layout, dtype);
+        return [.. all.Where(c => c.Float32OutputProblem(MathOf(c)) is null)];
+    }
+
     /// <summary>The instruction family a configuration runs with: <see cref="GemmConfig.Ffma64x64"/> selects the SIMT
     /// kernel for any dtype; every other configuration is a tensor-core tile (bf16/fp16 only).</summary>
     public static GemmMath MathOf(GemmConfig config)
@@ -214,23 +241,36 @@ internal static class GroupedGemmSpecs
     /// <exception cref="ArgumentException">The configuration is invalid for this dtype (message says why), or a fused
     /// <paramref name="epilogue"/> with a configuration that is not sm_90a or a layout it does not belong to.</exception>
     public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config,
-        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain)
+        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain, bool float32Output = false)
     {
         ArgumentNullException.ThrowIfNull(config);
-        var key = new GroupedGemmSpecKey(MathOf(config), layout, dtype, config, epilogue);
+        var key = new GroupedGemmSpecKey(MathOf(config), layout, dtype, config, epilogue, float32Output);
         if (Built.TryGetValue(key, out GroupedGemmSpec? spec)) return spec;
         // NOTE: an invalid configuration throws in Build and is never cached.
-        return Built.GetOrAdd(key, Build(layout, dtype, config, epilogue));
+        return Built.GetOrAdd(key, Build(layout, dtype, config, epilogue, float32Output));
     }
 
-    private static GroupedGemmSpec Build(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config, GroupedGemmEpilogue epilogue)
+    /// <summary>Why the f32-output TN GEMM cannot run (<paramref name="layout"/>, <paramref name="dtype"/>,
+    /// <paramref name="config"/>, <paramref name="epilogue"/>), or null when it can.</summary>
+    public static string? Float32OutputProblem(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config, GroupedGemmEpilogue epilogue)
+    {
+        if (layout != GroupedGemmLayout.BackwardWeightTN) return $"only the TN (weight-gradient) GEMM stores f32; got {layout}.";
+        if (epilogue != GroupedGemmEpilogue.Plain) return $"the f32 output takes the plain epilogue; got {epilogue}.";
+        if (MathFor(dtype) != GemmMath.MmaSm80) return $"the f32 output is for bf16/fp16 operands (an fp32 GEMM stores f32 already); got {dtype}.";
+        return Problem(dtype, config) ?? config.Float32OutputProblem(MathOf(config));
+    }
+
+    private static GroupedGemmSpec Build(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config, GroupedGemmEpilogue epilogue,
+        bool float32Output)
     {
         string tag = Tag(layout);
         if (Problem(layout, dtype, config) is { } problem)
             throw new ArgumentException($"Invalid {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {problem}", nameof(config));
+        if (float32Output && Float32OutputProblem(layout, dtype, config, epilogue) is { } f32Problem)
+            throw new ArgumentException($"Invalid f32-output {dtype.ShortName()} grouped-GEMM configuration {config.Name}: {f32Problem}", nameof(config));
         GemmMath math = MathOf(config);
         if (math == GemmMath.WgmmaSm90a)
-            return GroupedGemmSm90aSpecs.Create(layout, dtype, config, epilogue);
+            return GroupedGemmSm90aSpecs.Create(layout, dtype, config, epilogue, float32Output);
         if (epilogue != GroupedGemmEpilogue.Plain)
             throw new ArgumentException(
                 $"The {epilogue} epilogue exists on the sm_90a kernels only; {config.Name} is an {math} configuration (run the plain GEMM and the SwiGLU kernel instead).", nameof(config));
@@ -305,10 +345,19 @@ internal static class GroupedGemmSpecs
         if (layout == GroupedGemmLayout.ForwardNT)
             // NOTE: cvt.f32.bf16 needs sm_90; on sm_80 a bf16 widens by moving its bits to the high half of a b32.
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "mov.b32 t_scale, {t_zero, t_h};" : "cvt.f32.f16 t_scale, t_h;";
-        string entry = $"grouped_gemm_{tag}_sm80_{dtype.ShortName()}_mma_{bm}x{bn}x{config.BlockK}_s{s}";
+        if (layout == GroupedGemmLayout.BackwardWeightTN)
+        {
+            foreach ((string key, string value) in OutputValues(float32Output)) values[key] = value;
+            // the thread's 8 columns: the 8 f32 of the C tile as two 16-byte stores, or the 4 packed dtype pairs as one
+            values["EPI_STORE"] = float32Output
+                ? "st.global.v4.f32 [ep_out], {x0, x1, x2, x3};\n    st.global.v4.f32 [ep_out+16], {x4, x5, x6, x7};"
+                : "st.global.v4.b32 [ep_out], {o0, o1, o2, o3};";
+        }
+        string entry = $"grouped_gemm_{tag}_sm80_{dtype.ShortName()}_mma_{bm}x{bn}x{config.BlockK}_s{s}{OutputTag(float32Output)}";
         return new GroupedGemmSpec(layout, dtype, math, config, $"GroupedGemm/grouped_gemm_{tag}_mma_sm80.ptx", entry, smem, values)
         {
             SharedBytesPerExpert = layout == GroupedGemmLayout.ForwardNT ? 4 : 0, // sched [E] i32
+            Float32Output = float32Output,
         };
     }
 }

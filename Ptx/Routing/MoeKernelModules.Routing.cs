@@ -9,11 +9,13 @@ internal static partial class MoeKernelModules
     public const string RoutingIndicesFile = "Routing/routing_indices.ptx";
     public const string RouterLogitsGemvFile = "Routing/router_logits_gemv.ptx";
     public const string RoutingDecodeFile = "Routing/routing_decode.ptx";
+    public const string RouterDwReduceFile = "Routing/router_dw_reduce.ptx";
 
     public static string RouterForwardEntry(ScalarType t) => $"moe_router_softmax_topk_{t.ShortName()}";
     public static string RouterBackwardEntry(ScalarType t) => $"moe_router_softmax_topk_backward_{t.ShortName()}";
     public static string RouterLogitsGemvEntry(ScalarType t) => $"moe_router_logits_gemv_{t.ShortName()}";
     public static string RoutingDecodeEntry(ScalarType t) => $"moe_routing_decode_{t.ShortName()}";
+    public static string RouterDwReduceEntry(ScalarType t) => $"moe_router_dw_reduce_{t.ShortName()}";
     public const string RoutingCountEntry = "moe_routing_count_chunks_i32";
     public const string RoutingScanEntry = "moe_routing_scan_chunks_i32";
     public const string RoutingScatterEntry = "moe_routing_scatter_chunks_i32";
@@ -21,6 +23,9 @@ internal static partial class MoeKernelModules
     public static PtxModuleSpec Router(ScalarType t) => Dtype(RouterFile, t,
         new PtxKernelSpec(RouterForwardEntry(t), typeof(RouterSoftmaxTopKArgs)),
         new PtxKernelSpec(RouterBackwardEntry(t), typeof(RouterSoftmaxTopKBackwardArgs)));
+
+    public static PtxModuleSpec RouterDwReduce(ScalarType t) => Dtype(RouterDwReduceFile, t,
+        new PtxKernelSpec(RouterDwReduceEntry(t), typeof(RouterDwReduceArgs)));
 
     public static PtxModuleSpec RoutingIndices() => new(ModuleName(RoutingIndicesFile, null),
         PtxTemplate.Specialise(PtxLibrary.ReadComposed(RoutingIndicesFile), new Dictionary<string, string>()),

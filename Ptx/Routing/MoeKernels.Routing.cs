@@ -18,6 +18,7 @@ internal sealed partial class MoeKernels
 
     private readonly PtxKernel<RouterSoftmaxTopKArgs>?[] _routerForward = new PtxKernel<RouterSoftmaxTopKArgs>?[3];
     private readonly PtxKernel<RouterSoftmaxTopKBackwardArgs>?[] _routerBackward = new PtxKernel<RouterSoftmaxTopKBackwardArgs>?[3];
+    private readonly PtxKernel<RouterDwReduceArgs>?[] _routerDwReduce = new PtxKernel<RouterDwReduceArgs>?[3];
     private readonly PtxKernel<RouterLogitsGemvArgs>?[] _routerLogitsGemv = new PtxKernel<RouterLogitsGemvArgs>?[3];
     private readonly PtxKernel<RoutingDecodeArgs>?[] _routingDecode = new PtxKernel<RoutingDecodeArgs>?[6]; // [programmatic * 3 + dtype slot]
     private readonly PtxKernel<RoutingCountArgs>?[] _routingCount = new PtxKernel<RoutingCountArgs>?[1];
@@ -81,6 +82,41 @@ internal sealed partial class MoeKernels
         };
         Kernel(_routerBackward, dtype, MoeKernelModules.Router, MoeKernelModules.RouterBackwardEntry)
             .Launch(stream, new Dim3(CeilDiv(tokens, RouterBlock / 32)), new Dim3(RouterBlock), 0, in args);
+    }
+
+    /// <summary>
+    /// Router weight gradient, second pass of a split over token rows: <c>dWr[e, h] = Σ_s partial[s, e, h]</c>, f32 sums in
+    /// s order (deterministic), one rounding to <paramref name="dtype"/>. The partials are the f32 output of the grouped
+    /// TN GEMM with one group per chunk of rows (<see cref="GroupedGemm.BackwardWeightTNFloat32"/>,
+    /// <c>Blocks/Common/RouterRowSplit.cs</c>), so nothing is rounded before the sum.
+    /// </summary>
+    public void RouterWeightGradReduce(CudaStream stream, ScalarType dtype,
+        DeviceRange partials, // [S,E,H] f32
+        DeviceRange dRouter,  // [E,H] dtype out
+        int splits, int experts, int hidden)
+    {
+        CheckStream(stream);
+        int es = ElementSize(dtype);
+        if (splits < 1) throw new ArgumentOutOfRangeException(nameof(splits), splits, "S must be >= 1.");
+        if (experts < 1) throw new ArgumentOutOfRangeException(nameof(experts), experts, "E must be >= 1.");
+        NonNegative(hidden, nameof(hidden));
+        long n = (long)experts * hidden;
+        if (n > int.MaxValue - 1024) throw new ArgumentOutOfRangeException(nameof(hidden), hidden, $"E*H = {n} is too large for this kernel's 32-bit element index.");
+        Need(partials, splits * n * 4, nameof(partials), $"[S={splits},E={experts},H={hidden}] f32");
+        if (partials.Pointer % 4 != 0) throw new ArgumentException($"partials must be 4-byte aligned (f32); got 0x{partials.Pointer:X}.", nameof(partials));
+        if (dRouter.Pointer % (ulong)es != 0) throw new ArgumentException($"dRouter must be {es}-byte aligned ({dtype}); got 0x{dRouter.Pointer:X}.", nameof(dRouter));
+        Need(dRouter, n * es, nameof(dRouter), $"[E={experts},H={hidden}] {dtype}");
+        if (partials.Pointer < dRouter.Pointer + (ulong)(n * es) && dRouter.Pointer < partials.Pointer + (ulong)(splits * n * 4))
+            throw new ArgumentException("dRouter must not overlap the partials.", nameof(dRouter));
+        if (n == 0) return;
+        int count = (int)n;
+        var args = new RouterDwReduceArgs
+        {
+            Partials = partials.Pointer, Output = dRouter.Pointer, Count = count, Splits = splits,
+            Vectorised = count % 8 == 0 && partials.Pointer % 16 == 0 && dRouter.Pointer % 16 == 0 ? 1 : 0,
+        };
+        Kernel(_routerDwReduce, dtype, MoeKernelModules.RouterDwReduce, MoeKernelModules.RouterDwReduceEntry)
+            .Launch(stream, new Dim3(CeilDiv(count, 1024)), new Dim3(128), 0, in args);
     }
 
     /// <summary>Largest T for which <see cref="CanRouterLogitsGemv"/> says yes: each warp re-reads X (T x H) once per expert

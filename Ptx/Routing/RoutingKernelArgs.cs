@@ -101,3 +101,14 @@ internal struct RoutingDecodeArgs
     public int Hidden;      // H (multiple of 8)
     public int NormTopK;    // 1: divide by the sum of the k selected probs
 }
+
+/// <summary><c>moe_router_dw_reduce_{dtype}</c>: dWr = the f32 sum of S f32 row-chunk partials in chunk order, rounded once; 8 elements per thread.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct RouterDwReduceArgs
+{
+    public ulong Partials;  // [S,E,H] f32 in
+    public ulong Output;    // [E,H] dtype out
+    public int Count;       // n = E*H
+    public int Splits;      // S
+    public int Vectorised;  // 1: 16-byte loads/stores
+}

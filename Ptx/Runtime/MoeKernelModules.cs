@@ -13,7 +13,7 @@ internal static partial class MoeKernelModules
     public static string ModuleName(string file, ScalarType? dtype) =>
         Path.ChangeExtension(file, null) + (dtype is { } t ? "." + t.ShortName() : "");
 
-    /// <summary>Every small-kernel specialisation (5 files x 3 dtypes + routing indices + the router GEMV + the one-launch decode routing and the decode kernels, each plain (sm_80) and with programmatic launch (sm_90)).</summary>
+    /// <summary>Every small-kernel specialisation (6 files x 3 dtypes + routing indices + the router GEMV + the one-launch decode routing and the decode kernels, each plain (sm_80) and with programmatic launch (sm_90)).</summary>
     public static IEnumerable<PtxModuleSpec> All()
     {
         yield return RoutingIndices();
@@ -26,6 +26,7 @@ internal static partial class MoeKernelModules
         foreach (ScalarType t in PtxDtype.All)
         {
             yield return Router(t);
+            yield return RouterDwReduce(t);
             yield return GatherRows(t);
             yield return SiluMul(t);
             yield return TopKCombine(t);

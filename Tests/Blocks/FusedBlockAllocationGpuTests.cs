@@ -22,6 +22,8 @@ public sealed class FusedBlockAllocationGpuTests
     [DataRow(300, false, false, false, DisplayName = "T=300 (router GEMM), default configs")]
     [DataRow(300, true, true, false, DisplayName = "T=300, autotune, permute_x")]
     [DataRow(130, true, false, true, DisplayName = "T=130, autotune, permute_y")]
+    [DataRow(1500, false, false, false, DisplayName = "T=1500 (router dW split), default configs")]
+    [DataRow(1500, true, false, false, DisplayName = "T=1500 (router dW split), autotune")]
     public void WarmForwardAndBackward_AllocateNoManagedMemory(int tokens, bool autotune, bool permuteX, bool permuteY)
     {
         CudaContext context = GpuTest.RequireContext();

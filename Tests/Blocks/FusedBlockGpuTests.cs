@@ -72,6 +72,47 @@ public sealed class FusedBlockGpuTests
         Assert.AreEqual(x.Length, (long)tokens * c.HiddenSize);
     }
 
+    // The backward captured alone (after a warm forward + backward), at T = 1500: the router dW runs split over row
+    // chunks (f32 partials from the device m_sizes table, then the reduce), so the capture covers it.
+    [TestMethod]
+    public void Graph_BackwardReplayEqualsDirectLaunches_WithTheRouterDwSplit()
+    {
+        const int Tokens = 1500;
+        CudaContext context = GpuTest.RequireContext();
+        MoeConfig c = BlockTestModels.Config(Config);
+        using var block = NewBlock(ScalarType.BFloat16);
+        (float[] x, float[] dY) = BlockTestModels.Inputs(Config, ScalarType.BFloat16, Tokens);
+        using var stream = new CudaStream(context);
+        using var xd = UploadBf16(context, x);
+        using var dYd = UploadBf16(context, dY);
+        using var y = new DeviceBuffer<BFloat16>(context, x.Length);
+        DeviceBuffer<BFloat16>[] direct = [new(context, x.Length), new(context, c.GateElements), new(context, c.GateUpProjElements), new(context, c.DownProjElements)];
+        DeviceBuffer<BFloat16>[] replay = [new(context, x.Length), new(context, c.GateElements), new(context, c.GateUpProjElements), new(context, c.DownProjElements)];
+        try
+        {
+            block.Forward(stream, xd, y, Tokens);
+            block.Backward(stream, dYd, new DeviceGradients<BFloat16>(direct[0], direct[1], direct[2], direct[3]));
+            foreach (DeviceBuffer<BFloat16> g in replay) g.FillBytes(0xFF, stream);
+            stream.Synchronize();
+            using var graph = CudaGraph.Capture(stream, s => block.Backward(s, dYd, new DeviceGradients<BFloat16>(replay[0], replay[1], replay[2], replay[3])));
+            Assert.IsTrue(float.IsNaN(DownloadBf16(replay[1], 1)[0]), "capture must not execute the work");
+            graph.Launch(stream);
+            graph.Launch(stream);
+            stream.Synchronize();
+            string[] names = ["grad hidden_states", "grad gate", "grad gate_up_proj", "grad down_proj"];
+            for (int i = 0; i < names.Length; i++)
+            {
+                float[] d = DownloadBf16(direct[i], direct[i].Length), r = DownloadBf16(replay[i], replay[i].Length);
+                Assert.AreEqual(0, r.Count(float.IsNaN), $"{names[i]}: graph replay left NaN (unwritten) outputs");
+                CollectionAssert.AreEqual(d, r, $"{names[i]}: graph replay must equal direct launches bit for bit");
+            }
+        }
+        finally
+        {
+            foreach (DeviceBuffer<BFloat16> g in direct.Concat(replay)) g.Dispose();
+        }
+    }
+
     [TestMethod]
     [DataRow(ScalarType.BFloat16)]
     [DataRow(ScalarType.Float16)]
@@ -192,11 +233,19 @@ public sealed class FusedBlockGpuTests
         (float[] x, float[] dY) = BlockTestModels.Inputs(Config, ScalarType.BFloat16, Tokens);
         block.Forward(x, Tokens);
         block.Backward(dY);
+        // the router dW's row split (f32 partials) runs from a shape class of 1024 on: a second call there
+        const int SplitTokens = MoeNative.Blocks.RouterRowSplit.MinSplitClass;
+        (float[] x2, float[] dY2) = BlockTestModels.Inputs(Config, ScalarType.BFloat16, SplitTokens);
+        block.Forward(x2, SplitTokens);
+        block.Backward(dY2);
         foreach (FusedGemm gemm in Enum.GetValues<FusedGemm>())
         {
-            int timed = block.AutotuneTimings.Count(t => t.Gemm == gemm && !double.IsNaN(t.Milliseconds));
+            int at = gemm == FusedGemm.RouterBackwardWeightSplit ? SplitTokens : Tokens;
+            int timed = block.AutotuneTimings.Count(t => t.Gemm == gemm && t.ShapeClassTokens == at && !double.IsNaN(t.Milliseconds));
             Assert.IsGreaterThanOrEqualTo(FusedBlockOptions.MinimumAutotuneCandidates, timed, $"{gemm}: {timed} candidates timed");
-            Assert.IsTrue(block.ChosenConfigs.ContainsKey((gemm, Tokens)), $"{gemm}: no config chosen");
+            Assert.IsTrue(block.ChosenConfigs.ContainsKey((gemm, at)), $"{gemm}: no config chosen");
         }
+        Assert.IsFalse(block.ChosenConfigs.ContainsKey((FusedGemm.RouterBackwardWeight, SplitTokens)), "T = 1024 ran the one-group router dW");
+        Assert.IsFalse(block.ChosenConfigs.ContainsKey((FusedGemm.RouterBackwardWeightSplit, Tokens)), "T = 512 ran the router dW split");
     }
 }

@@ -142,6 +142,7 @@ public sealed class FusedBlockValidationTests
     [DataRow(FusedGemm.SecondBackwardWeight, MoeNative.Ptx.GroupedGemmLayout.BackwardWeightTN)]
     [DataRow(FusedGemm.FirstBackwardWeight, MoeNative.Ptx.GroupedGemmLayout.BackwardWeightTN)]
     [DataRow(FusedGemm.RouterBackwardWeight, MoeNative.Ptx.GroupedGemmLayout.BackwardWeightTN)]
+    [DataRow(FusedGemm.RouterBackwardWeightSplit, MoeNative.Ptx.GroupedGemmLayout.BackwardWeightTN)]
     public void EveryGemm_HasItsLayout(FusedGemm gemm, MoeNative.Ptx.GroupedGemmLayout layout) =>
         Assert.AreEqual(layout, GemmTuner.LayoutOf(gemm));
 

@@ -59,6 +59,31 @@ public sealed class WorkspaceAndCostTests
         Assert.AreEqual(!permuteX && !gemmScattersDX, layout.Contains(BlockBuffer.DXPermutedExpertOrder));
     }
 
+    // The fused block's backward with the router dW split: + RouterWeightPartials [G,E,H] f32, G = 1 + capacity / P,
+    // P = max(256, capacity / 32), from a capacity of 1024 on: Qwen3-30B-A3B (E=128, H=2048) bf16 at 16384: P = 512,
+    // G = 33, 33 * 128 * 2048 * 4 = 34603008 bytes (a multiple of 256); at 1024: P = 256, G = 5, 5242880 bytes; at 512
+    // and below nothing splits (no buffer); fp32 never splits.
+    [TestMethod]
+    [DataRow(16384, ScalarType.BFloat16, 34603008L)]
+    [DataRow(1024, ScalarType.Float16, 5242880L)]
+    [DataRow(512, ScalarType.BFloat16, 0L)]
+    [DataRow(8, ScalarType.BFloat16, 0L)]
+    [DataRow(16384, ScalarType.Float32, 0L)]
+    public void BackwardLayout_RouterSplit_AddsTheF32Partials(int capacity, ScalarType dtype, long partialBytes)
+    {
+        MoeConfig c = MoeConfig.Preset("qwen3-30b-a3b");
+        var plain = BlockWorkspaceLayout.Backward(c, dtype, FusedBlockOptions.Default, capacity, gemmScattersDX: true);
+        var split = BlockWorkspaceLayout.Backward(c, dtype, FusedBlockOptions.Default, capacity, gemmScattersDX: true, routerSplit: true);
+        Assert.IsFalse(plain.Contains(BlockBuffer.RouterWeightPartials));
+        Assert.AreEqual(partialBytes > 0, split.Contains(BlockBuffer.RouterWeightPartials));
+        if (partialBytes > 0)
+        {
+            Assert.AreEqual(partialBytes, split[BlockBuffer.RouterWeightPartials].Bytes);
+            Assert.AreEqual(partialBytes / 4, split[BlockBuffer.RouterWeightPartials].Elements);
+        }
+        Assert.AreEqual(plain.TotalBytes + partialBytes, split.TotalBytes);
+    }
+
     [TestMethod]
     [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 1024)]
     [DataRow("qwen3-30b-a3b", ScalarType.Float32, 16384)]

@@ -54,6 +54,10 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(256, 3),
     ];
 
+    /// <summary>The default Hopper tile of the f32-output TN GEMM: 128x128 s4, the only TN candidate whose f32 staging
+    /// (2 x 64 x 544 B) fits beside its stages (s5 and 128x256 s3 do not).</summary>
+    public static GemmConfig Float32OutputDefault => WeightCandidates[0];
+
     /// <summary>The Hopper tiles autotuning may time for (layout, dtype): every layout (NT, NN, TN) for bf16/fp16.</summary>
     public static IReadOnlyList<GemmConfig> Candidates(GroupedGemmLayout layout, ScalarType dtype) =>
         !Enum.IsDefined(layout) || dtype is not (ScalarType.BFloat16 or ScalarType.Float16) ? []
@@ -95,8 +99,9 @@ internal static class GroupedGemmSm90aSpecs
     /// <summary>The specialisation of (layout, dtype, config, epilogue); the config is already validated. The dSwiGLU
     /// epilogue stores from registers: a <see cref="GemmConfig.StagedEpilogue"/> tile (autotune times GEMM2 dX as the
     /// plain NN GEMM) runs as its register-store twin.</summary>
+    /// <remarks><paramref name="float32Output"/> (TN, plain, already validated): dW staged and stored as f32.</remarks>
     public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config,
-        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain)
+        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain, bool float32Output = false)
     {
         if (epilogue == GroupedGemmEpilogue.DSwiGlu && config.StagedEpilogue) config = config with { StagedEpilogue = false };
         if (!Enum.IsDefined(layout)) throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown grouped-GEMM layout.");
@@ -107,8 +112,8 @@ internal static class GroupedGemmSm90aSpecs
         int bn = config.BlockN, s = config.Stages, accs = bn / 2;
         string ptxType = PtxType(dtype);
         int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
-        int stgOff = bOff + s * bStage, barOff = stgOff + config.WgmmaStagingBytes(layout), tabOff = barOff + 16 * s;
-        int schedOff = tabOff + GemmConfig.WgmmaRowTableBytes(layout);
+        int stgOff = bOff + s * bStage, barOff = stgOff + config.WgmmaStagingBytes(layout, float32Output), tabOff = barOff + 16 * s;
+        int schedOff = tabOff + GemmConfig.WgmmaRowTableBytes(layout), pitch = config.WgmmaStagingPitchOf(float32Output);
         var values = new Dictionary<string, string>
         {
             // A: K-major rows (NT, NN; k16 step +32 B) or, for TN, dY^T read MN-major (trans-a 1; k16 step +16 rows)
@@ -122,15 +127,17 @@ internal static class GroupedGemmSm90aSpecs
             ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff),
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
             ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
-            // the epilogue staging (TN; staged row tiles), one [64 rows][BN columns] tile per consumer
-            ["STG_OFF"] = Int(stgOff), ["STG_BYTES"] = Int(64 * config.WgmmaStagingPitch), ["STG_PITCH"] = Int(config.WgmmaStagingPitch),
+            // the epilogue staging (TN, dtype or f32; staged row tiles), one [64 rows][BN columns] tile per consumer
+            ["STG_OFF"] = Int(stgOff), ["STG_BYTES"] = Int(64 * pitch), ["STG_PITCH"] = Int(pitch),
         };
         if (tn)
         {
             values["B_LOADS"] = Sm90aFragments.WeightGradientBLoads(bn);
             values["BM"] = Int(GemmConfig.WgmmaBlockM);
             foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
-            values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, ptxType, config.WgmmaStagingPitch, scaled: false);
+            values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, float32Output ? null : ptxType, pitch);
+            foreach ((string key, string value) in GroupedGemmSpecs.OutputValues(float32Output)) values[key] = value;
+            values["STG_Q_SHIFT"] = float32Output ? "3" : "2";
         }
         else
         {
@@ -143,15 +150,16 @@ internal static class GroupedGemmSm90aSpecs
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16";
             values["TX_BYTES"] = Int(bStage);
         }
-        if (config.WgmmaSharedBytesOf(layout) != schedOff + 1024)
-            throw new InvalidOperationException($"Shared layout mismatch: {config.WgmmaSharedBytesOf(layout)} vs {schedOff + 1024}.");
+        int shared = config.WgmmaSharedBytesOf(layout, float32Output);
+        if (shared != schedOff + 1024)
+            throw new InvalidOperationException($"Shared layout mismatch: {shared} vs {schedOff + 1024}.");
         string entry = $"grouped_gemm_{GroupedGemmSpecs.Tag(layout)}{Sm90aEpilogues.Tag(epilogue)}_sm90a_{dtype.ShortName()}_wgmma_128x{bn}x64_s{s}"
-            + (config.Cluster == 1 ? "" : $"_c{config.Cluster}") + (config.StagedEpilogue ? "_stg" : "");
-        return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, tn ? WeightGradientFile : RowsFile, entry,
-            config.WgmmaSharedBytesOf(layout), values)
+            + (config.Cluster == 1 ? "" : $"_c{config.Cluster}") + (config.StagedEpilogue ? "_stg" : "") + GroupedGemmSpecs.OutputTag(float32Output);
+        return new GroupedGemmSpec(layout, dtype, GemmMath.WgmmaSm90a, config, tn ? WeightGradientFile : RowsFile, entry, shared, values)
         {
             SharedBytesPerExpert = 4, // sched [E] i32
             Epilogue = epilogue,
+            Float32Output = float32Output,
         };
     }
 

@@ -86,25 +86,30 @@ internal static class Sm90aFragments
 
     /// <summary>
     /// The staged epilogues' fragment stores (TN; the row tiles' plain and SwiGLU) of the whole N =
-    /// <paramref name="columns"/> accumulator into the staging tile: per 8-column block j, D row g (acc[4j], acc[4j+1])
-    /// and D row g+8 (acc[4j+2], acc[4j+3]), multiplied by scale0 | scale1 in f32 when <paramref name="scaled"/> (as
-    /// <see cref="EpilogueRow"/>), rounded to <paramref name="ptxType"/>x2 and stored as 4 bytes at st_frag + 16j
-    /// (+ 8 rows of <paramref name="pitch"/> bytes for row g+8). Registers used: acc*, o, st_frag (scaled: x0, x1, scale0|1).
+    /// <paramref name="columns"/> accumulator into the staging tile (pitch <paramref name="pitch"/> bytes): per 8-column
+    /// block j, D row g (acc[4j], acc[4j+1]) and D row g+8 (acc[4j+2], acc[4j+3]), 8 rows further.
+    /// <paramref name="ptxType"/> bf16|f16: each pair, multiplied by scale0 | scale1 in f32 when <paramref name="scaled"/>
+    /// (as <see cref="EpilogueRow"/>), rounded to ptxTypex2 and stored as 4 bytes at st_frag + 16j; null (the TN
+    /// kernel's f32 output, never scaled): each pair as it is, one 8-byte st.shared.v2.f32 at st_frag + 32j.
+    /// Registers used: acc*, o, st_frag (scaled: x0, x1, scale0|1).
     /// </summary>
-    public static string StagingStores(int columns, string ptxType, int pitch, bool scaled)
+    public static string StagingStores(int columns, string? ptxType, int pitch, bool scaled = false)
     {
+        if (scaled && ptxType is null) throw new ArgumentException("The f32 staging stores are not scaled.", nameof(scaled));
         var sb = new StringBuilder();
         for (int j = 0; j < columns / 8; j++)
         {
+            sb.Append(j > 0 ? "\n    " : "    ");
             for (int row = 0; row < 2; row++)
             {
-                int lo = 4 * j + 2 * row, hi = lo + 1, at = 16 * j + 8 * pitch * row;
-                sb.Append(sb.Length > 0 ? (row == 0 ? "\n    " : " ") : "    ");
-                if (scaled)
-                    sb.Append(CultureInfo.InvariantCulture, $"mul.f32 x0, acc{lo}, scale{row}; mul.f32 x1, acc{hi}, scale{row}; cvt.rn.{ptxType}x2.f32 o, x1, x0; ");
+                int lo = 4 * j + 2 * row, at = (ptxType is null ? 32 * j : 16 * j) + 8 * pitch * row;
+                if (row > 0) sb.Append(' ');
+                if (ptxType is null)
+                    sb.Append(CultureInfo.InvariantCulture, $"st.shared.v2.f32 [st_frag+{at}], {{acc{lo}, acc{lo + 1}}};");
+                else if (scaled)
+                    sb.Append(CultureInfo.InvariantCulture, $"mul.f32 x0, acc{lo}, scale{row}; mul.f32 x1, acc{lo + 1}, scale{row}; cvt.rn.{ptxType}x2.f32 o, x1, x0; st.shared.b32 [st_frag+{at}], o;");
                 else
-                    sb.Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{hi}, acc{lo}; ");
-                sb.Append(CultureInfo.InvariantCulture, $"st.shared.b32 [st_frag+{at}], o;");
+                    sb.Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{lo + 1}, acc{lo}; st.shared.b32 [st_frag+{at}], o;");
             }
         }
         return sb.ToString();

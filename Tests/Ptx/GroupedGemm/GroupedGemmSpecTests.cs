@@ -9,10 +9,11 @@ namespace MoeNative.Tests.Ptx.GroupedGemmTests;
 public sealed class GroupedGemmSpecTests
 {
     public static IEnumerable<object[]> Specs() =>
-        GroupedGemmSpecs.All().Select(s => new object[] { s.Layout, s.DType, s.Config.Name, s.Epilogue });
+        GroupedGemmSpecs.All().Select(s => new object[] { s.Layout, s.DType, s.Config.Name, s.Epilogue, s.Float32Output });
 
-    private static GroupedGemmSpec Spec(GroupedGemmLayout layout, ScalarType dtype, string configName, GroupedGemmEpilogue epilogue) =>
-        GroupedGemmSpecs.All().Single(s => s.Layout == layout && s.DType == dtype && s.Config.Name == configName && s.Epilogue == epilogue);
+    private static GroupedGemmSpec Spec(GroupedGemmLayout layout, ScalarType dtype, string configName, GroupedGemmEpilogue epilogue, bool float32Output) =>
+        GroupedGemmSpecs.All().Single(s => s.Layout == layout && s.DType == dtype && s.Config.Name == configName && s.Epilogue == epilogue
+            && s.Float32Output == float32Output);
 
     [TestMethod]
     [DataRow(ScalarType.BFloat16)]
@@ -100,9 +101,9 @@ public sealed class GroupedGemmSpecTests
     [TestMethod]
     [DynamicData(nameof(Specs))]
     public void Specialisation_MatchesArgsStruct_AndNamesArchDtypeLayoutTile(GroupedGemmLayout layout, ScalarType dtype, string configName,
-        GroupedGemmEpilogue epilogue)
+        GroupedGemmEpilogue epilogue, bool float32Output)
     {
-        GroupedGemmSpec spec = Spec(layout, dtype, configName, epilogue);
+        GroupedGemmSpec spec = Spec(layout, dtype, configName, epilogue, float32Output);
         string ptx = spec.SpecialisedPtx(); // strict: throws on a missing or unused template value
         Assert.IsFalse(ptx.Contains("{{", StringComparison.Ordinal), "no placeholder left");
         IReadOnlyList<PtxSignature> entries = PtxSignature.ParseAll(ptx);
@@ -115,6 +116,7 @@ public sealed class GroupedGemmSpecTests
         string fused = epilogue switch { GroupedGemmEpilogue.SwiGlu => "_swiglu", GroupedGemmEpilogue.DSwiGlu => "_dswiglu", _ => "" };
         StringAssert.StartsWith(spec.EntryName, $"grouped_gemm_{tag}{fused}_{arch}_{dtype.ShortName()}_");
         StringAssert.Contains(spec.EntryName, $"{spec.Config.BlockM}x{spec.Config.BlockN}x{spec.Config.BlockK}");
+        Assert.AreEqual(float32Output, spec.EntryName.EndsWith("_f32out", StringComparison.Ordinal), spec.EntryName);
         if (spec.Math == GemmMath.MmaSm80)
         {
             StringAssert.Contains(ptx, $".maxntid {spec.Config.Threads}, 1, 1");
@@ -125,9 +127,9 @@ public sealed class GroupedGemmSpecTests
     [TestMethod]
     [DynamicData(nameof(Specs))]
     public void SharedMemory_FitsA100AndH100_AndCoversPipelineAndCTile(GroupedGemmLayout layout, ScalarType dtype, string configName,
-        GroupedGemmEpilogue epilogue)
+        GroupedGemmEpilogue epilogue, bool float32Output)
     {
-        GroupedGemmSpec spec = Spec(layout, dtype, configName, epilogue);
+        GroupedGemmSpec spec = Spec(layout, dtype, configName, epilogue, float32Output);
         if (spec.Math == GemmMath.WgmmaSm90a)
         {
             // Hopper only (227 KiB opt-in), with room for the 4*E m_sizes table; covers 1024 B of alignment slack
@@ -163,10 +165,12 @@ public sealed class GroupedGemmSpecTests
         foreach (string name in names) Assert.Contains(name, catalog);
         // per layout: fp32 FFMA + for bf16 and fp16 the FFMA fallback, every sm_80 tensor-core candidate and every sm_90a
         // tile, plain and with each fused epilogue of the layout (dSwiGLU not on the staged tiles: it runs them as their
-        // register twins)
+        // register twins), and (TN) every tile with the f32 output
         Assert.AreEqual(Enum.GetValues<GroupedGemmLayout>().Sum(l => 1 + 2 * (1 + GroupedGemmSpecs.CandidateConfigs(l, ScalarType.BFloat16).Count
             + GroupedGemmSm90aSpecs.Candidates(l, ScalarType.BFloat16).Sum(c => 1 + GroupedGemmSm90aSpecs.FusedEpilogues(l)
-                .Count(e => !(c.StagedEpilogue && e == GroupedGemmEpilogue.DSwiGlu))))), names.Length);
+                .Count(e => !(c.StagedEpilogue && e == GroupedGemmEpilogue.DSwiGlu)))
+            + GroupedGemmSpecs.Float32OutputCandidates(l, ScalarType.BFloat16, sm90a: true).Count)), names.Length);
+        Assert.AreEqual(2 * 11, names.Count(n => n.EndsWith("_f32out", StringComparison.Ordinal))); // 10 sm_80 + 1 sm_90a TN tiles, bf16 and fp16
     }
 
     [TestMethod]

@@ -62,12 +62,10 @@ public sealed class PtxKernelGpuTests
     [DataRow(4u)]
     public void LaunchEx_ClusterAttribute_ReachesTheKernel(uint clusterSize)
     {
-        CudaContext ctx = GpuTest.RequireContext();
-        if (ctx.ComputeCapability.Major < 9)
-            Assert.Inconclusive($"Thread-block clusters need sm_90+; this is {ctx.Info.SmName}.");
-        using var stream = new CudaStream(ctx);
-        using CudaModule module = CudaModule.Load(ctx, TestKernels.ClusterShapePtx, "interop-test-cluster");
+        using CudaModule module = LoadClusterModule("interop-test-cluster");
+        CudaContext ctx = module.Context;
         CudaKernel kernel = module.GetKernel(TestKernels.ClusterShapeEntry, TestKernels.ClusterShapeParameters);
+        using var stream = new CudaStream(ctx);
         const int ctas = 16;
         using var outDev = new DeviceBuffer<uint>(ctx, ctas);
         var args = new TestKernels.ClusterShapeArgs { Out = outDev.DevicePointer };
@@ -88,10 +86,8 @@ public sealed class PtxKernelGpuTests
     [DataRow(2u)]
     public void MaxActiveClusters_CoversAtMostTheSmsAndAtLeastOneCluster(uint clusterSize)
     {
-        CudaContext ctx = GpuTest.RequireContext();
-        if (ctx.ComputeCapability.Major < 9)
-            Assert.Inconclusive($"Thread-block clusters need sm_90+; this is {ctx.Info.SmName}.");
-        using CudaModule module = CudaModule.Load(ctx, TestKernels.ClusterShapePtx, "interop-test-cluster-occupancy");
+        using CudaModule module = LoadClusterModule("interop-test-cluster-occupancy");
+        CudaContext ctx = module.Context;
         CudaKernel kernel = module.GetKernel(TestKernels.ClusterShapeEntry, TestKernels.ClusterShapeParameters);
         // 1024 threads and 200 KiB: one CTA per SM, so clusters x size is the number of SMs that can be paired
         kernel.SetMaxDynamicSharedMemory(200 * 1024);
@@ -103,6 +99,15 @@ public sealed class PtxKernelGpuTests
             Assert.AreEqual(ctx.MultiprocessorCount, clusters, "clusters of one are CTAs: one per SM");
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernel.MaxActiveClusters(new Dim3(1024), 200 * 1024, 0));
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernel.MaxActiveClusters(new Dim3(2048), 0, clusterSize));
+    }
+
+    /// <summary>The cluster test kernel's module, loaded as <paramref name="name"/> on a 9.0+ card (Inconclusive elsewhere).</summary>
+    private static CudaModule LoadClusterModule(string name)
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        if (ctx.ComputeCapability.Major < 9)
+            Assert.Inconclusive($"Thread-block clusters need sm_90+; this is {ctx.Info.SmName}.");
+        return CudaModule.Load(ctx, TestKernels.ClusterShapePtx, name);
     }
 
     [TestMethod]

@@ -36,14 +36,11 @@ public sealed class Sm90aDeterminismGpuTests
         GemmConfig cfg = GemmConfig.Wgmma(blockN, stages, cluster);
         int seed = 500 + (int)layout * 10 + blockN / 128 + stages + 100 * (cluster - 1);
         var rng = new Random(seed);
-        int rows = MSizes.Sum(), experts = MSizes.Length;
-        int[] gather = Enumerable.Range(0, rows).ToArray();
-        rng.Shuffle(gather);
+        using var routing = new ShuffledGroupedRows(ctx, MSizes, TopK, rng);
+        int rows = routing.Rows, experts = routing.Experts;
+        GroupedRows grouped = routing.Grouped;
 
         using var stream = new CudaStream(ctx);
-        using DeviceBuffer<int> dm = DeviceBuffer<int>.FromHost(ctx, MSizes);
-        using DeviceBuffer<int> dg = DeviceBuffer<int>.FromHost(ctx, gather);
-        var grouped = new GroupedRows(dm.DevicePointer, dg.DevicePointer, rows, experts, TopK);
         // operands sized for the largest use of each: A [rows, max(N, K)]; W [E, N, K] (also X [rows / k, K] of TN); scale [rows]
         using DeviceBuffer<byte> a = HostData.Upload(ctx, dtype, HostData.Random(dtype, (long)rows * Math.Max(N, K), rng));
         using DeviceBuffer<byte> w = HostData.Upload(ctx, dtype, HostData.Random(dtype, (long)experts * N * K, rng));

@@ -260,26 +260,7 @@ public sealed class Sm90aGroupedGemmPlanTests
         GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.Float16, GemmConfig.Wgmma(blockN, stages));
         Assert.AreEqual(pitch.ToString(System.Globalization.CultureInfo.InvariantCulture), spec.Values["STG_PITCH"]);
         Assert.AreEqual(0, int.Parse(spec.Values["STG_OFF"], System.Globalization.CultureInfo.InvariantCulture) % 16, "staging 16-byte aligned");
-        string ptx = spec.SpecialisedPtx();
-        int[] offsets = System.Text.RegularExpressions.Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag\+(\d+)\]")
-            .Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
-        Assert.AreEqual(2 * blockN / 8, offsets.Length, "BN/8 column blocks x rows g, g+8");
-        var elements = new HashSet<(int Row, int Col)>();
-        foreach (int at in offsets)
-        {
-            var banks = new HashSet<int>();
-            for (int lane = 0; lane < 32; lane++)
-            {
-                int g = lane / 4, q = lane % 4, address = g * pitch + 4 * q + at;
-                banks.Add(address / 4 % 32);
-                // the 2 elements this lane stores (any warp: rows relative to 16w)
-                int row = address / pitch, col = address % pitch / 2;
-                Assert.IsTrue(col + 1 < blockN, $"offset {at}: column {col} past the tile");
-                Assert.IsTrue(elements.Add((row, col)) && elements.Add((row, col + 1)), $"offset {at} lane {lane} stores twice");
-            }
-            Assert.AreEqual(32, banks.Count, $"st.shared.b32 [st_frag+{at}]: bank conflicts");
-        }
-        Assert.AreEqual(16 * blockN, elements.Count, "16 rows x BN columns per warp");
+        Sm90aStagedEpiloguePlanTests.AssertStagingCoversTheTileConflictFree(spec.SpecialisedPtx(), blockN, pitch);
     }
 
     /// <summary>The TN epilogue overlaps the next tile: each warp waits only for its own lanes' copies of the previous

@@ -36,14 +36,11 @@ public sealed class Sm90aStagedEpilogueGpuTests
         GemmConfig registers = staged with { StagedEpilogue = false };
         int seed = 900 + configName.Length + call.Length;
         var rng = new Random(seed);
-        int rows = MSizes.Sum(), experts = MSizes.Length;
-        int[] gather = Enumerable.Range(0, rows).ToArray();
-        rng.Shuffle(gather);
+        using var routing = new ShuffledGroupedRows(ctx, MSizes, TopK, rng);
+        int rows = routing.Rows, experts = routing.Experts;
+        GroupedRows grouped = routing.Grouped;
 
         using var stream = new CudaStream(ctx);
-        using DeviceBuffer<int> dm = DeviceBuffer<int>.FromHost(ctx, MSizes);
-        using DeviceBuffer<int> dg = DeviceBuffer<int>.FromHost(ctx, gather);
-        var grouped = new GroupedRows(dm.DevicePointer, dg.DevicePointer, rows, experts, TopK);
         int width = Math.Max(N, 2 * Intermediate);
         using DeviceBuffer<byte> a = HostData.Upload(ctx, dtype, HostData.Random(dtype, (long)rows * Math.Max(width, K), rng));
         using DeviceBuffer<byte> w = HostData.Upload(ctx, dtype, HostData.Random(dtype, (long)experts * width * K, rng));

@@ -133,8 +133,9 @@ public sealed class Sm90aStagedEpiloguePlanTests
     }
 
     /// <summary>Every staging store of a warp (8 rows g x 4 threads q at g * pitch + 4q + offset) hits 32 distinct
-    /// banks, and the offsets cover columns 0 .. BN-1 of the warp's rows g and g+8 exactly once.</summary>
-    private static void AssertStagingCoversTheTileConflictFree(string ptx, int blockN, int pitch)
+    /// banks, and the offsets cover columns 0 .. BN-1 of the warp's rows g and g+8 exactly once (also the TN epilogue's,
+    /// Sm90aGroupedGemmTests).</summary>
+    internal static void AssertStagingCoversTheTileConflictFree(string ptx, int blockN, int pitch)
     {
         int[] offsets = Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag\+(\d+)\]").Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToArray();
         Assert.AreEqual(2 * blockN / 8, offsets.Length, "BN/8 column blocks x rows g, g+8");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # integration.sh: the end-of-round GPU call over the whole merged tree, sized for one device call (10 minutes):
-#   1. the GPU test category as three parallel shards (one test process each; the GPU is shared, the host work of the
-#      reference legs runs side by side): blocks | kernels + interop + reference + cli | fuzz;
+#   1. the GPU test category as four parallel shards (one test process each; the GPU is shared, the host work of the
+#      reference legs runs side by side): the three-way block suite | the other block tests | kernels + interop +
+#      reference + cli | fuzz (session 5: the block tests in one shard no longer finished in 250 s);
 #   2. the stateful tests alone (soak and concurrency: they watch the device's free memory);
 #   3. the synthetic 8-layer Qwen3-30B-A3B checkpoint: write, load onto the GPU, run every layer (run.sh load);
 #   4. compute-sanitizer (memcheck, racecheck) over the sanitizer subset (run.sh sanitize);
@@ -16,8 +17,8 @@
 # Needs .device/ (tools/device/pack.sh). Time limits per step: MOENATIVE_SHARD_TIMEOUT (330 s), MOENATIVE_SERIAL_TIMEOUT
 # (60 s), MOENATIVE_LOAD_TIMEOUT (60 s), MOENATIVE_SANITIZE_TIMEOUT (240 s; MOENATIVE_SANITIZE_TOOLS), MOENATIVE_BENCH_TIMEOUT
 # (50 s per bench run). Writes at most 8 files to $OUT (else artifacts/device; the device tool brings back 8):
-# summary.txt, tests-{blocks,kernels,fuzz}.log (the stateful tests' output is appended to the fuzz log), load.log or
-# sanitize.txt, perf.log, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}.json.
+# summary.txt, tests-logs.tgz (tests-{threeway,blocks,kernels,fuzz}.log; the stateful tests' output is appended to the
+# fuzz log), load.log or sanitize.txt, perf.log, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}.json.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=${OUT:-$root/artifacts/device}
@@ -42,7 +43,8 @@ steps=" ${MOENATIVE_INTEGRATION_STEPS:-tests load bench} "
 if [[ $steps == *" tests "* ]]; then
 # ---- 1. shards in parallel
 declare -A shard=(
-  [blocks]="TestCategory=Gpu&FullyQualifiedName~MoeNative.Tests.Blocks.&FullyQualifiedName!~SoakAndConcurrency"
+  [threeway]="TestCategory=Gpu&FullyQualifiedName~MoeNative.Tests.Blocks.ThreeWayTests"
+  [blocks]="TestCategory=Gpu&FullyQualifiedName~MoeNative.Tests.Blocks.&FullyQualifiedName!~MoeNative.Tests.Blocks.ThreeWayTests&FullyQualifiedName!~SoakAndConcurrency"
   [kernels]="TestCategory=Gpu&(FullyQualifiedName~MoeNative.Tests.Ptx.|FullyQualifiedName~MoeNative.Tests.Interop.|FullyQualifiedName~MoeNative.Tests.Reference.|FullyQualifiedName~MoeNative.Tests.Cli.|FullyQualifiedName~MoeNative.Tests.Sanitizer.)"
   [fuzz]="TestCategory=Gpu&FullyQualifiedName~MoeNative.Tests.Fuzz."
 )
@@ -57,7 +59,7 @@ timeout "${MOENATIVE_SERIAL_TIMEOUT:-60}" "$dotnet" "$tests" --filter "${MOENATI
 note "stateful tests: $(counts "$out/tests-serial.tmp")"
 grep -E '^failed ' -A8 "$out/tests-serial.tmp" | head -n 60 >> "$out/summary.txt"
 { echo; echo "==== stateful tests (alone)"; cat "$out/tests-serial.tmp"; } >> "$out/tests-fuzz.log"; rm -f "$out/tests-serial.tmp"
-for name in blocks kernels fuzz; do
+for name in threeway blocks kernels fuzz; do
   note "$name: $(counts "$out/tests-$name.log")"
   grep -E '^failed ' -A8 "$out/tests-$name.log" | head -n 80 >> "$out/summary.txt"
 done
@@ -99,4 +101,7 @@ if [[ $steps == *" bench "* ]]; then
   note "bench done"
 fi
 rm -f "$out/cli.log"
+if ls "$out"/tests-*.log > /dev/null 2>&1; then   # one file for the four logs (the device tool brings back 8)
+  (cd "$out" && tar czf tests-logs.tgz tests-*.log && rm -f tests-*.log)
+fi
 cat "$out/summary.txt" "$out/perf.log"

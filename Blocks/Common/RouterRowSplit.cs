@@ -97,6 +97,30 @@ internal sealed class RouterRowSplit : IDisposable
         return FusedGemmCall.TNFloat32(FusedGemm.RouterBackwardWeightSplit, dLogits, x, partials, Rows(tokens), experts, hidden);
     }
 
+    /// <summary>
+    /// The GEMM of dWr for T = <paramref name="tokens"/> in either block: <see cref="Plan"/>'s split into
+    /// <paramref name="partials"/> where it takes T, else the one-group TN GEMM straight into <paramref name="dRouter"/>.
+    /// After running it, the caller calls <see cref="ReduceAfter"/> (nothing to do for the one-group GEMM).
+    /// </summary>
+    public FusedGemmCall WeightGradCall(int tokens, ScalarType dtype, FusedBlockOptions options,
+        DeviceRange dLogits,  // [T,E] dtype
+        DeviceRange x,        // [T,H] dtype
+        DeviceRange partials, // [G,E,H] f32, or Null
+        DeviceRange dRouter,  // [E,H] dtype out
+        GroupedRows routerRows, int experts, int hidden) =>
+        Plan(tokens, dtype, options, dLogits, x, partials, experts, hidden)
+        ?? FusedGemmCall.TN(FusedGemm.RouterBackwardWeight, dLogits, x, dRouter, routerRows, experts, hidden, RowSource.Identity, RowSource.Identity);
+
+    /// <summary>After <paramref name="call"/> (from <see cref="WeightGradCall"/>) ran on <paramref name="stream"/>: the
+    /// sum of the split's f32 partials in group order into <paramref name="dRouter"/>; nothing after the one-group GEMM.</summary>
+    public static void ReduceAfter(MoeKernels kernels, CudaStream stream, ScalarType dtype, in FusedGemmCall call,
+        DeviceRange dRouter, // [E,H] dtype out
+        int experts, int hidden)
+    {
+        if (call.Gemm == FusedGemm.RouterBackwardWeightSplit)
+            kernels.RouterWeightGradReduce(stream, dtype, call.C, dRouter, call.Rows.Experts, experts, hidden);
+    }
+
     /// <summary>Whether the split takes T = <paramref name="tokens"/> with these operands and options (the rule of the
     /// class remarks, no device needed): a shape class of at least <see cref="MinSplitClass"/>, the f32-output GEMM's
     /// shape (<see cref="GroupedGemm.SuitsFloat32Output"/>), room for the G partials, and autotune or a TN tile with the

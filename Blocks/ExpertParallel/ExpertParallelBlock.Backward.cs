@@ -73,14 +73,9 @@ public sealed partial class ExpertParallelBlock
         _kernels.RouterBackward(s, dt, probs, sel, dWeights, dLogits, tokens, e, k, c.NormTopKProb);
         GroupedRows routerRows = RouterRows(tokens);
         DeviceRange partials = b.RouterWeightPartials?.AsRange() ?? DeviceRange.Null; // [G,E,H] f32
-        if (b.RouterSplit!.Plan(tokens, dt, Options.Kernels, dLogits, x, partials, e, h) is { } split)
-        {
-            RunGemm(s, shapeClass, split);
-            _kernels.RouterWeightGradReduce(s, dt, partials, dRouter, split.Rows.Experts, e, h);
-        }
-        else
-            RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.RouterBackwardWeight, dLogits, x, dRouter, routerRows, e, h,
-                RowSource.Identity, RowSource.Identity));
+        FusedGemmCall routerDw = b.RouterSplit!.WeightGradCall(tokens, dt, Options.Kernels, dLogits, x, partials, dRouter, routerRows, e, h);
+        RunGemm(s, shapeClass, routerDw);
+        RouterRowSplit.ReduceAfter(_kernels, s, dt, in routerDw, dRouter, e, h);
         if (tokens > 0)
             RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.RouterBackwardData, dLogits, _router.AsRange(), dXRouter, routerRows, e, h,
                 RowSource.Identity, RowTarget.Identity));

@@ -184,13 +184,9 @@ public sealed partial class Qwen3MoeFusedBlock
         //    an f32 partial [E,H] per group) and the partials summed in group order, rounded once (RouterRowSplit; the
         //    expert-parallel block runs the same plan)
         DeviceRange partials = bw.Layout.Contains(BlockBuffer.RouterWeightPartials) ? bw.Range(BlockBuffer.RouterWeightPartials) : DeviceRange.Null; // [G,E,H] f32
-        if (_routerSplit!.Plan(tokens, dt, Options, dLogits, x, partials, e, h) is { } split)
-        {
-            RunGemm(s, shapeClass, split);
-            _kernels.RouterWeightGradReduce(s, dt, partials, dRouter, split.Rows.Experts, e, h);
-        }
-        else
-            RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.RouterBackwardWeight, dLogits, x, dRouter, routerRows, e, h, RowSource.Identity, RowSource.Identity));
+        FusedGemmCall routerDw = _routerSplit!.WeightGradCall(tokens, dt, Options, dLogits, x, partials, dRouter, routerRows, e, h);
+        RunGemm(s, shapeClass, routerDw);
+        RouterRowSplit.ReduceAfter(_kernels, s, dt, in routerDw, dRouter, e, h);
         Probe(s, "bwd_router_dw");
         // 9. router dX: dXr = dL·Wr
         RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.RouterBackwardData, dLogits, wr, dXRouter, routerRows, e, h, RowSource.Identity, RowTarget.Identity));

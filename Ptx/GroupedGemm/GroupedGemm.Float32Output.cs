@@ -28,19 +28,8 @@ public sealed partial class GroupedGemm
     /// a configuration without the f32 epilogue (the message says which).</exception>
     public void BackwardWeightTNFloat32(CudaStream stream, ScalarType dtype, GemmConfig? config,
         DeviceRange a, DeviceRange b, DeviceRange dw, GroupedRows rows, int n, int k,
-        RowSource aRows, RowSource bRows)
-    {
-        CheckStream(stream);
-        GemmPlan? plan = Plan(GroupedGemmLayout.BackwardWeightTN, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
-            a, b, dw, DeviceRange.Null, rows, n, k, (int)aRows, (int)bRows, UsesSm90a, float32Output: true);
-        if (plan is not { } p) return;
-        var args = new GroupedGemmBackwardWeightArgs
-        {
-            A = a.Pointer, B = b.Pointer, DW = dw.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,
-            Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, BMode = (int)bRows, TopK = rows.TopK,
-        };
-        Launch(p, stream, in args);
-    }
+        RowSource aRows, RowSource bRows) =>
+        LaunchBackwardWeight(stream, dtype, config, a, b, dw, rows, n, k, aRows, bRows, float32Output: true);
 
     /// <summary>Whether <see cref="BackwardWeightTNFloat32"/> takes this shape: bf16/fp16, N and K multiples of 8 and every
     /// operand 16-byte aligned (the tensor-core kernels' 16-byte chunks).</summary>

@@ -182,13 +182,18 @@ public sealed partial class GroupedGemm
     /// <param name="bRows">Where B's rows come from.</param>
     public void BackwardWeightTN(CudaStream stream, ScalarType dtype, GemmConfig? config,
         DeviceRange a, DeviceRange b, DeviceRange dw, GroupedRows rows, int n, int k,
-        RowSource aRows, RowSource bRows)
+        RowSource aRows, RowSource bRows) =>
+        LaunchBackwardWeight(stream, dtype, config, a, b, dw, rows, n, k, aRows, bRows, float32Output: false);
+
+    /// <summary>The TN launch of <see cref="BackwardWeightTN"/> and <see cref="BackwardWeightTNFloat32"/> (dW in the
+    /// dtype or f32): plan, then the kernel (the sm_80 and sm_90a TN kernels take the same parameters).</summary>
+    private void LaunchBackwardWeight(CudaStream stream, ScalarType dtype, GemmConfig? config,
+        DeviceRange a, DeviceRange b, DeviceRange dw, GroupedRows rows, int n, int k, RowSource aRows, RowSource bRows, bool float32Output)
     {
         CheckStream(stream);
         GemmPlan? plan = Plan(GroupedGemmLayout.BackwardWeightTN, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
-            a, b, dw, DeviceRange.Null, rows, n, k, (int)aRows, (int)bRows, UsesSm90a);
+            a, b, dw, DeviceRange.Null, rows, n, k, (int)aRows, (int)bRows, UsesSm90a, float32Output: float32Output);
         if (plan is not { } p) return;
-        // the sm_80 and sm_90a TN kernels take the same parameters
         var args = new GroupedGemmBackwardWeightArgs
         {
             A = a.Pointer, B = b.Pointer, DW = dw.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,

@@ -8,6 +8,8 @@
 #       T             default 4096
 #       KERNEL_REGEX  default "sm90a|router|sum_over|combine|silu" (ncu -k regex:...)
 #       COUNT         kernels to profile (ncu -c), default 14
+#   MOENATIVE_PROFILE_BENCH_ARGS  the bench's mode (default "--backward"; e.g. "--decode always" for a forward through
+#                 the decode kernels)
 #   MOENATIVE_PROFILE_SECTIONS  the ncu sections of the details page (default: SpeedOfLight WarpStateStats SchedulerStats
 #                 MemoryWorkloadAnalysis LaunchStats Occupancy; e.g. add SourceCounters for the top stall locations)
 #
@@ -26,8 +28,8 @@ mkdir -p "$out"
 dotnet=${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 PATH="$PATH:/usr/local/cuda/bin"
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-bench=("$dotnet" "$root/.device/cli/moenative.dll" bench --config "$config" --seqlen "$tokens" --backward --no-reference
-       --no-graph --no-autotune)
+bench=("$dotnet" "$root/.device/cli/moenative.dll" bench --config "$config" --seqlen "$tokens" --no-reference
+       --no-graph --no-autotune ${MOENATIVE_PROFILE_BENCH_ARGS---backward})
 sections=()
 for s in ${MOENATIVE_PROFILE_SECTIONS:-SpeedOfLight WarpStateStats SchedulerStats MemoryWorkloadAnalysis LaunchStats Occupancy}; do
   sections+=(--section "$s")

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# ab.sh: A/B bench rows in one device call: every line of a spec file is one `moenative bench` run, by this tree's CLI
+# or a base CLI, with its own environment, run one after the other (same machine, same call; compare only inside it).
+#
+#   tools/device/ab.sh SPEC_FILE
+#   SPEC_FILE lines: LABEL | CLI | ENV | BENCH ARGS     ('#' lines and blank lines skipped)
+#       CLI   new (this tree's .device/cli) or a folder with a published moenative.dll (e.g. .carry/base-46c)
+#       ENV   space-separated NAME=VALUE pairs for that run only, or -
+#   e.g.  30b-f+b-new | new | - | --config qwen3-30b-a3b --seqlen 1,8,64 --backward --no-reference
+#
+# Needs .device/ (tools/device/pack.sh). Prints the fused/cublas rows of every run under its label to stdout and to
+# $OUT/ab.log (else artifacts/device); MOENATIVE_AB_TIMEOUT (60 s) limits each run.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+out=${OUT:-$root/artifacts/device}
+spec=${1:?usage: ab.sh SPEC_FILE}
+mkdir -p "$out"
+[ -x "${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet" ] || "$root/tools/device/run.sh" cli info > /dev/null 2>&1
+dotnet=${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 COLUMNS=${COLUMNS:-160}
+trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; echo "${s%"${s##*[![:space:]]}"}"; }
+while IFS='|' read -r label cli envs args; do
+  label=$(trim "$label"); [[ -z $label || $label == \#* ]] && continue
+  cli=$(trim "$cli"); envs=$(trim "$envs"); args=$(trim "$args")
+  dll=$root/.device/cli/moenative.dll; [ "$cli" != new ] && dll=$root/$cli/moenative.dll
+  [ "$envs" = - ] && envs=
+  echo "== $label ($cli${envs:+, $envs})"
+  # shellcheck disable=SC2086
+  env $envs timeout "${MOENATIVE_AB_TIMEOUT:-60}" "$dotnet" "$dll" bench $args 2>&1 | grep -E '^  (fused|cublas)|error|Error'
+done < "$spec" | tee "$out/ab.log"

@@ -16,12 +16,24 @@ namespace MoeNative.Blocks;
 internal sealed class FusedDecodePath : IDisposable
 {
     /// <summary>
-    /// Largest T that <see cref="DecodeMode.Auto"/> sends through the decode kernels: measured, NVIDIA H200, bf16, graph
-    /// replay (docs/PERF.md, decode session 4): the decode kernels win up to T = 8 at Qwen3-30B-A3B (0.148 ms) and
-    /// Qwen3-235B-A22B (0.560), the grouped GEMMs from T = 16 (30B: 0.272 against 0.330 for the decode kernels;
-    /// 235B: 0.826 against 1.161), where the FFMA dot products stop keeping up with the weight stream.
+    /// Largest T that <see cref="DecodeMode.Auto"/> sends through the decode kernels, for experts of
+    /// <paramref name="config"/>'s size: measured, NVIDIA H200, bf16, graph replay (docs/PERF.md, decode session 6).
+    /// Experts up to <see cref="SmallExpertElements"/> weights per matrix (Qwen3-30B-A3B: H·I = 2048·768) up to T = 16
+    /// (T=16: 0.236 ms against 0.253 for the grouped GEMMs; T=32: 0.329 against 0.319); larger ones up to T = 8
+    /// (Qwen3-235B-A22B T=16: 0.820 against 0.804; T=8 0.502 against 0.610 for cuBLAS grouped), where the grouped
+    /// GEMMs' tiles already stream near the floor.
     /// </summary>
-    public const int AutoMaxTokens = 8;
+    public static int AutoMaxTokens(MoeConfig config) =>
+        (long)config.HiddenSize * config.IntermediateSize <= SmallExpertElements ? AutoMaxTokensSmallExperts : AutoMaxTokensLargeExperts;
+
+    /// <summary>H·I of the largest experts that take the decode kernels up to <see cref="AutoMaxTokensSmallExperts"/>.</summary>
+    public const long SmallExpertElements = 2048L * 768;
+
+    /// <summary><see cref="AutoMaxTokens"/> for experts of at most <see cref="SmallExpertElements"/> weights per matrix.</summary>
+    public const int AutoMaxTokensSmallExperts = 16;
+
+    /// <summary><see cref="AutoMaxTokens"/> for larger experts.</summary>
+    public const int AutoMaxTokensLargeExperts = 8;
 
     private readonly CudaContext _context;
     private readonly MoeConfig _config;
@@ -75,7 +87,7 @@ internal sealed class FusedDecodePath : IDisposable
                     throw new ArgumentException("Decode = Always needs X 16-byte aligned (the decode kernels load 16-byte row chunks).", nameof(x));
                 return true;
             default:
-                return Supported && tokens <= AutoMaxTokens && MoeKernels.DecodeAligned(x);
+                return Supported && tokens <= AutoMaxTokens(_config) && MoeKernels.DecodeAligned(x);
         }
     }
 
@@ -121,7 +133,7 @@ internal sealed class FusedDecodePath : IDisposable
     /// <summary>The step's cut at T = <paramref name="tokens"/>: <see cref="DecodeTuning.For"/> (the L2 fill of the down
     /// weights up to <see cref="DecodeTuning.MaxFillTokens"/>), with what MOENATIVE_DECODE_TUNING names replaced (for
     /// measurements).</summary>
-    public DecodeTuning Tuning(int tokens) => _tuningOverride.Apply(DecodeTuning.For(tokens));
+    public DecodeTuning Tuning(int tokens) => _tuningOverride.Apply(DecodeTuning.For(tokens, _config.HiddenSize));
 
     /// <summary>
     /// GEMM1 + SwiGLU, then GEMM2 + scale + combine on <paramref name="s"/>, from the routing kernels' outputs. With

@@ -23,17 +23,29 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     private const int GateColumnsPerCta = 4; // one intermediate column (gate + up row) per warp at a time
 
     /// <summary>
-    /// The default for a T-token step, each choice the best measured on an NVIDIA H200 (docs/PERF.md, decode session 4):
-    /// the 1-row entry at T = 1 (2 accumulators per lane instead of 16, so more CTAs stay resident), the 2-row entry
-    /// above (most hit experts have one or two rows at T ≤ 8; the 8-row entry at T = 8: 0.208 ms against 0.148 at
-    /// Qwen3-30B-A3B); the one-wave column walk up to T = 4 (30B T=1 0.041 against 0.044 with one column per warp) and
-    /// one column per warp from T = 5 (30B T=8: 0.148 against 0.193 walking: once experts have several rows, the
-    /// one-wave grid waits for the few that take two passes); no L2 prefetch (every T of both configs measured
-    /// faster without: 30B T=1 0.039 vs 0.041, Qwen3-235B-A22B T=1 0.095 vs 0.106, T=8 0.560 vs 0.633); the L2 fill of
-    /// the down weights up to T = <see cref="MaxFillTokens"/> (session 5: 30B T=1 0.033 against 0.036 without).
+    /// The default for a T-token step at hidden size <paramref name="hidden"/>, each choice the best measured on an NVIDIA
+    /// H200 (docs/PERF.md, decode sessions 4 and 6): the 1-row entry at T = 1 (2 accumulators per lane instead of 16, so
+    /// more CTAs stay resident), the 2-row entry above (most hit experts have one or two rows at T ≤ 16; the 8-row entry
+    /// at T = 8: 0.208 ms against 0.148 at Qwen3-30B-A3B); the one-wave column walk up to T = 4 (30B T=1 0.033 against
+    /// 0.035 with one or two columns per warp) and <see cref="ColumnsAbove"/> columns per warp from T = 5 (30B T=8: 0.137
+    /// with two, 0.144 with one, 0.140 with three; T=16 0.236 / 0.249 / 0.242; Qwen3-235B-A22B T=8 0.502 with one,
+    /// 0.506 with two); no L2 prefetch (every T of both configs measured faster without: 30B T=1 0.039 vs 0.041, 235B T=1
+    /// 0.095 vs 0.106, T=8 0.560 vs 0.633); the L2 fill of the down weights up to T = <see cref="MaxFillTokens"/>
+    /// (session 5: 30B T=1 0.033 against 0.036 without).
     /// </summary>
-    public static DecodeTuning For(int tokens) =>
-        new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : 1, PrefetchGateUp: false, PrefetchDown: false, FillDown: tokens <= MaxFillTokens);
+    public static DecodeTuning For(int tokens, int hidden) =>
+        new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : ColumnsAbove(hidden), PrefetchGateUp: false, PrefetchDown: false, FillDown: tokens <= MaxFillTokens);
+
+    /// <summary>
+    /// Columns per warp above <see cref="MaxWalkTokens"/>: enough that a gate/up warp streams at least
+    /// <see cref="MinWarpGateUpBytes"/> of weight rows (a column is its gate and up rows, 2·H 16-bit elements) before it
+    /// leaves, at least one: two at H = 2048 (Qwen3-30B-A3B), one at H = 4096 (Qwen3-235B-A22B), as measured (see
+    /// <see cref="For"/>). A warp that leaves sooner spends its short life finding its expert and gathering its rows.
+    /// </summary>
+    public static int ColumnsAbove(int hidden) => (int)Math.Max(1, MinWarpGateUpBytes / Math.Max(1L, 2L * 2 * hidden));
+
+    /// <summary>The gate/up weight bytes a warp streams at least, from T = 5 (<see cref="ColumnsAbove"/>).</summary>
+    public const long MinWarpGateUpBytes = 16 * 1024;
 
     /// <summary>
     /// How many bytes of each hit expert's down weights (H*I 16-bit elements) the gate/up kernel asks L2 for
@@ -52,7 +64,8 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     /// <summary>Largest T whose default fills L2 with the down weights (<see cref="FillDown"/>, <see cref="FillDownBytes"/>).</summary>
     public const int MaxFillTokens = 4;
 
-    /// <summary>Largest T whose default walks columns to fit one wave (<see cref="For"/>).</summary>
+    /// <summary>Largest T whose default walks columns to fit one wave (<see cref="For"/>); above it each warp walks
+    /// <see cref="ColumnsAbove"/>.</summary>
     public const int MaxWalkTokens = 4;
 
     /// <summary>The default pass width of a T-token step (see <see cref="For"/>).</summary>

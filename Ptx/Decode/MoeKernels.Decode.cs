@@ -182,7 +182,7 @@ internal sealed partial class MoeKernels
         CheckStream(stream);
         CheckDecodeDims(dtype, tokens, experts, topK, hidden, inter);
         CheckProgrammatic(programmatic);
-        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens);
+        DecodeTuning cut = tuning ?? DecodeTuning.For(tokens, hidden);
         cut.Validate(nameof(tuning));
         return cut;
     }

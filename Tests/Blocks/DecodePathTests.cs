@@ -106,15 +106,17 @@ public sealed class DecodePathTests
     }
 
     /// <summary>
-    /// Auto: T = 1, 2, 3 and 8 all take the decode kernels (the 1- and 2-row entries, the one-wave column walk up to
-    /// T = 4 and one column per warp above) and the one-launch routing, so a token alone is bitwise its row of each batch.
+    /// Auto: T = 1, 2, 3 and 16 all take the decode kernels at Qwen3-30B-A3B (the 1- and 2-row entries, the one-wave
+    /// column walk up to T = 4 and two columns per warp above; the one-launch routing up to T = 8, the four routing
+    /// kernels at T = 16), so a token alone is bitwise its row of each batch.
     /// </summary>
     [TestMethod]
     public void DecodeAuto_IsBatchInvariant_UpToItsThreshold()
     {
         CudaContext context = GpuTest.RequireContext();
         const string config = "qwen3-30b-a3b";
-        int h = BlockTestModels.Config(config).HiddenSize, t8 = FusedDecodePath.AutoMaxTokens;
+        MoeConfig c = BlockTestModels.Config(config);
+        int h = c.HiddenSize, t8 = FusedDecodePath.AutoMaxTokens(c);
         using var block = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, ScalarType.BFloat16));
         (float[] x, _) = BlockTestModels.Inputs(config, ScalarType.BFloat16, t8);
         var alone = new float[t8][];

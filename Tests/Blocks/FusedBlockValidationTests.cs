@@ -180,4 +180,12 @@ public sealed class FusedBlockValidationTests
         Assert.IsNull(options.ExplicitConfig(FusedGemm.FirstBackwardData));
         Assert.ThrowsExactly<ArgumentException>(() => (options with { ForwardConfig = null, Autotune = true }).Validate());
     }
+
+    [TestMethod]
+    [DataRow("qwen3-30b-a3b", 16, DisplayName = "Qwen3-30B-A3B (H*I = 2048*768): decode kernels up to T = 16")]
+    [DataRow("qwen3-235b-a22b", 8, DisplayName = "Qwen3-235B-A22B (4096*1536): up to T = 8")]
+    public void DecodeAuto_TakesTheDecodeKernelsUpToTheMeasuredThreshold_PerExpertSize(string preset, int expected)
+    {
+        Assert.AreEqual(expected, FusedDecodePath.AutoMaxTokens(MoeConfig.Preset(preset)));
+    }
 }

@@ -29,18 +29,22 @@ public sealed class DecodeKernelRulesTests
     }
 
     [TestMethod]
-    [DataRow(1, 1, 0)]
-    [DataRow(2, 2, 0)]
-    [DataRow(3, 2, 0)]
-    [DataRow(4, 2, 0)]
-    [DataRow(5, 2, 1)]
-    [DataRow(8, 2, 1)]
-    [DataRow(64, 2, 1)]
-    public void DefaultTuning_IsTheMeasuredBest_WithAnEntryForItsWidth(int tokens, int rows, int columns)
+    [DataRow(1, 2048, 1, 0)]
+    [DataRow(2, 2048, 2, 0)]
+    [DataRow(3, 2048, 2, 0)]
+    [DataRow(4, 4096, 2, 0)]
+    [DataRow(5, 2048, 2, 2)]
+    [DataRow(8, 2048, 2, 2)]
+    [DataRow(16, 2048, 2, 2)]
+    [DataRow(8, 4096, 2, 1)]
+    [DataRow(64, 4096, 2, 1)]
+    [DataRow(8, 1024, 2, 4)]
+    [DataRow(8, 8192, 2, 1)]
+    public void DefaultTuning_IsTheMeasuredBest_WithAnEntryForItsWidth(int tokens, int hidden, int rows, int columns)
     {
-        DecodeTuning t = DecodeTuning.For(tokens);
+        DecodeTuning t = DecodeTuning.For(tokens, hidden);
         Assert.AreEqual(rows, t.RowsPerPass);
-        Assert.AreEqual(columns, t.ColumnsPerWarp, "walk to one wave up to T = 4, one column per warp above");
+        Assert.AreEqual(columns, t.ColumnsPerWarp, "walk to one wave up to T = 4; above, at least 16 KiB of gate/up rows per warp (2 columns at H = 2048, 1 at H = 4096)");
         Assert.IsFalse(t.PrefetchGateUp, "the L2 prefetch measured slower at every T");
         Assert.IsFalse(t.PrefetchDown, "the L2 prefetch measured slower at every T");
         Assert.AreEqual(tokens <= 4, t.FillDown, "the L2 fill of the down weights up to T = 4");

@@ -6,7 +6,7 @@ namespace MoeNative.Blocks;
 
 /// <summary>
 /// The fused block's decode regime: the routing in one launch (<c>moe_routing_decode</c>: router GEMV, softmax, top-k,
-/// m_sizes, gather, inverse, the four routing kernels' outputs bit for bit) when the block routes itself and T ≤ 8, then
+/// m_sizes, gather, inverse, the four routing kernels' outputs bit for bit) when the block routes itself and T ≤ 16, then
 /// two launches replace GEMM1, SwiGLU, GEMM2 and the combine: <c>moe_decode_gate_up_silu</c> (G1 and A of every hit expert's rows) and <c>moe_decode_down_combine</c>
 /// (G2, the routing-weight scale, and Y = Σ_j w·U in j order). Every SM streams a slice of each hit expert's weights,
 /// so few tokens read the weights once at the card's bandwidth instead of walking a few tall tiles. The workspace gets

@@ -231,11 +231,12 @@ internal sealed partial class MoeKernels
     }
 
     // ============================================================================================== one-launch decode routing
-    /// <summary>Largest T <see cref="RoutingDecode"/> takes: its CTAs' GEMV covers 8 tokens, and the last CTA's four
-    /// warps run the softmax/top-k of every token alone.</summary>
-    public const int RoutingDecodeMaxTokens = 8;
+    /// <summary>Largest T <see cref="RoutingDecode"/> takes: its grid is the GEMV's (a row of CTAs per 8 tokens), and the
+    /// last CTA's four warps run the softmax/top-k of every token alone (four tokens each at T = 16), which stays
+    /// short against the four-launch routing only for the decode steps' few tokens.</summary>
+    public const int RoutingDecodeMaxTokens = 16;
 
-    /// <summary>True when <see cref="RoutingDecode"/> takes this call: <see cref="CanRouterLogitsGemv"/>, T &lt;= 8 and
+    /// <summary>True when <see cref="RoutingDecode"/> takes this call: <see cref="CanRouterLogitsGemv"/>, T &lt;= 16 and
     /// 1 &lt;= E &lt;= <see cref="RouterMaxExperts"/>.</summary>
     public static bool CanRoutingDecode(ScalarType dtype, int tokens, int experts, int hidden, DeviceRange x, DeviceRange wr, DeviceRange logits) =>
         tokens <= RoutingDecodeMaxTokens && experts is >= 1 and <= RouterMaxExperts && CanRouterLogitsGemv(dtype, tokens, hidden, x, wr, logits);
@@ -288,7 +289,7 @@ internal sealed partial class MoeKernels
         };
         Kernel(_routingDecode, (programmatic ? 3 : 0) + Slot(dtype), (dtype, programmatic), static k => MoeKernelModules.RoutingDecode(k.programmatic),
             static k => MoeKernelModules.RoutingDecodeEntry(k.dtype))
-            .Launch(stream, new Dim3(CeilDiv(experts, 2)), new Dim3(128), 0, in args);
+            .Launch(stream, new Dim3(CeilDiv(experts, 2), CeilDiv(tokens, 8)), new Dim3(128), 0, in args);
     }
 
     // ============================================================================================== checks and loading

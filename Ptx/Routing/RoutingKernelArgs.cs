@@ -81,7 +81,7 @@ internal struct RouterLogitsGemvArgs
     public int Hidden;      // H (multiple of 8)
 }
 
-/// <summary><c>moe_routing_decode_{bf16|fp16}</c>: the whole routing of T &lt;= 8 tokens in one launch, grid (⌈E/2⌉) x 128.</summary>
+/// <summary><c>moe_routing_decode_{bf16|fp16}</c>: the whole routing of T &lt;= 16 tokens in one launch, grid (⌈E/2⌉, ⌈T/8⌉) x 128.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct RoutingDecodeArgs
 {
@@ -95,7 +95,7 @@ internal struct RoutingDecodeArgs
     public ulong Gather;    // [TK] i32 out
     public ulong Inverse;   // [TK] i32 out
     public ulong Counter;   // [1] u32: 0 before the launch, left 0 after it
-    public int Tokens;      // T (1..8)
+    public int Tokens;      // T (1..16)
     public int Experts;     // E (1..256)
     public int TopK;        // k
     public int Hidden;      // H (multiple of 8)

@@ -107,8 +107,8 @@ public sealed class DecodePathTests
 
     /// <summary>
     /// Auto: T = 1, 2, 3 and 16 all take the decode kernels at Qwen3-30B-A3B (the 1- and 2-row entries, the one-wave
-    /// column walk up to T = 4 and two columns per warp above; the one-launch routing up to T = 8, the four routing
-    /// kernels at T = 16), so a token alone is bitwise its row of each batch.
+    /// column walk up to T = 4 and two columns per warp above) and the one-launch routing, so a token alone is bitwise
+    /// its row of each batch.
     /// </summary>
     [TestMethod]
     public void DecodeAuto_IsBatchInvariant_UpToItsThreshold()
@@ -130,13 +130,15 @@ public sealed class DecodePathTests
     }
 
     /// <summary>
-    /// Auto with its own routing (T &lt;= 8: the one-launch <c>moe_routing_decode</c>) against the same block given that
+    /// Auto with its own routing (T &lt;= 16: the one-launch <c>moe_routing_decode</c>) against the same block given that
     /// routing back (the four routing kernels): every intermediate of the forward and the five gradients bitwise equal.
     /// </summary>
     [TestMethod]
     [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 1)]
     [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 8)]
+    [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 16)]
     [DataRow("small", ScalarType.Float16, 5)]
+    [DataRow("small", ScalarType.BFloat16, 11)]
     [DataRow("small-k1", ScalarType.BFloat16, 3)]
     public void OneLaunchRouting_IsBitwiseTheFourKernelRouting_ForwardAndBackward(string config, ScalarType dtype, int tokens)
     {

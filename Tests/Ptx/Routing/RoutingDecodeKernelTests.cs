@@ -13,7 +13,8 @@ namespace MoeNative.Tests.Ptx.Routing;
 public sealed class RoutingDecodeKernelTests
 {
     // Qwen3-30B-A3B and Qwen3-235B-A22B router dims; odd E (a CTA with one expert); k = E; k = 1 with the largest E and
-    // the smallest H; E = 1; T = 8 (the most the kernel takes) with k = 16.
+    // the smallest H; E = 1; T = 8 with k = 16; T = 9, 13 and 16 (the most the kernel takes: two rows of GEMV CTAs,
+    // four tokens per warp in the top-k).
     [TestMethod]
     [TestCategory(GpuTest.Category)]
     [DataRow(ScalarType.BFloat16, 1, 128, 8, 2048, true)]
@@ -23,6 +24,10 @@ public sealed class RoutingDecodeKernelTests
     [DataRow(ScalarType.BFloat16, 5, 256, 1, 8, false)]
     [DataRow(ScalarType.Float16, 2, 1, 1, 64, true)]
     [DataRow(ScalarType.BFloat16, 8, 255, 16, 520, true)]
+    [DataRow(ScalarType.BFloat16, 16, 128, 8, 2048, true)]
+    [DataRow(ScalarType.Float16, 9, 128, 8, 4096, true)]
+    [DataRow(ScalarType.BFloat16, 13, 61, 5, 136, false)]
+    [DataRow(ScalarType.Float16, 16, 256, 32, 64, true)]
     public void RoutingDecode_IsBitwiseTheFourRoutingKernels(ScalarType dtype, int T, int E, int k, int H, bool norm)
     {
         int seed = 9100 + T * 31 + E * 7 + k + H;
@@ -70,13 +75,13 @@ public sealed class RoutingDecodeKernelTests
     {
         CudaContext ctx = GpuTest.RequireContext();
         using var stream = new CudaStream(ctx);
-        using var dX = DeviceTensor.Upload(ctx, ScalarType.BFloat16, new float[9 * 64]);
+        using var dX = DeviceTensor.Upload(ctx, ScalarType.BFloat16, new float[17 * 64]);
         using var dWr = DeviceTensor.Upload(ctx, ScalarType.BFloat16, new float[4 * 64]);
-        using var outs = new RoutingOutputs(ctx, ScalarType.BFloat16, 9, 4, 2);
+        using var outs = new RoutingOutputs(ctx, ScalarType.BFloat16, 17, 4, 2);
         using var counter = new DeviceBuffer<uint>(ctx, 1);
         MoeKernels kernels = MoeKernels.For(ctx);
         var ex = Assert.ThrowsExactly<ArgumentException>(() => kernels.RoutingDecode(stream, ScalarType.BFloat16, dX.Range, dWr.Range,
-            outs.Logits, outs.Probs, outs.Selected, outs.Weights, outs.MSizes, outs.Gather, outs.Inverse, counter.AsRange(), 9, 4, 2, 64, true));
+            outs.Logits, outs.Probs, outs.Selected, outs.Weights, outs.MSizes, outs.Gather, outs.Inverse, counter.AsRange(), 17, 4, 2, 64, true));
         Assert.AreEqual("tokens", ex.ParamName);
         ex = Assert.ThrowsExactly<ArgumentException>(() => kernels.RoutingDecode(stream, ScalarType.BFloat16, dX.Range, dWr.Range,
             outs.Logits, outs.Probs, outs.Selected, outs.Weights, outs.MSizes, outs.Gather, outs.Inverse, DeviceRange.Null, 8, 4, 2, 64, true));
@@ -86,7 +91,8 @@ public sealed class RoutingDecodeKernelTests
     [TestMethod]
     [DataRow(ScalarType.BFloat16, 8, 128, 2048, true, DisplayName = "T = 8, Qwen3 dims")]
     [DataRow(ScalarType.Float16, 1, 256, 8, true, DisplayName = "E = 256, H = 8")]
-    [DataRow(ScalarType.BFloat16, 9, 128, 2048, false, DisplayName = "T = 9")]
+    [DataRow(ScalarType.BFloat16, 16, 128, 2048, true, DisplayName = "T = 16 (two rows of GEMV CTAs)")]
+    [DataRow(ScalarType.BFloat16, 17, 128, 2048, false, DisplayName = "T = 17")]
     [DataRow(ScalarType.BFloat16, 0, 128, 2048, false, DisplayName = "T = 0")]
     [DataRow(ScalarType.BFloat16, 1, 257, 2048, false, DisplayName = "E = 257")]
     [DataRow(ScalarType.Float32, 1, 128, 2048, false, DisplayName = "fp32")]

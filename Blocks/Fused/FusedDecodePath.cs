@@ -40,7 +40,7 @@ internal sealed class FusedDecodePath : IDisposable
     private readonly ScalarType _dtype;
     private readonly FusedBlockOptions _options;
     private DeviceBuffer<uint>? _counters; // [H/8] u32 tickets of moe_decode_down_combine: 0 between launches
-    private DeviceBuffer<uint>? _routeCounter; // [1] u32 ticket of moe_routing_decode: 0 between launches
+    private DeviceBuffer<uint>? _routeCounter; // [RoutingDecodeCounters(16)] u32 tickets of moe_routing_decode: 0 between launches
     private readonly DecodeTuningOverride _tuningOverride; // MOENATIVE_DECODE_TUNING as read at construction
 
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> for a config the decode kernels cannot run.</exception>
@@ -95,7 +95,7 @@ internal sealed class FusedDecodePath : IDisposable
     public void Reserve()
     {
         if (_counters is not null) return;
-        var routeCounter = new DeviceBuffer<uint>(_context, 1);
+        var routeCounter = new DeviceBuffer<uint>(_context, MoeKernels.RoutingDecodeCounters(MoeKernels.RoutingDecodeMaxTokens));
         routeCounter.FillBytes(0);
         var counters = new DeviceBuffer<uint>(_context, MoeKernels.DecodeCounterCount(_config.HiddenSize));
         counters.FillBytes(0);

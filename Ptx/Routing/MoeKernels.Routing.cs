@@ -236,6 +236,14 @@ internal sealed partial class MoeKernels
     /// short against the four-launch routing only for the decode steps' few tokens.</summary>
     public const int RoutingDecodeMaxTokens = 16;
 
+    /// <summary>The u32 ticket counters <see cref="RoutingDecode"/> takes at T = <paramref name="tokens"/>: one per row of
+    /// GEMV CTAs (8 tokens each), and one more across the rows when there are several.</summary>
+    public static int RoutingDecodeCounters(int tokens)
+    {
+        int rows = (int)Math.Max(1, CeilDiv(tokens, 8));
+        return rows > 1 ? rows + 1 : 1;
+    }
+
     /// <summary>True when <see cref="RoutingDecode"/> takes this call: <see cref="CanRouterLogitsGemv"/>, T &lt;= 16 and
     /// 1 &lt;= E &lt;= <see cref="RouterMaxExperts"/>.</summary>
     public static bool CanRoutingDecode(ScalarType dtype, int tokens, int experts, int hidden, DeviceRange x, DeviceRange wr, DeviceRange logits) =>
@@ -244,7 +252,7 @@ internal sealed partial class MoeKernels
     /// <summary>
     /// The routing of a decode step in one launch: the outputs of <see cref="RouterLogitsGemv"/>, <see cref="RouterForward"/>
     /// and <see cref="RoutingIndices"/> bit for bit (logits, probs, sel, w, m_sizes, gather, inverse), with no host sync.
-    /// <paramref name="counter"/> [1] u32 must be 0 before the launch and is left 0 after it (one per stream: two
+    /// <paramref name="counter"/> [<see cref="RoutingDecodeCounters"/>(T)] u32 must be 0 before the launch and is left 0 after it (one per stream: two
     /// launches in flight must not share it). Only where <see cref="CanRoutingDecode"/> holds. With
     /// <paramref name="programmatic"/> (the sm_90 module) it lets a programmatically launched decode kernel after it
     /// start at once (that kernel waits for this grid on the device); itself it is launched plainly.
@@ -259,7 +267,7 @@ internal sealed partial class MoeKernels
         DeviceRange mSizes,   // [E] i32 out
         DeviceRange gather,   // [TK] i32 out
         DeviceRange inverse,  // [TK] i32 out
-        DeviceRange counter,  // [1] u32, zero
+        DeviceRange counter,  // [RoutingDecodeCounters(T)] u32, zero
         int tokens, int experts, int topK, int hidden, bool normTopK, bool programmatic = false)
     {
         CheckStream(stream);
@@ -280,7 +288,8 @@ internal sealed partial class MoeKernels
         Need(mSizes, experts * 4L, nameof(mSizes), $"[E={experts}] i32");
         Need(gather, tk * 4, nameof(gather), $"[TK={tk}] i32");
         Need(inverse, tk * 4, nameof(inverse), $"[TK={tk}] i32");
-        Need(counter, 4, nameof(counter), $"[1] u32");
+        int counters = RoutingDecodeCounters(tokens);
+        Need(counter, 4L * counters, nameof(counter), $"[{counters}] u32");
         var args = new RoutingDecodeArgs
         {
             X = x.Pointer, Wr = wr.Pointer, Logits = logits.Pointer, Probs = probs.Pointer, Selected = selected.Pointer,

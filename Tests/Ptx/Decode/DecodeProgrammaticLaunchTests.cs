@@ -170,7 +170,7 @@ public sealed class DecodeProgrammaticLaunchTests
             int es = HostDtype.Size(dtype);
             long[] bytes = [T * (long)E * es, T * (long)E * 4, tk * 4, tk * es, E * 4L, tk * 4, tk * 4, tk * 2 * I * es, tk * I * es, tk * H * es, (long)T * H * es];
             _outputs = [.. bytes.Select(n => new DeviceBuffer<byte>(ctx, n))];
-            _routeCounter = new DeviceBuffer<uint>(ctx, 1);
+            _routeCounter = new DeviceBuffer<uint>(ctx, MoeKernels.RoutingDecodeCounters(MoeKernels.RoutingDecodeMaxTokens));
             _downCounters = new DeviceBuffer<uint>(ctx, MoeKernels.DecodeCounterCount(H));
             _routeCounter.FillBytes(0);
             _downCounters.FillBytes(0);

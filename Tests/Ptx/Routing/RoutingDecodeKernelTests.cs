@@ -42,7 +42,7 @@ public sealed class RoutingDecodeKernelTests
         using var dWr = DeviceTensor.Upload(ctx, dtype, wr);
         using var three = new RoutingOutputs(ctx, dtype, T, E, k);
         using var one = new RoutingOutputs(ctx, dtype, T, E, k);
-        using var counter = new DeviceBuffer<uint>(ctx, 1);
+        using var counter = new DeviceBuffer<uint>(ctx, MoeKernels.RoutingDecodeCounters(T));
         counter.FillBytes(0);
         using var routingCounts = new DeviceBuffer<byte>(ctx, MoeKernels.RoutingIndicesScratchBytes(E));
         MoeKernels kernels = MoeKernels.For(ctx);
@@ -65,7 +65,7 @@ public sealed class RoutingDecodeKernelTests
             byte[][] actual = one.Download();
             for (int i = 0; i < RoutingOutputs.Names.Length; i++)
                 CollectionAssert.AreEqual(expected[i], actual[i], $"run {run}: {RoutingOutputs.Names[i]} differs from the four routing kernels'");
-            Assert.AreEqual(0u, counter.ToArray()[0], $"run {run}: the ticket counter is not back at 0");
+            CollectionAssert.AreEqual(new uint[MoeKernels.RoutingDecodeCounters(T)], counter.ToArray(), $"run {run}: a ticket counter is not back at 0");
         }
     }
 
@@ -86,6 +86,9 @@ public sealed class RoutingDecodeKernelTests
         ex = Assert.ThrowsExactly<ArgumentException>(() => kernels.RoutingDecode(stream, ScalarType.BFloat16, dX.Range, dWr.Range,
             outs.Logits, outs.Probs, outs.Selected, outs.Weights, outs.MSizes, outs.Gather, outs.Inverse, DeviceRange.Null, 8, 4, 2, 64, true));
         Assert.AreEqual("counter", ex.ParamName);
+        ex = Assert.ThrowsExactly<ArgumentException>(() => kernels.RoutingDecode(stream, ScalarType.BFloat16, dX.Range, dWr.Range,
+            outs.Logits, outs.Probs, outs.Selected, outs.Weights, outs.MSizes, outs.Gather, outs.Inverse, counter.AsRange(), 9, 4, 2, 64, true));
+        Assert.AreEqual("counter", ex.ParamName, "T = 9 takes three counters (two rows of CTAs and the grid's)");
     }
 
     [TestMethod]
@@ -101,6 +104,16 @@ public sealed class RoutingDecodeKernelTests
     {
         var aligned = new DeviceRange(0x1000, DeviceRange.UnknownSize);
         Assert.AreEqual(expected, MoeKernels.CanRoutingDecode(dtype, T, E, H, aligned, aligned, aligned));
+    }
+
+    [TestMethod]
+    [DataRow(1, 1)]
+    [DataRow(8, 1)]
+    [DataRow(9, 3)]
+    [DataRow(16, 3)]
+    public void RoutingDecodeCounters_OnePerRowOfCtas_AndOneAcrossRows(int tokens, int expected)
+    {
+        Assert.AreEqual(expected, MoeKernels.RoutingDecodeCounters(tokens));
     }
 
     [TestMethod]

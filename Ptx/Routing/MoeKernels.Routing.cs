@@ -159,7 +159,7 @@ internal sealed partial class MoeKernels
             X = x.Pointer, Wr = wr.Pointer, Logits = logits.Pointer, Tokens = tokens, Experts = experts, Hidden = hidden,
         };
         Kernel(_routerLogitsGemv, dtype, _ => MoeKernelModules.RouterLogitsGemv(), MoeKernelModules.RouterLogitsGemvEntry)
-            .Launch(stream, new Dim3(CeilDiv(experts, 2), CeilDiv(tokens, 8)), new Dim3(128), 0, in args);
+            .Launch(stream, new Dim3(CeilDiv(experts, 2), CeilDiv(tokens, RouterGemvTokensPerRow)), new Dim3(128), 0, in args);
     }
 
     // ============================================================================================== routing indices
@@ -231,16 +231,20 @@ internal sealed partial class MoeKernels
     }
 
     // ============================================================================================== one-launch decode routing
-    /// <summary>Largest T <see cref="RoutingDecode"/> takes: its grid is the GEMV's (a row of CTAs per 8 tokens), and the
-    /// last CTA's four warps run the softmax/top-k of every token alone (four tokens each at T = 16), which stays
-    /// short against the four-launch routing only for the decode steps' few tokens.</summary>
+    /// <summary>Largest T <see cref="RoutingDecode"/> takes: its grid is the GEMV's (a row of CTAs per
+    /// <see cref="RouterGemvTokensPerRow"/> tokens), and each row's last CTA runs its tokens' softmax/top-k on four warps,
+    /// two tokens each, which stays short against the four-launch routing only for the decode steps' few rows.</summary>
     public const int RoutingDecodeMaxTokens = 16;
 
+    /// <summary>Tokens of one row of router-GEMV CTAs (grid.y of <c>moe_router_logits_gemv</c> and
+    /// <c>moe_routing_decode</c>): the GEMV body's eight accumulators per expert.</summary>
+    public const int RouterGemvTokensPerRow = 8;
+
     /// <summary>The u32 ticket counters <see cref="RoutingDecode"/> takes at T = <paramref name="tokens"/>: one per row of
-    /// GEMV CTAs (8 tokens each), and one more across the rows when there are several.</summary>
+    /// GEMV CTAs, and one more across the rows when there are several.</summary>
     public static int RoutingDecodeCounters(int tokens)
     {
-        int rows = (int)Math.Max(1, CeilDiv(tokens, 8));
+        int rows = (int)Math.Max(1, CeilDiv(tokens, RouterGemvTokensPerRow));
         return rows > 1 ? rows + 1 : 1;
     }
 
@@ -298,7 +302,7 @@ internal sealed partial class MoeKernels
         };
         Kernel(_routingDecode, (programmatic ? 3 : 0) + Slot(dtype), (dtype, programmatic), static k => MoeKernelModules.RoutingDecode(k.programmatic),
             static k => MoeKernelModules.RoutingDecodeEntry(k.dtype))
-            .Launch(stream, new Dim3(CeilDiv(experts, 2), CeilDiv(tokens, 8)), new Dim3(128), 0, in args);
+            .Launch(stream, new Dim3(CeilDiv(experts, 2), CeilDiv(tokens, RouterGemvTokensPerRow)), new Dim3(128), 0, in args);
     }
 
     // ============================================================================================== checks and loading

@@ -59,7 +59,7 @@ public sealed class Sm90aStagedEpiloguePlanTests
         Assert.AreEqual(1, Count(ptx, "@p_cp cp.async.bulk.global.shared::cta.bulk_group [cp_out], [cp_rd], cp_bytes;"));
         StringAssert.Contains(ptx, "add.u64 cp_out, c_ptr, tmp64;");
         StringAssert.Contains(ptx, $"min.s32 cp_bytes, cp_bytes, {blockN};");
-        AssertOverlapOrder(ptx);
+        AssertBulkCopiesOverlapTheNextTile(ptx, "@p_cp");
     }
 
     [TestMethod]
@@ -107,7 +107,7 @@ public sealed class Sm90aStagedEpiloguePlanTests
                 Assert.AreEqual(32, banks.Count, $"pass {i} quarter {quarter}: bank conflicts");
             }
         Assert.AreEqual(16 * chunks, seen.Count, "16 rows x BN/16 chunks per warp");
-        AssertOverlapOrder(ptx);
+        AssertBulkCopiesOverlapTheNextTile(ptx, "@p_cp");
         Assert.IsTrue(ptx.IndexOf("@p_copier cp.async.bulk.commit_group;", StringComparison.Ordinal) < ptx.IndexOf("EPI_ACT_FAST:", StringComparison.Ordinal),
             "the G1 copies are issued before the act math");
     }
@@ -157,23 +157,27 @@ public sealed class Sm90aStagedEpiloguePlanTests
     }
 
     /// <summary>k-loop end &lt; wait_group.read &lt; staging stores &lt; fence.proxy.async &lt; bulk copies &lt; commit, only
-    /// warp barriers in the consumer, and the consumer's end waits for its last copies.</summary>
-    private static void AssertOverlapOrder(string ptx)
+    /// warp barriers in the consumer, and the consumer's end waits for its last copies: the staged epilogue of the row
+    /// tiles and of the TN kernel. <paramref name="copyGuard"/> is the bulk copy's predicate (<c>@p_cp</c>, <c>@p</c>).
+    /// Returns where the k-loop ends and the commit stands, for a caller's own order checks.</summary>
+    internal static (int KLoopEnd, int Commit) AssertBulkCopiesOverlapTheNextTile(string ptx, string copyGuard)
     {
         int At(string s) { int i = ptx.IndexOf(s, StringComparison.Ordinal); Assert.IsTrue(i >= 0, s); return i; }
         int consumer = At("CONSUMER:");
         Assert.AreEqual(-1, ptx.IndexOf("bar.sync", consumer, StringComparison.Ordinal), "no warpgroup barrier in the consumer");
         Assert.AreEqual(2, Count(ptx, "bar.warp.sync 0xffffffff;"));
+        string copyInstruction = $"{copyGuard} cp.async.bulk.global.shared::cta.bulk_group";
         int kLoopEnd = At("wgmma.wait_group.sync.aligned 0;"), read = At("@p_copier cp.async.bulk.wait_group.read 0;");
         int firstStore = At("st.shared.b32 [st_frag+0]"), lastStore = ptx.LastIndexOf("st.shared.b32 [st_frag+", StringComparison.Ordinal);
         int fence = ptx.IndexOf("fence.proxy.async.shared::cta;", lastStore, StringComparison.Ordinal);
-        int copy = At("@p_cp cp.async.bulk.global.shared::cta.bulk_group"), lastCopy = ptx.LastIndexOf("@p_cp cp.async.bulk.global", StringComparison.Ordinal);
+        int copy = At(copyInstruction), lastCopy = ptx.LastIndexOf(copyInstruction, StringComparison.Ordinal);
         int commit = At("@p_copier cp.async.bulk.commit_group;");
         Assert.IsTrue(kLoopEnd < read && read < firstStore && lastStore < fence && fence < copy && lastCopy < commit,
             "k-loop end < wait_group.read < staging stores < fence.proxy.async < bulk copies < commit");
         int done = ptx.LastIndexOf("ALL_DONE:", StringComparison.Ordinal);
-        Assert.IsTrue(done > commit && ptx.IndexOf("@stg_on cp.async.bulk.wait_group 0;", done, StringComparison.Ordinal) > done,
+        Assert.IsTrue(done > commit && Regex.IsMatch(ptx[done..], @"(?m)^\s*(@!?\w+\s+)?cp\.async\.bulk\.wait_group 0;"),
             "the consumer waits for its last copies before ret");
+        return (kLoopEnd, commit);
     }
 
     /// <summary>Instructions only (a line's first token, after an optional guard), not the header's comments.</summary>

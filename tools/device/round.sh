@@ -10,7 +10,8 @@
 #                     before a hung kernel can eat the call (a new kernel's smallest test)
 #   MOENATIVE_ROUND_GEMM_SEQLENS (default 4096,16384), MOENATIVE_ROUND_SEQLENS_30B (default 1024,4096,16384),
 #   MOENATIVE_ROUND_SEQLENS_235B (default 4096): the token counts; MOENATIVE_ROUND_DECODE=1 adds the decode rows
-#   (T = 1..8, both configs, new beside base).
+#   (T = 1..8, both configs, new beside base); MOENATIVE_ROUND_GEMM_BASE=0 skips the base's `bench --gemm` (this
+#   tree's lists every tile of ours, the base's tiles included); MOENATIVE_ROUND_BREAKDOWN=0 skips the breakdown.
 #
 # Needs .device/ (tools/device/pack.sh). Writes to $OUT (else artifacts/device), at most 8 files: round.log (the
 # summary), tests.log, gemm-{new,base}.json, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}.json, breakdown.txt.
@@ -41,7 +42,8 @@ if [ "$filter" != none ]; then
   grep -E '^failed ' -A8 "$out/tests.log" | head -n 60 >> "$log"
 fi
 gemm_seq=${MOENATIVE_ROUND_GEMM_SEQLENS:-4096,16384}
-for side in new base; do
+gemm_sides="new base"; [ "${MOENATIVE_ROUND_GEMM_BASE:-1}" = 0 ] && gemm_sides=new
+for side in $gemm_sides; do
   c=$cli; [ $side = base ] && c=$base/moenative.dll
   echo "== bench --gemm $side" >> "$log"
   timeout 120 "$dotnet" "$c" bench --gemm --seqlen "$gemm_seq" --json "$out/gemm-$side.json" 2>&1 | grep -vE '^\s*$' | tail -n 40 >> "$log"
@@ -67,7 +69,9 @@ if [ "${MOENATIVE_ROUND_DECODE:-0}" = 1 ]; then
   done
   note "decode benches done"
 fi
-MOENATIVE_BENCH_BREAKDOWN=$out/breakdown.txt timeout 90 "$dotnet" "$cli" bench --config qwen3-30b-a3b --seqlen 4096,16384 \
-  --backward --no-reference > /dev/null 2>&1
-note "breakdown exit $?"
+if [ "${MOENATIVE_ROUND_BREAKDOWN:-1}" != 0 ]; then
+  MOENATIVE_BENCH_BREAKDOWN=$out/breakdown.txt timeout 90 "$dotnet" "$cli" bench --config qwen3-30b-a3b --seqlen 4096,16384 \
+    --backward --no-reference > /dev/null 2>&1
+  note "breakdown exit $?"
+fi
 cat "$log"

@@ -64,7 +64,8 @@ public sealed record FusedBlockOptions
     /// <summary>Time the candidate configs of every GEMM on the first call of each shape class; keep the fastest.</summary>
     public bool Autotune { get; init; }
 
-    /// <summary>Launches per candidate when autotuning (the fastest launch counts). Default 3.</summary>
+    /// <summary>Timed repetitions per candidate when autotuning (the fastest counts; a repetition of a launch under
+    /// 0.1 ms is a batch of 4 back-to-back launches, so the host's launch cost is not timed). Default 3.</summary>
     public int AutotuneRepetitions { get; init; } = 3;
 
     /// <summary>

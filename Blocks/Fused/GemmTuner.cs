@@ -121,8 +121,30 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
         FusedGemm which = call.Gemm;
         if (candidates.Count == 0)
             throw new InvalidOperationException($"Autotune of {which}: the grouped GEMM offers no candidate config.");
-        using var start = new CudaEvent(stream.Context);
-        using var end = new CudaEvent(stream.Context);
+        var marks = new CudaEvent[_options.AutotuneRepetitions + 1];
+        try
+        {
+            for (int m = 0; m < marks.Length; m++) marks[m] = new CudaEvent(stream.Context);
+            return TuneWith(marks, gemm, stream, dtype, shapeClass, call, candidates);
+        }
+        finally
+        {
+            foreach (CudaEvent? mark in marks) mark?.Dispose();
+        }
+    }
+
+    /// <summary>Launches of one timed batch when a candidate's launch is short (under <see cref="LongLaunchMs"/>): the
+    /// host enqueues them while the GPU runs the previous ones, so the time between two events is GPU time, not the
+    /// host's launch cost (a tensor-map encode, cuLaunchKernelEx) spent while the GPU waits.</summary>
+    internal const int ShortLaunchBatch = 4;
+
+    /// <summary>A launch at least this long (ms) is timed alone: the host's launch cost is a few microseconds.</summary>
+    internal const double LongLaunchMs = 0.1;
+
+    private (GemmConfig Config, double Milliseconds) TuneWith(CudaEvent[] marks, GroupedGemm gemm, CudaStream stream,
+        ScalarType dtype, int shapeClass, FusedGemmCall call, IReadOnlyList<GemmConfig> candidates)
+    {
+        FusedGemm which = call.Gemm;
         GemmConfig? best = null;
         double bestMs = double.PositiveInfinity;
         List<string> errors = [];
@@ -131,15 +153,7 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
             double ms = double.PositiveInfinity;
             try
             {
-                call.Launch(gemm, stream, dtype, candidate); // first launch JITs the specialisation and warms the caches
-                for (int rep = 0; rep < _options.AutotuneRepetitions; rep++)
-                {
-                    start.Record(stream);
-                    call.Launch(gemm, stream, dtype, candidate);
-                    end.Record(stream);
-                    end.Synchronize();
-                    ms = Math.Min(ms, CudaEvent.ElapsedMilliseconds(start, end));
-                }
+                ms = TimeCandidate(marks, gemm, stream, dtype, call, candidate);
                 _timings.Add(new GemmTiming(which, shapeClass, candidate, ms, null));
             }
             catch (Exception ex) when (ex is CudaException or ArgumentException or NotSupportedException)
@@ -159,5 +173,36 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
         }
         return best is not null ? (best, bestMs) : throw new InvalidOperationException(
             $"Autotune of {which} (shape class T≤{shapeClass}): every candidate failed: {string.Join("; ", errors)}");
+    }
+
+    /// <summary>
+    /// GPU milliseconds of one launch of <paramref name="call"/> with <paramref name="candidate"/>: a first launch JITs
+    /// the specialisation and warms the caches; a second, timed alone, sizes the batches; then the repetitions, each a
+    /// batch of 1 (long launches) or <see cref="ShortLaunchBatch"/> launches between two of the chained
+    /// <paramref name="marks"/>, all queued before one synchronisation, so no batch after the first waits for the
+    /// host; the fastest batch per launch counts. (Timing each launch alone between a synchronised pair of events
+    /// counted the host's launch cost as GPU time: for a 20 us GEMM that cost, larger for an sm_90a tile, made
+    /// autotune pick a 2x slower tile, docs/PERF.md session 7.)
+    /// </summary>
+    private double TimeCandidate(CudaEvent[] marks, GroupedGemm gemm, CudaStream stream, ScalarType dtype, in FusedGemmCall call,
+        GemmConfig candidate)
+    {
+        call.Launch(gemm, stream, dtype, candidate);
+        marks[0].Record(stream);
+        call.Launch(gemm, stream, dtype, candidate);
+        marks[1].Record(stream);
+        marks[1].Synchronize();
+        int batch = CudaEvent.ElapsedMilliseconds(marks[0], marks[1]) >= LongLaunchMs ? 1 : ShortLaunchBatch;
+        marks[0].Record(stream);
+        for (int rep = 1; rep < marks.Length; rep++)
+        {
+            for (int b = 0; b < batch; b++) call.Launch(gemm, stream, dtype, candidate);
+            marks[rep].Record(stream);
+        }
+        marks[^1].Synchronize();
+        double ms = double.PositiveInfinity;
+        for (int rep = 1; rep < marks.Length; rep++)
+            ms = Math.Min(ms, CudaEvent.ElapsedMilliseconds(marks[rep - 1], marks[rep]) / batch);
+        return ms;
     }
 }

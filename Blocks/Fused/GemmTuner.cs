@@ -141,6 +141,9 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
     /// <summary>A launch at least this long (ms) is timed alone: the host's launch cost is a few microseconds.</summary>
     internal const double LongLaunchMs = 0.1;
 
+    /// <summary>Launches per timed repetition of a candidate whose launch took <paramref name="launchMs"/>.</summary>
+    internal static int LaunchesPerRepetition(double launchMs) => launchMs >= LongLaunchMs ? 1 : ShortLaunchBatch;
+
     private (GemmConfig Config, double Milliseconds) TuneWith(CudaEvent[] marks, GroupedGemm gemm, CudaStream stream,
         ScalarType dtype, int shapeClass, FusedGemmCall call, IReadOnlyList<GemmConfig> candidates)
     {
@@ -192,7 +195,7 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
         call.Launch(gemm, stream, dtype, candidate);
         marks[1].Record(stream);
         marks[1].Synchronize();
-        int batch = CudaEvent.ElapsedMilliseconds(marks[0], marks[1]) >= LongLaunchMs ? 1 : ShortLaunchBatch;
+        int batch = LaunchesPerRepetition(CudaEvent.ElapsedMilliseconds(marks[0], marks[1]));
         marks[0].Record(stream);
         for (int rep = 1; rep < marks.Length; rep++)
         {

@@ -184,8 +184,8 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
     /// batch of 1 (long launches) or <see cref="ShortLaunchBatch"/> launches between two of the chained
     /// <paramref name="marks"/>, all queued before one synchronisation, so no batch after the first waits for the
     /// host; the fastest batch per launch counts. (Timing each launch alone between a synchronised pair of events
-    /// counted the host's launch cost as GPU time: for a 20 us GEMM that cost, larger for an sm_90a tile, made
-    /// autotune pick a 2x slower tile, docs/PERF.md session 7.)
+    /// counted the host's launch cost as GPU time, larger for an sm_90a tile; a session-7 run launched the 20 us
+    /// router GEMM on an sm_80 tile twice as slow, docs/PERF.md v26.)
     /// </summary>
     private double TimeCandidate(CudaEvent[] marks, GroupedGemm gemm, CudaStream stream, ScalarType dtype, in FusedGemmCall call,
         GemmConfig candidate)

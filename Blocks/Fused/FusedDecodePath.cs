@@ -41,6 +41,7 @@ internal sealed class FusedDecodePath : IDisposable
     private readonly FusedBlockOptions _options;
     private DeviceBuffer<uint>? _counters; // [H/8] u32 tickets of moe_decode_down_combine: 0 between launches
     private DeviceBuffer<uint>? _routeCounter; // [RoutingDecodeCounters(16)] u32 tickets of moe_routing_decode: 0 between launches
+    private DeviceBuffer<uint>? _routeRecord; // [DecodeRouteRecordBytes / 4] u32 route record of a T = 1 step: 0 between steps
     private readonly DecodeTuningOverride _tuningOverride; // MOENATIVE_DECODE_TUNING as read at construction
 
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> for a config the decode kernels cannot run.</exception>
@@ -74,6 +75,18 @@ internal sealed class FusedDecodePath : IDisposable
     /// <summary>MOENATIVE_DECODE_PDL is not "0": the sm_90 specialisations with programmatic launch where the card has them.</summary>
     public static bool ProgrammaticByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_DECODE_PDL") != "0";
 
+    /// <summary>
+    /// Whether a decode step of <paramref name="tokens"/> tokens that routes itself in one launch hands its experts to
+    /// the decode kernels through a route record (<see cref="MoeKernels.CanRouteRecord"/>: T = 1, k &lt;= 32; with
+    /// <see cref="Programmatic"/>, where the gate/up kernel is resident while the routing kernel ends; unless
+    /// MOENATIVE_DECODE_RECORD=0): the gate/up kernel starts streaming right after the routing's top-k instead of after
+    /// its indices and its grid's end. The values are the same either way (DecodeRouteRecordTests).
+    /// </summary>
+    public bool UsesRouteRecord(int tokens) => Programmatic && RouteRecordByEnvironment && MoeKernels.CanRouteRecord(tokens, _config.TopK);
+
+    /// <summary>MOENATIVE_DECODE_RECORD is not "0" (for A/B measurements).</summary>
+    public static bool RouteRecordByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_DECODE_RECORD") != "0";
+
     /// <summary>Whether a forward of <paramref name="tokens"/> tokens on <paramref name="x"/> runs the decode kernels.</summary>
     /// <exception cref="ArgumentException"><see cref="DecodeMode.Always"/> and an X that is not 16-byte aligned.</exception>
     public bool Applies(int tokens, DeviceRange x)
@@ -91,17 +104,24 @@ internal sealed class FusedDecodePath : IDisposable
         }
     }
 
-    /// <summary>Allocates and zeroes the ticket counters (synchronous; before any graph capture).</summary>
+    /// <summary>Allocates and zeroes the ticket counters and the route record (synchronous; before any graph capture).</summary>
     public void Reserve()
     {
         if (_counters is not null) return;
         var routeCounter = new DeviceBuffer<uint>(_context, MoeKernels.RoutingDecodeCounters(MoeKernels.RoutingDecodeMaxTokens));
         routeCounter.FillBytes(0);
+        var routeRecord = new DeviceBuffer<uint>(_context, MoeKernels.DecodeRouteRecordBytes / 4);
+        routeRecord.FillBytes(0);
         var counters = new DeviceBuffer<uint>(_context, MoeKernels.DecodeCounterCount(_config.HiddenSize));
         counters.FillBytes(0);
         _routeCounter = routeCounter;
+        _routeRecord = routeRecord;
         _counters = counters;
     }
+
+    /// <summary>The route record for a step of <paramref name="tokens"/> tokens routed in one launch (<see cref="UsesRouteRecord"/>), else Null.</summary>
+    private DeviceRange RouteRecord(int tokens, bool routedInOneLaunch) =>
+        routedInOneLaunch && UsesRouteRecord(tokens) ? _routeRecord!.AsRange() : DeviceRange.Null;
 
     /// <summary>Whether a decode forward (<see cref="Applies"/>) that routes itself takes the one-launch routing.</summary>
     public bool RoutesInOneLaunch(int tokens, DeviceRange x, DeviceRange wr, DeviceRange logits) =>
@@ -127,7 +147,7 @@ internal sealed class FusedDecodePath : IDisposable
         MoeConfig c = _config;
         // NOTE: the counter exists here: Applies is true only when the block reserves it with its forward workspace.
         kernels.RoutingDecode(s, _dtype, x, wr, logits, probs, sel, w, mSizes, gather, inverse, _routeCounter!.AsRange(),
-            tokens, c.NumExperts, c.TopK, c.HiddenSize, c.NormTopKProb, Programmatic);
+            tokens, c.NumExperts, c.TopK, c.HiddenSize, c.NormTopKProb, Programmatic, RouteRecord(tokens, routedInOneLaunch: true));
     }
 
     /// <summary>The step's cut at T = <paramref name="tokens"/>: <see cref="DecodeTuning.For"/> (the L2 fill of the down
@@ -138,6 +158,8 @@ internal sealed class FusedDecodePath : IDisposable
     /// <summary>
     /// GEMM1 + SwiGLU, then GEMM2 + scale + combine on <paramref name="s"/>, from the routing kernels' outputs. With
     /// FuseMulPost G2 rows are scaled by w and summed with weight 1; with PermuteY G2 is stored in token-slot order.
+    /// <paramref name="routedInOneLaunch"/>: the routing was <see cref="Route"/> just before on the same stream (then a
+    /// T = 1 step takes its experts from the route record that launch published, <see cref="UsesRouteRecord"/>).
     /// </summary>
     public void Forward(MoeKernels kernels, CudaStream s,
         DeviceRange x,       // [T,H] dtype
@@ -151,23 +173,25 @@ internal sealed class FusedDecodePath : IDisposable
         DeviceRange act,     // [TK,I] dtype out, expert order
         DeviceRange g2,      // [TK,H] dtype out (U): expert order, token-slot order with PermuteY
         DeviceRange y,       // [T,H] dtype out
-        int tokens)
+        int tokens, bool routedInOneLaunch)
     {
         MoeConfig c = _config;
         DecodeTuning tuning = Tuning(tokens);
+        DeviceRange record = RouteRecord(tokens, routedInOneLaunch);
         // NOTE: the counters exist here: Applies is true only when the block reserves them with its forward workspace.
         kernels.DecodeGateUpSilu(s, _dtype, x, gateUp, down, mSizes, gather, g1, act, tokens, c.NumExperts, c.TopK, c.HiddenSize,
-            c.IntermediateSize, Programmatic, tuning);
+            c.IntermediateSize, Programmatic, tuning, record);
         DeviceRange rowScale = _options.FuseMulPost ? w : DeviceRange.Null;
         DeviceRange combineWeights = _options.FuseMulPost ? DeviceRange.Null : w;
         kernels.DecodeDownCombine(s, _dtype, act, down, mSizes, gather, inverse, rowScale, g2, combineWeights, y,
             _counters!.AsRange(), tokens, c.NumExperts, c.TopK, c.HiddenSize, c.IntermediateSize, slotOrder: _options.PermuteY,
-            Programmatic, tuning);
+            Programmatic, tuning, record);
     }
 
     public void Dispose()
     {
         _counters?.Dispose();
         _routeCounter?.Dispose();
+        _routeRecord?.Dispose();
     }
 }

@@ -35,7 +35,8 @@ public sealed partial class Qwen3MoeFusedBlock
         bool decode = _decode.Applies(tokens, x);
         DeviceRange sel = selectedIn.IsNull ? selOwn : selectedIn;
         DeviceRange w = weightsIn.IsNull ? wOwn : weightsIn;
-        if (decode && selectedIn.IsNull && weightsIn.IsNull && _decode.RoutesInOneLaunch(tokens, x, wr, logits))
+        bool routedInOneLaunch = decode && selectedIn.IsNull && weightsIn.IsNull && _decode.RoutesInOneLaunch(tokens, x, wr, logits);
+        if (routedInOneLaunch)
         {
             // 1-3 for a decode step that routes itself: one launch writes L, probs, sel, w, m_sizes, gather, inverse
             _decode.Route(_kernels, s, x, wr, logits, probs, selOwn, wOwn, mSizes, gather, inverse, tokens);
@@ -61,7 +62,7 @@ public sealed partial class Qwen3MoeFusedBlock
         //    G1, A, G2 and Y as the grouped path below
         if (decode)
         {
-            _decode.Forward(_kernels, s, x, _weights.GateUpProjRange, _weights.DownProjRange, mSizes, gather, inverse, w, g1, act, g2, y, tokens);
+            _decode.Forward(_kernels, s, x, _weights.GateUpProjRange, _weights.DownProjRange, mSizes, gather, inverse, w, g1, act, g2, y, tokens, routedInOneLaunch);
             Probe(s, "decode_experts");
             _saved = new SavedForward(tokens, x, sel, w, true);
             return;

@@ -24,6 +24,7 @@ internal struct DecodeGateUpSiluArgs
     public uint TopKMagic;  // ceil(2^32 / k) for k >= 2, 0 for k = 1 (the kernel's slot / k without a division)
     public ulong Fill;      // Wd [E,H,I] dtype: the down kernel's weights, asked of L2 by this kernel
     public ulong FillBytes; // bytes of each hit expert's Wd[e] asked of L2, from its start (<= H*I*2); 0 = no fill
+    public ulong Record;    // T = 1: the route record [DecodeRouteRecordBytes] the routing kernel publishes, or 0 = m_sizes/gather
 }
 
 /// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (D, min(E, TK)), ceil(H/8/32) &lt;= D &lt;= H/8, block 128.</summary>
@@ -47,4 +48,5 @@ internal struct DecodeDownCombineArgs
     public int Inter;        // I (multiple of 8)
     public int SlotOrder;    // 0: G2 in expert order (row r); 1: token-slot order (row gather[r])
     public int Prefetch;     // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
+    public ulong Record;     // T = 1: the route record (zeroed by this kernel after its last reader), or 0 = m_sizes
 }

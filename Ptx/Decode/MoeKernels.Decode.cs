@@ -44,6 +44,40 @@ internal sealed partial class MoeKernels
         return true;
     }
 
+    /// <summary>
+    /// Bytes of a route record (Routing/fragments/routing_decode_record.ptx): 16 copies of 32 u32 words, one 128-byte line
+    /// each, then the u32 done counter of <see cref="DecodeDownCombine"/> at byte 2048, then 32 zero words at byte 2176
+    /// that <see cref="DecodeGateUpSilu"/> reads as its rows' slots (never written). All zero before the first step;
+    /// the down kernel leaves it zero after each.
+    /// </summary>
+    public const int DecodeRouteRecordBytes = DecodeRouteRecordZeroSlots + 128;
+
+    /// <summary>Byte offset of a route record's 32 zero words: the gate/up kernel's gather (every row's slot / k is token 0 at T = 1).</summary>
+    private const int DecodeRouteRecordZeroSlots = 16 * 128 + 128;
+
+    /// <summary>Largest k a route record holds (one warp publishes it, a word per selected expert).</summary>
+    public const int DecodeRouteRecordMaxTopK = 32;
+
+    /// <summary>
+    /// Whether a decode step can hand its experts over through a route record: T = 1 and k &lt;= 32. The routing kernel
+    /// (<see cref="RoutingDecode"/>) publishes the k selected experts right after its top-k, and both decode kernels,
+    /// given the same record, read their expert from it instead of from m_sizes: the gate/up kernel starts streaming
+    /// while the routing kernel still writes its indices and ends.
+    /// </summary>
+    public static bool CanRouteRecord(int tokens, int topK) => tokens == 1 && topK is >= 1 and <= DecodeRouteRecordMaxTopK;
+
+    /// <summary>The checks of a route record given to a launcher (Null: none): T and k (<see cref="CanRouteRecord"/>),
+    /// its size and 128-byte alignment (one L2 line per copy).</summary>
+    private static void CheckRouteRecord(DeviceRange record, int tokens, int topK)
+    {
+        if (record.IsNull) return;
+        if (!CanRouteRecord(tokens, topK))
+            throw new ArgumentException(
+                $"A route record needs T = 1 and 1 <= k <= {DecodeRouteRecordMaxTopK}; got T={tokens}, k={topK}.", nameof(record));
+        Need(record, DecodeRouteRecordBytes, nameof(record), $"[{DecodeRouteRecordBytes}] bytes");
+        Aligned(record, 128, nameof(record));
+    }
+
     /// <summary>Length of the ticket-counter buffer <see cref="DecodeDownCombine"/> needs: H / 8 u32, zero before the first launch.</summary>
     public static int DecodeCounterCount(int hidden) => hidden / DecodeColumnsPerCta;
 
@@ -55,9 +89,14 @@ internal sealed partial class MoeKernels
     /// serialisation: it starts while the routing kernel before it ends and waits for it on the device.
     /// <paramref name="tuning"/> (default <see cref="DecodeTuning.For"/>) picks the pass width, the column walk and the
     /// prefetch distance, and with <see cref="DecodeTuning.FillDown"/> has this kernel ask L2 for <paramref name="down"/>'s
-    /// rows of its experts for <see cref="DecodeDownCombine"/>; no choice changes a value.
+    /// rows of its experts for <see cref="DecodeDownCombine"/>; no choice changes a value. With a route
+    /// <paramref name="record"/> (<see cref="CanRouteRecord"/>) it takes its experts from the record the
+    /// <see cref="RoutingDecode"/> launch before it publishes (the same record), not from <paramref name="mSizes"/> and
+    /// <paramref name="gather"/>, and the <see cref="DecodeDownCombine"/> launch after it must be given the record too
+    /// (it zeroes it for the next step): the three launch as one step.
     /// </summary>
-    /// <exception cref="ArgumentException"><see cref="DecodeTuning.FillDown"/> without <paramref name="down"/>.</exception>
+    /// <exception cref="ArgumentException"><see cref="DecodeTuning.FillDown"/> without <paramref name="down"/>; a record
+    /// with T &gt; 1, k &gt; 32, fewer than <see cref="DecodeRouteRecordBytes"/> bytes or not 128-byte aligned.</exception>
     public void DecodeGateUpSilu(CudaStream stream, ScalarType dtype,
         DeviceRange x,         // [T,H] dtype
         DeviceRange gateUp,    // Wgu [E,2I,H] dtype
@@ -66,9 +105,11 @@ internal sealed partial class MoeKernels
         DeviceRange gather,    // [TK] i32
         DeviceRange firstGemm, // G1 [TK,2I] dtype out, or Null
         DeviceRange act,       // A [TK,I] dtype out
-        int tokens, int experts, int topK, int hidden, int inter, bool programmatic = false, DecodeTuning? tuning = null)
+        int tokens, int experts, int topK, int hidden, int inter, bool programmatic = false, DecodeTuning? tuning = null,
+        DeviceRange record = default) // route record [DecodeRouteRecordBytes], or Null
     {
         DecodeTuning cut = CheckDecodeLaunch(stream, dtype, tokens, experts, topK, hidden, inter, programmatic, tuning);
+        CheckRouteRecord(record, tokens, topK);
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(x, (long)tokens * hidden * es, nameof(x), $"[T={tokens},H={hidden}] {dtype}");
@@ -85,10 +126,12 @@ internal sealed partial class MoeKernels
         if (tokens == 0) return;
         var args = new DecodeGateUpSiluArgs
         {
-            X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer,
+            X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer,
+            Gather = record.IsNull ? gather.Pointer : record.Pointer + DecodeRouteRecordZeroSlots, // the routing kernel may still write gather
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
             Prefetch = cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK), Fill = down.Pointer,
             FillBytes = cut.FillDown ? (ulong)DecodeTuning.FillDownBytes(tokens, experts, topK, hidden, inter, Context.L2CacheBytes) : 0,
+            Record = record.Pointer,
         };
         LaunchDecode(stream, _decodeGateUp, _decodeGateUpResident, static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows),
             new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.GateColumnCtas(inter), int.MaxValue, Math.Min(experts, tk), in args);
@@ -102,8 +145,12 @@ internal sealed partial class MoeKernels
     /// (one buffer per stream: two launches in flight must not share it). Overwrites G2 and Y. With
     /// <paramref name="programmatic"/> it starts while <see cref="DecodeGateUpSilu"/> ends: it finds its expert and
     /// sends its weight rows to L2 first, then waits for A on the device. <paramref name="tuning"/> as for
-    /// <see cref="DecodeGateUpSilu"/> (here the walk is over 8-column blocks, each with its own ticket counter).
+    /// <see cref="DecodeGateUpSilu"/> (here the walk is over 8-column blocks, each with its own ticket counter). With a
+    /// route <paramref name="record"/> (the one the routing and gate/up launches of this step were given) it takes its
+    /// experts from the record and zeroes it once its last reader is done.
     /// </summary>
+    /// <exception cref="ArgumentException">A record with T &gt; 1, k &gt; 32, fewer than <see cref="DecodeRouteRecordBytes"/>
+    /// bytes or not 128-byte aligned.</exception>
     public void DecodeDownCombine(CudaStream stream, ScalarType dtype,
         DeviceRange act,        // A [TK,I] dtype (expert order)
         DeviceRange down,       // Wd [E,H,I] dtype
@@ -115,9 +162,11 @@ internal sealed partial class MoeKernels
         DeviceRange weights,    // [T,k] dtype, or Null = all 1
         DeviceRange output,     // Y [T,H] dtype out
         DeviceRange counters,   // [H/8] u32, zero
-        int tokens, int experts, int topK, int hidden, int inter, bool slotOrder, bool programmatic = false, DecodeTuning? tuning = null)
+        int tokens, int experts, int topK, int hidden, int inter, bool slotOrder, bool programmatic = false, DecodeTuning? tuning = null,
+        DeviceRange record = default) // route record [DecodeRouteRecordBytes], or Null
     {
         DecodeTuning cut = CheckDecodeLaunch(stream, dtype, tokens, experts, topK, hidden, inter, programmatic, tuning);
+        CheckRouteRecord(record, tokens, topK);
         const int es = 2;
         long tk = (long)tokens * topK;
         Need(act, tk * inter * es, nameof(act), $"[TK={tk},I={inter}] {dtype}");
@@ -140,7 +189,7 @@ internal sealed partial class MoeKernels
             Act = act.Pointer, Down = down.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
             RowScale = rowScale.Pointer, SecondGemm = secondGemm.Pointer, Weights = weights.Pointer, Output = output.Pointer,
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.PrefetchDown ? 1 : 0,
+            SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.PrefetchDown ? 1 : 0, Record = record.Pointer,
         };
         LaunchDecode(stream, _decodeDown, _decodeDownResident, static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows),
             new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.DownColumnBlocks(hidden), DecodeTuning.MaxDownBlocksPerCta,

@@ -259,7 +259,9 @@ internal sealed partial class MoeKernels
     /// <paramref name="counter"/> [<see cref="RoutingDecodeCounters"/>(T)] u32 must be 0 before the launch and is left 0 after it (one per stream: two
     /// launches in flight must not share it). Only where <see cref="CanRoutingDecode"/> holds. With
     /// <paramref name="programmatic"/> (the sm_90 module) it lets a programmatically launched decode kernel after it
-    /// start at once (that kernel waits for this grid on the device); itself it is launched plainly.
+    /// start at once (that kernel waits for this grid on the device); itself it is launched plainly. With a route
+    /// <paramref name="record"/> (all zero; <see cref="CanRouteRecord"/>: T = 1, k &lt;= 32) it also publishes the k
+    /// selected experts there right after its top-k, for the decode launches after it given the same record.
     /// </summary>
     public void RoutingDecode(CudaStream stream, ScalarType dtype,
         DeviceRange x,        // [T,H] dtype
@@ -272,11 +274,13 @@ internal sealed partial class MoeKernels
         DeviceRange gather,   // [TK] i32 out
         DeviceRange inverse,  // [TK] i32 out
         DeviceRange counter,  // [RoutingDecodeCounters(T)] u32, zero
-        int tokens, int experts, int topK, int hidden, bool normTopK, bool programmatic = false)
+        int tokens, int experts, int topK, int hidden, bool normTopK, bool programmatic = false,
+        DeviceRange record = default) // route record [DecodeRouteRecordBytes], or Null
     {
         CheckStream(stream);
         CheckRouterDims(tokens, experts, topK);
         CheckProgrammatic(programmatic);
+        CheckRouteRecord(record, tokens, topK);
         if (!CanRoutingDecode(dtype, tokens, experts, hidden, x, wr, logits))
             throw new ArgumentException(
                 $"The one-launch decode routing needs a bf16/fp16 dtype, 1 <= T <= {RoutingDecodeMaxTokens}, E <= {RouterMaxExperts}, " +
@@ -299,6 +303,7 @@ internal sealed partial class MoeKernels
             X = x.Pointer, Wr = wr.Pointer, Logits = logits.Pointer, Probs = probs.Pointer, Selected = selected.Pointer,
             Weights = weights.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
             Counter = counter.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, NormTopK = normTopK ? 1 : 0,
+            Record = record.Pointer,
         };
         Kernel(_routingDecode, (programmatic ? 3 : 0) + Slot(dtype), (dtype, programmatic), static k => MoeKernelModules.RoutingDecode(k.programmatic),
             static k => MoeKernelModules.RoutingDecodeEntry(k.dtype))

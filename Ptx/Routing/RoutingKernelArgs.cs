@@ -100,6 +100,7 @@ internal struct RoutingDecodeArgs
     public int TopK;        // k
     public int Hidden;      // H (multiple of 8)
     public int NormTopK;    // 1: divide by the sum of the k selected probs
+    public ulong Record;    // T = 1: the route record [DecodeRouteRecordBytes] u32, all 0, published after the top-k; or 0 = none
 }
 
 /// <summary><c>moe_router_dw_reduce_{dtype}</c>: dWr = the f32 sum of S f32 row-chunk partials in chunk order, rounded once; 8 elements per thread.</summary>

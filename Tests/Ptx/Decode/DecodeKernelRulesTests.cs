@@ -22,6 +22,16 @@ public sealed class DecodeKernelRulesTests
         Assert.AreEqual(expected, MoeKernels.CanDecode(dtype, experts, hidden, inter));
 
     [TestMethod]
+    [DataRow(1, 8, true, DisplayName = "Qwen3 T = 1, k = 8")]
+    [DataRow(1, 1, true, DisplayName = "k = 1")]
+    [DataRow(1, 32, true, DisplayName = "k = 32: one word per lane of the publishing warp")]
+    [DataRow(1, 33, false, DisplayName = "k = 33")]
+    [DataRow(2, 8, false, DisplayName = "T = 2: experts may hold several rows")]
+    [DataRow(0, 8, false, DisplayName = "T = 0")]
+    public void CanRouteRecord_IsOneTokenAndAtMost32Experts(int tokens, int topK, bool expected) =>
+        Assert.AreEqual(expected, MoeKernels.CanRouteRecord(tokens, topK));
+
+    [TestMethod]
     public void DecodeAligned_NeedsSixteenBytes()
     {
         Assert.IsTrue(MoeKernels.DecodeAligned(new DeviceRange(0x1000, 64), new DeviceRange(0x2010, 64)));

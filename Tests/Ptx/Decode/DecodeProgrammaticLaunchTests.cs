@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using MoeNative.Interop;
 using MoeNative.Ptx;
 
@@ -88,6 +89,109 @@ public sealed class DecodeProgrammaticLaunchTests
                     }
     }
 
+    /// <summary>
+    /// The T = 1 step with a route record (the routing publishes its k experts right after the top-k, both decode kernels
+    /// read them from there, the down kernel zeroes the record): every output bitwise the plain step's, for two
+    /// different inputs one after the other on the same buffers and record (a record left set would hand the second
+    /// step the first one's experts), at the default cut, the 2-row pass and without the L2 fill, plainly and (9.0+)
+    /// programmatically; then as a captured graph replayed twice. The record is all zero after every step; right after
+    /// a routing launch alone it holds 0x80000000 | e for the selected experts in id order, in each of its 16 copies.
+    /// </summary>
+    [TestMethod]
+    [DataRow(ScalarType.BFloat16)]
+    [DataRow(ScalarType.Float16)]
+    public void RouteRecordStep_IsBitwiseThePlainStep(ScalarType dtype)
+    {
+        const int T = 1;
+        CudaContext ctx = GpuTest.RequireContext();
+        MoeKernels kernels = MoeKernels.For(ctx);
+        int seed = 9900 + (int)dtype;
+        using var first = new StepInputs(ctx, dtype, T, seed);
+        using var second = new StepInputs(ctx, dtype, T, seed + 1);
+        using var stream = new CudaStream(ctx);
+        using var plain = new StepBuffers(ctx, dtype, T);
+        using var routed = new StepBuffers(ctx, dtype, T);
+        using var record = new DeviceBuffer<uint>(ctx, MoeKernels.DecodeRouteRecordBytes / 4);
+        record.FillBytes(0);
+        ctx.Synchronize();
+        byte[][] expectedFirst = DefaultStep(kernels, stream, dtype, T, first, plain);
+        byte[][] expectedSecond = DefaultStep(kernels, stream, dtype, T, second, plain);
+        CollectionAssert.AreNotEqual(expectedFirst[2], expectedSecond[2], "the two inputs must select different experts (another seed)");
+
+        bool[] launches = kernels.CanLaunchProgrammatic ? [false, true] : [false];
+        foreach (DecodeTuning tuning in new[] { DecodeTuning.For(T, H), DecodeTuning.For(T, H) with { RowsPerPass = 2 }, DecodeTuning.For(T, H) with { FillDown = false } })
+            foreach (bool programmatic in launches)
+                foreach ((StepInputs inputs, byte[][] expected, string which) in new[] { (first, expectedFirst, "first"), (second, expectedSecond, "second") })
+                {
+                    routed.Poison(stream);
+                    Step(kernels, stream, dtype, T, inputs, routed, programmatic, tuning, record.AsRange());
+                    stream.Synchronize();
+                    string what = $"route record, {which} input, {tuning}, programmatic {programmatic}";
+                    Compare(expected, routed.Download(), what);
+                    AssertRecordZero(record, what);
+                }
+
+        bool pdl = kernels.CanLaunchProgrammatic;
+        routed.Poison(stream);
+        stream.Synchronize();
+        using CudaGraph graph = CudaGraph.Capture(stream, s => Step(kernels, s, dtype, T, second, routed, pdl, null, record.AsRange()));
+        graph.Launch(stream);
+        graph.Launch(stream);
+        stream.Synchronize();
+        Compare(expectedSecond, routed.Download(), "route record, a captured step replayed twice");
+        AssertRecordZero(record, "route record, after the replays");
+
+        // the routing launch alone: the published record
+        kernels.RoutingDecode(stream, dtype, first.X.Range, first.Wr.Range, routed[0], routed[1], routed[2], routed[3], routed[4],
+            routed[5], routed[6], routed.RouteCounter, T, E, K, H, normTopK: true, pdl, record.AsRange());
+        stream.Synchronize();
+        int[] sel = [.. MemoryMarshal.Cast<byte, int>(expectedFirst[2]).ToArray().Order()];
+        uint[] words = record.ToArray();
+        for (int c = 0; c < 16; c++)
+            for (int r = 0; r < 32; r++)
+                Assert.AreEqual(r < K ? 0x80000000u | (uint)sel[r] : 0u, words[c * 32 + r], $"record copy {c}, word {r}");
+        record.FillBytes(0);
+        ctx.Synchronize();
+    }
+
+    /// <summary>A route record the step cannot take (T = 2, too small, not 128-byte aligned) is refused, naming the record.</summary>
+    [TestMethod]
+    public void BadRouteRecord_IsRefusedBeforeAnyLaunch()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        MoeKernels kernels = MoeKernels.For(ctx);
+        using var stream = new CudaStream(ctx);
+        using var b = new StepBuffers(ctx, ScalarType.BFloat16, 2);
+        using var x = new DeviceBuffer<byte>(ctx, 2L * H * 2);
+        using var wgu = new DeviceBuffer<byte>(ctx, (long)E * 2 * I * H * 2);
+        using var wd = new DeviceBuffer<byte>(ctx, (long)E * H * I * 2);
+        using var record = new DeviceBuffer<byte>(ctx, MoeKernels.DecodeRouteRecordBytes + 128);
+        DeviceRange whole = record.AsRange();
+        foreach ((int tokens, DeviceRange r, string why) in new[]
+                 {
+                     (2, whole, "T = 2"), (1, record.Slice(0, MoeKernels.DecodeRouteRecordBytes - 4), "too small"),
+                     (1, record.Slice(16, MoeKernels.DecodeRouteRecordBytes), "16-byte aligned"),
+                 })
+        {
+            var e = Assert.ThrowsExactly<ArgumentException>(() => kernels.DecodeGateUpSilu(stream, ScalarType.BFloat16,
+                x.AsRange(), wgu.AsRange(), wd.AsRange(), b[4], b[5], b[7], b[8], tokens, E, K, H, I, record: r), why);
+            Assert.AreEqual("record", e.ParamName, why);
+            e = Assert.ThrowsExactly<ArgumentException>(() => kernels.DecodeDownCombine(stream, ScalarType.BFloat16, b[8], wd.AsRange(),
+                b[4], b[5], b[6], DeviceRange.Null, b[9], b[3], b[10], b.DownCounters, tokens, E, K, H, I, slotOrder: false, record: r), why);
+            Assert.AreEqual("record", e.ParamName, why);
+            e = Assert.ThrowsExactly<ArgumentException>(() => kernels.RoutingDecode(stream, ScalarType.BFloat16, x.AsRange(), wgu.AsRange(),
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b.RouteCounter, tokens, E, K, H, normTopK: true, record: r), why);
+            Assert.AreEqual("record", e.ParamName, why);
+        }
+    }
+
+    private static void AssertRecordZero(DeviceBuffer<uint> record, string what)
+    {
+        uint[] words = record.ToArray();
+        int set = Array.FindIndex(words, w => w != 0);
+        Assert.AreEqual(-1, set, $"{what}: the route record is not zero after the step (word {set} = 0x{(set >= 0 ? words[set] : 0):x8})");
+    }
+
     [TestMethod]
     public void BadTuning_IsRefusedBeforeAnyLaunch()
     {
@@ -115,13 +219,13 @@ public sealed class DecodeProgrammaticLaunchTests
     }
 
     private static void Step(MoeKernels kernels, CudaStream s, ScalarType dtype, int T, StepInputs a, StepBuffers b,
-        bool programmatic, DecodeTuning? tuning = null)
+        bool programmatic, DecodeTuning? tuning = null, DeviceRange record = default)
     {
         kernels.RoutingDecode(s, dtype, a.X.Range, a.Wr.Range, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b.RouteCounter,
-            T, E, K, H, normTopK: true, programmatic);
-        kernels.DecodeGateUpSilu(s, dtype, a.X.Range, a.Wgu.Range, a.Wd.Range, b[4], b[5], b[7], b[8], T, E, K, H, I, programmatic, tuning);
+            T, E, K, H, normTopK: true, programmatic, record);
+        kernels.DecodeGateUpSilu(s, dtype, a.X.Range, a.Wgu.Range, a.Wd.Range, b[4], b[5], b[7], b[8], T, E, K, H, I, programmatic, tuning, record);
         kernels.DecodeDownCombine(s, dtype, b[8], a.Wd.Range, b[4], b[5], b[6], DeviceRange.Null, b[9], b[3], b[10],
-            b.DownCounters, T, E, K, H, I, slotOrder: false, programmatic, tuning);
+            b.DownCounters, T, E, K, H, I, slotOrder: false, programmatic, tuning, record);
     }
 
     /// <summary>Fresh random X [T,H], Wr [E,H], Wgu [E,2I,H] and Wd [E,H,I] from a seed (printed), rounded to the dtype.</summary>

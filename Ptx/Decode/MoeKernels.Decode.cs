@@ -46,14 +46,13 @@ internal sealed partial class MoeKernels
 
     /// <summary>
     /// Bytes of a route record (Routing/fragments/routing_decode_record.ptx): 16 copies of 32 u32 words, one 128-byte line
-    /// each, then the u32 done counter of <see cref="DecodeDownCombine"/> at byte 2048, then 32 zero words at byte 2176
-    /// that <see cref="DecodeGateUpSilu"/> reads as its rows' slots (never written). All zero before the first step;
-    /// the down kernel leaves it zero after each.
+    /// each, then 32 zero words at byte 2048 that <see cref="DecodeGateUpSilu"/> reads as its rows' slots (never
+    /// written). All zero before the first step; the down kernel leaves it zero after each.
     /// </summary>
     public const int DecodeRouteRecordBytes = DecodeRouteRecordZeroSlots + 128;
 
     /// <summary>Byte offset of a route record's 32 zero words: the gate/up kernel's gather (every row's slot / k is token 0 at T = 1).</summary>
-    private const int DecodeRouteRecordZeroSlots = 16 * 128 + 128;
+    private const int DecodeRouteRecordZeroSlots = 16 * 128;
 
     /// <summary>Largest k a route record holds (one warp publishes it, a word per selected expert).</summary>
     public const int DecodeRouteRecordMaxTopK = 32;
@@ -147,7 +146,8 @@ internal sealed partial class MoeKernels
     /// sends its weight rows to L2 first, then waits for A on the device. <paramref name="tuning"/> as for
     /// <see cref="DecodeGateUpSilu"/> (here the walk is over 8-column blocks, each with its own ticket counter). With a
     /// route <paramref name="record"/> (the one the routing and gate/up launches of this step were given) it takes its
-    /// experts from the record and zeroes it once its last reader is done.
+    /// experts from the record where it is still set (else from m_sizes once the grids before it have ended) and
+    /// zeroes it once the gate/up grid has ended.
     /// </summary>
     /// <exception cref="ArgumentException">A record with T &gt; 1, k &gt; 32, fewer than <see cref="DecodeRouteRecordBytes"/>
     /// bytes or not 128-byte aligned.</exception>

@@ -20,7 +20,7 @@ internal struct DecodeGateUpSiluArgs
     public int TopK;        // k
     public int Hidden;      // H (multiple of 8)
     public int Inter;       // I
-    public int Prefetch;    // 1: weight rows asked of L2 2 KB ahead of the loads; 2: whole rows in bulk (sm_90); 0: no prefetch
+    public int Prefetch;    // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
     public uint TopKMagic;  // ceil(2^32 / k) for k >= 2, 0 for k = 1 (the kernel's slot / k without a division)
     public ulong Fill;      // Wd [E,H,I] dtype: the down kernel's weights, asked of L2 by this kernel
     public ulong FillBytes; // bytes of each hit expert's Wd[e] asked of L2, from its start (<= H*I*2); 0 = no fill

@@ -128,7 +128,7 @@ internal sealed partial class MoeKernels
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer,
             Gather = record.IsNull ? gather.Pointer : record.Pointer + DecodeRouteRecordZeroSlots, // the routing kernel may still write gather
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            Prefetch = cut.BulkPrefetchGateUp ? 2 : cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK), Fill = down.Pointer,
+            Prefetch = cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK), Fill = down.Pointer,
             FillBytes = cut.FillDown ? (ulong)DecodeTuning.FillDownBytes(tokens, experts, topK, hidden, inter, Context.L2CacheBytes) : 0,
             Record = record.Pointer,
         };

@@ -49,25 +49,16 @@ internal static partial class MoeKernelModules
 
     /// <summary>
     /// <paramref name="file"/> specialised by the decode-step launch placeholders it uses: TARGET sm_90 with GRID_WAIT =
-    /// griddepcontrol.wait, GRID_LAUNCH = griddepcontrol.launch_dependents and L2_BULK_PREFETCH = cp.async.bulk.prefetch.L2
-    /// (the instruction, its operands follow it in the text) when <paramref name="programmatic"/> (the kernels are then
-    /// launched with programmatic stream serialisation), else TARGET sm_80 and comments (a line that starts with it).
+    /// griddepcontrol.wait and GRID_LAUNCH = griddepcontrol.launch_dependents when <paramref name="programmatic"/>
+    /// (the kernels are then launched with programmatic stream serialisation), else TARGET sm_80 and comments.
     /// </summary>
     public static PtxModuleSpec LaunchSpecialised(string file, bool programmatic, params PtxKernelSpec[] kernels)
     {
         string text = PtxLibrary.ReadComposed(file);
         IReadOnlyList<string> used = PtxTemplate.Placeholders(text);
         Dictionary<string, string> all = programmatic
-            ? new()
-            {
-                ["TARGET"] = "sm_90", ["GRID_WAIT"] = "griddepcontrol.wait;", ["GRID_LAUNCH"] = "griddepcontrol.launch_dependents;",
-                ["L2_BULK_PREFETCH"] = "cp.async.bulk.prefetch.L2.global",
-            }
-            : new()
-            {
-                ["TARGET"] = "sm_80", ["GRID_WAIT"] = "// (griddepcontrol.wait: sm_90 module only)", ["GRID_LAUNCH"] = "// (griddepcontrol.launch_dependents: sm_90 module only)",
-                ["L2_BULK_PREFETCH"] = "// (cp.async.bulk.prefetch.L2: sm_90 module only)",
-            };
+            ? new() { ["TARGET"] = "sm_90", ["GRID_WAIT"] = "griddepcontrol.wait;", ["GRID_LAUNCH"] = "griddepcontrol.launch_dependents;" }
+            : new() { ["TARGET"] = "sm_80", ["GRID_WAIT"] = "// (griddepcontrol.wait: sm_90 module only)", ["GRID_LAUNCH"] = "// (griddepcontrol.launch_dependents: sm_90 module only)" };
         var values = all.Where(kv => used.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
         return new(ModuleName(file, null) + (programmatic ? ProgrammaticSuffix : ""), PtxTemplate.Specialise(text, values), kernels);
     }

@@ -53,8 +53,7 @@ public sealed class DecodeProgrammaticLaunchTests
 
     /// <summary>
     /// Every decode cut (<see cref="DecodeTuning"/>: each pass width, one column per warp, a 3-column walk and the
-    /// one-wave walk, prefetch off, on in both kernels and in the down kernel only, the L2 fill of the down weights, with
-    /// and without the gate/up kernel's bulk L2 prefetch of whole rows) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
+    /// one-wave walk, prefetch off, on in both kernels and in the down kernel only, the L2 fill of the down weights) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
     /// the default cut itself is checked against the grouped reference by DecodePathTests. Fresh random inputs from a
     /// printed seed, outputs poisoned before each run. T = 5 and 8 (k = 4 of E = 32) give experts more rows than the narrow widths take
     /// in one pass.
@@ -79,11 +78,10 @@ public sealed class DecodeProgrammaticLaunchTests
         bool[] launches = kernels.CanLaunchProgrammatic ? [false, true] : [false];
         foreach (int rows in MoeKernelModules.DecodeRowsPerPass)
             foreach (int columns in new[] { 0, 1, 3 })
-                foreach ((bool prefetchGateUp, bool prefetchDown, bool fillDown, bool bulk) in new[]
-                         { (false, false, false, false), (true, true, false, false), (false, true, false, false), (false, false, true, false), (false, false, true, true) })
+                foreach ((bool prefetchGateUp, bool prefetchDown, bool fillDown) in new[] { (false, false, false), (true, true, false), (false, true, false), (false, false, true) })
                     foreach (bool programmatic in launches)
                     {
-                        var tuning = new DecodeTuning(rows, columns, prefetchGateUp, prefetchDown, fillDown, bulk);
+                        var tuning = new DecodeTuning(rows, columns, prefetchGateUp, prefetchDown, fillDown);
                         cut.Poison(stream);
                         Step(kernels, stream, dtype, T, inputs, cut, programmatic, tuning);
                         stream.Synchronize();

@@ -158,14 +158,10 @@ public sealed class DecodeProgrammaticLaunchTests
     [TestMethod]
     public void BadRouteRecord_IsRefusedBeforeAnyLaunch()
     {
-        CudaContext ctx = GpuTest.RequireContext();
-        MoeKernels kernels = MoeKernels.For(ctx);
-        using var stream = new CudaStream(ctx);
-        using var b = new StepBuffers(ctx, ScalarType.BFloat16, 2);
-        using var x = new DeviceBuffer<byte>(ctx, 2L * H * 2);
-        using var wgu = new DeviceBuffer<byte>(ctx, (long)E * 2 * I * H * 2);
-        using var wd = new DeviceBuffer<byte>(ctx, (long)E * H * I * 2);
-        using var record = new DeviceBuffer<byte>(ctx, MoeKernels.DecodeRouteRecordBytes + 128);
+        using var a = new BadLaunch(T: 2);
+        (MoeKernels kernels, CudaStream stream, StepBuffers b, DeviceBuffer<byte> x, DeviceBuffer<byte> wgu) = (a.Kernels, a.Stream, a.Buffers, a.X, a.Wgu);
+        using var wd = new DeviceBuffer<byte>(a.Context, (long)E * H * I * 2);
+        using var record = new DeviceBuffer<byte>(a.Context, MoeKernels.DecodeRouteRecordBytes + 128);
         DeviceRange whole = record.AsRange();
         foreach ((int tokens, DeviceRange r, string why) in new[]
                  {
@@ -195,18 +191,44 @@ public sealed class DecodeProgrammaticLaunchTests
     [TestMethod]
     public void BadTuning_IsRefusedBeforeAnyLaunch()
     {
-        CudaContext ctx = GpuTest.RequireContext();
-        MoeKernels kernels = MoeKernels.For(ctx);
-        using var stream = new CudaStream(ctx);
-        using var b = new StepBuffers(ctx, ScalarType.BFloat16, 1);
-        using var x = new DeviceBuffer<byte>(ctx, (long)H * 2);
-        using var wgu = new DeviceBuffer<byte>(ctx, (long)E * 2 * I * H * 2);
+        using var a = new BadLaunch(T: 1);
+        (MoeKernels kernels, CudaStream stream, StepBuffers b, DeviceBuffer<byte> x, DeviceBuffer<byte> wgu) = (a.Kernels, a.Stream, a.Buffers, a.X, a.Wgu);
         var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => kernels.DecodeGateUpSilu(stream, ScalarType.BFloat16,
             x.AsRange(), wgu.AsRange(), DeviceRange.Null, b[4], b[5], b[7], b[8], 1, E, K, H, I, tuning: new DecodeTuning(3, 0, false, false)));
         Assert.AreEqual("tuning", e.ParamName);
         var fill = Assert.ThrowsExactly<ArgumentException>(() => kernels.DecodeGateUpSilu(stream, ScalarType.BFloat16,
             x.AsRange(), wgu.AsRange(), DeviceRange.Null, b[4], b[5], b[7], b[8], 1, E, K, H, I, tuning: new DecodeTuning(1, 0, false, false, FillDown: true)));
         Assert.AreEqual("down", fill.ParamName);
+    }
+
+    /// <summary>What the refused-launch tests pass (bf16): the kernels, a stream, T-token step buffers, X [T,H] and Wgu
+    /// [E,2I,H] (contents unused: nothing is launched).</summary>
+    private sealed class BadLaunch : IDisposable
+    {
+        public BadLaunch(int T)
+        {
+            Context = GpuTest.RequireContext();
+            Kernels = MoeKernels.For(Context);
+            Stream = new CudaStream(Context);
+            Buffers = new StepBuffers(Context, ScalarType.BFloat16, T);
+            X = new DeviceBuffer<byte>(Context, (long)T * H * 2);
+            Wgu = new DeviceBuffer<byte>(Context, (long)E * 2 * I * H * 2);
+        }
+
+        public CudaContext Context { get; }
+        public MoeKernels Kernels { get; }
+        public CudaStream Stream { get; }
+        public StepBuffers Buffers { get; }
+        public DeviceBuffer<byte> X { get; }
+        public DeviceBuffer<byte> Wgu { get; }
+
+        public void Dispose()
+        {
+            Wgu.Dispose();
+            X.Dispose();
+            Buffers.Dispose();
+            Stream.Dispose();
+        }
     }
 
     /// <summary>The plain-launch step at the default tuning into poisoned <paramref name="b"/>: every output, downloaded.</summary>

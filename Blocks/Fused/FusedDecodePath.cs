@@ -80,7 +80,8 @@ internal sealed class FusedDecodePath : IDisposable
     /// the decode kernels through a route record (<see cref="MoeKernels.CanRouteRecord"/>: T = 1, k &lt;= 32; with
     /// <see cref="Programmatic"/>, where the gate/up kernel is resident while the routing kernel ends; unless
     /// MOENATIVE_DECODE_RECORD=0): the gate/up kernel starts streaming right after the routing's top-k instead of after
-    /// its indices and its grid's end. The values are the same either way (DecodeRouteRecordTests).
+    /// its indices and its grid's end. The values are the same either way
+    /// (DecodeProgrammaticLaunchTests.RouteRecordStep_IsBitwiseThePlainStep).
     /// </summary>
     public bool UsesRouteRecord(int tokens) => Programmatic && RouteRecordByEnvironment && MoeKernels.CanRouteRecord(tokens, _config.TopK);
 

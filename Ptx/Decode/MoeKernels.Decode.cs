@@ -51,8 +51,11 @@ internal sealed partial class MoeKernels
     /// </summary>
     public const int DecodeRouteRecordBytes = DecodeRouteRecordZeroSlots + 128;
 
+    /// <summary>Copies of a route record's 32 words, one 128-byte L2 line each (the PTX polls copy ctaid.x % 16).</summary>
+    private const int DecodeRouteRecordCopies = 16;
+
     /// <summary>Byte offset of a route record's 32 zero words: the gate/up kernel's gather (every row's slot / k is token 0 at T = 1).</summary>
-    private const int DecodeRouteRecordZeroSlots = 16 * 128;
+    private const int DecodeRouteRecordZeroSlots = DecodeRouteRecordCopies * 128;
 
     /// <summary>Largest k a route record holds (one warp publishes it, a word per selected expert).</summary>
     public const int DecodeRouteRecordMaxTopK = 32;

@@ -69,17 +69,18 @@ internal static class Sm90aFragments
 
     /// <summary>
     /// The TN kernel's B (X) chunk loads of one stage row, one per 128-column half h &lt; <paramref name="columns"/>/128:
-    /// src = b_ptr + tmp64 (+256 B per half) when the row exists (p_row) and the half's chunk is inside K (b_ok{h}),
-    /// else zero-filled; destination stage_b + 16384h. Registers used: p, p_row, b_ok0|1, ld_src, b_ptr, tmp64, ld_size, stage_b.
+    /// src = ld_src (the row's address + the thread's column offset, +256 B per half), zero-filled through the
+    /// ignore-src predicate when the row is past the expert (p_row) or the half's chunk past K (b_out{h});
+    /// destination stage_b + 16384h. Registers used: p, p_row, b_out0|1, ld_src, stage_b.
     /// </summary>
     public static string WeightGradientBLoads(int columns)
     {
         var sb = new StringBuilder();
         for (int h = 0; h < columns / 128; h++)
         {
-            if (h > 0) sb.Append("\n    add.s64 tmp64, tmp64, 256;          // the next 128 columns\n");
-            sb.Append(CultureInfo.InvariantCulture, $"    and.pred p, p_row, b_ok{h};\n    mov.u64 ld_src, b_ptr;\n    @p add.u64 ld_src, b_ptr, tmp64;\n")
-              .Append(CultureInfo.InvariantCulture, $"    selp.u32 ld_size, 16, 0, p;\n    cp.async.cg.shared.global [stage_b+{16384 * h}], [ld_src], 16, ld_size;");
+            if (h > 0) sb.Append("\n    add.s64 ld_src, ld_src, 256;        // the next 128 columns\n");
+            sb.Append(CultureInfo.InvariantCulture, $"    or.pred p, p_row, b_out{h};\n")
+              .Append(CultureInfo.InvariantCulture, $"    cp.async.cg.shared.global [stage_b+{16384 * h}], [ld_src], 16, p;");
         }
         return sb.ToString();
     }

@@ -132,7 +132,7 @@ internal static class GroupedGemmSm90aSpecs
         };
         if (tn)
         {
-            values["B_LOADS"] = Sm90aFragments.WeightGradientBLoads(bn);
+            values["ROW_LOADS"] = Sm90aFragments.WeightGradientRowLoads(bn);
             values["BM"] = Int(GemmConfig.WgmmaBlockM);
             foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
             values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, float32Output ? null : ptxType, pitch);

@@ -68,21 +68,31 @@ internal static class Sm90aFragments
     }
 
     /// <summary>
-    /// The TN kernel's B (X) chunk loads of one stage row, one per 128-column half h &lt; <paramref name="columns"/>/128:
-    /// src = ld_src (the row's address + the thread's column offset, +256 B per half), zero-filled through the
-    /// ignore-src predicate when the row is past the expert (p_row) or the half's chunk past K (b_out{h});
-    /// destination stage_b + 16384h. Registers used: p, p_row, b_out0|1, ld_src, stage_b.
+    /// A batch of the TN producer's stage loads: 4 stage rows (8 apart: rows ld_row0 + 8j of the batch at tab_rd), their
+    /// A entries (tab_rd + 64j, into t_a{j}) and B entries (+512, into t_b{j}) loaded first, so the 8 shared loads are in
+    /// flight together; then per row one A chunk (stage_a + 1024j) and one B chunk per 128-column half h &lt;
+    /// <paramref name="columns"/>/128 (stage_b + 1024j + 16384h, source +256 B per half), each from the row's address
+    /// plus the thread's column offset (a_col_off, b_col_off) and zero-filled through the ignore-src predicate when the
+    /// row is past the expert (entry 0) or the chunk past N (a_out) / K (b_out{h}).
+    /// Registers used: t_a0..3, t_b0..3, p, p_row, a_out, b_out0|1, ld_src, tab_rd, stage_a, stage_b, a_col_off, b_col_off.
     /// </summary>
-    public static string WeightGradientBLoads(int columns)
+    public static string WeightGradientRowLoads(int columns)
     {
         var sb = new StringBuilder();
-        for (int h = 0; h < columns / 128; h++)
+        for (int j = 0; j < 4; j++)
+            sb.Append(CultureInfo.InvariantCulture, $"    ld.shared.s64 t_a{j}, [tab_rd+{64 * j}];\n    ld.shared.s64 t_b{j}, [tab_rd+{512 + 64 * j}];\n");
+        for (int j = 0; j < 4; j++)
         {
-            if (h > 0) sb.Append("\n    add.s64 ld_src, ld_src, 256;        // the next 128 columns\n");
-            sb.Append(CultureInfo.InvariantCulture, $"    or.pred p, p_row, b_out{h};\n")
-              .Append(CultureInfo.InvariantCulture, $"    cp.async.cg.shared.global [stage_b+{16384 * h}], [ld_src], 16, p;");
+            sb.Append(CultureInfo.InvariantCulture, $"    setp.eq.s64 p_row, t_a{j}, 0;\n    or.pred p, p_row, a_out;\n    add.s64 ld_src, t_a{j}, a_col_off;\n")
+              .Append(CultureInfo.InvariantCulture, $"    cp.async.cg.shared.global [stage_a+{1024 * j}], [ld_src], 16, p;\n")
+              .Append(CultureInfo.InvariantCulture, $"    setp.eq.s64 p_row, t_b{j}, 0;\n    add.s64 ld_src, t_b{j}, b_col_off;\n");
+            for (int h = 0; h < columns / 128; h++)
+            {
+                if (h > 0) sb.Append("    add.s64 ld_src, ld_src, 256;\n");
+                sb.Append(CultureInfo.InvariantCulture, $"    or.pred p, p_row, b_out{h};\n    cp.async.cg.shared.global [stage_b+{1024 * j + 16384 * h}], [ld_src], 16, p;\n");
+            }
         }
-        return sb.ToString();
+        return sb.ToString().TrimEnd('\n');
     }
 
     /// <summary>

@@ -132,7 +132,8 @@ internal static class GroupedGemmSm90aSpecs
         };
         if (tn)
         {
-            values["ROW_LOADS"] = Sm90aFragments.WeightGradientRowLoads(bn);
+            // 4 of the thread's 8 stage rows (8 apart: 64 B of table, 1024 B of stage) per batch, A and BN/128 B halves
+            values["ROW_LOADS"] = Sm90aFragments.ProducerRowLoads(4, 64, "stage_a", 1024, bn / 128);
             values["BM"] = Int(GemmConfig.WgmmaBlockM);
             foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
             values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, float32Output ? null : ptxType, pitch);
@@ -144,6 +145,8 @@ internal static class GroupedGemmSm90aSpecs
             foreach ((string key, string value) in Sm90aEpilogues.Values(epilogue, bn, ptxType, config.StagedEpilogue, config.WgmmaStagingPitch))
                 values[key] = value;
             values["TAG"] = GroupedGemmSpecs.Tag(layout);
+            // 4 of the thread's 8 A rows (16 apart: 128 B of table, 2048 B of stage) per batch
+            values["ROW_LOADS"] = Sm90aFragments.ProducerRowLoads(4, 128, "ld_dst", 2048, 0);
             values["B_LOAD"] = config.Cluster == 2 ? Sm90aCluster.WeightLoad(layout, bn, epilogue == GroupedGemmEpilogue.SwiGlu)
                 : epilogue == GroupedGemmEpilogue.SwiGlu ? Sm90aEpilogues.SwiGluWeightLoad(bn) : Sm90aFragments.WeightLoad(layout, bn);
             foreach ((string key, string value) in Sm90aCluster.Rows(config.Cluster, bn)) values[key] = value;

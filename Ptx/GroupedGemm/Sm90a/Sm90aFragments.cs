@@ -68,28 +68,33 @@ internal static class Sm90aFragments
     }
 
     /// <summary>
-    /// A batch of the TN producer's stage loads: 4 stage rows (8 apart: rows ld_row0 + 8j of the batch at tab_rd), their
-    /// A entries (tab_rd + 64j, into t_a{j}) and B entries (+512, into t_b{j}) loaded first, so the 8 shared loads are in
-    /// flight together; then per row one A chunk (stage_a + 1024j) and one B chunk per 128-column half h &lt;
-    /// <paramref name="columns"/>/128 (stage_b + 1024j + 16384h, source +256 B per half), each from the row's address
+    /// A batch of a producer's chunk loads from its row table (the rows kernels' A gather, the TN kernel's A and B
+    /// rows): the entries of <paramref name="rows"/> rows j (A at tab_rd + <paramref name="tableStride"/> j into t_a{j};
+    /// with B halves also B at +512 into t_b{j}) loaded first, so the shared loads are in flight together (ptxas keeps a
+    /// shared load behind the cp.async before it, which writes shared memory); then per row one A chunk
+    /// (<paramref name="aDst"/> + <paramref name="dstStride"/> j) and one B chunk per 128-column half h &lt;
+    /// <paramref name="bHalves"/> (stage_b + dstStride j + 16384h, source +256 B per half), each from the row's address
     /// plus the thread's column offset (a_col_off, b_col_off) and zero-filled through the ignore-src predicate when the
-    /// row is past the expert (entry 0) or the chunk past N (a_out) / K (b_out{h}).
-    /// Registers used: t_a0..3, t_b0..3, p, p_row, a_out, b_out0|1, ld_src, tab_rd, stage_a, stage_b, a_col_off, b_col_off.
+    /// row is past the expert (entry 0) or the chunk past the row's end (a_out, b_out{h}).
+    /// Registers used: t_a*, t_b*, p, p_row, a_out, b_out0|1, ld_src, tab_rd, aDst, stage_b, a_col_off, b_col_off.
     /// </summary>
-    public static string WeightGradientRowLoads(int columns)
+    public static string ProducerRowLoads(int rows, int tableStride, string aDst, int dstStride, int bHalves)
     {
         var sb = new StringBuilder();
-        for (int j = 0; j < 4; j++)
-            sb.Append(CultureInfo.InvariantCulture, $"    ld.shared.s64 t_a{j}, [tab_rd+{64 * j}];\n    ld.shared.s64 t_b{j}, [tab_rd+{512 + 64 * j}];\n");
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < rows; j++)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"    ld.shared.s64 t_a{j}, [tab_rd+{tableStride * j}];\n");
+            if (bHalves > 0) sb.Append(CultureInfo.InvariantCulture, $"    ld.shared.s64 t_b{j}, [tab_rd+{512 + tableStride * j}];\n");
+        }
+        for (int j = 0; j < rows; j++)
         {
             sb.Append(CultureInfo.InvariantCulture, $"    setp.eq.s64 p_row, t_a{j}, 0;\n    or.pred p, p_row, a_out;\n    add.s64 ld_src, t_a{j}, a_col_off;\n")
-              .Append(CultureInfo.InvariantCulture, $"    cp.async.cg.shared.global [stage_a+{1024 * j}], [ld_src], 16, p;\n")
-              .Append(CultureInfo.InvariantCulture, $"    setp.eq.s64 p_row, t_b{j}, 0;\n    add.s64 ld_src, t_b{j}, b_col_off;\n");
-            for (int h = 0; h < columns / 128; h++)
+              .Append(CultureInfo.InvariantCulture, $"    cp.async.cg.shared.global [{aDst}+{dstStride * j}], [ld_src], 16, p;\n");
+            if (bHalves > 0) sb.Append(CultureInfo.InvariantCulture, $"    setp.eq.s64 p_row, t_b{j}, 0;\n    add.s64 ld_src, t_b{j}, b_col_off;\n");
+            for (int h = 0; h < bHalves; h++)
             {
                 if (h > 0) sb.Append("    add.s64 ld_src, ld_src, 256;\n");
-                sb.Append(CultureInfo.InvariantCulture, $"    or.pred p, p_row, b_out{h};\n    cp.async.cg.shared.global [stage_b+{1024 * j + 16384 * h}], [ld_src], 16, p;\n");
+                sb.Append(CultureInfo.InvariantCulture, $"    or.pred p, p_row, b_out{h};\n    cp.async.cg.shared.global [stage_b+{dstStride * j + 16384 * h}], [ld_src], 16, p;\n");
             }
         }
         return sb.ToString().TrimEnd('\n');

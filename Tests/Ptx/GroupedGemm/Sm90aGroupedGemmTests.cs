@@ -305,6 +305,20 @@ public sealed class Sm90aGroupedGemmPlanTests
         Assert.AreEqual(GemmMath.MmaSm80, MathOf(1, 128, 2048, sm90a: true), "8 tiles of 128x256 leave most SMs idle");
     }
 
+    /// <summary>The row-tiled producer gathers A in batches of 4 rows (16 apart: 128 B of table, 2048 B of stage): the
+    /// batch's 4 table loads come before its first copy, each copy zero-fills through ignore-src, no B chunks (W by TMA).</summary>
+    [TestMethod]
+    public void RowsSpec_GathersARowsInBatchesOfFour()
+    {
+        string ptx = GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4)).SpecialisedPtx();
+        CollectionAssert.AreEquivalent(new[] { 0, 2048, 4096, 6144 },
+            System.Text.RegularExpressions.Regex.Matches(ptx, @"cp\.async\.cg\.shared\.global \[ld_dst\+(\d+)\], \[ld_src\], 16, p;").Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToArray(), "A chunks");
+        int firstCopy = ptx.IndexOf("cp.async.cg.shared.global [ld_dst+0]", StringComparison.Ordinal);
+        CollectionAssert.AreEqual(new[] { "0", "128", "256", "384" },
+            System.Text.RegularExpressions.Regex.Matches(ptx[..firstCopy], @"ld\.shared\.s64 t_a\d, \[tab_rd\+(\d+)\]").Select(m => m.Groups[1].Value).ToArray(), "table loads first");
+        Assert.IsFalse(ptx.Contains("[stage_b+", StringComparison.Ordinal), "no B chunks: W comes by TMA");
+    }
+
     [TestMethod]
     public void NnSpec_ReadsWNMajorThroughTheTransposeBit()
     {

@@ -132,8 +132,8 @@ internal static class GroupedGemmSm90aSpecs
         };
         if (tn)
         {
-            // 4 of the thread's 8 stage rows (8 apart: 64 B of table, 1024 B of stage) per batch, A and BN/128 B halves
-            values["ROW_LOADS"] = Sm90aFragments.ProducerRowLoads(4, 64, "stage_a", 1024, bn / 128);
+            // the thread's 8 stage rows (8 apart: 64 B of table, 1024 B of stage) in one batch, A and BN/128 B halves
+            values["ROW_LOADS"] = Sm90aFragments.ProducerRowLoads(8, 64, "stage_a", 1024, bn / 128);
             values["BM"] = Int(GemmConfig.WgmmaBlockM);
             foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
             values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, float32Output ? null : ptxType, pitch);

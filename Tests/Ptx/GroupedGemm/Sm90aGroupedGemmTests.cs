@@ -245,14 +245,14 @@ public sealed class Sm90aGroupedGemmPlanTests
         StringAssert.Contains(ptx, "or.b64 desc_a, desc_a, 0x4000004002000000;");   // MN-major A: LBO 8192, SBO 1024
         StringAssert.Contains(ptx, "or.b64 desc_b, desc_b, 0x4000004002000000;");
         StringAssert.Contains(ptx, "add.u64 desc_a, desc_a, 128;");                 // k16 step: +16 rows of 128 B
-        // a batch of 4 stage rows (8 apart, 1024 B) x BN/128 halves (16384 B) of B, 4 rows of A, every chunk once
-        CollectionAssert.AreEquivalent(new[] { 0, 16384, 1024, 17408, 2048, 18432, 3072, 19456 },
+        // the thread's 8 stage rows (8 apart, 1024 B) x BN/128 halves (16384 B) of B, 8 rows of A, every chunk once
+        CollectionAssert.AreEquivalent(Enumerable.Range(0, 8).SelectMany(j => new[] { 1024 * j, 1024 * j + 16384 }).ToArray(),
             System.Text.RegularExpressions.Regex.Matches(ptx, @"cp\.async\.cg\.shared\.global \[stage_b\+(\d+)\]").Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToArray(), "B chunks");
-        CollectionAssert.AreEquivalent(new[] { 0, 1024, 2048, 3072 },
+        CollectionAssert.AreEquivalent(Enumerable.Range(0, 8).Select(j => 1024 * j).ToArray(),
             System.Text.RegularExpressions.Regex.Matches(ptx, @"cp\.async\.cg\.shared\.global \[stage_a\+(\d+)\]").Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToArray(), "A chunks");
-        // the batch's 8 table loads come before its first copy (their latencies overlap)
+        // the 16 table loads come before the first copy (their latencies overlap)
         int firstCopy = ptx.IndexOf("cp.async.cg.shared.global [stage_a+0]", StringComparison.Ordinal);
-        Assert.AreEqual(8, System.Text.RegularExpressions.Regex.Matches(ptx[..firstCopy], @"ld\.shared\.s64 t_[ab]\d, \[tab_rd").Count, "table loads first");
+        Assert.AreEqual(16, System.Text.RegularExpressions.Regex.Matches(ptx[..firstCopy], @"ld\.shared\.s64 t_[ab]\d, \[tab_rd").Count, "table loads first");
         Assert.IsFalse(ptx.Contains("cp.async.bulk.tensor", StringComparison.Ordinal), "no TMA: both operands are gathered rows");
     }
 

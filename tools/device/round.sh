@@ -10,11 +10,12 @@
 #                     before a hung kernel can eat the call (a new kernel's smallest test)
 #   MOENATIVE_ROUND_GEMM_SEQLENS (default 4096,16384), MOENATIVE_ROUND_SEQLENS_30B (default 1024,4096,16384),
 #   MOENATIVE_ROUND_SEQLENS_235B (default 4096): the token counts; MOENATIVE_ROUND_DECODE=1 adds the decode rows
-#   (T = 1..8, both configs, new beside base); MOENATIVE_ROUND_GEMM_BASE=0 skips the base's `bench --gemm` (this
+#   (T = 1..8, both configs, new beside base); MOENATIVE_ROUND_GEMM_ALSO=DIR adds a third CLI's `bench --gemm`
+#   (gemm-also.json: an intermediate commit, so one call separates two changes); MOENATIVE_ROUND_GEMM_BASE=0 skips the base's `bench --gemm` (this
 #   tree's lists every tile of ours, the base's tiles included); MOENATIVE_ROUND_BREAKDOWN=0 skips the breakdown.
 #
 # Needs .device/ (tools/device/pack.sh). Writes to $OUT (else artifacts/device), at most 8 files: round.log (the
-# summary), tests.log, gemm-{new,base}.json, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}.json, breakdown.txt.
+# summary), tests.log, gemm-{new,base}.json (gemm-also.json), bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}.json, breakdown.txt.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=${OUT:-$root/artifacts/device}
@@ -43,8 +44,9 @@ if [ "$filter" != none ]; then
 fi
 gemm_seq=${MOENATIVE_ROUND_GEMM_SEQLENS:-4096,16384}
 gemm_sides="new base"; [ "${MOENATIVE_ROUND_GEMM_BASE:-1}" = 0 ] && gemm_sides=new
+[ -n "${MOENATIVE_ROUND_GEMM_ALSO:-}" ] && gemm_sides="$gemm_sides also"
 for side in $gemm_sides; do
-  c=$cli; [ $side = base ] && c=$base/moenative.dll
+  c=$cli; [ $side = base ] && c=$base/moenative.dll; [ $side = also ] && c=$root/$MOENATIVE_ROUND_GEMM_ALSO/moenative.dll
   echo "== bench --gemm $side" >> "$log"
   timeout 120 "$dotnet" "$c" bench --gemm --seqlen "$gemm_seq" --json "$out/gemm-$side.json" 2>&1 | grep -vE '^\s*$' | tail -n 40 >> "$log"
 done

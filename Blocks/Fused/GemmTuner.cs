@@ -121,7 +121,8 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
         FusedGemm which = call.Gemm;
         if (candidates.Count == 0)
             throw new InvalidOperationException($"Autotune of {which}: the grouped GEMM offers no candidate config.");
-        var marks = new CudaEvent[_options.AutotuneRepetitions + 1];
+        // one chained event per timed batch (every candidate x every round) and the chain's first
+        var marks = new CudaEvent[candidates.Count * _options.AutotuneRepetitions + 1];
         try
         {
             for (int m = 0; m < marks.Length; m++) marks[m] = new CudaEvent(stream.Context);
@@ -144,20 +145,43 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
     /// <summary>Launches per timed repetition of a candidate whose launch took <paramref name="launchMs"/>.</summary>
     internal static int LaunchesPerRepetition(double launchMs) => launchMs >= LongLaunchMs ? 1 : ShortLaunchBatch;
 
+    /// <summary>The candidate timed at <paramref name="position"/> of round <paramref name="round"/> (of
+    /// <paramref name="count"/> warm candidates): each round visits every candidate once, the order rotated by one per
+    /// round, so no candidate always runs first or last of a round (where the card's clock and temperature differ).</summary>
+    internal static int CandidateAt(int position, int round, int count) => (position + round) % count;
+
+    /// <summary>Where candidate <paramref name="candidate"/> runs in round <paramref name="round"/>: the inverse of
+    /// <see cref="CandidateAt"/>.</summary>
+    internal static int PositionOf(int candidate, int round, int count) => ((candidate - round) % count + count) % count;
+
+    /// <summary>
+    /// Times every candidate in the same conditions: first each one is launched twice (the first launch JITs the
+    /// specialisation and warms the caches; the second, timed alone, sizes its batches), then
+    /// <see cref="FusedBlockOptions.AutotuneRepetitions"/> rounds, each a timed batch of every warm candidate in turn
+    /// (<see cref="CandidateAt"/>), all queued between chained <paramref name="marks"/> before one synchronisation:
+    /// the GPU runs the batches back to back, the host never in between, and the fastest batch per launch of each
+    /// candidate counts. (Each candidate's repetitions right after its own JIT, one candidate after the other, let the
+    /// card's state drift between candidates: at Qwen3-30B-A3B T = 16384 autotune kept GEMM1's 128x256 s4 tile in one
+    /// process and s3_stg in another, 2.74 against 2.54 ms forward, while `bench --gemm` times s3_stg 10% faster,
+    /// docs/PERF.md session 10. Timing each launch alone between a synchronised pair of events counted the host's
+    /// launch cost as GPU time, docs/PERF.md v26.)
+    /// </summary>
     private (GemmConfig Config, double Milliseconds) TuneWith(CudaEvent[] marks, GroupedGemm gemm, CudaStream stream,
         ScalarType dtype, int shapeClass, FusedGemmCall call, IReadOnlyList<GemmConfig> candidates)
     {
         FusedGemm which = call.Gemm;
-        GemmConfig? best = null;
-        double bestMs = double.PositiveInfinity;
         List<string> errors = [];
+        var warm = new List<(GemmConfig Config, int Batch)>(candidates.Count);
         foreach (GemmConfig candidate in candidates)
         {
-            double ms = double.PositiveInfinity;
             try
             {
-                ms = TimeCandidate(marks, gemm, stream, dtype, call, candidate);
-                _timings.Add(new GemmTiming(which, shapeClass, candidate, ms, null));
+                call.Launch(gemm, stream, dtype, candidate);
+                marks[0].Record(stream);
+                call.Launch(gemm, stream, dtype, candidate);
+                marks[1].Record(stream);
+                marks[1].Synchronize();
+                warm.Add((candidate, LaunchesPerRepetition(CudaEvent.ElapsedMilliseconds(marks[0], marks[1]))));
             }
             catch (Exception ex) when (ex is CudaException or ArgumentException or NotSupportedException)
             {
@@ -166,46 +190,40 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
                 // ends in the "every candidate failed" exception below, which lists each error.
                 _timings.Add(new GemmTiming(which, shapeClass, candidate, double.NaN, ex.Message));
                 errors.Add($"{candidate}: {ex.Message}");
-                continue;
             }
+        }
+        if (warm.Count == 0)
+            throw new InvalidOperationException(
+                $"Autotune of {which} (shape class T≤{shapeClass}): every candidate failed: {string.Join("; ", errors)}");
+
+        int rounds = _options.AutotuneRepetitions, n = warm.Count;
+        marks[0].Record(stream);
+        for (int round = 0; round < rounds; round++)
+            for (int position = 0; position < n; position++)
+            {
+                (GemmConfig candidate, int batch) = warm[CandidateAt(position, round, n)];
+                for (int b = 0; b < batch; b++) call.Launch(gemm, stream, dtype, candidate);
+                marks[round * n + position + 1].Record(stream);
+            }
+        marks[rounds * n].Synchronize();
+
+        GemmConfig? best = null;
+        double bestMs = double.PositiveInfinity;
+        for (int c = 0; c < n; c++)
+        {
+            double ms = double.PositiveInfinity;
+            for (int round = 0; round < rounds; round++)
+            {
+                int mark = round * n + PositionOf(c, round, n) + 1; // the event after candidate c's batch of this round
+                ms = Math.Min(ms, CudaEvent.ElapsedMilliseconds(marks[mark - 1], marks[mark]) / warm[c].Batch);
+            }
+            _timings.Add(new GemmTiming(which, shapeClass, warm[c].Config, ms, null));
             if (ms < bestMs)
             {
                 bestMs = ms;
-                best = candidate;
+                best = warm[c].Config;
             }
         }
-        return best is not null ? (best, bestMs) : throw new InvalidOperationException(
-            $"Autotune of {which} (shape class T≤{shapeClass}): every candidate failed: {string.Join("; ", errors)}");
-    }
-
-    /// <summary>
-    /// GPU milliseconds of one launch of <paramref name="call"/> with <paramref name="candidate"/>: a first launch JITs
-    /// the specialisation and warms the caches; a second, timed alone, sizes the batches; then the repetitions, each a
-    /// batch of 1 (long launches) or <see cref="ShortLaunchBatch"/> launches between two of the chained
-    /// <paramref name="marks"/>, all queued before one synchronisation, so no batch after the first waits for the
-    /// host; the fastest batch per launch counts. (Timing each launch alone between a synchronised pair of events
-    /// counted the host's launch cost as GPU time, larger for an sm_90a tile; a session-7 run launched the 20 us
-    /// router GEMM on an sm_80 tile twice as slow, docs/PERF.md v26.)
-    /// </summary>
-    private double TimeCandidate(CudaEvent[] marks, GroupedGemm gemm, CudaStream stream, ScalarType dtype, in FusedGemmCall call,
-        GemmConfig candidate)
-    {
-        call.Launch(gemm, stream, dtype, candidate);
-        marks[0].Record(stream);
-        call.Launch(gemm, stream, dtype, candidate);
-        marks[1].Record(stream);
-        marks[1].Synchronize();
-        int batch = LaunchesPerRepetition(CudaEvent.ElapsedMilliseconds(marks[0], marks[1]));
-        marks[0].Record(stream);
-        for (int rep = 1; rep < marks.Length; rep++)
-        {
-            for (int b = 0; b < batch; b++) call.Launch(gemm, stream, dtype, candidate);
-            marks[rep].Record(stream);
-        }
-        marks[^1].Synchronize();
-        double ms = double.PositiveInfinity;
-        for (int rep = 1; rep < marks.Length; rep++)
-            ms = Math.Min(ms, CudaEvent.ElapsedMilliseconds(marks[rep - 1], marks[rep]) / batch);
-        return ms;
+        return (best!, bestMs);
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # autotune-spread.sh: how much the block's numbers move between processes of one CLI (autotune decides per process):
 # RUNS fresh processes of each CLI, one after the other, each `bench --backward` with autotune and graph replay, and
-# per run the fused medians and the tiles autotune kept.
+# per run the fused medians and the tiles autotune kept. MOENATIVE_SPREAD_ARGS: the bench's mode (default --backward;
+# e.g. --inference for the serving forward).
 #
 #   tools/device/autotune-spread.sh CONFIG SEQLENS RUNS CLI...
 #       CLI  new (this tree's .device/cli) or a folder with a published moenative.dll (e.g. .carry/base-672)
@@ -19,7 +20,7 @@ tmp=$(mktemp -d)
 for run in $(seq 1 "$runs"); do
   for cli in "$@"; do
     dll=$root/.device/cli/moenative.dll; [ "$cli" != new ] && dll=$root/$cli/moenative.dll
-    timeout "${MOENATIVE_SPREAD_TIMEOUT:-90}" "$dotnet" "$dll" bench --config "$config" --seqlen "$seqlens" --backward \
+    timeout "${MOENATIVE_SPREAD_TIMEOUT:-90}" "$dotnet" "$dll" bench --config "$config" --seqlen "$seqlens" ${MOENATIVE_SPREAD_ARGS:---backward} \
       --no-reference --json "$tmp/run.json" > /dev/null 2>&1
     python3 - "$tmp/run.json" "$cli" "$run" <<'PY'
 import json, sys

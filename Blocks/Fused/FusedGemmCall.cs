@@ -7,13 +7,10 @@ namespace MoeNative.Blocks;
 /// One grouped-GEMM launch of the fused block with everything but its tile config: what the tuner times and the
 /// block then launches with the chosen config (a value, so a steady-state call allocates nothing). Operands as in
 /// <see cref="GroupedGemm"/>: NT/NN <c>B</c> = W [E,N,K], TN <c>B</c> = the second row operand. <c>Float32Output</c>
-/// (TN only): C is f32, stored unrounded (<see cref="GroupedGemm.BackwardWeightTNFloat32"/>). <c>SwiGluAct</c> (GEMM1,
-/// see <see cref="WithSwiGlu"/>): on an sm_90a tile the launch is the SwiGLU-epilogue kernel, so autotune times the
-/// kernel the block runs.
+/// (TN only): C is f32, stored unrounded (<see cref="GroupedGemm.BackwardWeightTNFloat32"/>).
 /// </summary>
 internal readonly record struct FusedGemmCall(FusedGemm Gemm, DeviceRange A, DeviceRange B, DeviceRange C, GroupedRows Rows,
-    int N, int K, RowSource ARows, RowTarget CRows, RowSource BRows, DeviceRange RowScale, bool Float32Output = false,
-    DeviceRange SwiGluAct = default, bool SwiGluKeepsG1 = true)
+    int N, int K, RowSource ARows, RowTarget CRows, RowSource BRows, DeviceRange RowScale, bool Float32Output = false)
 {
     public GroupedGemmLayout Layout => GemmTuner.LayoutOf(Gemm);
 
@@ -46,24 +43,11 @@ internal readonly record struct FusedGemmCall(FusedGemm Gemm, DeviceRange A, Dev
     public GemmConfig? Sm90aConfig(GroupedGemm gemm, ScalarType dtype, GemmConfig? config) =>
         Layout == GroupedGemmLayout.BackwardWeightTN ? null : gemm.Sm90aConfigFor(Layout, dtype, config, A, B, C, Rows, N, K, ARows, CRows);
 
-    /// <summary>GEMM1 (NT, C = G1 [R, 2I], N = 2I) with its SwiGLU epilogue wherever the config is an sm_90a tile:
-    /// A [R, I] = silu(gate) ⊙ up to <paramref name="act"/>, G1 to C only when <paramref name="keepG1"/> (a backward
-    /// follows); elsewhere the plain GEMM writes G1 and the caller runs the SiluMul kernel after it.</summary>
-    public FusedGemmCall WithSwiGlu(DeviceRange act, bool keepG1) => this with { SwiGluAct = act, SwiGluKeepsG1 = keepG1 };
-
-    /// <summary>Whether <see cref="Launch"/> with <paramref name="config"/> runs the SwiGLU-epilogue kernel (A written,
-    /// no SiluMul needed after it).</summary>
-    public bool RunsSwiGlu(GroupedGemm gemm, ScalarType dtype, GemmConfig? config) =>
-        !SwiGluAct.IsNull && Sm90aConfig(gemm, dtype, config) is not null;
-
     /// <summary>Enqueues the GEMM on <paramref name="stream"/> with <paramref name="config"/> (null: the default).</summary>
     public void Launch(GroupedGemm gemm, CudaStream stream, ScalarType dtype, GemmConfig? config)
     {
         switch (Layout)
         {
-            case GroupedGemmLayout.ForwardNT when !SwiGluAct.IsNull && Sm90aConfig(gemm, dtype, config) is { } hopper:
-                gemm.ForwardNTSwiGlu(stream, dtype, hopper, A, B, SwiGluAct, SwiGluKeepsG1 ? C : DeviceRange.Null, Rows, N / 2, K, ARows);
-                break;
             case GroupedGemmLayout.ForwardNT:
                 gemm.ForwardNT(stream, dtype, config, A, B, C, Rows, N, K, ARows, CRows, RowScale);
                 break;

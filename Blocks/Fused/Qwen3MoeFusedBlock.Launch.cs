@@ -74,13 +74,11 @@ public sealed partial class Qwen3MoeFusedBlock
         // 5. G1 = Xp·Wgu[e]ᵀ, 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]: on an sm_90a tile one launch (SwiGLU epilogue;
         //    G1 written only for a backward; I a multiple of 8), else the GEMM then the SiluMul kernel (same bits)
         DeviceRange wgu = _weights.GateUpProjRange;
-        //    (autotune times the same launch: the SwiGLU kernel on sm_90a candidates)
         var gemm1 = FusedGemmCall.NT(FusedGemm.FirstForward, a1, wgu, g1, expertRows, 2 * i, h, a1Rows, RowTarget.Identity, DeviceRange.Null);
-        if (GroupedGemm.FusedEpiloguesFit(i)) gemm1 = gemm1.WithSwiGlu(act, keepG1: !Options.InferenceOnly);
         GemmConfig? gemm1Config = _tuner.Choose(_gemm, s, dt, shapeClass, in gemm1);
-        if (gemm1.RunsSwiGlu(_gemm, dt, gemm1Config))
+        if (GroupedGemm.FusedEpiloguesFit(i) && gemm1.Sm90aConfig(_gemm, dt, gemm1Config) is { } hopper1)
         {
-            gemm1.Launch(_gemm, s, dt, gemm1Config);
+            _gemm.ForwardNTSwiGlu(s, dt, hopper1, a1, wgu, act, Options.InferenceOnly ? DeviceRange.Null : g1, expertRows, i, h, a1Rows);
             Probe(s, "gemm1_swiglu");
         }
         else

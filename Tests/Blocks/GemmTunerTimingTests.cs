@@ -2,7 +2,7 @@ using MoeNative.Blocks;
 
 namespace MoeNative.Tests.Blocks;
 
-/// <summary>How autotune times a candidate (GemmTuner.TimeCandidate): a launch under 0.1 ms is timed in batches of 4
+/// <summary>How autotune times a candidate (GemmTuner.TuneWith): a launch under 0.1 ms is timed in batches of 4
 /// back-to-back launches between chained events, so the host's launch cost runs under the GPU's work instead of being
 /// counted; a longer launch is timed alone (its host cost is a few microseconds against a tenth of a millisecond); the
 /// candidates are timed in rounds, the order rotated per round (GemmTuner.CandidateAt).</summary>

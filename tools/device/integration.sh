@@ -15,7 +15,7 @@
 #                                                 tests, sanitize, load, bench)
 #
 # Needs .device/ (tools/device/pack.sh). Time limits per step: MOENATIVE_SHARD_TIMEOUT (330 s), MOENATIVE_SERIAL_TIMEOUT
-# (60 s), MOENATIVE_LOAD_TIMEOUT (60 s), MOENATIVE_SANITIZE_TIMEOUT (240 s; MOENATIVE_SANITIZE_TOOLS), MOENATIVE_BENCH_TIMEOUT
+# (60 s), MOENATIVE_LOAD_TIMEOUT (90 s: the write, a warm and a cold load), MOENATIVE_SANITIZE_TIMEOUT (240 s; MOENATIVE_SANITIZE_TOOLS), MOENATIVE_BENCH_TIMEOUT
 # (50 s per bench run). Writes at most 8 files to $OUT (else artifacts/device; the device tool brings back 8):
 # summary.txt, tests-logs.tgz (tests-{threeway,blocks,kernels,fuzz}.log; the stateful tests' output is appended to the
 # fuzz log), load.log or sanitize.txt, perf.log, bench-new-{qwen3-30b-a3b,qwen3-235b-a22b}.json.
@@ -66,7 +66,7 @@ done
 fi
 # ---- 3. checkpoint load
 if [[ $steps == *" load "* ]]; then
-  timeout "${MOENATIVE_LOAD_TIMEOUT:-60}" "$run" load > /dev/null 2>&1; note "load exit $?"
+  timeout "${MOENATIVE_LOAD_TIMEOUT:-90}" "$run" load > /dev/null 2>&1; note "load exit $?"
   grep -E 'loaded|GB/s|host memory|Maximum resident|Elapsed|error' "$out/load.log" | head -n 20 >> "$out/summary.txt"
 fi
 # ---- 4. sanitizers

@@ -162,7 +162,7 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
     /// the GPU runs the batches back to back, the host never in between, and the fastest batch per launch of each
     /// candidate counts. (Each candidate's repetitions right after its own JIT, one candidate after the other, let the
     /// card's state drift between candidates: at Qwen3-30B-A3B T = 16384 autotune kept GEMM1's 128x256 s4 tile in one
-    /// process and s3_stg in another, 2.74 against 2.54 ms forward, while `bench --gemm` times s3_stg 10% faster,
+    /// process and s3_stg in another, 2.69 against 2.54 ms forward, while `bench --gemm` times s3_stg 10% faster,
     /// docs/PERF.md session 10. Timing each launch alone between a synchronised pair of events counted the host's
     /// launch cost as GPU time, docs/PERF.md v26.)
     /// </summary>

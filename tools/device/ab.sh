@@ -11,18 +11,16 @@
 # Needs .device/ (tools/device/pack.sh). Prints the fused/cublas rows of every run under its label to stdout and to
 # $OUT/ab.log (else artifacts/device); MOENATIVE_AB_TIMEOUT (60 s) limits each run.
 set -uo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 out=${OUT:-$root/artifacts/device}
 spec=${1:?usage: ab.sh SPEC_FILE}
 mkdir -p "$out"
-[ -x "${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet" ] || "$root/tools/device/run.sh" cli info > /dev/null 2>&1
-dotnet=${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 COLUMNS=${COLUMNS:-160}
+device_env ab.sh
 trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; echo "${s%"${s##*[![:space:]]}"}"; }
 while IFS='|' read -r label cli envs args; do
   label=$(trim "$label"); [[ -z $label || $label == \#* ]] && continue
   cli=$(trim "$cli"); envs=$(trim "$envs"); args=$(trim "$args")
-  dll=$root/.device/cli/moenative.dll; [ "$cli" != new ] && dll=$root/$cli/moenative.dll
+  dll=$(cli_dll "$cli")
   [ "$envs" = - ] && envs=
   echo "== $label ($cli${envs:+, $envs})"
   # shellcheck disable=SC2086

@@ -8,18 +8,15 @@
 #       CLI  new (this tree's .device/cli) or a folder with a published moenative.dll (e.g. .carry/base-672)
 # Writes spread.txt (the summary, also printed) to $OUT, else ./artifacts/device; MOENATIVE_SPREAD_TIMEOUT (90 s) per run.
 set -uo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 out=${OUT:-$root/artifacts/device}
 config=${1:?usage: autotune-spread.sh CONFIG SEQLENS RUNS CLI...}; seqlens=$2; runs=$3; shift 3
 mkdir -p "$out"
-"$here/run.sh" cli info > /dev/null 2>&1 || { echo "autotune-spread.sh: run.sh cli info failed"; exit 1; }
-dotnet=${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 COLUMNS=${COLUMNS:-160}
+device_env autotune-spread.sh
 tmp=$(mktemp -d)
 for run in $(seq 1 "$runs"); do
   for cli in "$@"; do
-    dll=$root/.device/cli/moenative.dll; [ "$cli" != new ] && dll=$root/$cli/moenative.dll
+    dll=$(cli_dll "$cli")
     timeout "${MOENATIVE_SPREAD_TIMEOUT:-90}" "$dotnet" "$dll" bench --config "$config" --seqlen "$seqlens" ${MOENATIVE_SPREAD_ARGS:---backward} \
       --no-reference --json "$tmp/run.json" > /dev/null 2>&1
     python3 - "$tmp/run.json" "$cli" "$run" <<'PY'

@@ -8,18 +8,14 @@
 # Writes ncu-<n>.log (the details page of the n-th CLI) to $OUT, else ./artifacts/device, and prints the key rows.
 # Clocks are left alone (--clock-control none).
 set -uo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 out=${OUT:-$root/artifacts/device}
 config=${1:?usage: ncu-compare.sh CONFIG T KERNEL_REGEX COUNT CLI...}; tokens=$2; regex=$3; count=$4; shift 4
 mkdir -p "$out"
-"$here/run.sh" cli info > /dev/null 2>&1 || { echo "ncu-compare.sh: run.sh cli info failed"; exit 1; }
-dotnet=${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 PATH="$PATH:/usr/local/cuda/bin"
-ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+device_env ncu-compare.sh
 n=0
 for cli in "$@"; do
-  n=$((n + 1)); dll=$root/.device/cli/moenative.dll; [ "$cli" != new ] && dll=$root/$cli/moenative.dll
+  n=$((n + 1)); dll=$(cli_dll "$cli")
   timeout 200 "$ncu" --clock-control none --target-processes all -k "regex:$regex" -c "$count" \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
     "$dotnet" "$dll" bench --config "$config" --seqlen "$tokens" --no-reference --no-graph --no-autotune --backward \

@@ -16,18 +16,14 @@
 # Writes ncu.log (the details page) and ncu-raw.csv (a few raw metrics per kernel) to $OUT, else ./artifacts/device.
 # The clocks are left alone (--clock-control none): the device is shared and its settings stay as they are.
 set -uo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 out=${OUT:-$root/artifacts/device}
 config=${1:-qwen3-30b-a3b}
 tokens=${2:-4096}
 regex=${3:-sm90a|router|sum_over|combine|silu}
 count=${4:-14}
 mkdir -p "$out"
-"$here/run.sh" cli info > /dev/null 2>&1 || { echo "profile.sh: run.sh cli info failed"; exit 1; }   # unpacks the runtime
-dotnet=${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 PATH="$PATH:/usr/local/cuda/bin"
-ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+device_env profile.sh
 bench=("$dotnet" "$root/.device/cli/moenative.dll" bench --config "$config" --seqlen "$tokens" --no-reference
        --no-graph --no-autotune ${MOENATIVE_PROFILE_BENCH_ARGS---backward})
 sections=()

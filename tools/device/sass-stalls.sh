@@ -9,14 +9,10 @@
 # Writes sass.csv (every SASS line with its samples) and sass-top.txt (the 60 lines with the most samples) to $OUT,
 # else ./artifacts/device. Clocks are left alone (--clock-control none).
 set -uo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 out=${OUT:-$root/artifacts/device}
 mkdir -p "$out"
-"$here/run.sh" cli info > /dev/null 2>&1 || { echo "sass-stalls.sh: run.sh cli info failed"; exit 1; }
-dotnet=${MOENATIVE_DOTNET_ROOT:-/tmp/moenative-dotnet}/dotnet
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 PATH="$PATH:/usr/local/cuda/bin"
-ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+device_env sass-stalls.sh
 timeout 240 "$ncu" --clock-control none --target-processes all -k "regex:${3:-grouped_gemm_tn}" --launch-skip "${4:-0}" -c 1 \
   --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
   "$dotnet" "$root/.device/cli/moenative.dll" bench --config "${1:-qwen3-30b-a3b}" --seqlen "${2:-4096}" --no-reference \

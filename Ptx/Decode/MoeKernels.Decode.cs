@@ -52,9 +52,13 @@ internal sealed partial class MoeKernels
     /// <summary>
     /// Bytes of a route record (Routing/fragments/routing_decode_record.ptx): 16 copies of 32 u32 words, one 128-byte line
     /// each, then 32 zero words at byte 2048 that <see cref="DecodeGateUpSilu"/> reads as its rows' slots (never
-    /// written). All zero before the first step; the down kernel leaves it zero after each.
+    /// written), then the routing's logit words ([E &lt;= 256] u32 at byte 2176, Routing/routing_decode.ptx step 2w).
+    /// All zero before the first step; the routing kernel (logit words) and the down kernel (the rest) leave it zero after each.
     /// </summary>
-    public const int DecodeRouteRecordBytes = DecodeRouteRecordZeroSlots + 128;
+    public const int DecodeRouteRecordBytes = DecodeRouteRecordLogitWords + 4 * DecodeMaxExperts;
+
+    /// <summary>Byte offset of a route record's logit words (the include value LOGIT_WORDS of Routing/routing_decode.ptx).</summary>
+    public const int DecodeRouteRecordLogitWords = DecodeRouteRecordZeroSlots + 128;
 
     /// <summary>Copies of a route record's 32 words, one 128-byte L2 line each (the PTX polls copy ctaid.x % 16).</summary>
     private const int DecodeRouteRecordCopies = 16;

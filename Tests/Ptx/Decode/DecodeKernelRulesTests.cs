@@ -91,6 +91,15 @@ public sealed class DecodeKernelRulesTests
     }
 
     [TestMethod]
+    public void RouteRecordLayout_TheRoutingPtxPutsItsLogitWordsWhereTheLauncherSizesThem()
+    {
+        string text = PtxLibrary.ReadEmbedded("Routing/routing_decode.ptx");
+        string value = $"LOGIT_WORDS={MoeKernels.DecodeRouteRecordLogitWords} ";
+        Assert.AreEqual(2, text.Split(value).Length - 1, $"both dtype entries include {value.Trim()}");
+        Assert.AreEqual(2, text.Split("LOGIT_WORDS=").Length - 1, "no entry includes another offset");
+    }
+
+    [TestMethod]
     public void TuningOverride_ReplacesTheNamedFields_AndRefusesBadText()
     {
         var d = new DecodeTuning(1, 0, true, true);

@@ -268,26 +268,25 @@ internal sealed partial class MoeKernels
     internal bool StagesDecodeDown(ScalarType dtype, DecodeTuning tuning, bool programmatic, int tokens, int experts, int topK, int hidden, int inter) =>
         StagesDown(dtype, tuning, programmatic, hidden, inter, Math.Min(experts, (long)tokens * topK), out _);
 
-    /// <summary>The staged down grid: the walk <paramref name="cut"/> gives with at most <see cref="DecodeTuning.StageDown"/>
-    /// resident CTAs per SM (fewer when their shared memory allows fewer), each staging all its blocks; GridX 0 when no
-    /// walk of at most <see cref="DecodeTuning.MaxDownBlocksPerCta"/> blocks fits.</summary>
+    /// <summary>The staged down grid: from the walk <paramref name="cut"/> gives for <see cref="DecodeTuning.StageDown"/>
+    /// resident CTAs per SM, the shortest walk (at most <see cref="DecodeTuning.MaxDownBlocksPerCta"/> blocks; only the
+    /// cut's own when it fixes one) whose grid, each CTA with room for all its blocks, fits the card in one wave of at
+    /// most StageDown CTAs per SM and as many as their shared memory allows; GridX 0 when none does.</summary>
     private StagedDownCut PlanStagedDown(CudaKernel kernel, DecodeTuning cut, int blocks, int inter, long gridExperts)
     {
-        var none = new StagedDownCut(0, 0);
-        int perSm = cut.StageDown;
-        for (int pass = 0; pass < 4 && perSm > 0; pass++)
+        int sms = Context.MultiprocessorCount;
+        int gridX = cut.GridX(blocks, DecodeTuning.MaxDownBlocksPerCta, gridExperts, sms, cut.StageDown);
+        for (int walk = (blocks + gridX - 1) / gridX; walk <= DecodeTuning.MaxDownBlocksPerCta; walk++)
         {
-            int gridX = cut.GridX(blocks, DecodeTuning.MaxDownBlocksPerCta, gridExperts, Context.MultiprocessorCount, perSm);
-            int walk = (blocks + gridX - 1) / gridX;
-            long bytes = DecodeStageHeaderBytes + (long)walk * DecodeStageBlockBytes(inter);
-            if (bytes > Context.MaxSharedMemoryPerBlockOptin) return none;
+            gridX = (blocks + walk - 1) / walk;
+            long bytes = DecodeStageHeaderBytes + (long)((blocks + gridX - 1) / gridX) * DecodeStageBlockBytes(inter);
+            if (bytes > Context.MaxSharedMemoryPerBlockOptin) break;
             if (bytes > 48 * 1024) kernel.SetMaxDynamicSharedMemory((int)bytes);
-            int fit = kernel.MaxActiveBlocksPerMultiprocessor(DecodeBlock, (int)bytes);
-            if (fit >= perSm && (long)gridX * gridExperts <= (long)perSm * Context.MultiprocessorCount)
-                return none with { GridX = gridX, SharedBytes = (int)bytes };
-            perSm = Math.Min(fit, perSm - 1);
+            int perSm = Math.Min(cut.StageDown, kernel.MaxActiveBlocksPerMultiprocessor(DecodeBlock, (int)bytes));
+            if ((long)gridX * gridExperts <= (long)perSm * sms) return new StagedDownCut(gridX, (int)bytes);
+            if (cut.ColumnsPerWarp > 0) break; // the cut fixes the walk
         }
-        return none;
+        return new StagedDownCut(0, 0);
     }
 
     /// <summary>The largest shared-memory carve-out for the kernels of a staged step of <paramref name="dtype"/> (see <see cref="StagesDown"/>).</summary>

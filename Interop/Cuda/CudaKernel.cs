@@ -98,22 +98,6 @@ public sealed class CudaKernel
         GC.KeepAlive(Module);
     }
 
-    /// <summary>Asks for <paramref name="percent"/> of the SM's unified L1/shared memory as shared memory when this
-    /// kernel's CTAs configure an idle SM (CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT; a hint the driver rounds to a
-    /// supported split). An SM keeps its split while any CTA runs on it, so kernels meant to share SMs ask for the split
-    /// the largest of them needs.</summary>
-    /// <exception cref="ArgumentOutOfRangeException">Outside 0..100.</exception>
-    public void SetPreferredSharedMemoryCarveout(int percent)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(percent);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(percent, 100);
-        IntPtr f = Handle;
-        Context.MakeCurrent();
-        CuDriver.cuFuncSetAttribute(f, CUfunction_attribute.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, percent)
-            .Check(nameof(CuDriver.cuFuncSetAttribute), $"preferred shared memory carveout {percent}% of '{Name}'");
-        GC.KeepAlive(Module);
-    }
-
     /// <summary>
     /// How many clusters of <paramref name="clusterX"/> CTAs (along x) of <paramref name="block"/> threads and
     /// <paramref name="dynamicSharedBytes"/> of dynamic shared memory the device runs at once

@@ -15,12 +15,7 @@ namespace MoeNative.Ptx;
 /// (with programmatic launch, while that kernel's last CTAs still run), then 2 KB ahead of its loads.</param>
 /// <param name="FillDown">Whether the gate/up kernel asks L2 for the down kernel's weights of its experts while it streams
 /// its own (evict_first), so the down kernel reads them from L2 (as many bytes as <see cref="FillDownBytes"/> gives).</param>
-/// <param name="StageDown">0, or the most CTAs per SM of a down kernel that copies its weight rows into shared memory
-/// while the gate/up kernel streams (decode_down_staged.ptx), where it can: programmatic launch, the 1-row pass, and
-/// every CTA's blocks fitting in shared memory with at most this many CTAs per SM (MoeKernels picks the grid: they must
-/// be resident beside the gate/up kernel's one wave); the L2 fill is then not made (nothing is left for it).</param>
-internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool PrefetchGateUp, bool PrefetchDown, bool FillDown = false,
-    int StageDown = 0)
+internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool PrefetchGateUp, bool PrefetchDown, bool FillDown = false)
 {
     /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset; <see cref="DecodeTuningOverride"/>).</summary>
     public const string EnvironmentVariable = "MOENATIVE_DECODE_TUNING";
@@ -36,20 +31,10 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     /// with two, 0.144 with one, 0.140 with three; T=16 0.236 / 0.249 / 0.242; Qwen3-235B-A22B T=8 0.502 with one,
     /// 0.506 with two); no L2 prefetch (every T of both configs measured faster without: 30B T=1 0.039 vs 0.041, 235B T=1
     /// 0.095 vs 0.106, T=8 0.560 vs 0.633); the L2 fill of the down weights up to T = <see cref="MaxFillTokens"/>
-    /// (session 5: 30B T=1 0.033 against 0.036 without); the staged down weights at T = 1 (<see cref="StageDown"/>:
-    /// where the launcher can stage, it does instead of the fill).
+    /// (session 5: 30B T=1 0.033 against 0.036 without).
     /// </summary>
     public static DecodeTuning For(int tokens, int hidden) =>
-        new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : ColumnsAbove(hidden), PrefetchGateUp: false, PrefetchDown: false,
-            FillDown: tokens <= MaxFillTokens, StageDown: tokens == 1 ? StagedCtasPerSm : 0);
-
-    /// <summary>
-    /// <see cref="StageDown"/> at T = 1: the staged down grid must be resident beside the gate/up kernel's one wave, so
-    /// that every CTA copies its rows while that kernel streams. At T = 1 of Qwen3-30B-A3B the gate/up kernel holds about
-    /// 6 CTAs x 128 threads x 40-48 registers per SM (31-37K of 64K registers), which leaves room for 4 down CTAs of 40
-    /// registers, each with 4 column blocks (48.1 KiB of shared memory).
-    /// </summary>
-    public const int StagedCtasPerSm = 4;
+        new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : ColumnsAbove(hidden), PrefetchGateUp: false, PrefetchDown: false, FillDown: tokens <= MaxFillTokens);
 
     /// <summary>
     /// Columns per warp above <see cref="MaxWalkTokens"/>: enough that a gate/up warp streams at least
@@ -120,8 +105,6 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     {
         if (RowsPerPass is not (1 or 2 or 4 or 8))
             throw new ArgumentOutOfRangeException(paramName, RowsPerPass, "RowsPerPass must be 1, 2, 4 or 8 (the decode entries' widths).");
-        if (StageDown is < 0 or > 32)
-            throw new ArgumentOutOfRangeException(paramName, StageDown, "StageDown must be 0 (off) or the most staged CTAs per SM, 1..32.");
         if (ColumnsPerWarp < 0)
             throw new ArgumentOutOfRangeException(paramName, ColumnsPerWarp, "ColumnsPerWarp must be >= 0 (0: fit one wave).");
     }
@@ -131,8 +114,7 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
 /// What <see cref="DecodeTuning.EnvironmentVariable"/> names, parsed once: the fields it replaces in a default
 /// <see cref="DecodeTuning"/> (null: kept), for measurements. <see cref="Apply"/> allocates nothing.
 /// </summary>
-internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? PrefetchGateUp, bool? PrefetchDown, bool? FillDown = null,
-    int? StageDown = null)
+internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? PrefetchGateUp, bool? PrefetchDown, bool? FillDown = null)
 {
     /// <summary><see cref="DecodeTuning.EnvironmentVariable"/> as set now (unset or empty: no override).</summary>
     /// <exception cref="FormatException">See <see cref="Parse"/>.</exception>
@@ -140,7 +122,7 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
 
     /// <summary>Comma-separated <c>rows=1|2|4|8</c>, <c>cols=N</c> (N &gt;= 0), <c>prefetch=0|1</c> (both kernels),
     /// <c>prefetch_gate=0|1</c>, <c>prefetch_down=0|1</c> (one kernel each; a later key wins), <c>fill_down=0|1</c>
-    /// (<see cref="DecodeTuning.FillDown"/>), <c>stage_down=N</c> (0..32, <see cref="DecodeTuning.StageDown"/>), any subset; null or blank
+    /// (<see cref="DecodeTuning.FillDown"/>), any subset; null or blank
     /// text overrides nothing.</summary>
     /// <exception cref="FormatException">An unknown key, a value that is not a non-negative integer, or one out of its
     /// range; the message names <see cref="DecodeTuning.EnvironmentVariable"/>.</exception>
@@ -153,7 +135,7 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
         {
             string[] kv = part.Split('=', 2, StringSplitOptions.TrimEntries);
             if (kv.Length != 2 || !int.TryParse(kv[1], NumberStyles.None, CultureInfo.InvariantCulture, out int v))
-                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down, stage_down).");
+                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down).");
             o = kv[0] switch
             {
                 "rows" when v is 1 or 2 or 4 or 8 => o with { RowsPerPass = v },
@@ -164,9 +146,7 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
                 "prefetch_gate" => o with { PrefetchGateUp = v == 1 },
                 "prefetch_down" => o with { PrefetchDown = v == 1 },
                 "fill_down" => o with { FillDown = v == 1 },
-                "stage_down" when v > 32 => throw new FormatException($"{name}: stage_down must be 0..32 (staged CTAs per SM), got {v}."),
-                "stage_down" => o with { StageDown = v },
-                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down, stage_down)."),
+                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down)."),
             };
         }
         return o;
@@ -175,5 +155,5 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
     /// <summary><paramref name="defaults"/> with the named fields replaced.</summary>
     public DecodeTuning Apply(DecodeTuning defaults) =>
         new(RowsPerPass ?? defaults.RowsPerPass, ColumnsPerWarp ?? defaults.ColumnsPerWarp, PrefetchGateUp ?? defaults.PrefetchGateUp,
-            PrefetchDown ?? defaults.PrefetchDown, FillDown ?? defaults.FillDown, StageDown ?? defaults.StageDown);
+            PrefetchDown ?? defaults.PrefetchDown, FillDown ?? defaults.FillDown);
 }

@@ -8,9 +8,6 @@ internal static partial class MoeKernelModules
 {
     public const string DecodeExpertsFile = "Decode/decode_experts.ptx";
 
-    /// <summary>The down kernel with its weight rows staged in shared memory (sm_90, programmatic launch only).</summary>
-    public const string DecodeDownStagedFile = "Decode/decode_down_staged.ptx";
-
     /// <summary>The storage dtypes the decode kernels have entries for.</summary>
     public static IReadOnlyList<ScalarType> DecodeDtypes { get; } = [ScalarType.BFloat16, ScalarType.Float16];
 
@@ -19,12 +16,6 @@ internal static partial class MoeKernelModules
 
     public static string DecodeGateUpSiluEntry(ScalarType t, int rows) => $"moe_decode_gate_up_silu_{t.ShortName()}_r{rows}";
     public static string DecodeDownCombineEntry(ScalarType t, int rows) => $"moe_decode_down_combine_{t.ShortName()}_r{rows}";
-    public static string DecodeDownStagedEntry(ScalarType t) => $"moe_decode_down_staged_{t.ShortName()}_r1";
-
-    /// <summary>The staged down kernel's module: both 16-bit dtypes, the 1-row pass, sm_90 with programmatic dependent
-    /// launch (the same arguments as <see cref="DecodeDownCombineEntry"/>).</summary>
-    public static PtxModuleSpec DecodeDownStaged() => LaunchSpecialised(DecodeDownStagedFile, programmatic: true,
-        [.. DecodeDtypes.Select(t => new PtxKernelSpec(DecodeDownStagedEntry(t), typeof(DecodeDownCombineArgs)))]);
 
     /// <summary>One module, both 16-bit dtypes x every pass width (its includes write out each (dtype, rows) pair's
     /// entries); plain sm_80, or sm_90 with programmatic dependent launch (<paramref name="programmatic"/>).</summary>

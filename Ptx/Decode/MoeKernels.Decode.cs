@@ -23,11 +23,6 @@ internal sealed partial class MoeKernels
     // resident CTAs per SM of each loaded entry (same index; 0 until its first launch asks the driver)
     private readonly int[] _decodeGateUpResident = new int[2 * 3 * DecodeWidths];
     private readonly int[] _decodeDownResident = new int[2 * 3 * DecodeWidths];
-    // the staged down kernel per dtype slot; its cut per (slot, H/8, I, grid experts, walk asked), planned on the first
-    // launch of each; whether the slot's step kernels asked for the largest shared-memory carve-out yet
-    private readonly PtxKernel<DecodeDownCombineArgs>?[] _decodeDownStaged = new PtxKernel<DecodeDownCombineArgs>?[2];
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<(int Slot, int Blocks, int Inter, long GridExperts, int Walk, int PerSm), StagedDownCut> _decodeStagedCuts = new();
-    private readonly bool[] _decodeStagedCarveout = new bool[2];
 
     /// <summary>Whether this device runs the decode step with programmatic dependent launch (compute capability 9.0+;
     /// the sm_90 specialisations of the one-launch routing and the decode kernels).</summary>
@@ -135,14 +130,13 @@ internal sealed partial class MoeKernels
         Aligned(x, 16, nameof(x)); // 16-byte row loads
         Aligned(gateUp, 16, nameof(gateUp));
         if (tokens == 0) return;
-        bool staged = StagesDown(dtype, cut, programmatic, hidden, inter, Math.Min(experts, tk), out _);
         var args = new DecodeGateUpSiluArgs
         {
             X = x.Pointer, GateUp = gateUp.Pointer, MSizes = mSizes.Pointer,
             Gather = record.IsNull ? gather.Pointer : record.Pointer + DecodeRouteRecordZeroSlots, // the routing kernel may still write gather
             FirstGemm = firstGemm.Pointer, Act = act.Pointer, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
             Prefetch = cut.PrefetchGateUp ? 1 : 0, TopKMagic = DecodeDivisionMagic(topK), Fill = down.Pointer,
-            FillBytes = cut.FillDown && !staged ? (ulong)DecodeTuning.FillDownBytes(tokens, experts, topK, hidden, inter, Context.L2CacheBytes) : 0,
+            FillBytes = cut.FillDown ? (ulong)DecodeTuning.FillDownBytes(tokens, experts, topK, hidden, inter, Context.L2CacheBytes) : 0,
             Record = record.Pointer,
         };
         LaunchDecode(stream, _decodeGateUp, _decodeGateUpResident, static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows),
@@ -197,20 +191,13 @@ internal sealed partial class MoeKernels
         Aligned(secondGemm, 4, nameof(secondGemm)); // two columns per store
         Aligned(output, 4, nameof(output));
         if (tokens == 0) return;
-        bool staged = StagesDown(dtype, cut, programmatic, hidden, inter, Math.Min(experts, tk), out StagedDownCut? stage);
         var args = new DecodeDownCombineArgs
         {
             Act = act.Pointer, Down = down.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
             RowScale = rowScale.Pointer, SecondGemm = secondGemm.Pointer, Weights = weights.Pointer, Output = output.Pointer,
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
-            SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.PrefetchDown && !staged ? 1 : 0, Record = record.Pointer,
+            SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.PrefetchDown ? 1 : 0, Record = record.Pointer,
         };
-        if (staged)
-        {
-            DecodeDownStagedKernel(dtype).LaunchProgrammatic(stream, new Dim3((uint)stage!.GridX, (uint)Math.Min(experts, tk)), new Dim3(DecodeBlock),
-                stage.SharedBytes, in args);
-            return;
-        }
         LaunchDecode(stream, _decodeDown, _decodeDownResident, static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows),
             new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.DownColumnBlocks(hidden), DecodeTuning.MaxDownBlocksPerCta,
             Math.Min(experts, tk), in args);
@@ -226,92 +213,13 @@ internal sealed partial class MoeKernels
     private void LaunchDecode<TArgs>(CudaStream stream, PtxKernel<TArgs>?[] cache, int[] resident, Func<DecodeKey, string> entry,
         DecodeKey key, DecodeTuning cut, int units, int maxWalk, long gridExperts, in TArgs args) where TArgs : unmanaged
     {
-        PtxKernel<TArgs> kernel = DecodeKernel(cache, key, entry);
+        PtxKernel<TArgs> kernel = Kernel(cache, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic), entry);
         int perSm = Volatile.Read(ref resident[key.Slot]);
         if (perSm == 0) Volatile.Write(ref resident[key.Slot], perSm = kernel.Kernel.MaxActiveBlocksPerMultiprocessor(DecodeBlock, 0));
         var grid = new Dim3((uint)cut.GridX(units, maxWalk, gridExperts, Context.MultiprocessorCount, perSm), (uint)gridExperts);
         if (key.Programmatic) kernel.LaunchProgrammatic(stream, grid, new Dim3(DecodeBlock), 0, in args);
         else kernel.Launch(stream, grid, new Dim3(DecodeBlock), 0, in args);
     }
-
-    /// <summary>
-    /// Whether the down launch of this step runs the staged kernel (<see cref="DecodeTuning.StageDown"/>): programmatic
-    /// launch, the 1-row pass, and a grid whose every CTA holds all its blocks' rows in shared memory with at most
-    /// StageDown CTAs per SM (both launchers ask, so the gate/up kernel makes no L2 fill
-    /// for a staged step). The first time it holds for a dtype, the step's three kernels (the one-launch routing, the
-    /// 1-row gate/up kernel and the staged one) ask for the largest shared-memory carve-out: an SM keeps the split its
-    /// first CTA chose while any CTA runs, and the staged CTAs must fit beside the routing and gate/up CTAs.
-    /// </summary>
-    private bool StagesDown(ScalarType dtype, DecodeTuning cut, bool programmatic, int hidden, int inter, long gridExperts, out StagedDownCut? stage)
-    {
-        stage = null;
-        if (!programmatic || cut.StageDown == 0 || cut.RowsPerPass != 1 || gridExperts == 0) return false;
-        var key = (Slot(dtype), DecodeTuning.DownColumnBlocks(hidden), inter, gridExperts, cut.ColumnsPerWarp, cut.StageDown);
-        if (!_decodeStagedCuts.TryGetValue(key, out stage))
-        {
-            lock (_gate)
-            {
-                stage = PlanStagedDown(DecodeDownStagedKernel(dtype).Kernel, cut, key.Item2, inter, gridExperts);
-                if (stage.GridX > 0 && !_decodeStagedCarveout[key.Item1])
-                {
-                    PreferSharedCarveout(dtype);
-                    _decodeStagedCarveout[key.Item1] = true;
-                }
-                _decodeStagedCuts[key] = stage;
-            }
-        }
-        return stage.GridX > 0;
-    }
-
-    /// <summary>Whether a down launch with these dims, <paramref name="tuning"/> and launch kind runs the staged kernel
-    /// (<see cref="DecodeTuning.StageDown"/>; for tests and tools).</summary>
-    internal bool StagesDecodeDown(ScalarType dtype, DecodeTuning tuning, bool programmatic, int tokens, int experts, int topK, int hidden, int inter) =>
-        StagesDown(dtype, tuning, programmatic, hidden, inter, Math.Min(experts, (long)tokens * topK), out _);
-
-    /// <summary>The staged down grid: from the walk <paramref name="cut"/> gives for <see cref="DecodeTuning.StageDown"/>
-    /// resident CTAs per SM, the shortest walk (at most <see cref="DecodeTuning.MaxDownBlocksPerCta"/> blocks; only the
-    /// cut's own when it fixes one) whose grid, each CTA with room for all its blocks, fits the card in one wave of at
-    /// most StageDown CTAs per SM and as many as their shared memory allows; GridX 0 when none does.</summary>
-    private StagedDownCut PlanStagedDown(CudaKernel kernel, DecodeTuning cut, int blocks, int inter, long gridExperts)
-    {
-        int sms = Context.MultiprocessorCount;
-        int gridX = cut.GridX(blocks, DecodeTuning.MaxDownBlocksPerCta, gridExperts, sms, cut.StageDown);
-        for (int walk = (blocks + gridX - 1) / gridX; walk <= DecodeTuning.MaxDownBlocksPerCta; walk++)
-        {
-            gridX = (blocks + walk - 1) / walk;
-            long bytes = DecodeStageHeaderBytes + (long)((blocks + gridX - 1) / gridX) * DecodeStageBlockBytes(inter);
-            if (bytes > Context.MaxSharedMemoryPerBlockOptin) break;
-            if (bytes > 48 * 1024) kernel.SetMaxDynamicSharedMemory((int)bytes);
-            int perSm = Math.Min(cut.StageDown, kernel.MaxActiveBlocksPerMultiprocessor(DecodeBlock, (int)bytes));
-            if ((long)gridX * gridExperts <= (long)perSm * sms) return new StagedDownCut(gridX, (int)bytes);
-            if (cut.ColumnsPerWarp > 0) break; // the cut fixes the walk
-        }
-        return new StagedDownCut(0, 0);
-    }
-
-    /// <summary>The largest shared-memory carve-out for the kernels of a staged step of <paramref name="dtype"/> (see <see cref="StagesDown"/>).</summary>
-    private void PreferSharedCarveout(ScalarType dtype)
-    {
-        DecodeDownStagedKernel(dtype).Kernel.SetPreferredSharedMemoryCarveout(100);
-        DecodeKernel(_decodeGateUp, new DecodeKey(dtype, 1, Programmatic: true), static k => MoeKernelModules.DecodeGateUpSiluEntry(k.Dtype, k.Rows))
-            .Kernel.SetPreferredSharedMemoryCarveout(100);
-        RoutingDecodeKernel(dtype, programmatic: true).Kernel.SetPreferredSharedMemoryCarveout(100);
-    }
-
-    /// <summary>Bytes before the staged down kernel's first slot (its mbarrier, padded to 128).</summary>
-    private const int DecodeStageHeaderBytes = 128;
-
-    /// <summary>Bytes of one staged column block: 8 rows of I 16-bit elements.</summary>
-    private static int DecodeStageBlockBytes(int inter) => DecodeColumnsPerCta * inter * 2;
-
-    private PtxKernel<DecodeDownCombineArgs> DecodeDownStagedKernel(ScalarType dtype) =>
-        Kernel(_decodeDownStaged, Slot(dtype), dtype, static _ => MoeKernelModules.DecodeDownStaged(), static t => MoeKernelModules.DecodeDownStagedEntry(t));
-
-    /// <summary>A staged down grid (x) and its dynamic shared memory: GridX 0 = not staged.</summary>
-    private sealed record StagedDownCut(int GridX, int SharedBytes);
-
-    private PtxKernel<TArgs> DecodeKernel<TArgs>(PtxKernel<TArgs>?[] cache, DecodeKey key, Func<DecodeKey, string> entry) where TArgs : unmanaged =>
-        Kernel(cache, key.Slot, key, static k => MoeKernelModules.DecodeExperts(k.Programmatic), entry);
 
     /// <summary>ceil(2^32 / k) for k &gt;= 2 (the gate/up kernel's mulhi quotient slot / k, corrected by one step), 0 for k = 1.</summary>
     public static uint DecodeDivisionMagic(int topK) => topK <= 1 ? 0u : (uint)(((1UL << 32) + (ulong)(topK - 1)) / (ulong)topK);

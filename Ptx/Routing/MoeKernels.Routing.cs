@@ -305,13 +305,10 @@ internal sealed partial class MoeKernels
             Counter = counter.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, NormTopK = normTopK ? 1 : 0,
             Record = record.Pointer,
         };
-        RoutingDecodeKernel(dtype, programmatic)
+        Kernel(_routingDecode, (programmatic ? 3 : 0) + Slot(dtype), (dtype, programmatic), static k => MoeKernelModules.RoutingDecode(k.programmatic),
+            static k => MoeKernelModules.RoutingDecodeEntry(k.dtype))
             .Launch(stream, new Dim3(CeilDiv(experts, 2), CeilDiv(tokens, RouterGemvTokensPerRow)), new Dim3(128), 0, in args);
     }
-
-    private PtxKernel<RoutingDecodeArgs> RoutingDecodeKernel(ScalarType dtype, bool programmatic) =>
-        Kernel(_routingDecode, (programmatic ? 3 : 0) + Slot(dtype), (dtype, programmatic), static k => MoeKernelModules.RoutingDecode(k.programmatic),
-            static k => MoeKernelModules.RoutingDecodeEntry(k.dtype));
 
     // ============================================================================================== checks and loading
     private static void CheckRouterDims(int tokens, int experts, int topK)

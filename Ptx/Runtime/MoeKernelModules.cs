@@ -13,7 +13,7 @@ internal static partial class MoeKernelModules
     public static string ModuleName(string file, ScalarType? dtype) =>
         Path.ChangeExtension(file, null) + (dtype is { } t ? "." + t.ShortName() : "");
 
-    /// <summary>Every small-kernel specialisation (6 files x 3 dtypes + routing indices + the router GEMV + the one-launch decode routing and the decode kernels, each plain (sm_80) and with programmatic launch (sm_90), and the staged decode down kernel (sm_90)).</summary>
+    /// <summary>Every small-kernel specialisation (6 files x 3 dtypes + routing indices + the router GEMV + the one-launch decode routing and the decode kernels, each plain (sm_80) and with programmatic launch (sm_90)).</summary>
     public static IEnumerable<PtxModuleSpec> All()
     {
         yield return RoutingIndices();
@@ -23,7 +23,6 @@ internal static partial class MoeKernelModules
             yield return RoutingDecode(programmatic);
             yield return DecodeExperts(programmatic);
         }
-        yield return DecodeDownStaged();
         foreach (ScalarType t in PtxDtype.All)
         {
             yield return Router(t);

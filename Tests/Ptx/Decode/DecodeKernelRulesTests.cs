@@ -58,7 +58,6 @@ public sealed class DecodeKernelRulesTests
         Assert.IsFalse(t.PrefetchGateUp, "the L2 prefetch measured slower at every T");
         Assert.IsFalse(t.PrefetchDown, "the L2 prefetch measured slower at every T");
         Assert.AreEqual(tokens <= 4, t.FillDown, "the L2 fill of the down weights up to T = 4");
-        Assert.AreEqual(tokens == 1 ? DecodeTuning.StagedCtasPerSm : 0, t.StageDown, "the staged down weights at T = 1 only");
         CollectionAssert.Contains(MoeKernelModules.DecodeRowsPerPass.ToArray(), rows, "the module has no entry for this width");
     }
 
@@ -112,9 +111,7 @@ public sealed class DecodeKernelRulesTests
         Assert.AreEqual(new DecodeTuning(2, 1, true, false), DecodeTuningOverride.Parse("prefetch_down=1,prefetch=0,prefetch_gate=1").Apply(d with { RowsPerPass = 2, ColumnsPerWarp = 1 }));
         Assert.AreEqual(new DecodeTuning(1, 0, true, true, FillDown: true), DecodeTuningOverride.Parse("fill_down=1").Apply(d));
         Assert.AreEqual(d, DecodeTuningOverride.Parse("fill_down=0").Apply(d with { FillDown = true }));
-        Assert.AreEqual(d with { StageDown = 6 }, DecodeTuningOverride.Parse("stage_down=6").Apply(d));
-        Assert.AreEqual(d, DecodeTuningOverride.Parse("stage_down=0").Apply(d with { StageDown = 4 }));
-        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "fill_down=2", "stage_down=33", "stage_down=-1", "speed=1", "rows=x" })
+        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "fill_down=2", "speed=1", "rows=x" })
         {
             var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuningOverride.Parse(bad), bad);
             StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);

@@ -53,9 +53,7 @@ public sealed class DecodeProgrammaticLaunchTests
 
     /// <summary>
     /// Every decode cut (<see cref="DecodeTuning"/>: each pass width, one column per warp, a 3-column walk and the
-    /// one-wave walk, prefetch off, on in both kernels and in the down kernel only, the L2 fill of the down weights, and
-    /// for the 1-row pass the staged down kernel at 1, 4 and 8 CTAs per SM, i.e. 1 to 32 staged blocks per CTA, which
-    /// must run wherever the launch is programmatic and the walk is the launcher's) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
+    /// one-wave walk, prefetch off, on in both kernels and in the down kernel only, the L2 fill of the down weights) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
     /// the default cut itself is checked against the grouped reference by DecodePathTests. Fresh random inputs from a
     /// printed seed, outputs poisoned before each run. T = 5 and 8 (k = 4 of E = 32) give experts more rows than the narrow widths take
     /// in one pass.
@@ -81,22 +79,14 @@ public sealed class DecodeProgrammaticLaunchTests
         foreach (int rows in MoeKernelModules.DecodeRowsPerPass)
             foreach (int columns in new[] { 0, 1, 3 })
                 foreach ((bool prefetchGateUp, bool prefetchDown, bool fillDown) in new[] { (false, false, false), (true, true, false), (false, true, false), (false, false, true) })
-                    foreach (int stage in rows == 1 && !prefetchGateUp ? new[] { 0, 1, 4, 8 } : new[] { 0 })
-                        foreach (bool programmatic in launches)
-                        {
-                            var tuning = new DecodeTuning(rows, columns, prefetchGateUp, prefetchDown, fillDown, stage);
-                            bool staged = kernels.StagesDecodeDown(dtype, tuning, programmatic, T, E, K, H, I);
-                            // with the walk left to the launcher (columns 0) every staged cut of these dims fits (H/8 = 128
-                            // blocks of 4 KiB, a walk of up to 32): the staged kernel must run; a fixed walk may not fit
-                            if (columns == 0)
-                                Assert.AreEqual(stage > 0 && programmatic, staged, $"{tuning}, programmatic {programmatic}: staged");
-                            else if (!programmatic || stage == 0)
-                                Assert.IsFalse(staged, $"{tuning}, programmatic {programmatic}: staged");
-                            cut.Poison(stream);
-                            Step(kernels, stream, dtype, T, inputs, cut, programmatic, tuning);
-                            stream.Synchronize();
-                            Compare(expected, cut.Download(), $"{tuning}, programmatic {programmatic}, staged {staged}");
-                        }
+                    foreach (bool programmatic in launches)
+                    {
+                        var tuning = new DecodeTuning(rows, columns, prefetchGateUp, prefetchDown, fillDown);
+                        cut.Poison(stream);
+                        Step(kernels, stream, dtype, T, inputs, cut, programmatic, tuning);
+                        stream.Synchronize();
+                        Compare(expected, cut.Download(), $"{tuning}, programmatic {programmatic}");
+                    }
     }
 
     /// <summary>
@@ -129,8 +119,7 @@ public sealed class DecodeProgrammaticLaunchTests
         CollectionAssert.AreNotEqual(expectedFirst[2], expectedSecond[2], "the two inputs must select different experts (another seed)");
 
         bool[] launches = kernels.CanLaunchProgrammatic ? [false, true] : [false];
-        foreach (DecodeTuning tuning in new[] { DecodeTuning.For(T, H), DecodeTuning.For(T, H) with { RowsPerPass = 2 }, DecodeTuning.For(T, H) with { FillDown = false },
-                     DecodeTuning.For(T, H) with { StageDown = 0 } })
+        foreach (DecodeTuning tuning in new[] { DecodeTuning.For(T, H), DecodeTuning.For(T, H) with { RowsPerPass = 2 }, DecodeTuning.For(T, H) with { FillDown = false } })
             foreach (bool programmatic in launches)
                 foreach ((StepInputs inputs, byte[][] expected, string which) in new[] { (first, expectedFirst, "first"), (second, expectedSecond, "second") })
                 {

@@ -52,7 +52,7 @@ internal sealed partial class MoeKernels
     /// </summary>
     public const int DecodeRouteRecordBytes = DecodeRouteRecordLogitWords + 4 * DecodeMaxExperts;
 
-    /// <summary>Byte offset of a route record's logit words (the include value LOGIT_WORDS of Routing/routing_decode.ptx).</summary>
+    /// <summary>Byte offset of a route record's logit words (the routing module's LOGIT_WORDS placeholder, MoeKernelModules.LaunchSpecialised).</summary>
     public const int DecodeRouteRecordLogitWords = DecodeRouteRecordZeroSlots + 128;
 
     /// <summary>Copies of a route record's 32 words, one 128-byte L2 line each (the PTX polls copy ctaid.x % 16).</summary>

@@ -50,7 +50,9 @@ internal static partial class MoeKernelModules
     /// <summary>
     /// <paramref name="file"/> specialised by the decode-step launch placeholders it uses: TARGET sm_90 with GRID_WAIT =
     /// griddepcontrol.wait and GRID_LAUNCH = griddepcontrol.launch_dependents when <paramref name="programmatic"/>
-    /// (the kernels are then launched with programmatic stream serialisation), else TARGET sm_80 and comments.
+    /// (the kernels are then launched with programmatic stream serialisation), else TARGET sm_80 and comments; and
+    /// LOGIT_WORDS, the route record's byte offset of the routing's logit words (<see cref="MoeKernels.DecodeRouteRecordLogitWords"/>,
+    /// so the record's layout has one source).
     /// </summary>
     public static PtxModuleSpec LaunchSpecialised(string file, bool programmatic, params PtxKernelSpec[] kernels)
     {
@@ -59,6 +61,7 @@ internal static partial class MoeKernelModules
         Dictionary<string, string> all = programmatic
             ? new() { ["TARGET"] = "sm_90", ["GRID_WAIT"] = "griddepcontrol.wait;", ["GRID_LAUNCH"] = "griddepcontrol.launch_dependents;" }
             : new() { ["TARGET"] = "sm_80", ["GRID_WAIT"] = "// (griddepcontrol.wait: sm_90 module only)", ["GRID_LAUNCH"] = "// (griddepcontrol.launch_dependents: sm_90 module only)" };
+        all["LOGIT_WORDS"] = MoeKernels.DecodeRouteRecordLogitWords.ToString(System.Globalization.CultureInfo.InvariantCulture);
         var values = all.Where(kv => used.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
         return new(ModuleName(file, null) + (programmatic ? ProgrammaticSuffix : ""), PtxTemplate.Specialise(text, values), kernels);
     }

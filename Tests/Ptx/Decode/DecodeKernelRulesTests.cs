@@ -90,12 +90,14 @@ public sealed class DecodeKernelRulesTests
     }
 
     [TestMethod]
-    public void RouteRecordLayout_TheRoutingPtxPutsItsLogitWordsWhereTheLauncherSizesThem()
+    [DataRow(false)]
+    [DataRow(true)]
+    public void RouteRecordLayout_TheRoutingModuleAddressesItsLogitWordsWhereTheLauncherSizesThem(bool programmatic)
     {
-        string text = PtxLibrary.ReadEmbedded("Routing/routing_decode.ptx");
-        string value = $"LOGIT_WORDS={MoeKernels.DecodeRouteRecordLogitWords} ";
-        Assert.AreEqual(2, text.Split(value).Length - 1, $"both dtype entries include {value.Trim()}");
-        Assert.AreEqual(2, text.Split("LOGIT_WORDS=").Length - 1, "no entry includes another offset");
+        string text = MoeKernelModules.RoutingDecode(programmatic).Ptx;
+        string address = $"add.u64 %a_words, %a_record, {MoeKernels.DecodeRouteRecordLogitWords};";
+        Assert.AreEqual(2, text.Split(address).Length - 1, $"both dtype entries: {address}");
+        Assert.AreEqual(2, text.Split("add.u64 %a_words, %a_record, ").Length - 1, "no entry uses another offset");
     }
 
     [TestMethod]

@@ -214,7 +214,7 @@ internal sealed partial class MoeKernels
             RowScale = rowScale.Pointer, SecondGemm = secondGemm.Pointer, Weights = weights.Pointer, Output = output.Pointer,
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
             SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.PrefetchDown ? 1 : 0, Record = record.Pointer,
-            SlotWait = DecodeRowWait(record, act, inter) ? 1 : 0,
+            SlotWait = cut.RowWait && DecodeRowWait(record, act, inter) ? 1 : 0,
         };
         LaunchDecode(stream, _decodeDown, _decodeDownResident, static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows),
             new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.DownColumnBlocks(hidden), DecodeTuning.MaxDownBlocksPerCta,

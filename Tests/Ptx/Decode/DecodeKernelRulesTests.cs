@@ -110,11 +110,11 @@ public sealed class DecodeKernelRulesTests
     {
         string text = MoeKernelModules.DecodeExperts(programmatic).Ptx;
         int entries = 2 * MoeKernelModules.DecodeRowsPerPass.Count; // per kind: both dtypes x every width
-        string count = $"red.release.gpu.global.add.u32 [%tmp64+{MoeKernels.DecodeRouteRecordRowDone}], 1;";
+        string count = $"red.relaxed.gpu.global.add.u32 [%tmp64+{MoeKernels.DecodeRouteRecordRowDone}], 4;";
         string wait = $"add.u64 %a_row_done, %a_record, {MoeKernels.DecodeRouteRecordRowDone};";
         Assert.AreEqual(entries, text.Split(count).Length - 1, $"every gate/up entry: {count}");
         Assert.AreEqual(entries, text.Split(wait).Length - 1, $"every down entry: {wait}");
-        Assert.AreEqual(entries, text.Split("red.release.gpu.global.add.u32").Length - 1, "no other count");
+        Assert.AreEqual(entries, text.Split("red.relaxed.gpu.global.add.u32").Length - 1, "no other count");
     }
 
     /// <summary>The down kernel waits for its own row of A only where no 128-byte line holds two rows (A is read through
@@ -143,7 +143,9 @@ public sealed class DecodeKernelRulesTests
         Assert.AreEqual(new DecodeTuning(2, 1, true, false), DecodeTuningOverride.Parse("prefetch_down=1,prefetch=0,prefetch_gate=1").Apply(d with { RowsPerPass = 2, ColumnsPerWarp = 1 }));
         Assert.AreEqual(new DecodeTuning(1, 0, true, true, FillDown: true), DecodeTuningOverride.Parse("fill_down=1").Apply(d));
         Assert.AreEqual(d, DecodeTuningOverride.Parse("fill_down=0").Apply(d with { FillDown = true }));
-        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "fill_down=2", "speed=1", "rows=x" })
+        Assert.AreEqual(d with { RowWait = false }, DecodeTuningOverride.Parse("row_wait=0").Apply(d));
+        Assert.AreEqual(d, DecodeTuningOverride.Parse("row_wait=1").Apply(d with { RowWait = false }));
+        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "fill_down=2", "row_wait=2", "speed=1", "rows=x" })
         {
             var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuningOverride.Parse(bad), bad);
             StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);

@@ -95,8 +95,8 @@ public sealed class DecodeProgrammaticLaunchTests
     /// a row wait for its count, the down kernel zeroes the record): every output bitwise the plain step's, for two
     /// different inputs one after the other on the same buffers and record (a record left set would hand the second
     /// step the first one's experts, a count left set would let the down CTAs read A early), at the default cut, the
-    /// 2-row pass, without the L2 fill, with one and with three units per CTA, and with A off its 128-byte lines (the
-    /// down kernel then waits for the gate/up grid, <see cref="MoeKernels.DecodeRowWait"/>), plainly and (9.0+)
+    /// 2-row pass, without the L2 fill, with one and with three units per CTA, without the row wait, and with A off its
+    /// 128-byte lines (the down kernel then waits for the gate/up grid, <see cref="MoeKernels.DecodeRowWait"/>), plainly and (9.0+)
     /// programmatically; then as a captured graph replayed twice. The record is all zero after every step; right after
     /// a routing launch alone it holds 0x80000000 | e for the selected experts in id order, in each of its 16 copies.
     /// </summary>
@@ -129,7 +129,8 @@ public sealed class DecodeProgrammaticLaunchTests
         foreach ((DecodeTuning tuning, StepBuffers buffers) in new[]
                  {
                      (cut, routed), (cut with { RowsPerPass = 2 }, routed), (cut with { FillDown = false }, routed),
-                     (cut with { ColumnsPerWarp = 1 }, routed), (cut with { ColumnsPerWarp = 3 }, routed), (cut, offLines),
+                     (cut with { ColumnsPerWarp = 1 }, routed), (cut with { ColumnsPerWarp = 3 }, routed), (cut with { RowWait = false }, routed),
+                     (cut, offLines),
                  })
             foreach (bool programmatic in launches)
                 foreach ((StepInputs inputs, byte[][] expected, string which) in new[] { (first, expectedFirst, "first"), (second, expectedSecond, "second") })

@@ -49,5 +49,4 @@ internal struct DecodeDownCombineArgs
     public int SlotOrder;    // 0: G2 in expert order (row r); 1: token-slot order (row gather[r])
     public int Prefetch;     // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
     public ulong Record;     // T = 1: the route record (CTA (0,0) zeroes it once the gate/up grid has ended), or 0 = m_sizes
-    public int SlotWait;     // with a record: 1 = each CTA waits for its row's done counter, not the gate/up grid (DecodeRowWait)
 }

@@ -47,19 +47,10 @@ internal sealed partial class MoeKernels
     /// <summary>
     /// Bytes of a route record (Routing/fragments/routing_decode_record.ptx): 16 copies of 32 u32 words, one 128-byte line
     /// each, then 32 zero words at byte 2048 that <see cref="DecodeGateUpSilu"/> reads as its rows' slots (never
-    /// written), then the routing's logit words ([E &lt;= 256] u32 at byte 2176, Routing/routing_decode.ptx step 2w), then
-    /// the rows' done counters ([k &lt;= 32] u32, one 128-byte line each, at <see cref="DecodeRouteRecordRowDone"/>).
+    /// written), then the routing's logit words ([E &lt;= 256] u32 at byte 2176, Routing/routing_decode.ptx step 2w).
     /// All zero before the first step; the routing kernel (logit words) and the down kernel (the rest) leave it zero after each.
     /// </summary>
-    public const int DecodeRouteRecordBytes = DecodeRouteRecordRowDone + 128 * DecodeRouteRecordMaxTopK;
-
-    /// <summary>
-    /// Byte offset of a route record's row done counters (the decode module's SLOT_DONE placeholder,
-    /// MoeKernelModules.LaunchSpecialised): row r's u32 at + 128 r, which every gate/up warp raises by one (release) once
-    /// it has stored its column of A[r], and which the down CTAs of row r wait for (I) and then count themselves on,
-    /// the last putting it back to 0.
-    /// </summary>
-    public const int DecodeRouteRecordRowDone = DecodeRouteRecordLogitWords + 4 * DecodeMaxExperts;
+    public const int DecodeRouteRecordBytes = DecodeRouteRecordLogitWords + 4 * DecodeMaxExperts;
 
     /// <summary>Byte offset of a route record's logit words (the routing module's LOGIT_WORDS placeholder, MoeKernelModules.LaunchSpecialised).</summary>
     public const int DecodeRouteRecordLogitWords = DecodeRouteRecordZeroSlots + 128;
@@ -92,14 +83,6 @@ internal sealed partial class MoeKernels
         Need(record, DecodeRouteRecordBytes, nameof(record), $"[{DecodeRouteRecordBytes}] bytes");
         Aligned(record, 128, nameof(record));
     }
-
-    /// <summary>
-    /// Whether the down kernel's CTAs of a route-record step wait for their own row of A (its done counter) rather than
-    /// for the gate/up grid's end: A is read through L1, so each row must sit on whole 128-byte lines (I % 64 == 0, A
-    /// 128-byte aligned) for no CTA to cache a line of a row still being written.
-    /// </summary>
-    public static bool DecodeRowWait(DeviceRange record, DeviceRange act, int inter) =>
-        !record.IsNull && inter % 64 == 0 && act.Pointer % 128 == 0;
 
     /// <summary>Length of the ticket-counter buffer <see cref="DecodeDownCombine"/> needs: H / 8 u32, zero before the first launch.</summary>
     public static int DecodeCounterCount(int hidden) => hidden / DecodeColumnsPerCta;
@@ -214,7 +197,6 @@ internal sealed partial class MoeKernels
             RowScale = rowScale.Pointer, SecondGemm = secondGemm.Pointer, Weights = weights.Pointer, Output = output.Pointer,
             Counters = counters.Pointer, Tokens = tokens, Experts = experts, TopK = topK, Hidden = hidden, Inter = inter,
             SlotOrder = slotOrder ? 1 : 0, Prefetch = cut.PrefetchDown ? 1 : 0, Record = record.Pointer,
-            SlotWait = cut.RowWait && DecodeRowWait(record, act, inter) ? 1 : 0,
         };
         LaunchDecode(stream, _decodeDown, _decodeDownResident, static k => MoeKernelModules.DecodeDownCombineEntry(k.Dtype, k.Rows),
             new DecodeKey(dtype, cut.RowsPerPass, programmatic), cut, DecodeTuning.DownColumnBlocks(hidden), DecodeTuning.MaxDownBlocksPerCta,

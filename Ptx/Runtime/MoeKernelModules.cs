@@ -51,8 +51,7 @@ internal static partial class MoeKernelModules
     /// <paramref name="file"/> specialised by the decode-step launch placeholders it uses: TARGET sm_90 with GRID_WAIT =
     /// griddepcontrol.wait and GRID_LAUNCH = griddepcontrol.launch_dependents when <paramref name="programmatic"/>
     /// (the kernels are then launched with programmatic stream serialisation), else TARGET sm_80 and comments; and
-    /// LOGIT_WORDS and SLOT_DONE, the route record's byte offsets of the routing's logit words and of the rows' done
-    /// counters (<see cref="MoeKernels.DecodeRouteRecordLogitWords"/>, <see cref="MoeKernels.DecodeRouteRecordRowDone"/>,
+    /// LOGIT_WORDS, the route record's byte offset of the routing's logit words (<see cref="MoeKernels.DecodeRouteRecordLogitWords"/>,
     /// so the record's layout has one source).
     /// </summary>
     public static PtxModuleSpec LaunchSpecialised(string file, bool programmatic, params PtxKernelSpec[] kernels)
@@ -63,7 +62,6 @@ internal static partial class MoeKernelModules
             ? new() { ["TARGET"] = "sm_90", ["GRID_WAIT"] = "griddepcontrol.wait;", ["GRID_LAUNCH"] = "griddepcontrol.launch_dependents;" }
             : new() { ["TARGET"] = "sm_80", ["GRID_WAIT"] = "// (griddepcontrol.wait: sm_90 module only)", ["GRID_LAUNCH"] = "// (griddepcontrol.launch_dependents: sm_90 module only)" };
         all["LOGIT_WORDS"] = MoeKernels.DecodeRouteRecordLogitWords.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        all["SLOT_DONE"] = MoeKernels.DecodeRouteRecordRowDone.ToString(System.Globalization.CultureInfo.InvariantCulture);
         var values = all.Where(kv => used.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
         return new(ModuleName(file, null) + (programmatic ? ProgrammaticSuffix : ""), PtxTemplate.Specialise(text, values), kernels);
     }

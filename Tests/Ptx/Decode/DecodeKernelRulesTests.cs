@@ -100,36 +100,6 @@ public sealed class DecodeKernelRulesTests
         Assert.AreEqual(2, text.Split("add.u64 %a_words, %a_record, ").Length - 1, "no entry uses another offset");
     }
 
-    /// <summary>The decode module's row done counters sit where the launcher sizes the record (SLOT_DONE, specialised from
-    /// <see cref="MoeKernels.DecodeRouteRecordRowDone"/>): the gate/up entries count at that offset, the down entries
-    /// wait and count there (the constants place them past the logit words, one 128-byte line per row of k &lt;= 32).</summary>
-    [TestMethod]
-    [DataRow(false)]
-    [DataRow(true)]
-    public void RouteRecordLayout_TheDecodeModuleAddressesItsRowCountersWhereTheLauncherSizesThem(bool programmatic)
-    {
-        string text = MoeKernelModules.DecodeExperts(programmatic).Ptx;
-        int entries = 2 * MoeKernelModules.DecodeRowsPerPass.Count; // per kind: both dtypes x every width
-        string count = $"red.relaxed.gpu.global.add.u32 [%tmp64+{MoeKernels.DecodeRouteRecordRowDone}], 4;";
-        string wait = $"add.u64 %a_row_done, %a_record, {MoeKernels.DecodeRouteRecordRowDone};";
-        Assert.AreEqual(entries, text.Split(count).Length - 1, $"every gate/up entry: {count}");
-        Assert.AreEqual(entries, text.Split(wait).Length - 1, $"every down entry: {wait}");
-        Assert.AreEqual(entries, text.Split("red.relaxed.gpu.global.add.u32").Length - 1, "no other count");
-    }
-
-    /// <summary>The down kernel waits for its own row of A only where no 128-byte line holds two rows (A is read through
-    /// L1) and the step has a route record (the gate/up kernel counts only then).</summary>
-    [TestMethod]
-    public void RowWait_OnlyWithARecordAndARowPerWholeLines()
-    {
-        var record = new DeviceRange(0x10000, MoeKernels.DecodeRouteRecordBytes);
-        Assert.IsTrue(MoeKernels.DecodeRowWait(record, new DeviceRange(0x20000, 4096), 768), "I = 768, aligned");
-        Assert.IsTrue(MoeKernels.DecodeRowWait(record, new DeviceRange(0x20080, 4096), 64), "I = 64, on a line");
-        Assert.IsFalse(MoeKernels.DecodeRowWait(DeviceRange.Null, new DeviceRange(0x20000, 4096), 768), "no record");
-        Assert.IsFalse(MoeKernels.DecodeRowWait(record, new DeviceRange(0x20010, 4096), 768), "A 16-byte aligned");
-        Assert.IsFalse(MoeKernels.DecodeRowWait(record, new DeviceRange(0x20000, 4096), 96), "I = 96: rows share lines");
-    }
-
     [TestMethod]
     public void TuningOverride_ReplacesTheNamedFields_AndRefusesBadText()
     {
@@ -143,9 +113,7 @@ public sealed class DecodeKernelRulesTests
         Assert.AreEqual(new DecodeTuning(2, 1, true, false), DecodeTuningOverride.Parse("prefetch_down=1,prefetch=0,prefetch_gate=1").Apply(d with { RowsPerPass = 2, ColumnsPerWarp = 1 }));
         Assert.AreEqual(new DecodeTuning(1, 0, true, true, FillDown: true), DecodeTuningOverride.Parse("fill_down=1").Apply(d));
         Assert.AreEqual(d, DecodeTuningOverride.Parse("fill_down=0").Apply(d with { FillDown = true }));
-        Assert.AreEqual(d with { RowWait = false }, DecodeTuningOverride.Parse("row_wait=0").Apply(d));
-        Assert.AreEqual(d, DecodeTuningOverride.Parse("row_wait=1").Apply(d with { RowWait = false }));
-        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "fill_down=2", "row_wait=2", "speed=1", "rows=x" })
+        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "fill_down=2", "speed=1", "rows=x" })
         {
             var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuningOverride.Parse(bad), bad);
             StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);

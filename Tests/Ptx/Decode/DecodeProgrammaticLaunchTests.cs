@@ -91,12 +91,9 @@ public sealed class DecodeProgrammaticLaunchTests
 
     /// <summary>
     /// The T = 1 step with a route record (the routing publishes its k experts right after the top-k, both decode kernels
-    /// read them from there, the gate/up kernel walks the rows in order and counts each row's columns, the down CTAs of
-    /// a row wait for its count, the down kernel zeroes the record): every output bitwise the plain step's, for two
+    /// read them from there, the down kernel zeroes the record): every output bitwise the plain step's, for two
     /// different inputs one after the other on the same buffers and record (a record left set would hand the second
-    /// step the first one's experts, a count left set would let the down CTAs read A early), at the default cut, the
-    /// 2-row pass, without the L2 fill, with one and with three units per CTA, without the row wait, and with A off its
-    /// 128-byte lines (the down kernel then waits for the gate/up grid, <see cref="MoeKernels.DecodeRowWait"/>), plainly and (9.0+)
+    /// step the first one's experts), at the default cut, the 2-row pass and without the L2 fill, plainly and (9.0+)
     /// programmatically; then as a captured graph replayed twice. The record is all zero after every step; right after
     /// a routing launch alone it holds 0x80000000 | e for the selected experts in id order, in each of its 16 copies.
     /// </summary>
@@ -114,7 +111,6 @@ public sealed class DecodeProgrammaticLaunchTests
         using var stream = new CudaStream(ctx);
         using var plain = new StepBuffers(ctx, dtype, T);
         using var routed = new StepBuffers(ctx, dtype, T);
-        using var offLines = new StepBuffers(ctx, dtype, T, actOffset: 16);
         using var record = new DeviceBuffer<uint>(ctx, MoeKernels.DecodeRouteRecordBytes / 4);
         record.FillBytes(0);
         ctx.Synchronize();
@@ -123,23 +119,15 @@ public sealed class DecodeProgrammaticLaunchTests
         CollectionAssert.AreNotEqual(expectedFirst[2], expectedSecond[2], "the two inputs must select different experts (another seed)");
 
         bool[] launches = kernels.CanLaunchProgrammatic ? [false, true] : [false];
-        Assert.IsTrue(MoeKernels.DecodeRowWait(record.AsRange(), routed[8], I), "the row wait runs on the aligned buffers");
-        Assert.IsFalse(MoeKernels.DecodeRowWait(record.AsRange(), offLines[8], I), "the grid wait runs on the offset ones");
-        DecodeTuning cut = DecodeTuning.For(T, H);
-        foreach ((DecodeTuning tuning, StepBuffers buffers) in new[]
-                 {
-                     (cut, routed), (cut with { RowsPerPass = 2 }, routed), (cut with { FillDown = false }, routed),
-                     (cut with { ColumnsPerWarp = 1 }, routed), (cut with { ColumnsPerWarp = 3 }, routed), (cut with { RowWait = false }, routed),
-                     (cut, offLines),
-                 })
+        foreach (DecodeTuning tuning in new[] { DecodeTuning.For(T, H), DecodeTuning.For(T, H) with { RowsPerPass = 2 }, DecodeTuning.For(T, H) with { FillDown = false } })
             foreach (bool programmatic in launches)
                 foreach ((StepInputs inputs, byte[][] expected, string which) in new[] { (first, expectedFirst, "first"), (second, expectedSecond, "second") })
                 {
-                    buffers.Poison(stream);
-                    Step(kernels, stream, dtype, T, inputs, buffers, programmatic, tuning, record.AsRange());
+                    routed.Poison(stream);
+                    Step(kernels, stream, dtype, T, inputs, routed, programmatic, tuning, record.AsRange());
                     stream.Synchronize();
-                    string what = $"route record, {which} input, {tuning}, A at +{buffers.ActOffset} bytes, programmatic {programmatic}";
-                    Compare(expected, buffers.Download(), what);
+                    string what = $"route record, {which} input, {tuning}, programmatic {programmatic}";
+                    Compare(expected, routed.Download(), what);
                     AssertRecordZero(record, what);
                 }
 
@@ -295,31 +283,26 @@ public sealed class DecodeProgrammaticLaunchTests
             CollectionAssert.AreEqual(expected[i], actual[i], $"{what}: {StepBuffers.Names[i]} differs from the plain step's");
     }
 
-    /// <summary>Every output of one decode step as raw device bytes, and the two ticket counters (zero). A (output 8) starts
-    /// <c>actOffset</c> bytes into its buffer (a multiple of 16: the kernels' row loads).</summary>
+    /// <summary>Every output of one decode step as raw device bytes, and the two ticket counters (zero).</summary>
     private sealed class StepBuffers : IDisposable
     {
         public static readonly string[] Names = ["logits", "probs", "sel", "w", "m_sizes", "gather", "inverse", "G1", "A", "G2", "Y"];
-        private const int ActIndex = 8;
         private readonly DeviceBuffer<byte>[] _outputs;
-        private readonly long[] _bytes;
         private readonly DeviceBuffer<uint> _routeCounter, _downCounters;
 
-        public StepBuffers(CudaContext ctx, ScalarType dtype, int T, int actOffset = 0)
+        public StepBuffers(CudaContext ctx, ScalarType dtype, int T)
         {
             long tk = (long)T * K;
             int es = HostDtype.Size(dtype);
-            _bytes = [T * (long)E * es, T * (long)E * 4, tk * 4, tk * es, E * 4L, tk * 4, tk * 4, tk * 2 * I * es, tk * I * es, tk * H * es, (long)T * H * es];
-            ActOffset = actOffset;
-            _outputs = [.. _bytes.Select((n, i) => new DeviceBuffer<byte>(ctx, n + (i == ActIndex ? actOffset : 0)))];
+            long[] bytes = [T * (long)E * es, T * (long)E * 4, tk * 4, tk * es, E * 4L, tk * 4, tk * 4, tk * 2 * I * es, tk * I * es, tk * H * es, (long)T * H * es];
+            _outputs = [.. bytes.Select(n => new DeviceBuffer<byte>(ctx, n))];
             _routeCounter = new DeviceBuffer<uint>(ctx, MoeKernels.RoutingDecodeCounters(MoeKernels.RoutingDecodeMaxTokens));
             _downCounters = new DeviceBuffer<uint>(ctx, MoeKernels.DecodeCounterCount(H));
             _routeCounter.FillBytes(0);
             _downCounters.FillBytes(0);
         }
 
-        public int ActOffset { get; }
-        public DeviceRange this[int i] => i == ActIndex ? _outputs[i].Slice(ActOffset, _bytes[i]) : _outputs[i].AsRange();
+        public DeviceRange this[int i] => _outputs[i].AsRange();
         public DeviceRange RouteCounter => _routeCounter.AsRange();
         public DeviceRange DownCounters => _downCounters.AsRange();
 
@@ -328,7 +311,7 @@ public sealed class DecodeProgrammaticLaunchTests
             foreach (DeviceBuffer<byte> b in _outputs) b.FillBytes(0xFF, stream);
         }
 
-        public byte[][] Download() => [.. _outputs.Select((b, i) => i == ActIndex ? b.ToArray()[ActOffset..] : b.ToArray())];
+        public byte[][] Download() => [.. _outputs.Select(b => b.ToArray())];
 
         public void Dispose()
         {

@@ -27,6 +27,28 @@ internal struct DecodeGateUpSiluArgs
     public ulong Record;    // T = 1: the route record [DecodeRouteRecordBytes] the routing kernel publishes, or 0 = m_sizes/gather
 }
 
+/// <summary><c>moe_decode_down_token_{dtype}</c>: T = 1, grid (H/2), block 32 min(k, 4) (k &lt;= 32).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct DecodeDownTokenArgs
+{
+    public ulong Act;        // A  [k,I]   dtype in (expert order)
+    public ulong Down;       // Wd [E,H,I] dtype in
+    public ulong MSizes;     // [E] i32 in
+    public ulong Gather;     // [k] i32 in
+    public ulong Inverse;    // [k] i32 in
+    public ulong RowScale;   // [k] dtype in by slot (FuseMulPost passes w), or 0 = no scale
+    public ulong SecondGemm; // G2 [k,H] dtype out at row c(r)
+    public ulong Weights;    // [1,k] dtype in (combine weights), or 0 = all 1
+    public ulong Output;     // Y [1,H] dtype out
+    public int Experts;      // E (<= 256)
+    public int TopK;         // k (<= 32)
+    public int Hidden;       // H (multiple of 8)
+    public int Inter;        // I (multiple of 8)
+    public int SlotOrder;    // 0: G2 in expert order (row r); 1: token-slot order (row gather[r])
+    public int Prefetch;     // 1: weight rows asked of L2 2 KB ahead of the loads; 0: no prefetch
+    public ulong Record;     // the route record (CTA 0 zeroes its words once the gate/up grid has ended), or 0 = m_sizes
+}
+
 /// <summary><c>moe_decode_down_combine_{dtype}</c>: grid (D, min(E, TK)), ceil(H/8/32) &lt;= D &lt;= H/8, block 128.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct DecodeDownCombineArgs

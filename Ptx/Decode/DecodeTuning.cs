@@ -15,7 +15,11 @@ namespace MoeNative.Ptx;
 /// (with programmatic launch, while that kernel's last CTAs still run), then 2 KB ahead of its loads.</param>
 /// <param name="FillDown">Whether the gate/up kernel asks L2 for the down kernel's weights of its experts while it streams
 /// its own (evict_first), so the down kernel reads them from L2 (as many bytes as <see cref="FillDownBytes"/> gives).</param>
-internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool PrefetchGateUp, bool PrefetchDown, bool FillDown = false)
+/// <param name="TokenDown">Whether a T = 1 step (k &lt;= 32) runs its down GEMM and combine as one warp per row and the sum
+/// in each CTA (moe_decode_down_token: no tickets, no G2 read back) rather than the down kernel of every T; the same
+/// values. <see cref="RowsPerPass"/> and <see cref="ColumnsPerWarp"/> then cut the gate/up kernel only.</param>
+internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool PrefetchGateUp, bool PrefetchDown, bool FillDown = false,
+    bool TokenDown = true)
 {
     /// <summary>Overrides the defaults for measurements: e.g. <c>rows=2,cols=1,prefetch=0</c> (any subset; <see cref="DecodeTuningOverride"/>).</summary>
     public const string EnvironmentVariable = "MOENATIVE_DECODE_TUNING";
@@ -114,7 +118,8 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
 /// What <see cref="DecodeTuning.EnvironmentVariable"/> names, parsed once: the fields it replaces in a default
 /// <see cref="DecodeTuning"/> (null: kept), for measurements. <see cref="Apply"/> allocates nothing.
 /// </summary>
-internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? PrefetchGateUp, bool? PrefetchDown, bool? FillDown = null)
+internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? ColumnsPerWarp, bool? PrefetchGateUp, bool? PrefetchDown, bool? FillDown = null,
+    bool? TokenDown = null)
 {
     /// <summary><see cref="DecodeTuning.EnvironmentVariable"/> as set now (unset or empty: no override).</summary>
     /// <exception cref="FormatException">See <see cref="Parse"/>.</exception>
@@ -122,7 +127,7 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
 
     /// <summary>Comma-separated <c>rows=1|2|4|8</c>, <c>cols=N</c> (N &gt;= 0), <c>prefetch=0|1</c> (both kernels),
     /// <c>prefetch_gate=0|1</c>, <c>prefetch_down=0|1</c> (one kernel each; a later key wins), <c>fill_down=0|1</c>
-    /// (<see cref="DecodeTuning.FillDown"/>), any subset; null or blank
+    /// (<see cref="DecodeTuning.FillDown"/>), <c>token_down=0|1</c> (<see cref="DecodeTuning.TokenDown"/>), any subset; null or blank
     /// text overrides nothing.</summary>
     /// <exception cref="FormatException">An unknown key, a value that is not a non-negative integer, or one out of its
     /// range; the message names <see cref="DecodeTuning.EnvironmentVariable"/>.</exception>
@@ -135,18 +140,19 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
         {
             string[] kv = part.Split('=', 2, StringSplitOptions.TrimEntries);
             if (kv.Length != 2 || !int.TryParse(kv[1], NumberStyles.None, CultureInfo.InvariantCulture, out int v))
-                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down).");
+                throw new FormatException($"{name}: '{part}' is not key=non-negative integer (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down, token_down).");
             o = kv[0] switch
             {
                 "rows" when v is 1 or 2 or 4 or 8 => o with { RowsPerPass = v },
                 "rows" => throw new FormatException($"{name}: rows must be 1, 2, 4 or 8 (the decode entries' widths), got {v}."),
                 "cols" => o with { ColumnsPerWarp = v },
-                "prefetch" or "prefetch_gate" or "prefetch_down" or "fill_down" when v > 1 => throw new FormatException($"{name}: {kv[0]} must be 0 or 1, got {v}."),
+                "prefetch" or "prefetch_gate" or "prefetch_down" or "fill_down" or "token_down" when v > 1 => throw new FormatException($"{name}: {kv[0]} must be 0 or 1, got {v}."),
                 "prefetch" => o with { PrefetchGateUp = v == 1, PrefetchDown = v == 1 },
                 "prefetch_gate" => o with { PrefetchGateUp = v == 1 },
                 "prefetch_down" => o with { PrefetchDown = v == 1 },
                 "fill_down" => o with { FillDown = v == 1 },
-                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down)."),
+                "token_down" => o with { TokenDown = v == 1 },
+                _ => throw new FormatException($"{name}: unknown key '{kv[0]}' (keys: rows, cols, prefetch, prefetch_gate, prefetch_down, fill_down, token_down)."),
             };
         }
         return o;
@@ -155,5 +161,5 @@ internal readonly record struct DecodeTuningOverride(int? RowsPerPass, int? Colu
     /// <summary><paramref name="defaults"/> with the named fields replaced.</summary>
     public DecodeTuning Apply(DecodeTuning defaults) =>
         new(RowsPerPass ?? defaults.RowsPerPass, ColumnsPerWarp ?? defaults.ColumnsPerWarp, PrefetchGateUp ?? defaults.PrefetchGateUp,
-            PrefetchDown ?? defaults.PrefetchDown, FillDown ?? defaults.FillDown);
+            PrefetchDown ?? defaults.PrefetchDown, FillDown ?? defaults.FillDown, TokenDown ?? defaults.TokenDown);
 }

@@ -16,13 +16,15 @@ internal static partial class MoeKernelModules
 
     public static string DecodeGateUpSiluEntry(ScalarType t, int rows) => $"moe_decode_gate_up_silu_{t.ShortName()}_r{rows}";
     public static string DecodeDownCombineEntry(ScalarType t, int rows) => $"moe_decode_down_combine_{t.ShortName()}_r{rows}";
+    public static string DecodeDownTokenEntry(ScalarType t) => $"moe_decode_down_token_{t.ShortName()}";
 
     /// <summary>One module, both 16-bit dtypes x every pass width (its includes write out each (dtype, rows) pair's
-    /// entries); plain sm_80, or sm_90 with programmatic dependent launch (<paramref name="programmatic"/>).</summary>
+    /// entries) and the T = 1 down entry per dtype; plain sm_80, or sm_90 with programmatic dependent launch
+    /// (<paramref name="programmatic"/>).</summary>
     public static PtxModuleSpec DecodeExperts(bool programmatic) => LaunchSpecialised(DecodeExpertsFile, programmatic,
         [.. DecodeDtypes.SelectMany(t => DecodeRowsPerPass.SelectMany(rows => new[]
         {
             new PtxKernelSpec(DecodeGateUpSiluEntry(t, rows), typeof(DecodeGateUpSiluArgs)),
             new PtxKernelSpec(DecodeDownCombineEntry(t, rows), typeof(DecodeDownCombineArgs)),
-        }))]);
+        })), .. DecodeDtypes.Select(t => new PtxKernelSpec(DecodeDownTokenEntry(t), typeof(DecodeDownTokenArgs)))]);
 }

@@ -20,6 +20,7 @@ internal sealed partial class MoeKernels
     // [(programmatic ? 12 : 0) + dtype slot * 4 + width index]
     private readonly PtxKernel<DecodeGateUpSiluArgs>?[] _decodeGateUp = new PtxKernel<DecodeGateUpSiluArgs>?[2 * 3 * DecodeWidths];
     private readonly PtxKernel<DecodeDownCombineArgs>?[] _decodeDown = new PtxKernel<DecodeDownCombineArgs>?[2 * 3 * DecodeWidths];
+    private readonly PtxKernel<DecodeDownTokenArgs>?[] _decodeDownToken = new PtxKernel<DecodeDownTokenArgs>?[2 * 3]; // [(programmatic ? 3 : 0) + dtype slot]
     // resident CTAs per SM of each loaded entry (same index; 0 until its first launch asks the driver)
     private readonly int[] _decodeGateUpResident = new int[2 * 3 * DecodeWidths];
     private readonly int[] _decodeDownResident = new int[2 * 3 * DecodeWidths];
@@ -83,6 +84,19 @@ internal sealed partial class MoeKernels
         Need(record, DecodeRouteRecordBytes, nameof(record), $"[{DecodeRouteRecordBytes}] bytes");
         Aligned(record, 128, nameof(record));
     }
+
+    /// <summary>Largest k of the T = 1 down entry (one warp per row in a CTA of at most 1024 threads).</summary>
+    public const int DecodeDownTokenMaxTopK = 32;
+
+    /// <summary>Warps of a T = 1 down CTA (at most; k when k is fewer): warp w takes the rows w, w + 4, ... (two passes at
+    /// k = 8, 52 registers: the grid of H/2 CTAs fits one wave at Qwen3-30B-A3B).</summary>
+    private const int DecodeDownTokenWarps = 4;
+
+    /// <summary>Whether <see cref="DecodeDownCombine"/> runs the T = 1 down entry (moe_decode_down_token: a warp per row,
+    /// the k-term sum in each CTA) for this step: T = 1, k &lt;= <see cref="DecodeDownTokenMaxTopK"/> and
+    /// <see cref="DecodeTuning.TokenDown"/>; else the down kernel of every T. The same values either way.</summary>
+    public static bool UsesDecodeDownToken(int tokens, int topK, DecodeTuning cut) =>
+        tokens == 1 && topK <= DecodeDownTokenMaxTopK && cut.TokenDown;
 
     /// <summary>Length of the ticket-counter buffer <see cref="DecodeDownCombine"/> needs: H / 8 u32, zero before the first launch.</summary>
     public static int DecodeCounterCount(int hidden) => hidden / DecodeColumnsPerCta;
@@ -154,7 +168,8 @@ internal sealed partial class MoeKernels
     /// <see cref="DecodeGateUpSilu"/> (here the walk is over 8-column blocks, each with its own ticket counter). With a
     /// route <paramref name="record"/> (the one the routing and gate/up launches of this step were given) it takes its
     /// experts from the record where it is still set (else from m_sizes once the grids before it have ended) and
-    /// zeroes it once the gate/up grid has ended.
+    /// zeroes it once the gate/up grid has ended. A T = 1 step runs the one-token entry (<see cref="UsesDecodeDownToken"/>:
+    /// a warp per row, the k-term sum inside each CTA; the counters are not touched) with the same values.
     /// </summary>
     /// <exception cref="ArgumentException">A record with T &gt; 1, k &gt; 32, fewer than <see cref="DecodeRouteRecordBytes"/>
     /// bytes or not 128-byte aligned.</exception>
@@ -191,6 +206,23 @@ internal sealed partial class MoeKernels
         Aligned(secondGemm, 4, nameof(secondGemm)); // two columns per store
         Aligned(output, 4, nameof(output));
         if (tokens == 0) return;
+        if (UsesDecodeDownToken(tokens, topK, cut))
+        {
+            var token = new DecodeDownTokenArgs
+            {
+                Act = act.Pointer, Down = down.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
+                RowScale = rowScale.Pointer, SecondGemm = secondGemm.Pointer, Weights = weights.Pointer, Output = output.Pointer,
+                Experts = experts, TopK = topK, Hidden = hidden, Inter = inter, SlotOrder = slotOrder ? 1 : 0,
+                Prefetch = cut.PrefetchDown ? 1 : 0, Record = record.Pointer,
+            };
+            PtxKernel<DecodeDownTokenArgs> kernel = Kernel(_decodeDownToken, (programmatic ? 3 : 0) + Slot(dtype), (dtype, programmatic),
+                static k => MoeKernelModules.DecodeExperts(k.programmatic), static k => MoeKernelModules.DecodeDownTokenEntry(k.dtype));
+            var grid = new Dim3((uint)(hidden / 2));
+            var block = new Dim3((uint)(32 * Math.Min(topK, DecodeDownTokenWarps)));
+            if (programmatic) kernel.LaunchProgrammatic(stream, grid, block, 0, in token);
+            else kernel.Launch(stream, grid, block, 0, in token);
+            return;
+        }
         var args = new DecodeDownCombineArgs
         {
             Act = act.Pointer, Down = down.Pointer, MSizes = mSizes.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,

@@ -113,7 +113,9 @@ public sealed class DecodeKernelRulesTests
         Assert.AreEqual(new DecodeTuning(2, 1, true, false), DecodeTuningOverride.Parse("prefetch_down=1,prefetch=0,prefetch_gate=1").Apply(d with { RowsPerPass = 2, ColumnsPerWarp = 1 }));
         Assert.AreEqual(new DecodeTuning(1, 0, true, true, FillDown: true), DecodeTuningOverride.Parse("fill_down=1").Apply(d));
         Assert.AreEqual(d, DecodeTuningOverride.Parse("fill_down=0").Apply(d with { FillDown = true }));
-        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "fill_down=2", "speed=1", "rows=x" })
+        Assert.AreEqual(d with { TokenDown = false }, DecodeTuningOverride.Parse("token_down=0").Apply(d));
+        Assert.AreEqual(d, DecodeTuningOverride.Parse("token_down=1").Apply(d with { TokenDown = false }));
+        foreach (string bad in new[] { "rows=3", "rows", "cols=-1", "prefetch=2", "prefetch_down=2", "prefetch_gate=-1", "fill_down=2", "token_down=2", "speed=1", "rows=x" })
         {
             var e = Assert.ThrowsExactly<FormatException>(() => DecodeTuningOverride.Parse(bad), bad);
             StringAssert.Contains(e.Message, DecodeTuning.EnvironmentVariable);

@@ -53,7 +53,8 @@ public sealed class DecodeProgrammaticLaunchTests
 
     /// <summary>
     /// Every decode cut (<see cref="DecodeTuning"/>: each pass width, one column per warp, a 3-column walk and the
-    /// one-wave walk, prefetch off, on in both kernels and in the down kernel only, the L2 fill of the down weights) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
+    /// one-wave walk, prefetch off, on in both kernels and in the down kernel only, the L2 fill of the down weights, the
+    /// T = 1 down entry and the down kernel of every T) gives bitwise the outputs of the default cut, plain and (9.0+) programmatic;
     /// the default cut itself is checked against the grouped reference by DecodePathTests. Fresh random inputs from a
     /// printed seed, outputs poisoned before each run. T = 5 and 8 (k = 4 of E = 32) give experts more rows than the narrow widths take
     /// in one pass.
@@ -79,9 +80,9 @@ public sealed class DecodeProgrammaticLaunchTests
         foreach (int rows in MoeKernelModules.DecodeRowsPerPass)
             foreach (int columns in new[] { 0, 1, 3 })
                 foreach ((bool prefetchGateUp, bool prefetchDown, bool fillDown) in new[] { (false, false, false), (true, true, false), (false, true, false), (false, false, true) })
-                    foreach (bool programmatic in launches)
+                    foreach ((bool programmatic, bool tokenDown) in launches.SelectMany(p => T == 1 ? new[] { (p, true), (p, false) } : new[] { (p, true) }))
                     {
-                        var tuning = new DecodeTuning(rows, columns, prefetchGateUp, prefetchDown, fillDown);
+                        var tuning = new DecodeTuning(rows, columns, prefetchGateUp, prefetchDown, fillDown, tokenDown);
                         cut.Poison(stream);
                         Step(kernels, stream, dtype, T, inputs, cut, programmatic, tuning);
                         stream.Synchronize();
@@ -93,7 +94,8 @@ public sealed class DecodeProgrammaticLaunchTests
     /// The T = 1 step with a route record (the routing publishes its k experts right after the top-k, both decode kernels
     /// read them from there, the down kernel zeroes the record): every output bitwise the plain step's, for two
     /// different inputs one after the other on the same buffers and record (a record left set would hand the second
-    /// step the first one's experts), at the default cut, the 2-row pass and without the L2 fill, plainly and (9.0+)
+    /// step the first one's experts), at the default cut, the 2-row pass, without the L2 fill and with the down kernel
+    /// of every T instead of the T = 1 down entry (each zeroes the record), plainly and (9.0+)
     /// programmatically; then as a captured graph replayed twice. The record is all zero after every step; right after
     /// a routing launch alone it holds 0x80000000 | e for the selected experts in id order, in each of its 16 copies.
     /// </summary>
@@ -119,7 +121,11 @@ public sealed class DecodeProgrammaticLaunchTests
         CollectionAssert.AreNotEqual(expectedFirst[2], expectedSecond[2], "the two inputs must select different experts (another seed)");
 
         bool[] launches = kernels.CanLaunchProgrammatic ? [false, true] : [false];
-        foreach (DecodeTuning tuning in new[] { DecodeTuning.For(T, H), DecodeTuning.For(T, H) with { RowsPerPass = 2 }, DecodeTuning.For(T, H) with { FillDown = false } })
+        foreach (DecodeTuning tuning in new[]
+                 {
+                     DecodeTuning.For(T, H), DecodeTuning.For(T, H) with { RowsPerPass = 2 }, DecodeTuning.For(T, H) with { FillDown = false },
+                     DecodeTuning.For(T, H) with { TokenDown = false },
+                 })
             foreach (bool programmatic in launches)
                 foreach ((StepInputs inputs, byte[][] expected, string which) in new[] { (first, expectedFirst, "first"), (second, expectedSecond, "second") })
                 {

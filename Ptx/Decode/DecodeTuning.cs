@@ -35,7 +35,8 @@ internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp
     /// with two, 0.144 with one, 0.140 with three; T=16 0.236 / 0.249 / 0.242; Qwen3-235B-A22B T=8 0.502 with one,
     /// 0.506 with two); no L2 prefetch (every T of both configs measured faster without: 30B T=1 0.039 vs 0.041, 235B T=1
     /// 0.095 vs 0.106, T=8 0.560 vs 0.633); the L2 fill of the down weights up to T = <see cref="MaxFillTokens"/>
-    /// (session 5: 30B T=1 0.033 against 0.036 without).
+    /// (session 5: 30B T=1 0.033 against 0.036 without); the T = 1 down kernel (<see cref="TokenDown"/>; session 12,
+    /// v40: 30B T=1 2588-2611 GB/s against 2388-2417, 235B 3449-3454 against 3407-3410).
     /// </summary>
     public static DecodeTuning For(int tokens, int hidden) =>
         new(RowsPerPassFor(tokens), tokens <= MaxWalkTokens ? 0 : ColumnsAbove(hidden), PrefetchGateUp: false, PrefetchDown: false, FillDown: tokens <= MaxFillTokens);

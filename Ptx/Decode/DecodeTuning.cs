@@ -15,8 +15,8 @@ namespace MoeNative.Ptx;
 /// (with programmatic launch, while that kernel's last CTAs still run), then 2 KB ahead of its loads.</param>
 /// <param name="FillDown">Whether the gate/up kernel asks L2 for the down kernel's weights of its experts while it streams
 /// its own (evict_first), so the down kernel reads them from L2 (as many bytes as <see cref="FillDownBytes"/> gives).</param>
-/// <param name="TokenDown">Whether a T = 1 step (k &lt;= 32) runs its down GEMM and combine as one warp per row and the sum
-/// in each CTA (moe_decode_down_token: no tickets, no G2 read back) rather than the down kernel of every T; the same
+/// <param name="TokenDown">Whether a T = 1 step (k &lt;= 32) runs its down GEMM and combine in one kernel that sums over k
+/// inside each CTA (moe_decode_down_token: no tickets, no G2 read back) rather than the down kernel of every T; the same
 /// values. <see cref="RowsPerPass"/> and <see cref="ColumnsPerWarp"/> then cut the gate/up kernel only.</param>
 internal readonly record struct DecodeTuning(int RowsPerPass, int ColumnsPerWarp, bool PrefetchGateUp, bool PrefetchDown, bool FillDown = false,
     bool TokenDown = true)

@@ -85,15 +85,15 @@ internal sealed partial class MoeKernels
         Aligned(record, 128, nameof(record));
     }
 
-    /// <summary>Largest k of the T = 1 down entry (one warp per row in a CTA of at most 1024 threads).</summary>
+    /// <summary>Largest k of the T = 1 down entry (its shared slot and row tables hold 32; warp 0's lanes fill them).</summary>
     public const int DecodeDownTokenMaxTopK = 32;
 
     /// <summary>Warps of a T = 1 down CTA (at most; k when k is fewer): warp w takes the rows w, w + 4, ... (two passes at
-    /// k = 8, 52 registers: the grid of H/2 CTAs fits one wave at Qwen3-30B-A3B).</summary>
+    /// k = 8; 48 registers under ptxas 12.4: the grid of H/2 CTAs fits one wave at Qwen3-30B-A3B).</summary>
     private const int DecodeDownTokenWarps = 4;
 
-    /// <summary>Whether <see cref="DecodeDownCombine"/> runs the T = 1 down entry (moe_decode_down_token: a warp per row,
-    /// the k-term sum in each CTA) for this step: T = 1, k &lt;= <see cref="DecodeDownTokenMaxTopK"/> and
+    /// <summary>Whether <see cref="DecodeDownCombine"/> runs the T = 1 down entry (moe_decode_down_token: the warps take the
+    /// rows in turn, the k-term sum in each CTA) for this step: T = 1, k &lt;= <see cref="DecodeDownTokenMaxTopK"/> and
     /// <see cref="DecodeTuning.TokenDown"/>; else the down kernel of every T. The same values either way.</summary>
     public static bool UsesDecodeDownToken(int tokens, int topK, DecodeTuning cut) =>
         tokens == 1 && topK <= DecodeDownTokenMaxTopK && cut.TokenDown;
@@ -169,7 +169,7 @@ internal sealed partial class MoeKernels
     /// route <paramref name="record"/> (the one the routing and gate/up launches of this step were given) it takes its
     /// experts from the record where it is still set (else from m_sizes once the grids before it have ended) and
     /// zeroes it once the gate/up grid has ended. A T = 1 step runs the one-token entry (<see cref="UsesDecodeDownToken"/>:
-    /// a warp per row, the k-term sum inside each CTA; the counters are not touched) with the same values.
+    /// the warps take the rows in turn, the k-term sum inside each CTA; the counters are not touched) with the same values.
     /// </summary>
     /// <exception cref="ArgumentException">A record with T &gt; 1, k &gt; 32, fewer than <see cref="DecodeRouteRecordBytes"/>
     /// bytes or not 128-byte aligned.</exception>

@@ -116,31 +116,27 @@ internal static class GroupedGemmSm90aSpecs
         int schedOff = tabOff + GemmConfig.WgmmaRowTableBytes(layout), pitch = config.WgmmaStagingPitchOf(float32Output);
         var values = new Dictionary<string, string>
         {
-            // A: K-major rows (NT, NN) or, for TN, dY^T read MN-major; B: K-major W (NT) or N-major (NN: W; TN: X rows)
-            ["A_DESC"] = tn ? NMajorDesc : KMajorDesc, ["B_DESC"] = nn || tn ? NMajorDesc : KMajorDesc,
-            ["DTYPE_NAME"] = dtype.ShortName(),
+            // A: K-major rows (NT, NN; k16 step +32 B) or, for TN, dY^T read MN-major (trans-a 1; k16 step +16 rows)
+            ["A_DESC"] = tn ? NMajorDesc : KMajorDesc, ["A_K16_STEP"] = tn ? "128" : "2", ["TRANS_A"] = tn ? "1" : "0",
+            // B: K-major W (NT) or N-major (NN: W; TN: X rows), k16 step +32 B or +16 rows of 128 B
+            ["B_DESC"] = nn || tn ? NMajorDesc : KMajorDesc, ["B_K16_STEP"] = nn || tn ? "128" : "2", ["TRANS_B"] = nn || tn ? "1" : "0",
+            ["DTYPE"] = ptxType, ["DTYPE_NAME"] = dtype.ShortName(),
             ["BN"] = Int(bn), ["STAGES"] = Int(s),
             ["PRODUCER_REGS"] = Int(ProducerRegisters), ["CONSUMER_REGS"] = Int(ConsumerRegisters),
             ["B_OFF"] = Int(bOff), ["B_STAGE"] = Int(bStage), ["BAR_OFF"] = Int(barOff), ["EMPTY_OFF"] = Int(barOff + 8 * s),
             ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff),
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
-            ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
+            ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
             // the epilogue staging (TN, dtype or f32; staged row tiles), one [64 rows][BN columns] tile per consumer
             ["STG_OFF"] = Int(stgOff), ["STG_BYTES"] = Int(64 * pitch), ["STG_PITCH"] = Int(pitch),
         };
-        // k16 steps (descriptor units of 16 B): K-major +32 B (2), MN-major +16 rows of 128 B (128); transpose bits
-        foreach ((string key, string value) in Sm90aFragments.WgmmaGroups(bn, ptxType, aStep: tn ? 128 : 2, bStep: nn || tn ? 128 : 2,
-            transA: tn ? "1" : "0", transB: nn || tn ? "1" : "0"))
-            values[key] = value;
         if (tn)
         {
             // the thread's 8 stage rows (8 apart: 64 B of table, 1024 B of stage) in one batch, A and BN/128 B halves
             values["ROW_LOADS"] = Sm90aFragments.ProducerRowLoads(8, 64, "stage_a", 1024, bn / 128);
             values["BM"] = Int(GemmConfig.WgmmaBlockM);
             foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
-            values["EPI_STAGE_LO"] = Sm90aFragments.StagingStores(bn, float32Output ? null : ptxType, pitch, half: AccumulatorHalf.Lower);
-            values["EPI_STAGE_HI"] = Sm90aFragments.StagingStores(bn, float32Output ? null : ptxType, pitch, half: AccumulatorHalf.Upper);
-            values["LAST_WAIT"] = "1";
+            values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, float32Output ? null : ptxType, pitch);
             foreach ((string key, string value) in GroupedGemmSpecs.OutputValues(float32Output)) values[key] = value;
             values["STG_Q_SHIFT"] = float32Output ? "3" : "2";
         }

@@ -18,6 +18,7 @@ internal static class Sm90aCluster
     {
         yield return new("EMPTY_ARRIVE", "mbarrier.arrive.shared::cta.b64 _, [bar]");
         yield return new("PEER_RELEASE", "");
+        yield return new("PEER_RELEASE_LAST", "");
         yield return new("CLUSTER_EXIT", "");
     }
 
@@ -44,8 +45,10 @@ internal static class Sm90aCluster
         // remote mbarrier.arrive has release semantics, and ptxas puts MEMBAR.ALL.GPU in front of it: a fence in every
         // consumer's k-loop. No ordering is needed, since wait_group has finished the wgmma that read the slot.
         yield return new("EMPTY_ARRIVE", "mbarrier.arrive.expect_tx.shared::cta.b64 _, [bar], 1");
-        yield return new("PEER_RELEASE", "    mapa.shared::cluster.u32 peer_bar, bar, peer;   // the same slot's empty barrier in the peer\n"
-            + "    @p mbarrier.complete_tx.relaxed.cluster.shared::cluster.b64 [peer_bar], 1;");
+        const string release = "    mapa.shared::cluster.u32 peer_bar, bar, peer;   // the same slot's empty barrier in the peer\n"
+            + "    @{0} mbarrier.complete_tx.relaxed.cluster.shared::cluster.b64 [peer_bar], 1;";
+        yield return new("PEER_RELEASE", string.Format(CultureInfo.InvariantCulture, release, "p"));
+        yield return new("PEER_RELEASE_LAST", string.Format(CultureInfo.InvariantCulture, release, "p_leader"));
         yield return new("CLUSTER_EXIT", ClusterBarrier);
         yield return new("BM", Int(2 * GemmConfig.WgmmaBlockM));   // the walk's unit: a pair of m-tiles
         yield return new("CLUSTER_TAG", "_c2");

@@ -29,27 +29,20 @@ internal static class Sm90aEpilogues
         yield return new("EPI_TAG", Tag(epilogue));
         yield return new("EPI_COL_SHIFT", swiGlu ? "1" : "0");
         yield return new("EPI_PITCH_SHIFT", epilogue == GroupedGemmEpilogue.DSwiGlu ? "1" : "0");
-        bool whole = RunsWhole(epilogue, staged);
-        yield return new("LAST_WAIT", whole ? "0" : "1");
-        foreach (AccumulatorHalf half in (AccumulatorHalf[])[AccumulatorHalf.Lower, AccumulatorHalf.Upper])
-        {
-            AccumulatorHalf part = whole ? AccumulatorHalf.Whole : half;
-            bool empty = staged || (whole && half == AccumulatorHalf.Upper);
-            for (int row = 0; row < 2; row++)
-                yield return new($"EPI_ROW{row}{half.LabelSuffix()}", empty ? "" : epilogue switch
-                {
-                    GroupedGemmEpilogue.SwiGlu => SwiGluRow(columns, row, ptxType, widen),
-                    GroupedGemmEpilogue.DSwiGlu => DSwiGluRow(columns, row, ptxType, widen, part),
-                    _ => Sm90aFragments.EpilogueRow(columns, row, ptxType, part),
-                });
-            yield return new($"EPI_STAGE{half.LabelSuffix()}", staged ? Sm90aFragments.StagingStores(columns, ptxType, pitch, scaled: !swiGlu, half) : "");
-        }
+        for (int row = 0; row < 2; row++)
+            yield return new($"EPI_ROW{row}", staged ? "" : epilogue switch
+            {
+                GroupedGemmEpilogue.SwiGlu => SwiGluRow(columns, row, ptxType, widen),
+                GroupedGemmEpilogue.DSwiGlu => DSwiGluRow(columns, row, ptxType, widen),
+                _ => Sm90aFragments.EpilogueRow(columns, row, ptxType),
+            });
         yield return new("STAGED", staged ? "1" : "0");
         yield return new("STG_TAG", staged ? "_stg" : "");
         yield return new("STG_DST", swiGlu ? "aux_ptr" : "c_ptr");
         yield return new("STG_ROW_PITCH", swiGlu ? "aux_pitch" : "c_pitch");
         int segment = swiGlu ? columns / 2 : columns;
         yield return new("STG_SEG_COLS", segment.ToString(CultureInfo.InvariantCulture));
+        yield return new("EPI_STAGE", staged ? Sm90aFragments.StagingStores(columns, ptxType, pitch, scaled: !swiGlu) : "");
         bool stagedSwiGlu = staged && swiGlu;
         yield return new("STG_ACT_SETUP", stagedSwiGlu ? SwiGluStagedActSetup : "");
         yield return new("STG_SECOND", stagedSwiGlu
@@ -58,11 +51,6 @@ internal static class Sm90aEpilogues
             : "");
         yield return new("STG_ACT", stagedSwiGlu ? SwiGluStagedAct(columns, ptxType, widen, pitch) : "");
     }
-
-    /// <summary>Whether <paramref name="epilogue"/> leaves whole once both accumulator halves are done (LAST_WAIT 0,
-    /// the accumulators zeroed by movs after it: ACC_ZERO_AFTER) instead of half by half: the register SwiGLU
-    /// epilogue, which pairs gate column c (lower half) with up column c + BN/2 (upper half) in one thread.</summary>
-    public static bool RunsWhole(GroupedGemmEpilogue epilogue, bool staged) => epilogue == GroupedGemmEpilogue.SwiGlu && !staged;
 
     /// <summary>Staged SwiGLU, in the copier lanes after cp_out: cp_act = &amp;A[c(r), n0/2] of the lane's staging row
     /// (0 when the row is past the expert: the act lanes take it by shfl), then the G1 copies only with p_aux != 0.</summary>
@@ -183,18 +171,17 @@ internal static class Sm90aEpilogues
     /// before its first store, so their latencies overlap.</summary>
     public const int DSwiGluLoadChunk = 2;
 
-    /// <summary>dSwiGLU row <paramref name="row"/>: per 8-column block j of <paramref name="half"/>, columns e_col + 8j, +1 inside I
+    /// <summary>dSwiGLU row <paramref name="row"/>: per 8-column block j &lt; BN/8, columns e_col + 8j, +1 inside I
     /// while 8j &lt; lim; dG1's gate half at out, its up half at out + up_bytes. G1 is read through the non-coherent
     /// path (ld.global.nc: G1 is never written by this kernel), <see cref="DSwiGluLoadChunk"/> blocks at a time. Two
     /// passes (<see cref="FastThenExact"/>).</summary>
-    private static string DSwiGluRow(int columns, int row, string ptxType, string widen, AccumulatorHalf half)
+    private static string DSwiGluRow(int columns, int row, string ptxType, string widen)
     {
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"    add.u64 aux_up, aux{row}, up_bytes; add.u64 out_up, out{row}, up_bytes;   // the up halves");
-        int[] blocks = half.Blocks(columns).ToArray();
-        FastThenExact(sb, "DSWIGLU" + half.LabelSuffix(), row, exact =>
+        FastThenExact(sb, "DSWIGLU", row, exact =>
         {
-            for (int j0 = blocks[0]; j0 <= blocks[^1]; j0 += DSwiGluLoadChunk)
+            for (int j0 = 0; j0 < columns / 8; j0 += DSwiGluLoadChunk)
             {
                 for (int j = j0; j < j0 + DSwiGluLoadChunk; j++)
                     sb.Append('\n').Append(CultureInfo.InvariantCulture,

@@ -11,57 +11,17 @@ namespace MoeNative.Ptx;
 /// </summary>
 internal static class Sm90aFragments
 {
-    /// <summary>"{acc(f), acc(f+1), ..., acc(f+n-1)}": the accumulator vector of one wgmma m64nNk16 (n = N/2 f32
-    /// registers) whose first register is acc<paramref name="first"/>.</summary>
-    public static string AccumulatorList(int registers, int first = 0) =>
-        "{" + string.Join(", ", Enumerable.Range(first, registers).Select(i => "acc" + i.ToString(CultureInfo.InvariantCulture))) + "}";
+    /// <summary>"{acc0, acc1, ..., acc(n-1)}": the accumulator vector of one wgmma m64nNk16 (n = N/2 f32 registers).</summary>
+    public static string AccumulatorList(int registers) =>
+        "{" + string.Join(", ", Enumerable.Range(0, registers).Select(i => "acc" + i.ToString(CultureInfo.InvariantCulture))) + "}";
 
-    /// <summary>
-    /// One k-tile's wgmma group of a consumer warpgroup: wgmma.fence, 4 x wgmma.m64n<paramref name="columns"/>k16 (one
-    /// per k16 step) into the accumulators from acc<paramref name="firstAcc"/> (columns/2 of them: the whole m64n(BN)
-    /// fragment, or its lower or upper half as an m64n(BN/2) fragment, whose registers are the same: block j of the
-    /// upper half is block BN/16 + j of the whole), then commit_group. The stage descriptors desc_a, desc_b step in
-    /// place by <paramref name="aStep"/>, <paramref name="bStep"/> (descriptor units, bytes / 16) per k16 and end 3
-    /// steps on; <paramref name="rewind"/> first takes them back from there to the stage's start, with B
-    /// <paramref name="bOffset"/> bytes further (the upper half: BN/2 rows or BN/128 64-column blocks of 8 KiB). In
-    /// place, because two more 64-bit registers live through the wgmma pipeline make ptxas 12.4 serialise it (C7511).
-    /// </summary>
-    public static string WgmmaGroup(int columns, int firstAcc, string ptxType, int aStep, int bStep, string transA, string transB,
-        bool rewind = false, int bOffset = 0)
-    {
-        var sb = new StringBuilder("    wgmma.fence.sync.aligned;");
-        if (rewind)
-            sb.Append(CultureInfo.InvariantCulture, $"\n    sub.u64 desc_a, desc_a, {3 * aStep}; add.u64 desc_b, desc_b, {bOffset / 16 - 3 * bStep};   // back to k16 step 0, B + {bOffset} B");
-        string accs = AccumulatorList(columns / 2, firstAcc);
-        for (int k = 0; k < 4; k++)
-        {
-            if (k > 0) sb.Append(CultureInfo.InvariantCulture, $"\n    add.u64 desc_a, desc_a, {aStep}; add.u64 desc_b, desc_b, {bStep};");
-            sb.Append(CultureInfo.InvariantCulture, $"\n    wgmma.mma_async.sync.aligned.m64n{columns}k16.f32.{ptxType}.{ptxType} {accs}, desc_a, desc_b, 1, 1, 1, {transA}, {transB};");
-        }
-        return sb.Append("\n    wgmma.commit_group.sync.aligned;").ToString();
-    }
-
-    /// <summary>The consumer k-loop's wgmma groups of an m64n<paramref name="columns"/> tile (consumer_k_loop.ptx):
-    /// WGMMA_WHOLE (every k-tile but the last: one m64nBN group) and WGMMA_LO then WGMMA_HI (the last k-tile, a group
-    /// per half, so the lower half can leave while the upper half's wgmmas run).</summary>
-    public static IEnumerable<KeyValuePair<string, string>> WgmmaGroups(int columns, string ptxType, int aStep, int bStep,
-        string transA, string transB)
-    {
-        int half = columns / 2, upper = columns / 4;
-        string lo = WgmmaGroup(half, 0, ptxType, aStep, bStep, transA, transB);
-        string hi = WgmmaGroup(half, upper, ptxType, aStep, bStep, transA, transB, rewind: true, bOffset: half * 128);
-        yield return new("WGMMA_WHOLE", lo[..lo.LastIndexOf('\n')] + "\n" + hi);
-        yield return new("WGMMA_LO", lo);
-        yield return new("WGMMA_HI", hi);
-    }
-
-    /// <summary>mov.f32 acc_i, 0 for the <paramref name="registers"/> accumulators from acc<paramref name="first"/>, 8 per line.</summary>
-    public static string AccumulatorZero(int registers, int first = 0)
+    /// <summary>mov.f32 acc_i, 0 for every accumulator, 8 per line.</summary>
+    public static string AccumulatorZero(int registers)
     {
         var sb = new StringBuilder();
-        for (int i = first; i < first + registers; i++)
+        for (int i = 0; i < registers; i++)
         {
-            if ((i - first) % 8 == 0) sb.Append(i == first ? "    " : "\n    ");
+            if (i % 8 == 0) sb.Append(i == 0 ? "    " : "\n    ");
             else sb.Append(' ');
             sb.Append(CultureInfo.InvariantCulture, $"mov.f32 acc{i}, 0f00000000;");
         }
@@ -72,15 +32,15 @@ internal static class Sm90aFragments
     /// Stores of fragment row <paramref name="row"/> (0: D row g, 1: D row g+8) of an N = <paramref name="columns"/>
     /// accumulator: per 8-column block j, columns 8j+2q and 8j+2q+1 scaled by <c>scale{row}</c>, rounded to
     /// <paramref name="ptxType"/>x2, stored as 4 bytes at <c>out{row} + 16j</c> when <c>8j &lt; lim</c> (the column
-    /// is inside N); only the blocks of <paramref name="half"/>. Registers used: acc*, scale0|1, out0|1, lim, x0, x1, o, p_col.
+    /// is inside N). Registers used: acc*, scale0|1, out0|1, lim, x0, x1, o, p_col.
     /// </summary>
-    public static string EpilogueRow(int columns, int row, string ptxType, AccumulatorHalf half = AccumulatorHalf.Whole)
+    public static string EpilogueRow(int columns, int row, string ptxType)
     {
         var sb = new StringBuilder();
-        foreach (int j in half.Blocks(columns))
+        for (int j = 0; j < columns / 8; j++)
         {
             int lo = 4 * j + 2 * row, hi = lo + 1;
-            if (sb.Length > 0) sb.Append('\n');
+            if (j > 0) sb.Append('\n');
             sb.Append(CultureInfo.InvariantCulture,
                 $"    setp.gt.s32 p_col, lim, {8 * j}; mul.f32 x0, acc{lo}, scale{row}; mul.f32 x1, acc{hi}, scale{row}; ")
               .Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, x1, x0; @p_col st.global.b32 [out{row}+{16 * j}], o;");
@@ -141,21 +101,21 @@ internal static class Sm90aFragments
     }
 
     /// <summary>
-    /// The staged epilogues' fragment stores (TN; the row tiles' plain and SwiGLU) of the N =
-    /// <paramref name="columns"/> accumulator's blocks of <paramref name="half"/> into the staging tile (pitch <paramref name="pitch"/> bytes): per 8-column
+    /// The staged epilogues' fragment stores (TN; the row tiles' plain and SwiGLU) of the whole N =
+    /// <paramref name="columns"/> accumulator into the staging tile (pitch <paramref name="pitch"/> bytes): per 8-column
     /// block j, D row g (acc[4j], acc[4j+1]) and D row g+8 (acc[4j+2], acc[4j+3]), 8 rows further.
     /// <paramref name="ptxType"/> bf16|f16: each pair, multiplied by scale0 | scale1 in f32 when <paramref name="scaled"/>
     /// (as <see cref="EpilogueRow"/>), rounded to ptxTypex2 and stored as 4 bytes at st_frag + 16j; null (the TN
     /// kernel's f32 output, never scaled): each pair as it is, one 8-byte st.shared.v2.f32 at st_frag + 32j.
     /// Registers used: acc*, o, st_frag (scaled: x0, x1, scale0|1).
     /// </summary>
-    public static string StagingStores(int columns, string? ptxType, int pitch, bool scaled = false, AccumulatorHalf half = AccumulatorHalf.Whole)
+    public static string StagingStores(int columns, string? ptxType, int pitch, bool scaled = false)
     {
         if (scaled && ptxType is null) throw new ArgumentException("The f32 staging stores are not scaled.", nameof(scaled));
         var sb = new StringBuilder();
-        foreach (int j in half.Blocks(columns))
+        for (int j = 0; j < columns / 8; j++)
         {
-            sb.Append(sb.Length > 0 ? "\n    " : "    ");
+            sb.Append(j > 0 ? "\n    " : "    ");
             for (int row = 0; row < 2; row++)
             {
                 int lo = 4 * j + 2 * row, at = (ptxType is null ? 32 * j : 16 * j) + 8 * pitch * row;

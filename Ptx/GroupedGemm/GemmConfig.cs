@@ -79,20 +79,21 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public int WgmmaSharedBytesOf(GroupedGemmLayout layout, bool float32Output = false) =>
         1024 + Stages * (WgmmaBlockM * 128 + BlockN * 128) + WgmmaStagingBytes(layout, float32Output) + 16 * Stages + WgmmaRowTableBytes(layout);
 
-    /// <summary>Row pitch of the epilogue staging tile (TN; staged row tiles): BlockN columns x 2 B + 16 B (the 4-byte
+    /// <summary>Row pitch of the epilogue staging tile of the staged row tiles: BlockN columns x 2 B + 16 B (the 4-byte
     /// fragment stores of a warp, 8 rows x 4 threads, hit 32 distinct banks; rows stay 16-byte aligned for the bulk copies).</summary>
-    public int WgmmaStagingPitch => WgmmaStagingPitchOf(float32Output: false);
-
-    /// <summary>Row pitch of the staging tile: <see cref="WgmmaStagingPitch"/> for dtype elements; for f32 elements (the
-    /// TN kernel's f32 output) BlockN x 4 B + 32 B (the 8-byte fragment stores go in two half-warp phases, 4 rows x 4
-    /// threads each, which then hit 32 distinct banks, as the sm_80 C tile's pitch).</summary>
-    public int WgmmaStagingPitchOf(bool float32Output) => float32Output ? 4 * BlockN + 32 : 2 * BlockN + 16;
+    public int WgmmaStagingPitch => 2 * BlockN + 16;
 
     /// <summary>The epilogue staging of the TN kernel (dtype, or f32 when <paramref name="float32Output"/>) and of a
     /// <see cref="StagedEpilogue"/> row tile: one whole [64 rows][BlockN columns] tile per consumer warpgroup, copied
-    /// out by bulk async copies while the next tile runs (the other row tiles store from registers).</summary>
+    /// out by bulk async copies while the next tile runs (the other row tiles store from registers). The TN kernel's
+    /// is unpadded: boxes of [64 rows][128 B] in the 128-byte swizzle its TMA stores read; the row tiles' rows are
+    /// padded to <see cref="WgmmaStagingPitch"/> (their per-row copies go to scattered rows).</summary>
     public int WgmmaStagingBytes(GroupedGemmLayout layout, bool float32Output = false) =>
-        layout == GroupedGemmLayout.BackwardWeightTN || StagedEpilogue ? 2 * 64 * WgmmaStagingPitchOf(float32Output) : 0;
+        layout == GroupedGemmLayout.BackwardWeightTN ? 2 * 64 * BlockN * (float32Output ? 4 : 2)
+        : StagedEpilogue ? 2 * 64 * WgmmaStagingPitch : 0;
+
+    /// <summary>dW rows per TMA store of the TN kernel's epilogue: the 16 rows one consumer warp holds.</summary>
+    public const int WgmmaStoreRows = 16;
 
     public override string ToString() => Name;
 
@@ -150,7 +151,7 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
 
     /// <summary>Why this configuration cannot run the TN GEMM with an f32 output (dW stored unrounded), or null when it
     /// can: the sm_80 and sm_90a tensor-core kernels have that epilogue (the SIMT kernel does not); an sm_90a tile needs
-    /// its f32 staging (2 x 64 rows x (4 BN + 32) B) to fit beside the stages.</summary>
+    /// its f32 staging (2 x 64 rows x 4 BN B) to fit beside the stages.</summary>
     public string? Float32OutputProblem(GemmMath math)
     {
         if (Problem(math, GroupedGemmLayout.BackwardWeightTN) is { } problem) return problem;

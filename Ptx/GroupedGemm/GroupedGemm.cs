@@ -186,7 +186,7 @@ public sealed partial class GroupedGemm
         LaunchBackwardWeight(stream, dtype, config, a, b, dw, rows, n, k, aRows, bRows, float32Output: false);
 
     /// <summary>The TN launch of <see cref="BackwardWeightTN"/> and <see cref="BackwardWeightTNFloat32"/> (dW in the
-    /// dtype or f32): plan, then the kernel (the sm_80 and sm_90a TN kernels take the same parameters).</summary>
+    /// dtype or f32): plan, then the kernel (the sm_90a kernel also takes dW's tensor map, for its TMA stores).</summary>
     private void LaunchBackwardWeight(CudaStream stream, ScalarType dtype, GemmConfig? config,
         DeviceRange a, DeviceRange b, DeviceRange dw, GroupedRows rows, int n, int k, RowSource aRows, RowSource bRows, bool float32Output)
     {
@@ -194,6 +194,19 @@ public sealed partial class GroupedGemm
         GemmPlan? plan = Plan(GroupedGemmLayout.BackwardWeightTN, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
             a, b, dw, DeviceRange.Null, rows, n, k, (int)aRows, (int)bRows, UsesSm90a, float32Output: float32Output);
         if (plan is not { } p) return;
+        if (p.Spec.Math == GemmMath.WgmmaSm90a)
+        {
+            ScalarType stored = float32Output ? ScalarType.Float32 : dtype;
+            var hopper = new GroupedGemmWeightSm90aArgs
+            {
+                // each consumer warp stores its 16 dW rows as boxes of 128 bytes of columns (the staging's swizzle atom)
+                DwMap = WeightMap(stored, dw.Pointer, [k, n, rows.Experts], [128 / stored.SizeOf(), GemmConfig.WgmmaStoreRows, 1]),
+                A = a.Pointer, B = b.Pointer, DW = dw.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,
+                Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, BMode = (int)bRows, TopK = rows.TopK,
+            };
+            Launch(p, stream, in hopper);
+            return;
+        }
         var args = new GroupedGemmBackwardWeightArgs
         {
             A = a.Pointer, B = b.Pointer, DW = dw.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,
@@ -409,8 +422,9 @@ public sealed partial class GroupedGemm
             PtxModuleSpec module = spec.ToModuleSpec();
             (object kernel, CudaKernel raw) = spec.Layout switch
             {
-                _ when spec.Math == GemmMath.WgmmaSm90a && spec.Layout != GroupedGemmLayout.BackwardWeightTN
-                    => Typed<GroupedGemmRowsSm90aArgs>(module, spec.EntryName),
+                _ when spec.Math == GemmMath.WgmmaSm90a && spec.Layout == GroupedGemmLayout.BackwardWeightTN
+                    => Typed<GroupedGemmWeightSm90aArgs>(module, spec.EntryName),
+                _ when spec.Math == GemmMath.WgmmaSm90a => Typed<GroupedGemmRowsSm90aArgs>(module, spec.EntryName),
                 GroupedGemmLayout.ForwardNT => Typed<GroupedGemmForwardArgs>(module, spec.EntryName),
                 GroupedGemmLayout.BackwardDataNN => Typed<GroupedGemmBackwardDataArgs>(module, spec.EntryName),
                 _ => Typed<GroupedGemmBackwardWeightArgs>(module, spec.EntryName),
@@ -447,9 +461,10 @@ public sealed partial class GroupedGemm
         return Math.Max(1, Math.Min(Math.Min(byRegs, bySmem), Math.Min(byThreads, 32)));
     }
 
-    /// <summary>The TMA map of W [E, N, K] as dims (K, N, E) innermost first, byte strides (2K, 2NK), 128-byte swizzle
+    /// <summary>The TMA map of W [E, N, K] as dims (K, N, E) innermost first, byte strides (es K, es NK), 128-byte swizzle
     /// (the stage image the wgmma descriptors read); elements past N or K read as zeros. Box: NT (64 k, BN n, 1), NN
-    /// (64 k-columns, 64 n-rows, 1).</summary>
+    /// (64 k-columns, 64 n-rows, 1). Also dW [E, N, K] of the TN kernel's TMA stores (box: 128 B of columns, 16 rows,
+    /// 1), which write nothing past N or K.</summary>
     internal static CudaTensorMap WeightMap(ScalarType dtype, ulong w, ReadOnlySpan<long> dims, ReadOnlySpan<int> box)
     {
         long es = dtype.SizeOf();

@@ -29,10 +29,10 @@ internal sealed record GroupedGemmSpec(GroupedGemmLayout Layout, ScalarType DTyp
     /// <summary>TN only: dW is stored as f32, unrounded (the router dW's row-chunk partials), instead of the dtype.</summary>
     public bool Float32Output { get; init; }
 
-    /// <summary>The launch-args struct of this layout (the sm_90a NT/NN kernels pass W as a tensor map; the sm_90a TN
-    /// kernel takes the sm_80 TN parameters).</summary>
-    public Type ArgsType => Math == GemmMath.WgmmaSm90a && Layout != GroupedGemmLayout.BackwardWeightTN
-        ? typeof(GroupedGemmRowsSm90aArgs) : GroupedGemmSpecs.ArgsTypeOf(Layout);
+    /// <summary>The launch-args struct of this layout (the sm_90a NT/NN kernels pass W as a tensor map, the sm_90a TN
+    /// kernel dW's map for its TMA stores before the sm_80 TN parameters).</summary>
+    public Type ArgsType => Math != GemmMath.WgmmaSm90a ? GroupedGemmSpecs.ArgsTypeOf(Layout)
+        : Layout == GroupedGemmLayout.BackwardWeightTN ? typeof(GroupedGemmWeightSm90aArgs) : typeof(GroupedGemmRowsSm90aArgs);
 
     /// <summary>Dynamic shared memory the launch adds per expert (the NT tensor-core kernel keeps m_sizes [E] in
     /// shared at offset <see cref="DynamicSharedBytes"/>); the launch passes DynamicSharedBytes + this·E rounded up to 16.</summary>

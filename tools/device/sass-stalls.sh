@@ -6,6 +6,8 @@
 #   tools/device/sass-stalls.sh [CONFIG] [T] [KERNEL_REGEX] [SKIP]
 #       CONFIG default qwen3-30b-a3b; T default 4096; KERNEL_REGEX default grouped_gemm_tn; SKIP (ncu
 #       --launch-skip: matching launches passed over first) default 0
+#   MOENATIVE_STALLS_AUTOTUNE=1  let the bench autotune (its candidates' launches match too: name a tile exactly,
+#       e.g. grouped_gemm_nt_sm90a_bf16_wgmma_128x256x64_s3_stg, to sample the tile autotune picks)
 # Writes sass.csv (every SASS line with its samples) and sass-top.txt (the 60 lines with the most samples) to $OUT,
 # else ./artifacts/device. Clocks are left alone (--clock-control none).
 set -uo pipefail
@@ -16,7 +18,7 @@ device_env sass-stalls.sh
 timeout 240 "$ncu" --clock-control none --target-processes all -k "regex:${3:-grouped_gemm_tn}" --launch-skip "${4:-0}" -c 1 \
   --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
   "$dotnet" "$root/.device/cli/moenative.dll" bench --config "${1:-qwen3-30b-a3b}" --seqlen "${2:-4096}" --no-reference \
-  --no-graph --no-autotune --backward > "$out/sass.csv" 2> "$out/sass.err"
+  --no-graph $([ "${MOENATIVE_STALLS_AUTOTUNE:-0}" = 1 ] || echo --no-autotune) --backward > "$out/sass.csv" 2> "$out/sass.err"
 echo "ncu rc=$? ($(wc -l < "$out/sass.csv") lines)"
 python3 - "$out/sass.csv" > "$out/sass-top.txt" <<'PY'
 import csv, sys

@@ -27,6 +27,27 @@ internal struct GroupedGemmRowsSm90aArgs
     public ulong Aux;        // G1 [T*k, 2I] dtype or 0 (GroupedGemmEpilogue)
 }
 
+/// <summary>.entry parameters of <c>grouped_gemm_tn_sm90a_*</c> (the Hopper weight-gradient kernel): dW's tensor map
+/// first (the epilogue's TMA stores; after the 48-byte gap, as in <see cref="GroupedGemmRowsSm90aArgs"/>), then the
+/// parameters of <see cref="GroupedGemmBackwardWeightArgs"/>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct GroupedGemmWeightSm90aArgs
+{
+    public CudaParamGap48 Gap;  // not a parameter: buffer bytes 0..47
+    public CudaTensorMap DwMap; // dW [E, N, K] dtype or f32 as (K, N, E), box (128 B of columns, 16 rows, 1), 128B swizzle
+    public ulong A;          // [*, N] dtype (dY), row a(r)
+    public ulong B;          // [*, K] dtype (X), row b(r)
+    public ulong DW;         // [E, N, K] dtype or f32 (out, overwritten; the zero tiles of experts without rows)
+    public ulong MSizes;     // [E] i32
+    public ulong Gather;     // [T*k] i32 or 0
+    public int Experts;      // E
+    public int N;
+    public int K;
+    public int AMode;        // RowSource
+    public int BMode;        // RowSource
+    public int TopK;         // k
+}
+
 /// <summary>.entry parameters of <c>wgmma_layout_probe_sm90a_*</c> (test kernel).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct WgmmaLayoutProbeArgs

@@ -113,7 +113,7 @@ internal static class GroupedGemmSm90aSpecs
         string ptxType = PtxType(dtype);
         int bOff = s * GemmConfig.WgmmaBlockM * 128, bStage = bn * 128;
         int stgOff = bOff + s * bStage, barOff = stgOff + config.WgmmaStagingBytes(layout, float32Output), tabOff = barOff + 16 * s;
-        int schedOff = tabOff + GemmConfig.WgmmaRowTableBytes(layout), pitch = config.WgmmaStagingPitchOf(float32Output);
+        int schedOff = tabOff + GemmConfig.WgmmaRowTableBytes(layout), pitch = config.WgmmaStagingPitch;
         var values = new Dictionary<string, string>
         {
             // A: K-major rows (NT, NN; k16 step +32 B) or, for TN, dY^T read MN-major (trans-a 1; k16 step +16 rows)
@@ -128,7 +128,7 @@ internal static class GroupedGemmSm90aSpecs
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
             ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
             // the epilogue staging (TN, dtype or f32; staged row tiles), one [64 rows][BN columns] tile per consumer
-            ["STG_OFF"] = Int(stgOff), ["STG_BYTES"] = Int(64 * pitch), ["STG_PITCH"] = Int(pitch),
+            ["STG_OFF"] = Int(stgOff), ["STG_BYTES"] = Int(config.WgmmaStagingBytes(layout, float32Output) / 2),
         };
         if (tn)
         {
@@ -136,7 +136,8 @@ internal static class GroupedGemmSm90aSpecs
             values["ROW_LOADS"] = Sm90aFragments.ProducerRowLoads(8, 64, "stage_a", 1024, bn / 128);
             values["BM"] = Int(GemmConfig.WgmmaBlockM);
             foreach ((string key, string value) in Sm90aCluster.Single()) values[key] = value;
-            values["EPI_STAGE"] = Sm90aFragments.StagingStores(bn, float32Output ? null : ptxType, pitch);
+            values["EPI_STAGE"] = Sm90aFragments.SwizzledStagingStores(bn, float32Output ? null : ptxType);
+            values["EPI_STORE"] = Sm90aFragments.TileStores(bn, float32Output ? 4 : 2);
             foreach ((string key, string value) in GroupedGemmSpecs.OutputValues(float32Output)) values[key] = value;
             values["STG_Q_SHIFT"] = float32Output ? "3" : "2";
         }
@@ -145,6 +146,7 @@ internal static class GroupedGemmSm90aSpecs
             foreach ((string key, string value) in Sm90aEpilogues.Values(epilogue, bn, ptxType, config.StagedEpilogue, config.WgmmaStagingPitch))
                 values[key] = value;
             values["TAG"] = GroupedGemmSpecs.Tag(layout);
+            values["STG_PITCH"] = Int(pitch);
             // 4 of the thread's 8 A rows (16 apart: 128 B of table, 2048 B of stage) per batch
             values["ROW_LOADS"] = Sm90aFragments.ProducerRowLoads(4, 128, "ld_dst", 2048, 0);
             values["B_LOAD"] = config.Cluster == 2 ? Sm90aCluster.WeightLoad(layout, bn, epilogue == GroupedGemmEpilogue.SwiGlu)

@@ -101,32 +101,82 @@ internal static class Sm90aFragments
     }
 
     /// <summary>
-    /// The staged epilogues' fragment stores (TN; the row tiles' plain and SwiGLU) of the whole N =
-    /// <paramref name="columns"/> accumulator into the staging tile (pitch <paramref name="pitch"/> bytes): per 8-column
-    /// block j, D row g (acc[4j], acc[4j+1]) and D row g+8 (acc[4j+2], acc[4j+3]), 8 rows further.
-    /// <paramref name="ptxType"/> bf16|f16: each pair, multiplied by scale0 | scale1 in f32 when <paramref name="scaled"/>
-    /// (as <see cref="EpilogueRow"/>), rounded to ptxTypex2 and stored as 4 bytes at st_frag + 16j; null (the TN
-    /// kernel's f32 output, never scaled): each pair as it is, one 8-byte st.shared.v2.f32 at st_frag + 32j.
-    /// Registers used: acc*, o, st_frag (scaled: x0, x1, scale0|1).
+    /// The staged row tiles' fragment stores (plain and SwiGLU) of the whole N = <paramref name="columns"/> accumulator
+    /// into the staging tile (pitch <paramref name="pitch"/> bytes): per 8-column block j, D row g (acc[4j], acc[4j+1])
+    /// and D row g+8 (acc[4j+2], acc[4j+3]), 8 rows further, each pair (multiplied by scale0 | scale1 in f32 when
+    /// <paramref name="scaled"/>, as <see cref="EpilogueRow"/>) rounded to <paramref name="ptxType"/>x2 and stored as 4
+    /// bytes at st_frag + 16j. Registers used: acc*, o, st_frag (scaled: x0, x1, scale0|1).
     /// </summary>
-    public static string StagingStores(int columns, string? ptxType, int pitch, bool scaled = false)
+    public static string StagingStores(int columns, string ptxType, int pitch, bool scaled = false)
     {
-        if (scaled && ptxType is null) throw new ArgumentException("The f32 staging stores are not scaled.", nameof(scaled));
         var sb = new StringBuilder();
         for (int j = 0; j < columns / 8; j++)
         {
             sb.Append(j > 0 ? "\n    " : "    ");
             for (int row = 0; row < 2; row++)
             {
-                int lo = 4 * j + 2 * row, at = (ptxType is null ? 32 * j : 16 * j) + 8 * pitch * row;
+                int lo = 4 * j + 2 * row, at = 16 * j + 8 * pitch * row;
                 if (row > 0) sb.Append(' ');
-                if (ptxType is null)
-                    sb.Append(CultureInfo.InvariantCulture, $"st.shared.v2.f32 [st_frag+{at}], {{acc{lo}, acc{lo + 1}}};");
-                else if (scaled)
+                if (scaled)
                     sb.Append(CultureInfo.InvariantCulture, $"mul.f32 x0, acc{lo}, scale{row}; mul.f32 x1, acc{lo + 1}, scale{row}; cvt.rn.{ptxType}x2.f32 o, x1, x0; st.shared.b32 [st_frag+{at}], o;");
                 else
                     sb.Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{lo + 1}, acc{lo}; st.shared.b32 [st_frag+{at}], o;");
             }
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// The TN kernel's fragment stores of the whole N = <paramref name="columns"/> accumulator into its staging: BN/C
+    /// boxes of [64 rows][128 B] (C = 128 B of columns: 64 dtype or 32 f32 elements; box b at stg + 8192 b), the
+    /// 16-byte chunk c of row r at ((c ^ (r &amp; 7)) * 16): the image a 128B-swizzled TMA store reads, and
+    /// conflict-free for a warp's 4-byte stores (its 8 rows g put the same chunk in 8 different bank groups; the f32
+    /// output's 8-byte stores run per half-warp, rows g = 0..3, whose chunk pairs meet: 2 words per bank). Per 8-column
+    /// block j: box j / (C/8), chunk constant cc = j % 8 (dtype) or 2 (j % 4) (f32: a block is two chunks, the thread's
+    /// pair in chunk cc + q/2); the thread's address st_row + ((cc &lt;&lt; 4) ^ swz) (st_row = &amp;stg[16w + g][0] + its
+    /// byte in the chunk, swz = (g ^ (q/2 for f32)) &lt;&lt; 4, set by the kernel), row g+8 1024 B further.
+    /// <paramref name="ptxType"/> bf16|f16: each pair rounded to ptxTypex2, one 4-byte store; null (f32 output): the
+    /// pair unrounded, one 8-byte st.shared.v2.f32. Registers used: acc*, o, st_row, swz, st_frag.
+    /// </summary>
+    public static string SwizzledStagingStores(int columns, string? ptxType)
+    {
+        int elementBytes = ptxType is null ? 4 : 2, blocksPerBox = 128 / elementBytes / 8;
+        var sb = new StringBuilder();
+        for (int jj = 0; jj < blocksPerBox; jj++)
+        {
+            int chunk = 16 * jj * (8 / blocksPerBox);   // the block's first chunk, in bytes
+            if (jj > 0) sb.Append('\n');
+            sb.Append(CultureInfo.InvariantCulture, $"    xor.b32 st_frag, swz, {chunk}; add.u32 st_frag, st_frag, st_row;   // chunk {chunk / 16} of every box");
+            for (int j = jj; j < columns / 8; j += blocksPerBox)
+            {
+                int box = 8192 * (j / blocksPerBox);
+                sb.Append("\n    ");
+                for (int row = 0; row < 2; row++)
+                {
+                    int lo = 4 * j + 2 * row, at = box + 1024 * row;
+                    if (row > 0) sb.Append(' ');
+                    if (ptxType is null)
+                        sb.Append(CultureInfo.InvariantCulture, $"st.shared.v2.f32 [st_frag+{at}], {{acc{lo}, acc{lo + 1}}};");
+                    else
+                        sb.Append(CultureInfo.InvariantCulture, $"cvt.rn.{ptxType}x2.f32 o, acc{lo + 1}, acc{lo}; st.shared.b32 [st_frag+{at}], o;");
+                }
+            }
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>The TN kernel's TMA stores of a consumer warp's 16 staged dW rows (lane 0, p_copier): one per box b of
+    /// 128 B of columns, from stg + 8192 b + 2048 w (cp_rd) to dW[e_cur] rows r_n .., columns n0 + b (128 /
+    /// <paramref name="elementBytes"/>) ..; the map clips rows past N and columns past K. Registers used: dw_map,
+    /// cp_rd, r_n, e_cur, col, n0, p_copier.</summary>
+    public static string TileStores(int columns, int elementBytes)
+    {
+        int boxColumns = 128 / elementBytes;
+        var sb = new StringBuilder();
+        for (int b = 0; b < columns / boxColumns; b++)
+        {
+            if (b > 0) sb.Append('\n');
+            sb.Append(CultureInfo.InvariantCulture, $"    add.s32 col, n0, {b * boxColumns}; @p_copier cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [dw_map, {{col, r_n, e_cur}}], [cp_rd+{8192 * b}];");
         }
         return sb.ToString();
     }

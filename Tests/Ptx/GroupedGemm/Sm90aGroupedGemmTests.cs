@@ -215,10 +215,10 @@ public sealed class Sm90aGroupedGemmPlanTests
         foreach (GroupedGemmLayout layout in Enum.GetValues<GroupedGemmLayout>())
             foreach (GemmConfig cfg in GroupedGemmSm90aSpecs.Candidates(layout, ScalarType.BFloat16))
                 Assert.IsNull(cfg.Problem(GemmMath.WgmmaSm90a, layout), $"{layout} {cfg.Name}");
-        // the TN kernel's double-buffered row table adds 1 KiB, its whole-tile epilogue staging 2 x 64 rows x (2 BN + 16) B
-        Assert.AreEqual(GemmConfig.Wgmma(256, 3).WgmmaSharedBytes + 1024 + 2 * 64 * 528,
+        // the TN kernel's double-buffered row table adds 1 KiB, its whole-tile epilogue staging 2 x 64 rows x BN x 2 B
+        Assert.AreEqual(GemmConfig.Wgmma(256, 3).WgmmaSharedBytes + 1024 + 2 * 64 * 512,
             GemmConfig.Wgmma(256, 3).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN));
-        Assert.AreEqual(GemmConfig.Wgmma(128, 5).WgmmaSharedBytes + 1024 + 2 * 64 * 272,
+        Assert.AreEqual(GemmConfig.Wgmma(128, 5).WgmmaSharedBytes + 1024 + 2 * 64 * 256,
             GemmConfig.Wgmma(128, 5).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardWeightTN));
         // 128x256 s4 (265 280 B) and 128x128 s6 (234 592 B) no longer fit 223 KiB with the staging; as row tiles they do
         StringAssert.Contains(GemmConfig.Wgmma(256, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "shared memory");
@@ -235,9 +235,9 @@ public sealed class Sm90aGroupedGemmPlanTests
     {
         GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 3));
         Assert.AreEqual("grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s3", spec.EntryName);
-        Assert.AreEqual(typeof(GroupedGemmBackwardWeightArgs), spec.ArgsType, "the sm_80 TN parameters");
-        // 1024 slack + 3 x (16 KiB A + 32 KiB B) + 2 staging tiles of 64 x 528 B + 6 mbarriers + the 2 x 128-entry row table
-        Assert.AreEqual(1024 + 3 * (16384 + 32768) + 2 * 64 * 528 + 48 + 2048, spec.DynamicSharedBytes);
+        Assert.AreEqual(typeof(GroupedGemmWeightSm90aArgs), spec.ArgsType, "dW's tensor map, then the sm_80 TN parameters");
+        // 1024 slack + 3 x (16 KiB A + 32 KiB B) + 2 staging tiles of 64 x 512 B + 6 mbarriers + the 2 x 128-entry row table
+        Assert.AreEqual(1024 + 3 * (16384 + 32768) + 2 * 64 * 512 + 48 + 2048, spec.DynamicSharedBytes);
         string ptx = spec.SpecialisedPtx();
         StringAssert.Contains(ptx, ".entry grouped_gemm_tn_sm90a_bf16_wgmma_128x256x64_s3(");
         Assert.AreEqual(2 * 32, System.Text.RegularExpressions.Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag").Count, "32 blocks x 2 rows staged");
@@ -253,38 +253,87 @@ public sealed class Sm90aGroupedGemmPlanTests
         // the 16 table loads come before the first copy (their latencies overlap)
         int firstCopy = ptx.IndexOf("cp.async.cg.shared.global [stage_a+0]", StringComparison.Ordinal);
         Assert.AreEqual(16, System.Text.RegularExpressions.Regex.Matches(ptx[..firstCopy], @"ld\.shared\.s64 t_[ab]\d, \[tab_rd").Count, "table loads first");
-        Assert.IsFalse(ptx.Contains("cp.async.bulk.tensor", StringComparison.Ordinal), "no TMA: both operands are gathered rows");
+        Assert.IsFalse(ptx.Contains("cp.async.bulk.tensor.3d.shared::cluster.global", StringComparison.Ordinal), "no TMA loads: both operands are gathered rows");
     }
 
-    /// <summary>The TN epilogue stages the whole 64 x BN tile of a consumer: every fragment store of a warp (8 rows g x
-    /// 4 threads q at (16w + g) * pitch + 4q + offset) hits 32 distinct banks, the offsets cover columns 0 .. BN-1 of rows
-    /// g and g+8 exactly once, staging rows stay 16-byte aligned for the bulk copies.</summary>
+    /// <summary>The TN epilogue stages the whole 64 x BN tile of a consumer in the image its 128B-swizzled TMA stores read
+    /// (box b = 128 B of columns at 8192 b, row r at 128 r, 16-byte chunk j at (j ^ (r &amp; 7)) * 16): simulated for every
+    /// thread of a warp, each fragment element lands where that image puts it, every element of the warp's 16 rows once,
+    /// and every dtype store instruction of the warp hits 32 distinct banks (the f32 output's 8-byte stores at most 2 words
+    /// per bank in a half-warp phase).</summary>
     [TestMethod]
-    [DataRow(128, 5, 272)]
-    [DataRow(256, 3, 528)]
-    public void TnEpilogue_StagesTheWholeTileConflictFree(int blockN, int stages, int pitch)
+    [DataRow(128, 5, false)]
+    [DataRow(256, 3, false)]
+    [DataRow(128, 4, true)]
+    public void TnEpilogue_StagesTheSwizzledImageConflictFree(int blockN, int stages, bool float32Output)
     {
-        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.Float16, GemmConfig.Wgmma(blockN, stages));
-        Assert.AreEqual(pitch.ToString(System.Globalization.CultureInfo.InvariantCulture), spec.Values["STG_PITCH"]);
-        Assert.AreEqual(0, int.Parse(spec.Values["STG_OFF"], System.Globalization.CultureInfo.InvariantCulture) % 16, "staging 16-byte aligned");
-        Sm90aStagedEpiloguePlanTests.AssertStagingCoversTheTileConflictFree(spec.SpecialisedPtx(), blockN, pitch);
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(blockN, stages),
+            float32Output: float32Output);
+        int es = float32Output ? 4 : 2, boxColumns = 128 / es;
+        Assert.AreEqual(64 * blockN * es, int.Parse(spec.Values["STG_BYTES"], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.AreEqual(0, int.Parse(spec.Values["STG_OFF"], System.Globalization.CultureInfo.InvariantCulture) % 1024, "staging 1024-aligned (the swizzle atom)");
+        string stage = spec.Values["EPI_STAGE"];
+        var chunkLine = new System.Text.RegularExpressions.Regex(@"xor\.b32 st_frag, swz, (\d+);");
+        var store = new System.Text.RegularExpressions.Regex(float32Output
+            ? @"st\.shared\.v2\.f32 \[st_frag\+(\d+)\], \{acc(\d+), acc\d+\}"
+            : @"cvt\.rn\.bf16x2\.f32 o, acc\d+, acc(?<lo>\d+); st\.shared\.b32 \[st_frag\+(?<at>\d+)\]");
+        var placed = new HashSet<int>();
+        int chunk = -1, stores = 0;
+        foreach (string line in stage.Split('\n'))
+        {
+            if (chunkLine.Match(line) is { Success: true } c) chunk = int.Parse(c.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+            foreach (System.Text.RegularExpressions.Match m in store.Matches(line))
+            {
+                int at = int.Parse(float32Output ? m.Groups[1].Value : m.Groups["at"].Value, System.Globalization.CultureInfo.InvariantCulture);
+                int acc = int.Parse(float32Output ? m.Groups[2].Value : m.Groups["lo"].Value, System.Globalization.CultureInfo.InvariantCulture);
+                int j = acc / 4, half = acc % 4 / 2;   // acc[4j + 2 half] = D[g + 8 half][8j + 2q]
+                stores++;
+                var banks = new List<int>[2] { new(), new() };
+                for (int lane = 0; lane < 32; lane++)
+                {
+                    int g = lane / 4, q = lane % 4, pair = 2 * q * es;   // the kernel's st_row and swz (warp 0)
+                    int address = g * 128 + (pair & 15) + ((chunk ^ ((((pair >> 4) ^ g)) << 4))) + at;
+                    int row = g + 8 * half, column = 8 * j + 2 * q;
+                    int expected = column / boxColumns * 8192 + row * 128 + ((column % boxColumns * es / 16) ^ (row & 7)) * 16 + column * es % 16;
+                    Assert.AreEqual(expected, address, $"D[{row}][{column}] (acc{acc}, lane {lane})");
+                    Assert.IsTrue(placed.Add(expected), $"D[{row}][{column}] stored twice");
+                    for (int word = 0; word < es / 2; word++) banks[float32Output ? lane / 16 : 0].Add((address / 4 + word) % 32);
+                }
+                // dtype: every bank once; f32 (a half-warp phase is rows g = 0..3, which share chunk pairs under the
+                // swizzle): at most 2 words per bank
+                foreach (List<int> phase in banks.Where(p => p.Count > 0))
+                    Assert.IsTrue(phase.GroupBy(bank => bank).Max(b => b.Count()) <= (float32Output ? 2 : 1), $"acc{acc}: bank conflict");
+            }
+        }
+        Assert.AreEqual(2 * blockN / 8, stores, "two rows of every 8-column block");
+        Assert.AreEqual(16 * blockN / 2, placed.Count, "the warp's 16 rows, every column pair once");
     }
 
-    /// <summary>The TN epilogue overlaps the next tile: each warp waits only for its own lanes' copies of the previous
-    /// tile (wait_group.read before the staging stores), syncs within the warp (no warpgroup barrier in the consumer),
-    /// fences the async proxy, then one bulk copy per staging row; the consumer's end waits for its last copies. A tile
-    /// of an expert without rows stores its zeros from registers instead (no staging, nothing to wait for).</summary>
+    /// <summary>The TN epilogue overlaps the next tile: each warp waits only for its own previous TMA stores (lane 0's
+    /// wait_group.read before the staging stores), syncs within the warp (no warpgroup barrier in the consumer), fences
+    /// the async proxy, then lane 0 stores the warp's 16 rows of each box with one TMA store through dW's map (BN/C of
+    /// them: C = 128 B of columns); the consumer's end waits for its last stores. A tile of an expert without rows stores
+    /// its zeros from registers instead (no staging, nothing to wait for).</summary>
     [TestMethod]
-    public void TnEpilogue_BulkCopiesOverlapTheNextTile()
+    [DataRow(256, 3, false, 4)]
+    [DataRow(128, 4, false, 2)]
+    [DataRow(128, 4, true, 4)]
+    public void TnEpilogue_TmaStoresOverlapTheNextTile(int blockN, int stages, bool float32Output, int boxes)
     {
-        string ptx = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(128, 4)).SpecialisedPtx();
+        GroupedGemmSpec spec = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(blockN, stages),
+            float32Output: float32Output);
+        string ptx = spec.SpecialisedPtx();
         // instructions only (a line's first token, after an optional guard), not the header's comments
         int Count(string s) => System.Text.RegularExpressions.Regex.Matches(ptx, @"(?m)^\s*(@!?\w+\s+)?" + System.Text.RegularExpressions.Regex.Escape(s)).Count;
         int At(string s) { int i = ptx.IndexOf(s, StringComparison.Ordinal); Assert.IsTrue(i >= 0, s); return i; }
         Assert.AreEqual(2, Count("bar.sync "), "only ring_init's CTA barrier and the producer's bar.sync 1: no warpgroup barrier in the epilogue");
-        Assert.AreEqual(1, Count("cp.async.bulk.global.shared::cta.bulk_group [cp_out], [cp_rd], cp_bytes;"));
-        (int kLoopEnd, int commit) = Sm90aStagedEpiloguePlanTests.AssertBulkCopiesOverlapTheNextTile(ptx, "@p");
-        // dW leaves through the bulk copies, but for the tiles of experts without rows: one 16-byte zero store per lane
+        const string tmaStore = "cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [dw_map, {col, r_n, e_cur}], [cp_rd+";
+        Assert.AreEqual(boxes, System.Text.RegularExpressions.Regex.Matches(ptx, System.Text.RegularExpressions.Regex.Escape("@p_copier " + tmaStore)).Count, "one TMA store per box");
+        for (int b = 0; b < boxes; b++)
+            StringAssert.Contains(ptx, $"add.s32 col, n0, {b * 128 / (float32Output ? 4 : 2)}; @p_copier {tmaStore}{8192 * b}];");
+        StringAssert.Contains(ptx, "setp.eq.u32 p_copier, lane, 0;");
+        (int kLoopEnd, int commit) = Sm90aStagedEpiloguePlanTests.AssertBulkCopiesOverlapTheNextTile(ptx, "@p_copier", "cp.async.bulk.tensor.3d.global.shared::cta.bulk_group");
+        // dW leaves through the TMA stores, but for the tiles of experts without rows: one 16-byte zero store per lane
         // and row, after the staged path (C_ZERO), entered before the k-loop
         Assert.AreEqual(1, Count("@p st.global.v4.b32 [cp_out], {zero, zero, zero, zero};"), "the zero tiles' store");
         Assert.AreEqual(1, Count("st.global"), "no other global store");

@@ -133,9 +133,8 @@ public sealed class Sm90aStagedEpiloguePlanTests
     }
 
     /// <summary>Every staging store of a warp (8 rows g x 4 threads q at g * pitch + 4q + offset) hits 32 distinct
-    /// banks, and the offsets cover columns 0 .. BN-1 of the warp's rows g and g+8 exactly once (also the TN epilogue's,
-    /// Sm90aGroupedGemmTests).</summary>
-    internal static void AssertStagingCoversTheTileConflictFree(string ptx, int blockN, int pitch)
+    /// banks, and the offsets cover columns 0 .. BN-1 of the warp's rows g and g+8 exactly once.</summary>
+    private static void AssertStagingCoversTheTileConflictFree(string ptx, int blockN, int pitch)
     {
         int[] offsets = Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag\+(\d+)\]").Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToArray();
         Assert.AreEqual(2 * blockN / 8, offsets.Length, "BN/8 column blocks x rows g, g+8");
@@ -160,15 +159,16 @@ public sealed class Sm90aStagedEpiloguePlanTests
     /// warp barriers in the consumer, and the consumer's end waits for its last copies: the staged epilogue of the row
     /// tiles and of the TN kernel. <paramref name="copyGuard"/> is the bulk copy's predicate (<c>@p_cp</c>, <c>@p</c>).
     /// Returns where the k-loop ends and the commit stands, for a caller's own order checks.</summary>
-    internal static (int KLoopEnd, int Commit) AssertBulkCopiesOverlapTheNextTile(string ptx, string copyGuard)
+    internal static (int KLoopEnd, int Commit) AssertBulkCopiesOverlapTheNextTile(string ptx, string copyGuard,
+        string copyOp = "cp.async.bulk.global.shared::cta.bulk_group")
     {
         int At(string s) { int i = ptx.IndexOf(s, StringComparison.Ordinal); Assert.IsTrue(i >= 0, s); return i; }
         int consumer = At("CONSUMER:");
         Assert.AreEqual(-1, ptx.IndexOf("bar.sync", consumer, StringComparison.Ordinal), "no warpgroup barrier in the consumer");
         Assert.AreEqual(2, Count(ptx, "bar.warp.sync 0xffffffff;"));
-        string copyInstruction = $"{copyGuard} cp.async.bulk.global.shared::cta.bulk_group";
+        string copyInstruction = $"{copyGuard} {copyOp}";
         int kLoopEnd = At("wgmma.wait_group.sync.aligned 0;"), read = At("@p_copier cp.async.bulk.wait_group.read 0;");
-        int firstStore = At("st.shared.b32 [st_frag+0]"), lastStore = ptx.LastIndexOf("st.shared.b32 [st_frag+", StringComparison.Ordinal);
+        int firstStore = At("[st_frag+0]"), lastStore = ptx.LastIndexOf("[st_frag+", StringComparison.Ordinal);
         int fence = ptx.IndexOf("fence.proxy.async.shared::cta;", lastStore, StringComparison.Ordinal);
         int copy = At(copyInstruction), lastCopy = ptx.LastIndexOf(copyInstruction, StringComparison.Ordinal);
         int commit = At("@p_copier cp.async.bulk.commit_group;");

@@ -95,6 +95,10 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     /// <summary>dW rows per TMA store of the TN kernel's epilogue: the 16 rows one consumer warp holds.</summary>
     public const int WgmmaStoreRows = 16;
 
+    /// <summary>Bytes of columns per TMA store box of the TN kernel's epilogue: one 128-byte swizzle span (the staging
+    /// is BN / (WgmmaStoreBoxBytes / element bytes) boxes of [64 rows][WgmmaStoreBoxBytes]).</summary>
+    public const int WgmmaStoreBoxBytes = 128;
+
     public override string ToString() => Name;
 
     /// <summary>Why this configuration cannot be specialised for <paramref name="math"/>, or null when it can.</summary>

@@ -200,7 +200,7 @@ public sealed partial class GroupedGemm
             var hopper = new GroupedGemmWeightSm90aArgs
             {
                 // each consumer warp stores its 16 dW rows as boxes of 128 bytes of columns (the staging's swizzle atom)
-                DwMap = WeightMap(stored, dw.Pointer, [k, n, rows.Experts], [128 / stored.SizeOf(), GemmConfig.WgmmaStoreRows, 1]),
+                DwMap = WeightMap(stored, dw.Pointer, [k, n, rows.Experts], [GemmConfig.WgmmaStoreBoxBytes / stored.SizeOf(), GemmConfig.WgmmaStoreRows, 1]),
                 A = a.Pointer, B = b.Pointer, DW = dw.Pointer, MSizes = rows.MSizes, Gather = rows.Gather,
                 Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, BMode = (int)bRows, TopK = rows.TopK,
             };

@@ -140,7 +140,7 @@ internal static class Sm90aFragments
     /// </summary>
     public static string SwizzledStagingStores(int columns, string? ptxType)
     {
-        int elementBytes = ptxType is null ? 4 : 2, blocksPerBox = 128 / elementBytes / 8;
+        int elementBytes = ptxType is null ? 4 : 2, blocksPerBox = GemmConfig.WgmmaStoreBoxBytes / elementBytes / 8, boxBytes = 64 * GemmConfig.WgmmaStoreBoxBytes;
         var sb = new StringBuilder();
         for (int jj = 0; jj < blocksPerBox; jj++)
         {
@@ -149,11 +149,11 @@ internal static class Sm90aFragments
             sb.Append(CultureInfo.InvariantCulture, $"    xor.b32 st_frag, swz, {chunk}; add.u32 st_frag, st_frag, st_row;   // chunk {chunk / 16} of every box");
             for (int j = jj; j < columns / 8; j += blocksPerBox)
             {
-                int box = 8192 * (j / blocksPerBox);
+                int box = boxBytes * (j / blocksPerBox);
                 sb.Append("\n    ");
                 for (int row = 0; row < 2; row++)
                 {
-                    int lo = 4 * j + 2 * row, at = box + 1024 * row;
+                    int lo = 4 * j + 2 * row, at = box + 8 * GemmConfig.WgmmaStoreBoxBytes * row;   // row g+8
                     if (row > 0) sb.Append(' ');
                     if (ptxType is null)
                         sb.Append(CultureInfo.InvariantCulture, $"st.shared.v2.f32 [st_frag+{at}], {{acc{lo}, acc{lo + 1}}};");
@@ -171,12 +171,12 @@ internal static class Sm90aFragments
     /// cp_rd, r_n, e_cur, col, n0, p_copier.</summary>
     public static string TileStores(int columns, int elementBytes)
     {
-        int boxColumns = 128 / elementBytes;
+        int boxColumns = GemmConfig.WgmmaStoreBoxBytes / elementBytes, boxBytes = 64 * GemmConfig.WgmmaStoreBoxBytes;
         var sb = new StringBuilder();
         for (int b = 0; b < columns / boxColumns; b++)
         {
             if (b > 0) sb.Append('\n');
-            sb.Append(CultureInfo.InvariantCulture, $"    add.s32 col, n0, {b * boxColumns}; @p_copier cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [dw_map, {{col, r_n, e_cur}}], [cp_rd+{8192 * b}];");
+            sb.Append(CultureInfo.InvariantCulture, $"    add.s32 col, n0, {b * boxColumns}; @p_copier cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [dw_map, {{col, r_n, e_cur}}], [cp_rd+{boxBytes * b}];");
         }
         return sb.ToString();
     }

@@ -101,7 +101,7 @@ internal static class GroupedGemmSm90aSpecs
     /// plain NN GEMM) runs as its register-store twin.</summary>
     /// <remarks><paramref name="float32Output"/> (TN, plain, already validated): dW staged and stored as f32.</remarks>
     public static GroupedGemmSpec Create(GroupedGemmLayout layout, ScalarType dtype, GemmConfig config,
-        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain, bool float32Output = false, Sm90aPrefetch? prefetch = null)
+        GroupedGemmEpilogue epilogue = GroupedGemmEpilogue.Plain, bool float32Output = false)
     {
         if (epilogue == GroupedGemmEpilogue.DSwiGlu && config.StagedEpilogue) config = config with { StagedEpilogue = false };
         if (!Enum.IsDefined(layout)) throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown grouped-GEMM layout.");
@@ -151,9 +151,6 @@ internal static class GroupedGemmSm90aSpecs
             values["ROW_LOADS"] = Sm90aFragments.ProducerRowLoads(4, 128, "ld_dst", 2048, 0);
             values["B_LOAD"] = config.Cluster == 2 ? Sm90aCluster.WeightLoad(layout, bn, epilogue == GroupedGemmEpilogue.SwiGlu)
                 : epilogue == GroupedGemmEpilogue.SwiGlu ? Sm90aEpilogues.SwiGluWeightLoad(bn) : Sm90aFragments.WeightLoad(layout, bn);
-            Sm90aPrefetch pf = prefetch ?? Sm90aPrefetch.Current;
-            values["B_PREFETCH"] = pf.WeightPrefetch(values["B_LOAD"]);
-            values["A_PREFETCH"] = pf.RowPrefetch();
             foreach ((string key, string value) in Sm90aCluster.Rows(config.Cluster, bn)) values[key] = value;
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16";
             values["TX_BYTES"] = Int(bStage);

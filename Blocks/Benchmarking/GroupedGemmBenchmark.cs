@@ -12,12 +12,13 @@ namespace MoeNative.Blocks.Benchmarking;
 /// <param name="Gemm">gemm1 (X[token] . W_gate_up^T, N = 2I, K = H), gemm2 (act . W_down^T scaled and scattered, N = H,
 /// K = I), gemm2-dx (dY[gathered] . W_down: NN, reduction H, output I), gemm1-dx (dG1 . W_gate_up: NN, reduction 2I,
 /// output H, scattered), gemm1-dw (dW_gate_up = Σ dG1ᵀ X[token]: TN, reduction = the expert's rows), gemm2-dw
-/// (dW_down = Σ dY[gathered]ᵀ act: TN); N and K are the weight's dims [E, N, K].</param>
+/// (dW_down = Σ dY[gathered]ᵀ act: TN), router (the router logits X . W_router^T: one group of T rows, N = E, K = H, as
+/// the block runs it from T = 257 on); N and K are the weight's dims [E, N, K].</param>
 /// <param name="Impl">ours, cublas-grouped (cublasGemmGroupedBatchedEx over the same expert rows, A pre-gathered),
 /// cublas-dense (one cublasGemmEx [R, N, K]: the same FLOPs with no grouping).</param>
 /// <param name="Config">Our tile configuration (name carries the path: sm90a_... or the sm_80 tile), or "-".</param>
 /// <param name="Path">sm90a | sm80 | simt | cublas.</param>
-/// <param name="Rows">R = T*k expert rows.</param>
+/// <param name="Rows">R = T*k expert rows (router: T).</param>
 /// <param name="N">Output columns.</param>
 /// <param name="K">Reduction.</param>
 /// <param name="MedianMs">Median of the CUDA-event times of one launch, ms.</param>
@@ -136,6 +137,26 @@ public sealed class GroupedGemmBenchmark(CudaContext context, MoeConfig config, 
                 1.0, s.BGathered.Pointer, ct, s.K, s.A.Pointer, ct, s.N, 0.0, s.DW.Pointer, ct, s.K, CublasComputeType.Compute32F));
             yield return new GemmBenchRow(t, s.Name, "cublas-dense", "-", "cublas", r, s.N, s.K, dense, flops / dense / 1e9);
         }
+
+        // router logits L [T, E] = X . Wr^T: the block's RouterForward (one group of T rows, no gather), every candidate
+        // beside one dense cublasGemmEx (the same GEMM: one group needs no grouped reference); drawn last, so the
+        // expert GEMMs' inputs stay those of the same seed without this row
+        using DeviceBuffer<int> routerSizes = DeviceBuffer<int>.FromHost(context, [t]);
+        using DeviceBuffer<byte> wr = Random(rng, (long)e * h);             // W_router [E, H] = one weight [1, E, H]
+        using DeviceBuffer<byte> logits = new(context, (long)t * e * es);  // [T, E]
+        var routerRows = new GroupedRows(routerSizes.DevicePointer, 0, t, 1, 1);
+        double routerFlops = 2.0 * t * e * h;
+        foreach (GemmConfig cfg in gemm.Candidates(GroupedGemmLayout.ForwardNT, dtype))
+        {
+            double ms = Time(stream, () => gemm.ForwardNT(stream, dtype, cfg, x, wr, logits, routerRows, e, h, RowSource.Identity, RowTarget.Identity, DeviceRange.Null));
+            string path = GroupedGemmSpecs.MathOf(cfg) switch { GemmMath.WgmmaSm90a => "sm90a", GemmMath.MmaSm80 => "sm80", _ => "simt" };
+            yield return new GemmBenchRow(t, "router", "ours", cfg.Name, path, t, e, h, ms, routerFlops / ms / 1e9);
+        }
+        // column-major: L^T [E, T] = (Wr [E, H] row-major = [H, E] col-major)^T . X^T [H, T]
+        CudaDataType rt = dtype.ToCudaDataType();
+        double routerDense = Time(stream, () => cublas.GemmEx(CublasOperation.Transpose, CublasOperation.None, e, t, h, 1.0,
+            wr.DevicePointer, rt, h, x.DevicePointer, rt, h, 0.0, logits.DevicePointer, rt, e, CublasComputeType.Compute32F));
+        yield return new GemmBenchRow(t, "router", "cublas-dense", "-", "cublas", t, e, h, routerDense, routerFlops / routerDense / 1e9);
     }
 
     /// <summary>Device pointer arrays [B_e | A_e | dW_e] of the grouped cuBLAS weight gradient: B rows of K elements,

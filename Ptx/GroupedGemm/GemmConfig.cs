@@ -121,7 +121,7 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
                 return null;
             case GemmMath.WgmmaSm90a:
                 if (BlockM != WgmmaBlockM) return $"BlockM must be {WgmmaBlockM} (two consumer warpgroups of m64); got {BlockM}.";
-                if (BlockN is not (128 or 256)) return $"BlockN must be 128 or 256 (one wgmma m64nBlockN per k16 step); got {BlockN}.";
+                if (BlockN is not (64 or 128 or 256)) return $"BlockN must be 64, 128 or 256 (one wgmma m64nBlockN per k16 step); got {BlockN}.";
                 if (BlockK != WgmmaBlockK) return $"BlockK must be {WgmmaBlockK} (one 128-byte swizzle atom per row); got {BlockK}.";
                 if (Warps != WgmmaWarps) return $"Warps must be {WgmmaWarps} (one producer and two consumer warpgroups); got {Warps}.";
                 if (Stages is < 3 or > 8) return $"Stages must be in 3..8; got {Stages}.";
@@ -146,6 +146,8 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
         if (Problem(math) is { } problem) return problem;
         if (Cluster != 1 && layout == GroupedGemmLayout.BackwardWeightTN)
             return $"the TN kernel runs without clusters (each dW tile reduces its own rows); got Cluster = {Cluster}.";
+        if (math == GemmMath.WgmmaSm90a && BlockN < 128 && layout == GroupedGemmLayout.BackwardWeightTN)
+            return $"the sm_90a TN kernel's tiles are 128 or 256 columns wide (its stages load B in 128-column halves); got BlockN = {BlockN}.";
         if (StagedEpilogue && layout == GroupedGemmLayout.BackwardWeightTN)
             return "the TN kernel always stages its epilogue; StagedEpilogue selects the row tiles' staged variant (pass false).";
         if (math == GemmMath.WgmmaSm90a && WgmmaSharedBytesOf(layout) > WgmmaSharedLimit)

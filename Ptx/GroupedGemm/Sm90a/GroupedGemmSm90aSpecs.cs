@@ -34,6 +34,7 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(128, 5),
         GemmConfig.Wgmma(256, 3),
         GemmConfig.Wgmma(256, 4),
+        GemmConfig.Wgmma(64, 6),
         GemmConfig.Wgmma(128, 4, cluster: 2),
         GemmConfig.Wgmma(256, 4, cluster: 2),
         // the staged epilogue (2 x 64 rows x (2 BN + 16) B: 34 / 66 KiB, as the TN kernel's): the tile leaves through
@@ -41,6 +42,7 @@ internal static class GroupedGemmSm90aSpecs
         // register-store s4 tiles above: autotune weighs the stage against the exposed stores per shape)
         GemmConfig.Wgmma(128, 4, staged: true),
         GemmConfig.Wgmma(256, 3, staged: true),
+        GemmConfig.Wgmma(64, 6, staged: true),
         GemmConfig.Wgmma(256, 3, cluster: 2, staged: true),
     ];
 

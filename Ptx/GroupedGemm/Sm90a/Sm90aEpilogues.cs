@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Numerics;
 using System.Text;
 
 namespace MoeNative.Ptx;
@@ -71,7 +72,7 @@ internal static class Sm90aEpilogues
     /// </summary>
     private static string SwiGluStagedAct(int columns, string ptxType, string widen, int pitch)
     {
-        int chunks = columns / 16, rowsPerPass = 32 / chunks, passes = 16 / rowsPerPass, shift = chunks == 16 ? 4 : 3;
+        int chunks = columns / 16, rowsPerPass = 32 / chunks, passes = 16 / rowsPerPass, shift = BitOperations.Log2((uint)chunks);
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"    // ---- A from the staged G1: lane l, chunk l % {chunks}, rows 16w + {rowsPerPass}i + l / {chunks} (i < {passes})\n")
           .Append(CultureInfo.InvariantCulture, $"    and.b32 act_cc, lane, {chunks - 1};\n    shr.u32 act_r0, lane, {shift};\n")

@@ -198,7 +198,8 @@ public sealed class Sm90aGroupedGemmPlanTests
 
     [TestMethod]
     [DataRow(64, 128, 64, 4, 12, "BlockM must be 128")]
-    [DataRow(128, 192, 64, 4, 12, "BlockN must be 128 or 256")]
+    [DataRow(128, 192, 64, 4, 12, "BlockN must be 64, 128 or 256")]
+    [DataRow(128, 32, 64, 4, 12, "BlockN must be 64, 128 or 256")]
     [DataRow(128, 128, 32, 4, 12, "BlockK must be 64")]
     [DataRow(128, 128, 64, 4, 8, "Warps must be 12")]
     [DataRow(128, 128, 64, 2, 12, "Stages must be in 3..8")]
@@ -224,6 +225,10 @@ public sealed class Sm90aGroupedGemmPlanTests
         StringAssert.Contains(GemmConfig.Wgmma(256, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "shared memory");
         StringAssert.Contains(GemmConfig.Wgmma(128, 6).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "shared memory");
         Assert.IsNull(GemmConfig.Wgmma(256, 4).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.ForwardNT));
+        // 128x64 tiles run the row-tiled layouts (the router's N = E GEMM), not TN (its stages load B in 128-column halves)
+        Assert.IsNull(GemmConfig.Wgmma(64, 6).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.ForwardNT));
+        Assert.IsNull(GemmConfig.Wgmma(64, 6).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardDataNN));
+        StringAssert.Contains(GemmConfig.Wgmma(64, 6).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "128 or 256 columns wide");
         CollectionAssert.AreEqual(new[] { "sm90a_128x128x64_s4_w12", "sm90a_128x128x64_s5_w12", "sm90a_128x256x64_s3_w12" },
             GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16).Select(c => c.Name).ToArray());
         Assert.AreEqual(GemmConfig.Wgmma(256, 3), GroupedGemmSm90aSpecs.Default(GroupedGemmLayout.BackwardWeightTN, 2048));

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Numerics;
 using System.Text.RegularExpressions;
 using MoeNative.Interop;
 using MoeNative.Ptx;
@@ -19,7 +20,7 @@ public sealed class Sm90aStagedEpiloguePlanTests
     {
         string[] staged = GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16)
             .Where(c => c.StagedEpilogue).Select(c => c.Name).ToArray();
-        CollectionAssert.AreEqual(new[] { "sm90a_128x128x64_s4_w12_stg", "sm90a_128x256x64_s3_w12_stg", "sm90a_128x256x64_s3_w12_c2_stg" }, staged);
+        CollectionAssert.AreEqual(new[] { "sm90a_128x128x64_s4_w12_stg", "sm90a_128x256x64_s3_w12_stg", "sm90a_128x64x64_s6_w12_stg", "sm90a_128x256x64_s3_w12_c2_stg" }, staged);
         Assert.IsTrue(GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16).Contains(GemmConfig.Wgmma(256, 4)),
             "the register-store 128x256 s4 tile stays beside the staged s3");
         Assert.IsFalse(GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16).Any(c => c.StagedEpilogue));
@@ -38,6 +39,7 @@ public sealed class Sm90aStagedEpiloguePlanTests
     }
 
     [TestMethod]
+    [DataRow(64, 6)]
     [DataRow(128, 4)]
     [DataRow(256, 3)]
     public void StagedPlain_StagesTheScaledTileConflictFreeThenOneBulkCopyPerRow(int blockN, int stages)
@@ -63,6 +65,7 @@ public sealed class Sm90aStagedEpiloguePlanTests
     }
 
     [TestMethod]
+    [DataRow(64, 6)]
     [DataRow(128, 4)]
     [DataRow(256, 3)]
     public void StagedSwiGlu_StagesG1_CopiesItForTraining_AndComputesActFromTheStaging(int blockN, int stages)
@@ -87,6 +90,8 @@ public sealed class Sm90aStagedEpiloguePlanTests
         Assert.AreEqual(2, Count(ptx, "vote.sync.any.pred p_slow, p_slow, 0xffffffff;") + Count(ptx, "@!p_slow bra.uni EPI_ACT_DONE;"));
         int chunks = blockN / 16, rowsPerPass = 32 / chunks, passes = 16 / rowsPerPass;
         StringAssert.Contains(ptx, $"and.b32 act_cc, lane, {chunks - 1};");
+        StringAssert.Contains(ptx, chunks == 4 ? "shr.u32 act_r0, lane, 3;\n    and.b32 utmp, lane, 4;\n    add.u32 act_r0, act_r0, utmp;"
+            : $"shr.u32 act_r0, lane, {BitOperations.Log2((uint)chunks)};");
         StringAssert.Contains(ptx, $"setp.lt.u32 p, act_i, {passes};");
         StringAssert.Contains(ptx, $"mad.lo.u32 act_row, act_i, {rowsPerPass}, act_r0;");
         StringAssert.Contains(ptx, $"mad.lo.u32 utmp, act_i, {rowsPerPass * pitch}, act_rd0;");
@@ -100,7 +105,8 @@ public sealed class Sm90aStagedEpiloguePlanTests
                 var banks = new HashSet<int>();
                 for (int lane = 8 * quarter; lane < 8 * quarter + 8; lane++)
                 {
-                    int row = rowsPerPass * i + lane / chunks, chunk = lane % chunks, address = row * pitch + 16 * chunk;
+                    int row = rowsPerPass * i + (chunks == 4 ? (lane >> 3) + (lane & 4) : lane / chunks);
+                    int chunk = lane % chunks, address = row * pitch + 16 * chunk;
                     Assert.IsTrue(seen.Add((row, chunk)), $"pass {i} lane {lane}: chunk read twice");
                     for (int word = 0; word < 4; word++) banks.Add((address / 4 + word) % 32);
                 }

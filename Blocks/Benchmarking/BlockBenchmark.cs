@@ -246,7 +246,10 @@ public sealed class BlockBenchmark
 
     /// <summary>
     /// Appends to <see cref="BlockBenchmarkOptions.BreakdownFile"/> the median time of each launch step of
-    /// <paramref name="call"/> (direct launches, an event after every step).
+    /// <paramref name="call"/> (direct launches, an event after every step). The repetitions are enqueued back to back
+    /// and synchronised once: a repetition's first step then starts behind the previous one's tail instead of on an
+    /// idle GPU waiting for the host's launches (with a sync between repetitions the first step, router_logits, read
+    /// 72.6 us at T=4096 on an H200 for a GEMM that `bench --gemm` times at ~20 us, docs/PERF.md v45).
     /// </summary>
     private void WriteBreakdown(Qwen3MoeFusedBlock block, CudaStream stream, int tokens, string pass, Action<CudaStream> call)
     {
@@ -254,6 +257,7 @@ public sealed class BlockBenchmark
         var names = new List<string>();
         var times = new List<List<double>>();
         var events = new List<CudaEvent>();
+        var repetitions = new List<(CudaEvent First, List<CudaEvent> Steps)>();
         try
         {
             for (int rep = 0; rep < Repetitions; rep++)
@@ -279,12 +283,16 @@ public sealed class BlockBenchmark
                 {
                     block.StepProbe = null;
                 }
-                stream.Synchronize();
                 if (rep == 0)
                 {
                     names.AddRange(stepNames);
                     foreach (string _ in stepNames) times.Add([]);
                 }
+                repetitions.Add((first, stepEvents));
+            }
+            stream.Synchronize();
+            foreach ((CudaEvent first, List<CudaEvent> stepEvents) in repetitions)
+            {
                 CudaEvent previous = first;
                 for (int i = 0; i < stepEvents.Count && i < names.Count; i++)
                 {

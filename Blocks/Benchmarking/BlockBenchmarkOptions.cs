@@ -57,7 +57,8 @@ public sealed record BlockBenchmarkOptions
     /// <summary>
     /// When set, a file that receives the fused block's per-step breakdown (median ms of each launch step of the
     /// forward, and of the backward with <see cref="Backward"/>, timed with CUDA events between direct launches:
-    /// each step then also pays its launch gap). Default: the environment variable MOENATIVE_BENCH_BREAKDOWN.
+    /// each step then also pays its launch gap; the repetitions run back to back, so a first step does not wait on an idle
+    /// GPU for the host). Default: the environment variable MOENATIVE_BENCH_BREAKDOWN.
     /// </summary>
     public string? BreakdownFile { get; init; } = Environment.GetEnvironmentVariable("MOENATIVE_BENCH_BREAKDOWN");
 

@@ -65,7 +65,8 @@ internal static class Sm90aEpilogues
     /// Staged SwiGLU's A from the staged G1 (after the G1 copies are issued; they only read the staging too): lane l
     /// takes 8-column chunk cc = l % C (C = BN/16 chunks of the BN/2 act columns) of staging rows
     /// 16w + (32/C)·i + l / C, i &lt; BN/32: ld.shared.v4 of its gate and up chunks (a quarter-warp reads 128
-    /// contiguous bytes; with C = 4, BN = 64, rows 16w + 8i + (l >> 3) + (l &amp; 4): its two rows 4 apart, 16 banks apart), the math of <see cref="SwiGluRow"/> on the same rounded values, one st.global.v4 of the
+    /// contiguous bytes; with C = 4, BN = 64, rows 16w + 8i + (l &gt;&gt; 3) + (l &amp; 4): its two rows 4 apart, 16
+    /// banks apart), the math of <see cref="SwiGluRow"/> on the same rounded values, one st.global.v4 of the
     /// 8 act values to A[c(r), n0/2 + 8cc] (a warp writes whole rows' 16-byte chunks) when the row is inside the expert
     /// (its pointer from copier lane (32/C)·i + l / C by shfl; 0 = none) and the chunk inside I. Two passes as
     /// <see cref="FastThenExact"/>, the redo decided warp-wide (vote.any: the pass has shfls).
@@ -73,13 +74,15 @@ internal static class Sm90aEpilogues
     private static string SwiGluStagedAct(int columns, string ptxType, string widen, int pitch)
     {
         int chunks = columns / 16, rowsPerPass = 32 / chunks, passes = 16 / rowsPerPass, shift = BitOperations.Log2((uint)chunks);
+        // 128x64: a quarter-warp reads 2 rows, 4 and not 1 apart (36 words a row: 1 apart share 12 banks)
+        bool twoRowsPerQuarter = chunks == 4;
         var sb = new StringBuilder();
-        sb.Append(CultureInfo.InvariantCulture, $"    // ---- A from the staged G1: lane l, chunk l % {chunks}, rows 16w + {rowsPerPass}i + l / {chunks} (i < {passes})\n")
-          .Append(CultureInfo.InvariantCulture, $"    and.b32 act_cc, lane, {chunks - 1};\n")
-          .Append(chunks == 4
-              // 128x64: a quarter-warp reads 2 rows, 4 and not 1 apart (36 words a row: 1 apart share 12 banks)
-              ? "    shr.u32 act_r0, lane, 3;\n    and.b32 utmp, lane, 4;\n    add.u32 act_r0, act_r0, utmp;   // (l >> 3) + (l & 4)\n"
-              : $"    shr.u32 act_r0, lane, {shift};\n")
+        sb.Append(CultureInfo.InvariantCulture, $"    // ---- A from the staged G1: lane l, chunk l % {chunks}, rows 16w + {rowsPerPass}i + ")
+          .Append(twoRowsPerQuarter ? "(l >> 3) + (l & 4)" : string.Create(CultureInfo.InvariantCulture, $"l / {chunks}"))
+          .Append(CultureInfo.InvariantCulture, $" (i < {passes})\n    and.b32 act_cc, lane, {chunks - 1};\n")
+          .Append(twoRowsPerQuarter
+              ? "    shr.u32 act_r0, lane, 3;\n    and.b32 utmp, lane, 4;\n    add.u32 act_r0, act_r0, utmp;\n"
+              : string.Create(CultureInfo.InvariantCulture, $"    shr.u32 act_r0, lane, {shift};\n"))
           .Append("    shl.b32 utmp, warp, 4;\n    add.u32 utmp, utmp, act_r0;\n")
           .Append(CultureInfo.InvariantCulture, $"    mul.lo.u32 act_rd0, utmp, {pitch};\n    shl.b32 utmp, act_cc, 4;\n")
           .Append("    add.u32 act_rd0, act_rd0, utmp;\n    add.u32 act_rd0, act_rd0, stg;      // &stg[16w + act_r0][8 act_cc] (gate)\n")

@@ -35,8 +35,11 @@ internal enum BlockBuffer
     SecondGemm,
 
     // ---- backward ----
-    /// <summary>dtype [TK,H] dU = w * dY, in the layout of <see cref="SecondGemm"/>.</summary>
+    /// <summary>dtype [TK,H] dU = w * dY, in the layout of <see cref="SecondGemm"/> (absent with the routed SwiGLU backward).</summary>
     DSecondGemm,
+    /// <summary>dtype [TK,I] w · A in expert order: GEMM2 dW's operand in the routed SwiGLU backward
+    /// (<see cref="MoeNative.Ptx.MoeKernels.SiluMulBackwardRouted"/>), which needs no dU.</summary>
+    ScaledIntermediate,
     /// <summary>f32 [T,k] gradient of the routing weights.</summary>
     DRoutingWeights,
     /// <summary>dtype [TK,I] gradient of the intermediate, expert order.</summary>
@@ -145,9 +148,11 @@ internal sealed class BlockWorkspaceLayout
     /// the GEMM1 dX writes token-slot order itself (the fused block's epilogue scatter), so no expert-order dXp buffer
     /// is needed; else (cuBLAS, which cannot scatter) it gets one unless <see cref="FusedBlockOptions.PermuteX"/>.
     /// <paramref name="routerSplit"/>: the router dW may run split over row chunks (the fused block), with its f32 partials
-    /// here when the capacity's shape class splits (<see cref="RouterRowSplit.PartialsBytes"/>; none for fp32).</summary>
+    /// here when the capacity's shape class splits (<see cref="RouterRowSplit.PartialsBytes"/>; none for fp32).
+    /// <paramref name="routedSwiGlu"/>: the backward applies the routing weights in the SwiGLU backward (the fused
+    /// block without FuseSwiGluBackward): no dU [TK,H], a w·A [TK,I] instead.</summary>
     public static BlockWorkspaceLayout Backward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool gemmScattersDX = false,
-        bool routerSplit = false)
+        bool routerSplit = false, bool routedSwiGlu = false)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
@@ -156,7 +161,8 @@ internal sealed class BlockWorkspaceLayout
         long tk = t * k;
         int s = dtype.SizeOf();
         var b = new Builder();
-        b.Add(BlockBuffer.DSecondGemm, tk * h, s);
+        if (routedSwiGlu) b.Add(BlockBuffer.ScaledIntermediate, tk * i, s);
+        else b.Add(BlockBuffer.DSecondGemm, tk * h, s);
         b.Add(BlockBuffer.DRoutingWeights, tk, 4);
         b.Add(BlockBuffer.DIntermediate, tk * i, s);
         b.Add(BlockBuffer.DFirstGemm, tk * 2 * i, s);

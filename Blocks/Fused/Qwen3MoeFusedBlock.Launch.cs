@@ -115,11 +115,8 @@ public sealed partial class Qwen3MoeFusedBlock
         BlockWorkspace bw = EnsureBackwardWorkspace(tokens);
         DeviceRange x = _saved.X, sel = _saved.Selected, w = _saved.Weights;
         DeviceRange probs = fw.Range(BlockBuffer.Probs);
-        DeviceRange mSizes = fw.Range(BlockBuffer.MSizes), gather = fw.Range(BlockBuffer.Gather), inverse = fw.Range(BlockBuffer.Inverse);
+        DeviceRange mSizes = fw.Range(BlockBuffer.MSizes), gather = fw.Range(BlockBuffer.Gather);
         DeviceRange g1 = fw.Range(BlockBuffer.FirstGemm);             // [TK,2I]
-        DeviceRange act = fw.Range(BlockBuffer.Intermediate);         // [TK,I]
-        DeviceRange u = fw.Range(BlockBuffer.SecondGemm);             // [TK,H] layout of the forward's GEMM2 output
-        DeviceRange dU = bw.Range(BlockBuffer.DSecondGemm);           // [TK,H] same layout as u
         DeviceRange dWeights = bw.Range(BlockBuffer.DRoutingWeights); // [T,k] f32
         DeviceRange dAct = bw.Range(BlockBuffer.DIntermediate);       // [TK,I]
         DeviceRange dG1 = bw.Range(BlockBuffer.DFirstGemm);           // [TK,2I]
@@ -130,35 +127,23 @@ public sealed partial class Qwen3MoeFusedBlock
         var expertRows = new GroupedRows(mSizes.Pointer, gather.Pointer, tk, e, k);
         DeviceRange wr = _weights.GateRange, wgu = _weights.GateUpProjRange, wd = _weights.DownProjRange;
 
-        // 1. dU[row(p)] = w[p]·dY[t], dw[p] = <dY[t], U[row(p)]>
-        DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
-        _kernels.CombineBackward(s, dt, dY, u, rowOfSlot, w, dU, dWeights, tokens, k, h);
-        Probe(s, "bwd_combine");
-        // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY); with FuseSwiGluBackward on an
-        //    sm_90a tile its dSwiGLU epilogue makes dG1 (step 4) from dA and G1 directly (no dA round trip)
-        RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
-        var gemm2Dx = FusedGemmCall.NN(FusedGemm.SecondBackwardData, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity);
-        GemmConfig? gemm2DxConfig = _tuner.Choose(_gemm, s, dt, shapeClass, in gemm2Dx);
-        GemmConfig? hopper2 = Options.FuseSwiGluBackward && GroupedGemm.FusedEpiloguesFit(i) ? gemm2Dx.Sm90aConfig(_gemm, dt, gemm2DxConfig) : null;
-        if (hopper2 is not null)
+        if (RoutedSwiGluBackward)
         {
-            _gemm.BackwardDataNNDSwiGlu(s, dt, hopper2, dU, wd, g1, dG1, expertRows, h, i, dG2Rows);
-            Probe(s, "bwd_gemm2_dx_dswiglu");
+            // 1-4 without dU = w·dY (the combine backward's [TK,H] write and two reads): GEMM2's dX and dW read the dY
+            //    rows themselves (a(r) = gather[r]/k), and the routing weight enters in the SwiGLU backward:
+            // 2. GEMM2 dX, unscaled: dA_u[r] = dY[t]·Wd[e]
+            RunGemm(s, shapeClass, FusedGemmCall.NN(FusedGemm.SecondBackwardData, dY, wd, dAct, expertRows, h, i, RowSource.GatherToken, RowTarget.Identity));
+            Probe(s, "bwd_gemm2_dx");
+            // 4. dG1 = dSwiGLU(G1, w·dA_u); w·A for GEMM2 dW; dw[p] = <dA_u[r], A[r]> (= <dY[t], U[r]>)
+            DeviceRange actW = bw.Range(BlockBuffer.ScaledIntermediate); // [TK,I]
+            _kernels.SiluMulBackwardRouted(s, dt, g1, dAct, gather, w, dG1, actW, dWeights, tk, i);
+            Probe(s, "bwd_silu_mul_routed");
+            // 3. GEMM2 dW: dWd[e] = Σ_{r∈e} dY[t]ᵀ (w·A)[r]  (= Σ dU[r]ᵀ A[r])
+            RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.SecondBackwardWeight, dY, actW, dDown, expertRows, h, i, RowSource.GatherToken, RowSource.Identity));
+            Probe(s, "bwd_gemm2_dw");
         }
         else
-        {
-            gemm2Dx.Launch(_gemm, s, dt, gemm2DxConfig);
-            Probe(s, "bwd_gemm2_dx");
-        }
-        // 3. GEMM2 dW: dWd[e] = Σ_{r∈e} dG2[r]ᵀ A[r]
-        RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.SecondBackwardWeight, dU, act, dDown, expertRows, h, i, dG2Rows, RowSource.Identity));
-        Probe(s, "bwd_gemm2_dw");
-        // 4. dG1 = [dg, du] from G1 and dA (done by step 2's epilogue on an sm_90a tile)
-        if (hopper2 is null)
-        {
-            _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, tk, i);
-            Probe(s, "bwd_silu_mul");
-        }
+            BackwardThroughCombine(s, dY, dDown, dWeights, dAct, dG1, expertRows, shapeClass);
         // 5. GEMM1 dX: dXp[r] = dG1[r]·Wgu[e], scattered by the epilogue to token-slot order (row gather[r]) with or
         //    without PermuteX: the same values as an expert-order result unpermuted by a copy, without the copy's
         //    TK·H reads and writes (80 us at T = 4096 on an H200, docs/PERF.md)
@@ -240,11 +225,62 @@ public sealed partial class Qwen3MoeFusedBlock
         return _forwardWorkspace;
     }
 
+    /// <summary>Backward steps 1-4 with FuseSwiGluBackward: dU = w·dY and dw by the combine backward, then GEMM2's dX
+    /// (with the dSwiGLU epilogue on an sm_90a tile, else the plain GEMM and the SwiGLU backward) and dW from dU.</summary>
+    private void BackwardThroughCombine(CudaStream s, DeviceRange dY /*[T,H]*/, DeviceRange dDown /*[E,H,I]*/, DeviceRange dWeights /*[T,k] f32*/,
+        DeviceRange dAct /*[TK,I]*/, DeviceRange dG1 /*[TK,2I]*/, GroupedRows expertRows, int shapeClass)
+    {
+        ScalarType dt = DType;
+        int tokens = _saved.Tokens, h = Config.HiddenSize, i = Config.IntermediateSize, k = Config.TopK, tk = tokens * k;
+        BlockWorkspace fw = _forwardWorkspace!;
+        BlockWorkspace bw = _backwardWorkspace!;
+        DeviceRange w = _saved.Weights, inverse = fw.Range(BlockBuffer.Inverse), wd = _weights.DownProjRange;
+        DeviceRange g1 = fw.Range(BlockBuffer.FirstGemm);             // [TK,2I]
+        DeviceRange act = fw.Range(BlockBuffer.Intermediate);         // [TK,I]
+        DeviceRange u = fw.Range(BlockBuffer.SecondGemm);             // [TK,H] layout of the forward's GEMM2 output
+        DeviceRange dU = bw.Range(BlockBuffer.DSecondGemm);           // [TK,H] same layout as u
+        // 1. dU[row(p)] = w[p]·dY[t], dw[p] = <dY[t], U[row(p)]>
+        DeviceRange rowOfSlot = Options.PermuteY ? DeviceRange.Null : inverse;
+        _kernels.CombineBackward(s, dt, dY, u, rowOfSlot, w, dU, dWeights, tokens, k, h);
+        Probe(s, "bwd_combine");
+        // 2. GEMM2 dX: dA[r] = dG2[r]·Wd[e]   (dG2[r] = dU[gather[r]] with PermuteY); with FuseSwiGluBackward on an
+        //    sm_90a tile its dSwiGLU epilogue makes dG1 (step 4) from dA and G1 directly (no dA round trip)
+        RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
+        var gemm2Dx = FusedGemmCall.NN(FusedGemm.SecondBackwardData, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity);
+        GemmConfig? gemm2DxConfig = _tuner.Choose(_gemm, s, dt, shapeClass, in gemm2Dx);
+        GemmConfig? hopper2 = GroupedGemm.FusedEpiloguesFit(i) ? gemm2Dx.Sm90aConfig(_gemm, dt, gemm2DxConfig) : null;
+        if (hopper2 is not null)
+        {
+            _gemm.BackwardDataNNDSwiGlu(s, dt, hopper2, dU, wd, g1, dG1, expertRows, h, i, dG2Rows);
+            Probe(s, "bwd_gemm2_dx_dswiglu");
+        }
+        else
+        {
+            gemm2Dx.Launch(_gemm, s, dt, gemm2DxConfig);
+            Probe(s, "bwd_gemm2_dx");
+        }
+        // 3. GEMM2 dW: dWd[e] = Σ_{r∈e} dG2[r]ᵀ A[r]
+        RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.SecondBackwardWeight, dU, act, dDown, expertRows, h, i, dG2Rows, RowSource.Identity));
+        Probe(s, "bwd_gemm2_dw");
+        // 4. dG1 = [dg, du] from G1 and dA (done by step 2's epilogue on an sm_90a tile)
+        if (hopper2 is null)
+        {
+            _kernels.SiluMulBackward(s, dt, g1, dAct, dG1, tk, i);
+            Probe(s, "bwd_silu_mul");
+        }
+    }
+
+    /// <summary>Whether the backward applies the routing weights in the SwiGLU backward
+    /// (<see cref="MoeKernels.SiluMulBackwardRouted"/>: no combine backward, no dU; the default), or goes through
+    /// dU = w·dY (FuseSwiGluBackward, whose GEMM2 dX epilogue makes dG1 from dA directly).</summary>
+    private bool RoutedSwiGluBackward => !Options.FuseSwiGluBackward;
+
     private BlockWorkspace EnsureBackwardWorkspace(int tokens)
     {
         if (_backwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
         int capacity = BlockWorkspaceLayout.ShapeClassTokens(tokens);
-        var layout = BlockWorkspaceLayout.Backward(Config, DType, Options, capacity, gemmScattersDX: true, routerSplit: true);
+        var layout = BlockWorkspaceLayout.Backward(Config, DType, Options, capacity, gemmScattersDX: true, routerSplit: true,
+            routedSwiGlu: RoutedSwiGluBackward);
         _backwardWorkspace?.Dispose();
         _backwardWorkspace = null;
         _backwardWorkspace = new BlockWorkspace(Context, layout);

@@ -43,6 +43,22 @@ internal struct SiluMulBackwardArgs
     public int Vectorised;  // 1: I % 8 == 0 and 16-byte aligned bases
 }
 
+/// <summary><c>moe_silu_mul_backward_routed_{dtype}</c>: one CTA per row.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct SiluMulBackwardRoutedArgs
+{
+    public ulong GateUp;    // [R,2I] dtype in (forward G1)
+    public ulong DAct;      // [R,I] dtype in: dA_u, the unscaled GEMM2 dX
+    public ulong Gather;    // [R] i32 in: slot p of row r
+    public ulong Weights;   // [R] dtype in: w[p], token-slot order
+    public ulong DGateUp;   // [R,2I] dtype out: [dg | du] of w[p] * dA_u
+    public ulong ActW;      // [R,I] dtype out: rnd(w[p] * a)
+    public ulong DWeights;  // [R] f32 out: dw[p] = <dA_u[r], a[r]>
+    public int Rows;        // R
+    public int Inter;       // I
+    public int Vectorised;  // 1: I % 8 == 0 and 16-byte aligned bases
+}
+
 /// <summary><c>moe_topk_combine_{dtype}</c>: one CTA per token.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct TopKCombineArgs

@@ -13,6 +13,7 @@ internal static partial class MoeKernelModules
     public static string GatherRowsEntry(ScalarType t) => $"moe_gather_rows_{t.ShortName()}";
     public static string SiluMulEntry(ScalarType t) => $"moe_silu_mul_{t.ShortName()}";
     public static string SiluMulBackwardEntry(ScalarType t) => $"moe_silu_mul_backward_{t.ShortName()}";
+    public static string SiluMulBackwardRoutedEntry(ScalarType t) => $"moe_silu_mul_backward_routed_{t.ShortName()}";
     public static string TopKCombineEntry(ScalarType t) => $"moe_topk_combine_{t.ShortName()}";
     public static string TopKCombineBackwardEntry(ScalarType t) => $"moe_topk_combine_backward_{t.ShortName()}";
     public static string SumOverTopKEntry(ScalarType t) => $"moe_sum_over_topk_{t.ShortName()}";
@@ -22,7 +23,8 @@ internal static partial class MoeKernelModules
 
     public static PtxModuleSpec SiluMul(ScalarType t) => Dtype(SiluMulFile, t,
         new PtxKernelSpec(SiluMulEntry(t), typeof(SiluMulArgs)),
-        new PtxKernelSpec(SiluMulBackwardEntry(t), typeof(SiluMulBackwardArgs)));
+        new PtxKernelSpec(SiluMulBackwardEntry(t), typeof(SiluMulBackwardArgs)),
+        new PtxKernelSpec(SiluMulBackwardRoutedEntry(t), typeof(SiluMulBackwardRoutedArgs)));
 
     public static PtxModuleSpec TopKCombine(ScalarType t) => Dtype(TopKCombineFile, t,
         new PtxKernelSpec(TopKCombineEntry(t), typeof(TopKCombineArgs)),

@@ -11,6 +11,7 @@ internal sealed partial class MoeKernels
     private readonly PtxKernel<GatherRowsArgs>?[] _gatherRows = new PtxKernel<GatherRowsArgs>?[3];
     private readonly PtxKernel<SiluMulArgs>?[] _siluMul = new PtxKernel<SiluMulArgs>?[3];
     private readonly PtxKernel<SiluMulBackwardArgs>?[] _siluMulBackward = new PtxKernel<SiluMulBackwardArgs>?[3];
+    private readonly PtxKernel<SiluMulBackwardRoutedArgs>?[] _siluMulBackwardRouted = new PtxKernel<SiluMulBackwardRoutedArgs>?[3];
     private readonly PtxKernel<TopKCombineArgs>?[] _combine = new PtxKernel<TopKCombineArgs>?[3];
     private readonly PtxKernel<TopKCombineBackwardArgs>?[] _combineBackward = new PtxKernel<TopKCombineBackwardArgs>?[3];
     private readonly PtxKernel<SumOverTopKArgs>?[] _sumOverTopK = new PtxKernel<SumOverTopKArgs>?[3];
@@ -82,6 +83,41 @@ internal sealed partial class MoeKernels
             Vectorised = Vectorisable(inter, gateUp, dAct, dGateUp) ? 1 : 0,
         };
         Kernel(_siluMulBackward, dtype, MoeKernelModules.SiluMul, MoeKernelModules.SiluMulBackwardEntry)
+            .Launch(stream, new Dim3((uint)rows), new Dim3(RowBlock), 0, in args);
+    }
+
+    /// <summary>
+    /// The SwiGLU backward with the routing weight applied here (the fused block's backward without a combine
+    /// backward): per expert-ordered row r, p = gather[r], w = weights[p], a = rnd(silu(g) u) (the forward's A):
+    /// dG1[r] = SiluMulBackward's [dg | du] of dA = w · dAct[r] (f32); actW[r] = rnd(w · a) (GEMM2 dW's operand);
+    /// dWeights[p] = &lt;dAct[r], a&gt; (f32, deterministic reduction) = &lt;dY[t], U[r]&gt; when dAct[r] = dY[t]·Wd[e].
+    /// </summary>
+    public void SiluMulBackwardRouted(CudaStream stream, ScalarType dtype,
+        DeviceRange gateUp,   // [R,2I] dtype (forward G1)
+        DeviceRange dAct,     // [R,I] dtype: dA_u, not yet scaled by the routing weight
+        DeviceRange gather,   // [R] i32: token slot of each expert-ordered row (a permutation of 0..R-1)
+        DeviceRange weights,  // [R] dtype: routing weights in token-slot order ([T,k])
+        DeviceRange dGateUp,  // [R,2I] dtype out (overwritten)
+        DeviceRange actW,     // [R,I] dtype out (overwritten)
+        DeviceRange dWeights, // [R] f32 out (overwritten, every slot)
+        int rows, int inter)
+    {
+        int es = CheckSiluMul(stream, dtype, gateUp, rows, inter);
+        Need(dAct, (long)rows * inter * es, nameof(dAct), $"[R={rows},I={inter}] {dtype}");
+        Need(gather, (long)rows * 4, nameof(gather), $"[R={rows}] i32");
+        Need(weights, (long)rows * es, nameof(weights), $"[R={rows}] {dtype}");
+        Need(dGateUp, (long)rows * 2 * inter * es, nameof(dGateUp), $"[R={rows},2I={2L * inter}] {dtype}");
+        Need(actW, (long)rows * inter * es, nameof(actW), $"[R={rows},I={inter}] {dtype}");
+        Need(dWeights, (long)rows * 4, nameof(dWeights), $"[R={rows}] f32");
+        if (rows == 0) return;
+        // NOTE: I = 0 still launches: dWeights = 0 must be written.
+        var args = new SiluMulBackwardRoutedArgs
+        {
+            GateUp = gateUp.Pointer, DAct = dAct.Pointer, Gather = gather.Pointer, Weights = weights.Pointer,
+            DGateUp = dGateUp.Pointer, ActW = actW.Pointer, DWeights = dWeights.Pointer, Rows = rows, Inter = inter,
+            Vectorised = Vectorisable(inter, gateUp, dAct, dGateUp) && actW.Pointer % 16 == 0 ? 1 : 0,
+        };
+        Kernel(_siluMulBackwardRouted, dtype, MoeKernelModules.SiluMul, MoeKernelModules.SiluMulBackwardRoutedEntry)
             .Launch(stream, new Dim3((uint)rows), new Dim3(RowBlock), 0, in args);
     }
 

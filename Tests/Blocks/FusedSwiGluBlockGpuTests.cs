@@ -52,8 +52,11 @@ public sealed class FusedSwiGluBlockGpuTests
 
         CollectionAssert.Contains(steps, "gemm1_swiglu", $"the SwiGLU epilogue ran (steps: {string.Join(", ", steps)})");
         CollectionAssert.DoesNotContain(steps, "silu_mul");
-        CollectionAssert.Contains(steps, fuseBackward ? "bwd_gemm2_dx_dswiglu" : "bwd_silu_mul", "the dSwiGLU epilogue ran (or, off, the kernel)");
-        CollectionAssert.DoesNotContain(steps, fuseBackward ? "bwd_silu_mul" : "bwd_gemm2_dx_dswiglu");
+        CollectionAssert.Contains(steps, fuseBackward ? "bwd_gemm2_dx_dswiglu" : "bwd_silu_mul_routed", "the dSwiGLU epilogue ran (or, off, the routed kernel)");
+        CollectionAssert.DoesNotContain(steps, fuseBackward ? "bwd_silu_mul_routed" : "bwd_gemm2_dx_dswiglu");
+        CollectionAssert.DoesNotContain(steps, "bwd_silu_mul");
+        if (fuseBackward) CollectionAssert.Contains(steps, "bwd_combine", "dU = w·dY feeds the dSwiGLU epilogue");
+        else CollectionAssert.DoesNotContain(steps, "bwd_combine", "the routed backward needs no dU");
         MoeIntermediates r = grouped.Forward;
         var log = new ComparisonLog(dtype);
         log.Close("first_gemm", fused.FirstGemm, r.FirstGemm);

@@ -84,6 +84,25 @@ public sealed class WorkspaceAndCostTests
         Assert.AreEqual(plain.TotalBytes + partialBytes, split.TotalBytes);
     }
 
+    /// <summary>The routed SwiGLU backward keeps no dU [TK,H]: a w·A [TK,I] instead (30B at T=4096 bf16: 134 MB
+    /// replaced by 50 MB).</summary>
+    [TestMethod]
+    [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 4096)]
+    [DataRow("unaligned", ScalarType.Float32, 7)]
+    public void BackwardLayout_RoutedSwiGlu_ReplacesDUByScaledIntermediate(string config, ScalarType dtype, int capacity)
+    {
+        MoeConfig c = MoeConfig.Preset(config);
+        var combine = BlockWorkspaceLayout.Backward(c, dtype, FusedBlockOptions.Default, capacity, gemmScattersDX: true);
+        var routed = BlockWorkspaceLayout.Backward(c, dtype, FusedBlockOptions.Default, capacity, gemmScattersDX: true, routedSwiGlu: true);
+        long tk = (long)capacity * c.TopK;
+        Assert.IsTrue(combine.Contains(BlockBuffer.DSecondGemm));
+        Assert.IsFalse(combine.Contains(BlockBuffer.ScaledIntermediate));
+        Assert.IsFalse(routed.Contains(BlockBuffer.DSecondGemm));
+        Assert.AreEqual(tk * c.IntermediateSize, routed[BlockBuffer.ScaledIntermediate].Elements);
+        Assert.AreEqual(tk * c.IntermediateSize * dtype.SizeOf(), routed[BlockBuffer.ScaledIntermediate].Bytes);
+        Assert.IsTrue(routed.TotalBytes < combine.TotalBytes, "w·A [TK,I] is smaller than dU [TK,H] where I < H");
+    }
+
     [TestMethod]
     [DataRow("qwen3-30b-a3b", ScalarType.BFloat16, 1024)]
     [DataRow("qwen3-30b-a3b", ScalarType.Float32, 16384)]

@@ -109,6 +109,91 @@ public sealed class ElementwiseKernelTests
         Check.Close("dGateUp", dDG1.Download(), expected, dtype);
     }
 
+    /// <summary>The routed backward: w = weights[gather[r]] scales dA before the SwiGLU backward; act_w = rnd(w · a)
+    /// and dw[gather[r]] = &lt;dA_u[r], a[r]&gt; with a = rnd(silu(g) u), written per slot (gather a permutation).</summary>
+    [TestMethod]
+    [DataRow(ScalarType.BFloat16, 1, 8, 0)]
+    [DataRow(ScalarType.Float16, 7, 13, 0)]         // I not a multiple of 8 -> scalar path
+    [DataRow(ScalarType.BFloat16, 96, 768, 0)]      // Qwen3-30B-A3B I
+    [DataRow(ScalarType.Float32, 64, 1536, 0)]      // Qwen3-235B-A22B I: two column steps per thread
+    [DataRow(ScalarType.BFloat16, 5, 768, 1)]       // unaligned -> scalar path
+    [DataRow(ScalarType.Float16, 33, 96, 1)]
+    public void SiluMulBackwardRouted_MatchesHost(ScalarType dtype, int R, int I, int offset)
+    {
+        int seed = Environment.TickCount;
+        Console.WriteLine($"seed {seed}");
+        var rng = new HostRandom(seed);
+        float[] g1 = HostDtype.Rounded(dtype, rng.Normal((long)R * 2 * I, 2.0));
+        float[] dAct = HostDtype.Rounded(dtype, rng.Normal((long)R * I));
+        float[] weights = HostDtype.Rounded(dtype, rng.Normal(R, 0.5));
+        int[] gather = rng.Permutation(R);
+
+        CudaContext ctx = GpuTest.RequireContext();
+        using var stream = new CudaStream(ctx);
+        using var dG1 = DeviceTensor.Upload(ctx, dtype, g1, offset);
+        using var dDA = DeviceTensor.Upload(ctx, dtype, dAct, offset);
+        using var dW = DeviceTensor.Upload(ctx, dtype, weights, offset);
+        using var dGather = DeviceBuffer<int>.FromHost(ctx, gather);
+        using var dDG1 = DeviceTensor.Poisoned(ctx, stream, dtype, (long)R * 2 * I, offset);
+        using var dActW = DeviceTensor.Poisoned(ctx, stream, dtype, (long)R * I, offset);
+        using var dDw = DeviceTensor.Poisoned(ctx, stream, ScalarType.Float32, R);
+        ctx.Synchronize();
+
+        MoeKernels.For(ctx).SiluMulBackwardRouted(stream, dtype, dG1.Range, dDA.Range, dGather, dW.Range, dDG1.Range, dActW.Range, dDw.Range, R, I);
+        stream.Synchronize();
+
+        var expectedDg1 = new double[(long)R * 2 * I];
+        var expectedActW = new double[(long)R * I];
+        var expectedDw = new double[R];
+        for (int r = 0; r < R; r++)
+        {
+            int p = gather[r];
+            double w = weights[p], dot = 0;
+            for (int c = 0; c < I; c++)
+            {
+                double g = g1[(long)r * 2 * I + c], u = g1[(long)r * 2 * I + I + c], dau = dAct[(long)r * I + c];
+                double s = Sigmoid(g), a = HostDtype.Round(dtype, g * s * u), da = w * dau;
+                dot += dau * a;
+                expectedActW[(long)r * I + c] = HostDtype.Round(dtype, w * a);
+                expectedDg1[(long)r * 2 * I + c] = HostDtype.Round(dtype, da * u * s * (1 + g * (1 - s)));
+                expectedDg1[(long)r * 2 * I + I + c] = HostDtype.Round(dtype, da * g * s);
+            }
+            expectedDw[p] = dot;
+        }
+        Check.Close($"dGateUp (seed {seed})", dDG1.Download(), expectedDg1, dtype);
+        Check.Close($"actW (seed {seed})", dActW.Download(), expectedActW, dtype);
+        double dwTol = Math.Max(Check.Tol(dtype), 1e-4); // an f32 sum of I products
+        Check.Close($"dWeights (seed {seed})", dDw.Download(), expectedDw, dwTol, dwTol);
+    }
+
+    [TestMethod]
+    public void SiluMulBackwardRouted_RejectsShortBuffersBeforeLaunch()
+    {
+        CudaContext ctx = GpuTest.RequireContext();
+        using var stream = new CudaStream(ctx);
+        const int R = 4, I = 8;
+        using var g1 = new DeviceBuffer<float>(ctx, R * 2 * I);
+        using var dA = new DeviceBuffer<float>(ctx, R * I);
+        using var gather = new DeviceBuffer<int>(ctx, R);
+        using var w = new DeviceBuffer<float>(ctx, R);
+        using var dG1 = new DeviceBuffer<float>(ctx, R * 2 * I);
+        using var actW = new DeviceBuffer<float>(ctx, R * I);
+        using var dw = new DeviceBuffer<float>(ctx, R);
+        using var shortGather = new DeviceBuffer<int>(ctx, R - 1);
+        using var shortActW = new DeviceBuffer<float>(ctx, R * I - 1);
+        using var shortDw = new DeviceBuffer<float>(ctx, R - 1);
+        MoeKernels k = MoeKernels.For(ctx);
+        var ex = Assert.ThrowsExactly<ArgumentException>(() =>
+            k.SiluMulBackwardRouted(stream, ScalarType.Float32, g1, dA, shortGather, w, dG1, actW, dw, R, I));
+        Assert.AreEqual("gather", ex.ParamName);
+        ex = Assert.ThrowsExactly<ArgumentException>(() =>
+            k.SiluMulBackwardRouted(stream, ScalarType.Float32, g1, dA, gather, w, dG1, shortActW, dw, R, I));
+        Assert.AreEqual("actW", ex.ParamName);
+        ex = Assert.ThrowsExactly<ArgumentException>(() =>
+            k.SiluMulBackwardRouted(stream, ScalarType.Float32, g1, dA, gather, w, dG1, actW, shortDw, R, I));
+        Assert.AreEqual("dWeights", ex.ParamName);
+    }
+
     [TestMethod]
     public void SiluMul_RejectsShortBuffers()
     {

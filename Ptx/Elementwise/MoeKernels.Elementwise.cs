@@ -89,7 +89,7 @@ internal sealed partial class MoeKernels
     /// <summary>
     /// The SwiGLU backward with the routing weight applied here (the fused block's backward without a combine
     /// backward): per expert-ordered row r, p = gather[r], w = weights[p], a = rnd(silu(g) u) (the forward's A):
-    /// dG1[r] = SiluMulBackward's [dg | du] of dA = rnd(w · dAct[r]) (a dtype value, as the reference's dA); actW[r] = rnd(w · a) (GEMM2 dW's operand);
+    /// dG1[r] = SiluMulBackward's [dg | du] of dA = w · dAct[r] (f32); actW[r] = rnd(w · a) (GEMM2 dW's operand);
     /// dWeights[p] = &lt;dAct[r], a&gt; (f32, deterministic reduction) = &lt;dY[t], U[r]&gt; when dAct[r] = dY[t]·Wd[e].
     /// </summary>
     public void SiluMulBackwardRouted(CudaStream stream, ScalarType dtype,

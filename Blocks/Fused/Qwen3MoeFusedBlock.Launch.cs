@@ -225,8 +225,9 @@ public sealed partial class Qwen3MoeFusedBlock
         return _forwardWorkspace;
     }
 
-    /// <summary>Backward steps 1-4 with FuseSwiGluBackward: dU = w·dY and dw by the combine backward, then GEMM2's dX
-    /// (with the dSwiGLU epilogue on an sm_90a tile, else the plain GEMM and the SwiGLU backward) and dW from dU.</summary>
+    /// <summary>Backward steps 1-4 through dU (FuseSwiGluBackward, or fp16): dU = w·dY and dw by the combine backward,
+    /// then GEMM2's dX (with FuseSwiGluBackward on an sm_90a tile its dSwiGLU epilogue, else the plain GEMM and the
+    /// SwiGLU backward) and dW from dU.</summary>
     private void BackwardThroughCombine(CudaStream s, DeviceRange dY /*[T,H]*/, DeviceRange dDown /*[E,H,I]*/, DeviceRange dWeights /*[T,k] f32*/,
         DeviceRange dAct /*[TK,I]*/, DeviceRange dG1 /*[TK,2I]*/, GroupedRows expertRows, int shapeClass)
     {
@@ -248,7 +249,7 @@ public sealed partial class Qwen3MoeFusedBlock
         RowSource dG2Rows = Options.PermuteY ? RowSource.Gather : RowSource.Identity;
         var gemm2Dx = FusedGemmCall.NN(FusedGemm.SecondBackwardData, dU, wd, dAct, expertRows, h, i, dG2Rows, RowTarget.Identity);
         GemmConfig? gemm2DxConfig = _tuner.Choose(_gemm, s, dt, shapeClass, in gemm2Dx);
-        GemmConfig? hopper2 = GroupedGemm.FusedEpiloguesFit(i) ? gemm2Dx.Sm90aConfig(_gemm, dt, gemm2DxConfig) : null;
+        GemmConfig? hopper2 = Options.FuseSwiGluBackward && GroupedGemm.FusedEpiloguesFit(i) ? gemm2Dx.Sm90aConfig(_gemm, dt, gemm2DxConfig) : null;
         if (hopper2 is not null)
         {
             _gemm.BackwardDataNNDSwiGlu(s, dt, hopper2, dU, wd, g1, dG1, expertRows, h, i, dG2Rows);

@@ -57,6 +57,18 @@ public sealed partial class GroupedGemm
     /// <summary>MOENATIVE_FORCE_SM80 is "1".</summary>
     public static bool ForcedSm80ByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_FORCE_SM80") == "1";
 
+    /// <summary>
+    /// Whether the sm_90a row-tiled kernels load A by TMA (two 64-row boxes of a 2-D map per stage, issued by one
+    /// thread) where A's rows are already in expert order (<see cref="RowSource.Identity"/>: GEMM2's act, GEMM1 dX's
+    /// dG1, the router's X), instead of the producer warpgroup's 16-byte row copies through its row table. Gathered
+    /// rows keep the copies. Defaults to the environment: MOENATIVE_SM90A_TMA_A=0 turns it off (A/B in one process
+    /// pair); the outputs are the same bits either way.
+    /// </summary>
+    public bool RowOperandByTma { get; init; } = RowOperandTmaByEnvironment;
+
+    /// <summary>MOENATIVE_SM90A_TMA_A is not "0".</summary>
+    public static bool RowOperandTmaByEnvironment => Environment.GetEnvironmentVariable("MOENATIVE_SM90A_TMA_A") != "0";
+
     /// <summary>True when this instance runs the sm_90a kernels where they exist: a compute capability 9.0 device
     /// (sm_90a code runs on 9.0 only) and not <see cref="ForceSm80"/>.</summary>
     public bool UsesSm90a => Sm90aAvailable(Context.ComputeCapability) && !ForceSm80;
@@ -105,10 +117,12 @@ public sealed partial class GroupedGemm
         if (plan is not { } p) return;
         if (p.Spec.Math == GemmMath.WgmmaSm90a)
         {
+            (CudaTensorMap aMap, int aTma) = RowOperand(dtype, a, rows, k, aRows);
             var hopper = new GroupedGemmRowsSm90aArgs
             {
                 // a cluster of 2 loads half the stage per CTA: box (64 k, BN/2 n, 1)
                 WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [GemmConfig.WgmmaBlockK, p.Spec.Config.BlockN / p.Spec.Config.Cluster, 1]),
+                AMap = aMap, ATma = aTma,
                 A = a.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = rowScale.Pointer,
                 Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
             };
@@ -148,9 +162,11 @@ public sealed partial class GroupedGemm
         if (p.Spec.Math == GemmMath.WgmmaSm90a)
         {
             // kernel terms: output columns = K, reduction = N; W [E, N, K] read N-major: map dims (K, N, E), box (64, 64, 1)
+            (CudaTensorMap aMap, int aTma) = RowOperand(dtype, a, rows, n, aRows); // A [R, N]: N is the reduction here
             var hopper = new GroupedGemmRowsSm90aArgs
             {
                 WMap = WeightMap(dtype, w.Pointer, [k, n, rows.Experts], [64, 64, 1]),
+                AMap = aMap, ATma = aTma,
                 A = a.Pointer, C = c.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = 0,
                 Experts = rows.Experts, N = k, K = n, AMode = (int)aRows, CMode = (int)cRows, TopK = rows.TopK,
             };
@@ -465,6 +481,18 @@ public sealed partial class GroupedGemm
     /// (the stage image the wgmma descriptors read); elements past N or K read as zeros. Box: NT (64 k, BN n, 1), NN
     /// (64 k-columns, 64 n-rows, 1). Also dW [E, N, K] of the TN kernel's TMA stores (box: 128 B of columns, 16 rows,
     /// 1), which write nothing past N or K.</summary>
+    /// <summary>The A operand of an sm_90a row-tiled launch: its tensor map and the kernel's p_a_tma flag (1) when
+    /// <see cref="RowOperandByTma"/> and the rows are in expert order, else no map and 0 (the row copies). A [R, K]
+    /// as (K, R), box (64 k, 64 rows), 128B swizzle: the image the row copies write.</summary>
+    internal (CudaTensorMap Map, int ByTma) RowOperand(ScalarType dtype, DeviceRange a, GroupedRows rows, int k, RowSource aRows)
+    {
+        if (!RowOperandByTma || aRows != RowSource.Identity || rows.TotalRows <= 0) return (default, 0);
+        long es = dtype.SizeOf();
+        var map = CudaTensorMap.EncodeTiled(CudaTensorMap.DataTypeOf(dtype), a.Pointer, [k, rows.TotalRows], [k * es],
+            [GemmConfig.WgmmaBlockK, GemmConfig.WgmmaBlockM / 2], CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B);
+        return (map, 1);
+    }
+
     internal static CudaTensorMap WeightMap(ScalarType dtype, ulong w, ReadOnlySpan<long> dims, ReadOnlySpan<int> box)
     {
         long es = dtype.SizeOf();

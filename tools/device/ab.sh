@@ -7,7 +7,8 @@
 #       CLI   new (this tree's .device/cli) or a folder with a published moenative.dll (e.g. .carry/base-46c)
 #       ENV   space-separated NAME=VALUE pairs for that run only, or -
 #   e.g.  30b-f+b-new | new | - | --config qwen3-30b-a3b --seqlen 1,8,64 --backward --no-reference
-#   A literal $OUT in BENCH ARGS becomes the output folder (e.g. --json $OUT/new.json comes back with the call).
+#   A literal $OUT in BENCH ARGS or ENV becomes the output folder (e.g. --json $OUT/new.json, or
+#   MOENATIVE_BENCH_BREAKDOWN=$OUT/breakdown-x.txt, comes back with the call).
 #
 # Needs .device/ (tools/device/pack.sh). Prints the fused/cublas rows of every run under its label to stdout and to
 # $OUT/ab.log (else artifacts/device); MOENATIVE_AB_TIMEOUT (60 s) limits each run.
@@ -20,7 +21,7 @@ device_env ab.sh
 trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; echo "${s%"${s##*[![:space:]]}"}"; }
 while IFS='|' read -r label cli envs args; do
   label=$(trim "$label"); [[ -z $label || $label == \#* ]] && continue
-  cli=$(trim "$cli"); envs=$(trim "$envs"); args=$(trim "$args"); args=${args//\$OUT/$out}
+  cli=$(trim "$cli"); envs=$(trim "$envs"); envs=${envs//\$OUT/$out}; args=$(trim "$args"); args=${args//\$OUT/$out}
   dll=$(cli_dll "$cli")
   [ "$envs" = - ] && envs=
   echo "== $label ($cli${envs:+, $envs})"

@@ -38,10 +38,12 @@ public sealed partial class GroupedGemm
         GemmPlan? plan = Plan(GroupedGemmLayout.ForwardNT, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
             a, w, act, DeviceRange.Null, rows, n, k, (int)aRows, (int)RowTarget.Identity, UsesSm90a, GroupedGemmEpilogue.SwiGlu, g1);
         if (plan is not { } p) return;
+        (CudaTensorMap aMap, int aTma) = RowOperand(dtype, a, rows, k, aRows);
         var hopper = new GroupedGemmRowsSm90aArgs
         {
             // W [E, 2I, K] as (K, I, 2E): outer coordinate 2e = gate half, 2e+1 = up half; box (64 k, BN/2 rows, 1)
             WMap = WeightMap(dtype, w.Pointer, [k, intermediate, 2L * rows.Experts], [GemmConfig.WgmmaBlockK, p.Spec.Config.BlockN / 2, 1]),
+            AMap = aMap, ATma = aTma,
             A = a.Pointer, C = act.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = 0,
             Experts = rows.Experts, N = n, K = k, AMode = (int)aRows, CMode = (int)RowTarget.Identity, TopK = rows.TopK,
             Aux = g1.Pointer,
@@ -74,10 +76,12 @@ public sealed partial class GroupedGemm
         GemmPlan? plan = Plan(GroupedGemmLayout.BackwardDataNN, dtype, config, Context.ComputeCapability, Context.MultiprocessorCount,
             a, w, dG1, DeviceRange.Null, rows, n, intermediate, (int)aRows, (int)RowTarget.Identity, UsesSm90a, GroupedGemmEpilogue.DSwiGlu, g1);
         if (plan is not { } p) return;
+        (CudaTensorMap aMap, int aTma) = RowOperand(dtype, a, rows, n, aRows);
         var hopper = new GroupedGemmRowsSm90aArgs
         {
             // as BackwardDataNN: kernel N = I (output columns), K = n (reduction); W read N-major, box (64, 64, 1)
             WMap = WeightMap(dtype, w.Pointer, [intermediate, n, rows.Experts], [64, 64, 1]),
+            AMap = aMap, ATma = aTma,
             A = a.Pointer, C = dG1.Pointer, MSizes = rows.MSizes, Gather = rows.Gather, RowScale = 0,
             Experts = rows.Experts, N = intermediate, K = n, AMode = (int)aRows, CMode = (int)RowTarget.Identity, TopK = rows.TopK,
             Aux = g1.Pointer,

@@ -7,12 +7,14 @@ namespace MoeNative.Ptx;
 /// as a tensor map (first, after the 48-byte gap that puts it on a 64-byte aligned parameter address, see
 /// CudaTensorMap), the rest as in <see cref="GroupedGemmForwardArgs"/> without the W pointer. N = output columns,
 /// K = reduction (for NN: the forward's K and N); RowScale 0 for NN. Aux: the fused epilogues' G1 (swiglu: out or 0,
-/// dswiglu: in), 0 for the plain epilogue.</summary>
+/// dswiglu: in), 0 for the plain epilogue. AMap / ATma: A's rows by TMA when they are in expert order (see
+/// GroupedGemm.RowOperandByTma; the map's 64-byte alignment holds: 48 + 128 + 0x210 is a multiple of 64).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct GroupedGemmRowsSm90aArgs
 {
     public CudaParamGap48 Gap;  // not a parameter: buffer bytes 0..47
     public CudaTensorMap WMap;  // W [E, N, K] dtype as (K, N, E), box (64, BN, 1), 128B swizzle
+    public CudaTensorMap AMap;  // A [R, K] dtype as (K, R), box (64, 64), 128B swizzle; read when ATma = 1
     public ulong A;          // [*, K] dtype, row a(r)
     public ulong C;          // [*, N] dtype (out), row c(r)
     public ulong MSizes;     // [E] i32
@@ -25,6 +27,7 @@ internal struct GroupedGemmRowsSm90aArgs
     public int CMode;        // RowTarget
     public int TopK;         // k
     public ulong Aux;        // G1 [T*k, 2I] dtype or 0 (GroupedGemmEpilogue)
+    public int ATma;         // 1 = A's stages by TMA through AMap (AMode Identity), 0 = the producer's row copies
 }
 
 /// <summary>.entry parameters of <c>grouped_gemm_tn_sm90a_*</c> (the Hopper weight-gradient kernel): dW's tensor map

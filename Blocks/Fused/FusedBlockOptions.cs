@@ -50,13 +50,6 @@ public sealed record FusedBlockOptions
     /// </summary>
     public bool FuseSwiGluBackward { get; init; }
 
-    /// <summary>
-    /// Gather X into expert order (Xp [T*k, H], one GatherRows launch) before GEMM1, which then reads its rows in expert
-    /// order (on the sm_90a path by TMA, <see cref="GroupedGemm.RowOperandByTma"/>) instead of gathering them in its
-    /// loads; GEMM1's dW reads the same Xp. The same bits as without. Excludes <see cref="PermuteX"/>. Default false.
-    /// </summary>
-    public bool GatherX { get; init; }
-
     /// <summary>No backward follows a forward (serving): GEMM1's fused SwiGLU epilogue skips the G1 [T*k, 2I] write
     /// and Backward throws. Default false (training: G1 is kept for the backward).</summary>
     public bool InferenceOnly { get; init; }
@@ -122,10 +115,6 @@ public sealed record FusedBlockOptions
             throw new ArgumentException(
                 "PermuteX and PermuteY cannot both be set: the first GEMM would gather its loads and the second scatter " +
                 "its stores, leaving no expert-ordered layout for the backward. Choose one (or neither).", paramName);
-        if (PermuteX && GatherX)
-            throw new ArgumentException(
-                "PermuteX and GatherX cannot both be set: PermuteX gathers X inside the GEMMs' loads, GatherX copies it to " +
-                "expert order first. Choose one (or neither).", paramName);
         if (Autotune && (ForwardConfig is not null || BackwardDataConfig is not null || BackwardWeightConfig is not null
             || GemmConfigs is { Count: > 0 }))
             throw new ArgumentException(
@@ -165,7 +154,6 @@ public sealed record FusedBlockOptions
         if (FuseMulPost) parts.Add("fuse_mul_post");
         if (InferenceOnly) parts.Add("inference");
         if (FuseSwiGluBackward) parts.Add("fuse_dswiglu");
-        if (GatherX) parts.Add("gather_x");
         if (Autotune) parts.Add(TuningStore is null ? "autotune" : "autotune stored");
         if (Decode != DecodeMode.Auto) parts.Add($"decode={Decode.ToString().ToLowerInvariant()}");
         if (ForwardConfig is not null) parts.Add($"fwd={ForwardConfig}");

@@ -67,18 +67,11 @@ public sealed partial class Qwen3MoeFusedBlock
             _saved = new SavedForward(tokens, x, sel, w, true);
             return;
         }
-        // 4. Xp = X[gather/k]: fused into GEMM1's loads (a(r) = gather[r]/k), with or without PermuteX: the same A
-        //    values as a gathered copy (bit-identical G1), without the copy's TK·H writes and reads; with GatherX a
-        //    copy in expert order first (GEMM1 then loads whole row blocks, by TMA on sm_90a; GEMM1 dW reads it too)
+        // 4. Xp = X[gather/k]: always fused into GEMM1's loads (a(r) = gather[r]/k), with or without PermuteX: the
+        //    same A values as a gathered copy (bit-identical G1), without the copy's TK·H writes and reads. (A copy in
+        //    expert order first, read by TMA, made GEMM1 3% faster and cost more than that: docs/PERF.md v47.)
         DeviceRange a1 = x;
         RowSource a1Rows = RowSource.GatherToken;
-        if (Options.GatherX)
-        {
-            a1 = ws.Range(BlockBuffer.XPermuted);                     // [TK,H] dtype, expert order
-            _kernels.GatherRows(s, dt, x, gather, a1, tk, k, h);
-            Probe(s, "gather_x");
-            a1Rows = RowSource.Identity;
-        }
         // 5. G1 = Xp·Wgu[e]ᵀ, 6. A = silu(G1[:, :I]) ⊙ G1[:, I:]: on an sm_90a tile one launch (SwiGLU epilogue;
         //    G1 written only for a backward; I a multiple of 8), else the GEMM then the SiluMul kernel (same bits)
         DeviceRange wgu = _weights.GateUpProjRange;
@@ -108,7 +101,7 @@ public sealed partial class Qwen3MoeFusedBlock
         _kernels.CombineForward(s, dt, g2, rowOfSlot, combineWeights, y, tokens, k, h);
         Probe(s, "combine");
 
-        _saved = new SavedForward(tokens, x, sel, w, true, XGathered: Options.GatherX);
+        _saved = new SavedForward(tokens, x, sel, w, true);
     }
 
     private void BackwardCore(CudaStream s, DeviceRange dY /*[T,H]*/, DeviceRange dX /*[T,H]*/, DeviceRange dRouter /*[E,H]*/,
@@ -161,12 +154,7 @@ public sealed partial class Qwen3MoeFusedBlock
         //    or on the sm_90a path, whose TN producer gathers rows through its row table; else copied first)
         DeviceRange xpSource = x;
         RowSource xpRows = RowSource.GatherToken;
-        if (_saved.XGathered)
-        {
-            xpSource = fw.Range(BlockBuffer.XPermuted);               // the forward's copy (GatherX; not after a decode forward)
-            xpRows = RowSource.Identity;
-        }
-        else if (CopiesXp)
+        if (CopiesXp)
         {
             // NOTE: the forward gathered X inside GEMM1 and kept no copy; the sm_80 dW GEMM gains more from a
             // contiguous Xp than the copy costs (docs/PERF.md), so make it here.
@@ -209,7 +197,7 @@ public sealed partial class Qwen3MoeFusedBlock
     {
         if (_forwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
         int capacity = BlockWorkspaceLayout.ShapeClassTokens(tokens);
-        var layout = BlockWorkspaceLayout.Forward(Config, DType, Options, capacity, copiesXp: CopiesXp || Options.GatherX);
+        var layout = BlockWorkspaceLayout.Forward(Config, DType, Options, capacity, copiesXp: CopiesXp);
         // NOTE: the old arena may still be read by queued work on some stream; the driver's cuMemFree waits for
         // the device to finish using it, so disposing here is safe (and not inside a graph capture: see Reserve).
         _forwardWorkspace?.Dispose();

@@ -256,9 +256,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         if (_ownsWeights) _weights.Dispose();
     }
 
-    /// <summary>What the backward needs from the last forward: T and the caller's X / routing addresses; XGathered: the
-    /// forward wrote Xp (GatherX on the grouped path; a decode forward does not).</summary>
-    private readonly record struct SavedForward(int Tokens, DeviceRange X, DeviceRange Selected, DeviceRange Weights, bool Valid,
-        bool XGathered = false);
+    /// <summary>What the backward needs from the last forward: T and the caller's X / routing addresses.</summary>
+    private readonly record struct SavedForward(int Tokens, DeviceRange X, DeviceRange Selected, DeviceRange Weights, bool Valid);
 
 }

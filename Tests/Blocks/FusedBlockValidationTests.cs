@@ -20,17 +20,6 @@ public sealed class FusedBlockValidationTests
     }
 
     [TestMethod]
-    public void Options_GatherXWithPermuteX_Rejected()
-    {
-        var options = new FusedBlockOptions { PermuteX = true, GatherX = true };
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => options.Validate());
-        Assert.AreEqual("options", ex.ParamName);
-        Assert.Contains("PermuteX and GatherX", ex.Message);
-        new FusedBlockOptions { PermuteY = true, GatherX = true }.Validate();
-        Assert.AreEqual("permute_y gather_x", new FusedBlockOptions { PermuteY = true, GatherX = true }.Describe());
-    }
-
-    [TestMethod]
     [DataRow(false, false, false, DisplayName = "plain")]
     [DataRow(true, false, false, DisplayName = "permute_x")]
     [DataRow(false, true, false, DisplayName = "permute_y")]

@@ -71,38 +71,6 @@ public sealed class FusedSwiGluBlockGpuTests
         log.AssertAll($"grouped-cublas vs fused sm90a swiglu {config} {dtype.ShortName()} T={tokens} {options.Describe()} ({grouped.Seeds})");
     }
 
-    /// <summary>GatherX (X copied to expert order first; GEMM1 and GEMM1 dW read it in expert order, GEMM1 by TMA) gives
-    /// the bits of the gather inside GEMM1's loads, forward and backward, on the same tiles; its copy ran.</summary>
-    [TestMethod]
-    [DataRow("small", ScalarType.BFloat16, 128, 128)]
-    [DataRow("unaligned", ScalarType.Float16, 65, 256)]
-    [DataRow("small", ScalarType.BFloat16, 77, 256)]
-    public void GatherX_SameBitsAsTheGatherInGemm1sLoads(string config, ScalarType dtype, int tokens, int blockN)
-    {
-        CudaContext context = Sm90aGroupedGemmGpuTests.RequireHopper();
-        (float[] x, float[] dY) = BlockTestModels.Inputs(config, dtype, tokens);
-        Console.WriteLine($"input seed {BlockTestModels.InputSeed(config, dtype, tokens)}");
-        FusedBlockOptions loads = Sm90aOptions(false, false, blockN, fuseBackward: false);
-        using var inLoads = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, dtype), loads);
-        using var copied = new Qwen3MoeFusedBlock(BlockTestModels.DeviceWeights(context, config, dtype), loads with { GatherX = true });
-        var steps = new List<string>();
-        copied.StepProbe = (_, step) => steps.Add(step);
-
-        MoeIntermediates a = inLoads.Forward(x, tokens, intermediates: true);
-        MoeGradients ga = inLoads.Backward(dY);
-        MoeIntermediates b = copied.Forward(x, tokens, intermediates: true);
-        MoeGradients gb = copied.Backward(dY);
-
-        CollectionAssert.Contains(steps, "gather_x", $"steps: {string.Join(", ", steps)}");
-        CollectionAssert.AreEqual(a.FirstGemm, b.FirstGemm, "G1");
-        CollectionAssert.AreEqual(a.Intermediate, b.Intermediate, "A");
-        CollectionAssert.AreEqual(a.Output, b.Output, "Y");
-        CollectionAssert.AreEqual(ga.HiddenStates, gb.HiddenStates, "dX");
-        CollectionAssert.AreEqual(ga.GateUpProj, gb.GateUpProj, "dWgu");
-        CollectionAssert.AreEqual(ga.DownProj, gb.DownProj, "dWd");
-        CollectionAssert.AreEqual(ga.Gate, gb.Gate, "dWr");
-    }
-
     /// <summary>InferenceOnly skips G1 (reported empty) and gives the training forward's output bit for bit;
     /// its Backward throws before any launch.</summary>
     [TestMethod]

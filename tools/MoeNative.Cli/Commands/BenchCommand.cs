@@ -13,7 +13,7 @@ namespace MoeNative.Cli.Commands;
 public sealed record BenchOptions(
     string Config, int[] SeqLens, ScalarType DType, bool Backward, string? Json,
     bool Reference, bool Graph, bool Autotune, int Seed, bool Gemm = false, bool Inference = false, bool FuseDSwiGlu = false,
-    int? ExpertParallelRanks = null, DecodeMode Decode = DecodeMode.Auto, bool GatherX = false);
+    int? ExpertParallelRanks = null, DecodeMode Decode = DecodeMode.Auto);
 
 /// <summary>
 /// <c>bench</c>: times the whole fused block (X on the device to Y on the device; with <c>--backward</c> also
@@ -52,11 +52,6 @@ public static class BenchCommand
             Description = "GEMM2 dX runs the dSwiGLU epilogue on sm_90a tiles (FusedBlockOptions.FuseSwiGluBackward).",
         };
 
-        var gatherX = new Option<bool>("--gather-x")
-        {
-            Description = "Gather X into expert order before GEMM1 (FusedBlockOptions.GatherX): GEMM1 and its dW read whole row blocks.",
-        };
-
         var decode = new Option<DecodeMode>("--decode")
         {
             Description = "Which expert kernels the fused forward runs: auto (the decode kernels for small T), off (the grouped GEMMs), always (the decode kernels at every T).",
@@ -72,7 +67,7 @@ public static class BenchCommand
 
         var command = new Command("bench", "Time the fused block (and the cuBLAS grouped reference): ms, TFLOP/s, GB/s, % of the floor. GPU only.")
         {
-            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm, inference, fuseDSwiGlu, ep, decode, gatherX,
+            config, seqlen, dtype, backward, json, noReference, noGraph, noAutotune, seed, gemm, inference, fuseDSwiGlu, ep, decode,
         };
         command.SetAction(parse => CliApp.Guard(console, () => Run(console, new BenchOptions(
             parse.GetValue(ep) is not null && parse.GetResult(config) is not { Implicit: false } ? ExpertParallelBench.DefaultConfig : parse.GetValue(config)!,
@@ -88,8 +83,7 @@ public static class BenchCommand
             parse.GetValue(inference),
             parse.GetValue(fuseDSwiGlu),
             parse.GetValue(ep),
-            parse.GetValue(decode),
-            parse.GetValue(gatherX)))));
+            parse.GetValue(decode)))));
         return command;
     }
 
@@ -109,7 +103,7 @@ public static class BenchCommand
             DType = o.DType,
             Tokens = o.SeqLens,
             Backward = o.Backward,
-            Fused = new FusedBlockOptions { Autotune = o.Autotune, InferenceOnly = o.Inference, FuseSwiGluBackward = o.FuseDSwiGlu, Decode = o.Decode, GatherX = o.GatherX },
+            Fused = new FusedBlockOptions { Autotune = o.Autotune, InferenceOnly = o.Inference, FuseSwiGluBackward = o.FuseDSwiGlu, Decode = o.Decode },
             UseGraph = o.Graph,
             IncludeReference = o.Reference,
             Seed = o.Seed,

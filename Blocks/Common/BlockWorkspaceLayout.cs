@@ -25,8 +25,6 @@ internal enum BlockBuffer
     Inverse,
     /// <summary>i32 [64,E] scratch of the routing indices (per-chunk counts, then per-chunk first rows).</summary>
     RoutingCounts,
-    /// <summary>dtype [TK] routing weights in expert order, w[gather[r]] (the fused block's routed SwiGLU backward).</summary>
-    RowWeights,
     /// <summary>dtype [TK,H] X rows in expert order (absent with PermuteX; the fused forward gathers X inside GEMM1, its backward fills this for the GEMM1 dW).</summary>
     XPermuted,
     /// <summary>dtype [TK,2I] GEMM1 output, expert order.</summary>
@@ -121,10 +119,8 @@ internal sealed class BlockWorkspaceLayout
 
     /// <summary>Layout of the forward arena (everything the forward writes and the backward reads).
     /// <paramref name="copiesXp"/>: the backward copies <c>Xp = X[gather/k]</c> into the arena (null: unless
-    /// <see cref="FusedBlockOptions.PermuteX"/>; the fused block passes false on the sm_90a path, which gathers).
-    /// <paramref name="rowWeights"/>: the routing also writes the weights in expert order (<see cref="BlockBuffer.RowWeights"/>).</summary>
-    public static BlockWorkspaceLayout Forward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool? copiesXp = null,
-        bool rowWeights = false)
+    /// <see cref="FusedBlockOptions.PermuteX"/>; the fused block passes false on the sm_90a path, which gathers).</summary>
+    public static BlockWorkspaceLayout Forward(MoeConfig config, ScalarType dtype, FusedBlockOptions options, int capacityTokens, bool? copiesXp = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
@@ -141,7 +137,6 @@ internal sealed class BlockWorkspaceLayout
         b.Add(BlockBuffer.Gather, tk, 4);
         b.Add(BlockBuffer.Inverse, tk, 4);
         b.Add(BlockBuffer.RoutingCounts, MoeKernels.RoutingIndicesScratchBytes(config.NumExperts) / 4, 4);
-        if (rowWeights) b.Add(BlockBuffer.RowWeights, tk, s);
         if (copiesXp ?? !options.PermuteX) b.Add(BlockBuffer.XPermuted, tk * h, s);
         b.Add(BlockBuffer.FirstGemm, tk * 2 * i, s);
         b.Add(BlockBuffer.Intermediate, tk * i, s);

@@ -54,11 +54,8 @@ public sealed partial class Qwen3MoeFusedBlock
             // 2. softmax (fp32), top-k, renorm, cast
             _kernels.RouterForward(s, dt, logits, probs, selOwn, wOwn, tokens, e, k, c.NormTopKProb);
             Probe(s, "router_softmax_topk");
-            // 3. m_sizes, stable gather, inverse (and w in expert order for the routed SwiGLU backward)
-            if (KeepsRowWeights)
-                _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, routingCounts, tk, e, w, ws.Range(BlockBuffer.RowWeights), dt);
-            else
-                _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, routingCounts, tk, e);
+            // 3. m_sizes, stable gather, inverse
+            _kernels.RoutingIndices(s, sel, mSizes, gather, inverse, routingCounts, tk, e);
             Probe(s, "routing_indices");
         }
         // 4-8 for few tokens: the decode kernels (two launches stream the hit experts' weights once) write the same
@@ -67,7 +64,7 @@ public sealed partial class Qwen3MoeFusedBlock
         {
             _decode.Forward(_kernels, s, x, _weights.GateUpProjRange, _weights.DownProjRange, mSizes, gather, inverse, w, g1, act, g2, y, tokens, routedInOneLaunch);
             Probe(s, "decode_experts");
-            _saved = new SavedForward(tokens, x, sel, w, true, RowWeights: !routedInOneLaunch && KeepsRowWeights);
+            _saved = new SavedForward(tokens, x, sel, w, true);
             return;
         }
         // 4. Xp = X[gather/k]: always fused into GEMM1's loads (a(r) = gather[r]/k), with or without PermuteX: the
@@ -104,7 +101,7 @@ public sealed partial class Qwen3MoeFusedBlock
         _kernels.CombineForward(s, dt, g2, rowOfSlot, combineWeights, y, tokens, k, h);
         Probe(s, "combine");
 
-        _saved = new SavedForward(tokens, x, sel, w, true, RowWeights: KeepsRowWeights);
+        _saved = new SavedForward(tokens, x, sel, w, true);
     }
 
     private void BackwardCore(CudaStream s, DeviceRange dY /*[T,H]*/, DeviceRange dX /*[T,H]*/, DeviceRange dRouter /*[E,H]*/,
@@ -140,8 +137,7 @@ public sealed partial class Qwen3MoeFusedBlock
             Probe(s, "bwd_gemm2_dx");
             // 4. dG1 = dSwiGLU(G1, w·dA_u); w·A for GEMM2 dW; dw[p] = <dA_u[r], A[r]> (= <dY[t], U[r]>)
             DeviceRange actW = bw.Range(BlockBuffer.ScaledIntermediate); // [TK,I]
-            DeviceRange rowW = _saved.RowWeights ? fw.Range(BlockBuffer.RowWeights) : DeviceRange.Null; // [TK] w[gather[r]]
-            _kernels.SiluMulBackwardRouted(s, dt, g1, dAct, gather, w, dG1, actW, dWeights, tk, i, rowW);
+            _kernels.SiluMulBackwardRouted(s, dt, g1, dAct, gather, w, dG1, actW, dWeights, tk, i);
             Probe(s, "bwd_silu_mul_routed");
             // 3. GEMM2 dW: dWd[e] = Σ_{r∈e} dY[t]ᵀ (w·A)[r]  (= Σ dU[r]ᵀ A[r])
             RunGemm(s, shapeClass, FusedGemmCall.TN(FusedGemm.SecondBackwardWeight, dY, actW, dDown, expertRows, h, i, RowSource.GatherToken, RowSource.Identity));
@@ -187,10 +183,6 @@ public sealed partial class Qwen3MoeFusedBlock
         Probe(s, "bwd_sum_over_topk");
     }
 
-    /// <summary>Whether the routing writes w in expert order (BlockBuffer.RowWeights) for the routed SwiGLU backward, which
-    /// then reads its row's weight beside the gather load instead of after it (docs/PERF.md v48).</summary>
-    private bool KeepsRowWeights => RoutedSwiGluBackward && !Options.InferenceOnly;
-
     /// <summary>Whether the backward copies Xp for GEMM1's dW: without PermuteX, where the dW GEMM does not gather.</summary>
     private bool CopiesXp => !Options.PermuteX && !_gemm.WeightGradientGathersRows;
 
@@ -205,7 +197,7 @@ public sealed partial class Qwen3MoeFusedBlock
     {
         if (_forwardWorkspace is { } ws && ws.Layout.CapacityTokens >= tokens) return ws;
         int capacity = BlockWorkspaceLayout.ShapeClassTokens(tokens);
-        var layout = BlockWorkspaceLayout.Forward(Config, DType, Options, capacity, copiesXp: CopiesXp, rowWeights: KeepsRowWeights);
+        var layout = BlockWorkspaceLayout.Forward(Config, DType, Options, capacity, copiesXp: CopiesXp);
         // NOTE: the old arena may still be read by queued work on some stream; the driver's cuMemFree waits for
         // the device to finish using it, so disposing here is safe (and not inside a graph capture: see Reserve).
         _forwardWorkspace?.Dispose();

@@ -256,9 +256,7 @@ public sealed partial class Qwen3MoeFusedBlock : IMoeDeviceBlock, IMoeHostBlock
         if (_ownsWeights) _weights.Dispose();
     }
 
-    /// <summary>What the backward needs from the last forward: T and the caller's X / routing addresses; RowWeights: the
-    /// routing wrote BlockBuffer.RowWeights (not a decode step that routed itself in one launch).</summary>
-    private readonly record struct SavedForward(int Tokens, DeviceRange X, DeviceRange Selected, DeviceRange Weights, bool Valid,
-        bool RowWeights = false);
+    /// <summary>What the backward needs from the last forward: T and the caller's X / routing addresses.</summary>
+    private readonly record struct SavedForward(int Tokens, DeviceRange X, DeviceRange Selected, DeviceRange Weights, bool Valid);
 
 }

@@ -51,7 +51,6 @@ internal struct SiluMulBackwardRoutedArgs
     public ulong DAct;      // [R,I] dtype in: dA_u, the unscaled GEMM2 dX
     public ulong Gather;    // [R] i32 in: slot p of row r
     public ulong Weights;   // [R] dtype in: w[p], token-slot order
-    public ulong RowWeights;// [R] dtype in: w[gather[r]] in expert order (RoutingIndices), or 0: Weights[Gather[r]]
     public ulong DGateUp;   // [R,2I] dtype out: [dg | du] of w[p] * dA_u
     public ulong ActW;      // [R,I] dtype out: rnd(w[p] * a)
     public ulong DWeights;  // [R] f32 out: dw[p] = <dA_u[r], a[r]>

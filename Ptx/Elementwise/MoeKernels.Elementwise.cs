@@ -100,8 +100,7 @@ internal sealed partial class MoeKernels
         DeviceRange dGateUp,  // [R,2I] dtype out (overwritten)
         DeviceRange actW,     // [R,I] dtype out (overwritten)
         DeviceRange dWeights, // [R] f32 out (overwritten, every slot)
-        int rows, int inter,
-        DeviceRange rowWeights = default) // [R] dtype: weights[gather[r]] (RoutingIndices' expert-order copy), or null
+        int rows, int inter)
     {
         int es = CheckSiluMul(stream, dtype, gateUp, rows, inter);
         Need(dAct, (long)rows * inter * es, nameof(dAct), $"[R={rows},I={inter}] {dtype}");
@@ -110,12 +109,11 @@ internal sealed partial class MoeKernels
         Need(dGateUp, (long)rows * 2 * inter * es, nameof(dGateUp), $"[R={rows},2I={2L * inter}] {dtype}");
         Need(actW, (long)rows * inter * es, nameof(actW), $"[R={rows},I={inter}] {dtype}");
         Need(dWeights, (long)rows * 4, nameof(dWeights), $"[R={rows}] f32");
-        if (!rowWeights.IsNull) Need(rowWeights, (long)rows * es, nameof(rowWeights), $"[R={rows}] {dtype}");
         if (rows == 0) return;
         // NOTE: I = 0 still launches: dWeights = 0 must be written.
         var args = new SiluMulBackwardRoutedArgs
         {
-            GateUp = gateUp.Pointer, DAct = dAct.Pointer, Gather = gather.Pointer, Weights = weights.Pointer, RowWeights = rowWeights.Pointer,
+            GateUp = gateUp.Pointer, DAct = dAct.Pointer, Gather = gather.Pointer, Weights = weights.Pointer,
             DGateUp = dGateUp.Pointer, ActW = actW.Pointer, DWeights = dWeights.Pointer, Rows = rows, Inter = inter,
             Vectorised = Vectorisable(inter, gateUp, dAct, dGateUp) && actW.Pointer % 16 == 0 ? 1 : 0,
         };

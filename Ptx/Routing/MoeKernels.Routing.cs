@@ -192,9 +192,7 @@ internal sealed partial class MoeKernels
     /// Three launches over chunks of slots (<see cref="RoutingChunking"/>): per-chunk counts, one scan (m_sizes and
     /// each chunk's first row per expert, in a fixed order), per-chunk stable scatter. Deterministic, no host sync.
     /// Ids must be in [0, E): an out-of-range id is not counted and leaves its gather/inverse entries unwritten.
-    /// TK = 0 still writes m_sizes = 0. With <paramref name="weights"/> (the routing weights [T,k] of
-    /// <paramref name="weightType"/>) the scatter also writes <paramref name="rowWeights"/>[r] = weights[gather[r]]:
-    /// the weights in expert order, the same bits.
+    /// TK = 0 still writes m_sizes = 0.
     /// </summary>
     public void RoutingIndices(CudaStream stream,
         DeviceRange selected, // [TK] i32 (sel [T,k] flattened)
@@ -202,10 +200,7 @@ internal sealed partial class MoeKernels
         DeviceRange gather,   // [TK] i32 out
         DeviceRange inverse,  // [TK] i32 out
         DeviceRange counts,   // [C,E] i32 scratch (RoutingIndicesScratchBytes)
-        int tokenSlots, int experts,
-        DeviceRange weights = default,    // [TK] weightType in (token-slot order), or null
-        DeviceRange rowWeights = default, // [TK] weightType out (expert order); with weights only
-        ScalarType weightType = ScalarType.BFloat16)
+        int tokenSlots, int experts)
     {
         CheckStream(stream);
         NonNegative(tokenSlots, nameof(tokenSlots));
@@ -219,18 +214,6 @@ internal sealed partial class MoeKernels
         Need(gather, tokenSlots * 4L, nameof(gather), $"[TK={tokenSlots}] i32");
         Need(inverse, tokenSlots * 4L, nameof(inverse), $"[TK={tokenSlots}] i32");
         Need(counts, (long)chunks * experts * 4, nameof(counts), $"[C={chunks},E={experts}] i32 scratch");
-        if (weights.IsNull != rowWeights.IsNull)
-            throw new ArgumentException("weights and rowWeights go together: give both (the expert-order copy) or neither.",
-                weights.IsNull ? nameof(weights) : nameof(rowWeights));
-        int weightBytes = ElementSize(weightType);
-        if (!weights.IsNull)
-        {
-            Need(weights, (long)tokenSlots * weightBytes, nameof(weights), $"[TK={tokenSlots}] {weightType}");
-            Need(rowWeights, (long)tokenSlots * weightBytes, nameof(rowWeights), $"[TK={tokenSlots}] {weightType}");
-            long bytes = (long)tokenSlots * weightBytes;
-            if (bytes > 0 && rowWeights.Pointer < weights.Pointer + (ulong)bytes && weights.Pointer < rowWeights.Pointer + (ulong)bytes)
-                throw new ArgumentException("rowWeights must not overlap weights (an output never overwrites an input).", nameof(rowWeights));
-        }
         var count = new RoutingCountArgs { Selected = selected.Pointer, Counts = counts.Pointer, TokenSlots = tokenSlots, Experts = experts, ChunkSlots = chunkSlots };
         Kernel(_routingCount, 0, 0, static _ => MoeKernelModules.RoutingIndices(), static _ => MoeKernelModules.RoutingCountEntry)
             .Launch(stream, new Dim3((uint)chunks), new Dim3(RoutingChunkBlock), experts * 4, in count);
@@ -241,7 +224,6 @@ internal sealed partial class MoeKernels
         var scatter = new RoutingScatterArgs
         {
             Selected = selected.Pointer, Bases = counts.Pointer, Gather = gather.Pointer, Inverse = inverse.Pointer,
-            Weights = weights.Pointer, RowWeights = rowWeights.Pointer, WeightBytes = weightBytes,
             TokenSlots = tokenSlots, Experts = experts, ChunkSlots = chunkSlots,
         };
         Kernel(_routingScatter, 0, 0, static _ => MoeKernelModules.RoutingIndices(), static _ => MoeKernelModules.RoutingScatterEntry)

@@ -64,9 +64,6 @@ internal struct RoutingScatterArgs
     public ulong Bases;     // [C,E] i32 in (from the scan)
     public ulong Gather;    // [TK] i32 out: gather[r] = p
     public ulong Inverse;   // [TK] i32 out: inverse[p] = r
-    public ulong Weights;   // [TK] 2|4-byte in: routing weights in token-slot order, or 0
-    public ulong RowWeights;// [TK] 2|4-byte out: RowWeights[r] = Weights[gather[r]] (with Weights)
-    public int WeightBytes; // 2 | 4
     public int TokenSlots;  // TK
     public int Experts;     // E
     public int ChunkSlots;  // S

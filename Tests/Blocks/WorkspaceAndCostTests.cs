@@ -140,9 +140,6 @@ public sealed class WorkspaceAndCostTests
         Assert.AreEqual(128L * 4, layout[BlockBuffer.MSizes].Bytes);
         Assert.ThrowsExactly<KeyNotFoundException>(() => BlockWorkspaceLayout.Forward(c, ScalarType.BFloat16,
             new FusedBlockOptions { PermuteX = true }, 1024)[BlockBuffer.XPermuted]);
-        Assert.IsFalse(layout.Contains(BlockBuffer.RowWeights), "the weights in expert order only on request");
-        var routed = BlockWorkspaceLayout.Forward(c, ScalarType.BFloat16, FusedBlockOptions.Default, 1024, rowWeights: true);
-        Assert.AreEqual(8192L * 2, routed[BlockBuffer.RowWeights].Bytes);
     }
 
     // ---- cost and floor ---------------------------------------------------------------------------------------------

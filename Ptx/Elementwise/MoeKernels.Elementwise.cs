@@ -8,6 +8,18 @@ internal sealed partial class MoeKernels
 {
     private const int RowBlock = 128;     // threads of every row kernel (8 elements each per step)
 
+    /// <summary>Threads of a SwiGLU row kernel's block for I columns (8 per thread per step): the fewest steps of at most
+    /// <see cref="RowBlock"/> threads, then the fewest whole warps that cover a step, so no warp idles on the row
+    /// (I = 768 and 1536: 96 threads, one and two steps) and 12 rather than 9 CTAs of the routed backward (56
+    /// registers) fit an SM. 32 for I = 0 (the routed backward still writes dw).</summary>
+    internal static int SwiGluRowThreads(int inter)
+    {
+        long chunks = Math.Max(1, ((long)inter + 7) / 8);
+        long steps = (chunks + RowBlock - 1) / RowBlock;
+        long perStep = (chunks + steps - 1) / steps;
+        return (int)((perStep + 31) / 32 * 32);
+    }
+
     private readonly PtxKernel<GatherRowsArgs>?[] _gatherRows = new PtxKernel<GatherRowsArgs>?[3];
     private readonly PtxKernel<SiluMulArgs>?[] _siluMul = new PtxKernel<SiluMulArgs>?[3];
     private readonly PtxKernel<SiluMulBackwardArgs>?[] _siluMulBackward = new PtxKernel<SiluMulBackwardArgs>?[3];
@@ -61,7 +73,7 @@ internal sealed partial class MoeKernels
             Vectorised = Vectorisable(inter, gateUp, act) ? 1 : 0,
         };
         Kernel(_siluMul, dtype, MoeKernelModules.SiluMul, MoeKernelModules.SiluMulEntry)
-            .Launch(stream, new Dim3((uint)rows), new Dim3(RowBlock), 0, in args);
+            .Launch(stream, new Dim3((uint)rows), new Dim3((uint)SwiGluRowThreads(inter)), 0, in args);
     }
 
     /// <summary>
@@ -83,7 +95,7 @@ internal sealed partial class MoeKernels
             Vectorised = Vectorisable(inter, gateUp, dAct, dGateUp) ? 1 : 0,
         };
         Kernel(_siluMulBackward, dtype, MoeKernelModules.SiluMul, MoeKernelModules.SiluMulBackwardEntry)
-            .Launch(stream, new Dim3((uint)rows), new Dim3(RowBlock), 0, in args);
+            .Launch(stream, new Dim3((uint)rows), new Dim3((uint)SwiGluRowThreads(inter)), 0, in args);
     }
 
     /// <summary>
@@ -118,7 +130,7 @@ internal sealed partial class MoeKernels
             Vectorised = Vectorisable(inter, gateUp, dAct, dGateUp) && actW.Pointer % 16 == 0 ? 1 : 0,
         };
         Kernel(_siluMulBackwardRouted, dtype, MoeKernelModules.SiluMul, MoeKernelModules.SiluMulBackwardRoutedEntry)
-            .Launch(stream, new Dim3((uint)rows), new Dim3(RowBlock), 0, in args);
+            .Launch(stream, new Dim3((uint)rows), new Dim3((uint)SwiGluRowThreads(inter)), 0, in args);
     }
 
     /// <summary>The checks the SwiGLU forward and backward share (stream, dtype, R and I, G1 [R,2I]); returns the element size.</summary>

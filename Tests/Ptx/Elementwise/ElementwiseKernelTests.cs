@@ -50,6 +50,9 @@ public sealed class ElementwiseKernelTests
     [DataRow(ScalarType.BFloat16, 5, 768, 1)]       // unaligned -> scalar path
     [DataRow(ScalarType.Float32, 3, 1, 0)]
     [DataRow(ScalarType.Float16, 33, 96, 0)]
+    [DataRow(ScalarType.BFloat16, 9, 1024, 0)]      // one step of 128 threads
+    [DataRow(ScalarType.Float16, 9, 1025, 0)]       // two steps of 96 threads (scalar path)
+    [DataRow(ScalarType.BFloat16, 9, 1536, 0)]      // Qwen3-235B-A22B I: two steps of 96 threads
     public void SiluMulForward_MatchesHost(ScalarType dtype, int R, int I, int offset)
     {
         var rng = new HostRandom(5000 + R + I);
@@ -81,6 +84,9 @@ public sealed class ElementwiseKernelTests
     [DataRow(ScalarType.BFloat16, 5, 768, 1)]
     [DataRow(ScalarType.Float32, 3, 1, 0)]
     [DataRow(ScalarType.Float16, 33, 96, 1)]
+    [DataRow(ScalarType.BFloat16, 9, 1024, 0)]
+    [DataRow(ScalarType.Float16, 9, 1025, 0)]
+    [DataRow(ScalarType.BFloat16, 9, 1536, 0)]
     public void SiluMulBackward_MatchesHost(ScalarType dtype, int R, int I, int offset)
     {
         var rng = new HostRandom(6000 + R + I);
@@ -118,6 +124,10 @@ public sealed class ElementwiseKernelTests
     [DataRow(ScalarType.Float32, 64, 1536, 0)]      // Qwen3-235B-A22B I: two column steps per thread
     [DataRow(ScalarType.BFloat16, 5, 768, 1)]       // unaligned -> scalar path
     [DataRow(ScalarType.Float16, 33, 96, 1)]
+    [DataRow(ScalarType.BFloat16, 17, 1024, 0)]     // 4 warps: the block sum of every warp
+    [DataRow(ScalarType.Float32, 17, 1025, 0)]      // 3 warps, two steps, scalar path
+    [DataRow(ScalarType.BFloat16, 17, 200, 0)]      // 25 chunks: one warp
+    [DataRow(ScalarType.BFloat16, 17, 400, 0)]      // 50 chunks: two warps
     public void SiluMulBackwardRouted_MatchesHost(ScalarType dtype, int R, int I, int offset)
     {
         int seed = Environment.TickCount;

@@ -34,9 +34,12 @@ internal readonly record struct FusedGemmCall(FusedGemm Gemm, DeviceRange A, Dev
         new(gemm, a, b, dw, rows, n, k, RowSource.Identity, RowTarget.Identity, RowSource.Identity, DeviceRange.Null, Float32Output: true);
 
     /// <summary>The configurations autotuning may time for this call on <paramref name="gemm"/>'s path (the f32-output
-    /// ones for an f32-output call).</summary>
-    public IReadOnlyList<GemmConfig> Candidates(GroupedGemm gemm, ScalarType dtype) =>
-        Float32Output ? gemm.Float32OutputCandidates(dtype) : gemm.Candidates(Layout, dtype);
+    /// ones for an f32-output call), less those its K rules out (<see cref="GemmConfig.ShapeProblem"/>).</summary>
+    public IReadOnlyList<GemmConfig> Candidates(GroupedGemm gemm, ScalarType dtype)
+    {
+        (GroupedGemmLayout layout, int k) = (Layout, K);
+        return [.. (Float32Output ? gemm.Float32OutputCandidates(dtype) : gemm.Candidates(layout, dtype)).Where(c => c.ShapeProblem(layout, k) is null)];
+    }
 
     /// <summary>The sm_90a tile this call launches with <paramref name="config"/> (NT, NN), or null when it runs an
     /// sm_80/SIMT kernel: where a fused SwiGLU/dSwiGLU epilogue can replace it with the same bits.</summary>

@@ -17,7 +17,8 @@ namespace MoeNative.Ptx;
 /// same (expert, n-tile), each loading half of the W stage and multicasting it to both (half the W bytes out of L2).
 /// <paramref name="StagedEpilogue"/> (row-tiled Hopper tiles only, name suffix <c>_stg</c>): the plain and SwiGLU
 /// epilogues write the tile into shared staging and leave it through per-row bulk async copies that overlap the next
-/// tile (the register-store tiles stay beside them: the staging costs a stage of 128x256).</para>
+/// tile. The staging is the ring slots of the tile's last two k-tiles (held past the tile, released by the next one), so
+/// it costs no shared memory of its own and needs K &gt; 64 (<see cref="ShapeProblem"/>); no clusters.</para>
 /// </summary>
 public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, int Warps, GemmMath Family = GemmMath.MmaSm80,
     int Cluster = 1, bool StagedEpilogue = false)
@@ -83,14 +84,21 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     /// fragment stores of a warp, 8 rows x 4 threads, hit 32 distinct banks; rows stay 16-byte aligned for the bulk copies).</summary>
     public int WgmmaStagingPitch => 2 * BlockN + 16;
 
-    /// <summary>The epilogue staging of the TN kernel (dtype, or f32 when <paramref name="float32Output"/>) and of a
-    /// <see cref="StagedEpilogue"/> row tile: one whole [64 rows][BlockN columns] tile per consumer warpgroup, copied
-    /// out by bulk async copies while the next tile runs (the other row tiles store from registers). The TN kernel's
-    /// is unpadded: boxes of [64 rows][128 B] in the 128-byte swizzle its TMA stores read; the row tiles' rows are
-    /// padded to <see cref="WgmmaStagingPitch"/> (their per-row copies go to scattered rows).</summary>
+    /// <summary>The epilogue staging area of the TN kernel (dtype, or f32 when <paramref name="float32Output"/>): one
+    /// whole [64 rows][BlockN columns] tile per consumer warpgroup, unpadded: boxes of [64 rows][128 B] in the 128-byte
+    /// swizzle its TMA stores read, copied out while the next tile runs. The row tiles have none: a
+    /// <see cref="StagedEpilogue"/> row tile stages in its ring (rows padded to <see cref="WgmmaStagingPitch"/>: their
+    /// per-row copies go to scattered rows), the others store from registers.</summary>
     public int WgmmaStagingBytes(GroupedGemmLayout layout, bool float32Output = false) =>
-        layout == GroupedGemmLayout.BackwardWeightTN ? 2 * 64 * BlockN * (float32Output ? 4 : 2)
-        : StagedEpilogue ? 2 * 64 * WgmmaStagingPitch : 0;
+        layout == GroupedGemmLayout.BackwardWeightTN ? 2 * 64 * BlockN * (float32Output ? 4 : 2) : 0;
+
+    /// <summary>Why this configuration cannot run a call of reduction depth <paramref name="k"/> on
+    /// <paramref name="layout"/>, or null when it can: a staged row tile stages in the ring slots of the tile's last two
+    /// k-tiles, so it needs K &gt; 64.</summary>
+    public string? ShapeProblem(GroupedGemmLayout layout, int k) =>
+        StagedEpilogue && layout != GroupedGemmLayout.BackwardWeightTN && k <= WgmmaBlockK
+            ? $"{Name} stages its epilogue in the ring slots of the tile's last two k-tiles: K must be > {WgmmaBlockK}; got K = {k}."
+            : null;
 
     /// <summary>dW rows per TMA store of the TN kernel's epilogue: the 16 rows one consumer warp holds.</summary>
     public const int WgmmaStoreRows = 16;
@@ -126,6 +134,8 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
                 if (Warps != WgmmaWarps) return $"Warps must be {WgmmaWarps} (one producer and two consumer warpgroups); got {Warps}.";
                 if (Stages is < 3 or > 8) return $"Stages must be in 3..8; got {Stages}.";
                 if (Cluster is not (1 or 2)) return $"Cluster must be 1 or 2 CTAs; got {Cluster}.";
+                if (Cluster != 1 && StagedEpilogue)
+                    return "the staged epilogue stages in the CTA's own ring slots, which a cluster's multicast fills in both CTAs: pass Cluster = 1 or StagedEpilogue = false.";
                 if (WgmmaSharedBytes > WgmmaSharedLimit)
                     return $"{Stages} stages of 128x{BlockN}x64 need {WgmmaSharedBytes} bytes of shared memory; at most {WgmmaSharedLimit} leave room for 1024 experts.";
                 return null;

@@ -37,13 +37,13 @@ internal static class GroupedGemmSm90aSpecs
         GemmConfig.Wgmma(64, 6),
         GemmConfig.Wgmma(128, 4, cluster: 2),
         GemmConfig.Wgmma(256, 4, cluster: 2),
-        // the staged epilogue (2 x 64 rows x (2 BN + 16) B: 34 / 66 KiB, as the TN kernel's): the tile leaves through
-        // per-row bulk async copies while the next tile runs; 128x256 fits 3 stages with it, not 4 (beside the
-        // register-store s4 tiles above: autotune weighs the stage against the exposed stores per shape)
+        // the staged epilogue: the tile leaves through per-row bulk async copies while the next tile runs, staged in
+        // the ring slots of its last two k-tiles (no staging area: 128x256 keeps 4 stages, 128x128 6; K > 64)
         GemmConfig.Wgmma(128, 4, staged: true),
         GemmConfig.Wgmma(256, 3, staged: true),
         GemmConfig.Wgmma(64, 6, staged: true),
-        GemmConfig.Wgmma(256, 3, cluster: 2, staged: true),
+        GemmConfig.Wgmma(256, 4, staged: true),
+        GemmConfig.Wgmma(128, 6, staged: true),
     ];
 
     // TN: with its whole-tile epilogue staging (2 x 64 rows x (2 BN + 16) B: 34 / 66 KiB), 128x128 s4/s5 and 128x256
@@ -129,8 +129,6 @@ internal static class GroupedGemmSm90aSpecs
             ["TAB_OFF"] = Int(tabOff), ["SCHED_OFF"] = Int(schedOff),
             ["ACC_COUNT"] = Int(accs), ["ACC_LAST"] = Int(accs - 1),
             ["ACC_LIST"] = Sm90aFragments.AccumulatorList(accs), ["ACC_ZERO"] = Sm90aFragments.AccumulatorZero(accs),
-            // the epilogue staging (TN, dtype or f32; staged row tiles), one [64 rows][BN columns] tile per consumer
-            ["STG_OFF"] = Int(stgOff), ["STG_BYTES"] = Int(config.WgmmaStagingBytes(layout, float32Output) / 2),
         };
         if (tn)
         {
@@ -142,6 +140,10 @@ internal static class GroupedGemmSm90aSpecs
             values["EPI_STORE"] = Sm90aFragments.TileStores(bn, float32Output ? 4 : 2);
             foreach ((string key, string value) in GroupedGemmSpecs.OutputValues(float32Output)) values[key] = value;
             values["STG_Q_SHIFT"] = float32Output ? "3" : "2";
+            // the epilogue staging (dtype or f32), one [64 rows][BN columns] tile per consumer
+            values["STG_OFF"] = Int(stgOff);
+            values["STG_BYTES"] = Int(config.WgmmaStagingBytes(layout, float32Output) / 2);
+            foreach ((string key, string value) in Sm90aRingStaging.None()) values[key] = value;
         }
         else
         {
@@ -156,6 +158,8 @@ internal static class GroupedGemmSm90aSpecs
             foreach ((string key, string value) in Sm90aCluster.Rows(config.Cluster, bn)) values[key] = value;
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16";
             values["TX_BYTES"] = Int(bStage);
+            foreach ((string key, string value) in Sm90aRingStaging.Rows(config.StagedEpilogue, bn, pitch, bOff))
+                values[key] = value;
         }
         int shared = config.WgmmaSharedBytesOf(layout, float32Output);
         if (shared != schedOff + 1024)

@@ -13,10 +13,13 @@ internal static class Sm90aCluster
     private const string ClusterBarrier = "    barrier.cluster.arrive.release.aligned;\n    barrier.cluster.wait.acquire.aligned;";
     private const string Tma = "    cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes";
 
+    /// <summary>A consumer warp's release of ring slot [bar] outside a cluster (one of the 8 arrivals empty[s] expects).</summary>
+    public const string LocalEmptyArrive = "mbarrier.arrive.shared::cta.b64 _, [bar]";
+
     /// <summary>The ring fragments' values outside a cluster (the TN kernel, and CLUSTER 1 of the rows kernel).</summary>
     public static IEnumerable<KeyValuePair<string, string>> Single()
     {
-        yield return new("EMPTY_ARRIVE", "mbarrier.arrive.shared::cta.b64 _, [bar]");
+        yield return new("EMPTY_ARRIVE", LocalEmptyArrive);
         yield return new("PEER_RELEASE", "");
         yield return new("PEER_RELEASE_LAST", "");
         yield return new("CLUSTER_EXIT", "");

@@ -124,6 +124,17 @@ public sealed class GroupedGemmArgumentTests
     }
 
     [TestMethod]
+    public void StagedRowTile_NeedsTwoKTiles_ToStageIn()
+    {
+        GemmConfig staged = GemmConfig.Wgmma(256, 4, staged: true);
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(config: staged, n: 256, k: 64));
+        Assert.AreEqual("k", ex.ParamName);
+        StringAssert.Contains(ex.Message, "K must be > 64");
+        Assert.AreEqual(staged, Forward(config: staged, n: 256, k: 72)!.Value.Spec.Config);
+        Assert.AreEqual(GemmConfig.Wgmma(256, 4), Forward(config: GemmConfig.Wgmma(256, 4), n: 256, k: 64)!.Value.Spec.Config, "register stores take K = 64");
+    }
+
+    [TestMethod]
     public void RowScale_IsForwardOnly_AndSized()
     {
         Assert.AreEqual("rowScale", Assert.ThrowsExactly<ArgumentException>(() => Forward(rowScale: Buf(10))).ParamName);

@@ -20,19 +20,26 @@ public sealed class Sm90aStagedEpiloguePlanTests
     {
         string[] staged = GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16)
             .Where(c => c.StagedEpilogue).Select(c => c.Name).ToArray();
-        CollectionAssert.AreEqual(new[] { "sm90a_128x128x64_s4_w12_stg", "sm90a_128x256x64_s3_w12_stg", "sm90a_128x64x64_s6_w12_stg", "sm90a_128x256x64_s3_w12_c2_stg" }, staged);
+        CollectionAssert.AreEqual(new[] { "sm90a_128x128x64_s4_w12_stg", "sm90a_128x256x64_s3_w12_stg", "sm90a_128x64x64_s6_w12_stg",
+            "sm90a_128x256x64_s4_w12_stg", "sm90a_128x128x64_s6_w12_stg" }, staged);
         Assert.IsTrue(GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16).Contains(GemmConfig.Wgmma(256, 4)),
-            "the register-store 128x256 s4 tile stays beside the staged s3");
+            "the register-store 128x256 s4 tile stays beside the staged ones");
         Assert.IsFalse(GroupedGemmSm90aSpecs.Candidates(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16).Any(c => c.StagedEpilogue));
-        // the staging: 2 consumers x 64 rows x (2 BN + 16) B, as the TN kernel's
-        Assert.AreEqual(GemmConfig.Wgmma(256, 3).WgmmaSharedBytes + 2 * 64 * 528, GemmConfig.Wgmma(256, 3, staged: true).WgmmaSharedBytes);
-        Assert.AreEqual(GemmConfig.Wgmma(128, 4).WgmmaSharedBytes + 2 * 64 * 272,
-            GemmConfig.Wgmma(128, 4, staged: true).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardDataNN));
+        // the staging lives in the ring: a staged tile needs the shared memory of its register twin, no more
+        Assert.AreEqual(GemmConfig.Wgmma(256, 4).WgmmaSharedBytes, GemmConfig.Wgmma(256, 4, staged: true).WgmmaSharedBytes);
+        Assert.AreEqual(GemmConfig.Wgmma(128, 6).WgmmaSharedBytes,
+            GemmConfig.Wgmma(128, 6, staged: true).WgmmaSharedBytesOf(GroupedGemmLayout.BackwardDataNN));
         foreach (GroupedGemmLayout layout in new[] { GroupedGemmLayout.ForwardNT, GroupedGemmLayout.BackwardDataNN })
         {
-            Assert.IsNull(GemmConfig.Wgmma(256, 3, staged: true).Problem(GemmMath.WgmmaSm90a, layout));
-            StringAssert.Contains(GemmConfig.Wgmma(256, 4, staged: true).Problem(GemmMath.WgmmaSm90a, layout) ?? "(accepted)", "shared memory");
+            Assert.IsNull(GemmConfig.Wgmma(256, 4, staged: true).Problem(GemmMath.WgmmaSm90a, layout));
+            StringAssert.Contains(GemmConfig.Wgmma(256, 5, staged: true).Problem(GemmMath.WgmmaSm90a, layout) ?? "(accepted)", "shared memory");
+            StringAssert.Contains(GemmConfig.Wgmma(256, 3, cluster: 2, staged: true).Problem(GemmMath.WgmmaSm90a, layout) ?? "(accepted)", "cluster");
+            // two k-tiles to stage in: K > 64
+            StringAssert.Contains(GemmConfig.Wgmma(256, 4, staged: true).ShapeProblem(layout, 64) ?? "(accepted)", "K must be > 64");
+            Assert.IsNull(GemmConfig.Wgmma(256, 4, staged: true).ShapeProblem(layout, 72));
+            Assert.IsNull(GemmConfig.Wgmma(256, 4).ShapeProblem(layout, 8), "a register-store tile takes any K");
         }
+        Assert.IsNull(GemmConfig.Wgmma(256, 3).ShapeProblem(GroupedGemmLayout.BackwardWeightTN, 8));
         StringAssert.Contains(GemmConfig.Wgmma(128, 4, staged: true).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "TN kernel always stages");
         StringAssert.Contains((GemmConfig.Mma(128, 128, 4) with { StagedEpilogue = true }).Problem(GemmMath.MmaSm80) ?? "(accepted)", "staged epilogue");
         Assert.AreEqual(GemmConfig.Wgmma(256, 4), GroupedGemmSm90aSpecs.Default(GroupedGemmLayout.ForwardNT, 1536), "the default stays the register-store s4 tile");
@@ -49,8 +56,8 @@ public sealed class Sm90aStagedEpiloguePlanTests
         Assert.AreEqual("1", spec.Values["STAGED"]);
         int pitch = 2 * blockN + 16;
         Assert.AreEqual(Int(pitch), spec.Values["STG_PITCH"]);
-        Assert.AreEqual(stages * (16384 + blockN * 128), int.Parse(spec.Values["STG_OFF"], CultureInfo.InvariantCulture), "staging after the W stages");
-        Assert.AreEqual(int.Parse(spec.Values["STG_OFF"], CultureInfo.InvariantCulture) + 2 * 64 * pitch, int.Parse(spec.Values["BAR_OFF"], CultureInfo.InvariantCulture));
+        Assert.IsFalse(spec.Values.ContainsKey("STG_OFF"), "no staging area");
+        Assert.AreEqual(stages * (16384 + blockN * 128), int.Parse(spec.Values["BAR_OFF"], CultureInfo.InvariantCulture), "the barriers right after the W stages");
         string ptx = spec.SpecialisedPtx();
         StringAssert.Contains(ptx, $".entry grouped_gemm_nt_sm90a_bf16_wgmma_128x{blockN}x64_s{stages}_stg(");
         AssertStagingCoversTheTileConflictFree(ptx, blockN, pitch);
@@ -61,7 +68,7 @@ public sealed class Sm90aStagedEpiloguePlanTests
         Assert.AreEqual(1, Count(ptx, "@p_cp cp.async.bulk.global.shared::cta.bulk_group [cp_out], [cp_rd], cp_bytes;"));
         StringAssert.Contains(ptx, "add.u64 cp_out, c_ptr, tmp64;");
         StringAssert.Contains(ptx, $"min.s32 cp_bytes, cp_bytes, {blockN};");
-        AssertBulkCopiesOverlapTheNextTile(ptx, "@p_cp");
+        AssertRingStagingOrder(ptx);
     }
 
     [TestMethod]
@@ -113,7 +120,7 @@ public sealed class Sm90aStagedEpiloguePlanTests
                 Assert.AreEqual(32, banks.Count, $"pass {i} quarter {quarter}: bank conflicts");
             }
         Assert.AreEqual(16 * chunks, seen.Count, "16 rows x BN/16 chunks per warp");
-        AssertBulkCopiesOverlapTheNextTile(ptx, "@p_cp");
+        AssertRingStagingOrder(ptx);
         Assert.IsTrue(ptx.IndexOf("@p_copier cp.async.bulk.commit_group;", StringComparison.Ordinal) < ptx.IndexOf("EPI_ACT_FAST:", StringComparison.Ordinal),
             "the G1 copies are issued before the act math");
     }
@@ -124,9 +131,11 @@ public sealed class Sm90aStagedEpiloguePlanTests
         GroupedGemmSpec plain = GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4));
         Assert.AreEqual("0", plain.Values["STAGED"]);
         Assert.AreEqual("", plain.Values["EPI_STAGE"]);
-        Assert.AreEqual(plain.Values["STG_OFF"], plain.Values["BAR_OFF"], "no staging bytes");
+        Assert.AreEqual(4 * (16384 + 256 * 128), int.Parse(plain.Values["BAR_OFF"], CultureInfo.InvariantCulture), "no staging bytes");
         string ptx = plain.SpecialisedPtx();
         StringAssert.Contains(ptx, "setp.ne.u32 stg_on, 0, 0;");
+        Assert.AreEqual(0, Count(ptx, "bra.uni C_LAST_DONE;") + Count(ptx, "and.pred p, p, ring_keep;") + Count(ptx, "@!ring_due bra.uni C_RING_HELD;"),
+            "a register-store tile releases every slot in its k-loop");
         Assert.AreEqual(2 * 32, Regex.Matches(ptx, @"@p_col st\.global\.b32 \[out[01]\+").Count, "C from registers");
         Assert.AreEqual(0, Regex.Matches(ptx, @"st\.shared\.b32 \[st_frag").Count);
 
@@ -136,6 +145,65 @@ public sealed class Sm90aStagedEpiloguePlanTests
         Assert.AreEqual("grouped_gemm_nn_dswiglu_sm90a_bf16_wgmma_128x256x64_s3", dswiglu.EntryName);
         Assert.AreEqual("0", dswiglu.Values["STAGED"]);
         Assert.ThrowsExactly<ArgumentException>(() => Sm90aEpilogues.Values(GroupedGemmEpilogue.DSwiGlu, 256, "bf16", staged: true, 528).ToArray());
+    }
+
+    [TestMethod]
+    [DataRow(64)]
+    [DataRow(128)]
+    [DataRow(256)]
+    public void RingStagingBase_PutsEachWarpsRowsInsideTheTilesLastTwoSlots_Disjoint(int blockN)
+    {
+        int pitch = 2 * blockN + 16, warpBytes = 16 * pitch, bStage = blockN * 128, bOffset = 4 * 16384;
+        string code = Sm90aRingStaging.StagingBase(blockN, pitch, bOffset);
+        MatchCollection places = Regex.Matches(code, @"setp\.eq\.u32 p, utmp, (\d+); @p mad\.lo\.u32 stg, (ring_x|prev_slot), (\d+), (\d+);");
+        Assert.AreEqual(8, places.Count, "one place per consumer warp");
+        // two slots' parts as byte ranges of a 4-stage ring at slots x = 1, y = 2 (any two distinct slots do)
+        var slotOf = new Dictionary<string, int> { ["ring_x"] = 1, ["prev_slot"] = 2 };
+        var taken = new List<(long Start, long End)>();
+        for (int i = 0; i < 8; i++)
+        {
+            Match m = places[i];
+            Assert.AreEqual(i, int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), "warps in order");
+            int slot = slotOf[m.Groups[2].Value], stride = int.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture);
+            long start = (long)slot * stride + int.Parse(m.Groups[4].Value, CultureInfo.InvariantCulture), end = start + warpBytes;
+            bool inA = stride == 16384 && start >= slot * 16384L && end <= (slot + 1) * 16384L;
+            bool inB = stride == bStage && start >= bOffset + (long)slot * bStage && end <= bOffset + (slot + 1L) * bStage;
+            Assert.IsTrue(inA || inB, $"warp {i}: [{start}, {end}) outside the A and W parts of slot {slot}");
+            Assert.AreEqual(0, start % 16, $"warp {i}: rows 16-byte aligned for the bulk copies");
+            Assert.IsFalse(taken.Any(t => start < t.End && t.Start < end), $"warp {i} overlaps another warp's rows");
+            taken.Add((start, end));
+        }
+        StringAssert.Contains(code, $"mul.lo.u32 utmp, warp, {warpBytes};");
+        Assert.ThrowsExactly<InvalidOperationException>(() => Sm90aRingStaging.StagingBase(512, 1040, bOffset), "6 warps' rows fit, not 8");
+    }
+
+    /// <summary>The ring staging's order in a staged row tile: in the k-loop the last tile's two slots are released
+    /// (after this k-tile's wgmmas, once the lane's copies have read them) before the second-to-last slot is held and
+    /// recorded; the last slot's release is skipped; then one consumer barrier, the staging stores, fence.proxy.async,
+    /// the bulk copies, commit, and the slots marked due; the consumer waits for its last copies before ret.</summary>
+    private static void AssertRingStagingOrder(string ptx)
+    {
+        int consumer = ptx.IndexOf("CONSUMER:", StringComparison.Ordinal);
+        Assert.IsGreaterThan(0, consumer);
+        int At(string s) { int i = ptx.IndexOf(s, consumer, StringComparison.Ordinal); Assert.IsTrue(i >= 0, s); return i; }
+        Assert.AreEqual(1, Regex.Matches(ptx[consumer..], @"(?m)^\s*bar\.sync").Count, "one consumer barrier");
+        int[] order =
+        [
+            At("wgmma.wait_group.sync.aligned 1;"), At("@!ring_due bra.uni C_RING_HELD;"), At("cp.async.bulk.wait_group.read 0;"),
+            At("shl.b32 utmp, ring_x, 3;"), At("shl.b32 utmp, prev_slot, 3;"), At("setp.ne.u32 ring_due, tid, tid;     // false: released"),
+            At("C_RING_HELD:"), At("and.pred p, p, ring_keep;"), At("@p mbarrier.arrive.shared::cta.b64 _, [bar];"),
+            At("mov.u32 ring_x, prev_slot;"), At("wgmma.wait_group.sync.aligned 0;"), At("bra.uni C_LAST_DONE;"),
+            At("\nC_LAST_DONE:"), At("bar.sync 2, 256;"), At("@p mad.lo.u32 stg,"),
+            At("[st_frag+0]"), ptx.LastIndexOf("[st_frag+", StringComparison.Ordinal), At("fence.proxy.async.shared::cta;      // the fragment"),
+            At("@p_cp cp.async.bulk.global.shared::cta.bulk_group"), At("@p_copier cp.async.bulk.commit_group;"),
+            At("setp.eq.u32 ring_due, tid, tid;"), ptx.LastIndexOf("ALL_DONE:", StringComparison.Ordinal),
+        ];
+        for (int i = 1; i < order.Length; i++)
+            Assert.IsLessThan(order[i], order[i - 1], $"step {i} of the ring staging's order is out of place");
+        Assert.AreEqual(2, Count(ptx, "@p_leader mbarrier.arrive.shared::cta.b64 _, [bar];   // the last tile's second-to-last slot")
+            + Count(ptx, "@p_leader mbarrier.arrive.shared::cta.b64 _, [bar];   // and its last slot"), "both held slots released");
+        int done = ptx.LastIndexOf("ALL_DONE:", StringComparison.Ordinal);
+        Assert.IsTrue(Regex.IsMatch(ptx[done..], @"(?m)^\s*(@!?\w+\s+)?cp\.async\.bulk\.wait_group 0;"), "the consumer waits for its last copies before ret");
     }
 
     /// <summary>Every staging store of a warp (8 rows g x 4 threads q at g * pitch + 4q + offset) hits 32 distinct

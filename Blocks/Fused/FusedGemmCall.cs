@@ -37,8 +37,8 @@ internal readonly record struct FusedGemmCall(FusedGemm Gemm, DeviceRange A, Dev
     /// ones for an f32-output call), less those its K rules out (<see cref="GemmConfig.ShapeProblem"/>).</summary>
     public IReadOnlyList<GemmConfig> Candidates(GroupedGemm gemm, ScalarType dtype)
     {
-        (GroupedGemmLayout layout, int k) = (Layout, K);
-        return [.. (Float32Output ? gemm.Float32OutputCandidates(dtype) : gemm.Candidates(layout, dtype)).Where(c => c.ShapeProblem(layout, k) is null)];
+        (GroupedGemmLayout layout, int n, int k) = (Layout, N, K);
+        return [.. (Float32Output ? gemm.Float32OutputCandidates(dtype) : gemm.Candidates(layout, dtype)).Where(c => c.ShapeProblem(layout, n, k) is null)];
     }
 
     /// <summary>The sm_90a tile this call launches with <paramref name="config"/> (NT, NN), or null when it runs an

@@ -92,13 +92,17 @@ public sealed record GemmConfig(int BlockM, int BlockN, int BlockK, int Stages, 
     public int WgmmaStagingBytes(GroupedGemmLayout layout, bool float32Output = false) =>
         layout == GroupedGemmLayout.BackwardWeightTN ? 2 * 64 * BlockN * (float32Output ? 4 : 2) : 0;
 
-    /// <summary>Why this configuration cannot run a call of reduction depth <paramref name="k"/> on
-    /// <paramref name="layout"/>, or null when it can: a staged row tile stages in the ring slots of the tile's last two
-    /// k-tiles, so it needs K &gt; 64.</summary>
-    public string? ShapeProblem(GroupedGemmLayout layout, int k) =>
-        StagedEpilogue && layout != GroupedGemmLayout.BackwardWeightTN && k <= WgmmaBlockK
-            ? $"{Name} stages its epilogue in the ring slots of the tile's last two k-tiles: K must be > {WgmmaBlockK}; got K = {k}."
-            : null;
+    /// <summary>Why this configuration cannot run a call of (<paramref name="n"/>, <paramref name="k"/>) on
+    /// <paramref name="layout"/> (the GroupedGemm entry points' N and K: the reduction is K, or N for BackwardDataNN), or
+    /// null when it can: a staged row tile stages in the ring slots of the tile's last two k-tiles, so its reduction
+    /// must be longer than one 64-deep k-tile.</summary>
+    public string? ShapeProblem(GroupedGemmLayout layout, int n, int k)
+    {
+        if (!StagedEpilogue || layout == GroupedGemmLayout.BackwardWeightTN) return null;
+        (string name, int depth) = layout == GroupedGemmLayout.BackwardDataNN ? ("N", n) : ("K", k);
+        return depth > WgmmaBlockK ? null
+            : $"{Name} stages its epilogue in the ring slots of the tile's last two k-tiles: the reduction {name} must be > {WgmmaBlockK}; got {name} = {depth}.";
+    }
 
     /// <summary>dW rows per TMA store of the TN kernel's epilogue: the 16 rows one consumer warp holds.</summary>
     public const int WgmmaStoreRows = 16;

@@ -322,8 +322,8 @@ public sealed partial class GroupedGemm
                 $"{config.Name} is an sm_90a (Hopper) configuration; the device is {computeCapability.Major}.{computeCapability.Minor} (sm_90a code runs on 9.0 only).", nameof(config));
         if (n == 0 || k == 0 || rows.Experts == 0) return null;
         if (rows.TotalRows == 0 && !weightGrad) return null;
-        if (epilogue != GroupedGemmEpilogue.DSwiGlu && config?.ShapeProblem(layout, k) is { } shapeProblem) // dSwiGLU runs a staged tile as its register twin
-            throw new ArgumentException(shapeProblem, nameof(k));
+        if (epilogue != GroupedGemmEpilogue.DSwiGlu && config?.ShapeProblem(layout, n, k) is { } shapeProblem) // dSwiGLU runs a staged tile as its register twin
+            throw new ArgumentException(shapeProblem, layout == GroupedGemmLayout.BackwardDataNN ? nameof(n) : nameof(k));
 
         // pointers and sizes
         long r = rows.TotalRows, e = rows.Experts, tokens = r / rows.TopK;

@@ -129,9 +129,14 @@ public sealed class GroupedGemmArgumentTests
         GemmConfig staged = GemmConfig.Wgmma(256, 4, staged: true);
         var ex = Assert.ThrowsExactly<ArgumentException>(() => Forward(config: staged, n: 256, k: 64));
         Assert.AreEqual("k", ex.ParamName);
-        StringAssert.Contains(ex.Message, "K must be > 64");
+        StringAssert.Contains(ex.Message, "K must be > 64; got K = 64");
         Assert.AreEqual(staged, Forward(config: staged, n: 256, k: 72)!.Value.Spec.Config);
         Assert.AreEqual(GemmConfig.Wgmma(256, 4), Forward(config: GemmConfig.Wgmma(256, 4), n: 256, k: 64)!.Value.Spec.Config, "register stores take K = 64");
+        // NN (C [R,K] = A [R,N] · W[e]) reduces over N: the router's dX at E = 32 experts (N = 32, K = H = 256)
+        var nn = Assert.ThrowsExactly<ArgumentException>(() => GroupedGemm.Plan(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, staged,
+            Sm90, 132, Buf(Rows * 32 * 2), Buf((long)Experts * 32 * 256 * 2), Buf(Rows * 256 * 2), DeviceRange.Null, RowsOf(), 32, 256, 0, 0));
+        Assert.AreEqual("n", nn.ParamName);
+        StringAssert.Contains(nn.Message, "N must be > 64; got N = 32");
     }
 
     [TestMethod]

@@ -34,12 +34,14 @@ public sealed class Sm90aStagedEpiloguePlanTests
             Assert.IsNull(GemmConfig.Wgmma(256, 4, staged: true).Problem(GemmMath.WgmmaSm90a, layout));
             StringAssert.Contains(GemmConfig.Wgmma(256, 5, staged: true).Problem(GemmMath.WgmmaSm90a, layout) ?? "(accepted)", "shared memory");
             StringAssert.Contains(GemmConfig.Wgmma(256, 3, cluster: 2, staged: true).Problem(GemmMath.WgmmaSm90a, layout) ?? "(accepted)", "cluster");
-            // two k-tiles to stage in: K > 64
-            StringAssert.Contains(GemmConfig.Wgmma(256, 4, staged: true).ShapeProblem(layout, 64) ?? "(accepted)", "K must be > 64");
-            Assert.IsNull(GemmConfig.Wgmma(256, 4, staged: true).ShapeProblem(layout, 72));
-            Assert.IsNull(GemmConfig.Wgmma(256, 4).ShapeProblem(layout, 8), "a register-store tile takes any K");
+            // two k-tiles to stage in: a reduction > 64 (K, or N for NN: C [R,K] = A [R,N] · W[e])
+            bool nn = layout == GroupedGemmLayout.BackwardDataNN;
+            StringAssert.Contains(GemmConfig.Wgmma(256, 4, staged: true).ShapeProblem(layout, nn ? 64 : 256, nn ? 256 : 64) ?? "(accepted)",
+                nn ? "N must be > 64; got N = 64" : "K must be > 64; got K = 64");
+            Assert.IsNull(GemmConfig.Wgmma(256, 4, staged: true).ShapeProblem(layout, nn ? 72 : 8, nn ? 8 : 72));
+            Assert.IsNull(GemmConfig.Wgmma(256, 4).ShapeProblem(layout, 8, 8), "a register-store tile takes any K");
         }
-        Assert.IsNull(GemmConfig.Wgmma(256, 3).ShapeProblem(GroupedGemmLayout.BackwardWeightTN, 8));
+        Assert.IsNull(GemmConfig.Wgmma(256, 3).ShapeProblem(GroupedGemmLayout.BackwardWeightTN, 8, 8));
         StringAssert.Contains(GemmConfig.Wgmma(128, 4, staged: true).Problem(GemmMath.WgmmaSm90a, GroupedGemmLayout.BackwardWeightTN) ?? "(accepted)", "TN kernel always stages");
         StringAssert.Contains((GemmConfig.Mma(128, 128, 4) with { StagedEpilogue = true }).Problem(GemmMath.MmaSm80) ?? "(accepted)", "staged epilogue");
         Assert.AreEqual(GemmConfig.Wgmma(256, 4), GroupedGemmSm90aSpecs.Default(GroupedGemmLayout.ForwardNT, 1536), "the default stays the register-store s4 tile");

@@ -144,6 +144,7 @@ internal static class GroupedGemmSm90aSpecs
             values["STG_OFF"] = Int(stgOff);
             values["STG_BYTES"] = Int(config.WgmmaStagingBytes(layout, float32Output) / 2);
             foreach ((string key, string value) in Sm90aRingStaging.None()) values[key] = value;
+            values["STAGE_FENCE_SKIP"] = "";   // the TN stages' rows come by cp.async
         }
         else
         {
@@ -158,6 +159,10 @@ internal static class GroupedGemmSm90aSpecs
             foreach ((string key, string value) in Sm90aCluster.Rows(config.Cluster, bn)) values[key] = value;
             values["SCALE_WIDEN"] = dtype == ScalarType.BFloat16 ? "cvt.f32.bf16" : "cvt.f32.f16";
             values["TX_BYTES"] = Int(bStage);
+            // A and W by TMA (p_a_tma): the stage holds no cp.async (generic-proxy) writes to fence before the wgmmas. Not
+            // in dSwiGLU (GEMM2 dX: A = dY gathered, never by TMA; at 128x256 the live predicate costs it an 8-byte spill)
+            values["STAGE_FENCE_SKIP"] = epilogue == GroupedGemmEpilogue.DSwiGlu ? ""
+                : "    @a_tma bra.uni C_FENCED;            // A and W came by TMA: nothing to fence";
             foreach ((string key, string value) in Sm90aRingStaging.Rows(config.StagedEpilogue, bn, pitch, bOff))
                 values[key] = value;
         }

@@ -374,6 +374,30 @@ public sealed class Sm90aGroupedGemmPlanTests
         Assert.IsFalse(ptx.Contains("[stage_b+", StringComparison.Ordinal), "no B chunks: W comes by TMA");
     }
 
+    /// <summary>The consumer fences the async proxy after each full wait only where the stage may hold cp.async rows: the
+    /// rows kernel branches around it when A came by TMA too (p_a_tma), the TN kernel and dSwiGLU (A never by TMA) always fence.</summary>
+    [TestMethod]
+    public void ConsumerFence_IsSkippedOnlyWhenBothOperandsComeByTma()
+    {
+        const string skip = "@a_tma bra.uni C_FENCED;", fence = "fence.proxy.async.shared::cta;      // the stage's cp.async writes";
+        foreach (GroupedGemmEpilogue epilogue in new[] { GroupedGemmEpilogue.Plain, GroupedGemmEpilogue.SwiGlu })
+        {
+            string rows = GroupedGemmSpecs.Create(GroupedGemmLayout.ForwardNT, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4), epilogue).SpecialisedPtx();
+            int wait = rows.IndexOf("@!p_ready bra C_WAIT_FULL;", rows.IndexOf("CONSUMER:", StringComparison.Ordinal), StringComparison.Ordinal);
+            int branch = rows.IndexOf(skip, StringComparison.Ordinal), at = rows.IndexOf(fence, StringComparison.Ordinal);
+            Assert.IsTrue(wait > 0 && wait < branch && branch < at && at < rows.IndexOf("C_FENCED:", StringComparison.Ordinal)
+                && rows.IndexOf("C_FENCED:", StringComparison.Ordinal) < rows.IndexOf("wgmma.fence.sync.aligned;", at, StringComparison.Ordinal),
+                $"{epilogue}: full wait < skip < fence < C_FENCED < wgmma");
+        }
+        string dswiglu = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardDataNN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 4), GroupedGemmEpilogue.DSwiGlu).SpecialisedPtx();
+        string tn = GroupedGemmSpecs.Create(GroupedGemmLayout.BackwardWeightTN, ScalarType.BFloat16, GemmConfig.Wgmma(256, 3)).SpecialisedPtx();
+        foreach (string ptx in new[] { dswiglu, tn })
+        {
+            Assert.IsFalse(ptx.Contains(skip, StringComparison.Ordinal), "no TMA A: always fenced");
+            StringAssert.Contains(ptx, fence);
+        }
+    }
+
     [TestMethod]
     public void NnSpec_ReadsWNMajorThroughTheTransposeBit()
     {

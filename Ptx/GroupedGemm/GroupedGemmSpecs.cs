@@ -288,6 +288,7 @@ internal static class GroupedGemmSpecs
             ["C_PITCH"] = cPitch, ["EPI_CPR"] = bn / 8, ["EPI_RPP"] = threads / (bn / 8),
         };
         int smem;
+        if (layout != GroupedGemmLayout.BackwardWeightTN) v["BM_SHIFT"] = System.Numerics.BitOperations.Log2((uint)bm); // the row tiles' scheduler
         switch (layout)
         {
             case GroupedGemmLayout.ForwardNT:

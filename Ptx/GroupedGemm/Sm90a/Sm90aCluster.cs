@@ -33,6 +33,7 @@ internal static class Sm90aCluster
         {
             foreach (KeyValuePair<string, string> v in Single()) yield return v;
             yield return new("BM", Int(GemmConfig.WgmmaBlockM));
+            yield return new("BM_SHIFT", "7");
             yield return new("CLUSTER_TAG", "");
             yield return new("CLUSTER_DIRECTIVE", "");
             yield return new("CLUSTER_SYNC", "");
@@ -54,6 +55,7 @@ internal static class Sm90aCluster
         yield return new("PEER_RELEASE_LAST", string.Format(CultureInfo.InvariantCulture, release, "p_leader"));
         yield return new("CLUSTER_EXIT", ClusterBarrier);
         yield return new("BM", Int(2 * GemmConfig.WgmmaBlockM));   // the walk's unit: a pair of m-tiles
+        yield return new("BM_SHIFT", "8");
         yield return new("CLUSTER_TAG", "_c2");
         yield return new("CLUSTER_DIRECTIVE", ".reqnctapercluster 2, 1, 1");
         yield return new("CLUSTER_SYNC", ClusterBarrier);

@@ -86,8 +86,9 @@ internal sealed class GemmTuner(FusedBlockOptions options, TuningContext? contex
     // captures parameters allocates its closure on entry to the method that declares them, even when it returns early).
     private GemmConfig ChooseFirst(GroupedGemm gemm, CudaStream stream, ScalarType dtype, int shapeClass, FusedGemmCall call)
     {
-        // NOTE: the candidate list depends only on layout, dtype, output (f32 or dtype) and card today; a shape-aware filter (e.g. dropping
-        // 128-row tiles for decode) would slot in here, from call.Rows / N / K.
+        // NOTE: the candidate list depends on layout, dtype, output (f32 or dtype) and card, less the tiles the call's N / K rule out
+        // (GemmConfig.ShapeProblem: a staged row tile needs two k-tiles); a further shape-aware filter (e.g. dropping 128-row
+        // tiles for decode) belongs in FusedGemmCall.Candidates too.
         IReadOnlyList<GemmConfig> candidates = call.Candidates(gemm, dtype); // this instance's path (ForceSm80 honoured)
         return Decide(call.Gemm, shapeClass, candidates, () => Tune(gemm, stream, dtype, shapeClass, call, candidates));
     }

@@ -32,8 +32,7 @@ internal static class Sm90aCluster
         if (cluster == 1)
         {
             foreach (KeyValuePair<string, string> v in Single()) yield return v;
-            yield return new("BM", Int(GemmConfig.WgmmaBlockM));
-            yield return new("BM_SHIFT", "7");
+            foreach (KeyValuePair<string, string> v in WalkUnit(GemmConfig.WgmmaBlockM)) yield return v;
             yield return new("CLUSTER_TAG", "");
             yield return new("CLUSTER_DIRECTIVE", "");
             yield return new("CLUSTER_SYNC", "");
@@ -54,8 +53,7 @@ internal static class Sm90aCluster
         yield return new("PEER_RELEASE", string.Format(CultureInfo.InvariantCulture, release, "p"));
         yield return new("PEER_RELEASE_LAST", string.Format(CultureInfo.InvariantCulture, release, "p_leader"));
         yield return new("CLUSTER_EXIT", ClusterBarrier);
-        yield return new("BM", Int(2 * GemmConfig.WgmmaBlockM));   // the walk's unit: a pair of m-tiles
-        yield return new("BM_SHIFT", "8");
+        foreach (KeyValuePair<string, string> v in WalkUnit(2 * GemmConfig.WgmmaBlockM)) yield return v;   // a pair of m-tiles
         yield return new("CLUSTER_TAG", "_c2");
         yield return new("CLUSTER_DIRECTIVE", ".reqnctapercluster 2, 1, 1");
         yield return new("CLUSTER_SYNC", ClusterBarrier);
@@ -97,4 +95,11 @@ internal static class Sm90aCluster
     }
 
     private static string Int(int value) => value.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>The scheduler's unit of rows: BM and its log2 (sched_expert_tiles.ptx divides by a shift).</summary>
+    private static IEnumerable<KeyValuePair<string, string>> WalkUnit(int rows)
+    {
+        yield return new("BM", Int(rows));
+        yield return new("BM_SHIFT", Int(System.Numerics.BitOperations.Log2((uint)rows)));
+    }
 }
